@@ -1,0 +1,112 @@
+//! The `MdmAdapter` trait, shaped for its callers.
+//!
+//! - `test-connection` calls [`MdmAdapter::health_check`];
+//! - the sync engine streams pages from [`MdmAdapter::devices`], [`MdmAdapter::users`]
+//!   and [`MdmAdapter::groups`] straight into the store: a stream of pages keeps
+//!   memory flat however many devices an MDM has;
+//! - the on-demand sync calls [`MdmAdapter::lookup_device`];
+//! - the dispatcher calls [`MdmAdapter::execute`] and keeps the [`Receipt`].
+//!
+//! Adapters are held as `Arc<dyn MdmAdapter>`, hence `async_trait` (native async
+//! fns in traits are not object safe).
+
+use crate::{AdapterError, Device, DeviceIdentifier, Group, MdmCommand, MdmKind, User};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One page of a listing. `skipped` counts records the adapter read but did
+/// not map (for example BCDM's non-iOS devices), so they are reported, not lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub skipped: u64,
+    /// Why records were skipped, when any were (for the sync run's record).
+    pub skip_reason: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn of(items: Vec<T>) -> Self {
+        Page {
+            items,
+            skipped: 0,
+            skip_reason: None,
+        }
+    }
+}
+
+/// A listing as a stream of pages; the first error ends it.
+pub type PageStream<'a, T> = BoxStream<'a, Result<Page<T>, AdapterError>>;
+
+/// What an adapter can do at its MDM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The commands this MDM offers.
+    pub commands: BTreeSet<MdmCommand>,
+    /// The MDM removes a disconnect-Wi-Fi profile by itself after its own
+    /// timeout (BCDM): the connector then schedules no removal.
+    pub removes_wifi_profile_itself: bool,
+    /// The MDM has device groups.
+    pub groups: bool,
+    /// Users are a listing of their own (`false`: they come embedded in devices).
+    pub user_listing: bool,
+}
+
+impl Capabilities {
+    pub fn supports(&self, command: MdmCommand) -> bool {
+        self.commands.contains(&command)
+    }
+}
+
+/// The answer of a successful [`MdmAdapter::health_check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Devices on the first page read.
+    pub devices_on_first_page: usize,
+}
+
+/// The proof of one command sent: what went out and what came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// e.g. `POST /MobiControl/api/devices/abc/actions`.
+    pub request: String,
+    /// The request body as sent (no credentials are ever in a body).
+    pub request_body: Option<String>,
+    pub status: u16,
+    pub response_body: Option<String>,
+    /// The MDM's own reference for the command, where it gives one (BCDM's `request_id`).
+    pub vendor_reference: Option<String>,
+}
+
+/// One MDM integration, speaking that MDM's REST API.
+#[async_trait]
+pub trait MdmAdapter: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> MdmKind;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether the MDM removes a disconnect-Wi-Fi profile by itself.
+    fn removes_wifi_profile_itself(&self) -> bool {
+        self.capabilities().removes_wifi_profile_itself
+    }
+
+    /// Logs in and reads one page of devices.
+    async fn health_check(&self) -> Result<HealthReport, AdapterError>;
+
+    /// Every device, page by page, to the end.
+    fn devices(&self) -> PageStream<'_, Device>;
+
+    /// Every user, page by page. Empty where users come embedded in devices
+    /// (see [`Capabilities::user_listing`]).
+    fn users(&self) -> PageStream<'_, User>;
+
+    /// Every group, page by page. Empty where the MDM has no groups.
+    fn groups(&self) -> PageStream<'_, Group>;
+
+    /// One device by any identifier; `Ok(None)` when the MDM does not know it.
+    async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError>;
+
+    /// Sends one command for one device (`device` as last read from this MDM).
+    async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError>;
+}

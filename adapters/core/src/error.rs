@@ -1,0 +1,160 @@
+//! `AdapterError`: each variant is a decision the caller makes.
+//!
+//! The dispatcher asks [`AdapterError::is_retryable`] and
+//! [`AdapterError::retry_after`]; `test-connection` turns the variant into a
+//! plain-words diagnostic; metrics and logs use [`AdapterError::class`].
+//! Messages carry what the MDM said, never a credential.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// No TCP connection: DNS, routing or a firewall.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The TLS handshake failed: the MDM's certificate is not trusted, or expired.
+    #[error("TLS trust failure: {0}")]
+    Tls(String),
+    /// The MDM did not answer in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// 401 (or a refused token request): wrong user name, password or key.
+    #[error("unauthorized (401): {0}")]
+    Unauthorized(String),
+    /// 403: the account lacks the API role (or the DM code does not match).
+    #[error("forbidden (403): {0}")]
+    Forbidden(String),
+    /// 404: wrong URL or instance, or the object does not exist.
+    #[error("not found (404): {0}")]
+    NotFound(String),
+    /// 429: slow down, and try again after `retry_after` if the MDM said.
+    #[error("rate limited (429){}: {message}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// 5xx or a dropped connection mid-request: the MDM is having trouble.
+    #[error("MDM unavailable{}: {message}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    Unavailable {
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// The MDM refused this action by its own settings; retrying cannot help.
+    /// `setting` names what an admin has to change at the MDM console.
+    #[error("action not permitted by the MDM: change `{setting}` in the MDM console ({message})")]
+    ActionNotPermitted { setting: String, message: String },
+    /// Any other 4xx: the request was refused and a repeat would be refused too.
+    #[error("rejected ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// The answer could not be read (malformed JSON, an HTML page where JSON was due).
+    #[error("malformed answer: {0}")]
+    Decode(String),
+    /// The adapter cannot do this (a command the MDM does not offer).
+    #[error("not supported by this MDM: {0}")]
+    Unsupported(String),
+    /// The integration's settings do not allow this (e.g. no Wi-Fi profile id).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl AdapterError {
+    /// Whether trying the same request again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AdapterError::Connect(_)
+                | AdapterError::Timeout(_)
+                | AdapterError::RateLimited { .. }
+                | AdapterError::Unavailable { .. }
+        )
+    }
+
+    /// The delay the MDM asked for (`Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AdapterError::RateLimited { retry_after, .. }
+            | AdapterError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for logs and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AdapterError::Connect(_) => "connect",
+            AdapterError::Tls(_) => "tls",
+            AdapterError::Timeout(_) => "timeout",
+            AdapterError::Unauthorized(_) => "unauthorized",
+            AdapterError::Forbidden(_) => "forbidden",
+            AdapterError::NotFound(_) => "not_found",
+            AdapterError::RateLimited { .. } => "rate_limited",
+            AdapterError::Unavailable { .. } => "unavailable",
+            AdapterError::ActionNotPermitted { .. } => "action_not_permitted",
+            AdapterError::Rejected { .. } => "rejected",
+            AdapterError::Decode(_) => "decode",
+            AdapterError::Unsupported(_) => "unsupported",
+            AdapterError::Config(_) => "config",
+        }
+    }
+
+    /// Whether the error says the credentials are wrong (a sync must then remove nothing).
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            AdapterError::Unauthorized(_) | AdapterError::Forbidden(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_retryable_and_refusals_are_not() {
+        assert!(AdapterError::Connect("refused".into()).is_retryable());
+        assert!(AdapterError::Timeout("30s".into()).is_retryable());
+        assert!(AdapterError::Unavailable {
+            status: Some(503),
+            retry_after: None,
+            message: String::new()
+        }
+        .is_retryable());
+        let limited = AdapterError::RateLimited {
+            retry_after: Some(Duration::from_secs(2)),
+            message: "slow".into(),
+        };
+        assert!(limited.is_retryable());
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(2)));
+        assert!(limited.to_string().contains("retry after 2s"));
+        for e in [
+            AdapterError::Unauthorized(String::new()),
+            AdapterError::Forbidden(String::new()),
+            AdapterError::NotFound(String::new()),
+            AdapterError::Tls(String::new()),
+            AdapterError::Rejected {
+                status: 400,
+                message: String::new(),
+            },
+            AdapterError::ActionNotPermitted {
+                setting: "Remote lock".into(),
+                message: String::new(),
+            },
+            AdapterError::Decode(String::new()),
+        ] {
+            assert!(!e.is_retryable(), "{e}");
+            assert_eq!(e.retry_after(), None);
+        }
+    }
+
+    #[test]
+    fn action_not_permitted_names_the_console_setting() {
+        let e = AdapterError::ActionNotPermitted {
+            setting: "Remote Wipe".into(),
+            message: "forbidden".into(),
+        };
+        assert!(e.to_string().contains("Remote Wipe"));
+        assert_eq!(e.class(), "action_not_permitted");
+    }
+}

@@ -1,0 +1,241 @@
+//! The HTTP client every adapter uses, and the mapping of transport failures
+//! and status codes to [`AdapterError`].
+//!
+//! One builder so that every vendor gets the same rustls setup, the per-MDM
+//! extra trust anchor (`ca_cert`) and the connect/request timeouts; one
+//! classifier so that "cannot connect", "TLS trust" and "timeout" mean the
+//! same for all three MDMs.
+
+use crate::AdapterError;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::StatusCode;
+use std::error::Error as _;
+use std::time::Duration;
+
+/// Transport settings of one MDM integration.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Extra PEM trust anchor(s) for this MDM only, on top of the system's.
+    pub ca_cert_pem: Option<Vec<u8>>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            ca_cert_pem: None,
+        }
+    }
+}
+
+/// Builds the rustls-based client for one MDM.
+pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, AdapterError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .user_agent(concat!("mtd-connector/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(3));
+    if let Some(pem) = &settings.ca_cert_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| AdapterError::Config(format!("ca_cert is not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(AdapterError::Config(
+                "ca_cert holds no PEM certificate".into(),
+            ));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| AdapterError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Maps a failed `send()` (no status received) to the error class.
+pub fn classify_send_error(err: &reqwest::Error) -> AdapterError {
+    let chain = error_chain(err);
+    let lower = chain.to_ascii_lowercase();
+    if err.is_timeout() {
+        return AdapterError::Timeout(chain);
+    }
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        return AdapterError::Tls(chain);
+    }
+    if err.is_connect() {
+        return AdapterError::Connect(chain);
+    }
+    if err.is_decode() {
+        return AdapterError::Decode(chain);
+    }
+    // A connection that dropped mid-request (reset, closed before the answer).
+    AdapterError::Unavailable {
+        status: None,
+        retry_after: None,
+        message: chain,
+    }
+}
+
+/// The error and all its sources on one line (reqwest hides the cause otherwise).
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut out = without_url(err).to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn without_url(err: &reqwest::Error) -> String {
+    // The URL carries no secret in any of our vendors' APIs, but query strings
+    // can be long; keep only the path for readability.
+    match err.url() {
+        Some(url) => format!("{} ({})", strip_url(&err.to_string()), url.path()),
+        None => err.to_string(),
+    }
+}
+
+fn strip_url(s: &str) -> String {
+    match s.find(" for url (") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// `Retry-After` as seconds (the HTTP-date form is read as "now + difference").
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Maps a non-success status to the error class. `message` is what the vendor
+/// said (already extracted from its error JSON) or a short excerpt of the body.
+pub fn error_for_status(status: StatusCode, headers: &HeaderMap, message: String) -> AdapterError {
+    let code = status.as_u16();
+    match code {
+        401 => AdapterError::Unauthorized(message),
+        403 => AdapterError::Forbidden(message),
+        404 => AdapterError::NotFound(message),
+        408 => AdapterError::Timeout(message),
+        429 => AdapterError::RateLimited {
+            retry_after: retry_after(headers),
+            message,
+        },
+        500..=599 => AdapterError::Unavailable {
+            status: Some(code),
+            retry_after: retry_after(headers),
+            message,
+        },
+        _ => AdapterError::Rejected {
+            status: code,
+            message,
+        },
+    }
+}
+
+/// A short, single-line excerpt of a body that is not the vendor's error JSON
+/// (an HTML error page, a proxy's text): enough to recognise it in a log.
+pub fn body_excerpt(body: &str) -> String {
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return "(empty body)".to_string();
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.starts_with("<!doctype html") || lower.starts_with("<html") {
+        // The <title> of an error page says most ("404 - File or directory not found").
+        if let (Some(a), Some(b)) = (lower.find("<title>"), lower.find("</title>")) {
+            if b > a + 7 {
+                return format!("HTML page: {}", trimmed[a + 7..b].trim());
+            }
+        }
+        return "HTML page".to_string();
+    }
+    let one_line: String = trimmed.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut end = one_line.len().min(200);
+    while !one_line.is_char_boundary(end) {
+        end -= 1;
+    }
+    one_line[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn status_codes_map_to_their_classes() {
+        let h = HeaderMap::new();
+        assert_eq!(
+            error_for_status(StatusCode::UNAUTHORIZED, &h, String::new()).class(),
+            "unauthorized"
+        );
+        assert_eq!(
+            error_for_status(StatusCode::FORBIDDEN, &h, String::new()).class(),
+            "forbidden"
+        );
+        assert_eq!(
+            error_for_status(StatusCode::NOT_FOUND, &h, String::new()).class(),
+            "not_found"
+        );
+        assert_eq!(
+            error_for_status(StatusCode::BAD_GATEWAY, &h, String::new()).class(),
+            "unavailable"
+        );
+        assert_eq!(
+            error_for_status(StatusCode::UNPROCESSABLE_ENTITY, &h, String::new()).class(),
+            "rejected"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        let e = error_for_status(StatusCode::TOO_MANY_REQUESTS, &h, String::new());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn html_error_pages_are_reduced_to_their_title() {
+        let page =
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>…</body></html>";
+        assert_eq!(body_excerpt(page), "HTML page: 502 Bad Gateway");
+        assert_eq!(body_excerpt("  "), "(empty body)");
+    }
+
+    #[test]
+    fn a_ca_cert_that_is_not_pem_is_a_config_error() {
+        let settings = HttpSettings {
+            ca_cert_pem: Some(b"not a cert".to_vec()),
+            ..Default::default()
+        };
+        assert_eq!(build_client(&settings).unwrap_err().class(), "config");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_cannot_connect() {
+        // Bind then drop a listener so the port is very likely closed.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = build_client(&HttpSettings::default()).unwrap();
+        let err = client
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(classify_send_error(&err).class(), "connect");
+    }
+}
