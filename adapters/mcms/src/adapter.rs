@@ -1,0 +1,526 @@
+//! [`McmsAdapter`]: the AirWatch REST API behind the [`MdmAdapter`] trait.
+//!
+//! Every request goes through [`McmsAdapter::send`]: it waits for the rate
+//! limiter, adds the three headers AirWatch wants (Basic auth,
+//! `aw-tenant-code`, `Accept`), reads the whole (page-sized) body, and feeds
+//! the `x-ratelimit-*` headers of every answer back into the limiter.
+
+use crate::config::McmsConfig;
+use crate::ratelimit::RateLimiter;
+use crate::wire;
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures::StreamExt as _;
+use mtd_adapter::http::{
+    body_excerpt, build_client, classify_send_error, error_for_status, retry_after,
+};
+use mtd_adapter::{
+    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
+    MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+use tracing::Instrument as _;
+use url::Url;
+
+/// One Cisco MCMS (AirWatch) integration. Cheap to share: hold it as
+/// `Arc<dyn MdmAdapter>`; the HTTP connection pool and the rate-limit state
+/// are shared by every caller.
+pub struct McmsAdapter {
+    config: McmsConfig,
+    client: reqwest::Client,
+    /// `Basic base64(username:password)`, built once.
+    authorization: Secret,
+    limiter: RateLimiter,
+}
+
+impl fmt::Debug for McmsAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The config's own Debug redacts the secrets; the client and the
+        // limiter say nothing useful.
+        f.debug_struct("McmsAdapter")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer whose status has not been judged yet.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// The three listings: where they are and what their envelope calls things.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    Devices,
+    Users,
+    Groups,
+}
+
+impl Listing {
+    fn path(self) -> &'static [&'static str] {
+        match self {
+            Listing::Devices => &["mdm", "devices", "search"],
+            Listing::Users => &["system", "users", "search"],
+            Listing::Groups => &["system", "groups", "search"],
+        }
+    }
+
+    /// The array of records: `OrganizationGroups` is the v2 shape of the
+    /// groups search, `LocationGroups` the v1 shape (public clients show both).
+    fn item_keys(self) -> &'static [&'static str] {
+        match self {
+            Listing::Devices => &["Devices"],
+            Listing::Users => &["Users"],
+            Listing::Groups => &["OrganizationGroups", "LocationGroups"],
+        }
+    }
+
+    fn total_keys(self) -> &'static [&'static str] {
+        match self {
+            Listing::Devices | Listing::Users => &["Total"],
+            Listing::Groups => &["TotalResults", "Total"],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Listing::Devices => "devices",
+            Listing::Users => "users",
+            Listing::Groups => "groups",
+        }
+    }
+}
+
+/// One page as the server sent it, before mapping.
+struct RawPage {
+    items: Vec<Value>,
+    total: Option<u64>,
+}
+
+impl McmsAdapter {
+    /// Validates the config and builds the HTTP client; sends nothing.
+    pub fn new(config: McmsConfig) -> Result<Self, AdapterError> {
+        config.validate()?;
+        let client = build_client(&config.http)?;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            config.credentials.username,
+            config.credentials.password.expose()
+        ));
+        Ok(McmsAdapter {
+            config,
+            client,
+            authorization: Secret::new(format!("Basic {basic}")),
+            limiter: RateLimiter::default(),
+        })
+    }
+
+    /// The integration's config (the name for logs, the URL for messages).
+    pub fn config(&self) -> &McmsConfig {
+        &self.config
+    }
+
+    /// `{base_url}/API/{segments…}`, whatever the base path ends with.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.config.base_url.clone();
+        // `validate` rejected cannot-be-a-base URLs, so this cannot fail.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("API").extend(segments);
+        }
+        url
+    }
+
+    /// Sends one request and reads its answer, whatever the status.
+    ///
+    /// A POST without a JSON body is sent with an explicit
+    /// `Content-Length: 0`: hyper sends no length for an empty body, and IIS
+    /// front ends answer 411 to a POST without one.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        json_body: Option<String>,
+    ) -> Result<Answer, AdapterError> {
+        self.limiter.before_request(&self.config.name).await;
+        let is_post = method == Method::POST;
+        let mut request = self
+            .client
+            .request(method, url)
+            .header(AUTHORIZATION, self.authorization.expose())
+            .header("aw-tenant-code", self.config.credentials.api_key.expose())
+            .header(ACCEPT, "application/json");
+        request = match json_body {
+            Some(body) => request.header(CONTENT_TYPE, "application/json").body(body),
+            None if is_post => request.header(CONTENT_LENGTH, "0").body(Vec::<u8>::new()),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| classify_send_error(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        self.limiter.observe(&headers);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.limiter.observe_throttled(retry_after(&headers));
+        }
+        let body = response.text().await.map_err(|e| classify_send_error(&e))?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Fetches one page of a listing; `None` for the 204 "no records" answer.
+    async fn fetch_page(
+        &self,
+        listing: Listing,
+        page: u32,
+    ) -> Result<Option<RawPage>, AdapterError> {
+        let mut url = self.url(listing.path());
+        url.query_pairs_mut()
+            .append_pair("page", &page.to_string())
+            .append_pair("pagesize", &self.config.page_size.to_string());
+        let answer = ok_or_error(self.send(Method::GET, url, None).await?)?;
+        if answer.status == StatusCode::NO_CONTENT || answer.body.trim().is_empty() {
+            return Ok(None);
+        }
+        let value = parse_json(&answer.body)?;
+        let Value::Object(mut envelope) = value else {
+            return Err(AdapterError::Decode(format!(
+                "{} page {page}: expected a JSON object, got {}",
+                listing.name(),
+                body_excerpt(&answer.body)
+            )));
+        };
+        let items = listing
+            .item_keys()
+            .iter()
+            .find_map(|k| match envelope.remove(*k) {
+                Some(Value::Array(items)) => Some(items),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let envelope = Value::Object(envelope);
+        let total = listing
+            .total_keys()
+            .iter()
+            .find_map(|k| wire::count(&envelope, k));
+        Ok(Some(RawPage { items, total }))
+    }
+
+    /// A listing as a stream of pages, one request per page, so memory holds
+    /// one page at most. It ends at a 204, an empty or short page, or once
+    /// `(page + 1) * pagesize` reaches `Total`: no request past the end.
+    fn paged<T: Send + 'static>(
+        &self,
+        listing: Listing,
+        map: fn(&Value) -> Result<T, String>,
+    ) -> PageStream<'_, T> {
+        let page_size = u64::from(self.config.page_size);
+        futures::stream::unfold(Some(0u32), move |next| async move {
+            let page = next?;
+            let span = tracing::debug_span!("mcms_page", mdm = %self.config.name, listing = listing.name(), page);
+            let raw = match self.fetch_page(listing, page).instrument(span).await {
+                Err(e) => return Some((Err(e), None)),
+                Ok(None) => return None,
+                Ok(Some(raw)) => raw,
+            };
+            let n = raw.items.len() as u64;
+            if n == 0 {
+                return None;
+            }
+            let read_so_far = (u64::from(page) + 1) * page_size;
+            let more = n == page_size
+                && raw.total.map_or(true, |total| read_so_far < total)
+                && page < u32::MAX;
+            // n > page_size: the server ignored paging and sent everything.
+            let out = map_page(&self.config.name, listing, raw.items, map);
+            Some((Ok(out), more.then_some(page + 1)))
+        })
+        .boxed()
+    }
+
+    async fn lookup(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
+        let url = match id {
+            DeviceIdentifier::MdmDeviceId(v) => {
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_digit()) {
+                    // AirWatch device ids are integers: nothing else can match.
+                    return Ok(None);
+                }
+                self.url(&["mdm", "devices", v])
+            }
+            other => {
+                let (searchby, value) = match other {
+                    DeviceIdentifier::Udid(v) => ("Udid", v.clone()),
+                    DeviceIdentifier::Serial(v) => ("Serialnumber", v.clone()),
+                    // The model keeps MACs as lower-case hex; the console
+                    // shows (and stores) them in upper case.
+                    DeviceIdentifier::Mac(v) => ("Macaddress", v.to_ascii_uppercase()),
+                    DeviceIdentifier::Imei(v) => ("ImeiNumber", v.clone()),
+                    DeviceIdentifier::MdmDeviceId(_) => unreachable!("handled above"),
+                };
+                let mut url = self.url(&["mdm", "devices"]);
+                url.query_pairs_mut()
+                    .append_pair("searchby", searchby)
+                    .append_pair("id", &value);
+                url
+            }
+        };
+        let answer = self.send(Method::GET, url, None).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let answer = ok_or_error(answer)?;
+        if answer.status == StatusCode::NO_CONTENT || answer.body.trim().is_empty() {
+            return Ok(None);
+        }
+        let value = parse_json(&answer.body)?;
+        // One unwrapped device; tolerate the search envelope too.
+        let record = match value.get("Devices") {
+            Some(Value::Array(items)) => match items.first() {
+                Some(first) => first.clone(),
+                None => return Ok(None),
+            },
+            _ => value,
+        };
+        wire::device(&record)
+            .map(Some)
+            .map_err(|reason| AdapterError::Decode(format!("lookup by {}: {reason}", id.kind())))
+    }
+
+    async fn run_command(
+        &self,
+        command: MdmCommand,
+        device: &Device,
+    ) -> Result<Receipt, AdapterError> {
+        let (url, body) = match command {
+            MdmCommand::Lock | MdmCommand::EnterpriseWipe | MdmCommand::Wipe => {
+                let name = match command {
+                    MdmCommand::Lock => "Lock",
+                    MdmCommand::EnterpriseWipe => "EnterpriseWipe",
+                    _ => "DeviceWipe",
+                };
+                let mut url = self.url(&["mdm", "devices", &device.mdm_device_id, "commands"]);
+                url.query_pairs_mut().append_pair("command", name);
+                (url, None)
+            }
+            MdmCommand::DisconnectWifi | MdmCommand::RemoveWifiProfile => {
+                let profile = self.config.wifi_profile_id().ok_or_else(|| {
+                    AdapterError::Config(format!(
+                        "MCMS `{}`: wifi_disconnect_profile_id is not set; `{command}` needs the \
+                         id of the Wi-Fi profile prepared in the console",
+                        self.config.name
+                    ))
+                })?;
+                let serial = device.identifiers.serial.as_deref().ok_or_else(|| {
+                    AdapterError::Config(format!(
+                        "MCMS `{}`: device {} has no serial number, which `{command}` needs \
+                         (the profile call names the device by SerialNumber)",
+                        self.config.name, device.mdm_device_id
+                    ))
+                })?;
+                let verb = if command == MdmCommand::DisconnectWifi {
+                    "install"
+                } else {
+                    "remove"
+                };
+                let url = self.url(&["mdm", "profiles", profile, verb]);
+                let body = serde_json::json!({ "SerialNumber": serial }).to_string();
+                (url, Some(body))
+            }
+        };
+        let request = match url.query() {
+            Some(q) => format!("POST {}?{q}", url.path()),
+            None => format!("POST {}", url.path()),
+        };
+        let answer = self.send(Method::POST, url, body.clone()).await?;
+        let answer = ok_or_error(answer)?;
+        if looks_like_html(&answer.body) {
+            // A 2xx HTML page is a login portal or proxy, not AirWatch: the
+            // command did not reach the MDM and must not count as sent.
+            return Err(AdapterError::Decode(format!(
+                "{request}: {}",
+                body_excerpt(&answer.body)
+            )));
+        }
+        tracing::info!(
+            status = answer.status.as_u16(),
+            "Command accepted by the MDM."
+        );
+        Ok(Receipt {
+            request,
+            request_body: body,
+            status: answer.status.as_u16(),
+            response_body: (!answer.body.trim().is_empty()).then_some(answer.body),
+            vendor_reference: None,
+        })
+    }
+}
+
+/// Maps the records of one page, counting (not failing on) those that cannot be mapped.
+fn map_page<T>(
+    mdm: &str,
+    listing: Listing,
+    items: Vec<Value>,
+    map: fn(&Value) -> Result<T, String>,
+) -> Page<T> {
+    let mut page = Page::of(Vec::with_capacity(items.len()));
+    let mut reasons = BTreeSet::new();
+    for item in &items {
+        match map(item) {
+            Ok(v) => page.items.push(v),
+            Err(reason) => {
+                page.skipped += 1;
+                reasons.insert(reason);
+            }
+        }
+    }
+    if page.skipped > 0 {
+        let reason = reasons.into_iter().collect::<Vec<_>>().join("; ");
+        tracing::warn!(
+            mdm,
+            listing = listing.name(),
+            skipped = page.skipped,
+            reason = %reason,
+            "Skipped records that cannot be mapped."
+        );
+        page.skip_reason = Some(reason);
+    }
+    page
+}
+
+/// Passes a 2xx answer on; turns anything else into its error class, with
+/// AirWatch's `{"errorCode","message"}` kept in the message.
+fn ok_or_error(answer: Answer) -> Result<Answer, AdapterError> {
+    if answer.status.is_success() {
+        return Ok(answer);
+    }
+    Err(error_for_status(
+        answer.status,
+        &answer.headers,
+        error_message(&answer.body),
+    ))
+}
+
+/// `errorCode 1001: message` from the vendor's error JSON, or an excerpt of
+/// whatever else came (an HTML page is reduced to its title).
+pub(crate) fn error_message(body: &str) -> String {
+    if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(body) {
+        let field = |names: &[&str]| {
+            names.iter().find_map(|n| match o.get(*n) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let code = field(&["errorCode", "ErrorCode"]);
+        let message = field(&["message", "Message"]);
+        match (code, message) {
+            (Some(c), Some(m)) => return format!("errorCode {c}: {m}"),
+            (Some(c), None) => return format!("errorCode {c}"),
+            (None, Some(m)) => return m,
+            (None, None) => {}
+        }
+    }
+    body_excerpt(body)
+}
+
+fn parse_json(body: &str) -> Result<Value, AdapterError> {
+    serde_json::from_str(body)
+        .map_err(|e| AdapterError::Decode(format!("{e}; body: {}", body_excerpt(body))))
+}
+
+fn looks_like_html(body: &str) -> bool {
+    let lower = body
+        .trim_start()
+        .get(..14)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    lower.starts_with("<!doctype html") || lower.starts_with("<html")
+}
+
+#[async_trait]
+impl MdmAdapter for McmsAdapter {
+    fn kind(&self) -> MdmKind {
+        MdmKind::Mcms
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            commands: [
+                MdmCommand::Lock,
+                MdmCommand::DisconnectWifi,
+                MdmCommand::RemoveWifiProfile,
+                MdmCommand::EnterpriseWipe,
+                MdmCommand::Wipe,
+            ]
+            .into_iter()
+            .collect(),
+            removes_wifi_profile_itself: false,
+            groups: true,
+            user_listing: true,
+        }
+    }
+
+    async fn health_check(&self) -> Result<HealthReport, AdapterError> {
+        let span = tracing::info_span!("mcms_health_check", mdm = %self.config.name);
+        let page = self
+            .fetch_page(Listing::Devices, 0)
+            .instrument(span)
+            .await?;
+        Ok(HealthReport {
+            devices_on_first_page: page.map_or(0, |p| p.items.len()),
+        })
+    }
+
+    fn devices(&self) -> PageStream<'_, Device> {
+        self.paged(Listing::Devices, wire::device)
+    }
+
+    fn users(&self) -> PageStream<'_, User> {
+        self.paged(Listing::Users, wire::user)
+    }
+
+    fn groups(&self) -> PageStream<'_, Group> {
+        self.paged(Listing::Groups, wire::group)
+    }
+
+    async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
+        let span =
+            tracing::info_span!("mcms_lookup", mdm = %self.config.name, identifier = id.kind());
+        self.lookup(id).instrument(span).await
+    }
+
+    async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError> {
+        let span = tracing::info_span!(
+            "mcms_command",
+            mdm = %self.config.name,
+            device_id = %device.mdm_device_id,
+            command = command.as_str()
+        );
+        self.run_command(command, device).instrument(span).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_json_keeps_code_and_message_and_other_bodies_are_excerpted() {
+        assert_eq!(
+            error_message(r#"{"errorCode":1001,"message":"Invalid page size"}"#),
+            "errorCode 1001: Invalid page size"
+        );
+        assert_eq!(
+            error_message("<html><head><title>Service Unavailable</title></head></html>"),
+            "HTML page: Service Unavailable"
+        );
+        assert_eq!(error_message(""), "(empty body)");
+    }
+}

@@ -1,0 +1,1140 @@
+//! The MCMS (AirWatch) adapter against a wiremock server: headers, every
+//! error class, paging boundaries (with the number of requests), the
+//! rate-limit slowdown, each lookup and each command as sent on the wire.
+
+use futures::TryStreamExt as _;
+use mtd_adapter::http::HttpSettings;
+use mtd_adapter::{
+    AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership, Page,
+    Platform, Secret,
+};
+use mtd_adapter_mcms::{McmsAdapter, McmsConfig, McmsCredentials};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use url::Url;
+use wiremock::matchers::{body_string, header, method, path, query_param, query_param_is_missing};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const USER: &str = "api-admin";
+const PASSWORD: &str = "pa55word";
+const API_KEY: &str = "tenant-code-1234";
+/// base64("api-admin:pa55word")
+const BASIC: &str = "Basic YXBpLWFkbWluOnBhNTV3b3Jk";
+
+fn config(server: &MockServer) -> McmsConfig {
+    let mut c = McmsConfig::new(
+        "mcms-test",
+        Url::parse(&server.uri()).unwrap(),
+        McmsCredentials {
+            username: USER.into(),
+            password: Secret::new(PASSWORD),
+            api_key: Secret::new(API_KEY),
+        },
+    );
+    c.http = HttpSettings {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        ca_cert_pem: None,
+    };
+    c.wifi_disconnect_profile_id = Some("4711".into());
+    c
+}
+
+fn adapter(server: &MockServer) -> McmsAdapter {
+    McmsAdapter::new(config(server)).unwrap()
+}
+
+fn adapter_with(server: &MockServer, page_size: u32) -> McmsAdapter {
+    let mut c = config(server);
+    c.page_size = page_size;
+    McmsAdapter::new(c).unwrap()
+}
+
+fn device_json(id: u64) -> Value {
+    json!({
+        "Id": {"Value": id},
+        "Uuid": format!("uuid-{id}"),
+        "Udid": format!("udid{id:036}"),
+        "SerialNumber": format!("SN{id:08}"),
+        "MacAddress": format!("A4670600{id:04X}"),
+        "Imei": format!("35209900{id:07}"),
+        "DeviceFriendlyName": format!("Device {id}"),
+        "LocationGroupName": "Sales",
+        "UserName": format!("user{id}"),
+        "UserEmailAddress": format!("user{id}@example.com"),
+        "Ownership": "C",
+        "Platform": "Apple",
+        "Model": "iPhone 12",
+        "OperatingSystem": "16.4.1",
+        "LastSeen": "2018-03-15T08:08:09.460",
+        "EnrollmentStatus": "Enrolled",
+        "ComplianceStatus": "Compliant",
+    })
+}
+
+fn devices_page(ids: std::ops::Range<u64>, page: u32, page_size: u32, total: u64) -> Value {
+    json!({
+        "Devices": ids.map(device_json).collect::<Vec<_>>(),
+        "Page": page,
+        "PageSize": page_size,
+        "Total": total,
+    })
+}
+
+fn device(id: &str, serial: Option<&str>) -> Device {
+    Device {
+        mdm_device_id: id.into(),
+        identifiers: Identifiers {
+            serial: serial.map(str::to_string),
+            ..Default::default()
+        },
+        name: None,
+        platform: Platform::Ios,
+        model: None,
+        os_version: None,
+        ownership: Ownership::Corporate,
+        user: None,
+        groups: vec![],
+        last_checkin_at: None,
+    }
+}
+
+async fn all_pages(a: &McmsAdapter) -> Result<Vec<Page<Device>>, AdapterError> {
+    a.devices().try_collect().await
+}
+
+async fn list_error(server: &MockServer) -> AdapterError {
+    all_pages(&adapter(server)).await.unwrap_err()
+}
+
+async fn requests(server: &MockServer) -> Vec<Request> {
+    server.received_requests().await.unwrap()
+}
+
+async fn mount_search_error(server: &MockServer, response: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(response)
+        .mount(server)
+        .await;
+}
+
+// ---------------------------------------------------------------- headers
+
+#[tokio::test]
+async fn every_request_carries_basic_auth_the_tenant_code_and_accept_json() {
+    let server = MockServer::start().await;
+    Mock::given(header("authorization", BASIC))
+        .and(header("aw-tenant-code", API_KEY))
+        .and(header("accept", "application/json"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..2, 0, 500, 1)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(header("authorization", BASIC))
+        .and(header("aw-tenant-code", API_KEY))
+        .and(header("accept", "application/json"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(device_json(1)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(header("authorization", BASIC))
+        .and(header("aw-tenant-code", API_KEY))
+        .and(header("accept", "application/json"))
+        .and(path("/API/mdm/devices/1/commands"))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(header("authorization", BASIC))
+        .and(header("aw-tenant-code", API_KEY))
+        .and(header("accept", "application/json"))
+        .and(path("/API/mdm/profiles/4711/install"))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    a.health_check().await.unwrap();
+    all_pages(&a).await.unwrap();
+    a.lookup_device(&DeviceIdentifier::MdmDeviceId("1".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    a.execute(MdmCommand::Lock, &device("1", None))
+        .await
+        .unwrap();
+    a.execute(MdmCommand::DisconnectWifi, &device("1", Some("SN1")))
+        .await
+        .unwrap();
+    // Every request matched a mock that demands all three headers.
+    assert_eq!(requests(&server).await.len(), 5);
+}
+
+#[tokio::test]
+async fn the_debug_output_of_the_adapter_shows_no_secret() {
+    let server = MockServer::start().await;
+    let text = format!("{:?}", adapter(&server));
+    assert!(
+        !text.contains(PASSWORD) && !text.contains(API_KEY),
+        "{text}"
+    );
+    assert!(!text.contains(&BASIC[6..]), "{text}");
+}
+
+// ---------------------------------------------------------------- error classes
+
+#[tokio::test]
+async fn a_401_is_unauthorized_and_keeps_the_vendor_message() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(401)
+            .set_body_json(json!({"errorCode": 1005, "message": "Invalid credentials"})),
+    )
+    .await;
+    let e = list_error(&server).await;
+    assert!(matches!(e, AdapterError::Unauthorized(_)), "{e:?}");
+    assert!(e.is_auth());
+    assert!(
+        e.to_string()
+            .contains("errorCode 1005: Invalid credentials"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_403_is_forbidden() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(403)
+            .set_body_json(json!({"errorCode": 1013, "message": "Access denied"})),
+    )
+    .await;
+    let e = list_error(&server).await;
+    assert!(matches!(e, AdapterError::Forbidden(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_404_on_a_listing_is_not_found() {
+    let server = MockServer::start().await;
+    mount_search_error(&server, ResponseTemplate::new(404)).await;
+    let e = list_error(&server).await;
+    assert!(matches!(e, AdapterError::NotFound(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_5xx_is_unavailable_with_its_status_and_is_retryable() {
+    let server = MockServer::start().await;
+    mount_search_error(&server, ResponseTemplate::new(503)).await;
+    let e = list_error(&server).await;
+    assert!(
+        matches!(
+            e,
+            AdapterError::Unavailable {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_retryable());
+}
+
+#[tokio::test]
+async fn a_429_is_rate_limited_with_the_retry_after_of_the_answer() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(429)
+            .insert_header("Retry-After", "7")
+            .set_body_json(json!({"errorCode": 429, "message": "Quota exceeded"})),
+    )
+    .await;
+    let e = list_error(&server).await;
+    assert!(matches!(e, AdapterError::RateLimited { .. }), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    assert!(e.is_retryable());
+}
+
+#[tokio::test]
+async fn a_400_with_error_json_is_rejected_with_code_and_message() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(400).set_body_json(
+            json!({"errorCode": 1001, "message": "Invalid page size", "activityId": "x"}),
+        ),
+    )
+    .await;
+    let e = list_error(&server).await;
+    match &e {
+        AdapterError::Rejected { status, message } => {
+            assert_eq!(*status, 400);
+            assert_eq!(message, "errorCode 1001: Invalid page size");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!e.is_retryable());
+}
+
+#[tokio::test]
+async fn an_html_error_page_is_reduced_to_its_title() {
+    let server = MockServer::start().await;
+    let page = "<!DOCTYPE html>\n<html><head><title>502 - Web server received an invalid \
+                response</title></head><body><h1>Server Error</h1>…lots of markup…</body></html>";
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(502).set_body_raw(page, "text/html"),
+    )
+    .await;
+    let e = list_error(&server).await;
+    assert!(
+        matches!(
+            e,
+            AdapterError::Unavailable {
+                status: Some(502),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("HTML page: 502 - Web server received an invalid response"),
+        "{text}"
+    );
+    assert!(!text.contains("markup"), "{text}");
+}
+
+#[tokio::test]
+async fn malformed_json_on_a_200_is_a_decode_error() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(200).set_body_raw("{\"Devices\": [", "application/json"),
+    )
+    .await;
+    let e = list_error(&server).await;
+    assert!(matches!(e, AdapterError::Decode(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn an_html_page_on_a_200_is_a_decode_error() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(200).set_body_raw("<html><title>Sign in</title></html>", "text/html"),
+    )
+    .await;
+    let e = list_error(&server).await;
+    assert!(matches!(e, AdapterError::Decode(_)), "{e:?}");
+    assert!(e.to_string().contains("Sign in"), "{e}");
+}
+
+#[tokio::test]
+async fn a_slow_answer_is_a_timeout() {
+    let server = MockServer::start().await;
+    mount_search_error(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_json(devices_page(1..2, 0, 500, 1))
+            .set_delay(Duration::from_secs(3)),
+    )
+    .await;
+    let mut c = config(&server);
+    c.http.request_timeout = Duration::from_millis(200);
+    let a = McmsAdapter::new(c).unwrap();
+    let e = a.health_check().await.unwrap_err();
+    assert!(matches!(e, AdapterError::Timeout(_)), "{e:?}");
+    assert!(e.is_retryable());
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_cannot_connect() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut c = McmsConfig::new(
+        "mcms-test",
+        Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+        McmsCredentials {
+            username: USER.into(),
+            password: Secret::new(PASSWORD),
+            api_key: Secret::new(API_KEY),
+        },
+    );
+    c.http.connect_timeout = Duration::from_secs(2);
+    let a = McmsAdapter::new(c).unwrap();
+    let e = a.health_check().await.unwrap_err();
+    assert!(matches!(e, AdapterError::Connect(_)), "{e:?}");
+}
+
+// ---------------------------------------------------------------- paging
+
+#[tokio::test]
+async fn a_204_with_no_body_is_an_empty_listing_after_one_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "0"))
+        .and(query_param("pagesize", "500"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let pages = all_pages(&a).await.unwrap();
+    assert!(pages.iter().all(|p| p.items.is_empty()));
+    assert_eq!(a.health_check().await.unwrap().devices_on_first_page, 0);
+    assert_eq!(requests(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn exactly_one_page_takes_one_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "0"))
+        .and(query_param("pagesize", "500"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..4, 0, 500, 3)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].items.len(), 3);
+    assert_eq!(requests(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_total_that_is_a_multiple_of_the_page_size_makes_no_request_past_the_end() {
+    let server = MockServer::start().await;
+    for page in 0..3u32 {
+        let first = u64::from(page) * 2 + 1;
+        Mock::given(method("GET"))
+            .and(path("/API/mdm/devices/search"))
+            .and(query_param("page", page.to_string()))
+            .and(query_param("pagesize", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(
+                first..first + 2,
+                page,
+                2,
+                6,
+            )))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    // A fourth page would be past Total: it must never be asked for.
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "3"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter_with(&server, 2)).await.unwrap();
+    let ids: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.items.iter().map(|d| d.mdm_device_id.clone()))
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "6"]);
+    assert_eq!(requests(&server).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_short_page_ends_the_listing_even_if_total_says_more() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..3, 0, 2, 10)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(3..4, 1, 2, 10)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "2"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter_with(&server, 2)).await.unwrap();
+    assert_eq!(pages.iter().map(|p| p.items.len()).sum::<usize>(), 3);
+    assert_eq!(requests(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_204_after_full_pages_ends_the_listing() {
+    let server = MockServer::start().await;
+    // No Total in the envelope: only the 204 can end it.
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": [device_json(1), device_json(2)], "Page": 0, "PageSize": 2
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter_with(&server, 2)).await.unwrap();
+    assert_eq!(pages.iter().map(|p| p.items.len()).sum::<usize>(), 2);
+    assert_eq!(requests(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_error_on_a_later_page_ends_the_stream_with_that_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..3, 0, 2, 4)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .and(query_param("page", "1"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    let a = adapter_with(&server, 2);
+    let results: Vec<_> = futures::StreamExt::collect::<Vec<_>>(a.devices()).await;
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].as_ref().unwrap().items.len(), 2);
+    assert!(matches!(
+        results[1],
+        Err(AdapterError::Unavailable {
+            status: Some(500),
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn unmappable_records_are_skipped_and_counted_with_a_reason() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": [device_json(1), {"Udid": "no-id"}, device_json(3)],
+            "Page": 0, "PageSize": 500, "Total": 3
+        })))
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    assert_eq!(pages.len(), 1);
+    assert_eq!(pages[0].items.len(), 2);
+    assert_eq!(pages[0].skipped, 1);
+    assert!(pages[0].skip_reason.as_deref().unwrap().contains("Id"));
+}
+
+// ---------------------------------------------------------------- mapping
+
+#[tokio::test]
+async fn a_listed_device_maps_every_field_and_last_seen_without_zone_is_utc() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(42..43, 0, 500, 1)))
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    let d = &pages[0].items[0];
+    assert_eq!(d.mdm_device_id, "42");
+    assert_eq!(
+        d.identifiers.udid.as_deref(),
+        Some("UDID000000000000000000000000000000000042")
+    );
+    assert_eq!(d.identifiers.serial.as_deref(), Some("SN00000042"));
+    assert_eq!(d.identifiers.mac.as_deref(), Some("a4670600002a"));
+    assert_eq!(d.identifiers.imei.as_deref(), Some("352099000000042"));
+    assert_eq!(d.name.as_deref(), Some("Device 42"));
+    assert_eq!(d.platform, Platform::Ios);
+    assert_eq!(d.model.as_deref(), Some("iPhone 12"));
+    assert_eq!(d.os_version.as_deref(), Some("16.4.1"));
+    assert_eq!(d.groups, ["Sales"]);
+    let user = d.user.as_ref().unwrap();
+    assert_eq!(user.mdm_user_id, "user42");
+    assert_eq!(user.email.as_deref(), Some("user42@example.com"));
+    assert_eq!(
+        d.last_checkin_at.unwrap().to_rfc3339(),
+        "2018-03-15T08:08:09.460+00:00"
+    );
+}
+
+#[tokio::test]
+async fn ownership_c_e_s_and_anything_else_map_to_corporate_personal_shared_unknown() {
+    let server = MockServer::start().await;
+    let with = |id: u64, ownership: Value| {
+        let mut d = device_json(id);
+        d["Ownership"] = ownership;
+        d
+    };
+    let mut missing = device_json(6);
+    missing.as_object_mut().unwrap().remove("Ownership");
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": [with(1, json!("C")), with(2, json!("E")), with(3, json!("S")),
+                        with(4, json!("Undefined")), with(5, json!(null)), missing],
+            "Page": 0, "PageSize": 500, "Total": 6
+        })))
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    let got: Vec<Ownership> = pages[0].items.iter().map(|d| d.ownership).collect();
+    assert_eq!(
+        got,
+        [
+            Ownership::Corporate,
+            Ownership::Personal,
+            Ownership::Shared,
+            Ownership::Unknown,
+            Ownership::Unknown,
+            Ownership::Unknown,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn android_and_a_device_without_user_map_too() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": [{"Id": {"Value": 7}, "Platform": "Android", "UserName": "",
+                         "UserEmailAddress": "", "MacAddress": "", "LastSeen": "2024-01-02T03:04:05+01:00"}],
+            "Total": 1
+        })))
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    let d = &pages[0].items[0];
+    assert_eq!(d.platform, Platform::Android);
+    assert_eq!(d.user, None);
+    assert_eq!(d.identifiers.mac, None);
+    assert_eq!(
+        d.last_checkin_at.unwrap().to_rfc3339(),
+        "2024-01-02T02:04:05+00:00"
+    );
+}
+
+#[tokio::test]
+async fn users_are_listed_page_by_page_and_keyed_by_user_name() {
+    let server = MockServer::start().await;
+    let user = |n: u64| {
+        json!({"Id": {"Value": 1000 + n}, "UserName": format!("user{n}"), "FirstName": "Ann",
+               "LastName": format!("L{n}"), "Email": format!("user{n}@example.com"),
+               "Status": true, "Group": "Sales"})
+    };
+    Mock::given(method("GET"))
+        .and(path("/API/system/users/search"))
+        .and(query_param("page", "0"))
+        .and(query_param("pagesize", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Users": [user(1), user(2)], "Page": 0, "PageSize": 2, "Total": 3
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/system/users/search"))
+        .and(query_param("page", "1"))
+        .and(query_param("pagesize", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Users": [user(3)], "Page": 1, "PageSize": 2, "Total": 3
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let a = adapter_with(&server, 2);
+    let pages: Vec<_> = a.users().try_collect().await.unwrap();
+    let users: Vec<_> = pages.into_iter().flat_map(|p| p.items).collect();
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[2].mdm_user_id, "user3");
+    assert_eq!(users[2].username.as_deref(), Some("user3"));
+    assert_eq!(users[2].email.as_deref(), Some("user3@example.com"));
+    assert_eq!(users[2].first_name.as_deref(), Some("Ann"));
+    assert_eq!(users[2].last_name.as_deref(), Some("L3"));
+}
+
+#[tokio::test]
+async fn an_empty_user_listing_is_a_204() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/system/users/search"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let pages: Vec<_> = adapter(&server).users().try_collect().await.unwrap();
+    assert!(pages.iter().all(|p| p.items.is_empty()));
+}
+
+#[tokio::test]
+async fn groups_are_keyed_by_name_in_either_envelope_and_id_shape() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/system/groups/search"))
+        .and(query_param("page", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "OrganizationGroups": [{"Id": 570, "Name": "Global", "GroupId": "global"},
+                                   {"Id": {"Value": 571}, "Name": "Sales"}],
+            "TotalResults": 2
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let groups: Vec<_> = a
+        .groups()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|p| p.items)
+        .collect();
+    let names: Vec<_> = groups.iter().map(|g| g.mdm_group_id.as_str()).collect();
+    assert_eq!(names, ["Global", "Sales"]);
+    assert_eq!(groups[1].name, "Sales");
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/system/groups/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "LocationGroups": [{"Id": {"Value": 1}, "Name": "A"}, {"Id": {"Value": 2}, "Name": "B"},
+                               {"Id": {"Value": 3}, "Name": "C"}],
+            "Page": 0, "PageSize": 500, "Total": 3
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Page size 2 but three groups in one answer: the server ignored paging,
+    // so there is no second request.
+    let a = adapter_with(&server, 2);
+    let pages: Vec<_> = a.groups().try_collect().await.unwrap();
+    assert_eq!(pages.iter().map(|p| p.items.len()).sum::<usize>(), 3);
+}
+
+// ---------------------------------------------------------------- rate limit
+
+fn epoch_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_spent_quota_delays_the_next_request_until_the_reset() {
+    let server = MockServer::start().await;
+    let reset = epoch_secs() + 2;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(device_json(1))
+                .insert_header("x-ratelimit-limit", "100")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", reset.to_string().as_str()),
+        )
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let id = DeviceIdentifier::MdmDeviceId("1".into());
+    a.lookup_device(&id).await.unwrap();
+    let after_first = SystemTime::now();
+    let started = Instant::now();
+    a.lookup_device(&id).await.unwrap();
+    let waited = started.elapsed();
+    // The second request went out no earlier than the reset (less the
+    // sub-second part lost to epoch-second precision and to the clocks).
+    let until_reset = UNIX_EPOCH + Duration::from_secs(reset);
+    let expected = until_reset.duration_since(after_first).unwrap_or_default();
+    assert!(
+        waited + Duration::from_millis(50) >= expected,
+        "waited {waited:?}, reset was {expected:?} away"
+    );
+    assert!(waited >= Duration::from_millis(900), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    assert_eq!(requests(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_healthy_quota_does_not_slow_requests_down() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(device_json(1))
+                .insert_header("x-ratelimit-limit", "100")
+                .insert_header("x-ratelimit-remaining", "60")
+                .insert_header(
+                    "x-ratelimit-reset",
+                    (epoch_secs() + 30).to_string().as_str(),
+                ),
+        )
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let id = DeviceIdentifier::MdmDeviceId("1".into());
+    let started = Instant::now();
+    for _ in 0..5 {
+        a.lookup_device(&id).await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_429_holds_back_the_next_request_for_its_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(device_json(1)))
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let id = DeviceIdentifier::MdmDeviceId("1".into());
+    let e = a.lookup_device(&id).await.unwrap_err();
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+    let started = Instant::now();
+    a.lookup_device(&id).await.unwrap().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------- lookups
+
+async fn assert_lookup(id: DeviceIdentifier, searchby: &str, value: &str) {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices"))
+        .and(query_param("searchby", searchby))
+        .and(query_param("id", value))
+        .respond_with(ResponseTemplate::new(200).set_body_json(device_json(9)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let d = adapter(&server).lookup_device(&id).await.unwrap().unwrap();
+    assert_eq!(d.mdm_device_id, "9");
+    let reqs = requests(&server).await;
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].method.as_str(), "GET");
+    // Exactly these two parameters, nothing else.
+    assert_eq!(reqs[0].url.query_pairs().count(), 2, "{}", reqs[0].url);
+}
+
+#[tokio::test]
+async fn lookup_by_udid_searches_by_udid() {
+    let id = DeviceIdentifier::udid("00008030-001a2b3c").unwrap();
+    assert_lookup(id, "Udid", "00008030-001A2B3C").await;
+}
+
+#[tokio::test]
+async fn lookup_by_serial_searches_by_serialnumber() {
+    let id = DeviceIdentifier::serial("f17xk0abcd").unwrap();
+    assert_lookup(id, "Serialnumber", "F17XK0ABCD").await;
+}
+
+#[tokio::test]
+async fn lookup_by_mac_searches_by_macaddress_in_upper_case_without_separators() {
+    let id = DeviceIdentifier::mac("a4:67:06:0c:15:3d").unwrap();
+    assert_lookup(id, "Macaddress", "A467060C153D").await;
+}
+
+#[tokio::test]
+async fn lookup_by_imei_searches_by_imeinumber() {
+    let id = DeviceIdentifier::imei("35 209900 176148 1").unwrap();
+    assert_lookup(id, "ImeiNumber", "352099001761481").await;
+}
+
+#[tokio::test]
+async fn lookup_by_mdm_id_gets_the_device_path() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/42"))
+        .and(query_param_is_missing("searchby"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(device_json(42)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let d = adapter(&server)
+        .lookup_device(&DeviceIdentifier::MdmDeviceId("42".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.identifiers.serial.as_deref(), Some("SN00000042"));
+}
+
+#[tokio::test]
+async fn a_lookup_answered_404_or_204_finds_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices"))
+        .and(query_param("searchby", "Serialnumber"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"errorCode": 404, "message": "Device not found"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices"))
+        .and(query_param("searchby", "Udid"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    assert_eq!(
+        a.lookup_device(&DeviceIdentifier::serial("X1").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        a.lookup_device(&DeviceIdentifier::udid("ABC").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    // AirWatch ids are integers: a non-numeric id cannot exist and costs no request.
+    assert_eq!(
+        a.lookup_device(&DeviceIdentifier::MdmDeviceId("abc".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(requests(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_lookup_that_fails_otherwise_is_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    let e = adapter(&server)
+        .lookup_device(&DeviceIdentifier::serial("X1").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AdapterError::Unauthorized(_)), "{e:?}");
+}
+
+// ---------------------------------------------------------------- commands
+
+async fn assert_command(command: MdmCommand, vendor_name: &str) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/devices/42/commands"))
+        .and(query_param("command", vendor_name))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let receipt = adapter(&server)
+        .execute(command, &device("42", Some("SN42")))
+        .await
+        .unwrap();
+    let reqs = requests(&server).await;
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].body.is_empty(), "body {:?}", reqs[0].body);
+    assert_eq!(
+        reqs[0]
+            .headers
+            .get("content-length")
+            .map(|v| v.to_str().unwrap()),
+        Some("0")
+    );
+    assert_eq!(reqs[0].url.query_pairs().count(), 1, "{}", reqs[0].url);
+    assert_eq!(
+        receipt.request,
+        format!("POST /API/mdm/devices/42/commands?command={vendor_name}")
+    );
+    assert_eq!(receipt.request_body, None);
+    assert_eq!(receipt.status, 202);
+    assert_eq!(receipt.response_body, None);
+}
+
+#[tokio::test]
+async fn lock_posts_the_lock_command_with_an_empty_body() {
+    assert_command(MdmCommand::Lock, "Lock").await;
+}
+
+#[tokio::test]
+async fn enterprise_wipe_posts_the_enterprisewipe_command() {
+    assert_command(MdmCommand::EnterpriseWipe, "EnterpriseWipe").await;
+}
+
+#[tokio::test]
+async fn wipe_posts_the_devicewipe_command() {
+    assert_command(MdmCommand::Wipe, "DeviceWipe").await;
+}
+
+#[tokio::test]
+async fn disconnect_wifi_installs_the_profile_for_the_device_serial() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/profiles/4711/install"))
+        .and(header("content-type", "application/json"))
+        .and(body_string(r#"{"SerialNumber":"SN42"}"#))
+        .respond_with(ResponseTemplate::new(202).set_body_string("Profile queued"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let receipt = adapter(&server)
+        .execute(MdmCommand::DisconnectWifi, &device("42", Some("SN42")))
+        .await
+        .unwrap();
+    assert_eq!(receipt.request, "POST /API/mdm/profiles/4711/install");
+    assert_eq!(
+        receipt.request_body.as_deref(),
+        Some(r#"{"SerialNumber":"SN42"}"#)
+    );
+    assert_eq!(receipt.status, 202);
+    assert_eq!(receipt.response_body.as_deref(), Some("Profile queued"));
+}
+
+#[tokio::test]
+async fn remove_wifi_profile_removes_the_profile_for_the_device_serial() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/profiles/4711/remove"))
+        .and(body_string(r#"{"SerialNumber":"SN42"}"#))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let receipt = adapter(&server)
+        .execute(MdmCommand::RemoveWifiProfile, &device("42", Some("SN42")))
+        .await
+        .unwrap();
+    assert_eq!(receipt.request, "POST /API/mdm/profiles/4711/remove");
+    assert_eq!(receipt.status, 200);
+}
+
+#[tokio::test]
+async fn profile_commands_without_a_profile_id_or_a_serial_are_config_errors_and_send_nothing() {
+    let server = MockServer::start().await;
+    let mut c = config(&server);
+    c.wifi_disconnect_profile_id = None;
+    let a = McmsAdapter::new(c).unwrap();
+    let e = a
+        .execute(MdmCommand::DisconnectWifi, &device("42", Some("SN42")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AdapterError::Config(_)), "{e:?}");
+    assert!(e.to_string().contains("wifi_disconnect_profile_id"), "{e}");
+
+    let e = adapter(&server)
+        .execute(MdmCommand::RemoveWifiProfile, &device("42", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AdapterError::Config(_)), "{e:?}");
+    assert!(e.to_string().contains("serial"), "{e}");
+    assert!(requests(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_command_keeps_the_vendor_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/devices/42/commands"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"errorCode": 400, "message": "Command not supported for this platform"}),
+        ))
+        .mount(&server)
+        .await;
+    let e = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &device("42", None))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("errorCode 400: Command not supported for this platform"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_command_answered_by_a_login_page_does_not_count_as_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><title>Login</title></html>",
+            "text/html",
+        ))
+        .mount(&server)
+        .await;
+    let e = adapter(&server)
+        .execute(MdmCommand::Lock, &device("42", None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AdapterError::Decode(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn the_adapter_offers_all_five_commands_groups_and_a_user_listing() {
+    let server = MockServer::start().await;
+    let caps = adapter(&server).capabilities();
+    for c in [
+        MdmCommand::Lock,
+        MdmCommand::DisconnectWifi,
+        MdmCommand::RemoveWifiProfile,
+        MdmCommand::EnterpriseWipe,
+        MdmCommand::Wipe,
+    ] {
+        assert!(caps.supports(c), "{c}");
+    }
+    assert!(!caps.removes_wifi_profile_itself);
+    assert!(caps.groups && caps.user_listing);
+    assert_eq!(adapter(&server).kind(), mtd_adapter::MdmKind::Mcms);
+}
+
+#[tokio::test]
+async fn a_base_url_with_a_path_keeps_it_in_front_of_api() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/tenant/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut c = config(&server);
+    c.base_url = Url::parse(&format!("{}/tenant/", server.uri())).unwrap();
+    McmsAdapter::new(c).unwrap().health_check().await.unwrap();
+}
