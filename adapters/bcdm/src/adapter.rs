@@ -1,0 +1,435 @@
+//! [`BcdmAdapter`]: signed requests, paging, lookups, actions and the mapping
+//! of BCDM's answers to [`AdapterError`].
+//!
+//! Every request goes through [`BcdmAdapter::send`], which waits for the
+//! client-side limiter, then signs the final URL and body, so no request can
+//! leave unsigned or unpaced.
+
+use crate::limiter::RateLimiter;
+use crate::signature::{
+    self, ACCESS_KEY_HEADER, DM_CODE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+use crate::wire::{self, ActionAccepted, DevicesEnvelope, ErrorBody, UsersEnvelope, WireDevice};
+use crate::BcdmConfig;
+use async_trait::async_trait;
+use futures::StreamExt;
+use mtd_adapter::http::{body_excerpt, build_client, classify_send_error, error_for_status};
+use mtd_adapter::{
+    normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
+    Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind, Page,
+    PageStream, Receipt, User,
+};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tracing::instrument;
+use url::Url;
+
+/// The limiter's window: one second plus a little slack. The server counts
+/// arrivals, which lag our sends by a network delay that varies from request
+/// to request; 50 ms keeps requests sent just over a second apart from
+/// arriving inside one second of each other.
+const LIMIT_WINDOW: Duration = Duration::from_millis(1050);
+
+/// A BCDM integration (see the crate docs for the API it speaks).
+#[derive(Debug)]
+pub struct BcdmAdapter {
+    config: BcdmConfig,
+    client: reqwest::Client,
+    /// Shared by every caller of this adapter (sync streams, lookups, actions).
+    limiter: RateLimiter,
+}
+
+/// An answer as received: status, headers and the body as text.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl BcdmAdapter {
+    /// Checks the config and builds the HTTP client; makes no request.
+    pub fn new(config: BcdmConfig) -> Result<Self, AdapterError> {
+        config.validate()?;
+        let client = build_client(&config.http)?;
+        let limiter = RateLimiter::new(config.max_requests_per_second, LIMIT_WINDOW);
+        Ok(BcdmAdapter {
+            config,
+            client,
+            limiter,
+        })
+    }
+
+    /// The console setting that permits `command`, as the BCDM console names it.
+    /// `None` for commands BCDM does not offer.
+    pub fn console_setting(command: MdmCommand) -> Option<&'static str> {
+        match command {
+            MdmCommand::Lock => Some("Remote lock"),
+            MdmCommand::DisconnectWifi => Some("Disconnect Wi-Fi"),
+            MdmCommand::EnterpriseWipe => Some("Enterprise Wipe (delete device registration)"),
+            MdmCommand::Wipe => Some("Remote Wipe"),
+            MdmCommand::RemoveWifiProfile => None,
+        }
+    }
+
+    /// The `action` value BCDM expects for `command`.
+    fn action_name(command: MdmCommand) -> Option<&'static str> {
+        match command {
+            MdmCommand::Lock => Some("lock"),
+            MdmCommand::DisconnectWifi => Some("disconnect_wifi"),
+            MdmCommand::EnterpriseWipe => Some("enterprise_wipe"),
+            MdmCommand::Wipe => Some("remote_wipe"),
+            MdmCommand::RemoveWifiProfile => None,
+        }
+    }
+
+    /// `{base_url}/api/v1/{segments…}?{query}`. Segments are percent-encoded
+    /// one by one, so a device id cannot change the path's shape.
+    fn endpoint(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.config.base_url.clone();
+        {
+            // `validate` has rejected URLs that cannot be a base.
+            let mut path = url
+                .path_segments_mut()
+                .expect("the BCDM url was checked to be a base URL");
+            path.pop_if_empty().extend(["api", "v1"]).extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// Sends one signed request after the limiter lets it go.
+    ///
+    /// The timestamp is taken after the wait, so a queued request is never
+    /// signed with a time the server could find stale. The target that is
+    /// signed comes from the very `Url` that is sent.
+    async fn send(&self, method: Method, url: Url, body: Vec<u8>) -> Result<Answer, AdapterError> {
+        self.limiter.acquire().await;
+        let credentials = &self.config.credentials;
+        let target = signature::request_target(&url);
+        let timestamp = chrono::Utc::now().timestamp();
+        let sig = signature::sign(
+            credentials.secret_key.expose().as_bytes(),
+            method.as_str(),
+            &target,
+            timestamp,
+            &body,
+        );
+        let mut request = self
+            .client
+            .request(method.clone(), url)
+            .header(ACCESS_KEY_HEADER, credentials.access_key.as_str())
+            .header(DM_CODE_HEADER, credentials.dm_code.as_str())
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, sig)
+            .header(ACCEPT, "application/json");
+        if !body.is_empty() {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        tracing::trace!(%method, target = %target, "Sending a signed BCDM request.");
+        let response = request.send().await.map_err(|e| classify_send_error(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(|e| classify_send_error(&e))?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A signed GET whose 2xx answer is decoded as `T`.
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        what: &str,
+    ) -> Result<Result<T, Answer>, AdapterError> {
+        let answer = self.send(Method::GET, url, Vec::new()).await?;
+        if !answer.status.is_success() {
+            return Ok(Err(answer));
+        }
+        decode(&answer, what).map(Ok)
+    }
+
+    async fn devices_page(&self, offset: u64) -> Result<DevicesEnvelope, AdapterError> {
+        let url = self.endpoint(&["devices"], &self.paging(offset));
+        self.get_json(url, "the BCDM device list")
+            .await?
+            .map_err(|a| error_from(&a, None))
+    }
+
+    async fn users_page(&self, offset: u64) -> Result<UsersEnvelope, AdapterError> {
+        let url = self.endpoint(&["users"], &self.paging(offset));
+        self.get_json(url, "the BCDM user list")
+            .await?
+            .map_err(|a| error_from(&a, None))
+    }
+
+    fn paging(&self, offset: u64) -> [(&'static str, String); 2] {
+        [
+            ("offset", offset.to_string()),
+            ("limit", self.config.page_size.to_string()),
+        ]
+    }
+
+    /// `GET /api/v1/devices/{device_id}`: the bare device, 404 when unknown.
+    async fn device_by_id(&self, device_id: &str) -> Result<Option<WireDevice>, AdapterError> {
+        let url = self.endpoint(&["devices", device_id], &[]);
+        match self.get_json(url, "the BCDM device").await? {
+            Ok(device) => Ok(Some(device)),
+            Err(answer) if answer.status == StatusCode::NOT_FOUND => Ok(None),
+            Err(answer) => Err(error_from(&answer, None)),
+        }
+    }
+
+    /// `GET /api/v1/devices?{param}={value}`: the envelope with 0 or 1 device.
+    /// Should it hold more, the one whose identifier matches is taken.
+    async fn device_by_query(
+        &self,
+        id: &DeviceIdentifier,
+        param: &'static str,
+        value: String,
+    ) -> Result<Option<WireDevice>, AdapterError> {
+        let url = self.endpoint(&["devices"], &[(param, value)]);
+        let envelope: DevicesEnvelope = self
+            .get_json(url, "the BCDM device lookup")
+            .await?
+            .map_err(|a| error_from(&a, None))?;
+        let mut devices = envelope.devices;
+        let pick = devices
+            .iter()
+            .position(|d| identifier_matches(d, id))
+            .unwrap_or(0);
+        Ok((!devices.is_empty()).then(|| devices.swap_remove(pick)))
+    }
+}
+
+/// Whether `device` carries `id` (compared in normal form).
+fn identifier_matches(device: &WireDevice, id: &DeviceIdentifier) -> bool {
+    let same = |raw: &Option<String>, norm: fn(&str) -> Option<String>| {
+        raw.as_deref().and_then(norm).as_deref() == norm(id.value()).as_deref()
+    };
+    match id {
+        DeviceIdentifier::MdmDeviceId(v) => device.device_id == *v,
+        DeviceIdentifier::Udid(_) => same(&device.udid, normalize_udid),
+        DeviceIdentifier::Serial(_) => same(&device.serial_number, normalize_serial),
+        DeviceIdentifier::Imei(_) => same(&device.imei, normalize_imei),
+        DeviceIdentifier::Mac(_) => same(&device.wifi_mac, normalize_mac),
+    }
+}
+
+/// Decodes a 2xx body; an HTML page or broken JSON is a [`AdapterError::Decode`].
+fn decode<T: DeserializeOwned>(answer: &Answer, what: &str) -> Result<T, AdapterError> {
+    serde_json::from_str(&answer.body).map_err(|e| {
+        AdapterError::Decode(format!(
+            "{what} is not the expected JSON ({e}); the body was: {}",
+            body_excerpt(&answer.body)
+        ))
+    })
+}
+
+/// Maps a non-2xx answer. `setting` is the console setting of the action being
+/// sent, if any: only an action's 403 `action_not_permitted` names one.
+fn error_from(answer: &Answer, setting: Option<&'static str>) -> AdapterError {
+    let parsed: Option<ErrorBody> = serde_json::from_str(&answer.body).ok();
+    let (code, said) = match parsed {
+        Some(body) if body.error.is_some() || body.message.is_some() => {
+            let said = match (&body.error, &body.message) {
+                (Some(e), Some(m)) => format!("{e}: {m}"),
+                (Some(e), None) => e.clone(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => unreachable!("one of them is set"),
+            };
+            (body.error.unwrap_or_default(), said)
+        }
+        _ => (String::new(), body_excerpt(&answer.body)),
+    };
+    match (answer.status.as_u16(), code.as_str()) {
+        (401, "stale_request") => AdapterError::Unauthorized(format!(
+            "clock skew: the BCDM server says the request timestamp is stale; \
+             check this host's clock ({said})"
+        )),
+        (401, _) => AdapterError::Unauthorized(format!(
+            "the BCDM server refused the access key or the signature: \
+             check access_key and secret_key ({said})"
+        )),
+        (403, "action_not_permitted") => match setting {
+            Some(setting) => AdapterError::ActionNotPermitted {
+                setting: setting.to_string(),
+                message: said,
+            },
+            None => AdapterError::Forbidden(said),
+        },
+        (403, "forbidden") => AdapterError::Forbidden(format!(
+            "DM code does not match the access key: check dm_code ({said})"
+        )),
+        _ => error_for_status(answer.status, &answer.headers, said),
+    }
+}
+
+#[async_trait]
+impl MdmAdapter for BcdmAdapter {
+    fn kind(&self) -> MdmKind {
+        MdmKind::Bcdm
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            commands: [
+                MdmCommand::Lock,
+                MdmCommand::DisconnectWifi,
+                MdmCommand::EnterpriseWipe,
+                MdmCommand::Wipe,
+            ]
+            .into_iter()
+            .collect(),
+            removes_wifi_profile_itself: true,
+            groups: false,
+            user_listing: true,
+        }
+    }
+
+    #[instrument(skip_all, fields(mdm = %self.config.name))]
+    async fn health_check(&self) -> Result<HealthReport, AdapterError> {
+        let page = wire::ios_page(self.devices_page(0).await?.devices);
+        Ok(HealthReport {
+            devices_on_first_page: page.items.len(),
+        })
+    }
+
+    fn devices(&self) -> PageStream<'_, Device> {
+        // The cursor is the next offset, or `None` once `total` is reached.
+        futures::stream::try_unfold(Some(0u64), move |cursor| async move {
+            let Some(offset) = cursor else {
+                return Ok(None);
+            };
+            let envelope = self.devices_page(offset).await?;
+            if envelope.devices.is_empty() {
+                if offset < envelope.total {
+                    tracing::warn!(
+                        mdm = %self.config.name, offset, total = envelope.total,
+                        "BCDM returned an empty device page before its total; ending the listing."
+                    );
+                }
+                return Ok(None);
+            }
+            let next = offset + envelope.devices.len() as u64;
+            let page = wire::ios_page(envelope.devices);
+            Ok(Some((page, (next < envelope.total).then_some(next))))
+        })
+        .boxed()
+    }
+
+    fn users(&self) -> PageStream<'_, User> {
+        let tenant_id = self.config.tenant_id.as_str();
+        futures::stream::try_unfold(Some(0u64), move |cursor| async move {
+            let Some(offset) = cursor else {
+                return Ok(None);
+            };
+            let envelope = self.users_page(offset).await?;
+            if envelope.users.is_empty() {
+                if offset < envelope.total {
+                    tracing::warn!(
+                        mdm = %self.config.name, offset, total = envelope.total,
+                        "BCDM returned an empty user page before its total; ending the listing."
+                    );
+                }
+                return Ok(None);
+            }
+            let next = offset + envelope.users.len() as u64;
+            let users = envelope
+                .users
+                .into_iter()
+                .map(|u| u.into_user(tenant_id))
+                .collect();
+            Ok(Some((
+                Page::of(users),
+                (next < envelope.total).then_some(next),
+            )))
+        })
+        .boxed()
+    }
+
+    /// BCDM has no groups: every device belongs to the integration.
+    fn groups(&self) -> PageStream<'_, Group> {
+        futures::stream::empty().boxed()
+    }
+
+    #[instrument(skip_all, fields(mdm = %self.config.name, identifier = %id))]
+    async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
+        let found = match id {
+            DeviceIdentifier::MdmDeviceId(device_id) => self.device_by_id(device_id).await?,
+            DeviceIdentifier::Udid(v) => {
+                let value = normalize_udid(v).unwrap_or_else(|| v.clone());
+                self.device_by_query(id, "udid", value).await?
+            }
+            DeviceIdentifier::Serial(v) => {
+                let value = normalize_serial(v).unwrap_or_else(|| v.clone());
+                self.device_by_query(id, "serial_number", value).await?
+            }
+            DeviceIdentifier::Imei(v) => {
+                let value = normalize_imei(v).unwrap_or_else(|| v.clone());
+                self.device_by_query(id, "imei", value).await?
+            }
+            DeviceIdentifier::Mac(v) => {
+                self.device_by_query(id, "wifi_mac", wire::mac_for_lookup(v))
+                    .await?
+            }
+        };
+        match found {
+            Some(device) if device.is_ios() => Ok(Some(device.into_device())),
+            Some(device) => {
+                // Listings skip it too: the connector cannot manage it through BCDM.
+                tracing::info!(
+                    device_id = %device.device_id,
+                    platform = device.platform.as_deref().unwrap_or("(none)"),
+                    "BCDM knows the device, but it is not iOS; treating it as not found."
+                );
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    #[instrument(skip_all, fields(mdm = %self.config.name, device_id = %device.mdm_device_id, command = %command))]
+    async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError> {
+        let (Some(action), Some(setting)) =
+            (Self::action_name(command), Self::console_setting(command))
+        else {
+            return Err(AdapterError::Unsupported(format!(
+                "{command}: BCDM removes its disconnect-Wi-Fi profile itself after the \
+                 console's \"Uninstall Profile\" time; the connector sends no removal"
+            )));
+        };
+        let body = serde_json::json!({ "action": action }).to_string();
+        let url = self.endpoint(&["devices", &device.mdm_device_id, "actions"], &[]);
+        let request = format!("POST {}", signature::request_target(&url));
+        let answer = self
+            .send(Method::POST, url, body.clone().into_bytes())
+            .await?;
+        if !answer.status.is_success() {
+            return Err(error_from(&answer, Some(setting)));
+        }
+        // The action was accepted: a missing request id must not turn that into a failure.
+        let vendor_reference = serde_json::from_str::<ActionAccepted>(&answer.body)
+            .ok()
+            .and_then(|a| a.request_id);
+        if vendor_reference.is_none() {
+            tracing::warn!(
+                status = answer.status.as_u16(),
+                body = %body_excerpt(&answer.body),
+                "BCDM accepted the action but gave no request_id."
+            );
+        }
+        Ok(Receipt {
+            request,
+            request_body: Some(body),
+            status: answer.status.as_u16(),
+            response_body: (!answer.body.is_empty()).then_some(answer.body),
+            vendor_reference,
+        })
+    }
+}
