@@ -1,0 +1,210 @@
+//! Configuration: the main file and one file per tenant (CONTRACT §2), loaded,
+//! checked and resolved once, into typed values the rest of the daemon trusts.
+//!
+//! This module owns every config key, its default, its checks and its error
+//! messages, and the resolution of secrets (`{ env }`, `{ file }` or a literal)
+//! into [`Secret`], which never prints its value.
+//!
+//! Loading is two passes per file. Pass one (`raw`) is plain serde into
+//! structs that mirror the file, with `deny_unknown_fields` everywhere and a
+//! [`toml::Spanned`] on every value pass two looks at; there is no
+//! `#[serde(flatten)]` and no internally tagged or untagged enum, because those
+//! buffer the input, which loses the spans and silently disables
+//! `deny_unknown_fields`. Pass two (`check`) turns the raw values into the
+//! types below, and every semantic error is reported at the span of the value
+//! (or the table) at fault as `FILE:LINE:COL: message`, naming the key. Errors
+//! are collected across all files, so one `check-config` run lists them all
+//! (serde stops at the first error of a file; the other files are still checked).
+
+mod check;
+mod diag;
+mod policy;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use mtd_adapter::{ActionKind, MdmKind, Secret};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+pub use check::load;
+pub use diag::{ConfigError, ConfigErrors};
+pub use policy::{PolicyConfig, PolicyMode, Rule, Severity, ThreatPattern, KNOWN_CATEGORIES};
+
+/// Everything `run` needs from the config files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The main file as given on the command line.
+    pub main_path: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    /// The tenants directory, resolved against the main file's directory.
+    pub tenants_dir: PathBuf,
+    pub sync: SyncConfig,
+    /// One per `*.toml` file of the tenants directory, sorted by file name.
+    pub tenants: Vec<TenantConfig>,
+    /// `FILE:LINE:COL: message` lines to log at start (literal secrets,
+    /// unknown threat categories, rules that can never act). Never contain a
+    /// secret value.
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Agent API, admin API, health and metrics. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The SQLite file, resolved against the main file's directory.
+    /// Default `data/mtd-connector.db`.
+    pub path: PathBuf,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    /// Bearer token for `/v1/admin/*`; `None`: the admin API refuses every request.
+    pub token: Option<Secret>,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// The scheduled full sync; `None` (`"0"`) turns scheduling off. Default 4 h.
+    pub full_sync_every: Option<Duration>,
+    /// A sync that would remove more than this share of an MDM's devices waits
+    /// for a second run to confirm. 0..=100, default 20.
+    pub max_removal_percent: u8,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            full_sync_every: Some(Duration::from_secs(4 * 3600)),
+            max_removal_percent: 20,
+        }
+    }
+}
+
+/// One tenant file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    /// `[a-z0-9-]{1,63}`, unique across files.
+    pub id: String,
+    /// Default: the id.
+    pub display_name: String,
+    /// Key of the agents' request signatures.
+    pub agent_secret: Secret,
+    /// The file this tenant came from.
+    pub source: PathBuf,
+    pub mdms: Vec<MdmConfig>,
+    pub policy: PolicyConfig,
+}
+
+/// One `[[mdm]]` of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdmConfig {
+    /// Unique in the tenant; prefixes group names.
+    pub name: String,
+    pub kind: MdmKind,
+    /// http or https, with a host, without user info.
+    pub url: Url,
+    /// `false`: no initial and no scheduled sync. Default `true`.
+    pub background_sync: bool,
+    /// Default `false`.
+    pub mask_pii: bool,
+    /// Extra trust anchor for this MDM only, resolved against the tenant file's
+    /// directory; checked to exist and be readable at load.
+    pub ca_cert: Option<PathBuf>,
+    /// soti, mcms: the profile that takes a device off Wi-Fi. Required there
+    /// when `permit.disconnect_wifi`; never set for bcdm.
+    pub wifi_disconnect_profile_id: Option<String>,
+    /// soti, mcms: when the connector revokes that profile again. Default 120,
+    /// always > 0. Unused for bcdm, which removes its own profile.
+    pub wifi_profile_removal_minutes: u32,
+    pub credentials: Credentials,
+    pub permit: Permit,
+}
+
+/// `[mdm.credentials]`, complete for the entry's kind (see MDM-APIS.md).
+///
+/// Identifiers (`client_id`, `username`, `access_key`, `dm_code`) are plain
+/// strings; everything that grants access is a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Soti {
+        client_id: String,
+        client_secret: Secret,
+        username: String,
+        password: Secret,
+    },
+    Mcms {
+        username: String,
+        password: Secret,
+        api_key: Secret,
+    },
+    Bcdm {
+        access_key: String,
+        secret_key: Secret,
+        dm_code: String,
+    },
+}
+
+impl Credentials {
+    pub fn kind(&self) -> MdmKind {
+        match self {
+            Credentials::Soti { .. } => MdmKind::Soti,
+            Credentials::Mcms { .. } => MdmKind::Mcms,
+            Credentials::Bcdm { .. } => MdmKind::Bcdm,
+        }
+    }
+}
+
+/// `[mdm.permit]`: which MDM actions the tenant allows on this MDM.
+/// Only `lock` is on by default; Wi-Fi and destructive actions are opt-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub lock: bool,
+    pub disconnect_wifi: bool,
+    pub enterprise_wipe: bool,
+    pub wipe: bool,
+}
+
+impl Default for Permit {
+    fn default() -> Self {
+        Permit {
+            lock: true,
+            disconnect_wifi: false,
+            enterprise_wipe: false,
+            wipe: false,
+        }
+    }
+}
+
+impl Permit {
+    /// Whether the action may be sent to this MDM (`none` sends nothing, so always).
+    pub fn allows(&self, action: ActionKind) -> bool {
+        match action {
+            ActionKind::None => true,
+            ActionKind::Lock => self.lock,
+            ActionKind::DisconnectWifi => self.disconnect_wifi,
+            ActionKind::EnterpriseWipe => self.enterprise_wipe,
+            ActionKind::Wipe => self.wipe,
+        }
+    }
+}

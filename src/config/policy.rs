@@ -1,0 +1,226 @@
+//! A tenant's policy: which action a threat leads to (CONTRACT §4).
+//!
+//! Rules are tried in file order; the first whose threat pattern matches the
+//! event's type, and whose `min_severity` (if any) the event reaches, decides.
+
+use mtd_adapter::ActionKind;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The threat categories of the contract. A pattern naming another category
+/// is accepted with a warning: agents may send new ones.
+pub const KNOWN_CATEGORIES: [&str; 4] = ["network", "device", "app", "phishing"];
+
+/// How severe a threat is, as agents report it. Ordered `Low < … < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown severity `{s}`, expected one of: low, medium, high, critical")
+            })
+    }
+}
+
+/// `enforce` sends actions; `monitor` records the decisions and sends nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Enforce => "enforce",
+            PolicyMode::Monitor => "monitor",
+        }
+    }
+}
+
+impl fmt::Display for PolicyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PolicyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(PolicyMode::Enforce),
+            "monitor" => Ok(PolicyMode::Monitor),
+            other => Err(format!(
+                "unknown mode `{other}`, expected one of: enforce, monitor"
+            )),
+        }
+    }
+}
+
+/// The `threat` of a rule: `*`, `category.*` or an exact `category.name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ThreatPattern {
+    /// `*`: every threat.
+    Any,
+    /// `network.*`: every threat of a category. Holds the category alone (`network`).
+    Category(String),
+    /// `network.arp_mitm`: one threat type.
+    Exact(String),
+}
+
+impl ThreatPattern {
+    /// Whether an event's threat type (`category.name`) is matched.
+    pub fn matches(&self, threat_type: &str) -> bool {
+        match self {
+            ThreatPattern::Any => true,
+            ThreatPattern::Category(c) => threat_type
+                .strip_prefix(c.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+            ThreatPattern::Exact(t) => t == threat_type,
+        }
+    }
+
+    /// The category the pattern is limited to, if any.
+    pub fn category(&self) -> Option<&str> {
+        match self {
+            ThreatPattern::Any => None,
+            ThreatPattern::Category(c) => Some(c),
+            ThreatPattern::Exact(t) => t.split_once('.').map(|(c, _)| c),
+        }
+    }
+
+    /// Whether every threat type `other` matches is also matched by `self`.
+    pub(super) fn covers(&self, other: &ThreatPattern) -> bool {
+        match (self, other) {
+            (ThreatPattern::Any, _) => true,
+            (ThreatPattern::Category(c), ThreatPattern::Category(d)) => c == d,
+            (ThreatPattern::Category(_), ThreatPattern::Exact(t)) => self.matches(t),
+            (ThreatPattern::Exact(a), ThreatPattern::Exact(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ThreatPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThreatPattern::Any => f.write_str("*"),
+            ThreatPattern::Category(c) => write!(f, "{c}.*"),
+            ThreatPattern::Exact(t) => f.write_str(t),
+        }
+    }
+}
+
+impl FromStr for ThreatPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        fn part_ok(p: &str) -> bool {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }
+        let invalid = || {
+            format!(
+                "invalid threat pattern `{s}`, expected \"*\", \"category.*\" or \"category.name\" \
+                 (parts of lowercase letters, digits and _)"
+            )
+        };
+        if s == "*" {
+            return Ok(ThreatPattern::Any);
+        }
+        let (category, name) = s.split_once('.').ok_or_else(invalid)?;
+        if !part_ok(category) {
+            return Err(invalid());
+        }
+        if name == "*" {
+            Ok(ThreatPattern::Category(category.to_owned()))
+        } else if part_ok(name) {
+            Ok(ThreatPattern::Exact(s.to_owned()))
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+/// One `[[policy.rule]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub threat: ThreatPattern,
+    /// The rule matches only threats at or above this severity; `None`: any.
+    pub min_severity: Option<Severity>,
+    pub action: ActionKind,
+}
+
+impl Rule {
+    pub fn matches(&self, threat_type: &str, severity: Severity) -> bool {
+        self.threat.matches(threat_type) && self.min_severity.iter().all(|&min| severity >= min)
+    }
+}
+
+/// A tenant's `[policy]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub mode: PolicyMode,
+    /// The same action for the same device is not repeated inside this window.
+    pub action_cooldown_minutes: u32,
+    /// Enterprise wipes and wipes beyond this per hour are held for approval.
+    pub max_destructive_actions_per_hour: u32,
+    /// In file order.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: PolicyMode::Enforce,
+            action_cooldown_minutes: 15,
+            max_destructive_actions_per_hour: 10,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The rule that decides a threat: the first matching one in file order.
+    /// `None` when no rule matches (the event is recorded, nothing is sent).
+    pub fn decide(&self, threat_type: &str, severity: Severity) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(threat_type, severity))
+    }
+}

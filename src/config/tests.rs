@@ -1,0 +1,921 @@
+//! Tests of the whole load: the shipped example, the broken fixtures the CLI
+//! tests use, secrets in every form and their redaction, defaults, policy.
+
+use super::*;
+use std::fs;
+use std::path::Path;
+use tempfile::TempDir;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Writes `files` (relative path → content) into a fresh directory.
+fn tree(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, content) in files {
+        let path = dir.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+const MINIMAL_TENANT: &str = r#"
+id = "acme"
+agent_secret = { file = "agent" }
+
+[[mdm]]
+name = "Acme SOTI"
+kind = "soti"
+url = "https://acme.mobicontrol.example/MobiControl"
+[mdm.credentials]
+client_id = "cid"
+client_secret = { file = "agent" }
+username = "api"
+password = { file = "agent" }
+"#;
+
+fn load_tree(files: &[(&str, &str)]) -> (TempDir, Result<Config, ConfigErrors>) {
+    let dir = tree(files);
+    let result = load(&dir.path().join("main.toml"));
+    (dir, result)
+}
+
+fn errors_of(files: &[(&str, &str)]) -> Vec<ConfigError> {
+    match load_tree(files).1 {
+        Ok(c) => panic!("expected errors, loaded {c:?}"),
+        Err(e) => e.0,
+    }
+}
+
+fn only_error(files: &[(&str, &str)]) -> ConfigError {
+    let errors = errors_of(files);
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected one error, got: {}",
+        ConfigErrors(errors.clone())
+    );
+    errors.into_iter().next().unwrap()
+}
+
+// ---- the shipped example ------------------------------------------------
+
+#[test]
+fn the_example_config_and_its_tenants_load_without_errors_or_warnings() {
+    let config = load(&repo("config.example.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config.warnings.is_empty(),
+        "warnings: {:#?}",
+        config.warnings
+    );
+    assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.store.path, repo("data/mtd-connector.db"));
+    assert_eq!(config.tenants_dir, repo("examples/tenants.d"));
+    assert!(config.admin.token.is_some());
+    assert_eq!(config.sync, SyncConfig::default());
+    let kinds: Vec<MdmKind> = config
+        .tenants
+        .iter()
+        .flat_map(|t| t.mdms.iter().map(|m| m.kind))
+        .collect();
+    for kind in MdmKind::ALL {
+        assert!(kinds.contains(&kind), "no example tenant with kind {kind}");
+    }
+    for t in &config.tenants {
+        assert!(!t.policy.rules.is_empty(), "tenant {} has no rules", t.id);
+        for m in &t.mdms {
+            assert!(
+                !m.background_sync,
+                "{}: example URLs point at no real MDM",
+                m.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_example_policies_decide_as_their_comments_say() {
+    let config = load(&repo("config.example.toml")).unwrap();
+    let acme = config
+        .tenants
+        .iter()
+        .find(|t| t.mdms[0].kind == MdmKind::Soti)
+        .unwrap();
+    let decide = |t: &str, s| acme.policy.decide(t, s).map(|r| r.action);
+    assert_eq!(
+        decide("network.arp_mitm", Severity::High),
+        Some(ActionKind::DisconnectWifi)
+    );
+    assert_eq!(
+        decide("device.jailbroken_rooted", Severity::Low),
+        Some(ActionKind::Lock)
+    );
+    assert_eq!(
+        decide("app.malicious", Severity::Critical),
+        Some(ActionKind::EnterpriseWipe)
+    );
+    assert_eq!(
+        decide("app.malicious", Severity::Medium),
+        Some(ActionKind::None)
+    );
+    assert_eq!(
+        decide("phishing.url", Severity::Low),
+        Some(ActionKind::None)
+    );
+}
+
+// ---- the broken fixtures (the CLI tests print these) ---------------------
+
+/// Loads `tests/fixtures/config/NAME/config.toml` and returns its only error.
+fn fixture_error(name: &str) -> ConfigError {
+    let errors = match load(&repo(&format!("tests/fixtures/config/{name}/config.toml"))) {
+        Ok(_) => panic!("fixture {name} loaded"),
+        Err(e) => e.0,
+    };
+    assert_eq!(errors.len(), 1, "{name}: {}", ConfigErrors(errors.clone()));
+    errors.into_iter().next().unwrap()
+}
+
+fn assert_at(e: &ConfigError, file: &str, line: usize, col: usize, needle: &str) {
+    assert!(e.file.ends_with(file), "{e}: expected the error in {file}");
+    assert_eq!((e.line, e.col), (line, col), "{e}");
+    assert!(
+        e.message.contains(needle),
+        "{e}: expected it to contain {needle:?}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_reported_at_the_key_and_named() {
+    let e = fixture_error("unknown-key");
+    assert_at(
+        &e,
+        "unknown-key/tenants.d/acme.toml",
+        9,
+        1,
+        "unknown field `mask_pi`",
+    );
+}
+
+#[test]
+fn a_wrong_type_is_reported_at_the_value_with_the_dotted_key() {
+    let e = fixture_error("wrong-type");
+    assert_at(
+        &e,
+        "wrong-type/tenants.d/acme.toml",
+        9,
+        19,
+        "`mdm.background_sync`: invalid type: string \"yes\", expected a boolean",
+    );
+}
+
+#[test]
+fn a_duplicate_mdm_name_is_reported_at_the_second_name() {
+    let e = fixture_error("duplicate-mdm-name");
+    assert_at(
+        &e,
+        "duplicate-mdm-name/tenants.d/acme.toml",
+        16,
+        8,
+        "`mdm.name`: duplicate MDM name `Acme SOTI`",
+    );
+    assert!(e.message.contains("line 6"), "{e}");
+}
+
+#[test]
+fn an_invalid_action_is_reported_at_the_action() {
+    let e = fixture_error("invalid-action");
+    assert_at(
+        &e,
+        "invalid-action/tenants.d/acme.toml",
+        17,
+        10,
+        "`policy.rule.action`: unknown action `reboot`",
+    );
+}
+
+#[test]
+fn a_missing_credential_is_reported_at_the_credentials_table() {
+    let e = fixture_error("missing-credential");
+    assert_at(
+        &e,
+        "missing-credential/tenants.d/acme.toml",
+        9,
+        1,
+        "`mdm.credentials.client_secret` is required for kind soti",
+    );
+}
+
+#[test]
+fn a_duplicate_tenant_id_is_reported_in_the_second_file_naming_the_first() {
+    let e = fixture_error("duplicate-tenant-id");
+    assert_at(
+        &e,
+        "duplicate-tenant-id/tenants.d/b-acme-again.toml",
+        2,
+        6,
+        "`id`: tenant id `acme` is already used by",
+    );
+    assert!(e.message.contains("a-acme.toml"), "{e}");
+}
+
+#[test]
+fn a_bad_duration_is_reported_at_the_value_with_the_accepted_forms() {
+    let e = fixture_error("bad-duration");
+    assert_at(
+        &e,
+        "bad-duration/config.toml",
+        6,
+        19,
+        "`sync.full_sync_every`: invalid duration `daily`",
+    );
+    assert!(
+        e.message.contains("\"4h\"") && e.message.contains("\"0\""),
+        "{e}"
+    );
+}
+
+// ---- errors from whole trees ---------------------------------------------
+
+#[test]
+fn errors_from_every_file_are_collected_in_file_then_line_order() {
+    let errors = errors_of(&[
+        (
+            "main.toml",
+            "[sync]\nmax_removal_percent = 101\nfull_sync_every = \"soon\"\n",
+        ),
+        ("tenants.d/a.toml", "id = \"A\"\nagent_secret = \"x\"\n"),
+        (
+            "tenants.d/b.toml",
+            "id = \"b\"\nagent_secret = \"x\"\nwat = 1\n",
+        ),
+        ("tenants.d/notes.txt", "not a tenant"),
+    ]);
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e.file.file_name().unwrap().to_string_lossy(),
+                e.line,
+                e.col
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "main.toml:2:23",
+            "main.toml:3:19",
+            "a.toml:1:6",
+            "b.toml:3:1"
+        ],
+        "{}",
+        ConfigErrors(errors)
+    );
+}
+
+#[test]
+fn a_missing_tenants_directory_is_reported_at_the_key_or_at_the_start() {
+    let e = only_error(&[("main.toml", "[tenants]\ndir = \"nowhere\"\n")]);
+    assert_eq!((e.line, e.col), (2, 7), "{e}");
+    assert!(
+        e.message.contains("`tenants.dir`")
+            && e.message.contains("nowhere")
+            && e.message.contains("does not exist"),
+        "{e}"
+    );
+
+    let e = only_error(&[("main.toml", "")]);
+    assert_eq!((e.line, e.col), (1, 1), "{e}");
+    assert!(e.message.contains("tenants.d"), "{e}");
+}
+
+#[test]
+fn a_toml_syntax_error_is_reported_at_its_position() {
+    let e = only_error(&[
+        ("main.toml", "[server]\nlisten = \"127.0.0.1:8080\nx"),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.message.starts_with("invalid TOML"), "{e}");
+}
+
+#[test]
+fn semantic_checks_name_the_key_at_fault() {
+    let tenant = r#"
+id = "acme"
+agent_secret = { file = "agent" }
+[[mdm]]
+name = ""
+kind = "intune"
+url = "ftp://x.example/"
+[[mdm]]
+name = "B"
+kind = "bcdm"
+url = "https://user:pw@b.example/"
+wifi_disconnect_profile_id = "p"
+[mdm.credentials]
+access_key = "k"
+secret_key = { file = "agent" }
+dm_code = "d"
+api_key = "nope"
+[[mdm]]
+name = "C"
+kind = "mcms"
+url = "not a url"
+wifi_profile_removal_minutes = 0
+ca_cert = "missing.pem"
+[mdm.credentials]
+username = "u"
+password = { env = "MTD_CONFIG_TEST_SURELY_UNSET" }
+api_key = { file = "no-such-file" }
+[mdm.permit]
+disconnect_wifi = true
+[policy]
+mode = "audit"
+[[policy.rule]]
+threat = "Network.ARP"
+min_severity = "severe"
+action = "lock"
+[[policy.rule]]
+action = "lock"
+"#;
+    let errors = errors_of(&[
+        ("main.toml", "[server]\nlisten = \"localhost\"\n"),
+        ("tenants.d/acme.toml", tenant),
+        ("tenants.d/agent", "s3cr3t\n"),
+    ]);
+    let text = ConfigErrors(errors.clone()).to_string();
+    for needle in [
+        "main.toml:2:10: `server.listen`: invalid socket address",
+        "acme.toml:5:8: `mdm.name` must not be empty",
+        "acme.toml:6:8: `mdm.kind`: unknown MDM kind `intune`, expected one of: soti, mcms, bcdm",
+        "acme.toml:7:7: `mdm.url`: scheme `ftp` is not supported",
+        "acme.toml:11:7: `mdm.url` must not contain a user name or password",
+        "acme.toml:12:30: `mdm.wifi_disconnect_profile_id` is not accepted for kind bcdm",
+        "acme.toml:17:11: `mdm.credentials.api_key` is not a credential of kind bcdm (expected access_key, secret_key, dm_code)",
+        "acme.toml:21:7: `mdm.url`: not a valid URL",
+        "acme.toml:22:32: `mdm.wifi_profile_removal_minutes` must be at least 1",
+        "acme.toml:23:11: `mdm.ca_cert`: cannot read CA certificate",
+        "acme.toml:26:12: `mdm.credentials.password`: environment variable MTD_CONFIG_TEST_SURELY_UNSET is not set",
+        "acme.toml:27:11: `mdm.credentials.api_key`: cannot read secret file",
+        "acme.toml:29:19: `mdm.wifi_disconnect_profile_id` is required for kind mcms when `mdm.permit.disconnect_wifi = true`",
+        "acme.toml:31:8: `policy.mode`: unknown mode `audit`",
+        "acme.toml:33:10: `policy.rule.threat`: invalid threat pattern `Network.ARP`",
+        "acme.toml:34:16: `policy.rule.min_severity`: unknown severity `severe`",
+        "acme.toml:36:1: `policy.rule.threat` is required",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    assert_eq!(errors.len(), 17, "{text}");
+}
+
+#[test]
+fn credentials_of_another_kind_and_missing_ones_are_both_reported() {
+    let tenant =
+        MINIMAL_TENANT.replace("client_id = \"cid\"\n", "api_key = { file = \"agent\" }\n");
+    let errors = errors_of(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "s"),
+    ]);
+    let text = ConfigErrors(errors).to_string();
+    assert!(
+        text.contains("acme.toml:9:1: `mdm.credentials.client_id` is required for kind soti"),
+        "{text}"
+    );
+    assert!(text.contains("acme.toml:10:11: `mdm.credentials.api_key` is not a credential of kind soti (expected client_id, client_secret, username, password)"), "{text}");
+}
+
+#[test]
+fn a_missing_credentials_table_is_reported_at_the_mdm_entry() {
+    let tenant = &MINIMAL_TENANT[..MINIMAL_TENANT.find("[mdm.credentials]").unwrap()];
+    let e = only_error(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", tenant),
+        ("tenants.d/agent", "s"),
+    ]);
+    assert_eq!((e.line, e.col), (5, 1), "{e}");
+    assert!(
+        e.message
+            .contains("`mdm.credentials` is required for kind soti"),
+        "{e}"
+    );
+}
+
+#[test]
+fn inline_credentials_tables_are_accepted_and_a_wrong_type_inside_is_named() {
+    let tenant = r#"
+id = "acme"
+agent_secret = { file = "agent" }
+[[mdm]]
+name = "M"
+kind = "mcms"
+url = "https://m.example"
+credentials = { username = "u", password = { file = "agent" }, api_key = { file = "agent" } }
+permit = { lock = "yes" }
+"#;
+    let e = only_error(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", tenant),
+        ("tenants.d/agent", "s"),
+    ]);
+    assert_eq!((e.line, e.col), (9, 19), "{e}");
+    assert!(
+        e.message
+            .starts_with("`mdm.permit.lock`: invalid type: string \"yes\", expected a boolean"),
+        "{e}"
+    );
+}
+
+// ---- secrets ---------------------------------------------------------------
+
+#[test]
+fn secrets_resolve_from_literals_env_vars_and_files() {
+    std::env::set_var("MTD_CONFIG_TEST_PASSWORD", "pw-from-env");
+    let tenant = r#"
+id = "acme"
+agent_secret = "literal-agent"
+[[mdm]]
+name = "S"
+kind = "soti"
+url = "https://s.example/MobiControl"
+[mdm.credentials]
+client_id = { file = "secrets/client-id" }
+client_secret = { file = "secrets/client-secret" }
+username = "api"
+password = { env = "MTD_CONFIG_TEST_PASSWORD" }
+"#;
+    let (_dir, result) = load_tree(&[
+        ("main.toml", "[admin]\ntoken = { file = \"admin-token\" }\n"),
+        ("admin-token", "tok\r\n"),
+        ("tenants.d/acme.toml", tenant),
+        ("tenants.d/secrets/client-id", "cid\n"),
+        ("tenants.d/secrets/client-secret", "line1\nline2\n\n"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.admin.token.as_ref().unwrap().expose(), "tok");
+    let t = &config.tenants[0];
+    assert_eq!(t.agent_secret.expose(), "literal-agent");
+    match &t.mdms[0].credentials {
+        Credentials::Soti {
+            client_id,
+            client_secret,
+            username,
+            password,
+        } => {
+            assert_eq!(client_id, "cid");
+            // Only the one trailing newline is trimmed.
+            assert_eq!(client_secret.expose(), "line1\nline2\n");
+            assert_eq!(username, "api");
+            assert_eq!(password.expose(), "pw-from-env");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Literal secrets warn (identifiers such as `username` do not).
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].ends_with("acme.toml:3:16: `agent_secret` is a literal; use { env = … } or { file = … } in production"), "{:?}", config.warnings);
+}
+
+#[test]
+fn empty_and_malformed_secrets_are_errors() {
+    std::env::set_var("MTD_CONFIG_TEST_EMPTY", "");
+    let tenant = r#"
+id = "acme"
+agent_secret = ""
+[[mdm]]
+name = "B"
+kind = "bcdm"
+url = "https://b.example"
+[mdm.credentials]
+access_key = { env = "MTD_CONFIG_TEST_EMPTY" }
+secret_key = { env = "X", file = "y" }
+dm_code = 42
+"#;
+    let errors = errors_of(&[
+        ("main.toml", "admin.token = { file = \"empty\" }\n"),
+        ("empty", "\n"),
+        ("tenants.d/acme.toml", tenant),
+    ]);
+    let text = ConfigErrors(errors).to_string();
+    // serde stops at the first error of a file: the malformed `secret_key`.
+    assert!(text.contains("acme.toml:10:14: `mdm.credentials.secret_key`: a secret takes either `env` or `file`, not both"), "{text}");
+    assert!(
+        text.contains("main.toml:1:15: `admin.token` is empty (secret file"),
+        "{text}"
+    );
+
+    let tenant = tenant.replace(
+        "secret_key = { env = \"X\", file = \"y\" }",
+        "secret_key = \"k\"",
+    );
+    let text = ConfigErrors(errors_of(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+    ]))
+    .to_string();
+    assert!(text.contains("acme.toml:11:11: `mdm.credentials.dm_code`: expected a string, { env = \"VAR\" } or { file = \"path\" }, found an integer"), "{text}");
+    assert!(!text.contains("42"), "{text}");
+
+    let tenant = tenant.replace("dm_code = 42", "dm_code = \"d\"");
+    let text = ConfigErrors(errors_of(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+    ]))
+    .to_string();
+    assert!(
+        text.contains("acme.toml:3:16: `agent_secret` is empty"),
+        "{text}"
+    );
+    assert!(text.contains("acme.toml:9:14: `mdm.credentials.access_key` is empty (environment variable MTD_CONFIG_TEST_EMPTY is empty)"), "{text}");
+}
+
+#[test]
+fn no_secret_value_appears_in_debug_output_warnings_or_errors() {
+    const SECRETS: [&str; 6] = [
+        "S3cret-admin-token-1",
+        "S3cret-agent-literal-2",
+        "S3cret-client-secret-file-3",
+        "S3cret-password-env-4",
+        "S3cret-api-key-literal-5",
+        "S3cret-bcdm-secret-key-6",
+    ];
+    std::env::set_var("MTD_CONFIG_TEST_REDACT_PASSWORD", SECRETS[3]);
+    let main = format!("[admin]\ntoken = \"{}\"\n", SECRETS[0]);
+    let acme = format!(
+        r#"id = "acme"
+agent_secret = "{agent}"
+[[mdm]]
+name = "S"
+kind = "soti"
+url = "https://s.example/MobiControl"
+[mdm.credentials]
+client_id = "cid"
+client_secret = {{ file = "client-secret" }}
+username = "u"
+password = {{ env = "MTD_CONFIG_TEST_REDACT_PASSWORD" }}
+[[mdm]]
+name = "M"
+kind = "mcms"
+url = "https://m.example"
+[mdm.credentials]
+username = "u"
+password = {{ env = "MTD_CONFIG_TEST_REDACT_PASSWORD" }}
+api_key = "{api}"
+"#,
+        agent = SECRETS[1],
+        api = SECRETS[4]
+    );
+    let initech = format!(
+        r#"id = "initech"
+agent_secret = {{ file = "client-secret" }}
+[[mdm]]
+name = "B"
+kind = "bcdm"
+url = "https://b.example"
+[mdm.credentials]
+access_key = "ak"
+secret_key = "{}"
+dm_code = "dm"
+"#,
+        SECRETS[5]
+    );
+    let files = [
+        ("main.toml", main.as_str()),
+        ("tenants.d/acme.toml", acme.as_str()),
+        ("tenants.d/initech.toml", initech.as_str()),
+        ("tenants.d/client-secret", SECRETS[2]),
+    ];
+    let (_dir, result) = load_tree(&files);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let mut outputs = vec![
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        config.warnings.join("\n"),
+    ];
+    for t in &config.tenants {
+        outputs.push(format!("{t:?}"));
+        for m in &t.mdms {
+            outputs.push(format!("{m:?} {:?}", m.credentials));
+        }
+    }
+    // admin.token, agent_secret, api_key and secret_key are literals.
+    assert_eq!(config.warnings.len(), 4, "{:#?}", config.warnings);
+
+    // Broken variants: every secret field next to something wrong, and
+    // secrets written where they do not belong.
+    let broken_acme = acme
+        .replace(
+            "kind = \"mcms\"",
+            "kind = \"mcms\"\nwifi_profile_removal_minutes = -1",
+        )
+        .replace("name = \"S\"", "name = \"M\"");
+    let broken_initech = initech.replace("secret_key = \"", "api_key = \"");
+    let broken_main = format!(
+        "[admin]\ntoken = \"{}\"\n[sync]\nfull_sync_every = \"{}\"\n",
+        SECRETS[0], "1x"
+    );
+    let broken = [
+        ("main.toml", broken_main.as_str()),
+        ("tenants.d/acme.toml", broken_acme.as_str()),
+        ("tenants.d/initech.toml", broken_initech.as_str()),
+        ("tenants.d/client-secret", SECRETS[2]),
+    ];
+    let (_dir, result) = load_tree(&broken);
+    let errors = result.expect_err("the broken variant must not load");
+    assert!(errors.0.len() >= 4, "{errors}");
+    outputs.push(errors.to_string());
+    outputs.push(format!("{errors:?}"));
+
+    // A secret given in a wrong type, and an unknown key next to a secret.
+    let typed = acme.replace(&format!("\"{}\"", SECRETS[4]), "12345678987654321");
+    let (_dir, result) = load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &typed),
+        ("tenants.d/client-secret", SECRETS[2]),
+    ]);
+    let errors = result.expect_err("an integer secret must not load");
+    outputs.push(errors.to_string());
+    assert!(
+        !errors.to_string().contains("12345678987654321"),
+        "{errors}"
+    );
+
+    for output in &outputs {
+        for secret in SECRETS {
+            assert!(
+                !output.contains(secret),
+                "secret {secret:?} leaked into:\n{output}"
+            );
+        }
+    }
+}
+
+// ---- durations and defaults ------------------------------------------------
+
+#[test]
+fn durations_accept_humantime_forms_and_zero_turns_scheduling_off() {
+    let cases: [(&str, Option<u64>); 7] = [
+        ("\"4h\"", Some(4 * 3600)),
+        ("\"90s\"", Some(90)),
+        ("\"30m\"", Some(1800)),
+        ("\"1h30m\"", Some(5400)),
+        ("\"0\"", None),
+        ("0", None),
+        ("\"0s\"", None),
+    ];
+    for (value, expected) in cases {
+        let main = format!("[sync]\nfull_sync_every = {value}\n");
+        let (_dir, result) = load_tree(&[("main.toml", &main), ("tenants.d/.keep", "")]);
+        let config = result.unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(
+            config.sync.full_sync_every,
+            expected.map(Duration::from_secs),
+            "{value}"
+        );
+    }
+    for bad in ["\"4\"", "\"4 hrs please\"", "14400", "true", "\"-1h\""] {
+        let main = format!("[sync]\nfull_sync_every = {bad}\n");
+        let e = only_error(&[("main.toml", &main), ("tenants.d/.keep", "")]);
+        assert_eq!((e.line, e.col), (2, 19), "{bad}: {e}");
+        assert!(
+            e.message.starts_with("`sync.full_sync_every`"),
+            "{bad}: {e}"
+        );
+        assert!(e.message.contains("\"1h30m\""), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn an_empty_main_file_and_a_minimal_tenant_get_every_default() {
+    let (dir, result) = load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", MINIMAL_TENANT),
+        ("tenants.d/agent", "s\n"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.main_path, dir.path().join("main.toml"));
+    assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.store.path, dir.path().join("data/mtd-connector.db"));
+    assert_eq!(config.admin.token, None);
+    assert_eq!(config.tenants_dir, dir.path().join("tenants.d"));
+    assert_eq!(
+        config.sync.full_sync_every,
+        Some(Duration::from_secs(4 * 3600))
+    );
+    assert_eq!(config.sync.max_removal_percent, 20);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let t = &config.tenants[0];
+    assert_eq!((t.id.as_str(), t.display_name.as_str()), ("acme", "acme"));
+    assert_eq!(t.source, dir.path().join("tenants.d/acme.toml"));
+    assert_eq!(t.policy, PolicyConfig::default());
+    assert_eq!(t.policy.mode, PolicyMode::Enforce);
+    assert_eq!(t.policy.action_cooldown_minutes, 15);
+    assert_eq!(t.policy.max_destructive_actions_per_hour, 10);
+    let m = &t.mdms[0];
+    assert!(m.background_sync);
+    assert!(!m.mask_pii);
+    assert_eq!(m.ca_cert, None);
+    assert_eq!(m.wifi_disconnect_profile_id, None);
+    assert_eq!(m.wifi_profile_removal_minutes, 120);
+    assert_eq!(
+        m.permit,
+        Permit {
+            lock: true,
+            disconnect_wifi: false,
+            enterprise_wipe: false,
+            wipe: false
+        }
+    );
+    assert_eq!(
+        m.url.as_str(),
+        "https://acme.mobicontrol.example/MobiControl"
+    );
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file_that_names_them() {
+    let main = "[store]\npath = \"db/x.db\"\n[tenants]\ndir = \"conf/tenants\"\n";
+    let tenant = MINIMAL_TENANT.replace(
+        "[mdm.credentials]",
+        "ca_cert = \"certs/ca.pem\"\n[mdm.credentials]",
+    );
+    let (dir, result) = load_tree(&[
+        ("main.toml", main),
+        ("conf/tenants/acme.toml", &tenant),
+        ("conf/tenants/agent", "s"),
+        ("conf/tenants/certs/ca.pem", "-----BEGIN CERTIFICATE-----\n"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.store.path, dir.path().join("db/x.db"));
+    assert_eq!(config.tenants_dir, dir.path().join("conf/tenants"));
+    assert_eq!(
+        config.tenants[0].mdms[0].ca_cert,
+        Some(dir.path().join("conf/tenants/certs/ca.pem"))
+    );
+}
+
+#[test]
+fn tenant_files_load_sorted_by_name_and_ids_must_be_unique() {
+    let b = MINIMAL_TENANT.replace("id = \"acme\"", "id = \"beta\"");
+    let (_dir, result) = load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/b.toml", &b),
+        ("tenants.d/a.toml", MINIMAL_TENANT),
+        ("tenants.d/agent", "s"),
+        ("tenants.d/README.md", "ignored"),
+    ]);
+    let ids: Vec<String> = result.unwrap().tenants.into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["acme", "beta"]);
+}
+
+#[test]
+fn rules_that_can_never_act_are_warnings_not_errors() {
+    let tenant = format!(
+        "{MINIMAL_TENANT}[[policy.rule]]\nthreat = \"*\"\naction = \"wipe\"\n[[policy.rule]]\nthreat = \"network.arp_mitm\"\naction = \"lock\"\n[[policy.rule]]\nthreat = \"malware.*\"\naction = \"none\"\n"
+    );
+    let (_dir, result) = load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "s"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let w = config.warnings.join("\n");
+    assert!(w.contains("acme.toml:16:10: `policy.rule.action`: `wipe` is not permitted on any MDM of this tenant"), "{w}");
+    assert!(w.contains("acme.toml:18:10: `policy.rule.threat`: this rule never matches: the rule `*` on line 15"), "{w}");
+    assert!(
+        w.contains("acme.toml:21:10: `policy.rule.threat`: unknown threat category `malware`"),
+        "{w}"
+    );
+}
+
+// ---- policy ------------------------------------------------------------------
+
+#[test]
+fn threat_patterns_parse_and_match() {
+    let p = |s: &str| s.parse::<ThreatPattern>();
+    assert_eq!(p("*"), Ok(ThreatPattern::Any));
+    assert_eq!(
+        p("network.*"),
+        Ok(ThreatPattern::Category("network".into()))
+    );
+    assert_eq!(
+        p("network.arp_mitm"),
+        Ok(ThreatPattern::Exact("network.arp_mitm".into()))
+    );
+    for bad in [
+        "",
+        "network",
+        "network.",
+        ".x",
+        "Network.x",
+        "a.b.c",
+        "a.*.b",
+        "a-b.c",
+        "**",
+        "*.x",
+    ] {
+        assert!(p(bad).is_err(), "{bad:?} parsed");
+    }
+    assert!(ThreatPattern::Any.matches("anything.at_all"));
+    let cat = p("network.*").unwrap();
+    assert!(cat.matches("network.arp_mitm"));
+    assert!(cat.matches("network.brand_new"));
+    assert!(!cat.matches("networks.arp_mitm"));
+    assert!(!cat.matches("device.jailbroken_rooted"));
+    let exact = p("network.arp_mitm").unwrap();
+    assert!(exact.matches("network.arp_mitm"));
+    assert!(!exact.matches("network.arp_mitm2"));
+    assert_eq!(cat.to_string(), "network.*");
+}
+
+#[test]
+fn the_first_matching_rule_decides_and_min_severity_is_a_floor() {
+    let rule = |threat: &str, min: Option<Severity>, action| Rule {
+        threat: threat.parse().unwrap(),
+        min_severity: min,
+        action,
+    };
+    let policy = PolicyConfig {
+        rules: vec![
+            rule(
+                "app.malicious",
+                Some(Severity::High),
+                ActionKind::EnterpriseWipe,
+            ),
+            rule("network.arp_mitm", None, ActionKind::DisconnectWifi),
+            rule("network.*", Some(Severity::Critical), ActionKind::Lock),
+            rule("*", None, ActionKind::None),
+        ],
+        ..PolicyConfig::default()
+    };
+    let decide = |t, s| policy.decide(t, s).map(|r| r.action);
+    assert_eq!(
+        decide("app.malicious", Severity::High),
+        Some(ActionKind::EnterpriseWipe)
+    );
+    assert_eq!(
+        decide("app.malicious", Severity::Critical),
+        Some(ActionKind::EnterpriseWipe)
+    );
+    assert_eq!(
+        decide("app.malicious", Severity::Medium),
+        Some(ActionKind::None)
+    );
+    // The exact rule comes first, so even a critical ARP MITM only disconnects.
+    assert_eq!(
+        decide("network.arp_mitm", Severity::Critical),
+        Some(ActionKind::DisconnectWifi)
+    );
+    assert_eq!(
+        decide("network.ssl_strip", Severity::Critical),
+        Some(ActionKind::Lock)
+    );
+    assert_eq!(
+        decide("network.ssl_strip", Severity::High),
+        Some(ActionKind::None)
+    );
+    assert_eq!(
+        PolicyConfig::default().decide("network.scan", Severity::Low),
+        None
+    );
+}
+
+#[test]
+fn severities_are_ordered_and_parse_from_lowercase() {
+    assert!(Severity::Low < Severity::Medium && Severity::High < Severity::Critical);
+    for s in Severity::ALL {
+        assert_eq!(s.as_str().parse::<Severity>(), Ok(s));
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str())
+        );
+    }
+    assert!("High".parse::<Severity>().is_err());
+}
+
+#[test]
+fn permit_allows_none_always_and_the_rest_as_configured() {
+    let p = Permit::default();
+    assert!(p.allows(ActionKind::None) && p.allows(ActionKind::Lock));
+    assert!(
+        !p.allows(ActionKind::DisconnectWifi)
+            && !p.allows(ActionKind::EnterpriseWipe)
+            && !p.allows(ActionKind::Wipe)
+    );
+    let all = Permit {
+        lock: false,
+        disconnect_wifi: true,
+        enterprise_wipe: true,
+        wipe: true,
+    };
+    assert!(
+        all.allows(ActionKind::Wipe)
+            && !all.allows(ActionKind::Lock)
+            && all.allows(ActionKind::None)
+    );
+}
