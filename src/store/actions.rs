@@ -1,0 +1,683 @@
+//! Actions: every policy decision as a row, its delivery state, and an audit
+//! row for each change of that state, written in the same transaction.
+//!
+//! The dispatcher claims due rows with one `UPDATE … RETURNING` (which sets
+//! `claimed_at` and counts the attempt), calls the MDM, then moves the row on
+//! with [`Store::transition_action`], which succeeds only from the state the
+//! caller saw: a cancel that won the race is never overwritten. A row still
+//! claimed after a crash shows up in [`Store::unfinished_claims`].
+
+use super::events::{json_column, json_text};
+use super::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use mtd_adapter::{ActionKind, MdmCommand};
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row, SqliteConnection};
+use std::fmt;
+
+/// The state of an action (CONTRACT §4, plus `cancelled` by an admin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Decided but not to be sent; `reason` says why.
+    Skipped,
+    /// Waits for an admin's approval (a safety limit).
+    Held,
+    /// Due at `next_attempt_at`.
+    Pending,
+    /// The MDM accepted it; `receipt` holds its answer.
+    Sent,
+    /// The last attempt failed retryably; due again at `next_attempt_at`.
+    Failed,
+    /// Given up (or permanently refused); `last_error` says why.
+    Dead,
+    /// Cancelled by an admin before it was sent.
+    Cancelled,
+}
+
+impl ActionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Skipped => "skipped",
+            ActionState::Held => "held",
+            ActionState::Pending => "pending",
+            ActionState::Sent => "sent",
+            ActionState::Failed => "failed",
+            ActionState::Dead => "dead",
+            ActionState::Cancelled => "cancelled",
+        }
+    }
+
+    /// States a row never leaves.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ActionState::Skipped | ActionState::Sent | ActionState::Dead | ActionState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for ActionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an action row does: a policy action, or the later removal of the
+/// disconnect-Wi-Fi profile (a row of its own, with a due time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ActionRecordKind {
+    None,
+    Lock,
+    DisconnectWifi,
+    EnterpriseWipe,
+    Wipe,
+    RemoveWifiProfile,
+}
+
+impl ActionRecordKind {
+    /// The MDM command to send (`None` sends nothing).
+    pub fn command(self) -> Option<MdmCommand> {
+        match self {
+            ActionRecordKind::None => None,
+            ActionRecordKind::Lock => Some(MdmCommand::Lock),
+            ActionRecordKind::DisconnectWifi => Some(MdmCommand::DisconnectWifi),
+            ActionRecordKind::EnterpriseWipe => Some(MdmCommand::EnterpriseWipe),
+            ActionRecordKind::Wipe => Some(MdmCommand::Wipe),
+            ActionRecordKind::RemoveWifiProfile => Some(MdmCommand::RemoveWifiProfile),
+        }
+    }
+
+    pub fn is_destructive(self) -> bool {
+        matches!(
+            self,
+            ActionRecordKind::EnterpriseWipe | ActionRecordKind::Wipe
+        )
+    }
+}
+
+impl From<ActionKind> for ActionRecordKind {
+    fn from(k: ActionKind) -> Self {
+        match k {
+            ActionKind::None => ActionRecordKind::None,
+            ActionKind::Lock => ActionRecordKind::Lock,
+            ActionKind::DisconnectWifi => ActionRecordKind::DisconnectWifi,
+            ActionKind::EnterpriseWipe => ActionRecordKind::EnterpriseWipe,
+            ActionKind::Wipe => ActionRecordKind::Wipe,
+        }
+    }
+}
+
+/// An action to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAction {
+    pub tenant_id: String,
+    /// The store's id of the event that caused it (None for follow-up rows).
+    pub event_id: Option<i64>,
+    pub device_id: Option<i64>,
+    pub mdm_id: Option<i64>,
+    pub kind: ActionRecordKind,
+    /// For a Wi-Fi profile removal: the disconnect it undoes.
+    pub parent_action_id: Option<i64>,
+    pub state: ActionState,
+    /// Why skipped or held; also the note of the first audit row.
+    pub reason: Option<String>,
+    /// When a pending row is due; `None` means now.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// An action as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAction {
+    pub id: i64,
+    pub tenant_id: String,
+    pub event_id: Option<i64>,
+    pub device_id: Option<i64>,
+    pub mdm_id: Option<i64>,
+    pub kind: ActionRecordKind,
+    pub parent_action_id: Option<i64>,
+    pub state: ActionState,
+    pub reason: Option<String>,
+    /// Claims so far (each claim is one attempt to send).
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Set while a dispatcher holds the row.
+    pub claimed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub receipt: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl FromRow<'_, SqliteRow> for StoredAction {
+    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
+        let attempts: i64 = row.try_get("attempts")?;
+        Ok(StoredAction {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            event_id: row.try_get("event_id")?,
+            device_id: row.try_get("device_id")?,
+            mdm_id: row.try_get("mdm_id")?,
+            kind: row.try_get("kind")?,
+            parent_action_id: row.try_get("parent_action_id")?,
+            state: row.try_get("state")?,
+            reason: row.try_get("reason")?,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            claimed_at: row.try_get("claimed_at")?,
+            last_error: row.try_get("last_error")?,
+            receipt: json_column(row, "receipt")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            sent_at: row.try_get("sent_at")?,
+        })
+    }
+}
+
+/// One audit row: a state change (or a claim) of an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct ActionAudit {
+    pub id: i64,
+    pub action_id: i64,
+    pub at: DateTime<Utc>,
+    /// `None` for the creation of the action.
+    pub from_state: Option<ActionState>,
+    pub to_state: ActionState,
+    pub note: Option<String>,
+}
+
+/// A change of an action's state, with what the change records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The state the caller saw; the change fails if the row has moved on.
+    pub from: ActionState,
+    pub to: ActionState,
+    /// For the audit row.
+    pub note: String,
+    /// Replaces the stored reason when set (skipped, held, dead, cancelled).
+    pub reason: Option<String>,
+    /// Replaces the stored last error when set.
+    pub last_error: Option<String>,
+    /// When a pending / failed row is due again; kept (or now) when unset.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The MDM's answer, for `sent`.
+    pub receipt: Option<serde_json::Value>,
+}
+
+impl Transition {
+    pub fn new(from: ActionState, to: ActionState, note: impl Into<String>) -> Self {
+        Transition {
+            from,
+            to,
+            note: note.into(),
+            reason: None,
+            last_error: None,
+            next_attempt_at: None,
+            receipt: None,
+        }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn last_error(mut self, error: impl Into<String>) -> Self {
+        self.last_error = Some(error.into());
+        self
+    }
+
+    pub fn next_attempt_at(mut self, at: DateTime<Utc>) -> Self {
+        self.next_attempt_at = Some(at);
+        self
+    }
+
+    pub fn receipt(mut self, receipt: serde_json::Value) -> Self {
+        self.receipt = Some(receipt);
+        self
+    }
+}
+
+const ACTION_COLUMNS: &str = "id, tenant_id, event_id, device_id, mdm_id, kind, \
+     parent_action_id, state, reason, attempts, next_attempt_at, claimed_at, last_error, \
+     receipt, created_at, updated_at, sent_at";
+
+async fn audit(
+    conn: &mut SqliteConnection,
+    action_id: i64,
+    at: DateTime<Utc>,
+    from: Option<ActionState>,
+    to: ActionState,
+    note: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO action_audit (action_id, at, from_state, to_state, note)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(action_id)
+    .bind(at)
+    .bind(from)
+    .bind(to)
+    .bind(note)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_action(conn: &mut SqliteConnection, a: &NewAction) -> Result<i64, StoreError> {
+    let now = Utc::now();
+    // Only rows the dispatcher will pick up carry a due time.
+    let due = match a.state {
+        ActionState::Pending | ActionState::Failed => Some(a.next_attempt_at.unwrap_or(now)),
+        _ => a.next_attempt_at,
+    };
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO actions (tenant_id, event_id, device_id, mdm_id, kind, parent_action_id,
+             state, reason, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING id",
+    )
+    .bind(&a.tenant_id)
+    .bind(a.event_id)
+    .bind(a.device_id)
+    .bind(a.mdm_id)
+    .bind(a.kind)
+    .bind(a.parent_action_id)
+    .bind(a.state)
+    .bind(&a.reason)
+    .bind(due)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    audit(conn, id, now, None, a.state, a.reason.as_deref()).await?;
+    Ok(id)
+}
+
+impl WriteTx {
+    /// Records an action and its first audit row; returns its id.
+    pub async fn insert_action(&mut self, action: &NewAction) -> Result<i64, StoreError> {
+        insert_action(&mut self.tx, action).await
+    }
+}
+
+impl Store {
+    /// Records an action and its first audit row; returns its id.
+    pub async fn insert_action(&self, action: &NewAction) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        let id = tx.insert_action(action).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Moves an action from `from` to `to` with an audit row (see
+    /// [`Store::transition_action_with`] to record errors, receipts and due times).
+    pub async fn transition_action(
+        &self,
+        id: i64,
+        from: ActionState,
+        to: ActionState,
+        note: &str,
+    ) -> Result<StoredAction, StoreError> {
+        self.transition_action_with(id, Transition::new(from, to, note))
+            .await
+    }
+
+    /// Applies a transition with its audit row, in one transaction, and
+    /// releases the row's claim. Fails with [`StoreError::ActionStateChanged`]
+    /// if the row is no longer in `t.from`, and changes nothing then.
+    pub async fn transition_action_with(
+        &self,
+        id: i64,
+        t: Transition,
+    ) -> Result<StoredAction, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.begin_write().await?;
+        let updated: Option<StoredAction> = sqlx::query_as(&format!(
+            "UPDATE actions SET
+                 state = ?3,
+                 reason = COALESCE(?4, reason),
+                 last_error = COALESCE(?5, last_error),
+                 next_attempt_at = CASE WHEN ?3 IN ('pending', 'failed')
+                                        THEN COALESCE(?6, next_attempt_at, ?8) ELSE NULL END,
+                 receipt = COALESCE(?7, receipt),
+                 sent_at = CASE WHEN ?3 = 'sent' THEN ?8 ELSE sent_at END,
+                 claimed_at = NULL,
+                 updated_at = ?8
+             WHERE id = ?1 AND state = ?2
+             RETURNING {ACTION_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(t.from)
+        .bind(t.to)
+        .bind(&t.reason)
+        .bind(&t.last_error)
+        .bind(t.next_attempt_at)
+        .bind(json_text(t.receipt.as_ref()))
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(updated) = updated else {
+            let actual: Option<(ActionState,)> =
+                sqlx::query_as("SELECT state FROM actions WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(match actual {
+                Some((actual,)) => StoreError::ActionStateChanged {
+                    action_id: id,
+                    expected: t.from,
+                    actual,
+                },
+                None => StoreError::NotFound {
+                    what: "action",
+                    id: id.to_string(),
+                },
+            });
+        };
+        audit(&mut tx, id, now, Some(t.from), t.to, Some(&t.note)).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    /// Claims up to `limit` unclaimed pending or failed actions due at `now`,
+    /// in due order: sets `claimed_at`, counts the attempt and audits the
+    /// claim, in one transaction, so two dispatchers never get the same row.
+    pub async fn claim_due_actions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredAction>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut claimed: Vec<StoredAction> = sqlx::query_as(&format!(
+            "UPDATE actions SET claimed_at = ?1, attempts = attempts + 1, updated_at = ?1
+             WHERE id IN (
+                 SELECT id FROM actions
+                 WHERE state IN ('pending', 'failed') AND next_attempt_at <= ?1
+                   AND claimed_at IS NULL
+                 ORDER BY next_attempt_at, id LIMIT ?2)
+             RETURNING {ACTION_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        // RETURNING does not keep the subquery's order.
+        claimed.sort_by_key(|a| (a.next_attempt_at, a.id));
+        for a in &claimed {
+            let note = format!("claimed for attempt {}", a.attempts);
+            audit(&mut tx, a.id, now, Some(a.state), a.state, Some(&note)).await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Actions claimed but never moved on: after a crash, perhaps sent. The
+    /// dispatcher decides at start whether each may be retried.
+    pub async fn unfinished_claims(&self) -> Result<Vec<StoredAction>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions
+             WHERE claimed_at IS NOT NULL AND state IN ('pending', 'failed') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// One action by id.
+    pub async fn get_action(&self, id: i64) -> Result<Option<StoredAction>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The audit trail of an action, oldest first.
+    pub async fn action_audit(&self, action_id: i64) -> Result<Vec<ActionAudit>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, action_id, at, from_state, to_state, note FROM action_audit
+             WHERE action_id = ? ORDER BY id",
+        )
+        .bind(action_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use chrono::Duration;
+    use serde_json::json;
+
+    fn new_action(state: ActionState, mdm: i64) -> NewAction {
+        NewAction {
+            tenant_id: "acme".into(),
+            event_id: None,
+            device_id: None,
+            mdm_id: Some(mdm),
+            kind: ActionKind::Lock.into(),
+            parent_action_id: None,
+            state,
+            reason: None,
+            next_attempt_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn inserting_an_action_writes_its_first_audit_row() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut a = new_action(ActionState::Skipped, mdm);
+        a.reason = Some("monitor mode".into());
+        let id = store.insert_action(&a).await.unwrap();
+        let stored = store.get_action(id).await.unwrap().unwrap();
+        assert_eq!(stored.state, ActionState::Skipped);
+        assert_eq!(stored.kind, ActionRecordKind::Lock);
+        assert_eq!(stored.reason.as_deref(), Some("monitor mode"));
+        assert_eq!(stored.next_attempt_at, None, "a skipped row is never due");
+        assert_eq!(stored.attempts, 0);
+        let audit = store.action_audit(id).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].from_state, None);
+        assert_eq!(audit[0].to_state, ActionState::Skipped);
+        assert_eq!(audit[0].note.as_deref(), Some("monitor mode"));
+
+        let pending = store
+            .insert_action(&new_action(ActionState::Pending, mdm))
+            .await
+            .unwrap();
+        assert!(store
+            .get_action(pending)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_transition_is_audited_and_refused_from_a_state_the_row_left() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let id = store
+            .insert_action(&new_action(ActionState::Held, mdm))
+            .await
+            .unwrap();
+        let approved = store
+            .transition_action(
+                id,
+                ActionState::Held,
+                ActionState::Pending,
+                "approved by admin",
+            )
+            .await
+            .unwrap();
+        assert_eq!(approved.state, ActionState::Pending);
+        assert!(approved.next_attempt_at.is_some(), "due now once approved");
+
+        let err = store
+            .transition_action(id, ActionState::Held, ActionState::Cancelled, "cancel")
+            .await
+            .unwrap_err();
+        match err {
+            StoreError::ActionStateChanged {
+                action_id,
+                expected,
+                actual,
+            } => {
+                assert_eq!(
+                    (action_id, expected, actual),
+                    (id, ActionState::Held, ActionState::Pending)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let audit = store.action_audit(id).await.unwrap();
+        assert_eq!(audit.len(), 2, "the refused transition left no row");
+        assert_eq!(audit[1].from_state, Some(ActionState::Held));
+        assert_eq!(audit[1].to_state, ActionState::Pending);
+        assert_eq!(audit[1].note.as_deref(), Some("approved by admin"));
+
+        let err = store
+            .transition_action(999, ActionState::Held, ActionState::Pending, "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn claiming_takes_due_rows_in_due_order_once_and_counts_the_attempt() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let now = Utc::now();
+        let mut later = new_action(ActionState::Pending, mdm);
+        later.next_attempt_at = Some(now + Duration::minutes(120));
+        let later = store.insert_action(&later).await.unwrap();
+        let mut second = new_action(ActionState::Pending, mdm);
+        second.next_attempt_at = Some(now - Duration::seconds(1));
+        let second = store.insert_action(&second).await.unwrap();
+        let mut first = new_action(ActionState::Pending, mdm);
+        first.next_attempt_at = Some(now - Duration::seconds(10));
+        let first = store.insert_action(&first).await.unwrap();
+        store
+            .insert_action(&new_action(ActionState::Held, mdm))
+            .await
+            .unwrap();
+
+        let claimed = store.claim_due_actions(now, 1).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![first]
+        );
+        assert_eq!(claimed[0].attempts, 1);
+        assert!(claimed[0].claimed_at.is_some());
+        let claimed = store.claim_due_actions(now, 10).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![second]
+        );
+        assert!(store.claim_due_actions(now, 10).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .unfinished_claims()
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>(),
+            vec![second, first]
+        );
+
+        // A retryable failure releases the row and makes it due again.
+        let retry_at = now + Duration::seconds(30);
+        let failed = store
+            .transition_action_with(
+                first,
+                Transition::new(
+                    ActionState::Pending,
+                    ActionState::Failed,
+                    "MDM answered 503",
+                )
+                .last_error("unavailable: 503")
+                .next_attempt_at(retry_at),
+            )
+            .await
+            .unwrap();
+        assert_eq!(failed.claimed_at, None);
+        assert_eq!(failed.next_attempt_at, Some(retry_at));
+        assert!(store.claim_due_actions(now, 10).await.unwrap().is_empty());
+        let again = store.claim_due_actions(retry_at, 10).await.unwrap();
+        assert_eq!(again.iter().map(|a| a.id).collect::<Vec<_>>(), vec![first]);
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(again[0].last_error.as_deref(), Some("unavailable: 503"));
+
+        // Sent: receipt and sent_at recorded, never due again.
+        let sent = store
+            .transition_action_with(
+                first,
+                Transition::new(ActionState::Failed, ActionState::Sent, "MDM accepted")
+                    .receipt(json!({"command_id": "c-1"})),
+            )
+            .await
+            .unwrap();
+        assert!(sent.sent_at.is_some());
+        assert_eq!(sent.next_attempt_at, None);
+        assert_eq!(sent.receipt.unwrap()["command_id"], "c-1");
+        assert!(store
+            .claim_due_actions(now + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.id == later));
+        let notes: Vec<_> = store
+            .action_audit(first)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.note.unwrap_or_default())
+            .collect();
+        assert_eq!(
+            notes,
+            vec![
+                "",
+                "claimed for attempt 1",
+                "MDM answered 503",
+                "claimed for attempt 2",
+                "MDM accepted"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wifi_profile_removal_row_points_at_its_disconnect() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut disconnect = new_action(ActionState::Sent, mdm);
+        disconnect.kind = ActionKind::DisconnectWifi.into();
+        let parent = store.insert_action(&disconnect).await.unwrap();
+        let mut removal = new_action(ActionState::Pending, mdm);
+        removal.kind = ActionRecordKind::RemoveWifiProfile;
+        removal.parent_action_id = Some(parent);
+        removal.next_attempt_at = Some(Utc::now() + Duration::minutes(120));
+        let id = store.insert_action(&removal).await.unwrap();
+        let stored = store.get_action(id).await.unwrap().unwrap();
+        assert_eq!(stored.parent_action_id, Some(parent));
+        assert_eq!(stored.kind.command(), Some(MdmCommand::RemoveWifiProfile));
+    }
+
+    #[tokio::test]
+    async fn the_schema_refuses_an_unknown_state() {
+        let (_dir, store, _) = store_with_mdm().await;
+        let err = sqlx::query(
+            "INSERT INTO actions (tenant_id, kind, state, created_at, updated_at)
+             VALUES ('acme', 'lock', 'lost', 'x', 'x')",
+        )
+        .execute(store.pool())
+        .await
+        .map_err(StoreError::from)
+        .unwrap_err();
+        assert!(err.is_constraint_violation(), "{err:?}");
+    }
+}

@@ -1,0 +1,391 @@
+//! Threat events from the agents.
+//!
+//! `(tenant_id, event_id)` is the idempotency key: inserting a repeat changes
+//! nothing and says so. The identifiers the agent sent are stored on the
+//! event, normalised, so an event still names its device after the device is
+//! removed (its `device_id` then stays, or becomes NULL on a real delete).
+
+use super::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use mtd_adapter::{normalize_imei, normalize_mac, normalize_serial, normalize_udid};
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row, SqliteConnection};
+
+/// The device identifiers an agent sent with an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EventIdentifiers {
+    pub udid: Option<String>,
+    pub serial: Option<String>,
+    pub imei: Option<String>,
+    pub mac: Option<String>,
+    pub mdm_device_id: Option<String>,
+}
+
+/// An event to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub tenant_id: String,
+    /// The agent's id for the event: the idempotency key within the tenant.
+    pub event_id: String,
+    /// The stored device, when it is already known.
+    pub device_id: Option<i64>,
+    /// As the agent sent them; normalised by the store.
+    pub identifiers: EventIdentifiers,
+    pub threat_type: String,
+    pub severity: String,
+    pub threat_name: Option<String>,
+    pub detected_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub network: Option<serde_json::Value>,
+    pub details: Option<serde_json::Value>,
+}
+
+/// The outcome of [`Store::insert_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventInsert {
+    /// The store's id of the event (of the earlier one, for a repeat).
+    pub id: i64,
+    /// False when the tenant already had this `event_id`: nothing changed.
+    pub new: bool,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub tenant_id: String,
+    pub event_id: String,
+    pub device_id: Option<i64>,
+    pub identifiers: EventIdentifiers,
+    pub threat_type: String,
+    pub severity: String,
+    pub threat_name: Option<String>,
+    pub detected_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub network: Option<serde_json::Value>,
+    pub details: Option<serde_json::Value>,
+}
+
+impl FromRow<'_, SqliteRow> for StoredEvent {
+    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
+        Ok(StoredEvent {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            event_id: row.try_get("event_id")?,
+            device_id: row.try_get("device_id")?,
+            identifiers: EventIdentifiers {
+                udid: row.try_get("udid")?,
+                serial: row.try_get("serial")?,
+                imei: row.try_get("imei")?,
+                mac: row.try_get("mac")?,
+                mdm_device_id: row.try_get("mdm_device_id")?,
+            },
+            threat_type: row.try_get("threat_type")?,
+            severity: row.try_get("severity")?,
+            threat_name: row.try_get("threat_name")?,
+            detected_at: row.try_get("detected_at")?,
+            received_at: row.try_get("received_at")?,
+            network: json_column(row, "network")?,
+            details: json_column(row, "details")?,
+        })
+    }
+}
+
+/// Reads a JSON TEXT column (sqlx's `json` feature is not enabled).
+pub(super) fn json_column(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: Box::new(e),
+        })
+}
+
+pub(super) fn json_text(v: Option<&serde_json::Value>) -> Option<String> {
+    // Serialising a `Value` cannot fail (its map keys are strings).
+    v.map(|v| v.to_string())
+}
+
+async fn insert_event(
+    conn: &mut SqliteConnection,
+    e: &NewEvent,
+) -> Result<EventInsert, StoreError> {
+    let ids = &e.identifiers;
+    let inserted: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO threat_events (tenant_id, event_id, device_id, udid, serial, imei, mac,
+             mdm_device_id, threat_type, severity, threat_name, detected_at, received_at,
+             network, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (tenant_id, event_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(&e.tenant_id)
+    .bind(&e.event_id)
+    .bind(e.device_id)
+    .bind(ids.udid.as_deref().and_then(normalize_udid))
+    .bind(ids.serial.as_deref().and_then(normalize_serial))
+    .bind(ids.imei.as_deref().and_then(normalize_imei))
+    .bind(ids.mac.as_deref().and_then(normalize_mac))
+    .bind(ids.mdm_device_id.as_deref().map(str::trim))
+    .bind(&e.threat_type)
+    .bind(&e.severity)
+    .bind(&e.threat_name)
+    .bind(e.detected_at)
+    .bind(e.received_at)
+    .bind(json_text(e.network.as_ref()))
+    .bind(json_text(e.details.as_ref()))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((id,)) = inserted {
+        return Ok(EventInsert { id, new: true });
+    }
+    let (id,): (i64,) =
+        sqlx::query_as("SELECT id FROM threat_events WHERE tenant_id = ? AND event_id = ?")
+            .bind(&e.tenant_id)
+            .bind(&e.event_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(EventInsert { id, new: false })
+}
+
+impl WriteTx {
+    /// Records an event unless the tenant already has its `event_id`.
+    pub async fn insert_event(&mut self, event: &NewEvent) -> Result<EventInsert, StoreError> {
+        insert_event(&mut self.tx, event).await
+    }
+}
+
+impl Store {
+    /// Records an event unless the tenant already has its `event_id`.
+    pub async fn insert_event(&self, event: &NewEvent) -> Result<EventInsert, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = tx.insert_event(event).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Links an event to its device once an on-demand lookup found it.
+    pub async fn set_event_device(&self, id: i64, device_id: i64) -> Result<(), StoreError> {
+        let n = sqlx::query("UPDATE threat_events SET device_id = ? WHERE id = ?")
+            .bind(device_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound {
+                what: "event",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One event by the store's id.
+    pub async fn get_event(&self, id: i64) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM threat_events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{ActionRecordKind, ActionState, NewAction, Pii, SyncTrigger};
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn event(event_id: &str, device_id: Option<i64>) -> NewEvent {
+        NewEvent {
+            tenant_id: "acme".into(),
+            event_id: event_id.into(),
+            device_id,
+            identifiers: EventIdentifiers {
+                udid: None,
+                serial: Some(" sn-1 ".into()),
+                imei: None,
+                mac: Some("AA:BB:CC:DD:EE:FF".into()),
+                mdm_device_id: Some("1".into()),
+            },
+            threat_type: "network.arp_mitm".into(),
+            severity: "high".into(),
+            threat_name: Some("ARP MITM".into()),
+            detected_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+            received_at: Utc::now(),
+            network: Some(json!({"ssid": "CoffeeShop", "bssid": "aa:bb:cc:dd:ee:ff"})),
+            details: Some(json!({})),
+        }
+    }
+
+    fn action(event_id: i64, device_id: Option<i64>, mdm_id: i64) -> NewAction {
+        NewAction {
+            tenant_id: "acme".into(),
+            event_id: Some(event_id),
+            device_id,
+            mdm_id: Some(mdm_id),
+            kind: ActionRecordKind::Lock,
+            parent_action_id: None,
+            state: ActionState::Pending,
+            reason: None,
+            next_attempt_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn inserting_the_same_event_id_twice_is_one_event_reported_as_a_repeat() {
+        let (_dir, store, _) = store_with_mdm().await;
+        let first = store.insert_event(&event("e-1", None)).await.unwrap();
+        assert!(first.new);
+        let mut repeat = event("e-1", None);
+        repeat.severity = "low".into();
+        let second = store.insert_event(&repeat).await.unwrap();
+        assert_eq!(
+            second,
+            EventInsert {
+                id: first.id,
+                new: false
+            }
+        );
+        let stored = store.get_event(first.id).await.unwrap().unwrap();
+        assert_eq!(stored.severity, "high", "a repeat changes nothing");
+        assert_eq!(stored.identifiers.serial.as_deref(), Some("SN-1"));
+        assert_eq!(stored.identifiers.mac.as_deref(), Some("aabbccddeeff"));
+        assert_eq!(stored.network.unwrap()["ssid"], "CoffeeShop");
+        assert_eq!(stored.detected_at, event("x", None).detected_at);
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM threat_events")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_event_id_in_two_tenants_is_two_events() {
+        let (_dir, store, _) = store_with_mdm().await;
+        store
+            .sync_tenants(&[
+                super::super::TenantRecord {
+                    id: "acme".into(),
+                    display_name: "Acme".into(),
+                    mdms: vec![],
+                },
+                super::super::TenantRecord {
+                    id: "beta".into(),
+                    display_name: "Beta".into(),
+                    mdms: vec![],
+                },
+            ])
+            .await
+            .unwrap();
+        let mut other = event("e-1", None);
+        other.tenant_id = "beta".into();
+        assert!(store.insert_event(&event("e-1", None)).await.unwrap().new);
+        assert!(store.insert_event(&other).await.unwrap().new);
+    }
+
+    #[tokio::test]
+    async fn an_event_of_an_unknown_tenant_is_refused_by_the_foreign_key() {
+        let (_dir, store, _) = store_with_mdm().await;
+        let mut e = event("e-1", None);
+        e.tenant_id = "nobody".into();
+        let err = store.insert_event(&e).await.unwrap_err();
+        assert!(err.is_constraint_violation(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn an_event_and_its_action_commit_together_or_not_at_all() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut tx = store.begin().await.unwrap();
+        let e = tx.insert_event(&event("e-1", None)).await.unwrap();
+        tx.insert_action(&action(e.id, None, mdm)).await.unwrap();
+        drop(tx); // no commit: rolled back
+        assert!(store.get_event(e.id).await.unwrap().is_none());
+        assert!(store.get_action(1).await.unwrap().is_none());
+
+        let mut tx = store.begin().await.unwrap();
+        let e = tx.insert_event(&event("e-1", None)).await.unwrap();
+        assert!(e.new);
+        let a = tx.insert_action(&action(e.id, None, mdm)).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(store.get_event(e.id).await.unwrap().is_some());
+        assert_eq!(
+            store.get_action(a).await.unwrap().unwrap().event_id,
+            Some(e.id)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_is_linked_to_its_device_once_the_device_is_known() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let e = store.insert_event(&event("e-1", None)).await.unwrap();
+        let found = store
+            .store_found_device(mdm, &device("1"), Pii::Clear)
+            .await
+            .unwrap();
+        store.set_event_device(e.id, found.device.id).await.unwrap();
+        assert_eq!(
+            store.get_event(e.id).await.unwrap().unwrap().device_id,
+            Some(found.device.id)
+        );
+        let err = store
+            .set_event_device(999, found.device.id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn removing_a_device_keeps_its_events_and_actions() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let run = store
+            .start_sync_run(mdm, SyncTrigger::Initial)
+            .await
+            .unwrap();
+        store
+            .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
+            .await
+            .unwrap();
+        let e = store.insert_event(&event("e-1", Some(1))).await.unwrap();
+        let a = store
+            .insert_action(&action(e.id, Some(1), mdm))
+            .await
+            .unwrap();
+
+        // Soft removal by a later sync: everything still points at the device.
+        let later = store
+            .start_sync_run(mdm, SyncTrigger::Scheduled)
+            .await
+            .unwrap();
+        assert_eq!(store.remove_unseen(mdm, later).await.unwrap().devices, 1);
+        assert_eq!(
+            store.get_event(e.id).await.unwrap().unwrap().device_id,
+            Some(1)
+        );
+        assert_eq!(
+            store.get_action(a).await.unwrap().unwrap().device_id,
+            Some(1)
+        );
+
+        // Even a real delete keeps them, with the identifiers on the event.
+        sqlx::query("DELETE FROM devices WHERE id = 1")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let kept = store.get_event(e.id).await.unwrap().unwrap();
+        assert_eq!(kept.device_id, None);
+        assert_eq!(kept.identifiers.mdm_device_id.as_deref(), Some("1"));
+        assert_eq!(kept.identifiers.serial.as_deref(), Some("SN-1"));
+        let kept = store.get_action(a).await.unwrap().unwrap();
+        assert_eq!(kept.device_id, None);
+        assert_eq!(kept.event_id, Some(e.id));
+        assert_eq!(store.action_audit(a).await.unwrap().len(), 1);
+    }
+}

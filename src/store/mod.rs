@@ -1,0 +1,340 @@
+//! The store: the connector's one SQLite database and every query against it.
+//!
+//! It owns the tenants and MDM integrations written from the configuration,
+//! the inventory the sync engine mirrors from each MDM (users, groups,
+//! devices, group memberships, sync runs), the threat events the agents send
+//! and the actions they cause, with an audit row per state change. Nothing
+//! else in the daemon speaks SQL: callers get typed methods and plain records.
+//!
+//! Why it looks the way it does:
+//! - **WAL, `synchronous = NORMAL`, 5 s busy timeout.** Readers (admin API)
+//!   never block the single writer, a commit is durable against a process
+//!   crash, and short write contention waits instead of failing. Write
+//!   transactions start with `BEGIN IMMEDIATE`, so two writers queue on the
+//!   busy timeout instead of one failing when it upgrades a read lock.
+//! - **Runtime-checked queries** (`sqlx::query` / `query_as` with `FromRow`),
+//!   never the `query!` macros: a fresh machine builds without a database or
+//!   `DATABASE_URL`. Every query is exercised by a test on a temporary file.
+//! - **Migrations are embedded** (`migrations/`, applied at [`Store::open`]);
+//!   a shipped migration is never edited, a change is a new file.
+//! - **Soft delete for inventory.** A device or user the MDM stops listing
+//!   gets `removed_at`, not a `DELETE`, so the threat events and actions that
+//!   name it keep pointing at it; events also keep the identifiers the agent
+//!   sent, and every reference from events and actions is `ON DELETE SET
+//!   NULL`, so even a real delete loses no record.
+//! - **Durable work is a row.** Actions carry their state, attempts and due
+//!   time; the dispatcher claims due rows with `UPDATE … RETURNING`.
+//!
+//! Timestamps are RFC 3339 UTC text written through sqlx's chrono encoding
+//! (see the header of `migrations/0001_init.sql`); always bind
+//! `DateTime<Utc>`, never SQL's `datetime('now')`.
+
+mod actions;
+mod error;
+mod events;
+mod inventory;
+mod tenants;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+pub use actions::{
+    ActionAudit, ActionRecordKind, ActionState, NewAction, StoredAction, Transition,
+};
+pub use error::StoreError;
+pub use events::{EventIdentifiers, EventInsert, NewEvent, StoredEvent};
+pub use inventory::{
+    DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts, RunCounts, StoredDevice, StoredUser,
+    SyncOutcome, SyncRun, SyncTrigger, UpsertCounts,
+};
+pub use tenants::{IntegrationRef, MdmRecord, StoredIntegration, StoredTenant, TenantRecord};
+
+/// How long a statement waits for another writer before failing as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the pool. SQLite has one writer at a time anyway; the rest
+/// serve concurrent readers (admin API, lookups) under WAL.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The connector's database. Cheap to clone: clones share one pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating it and its parent directories if missing) the database
+    /// at `path` and applies every migration it does not have yet.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Waits for the connections in use to be returned, then closes them all
+    /// (which also checkpoints the WAL). Later calls on any clone fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A cheap proof that the database takes writes: takes the write lock and
+    /// writes one row, then rolls back, so it leaves no trace and does not
+    /// grow the WAL. For `/readyz`; [`StoreError::is_unavailable`] on failure.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE store_heartbeat SET at = ? WHERE id = 1")
+            .bind(chrono::Utc::now())
+            .execute(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    /// A write transaction that takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first and writes later
+    /// can fail with SQLITE_BUSY without waiting when another writer commits
+    /// in between; an immediate one waits on the busy timeout instead.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A write transaction for work that must commit together: an event and
+    /// the actions it causes (the agent's 202 goes out only after
+    /// [`WriteTx::commit`]). Dropping it without commit rolls everything back.
+    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+        Ok(WriteTx {
+            tx: self.begin_write().await?,
+        })
+    }
+
+    /// The pool, for the store's own submodules and tests.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// An open write transaction (see [`Store::begin`]); the methods that must
+/// be able to share one transaction are on this type, and the one-shot
+/// methods of the same name on [`Store`] wrap them.
+#[derive(Debug)]
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl WriteTx {
+    /// Makes every write of the transaction durable (WAL, `synchronous =
+    /// NORMAL`: survives a crash of the process).
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Undoes every write of the transaction (also what dropping it does).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Helpers for the store's tests: a store on a temporary file with one
+    //! tenant and one MDM integration.
+
+    use super::*;
+    use mtd_adapter::MdmKind;
+
+    /// A store on a fresh file; keep the `TempDir` alive as long as the store.
+    pub async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(&dir.path().join("data/test.db"))
+            .await
+            .expect("the store opens");
+        (dir, store)
+    }
+
+    /// A store with tenant `acme` and its MDM `Acme SOTI`; returns the MDM's id.
+    pub async fn store_with_mdm() -> (tempfile::TempDir, Store, i64) {
+        let (dir, store) = temp_store().await;
+        let refs = store
+            .sync_tenants(&[TenantRecord {
+                id: "acme".into(),
+                display_name: "Acme Corp".into(),
+                mdms: vec![MdmRecord {
+                    name: "Acme SOTI".into(),
+                    kind: MdmKind::Soti,
+                    url: "https://soti.example/MobiControl".into(),
+                }],
+            }])
+            .await
+            .expect("tenants are written");
+        (dir, store, refs[0].id)
+    }
+
+    /// A device with a serial, a MAC written with separators, and no user.
+    pub fn device(mdm_device_id: &str) -> mtd_adapter::Device {
+        mtd_adapter::Device {
+            mdm_device_id: mdm_device_id.into(),
+            identifiers: mtd_adapter::Identifiers {
+                udid: None,
+                serial: Some(format!("sn-{mdm_device_id}")),
+                imei: None,
+                mac: None,
+            },
+            name: Some(format!("Phone {mdm_device_id}")),
+            platform: mtd_adapter::Platform::Ios,
+            model: Some("iPhone 15".into()),
+            os_version: Some("17.4".into()),
+            ownership: mtd_adapter::Ownership::Corporate,
+            user: None,
+            groups: vec![],
+            last_checkin_at: None,
+        }
+    }
+
+    /// A user with every field set.
+    pub fn user(mdm_user_id: &str) -> mtd_adapter::User {
+        mtd_adapter::User {
+            mdm_user_id: mdm_user_id.into(),
+            username: Some(format!("{mdm_user_id}-login")),
+            email: Some(format!("{mdm_user_id}@acme.example")),
+            first_name: Some("Jane".into()),
+            last_name: Some("Doe".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[tokio::test]
+    async fn open_creates_the_file_and_its_directory_with_all_migrations() {
+        let (dir, store) = temp_store().await;
+        assert!(dir.path().join("data/test.db").is_file());
+        let tables: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let tables: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+        for want in [
+            "action_audit",
+            "actions",
+            "device_groups",
+            "devices",
+            "groups",
+            "mdm_integrations",
+            "store_heartbeat",
+            "sync_runs",
+            "tenants",
+            "threat_events",
+            "users",
+        ] {
+            assert!(tables.contains(&want), "missing table {want} in {tables:?}");
+        }
+        let applied: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let embedded = sqlx::migrate!("./migrations");
+        assert_eq!(applied.len(), embedded.iter().count());
+        assert!(applied.iter().all(|(_, ok)| *ok));
+    }
+
+    #[tokio::test]
+    async fn open_sets_wal_foreign_keys_and_busy_timeout() {
+        let (_dir, store) = temp_store().await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(fk, 1);
+        assert_eq!(busy, 5000);
+        assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_file_keeps_its_data() {
+        let (dir, store, _) = store_with_mdm().await;
+        store.close().await;
+        let again = Store::open(&dir.path().join("data/test.db"))
+            .await
+            .expect("a second open works");
+        let tenants = again.list_tenants().await.unwrap();
+        assert_eq!(tenants.len(), 1);
+        assert_eq!(tenants[0].id, "acme");
+        again.close().await;
+    }
+
+    #[tokio::test]
+    async fn check_writable_succeeds_on_an_open_store_and_leaves_no_trace() {
+        let (_dir, store) = temp_store().await;
+        store.check_writable().await.expect("writable");
+        let (at,): (Option<String>,) =
+            sqlx::query_as("SELECT at FROM store_heartbeat WHERE id = 1")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(at, None, "the probe rolls back");
+    }
+
+    #[tokio::test]
+    async fn check_writable_reports_a_closed_store_as_unavailable() {
+        let (_dir, store) = temp_store().await;
+        store.close().await;
+        let err = store.check_writable().await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_held_write_lock_makes_the_probe_report_unavailable_after_the_busy_timeout() {
+        let (_dir, store) = temp_store().await;
+        let mut blocker = store.begin_write().await.unwrap();
+        sqlx::query("UPDATE store_heartbeat SET at = 'x' WHERE id = 1")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = store.check_writable().await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_secs(4));
+        blocker.rollback().await.unwrap();
+        store.check_writable().await.expect("writable again");
+    }
+}
