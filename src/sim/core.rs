@@ -1,0 +1,582 @@
+//! What every vendor simulator shares: the request and action recorder, the
+//! fault plan, the middleware that applies both to the vendor's paths, and the
+//! common part of the control API (`/_sim/{kind}/requests`, `/actions`,
+//! `/records`, `/faults`).
+//!
+//! A vendor module owns a [`SimCore`] and supplies two vendor-specific things:
+//! which of its paths is the authentication endpoint (faults skip it unless a
+//! fault says otherwise) and how an injected error status looks in its own
+//! error JSON.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use axum::{
+    body::{to_bytes, Body},
+    extract::{ConnectInfo, OriginalUri, Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{delete, get},
+    Json, Router,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{conn::ConnHandle, SimKind};
+
+/// Request bodies larger than this are refused with 413 before recording.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// One request to a vendor path, as received.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// Increases by one per recorded request, from 1.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub method: String,
+    /// The request target exactly as sent: full path (with the vendor's base
+    /// path) and raw query string, not decoded.
+    pub path: String,
+    /// Every header, in arrival order (values lossily decoded as UTF-8).
+    pub headers: Vec<(String, String)>,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+    /// The status answered; `None` while in flight or when the connection was
+    /// dropped without an answer.
+    pub status: Option<u16>,
+    /// Which injected fault, if any, decided the answer (`"status"`, `"drop"`).
+    pub fault: Option<String>,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One action call a vendor simulator received (accepted or rejected).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedAction {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: SimKind,
+    /// The device reference as it appeared in the request (e.g. `mac:…`).
+    pub device_ref: String,
+    /// The vendor's id of the device it resolved to, if it exists.
+    pub device_id: Option<String>,
+    /// The action name: SOTI's `Action` field, or `Install`/`Revoke` for a
+    /// profile call.
+    pub action: String,
+    /// For profile calls, the profile id.
+    pub profile_id: Option<String>,
+    /// The request body: parsed JSON when it was JSON, otherwise a string.
+    pub body: Value,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// An injected fault, as accepted by `POST /_sim/{kind}/faults` and by
+/// [`SimCore::inject`]. Exactly one of `status`, `latency_ms`, `drop` is set.
+///
+/// ```json
+/// {"status":503,"count":5}
+/// {"status":429,"retry_after":2,"count":1}
+/// {"latency_ms":250}                       // every request until cleared
+/// {"drop":true,"count":1,"path_contains":"/devices"}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Answer with this status (and the vendor's error body) instead of
+    /// serving the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// With `status`: also send `Retry-After: <seconds>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// Delay the request by this many milliseconds, then serve it normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Close the connection without any answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop: bool,
+    /// How many matching requests this fault applies to; absent = all of them
+    /// until the faults are cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Also apply to the vendor's authentication endpoint (off by default, so
+    /// a "503 for the next 5 requests" hits API calls, not token requests).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_token: bool,
+    /// Only apply to requests whose path contains this string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_contains: Option<String>,
+}
+
+impl Fault {
+    /// Answer `status` instead of serving the request.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::default()
+        }
+    }
+
+    /// 429 with `Retry-After: retry_after_seconds`.
+    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+        Self {
+            status: Some(429),
+            retry_after: Some(retry_after_seconds),
+            ..Self::default()
+        }
+    }
+
+    /// Delay requests by `latency`, then serve them.
+    pub fn latency(latency: Duration) -> Self {
+        Self {
+            latency_ms: Some(latency.as_millis() as u64),
+            ..Self::default()
+        }
+    }
+
+    /// Close the connection without an answer.
+    pub fn drop_connection() -> Self {
+        Self {
+            drop: true,
+            ..Self::default()
+        }
+    }
+
+    /// Limit the fault to the next `count` matching requests.
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// Add `Retry-After` to a status fault.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Let the fault hit the authentication endpoint too.
+    pub fn including_token(mut self) -> Self {
+        self.include_token = true;
+        self
+    }
+
+    /// Only requests whose path contains `fragment`.
+    pub fn on_paths(mut self, fragment: impl Into<String>) -> Self {
+        self.path_contains = Some(fragment.into());
+        self
+    }
+
+    /// Checks that the fault says one thing and says it sensibly.
+    pub fn validate(&self) -> Result<(), String> {
+        let kinds = [self.status.is_some(), self.latency_ms.is_some(), self.drop]
+            .iter()
+            .filter(|k| **k)
+            .count();
+        if kinds != 1 {
+            return Err("a fault needs exactly one of `status`, `latency_ms`, `drop`".into());
+        }
+        if let Some(status) = self.status {
+            if StatusCode::from_u16(status).is_err() || status < 100 {
+                return Err(format!("`status` {status} is not an HTTP status"));
+            }
+        }
+        if self.retry_after.is_some() && self.status.is_none() {
+            return Err("`retry_after` only goes with `status`".into());
+        }
+        Ok(())
+    }
+}
+
+/// A fault in the plan, with what is left of its count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActiveFault {
+    pub id: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// `None`: applies until cleared.
+    pub remaining: Option<u32>,
+}
+
+/// What the fault plan decided for one request.
+#[derive(Debug, Default)]
+struct Decision {
+    latency: Duration,
+    outcome: Option<Outcome>,
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    Drop,
+}
+
+/// Renders an injected status as the vendor would answer it.
+pub(crate) type FaultResponder = fn(StatusCode, Option<u64>) -> Response;
+
+/// The recorder and fault plan of one vendor simulator.
+pub struct SimCore {
+    kind: SimKind,
+    /// Tells the middleware which path is the vendor's token/auth endpoint.
+    is_auth_path: fn(&str) -> bool,
+    fault_responder: FaultResponder,
+    next_request_seq: AtomicU64,
+    next_action_seq: AtomicU64,
+    next_fault_id: AtomicU64,
+    // std mutexes: held only for short, non-async sections.
+    requests: Mutex<Vec<RecordedRequest>>,
+    actions: Mutex<Vec<RecordedAction>>,
+    faults: Mutex<Vec<ActiveFault>>,
+}
+
+impl std::fmt::Debug for SimCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCore")
+            .field("kind", &self.kind)
+            .field("requests", &lock(&self.requests).len())
+            .field("actions", &lock(&self.actions).len())
+            .field("faults", &*lock(&self.faults))
+            .finish()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the
+/// data consistent even if a panic unwinds through it (plain pushes/edits).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SimCore {
+    pub(crate) fn new(
+        kind: SimKind,
+        is_auth_path: fn(&str) -> bool,
+        fault_responder: FaultResponder,
+    ) -> Self {
+        Self {
+            kind,
+            is_auth_path,
+            fault_responder,
+            next_request_seq: AtomicU64::new(1),
+            next_action_seq: AtomicU64::new(1),
+            next_fault_id: AtomicU64::new(1),
+            requests: Mutex::new(Vec::new()),
+            actions: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn kind(&self) -> SimKind {
+        self.kind
+    }
+
+    /// Every recorded vendor request, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.requests).clone()
+    }
+
+    /// Every recorded action call, oldest first.
+    pub fn actions(&self) -> Vec<RecordedAction> {
+        lock(&self.actions).clone()
+    }
+
+    /// Forgets recorded requests and actions (sequence numbers keep growing).
+    pub fn clear_records(&self) {
+        lock(&self.requests).clear();
+        lock(&self.actions).clear();
+    }
+
+    /// Adds a fault to the plan; returns its id.
+    pub fn inject(&self, fault: Fault) -> Result<u64, String> {
+        fault.validate()?;
+        let id = self.next_fault_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.faults).push(ActiveFault {
+            id,
+            remaining: fault.count,
+            fault,
+        });
+        Ok(id)
+    }
+
+    /// The faults still in the plan.
+    pub fn faults(&self) -> Vec<ActiveFault> {
+        lock(&self.faults).clone()
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    pub(crate) fn record_action(&self, mut action: RecordedAction) {
+        action.seq = self.next_action_seq.fetch_add(1, Ordering::Relaxed);
+        lock(&self.actions).push(action);
+    }
+
+    fn begin_request(&self, mut request: RecordedRequest) -> u64 {
+        let seq = self.next_request_seq.fetch_add(1, Ordering::Relaxed);
+        request.seq = seq;
+        lock(&self.requests).push(request);
+        seq
+    }
+
+    fn finish_request(&self, seq: u64, status: Option<u16>, fault: Option<&str>) {
+        let mut requests = lock(&self.requests);
+        // Records are pushed in seq order, so a binary search finds ours unless
+        // the records were cleared meanwhile (then there is nothing to update).
+        if let Ok(i) = requests.binary_search_by_key(&seq, |r| r.seq) {
+            requests[i].status = status;
+            requests[i].fault = fault.map(str::to_owned);
+        }
+    }
+
+    /// Consumes the faults that apply to a request to `path`: every matching
+    /// latency fault adds its delay; the first matching status or drop fault
+    /// decides the answer.
+    fn decide(&self, path: &str) -> Decision {
+        let is_auth = (self.is_auth_path)(path);
+        let mut decision = Decision::default();
+        let mut faults = lock(&self.faults);
+        for active in faults.iter_mut() {
+            let f = &active.fault;
+            if (is_auth && !f.include_token)
+                || f.path_contains
+                    .as_deref()
+                    .is_some_and(|p| !path.contains(p))
+            {
+                continue;
+            }
+            let consumed = if let Some(ms) = f.latency_ms {
+                decision.latency += Duration::from_millis(ms);
+                true
+            } else if decision.outcome.is_none() {
+                decision.outcome = Some(if f.drop {
+                    Outcome::Drop
+                } else {
+                    Outcome::Status {
+                        // validate() guarantees one of the three is set.
+                        status: f.status.unwrap_or(500),
+                        retry_after: f.retry_after,
+                    }
+                });
+                true
+            } else {
+                false
+            };
+            if consumed {
+                if let Some(n) = active.remaining.as_mut() {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        faults.retain(|a| a.remaining != Some(0));
+        decision
+    }
+}
+
+/// Middleware for a vendor's router: records the request, applies the fault
+/// plan, records the answer's status.
+pub(crate) async fn vendor_middleware(
+    State(core): State<Arc<SimCore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    // Nested routers see a stripped URI; the original one is what was sent.
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map(|o| o.0.clone())
+        .unwrap_or_else(|| parts.uri.clone());
+    let path = uri.path().to_owned();
+    let target = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| path.clone());
+    let bytes = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
+    let seq = core.begin_request(RecordedRequest {
+        seq: 0,
+        at: Utc::now(),
+        method: parts.method.to_string(),
+        path: target,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        status: None,
+        fault: None,
+    });
+
+    let decision = core.decide(&path);
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    match decision.outcome {
+        Some(Outcome::Status {
+            status,
+            retry_after,
+        }) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            core.finish_request(seq, Some(status), Some("status"));
+            (core.fault_responder)(code, retry_after)
+        }
+        Some(Outcome::Drop) => {
+            core.finish_request(seq, None, Some("drop"));
+            match parts.extensions.get::<ConnectInfo<ConnHandle>>() {
+                Some(ConnectInfo(handle)) => handle.kill(),
+                // Only happens if the router is served without SimListener.
+                None => tracing::warn!("Cannot drop a connection not accepted by SimListener."),
+            }
+            // Never written: the killed stream refuses the write.
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        None => {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            core.finish_request(seq, Some(response.status().as_u16()), None);
+            response
+        }
+    }
+}
+
+/// The control routes every vendor shares, to be nested under `/_sim/{kind}`.
+pub(crate) fn control_router(core: Arc<SimCore>) -> Router {
+    Router::new()
+        .route("/requests", get(list_requests))
+        .route("/actions", get(list_actions))
+        .route("/records", delete(clear_records))
+        .route(
+            "/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .with_state(core)
+}
+
+async fn list_requests(State(core): State<Arc<SimCore>>) -> Json<Vec<RecordedRequest>> {
+    Json(core.requests())
+}
+
+async fn list_actions(State(core): State<Arc<SimCore>>) -> Json<Vec<RecordedAction>> {
+    Json(core.actions())
+}
+
+async fn clear_records(State(core): State<Arc<SimCore>>) -> StatusCode {
+    core.clear_records();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_faults(State(core): State<Arc<SimCore>>) -> Json<Vec<ActiveFault>> {
+    Json(core.faults())
+}
+
+async fn add_fault(State(core): State<Arc<SimCore>>, body: axum::body::Bytes) -> Response {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    match core.inject(fault) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+async fn clear_faults(State(core): State<Arc<SimCore>>) -> StatusCode {
+    core.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+/// Errors of the control API (not a vendor shape: `{"error": "…"}`).
+pub(crate) fn control_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> SimCore {
+        SimCore::new(
+            SimKind::Soti,
+            |p| p.ends_with("/token"),
+            |s, _| s.into_response(),
+        )
+    }
+
+    #[test]
+    fn faults_are_consumed_per_matching_request_and_skip_the_token_path() {
+        let core = core();
+        core.inject(Fault::status(503).times(2)).unwrap();
+        assert!(core.decide("/x/api/token").outcome.is_none());
+        assert!(matches!(
+            core.decide("/x/api/devices").outcome,
+            Some(Outcome::Status { status: 503, .. })
+        ));
+        assert!(core.decide("/x/api/devices").outcome.is_some());
+        assert!(core.decide("/x/api/devices").outcome.is_none());
+        assert!(core.faults().is_empty());
+    }
+
+    #[test]
+    fn latency_adds_up_and_a_single_outcome_wins() {
+        let core = core();
+        core.inject(Fault::latency(Duration::from_millis(10)))
+            .unwrap();
+        core.inject(Fault::drop_connection().times(1).on_paths("/devices"))
+            .unwrap();
+        core.inject(Fault::status(500).times(1).including_token())
+            .unwrap();
+        let d = core.decide("/x/api/token");
+        assert_eq!(d.latency, Duration::ZERO);
+        assert!(matches!(
+            d.outcome,
+            Some(Outcome::Status { status: 500, .. })
+        ));
+        let d = core.decide("/x/api/devices");
+        assert_eq!(d.latency, Duration::from_millis(10));
+        assert!(matches!(d.outcome, Some(Outcome::Drop)));
+        // The unlimited latency fault stays.
+        assert_eq!(core.faults().len(), 1);
+    }
+
+    #[test]
+    fn faults_that_say_nothing_or_two_things_are_refused() {
+        assert!(Fault::default().validate().is_err());
+        let mut both = Fault::status(503);
+        both.drop = true;
+        assert!(both.validate().is_err());
+        assert!(Fault::status(42).validate().is_err());
+        assert!(Fault::rate_limited(2).validate().is_ok());
+        let parsed: Fault =
+            serde_json::from_str(r#"{"status":429,"retry_after":2,"count":1}"#).unwrap();
+        assert_eq!(parsed, Fault::rate_limited(2).times(1));
+        assert!(serde_json::from_str::<Fault>(r#"{"stauts":429}"#).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! Small decoding helpers the simulators share: percent-decoding (SOTI's
+//! double URL encoding needs a second pass after the HTTP layer's first) and
+//! base64 for `Authorization: Basic` headers.
+//!
+//! base64 is decoded by hand because the root package does not depend on the
+//! `base64` crate; the decoder is small, strict about its alphabet, and
+//! covered by the tests below.
+
+use std::borrow::Cow;
+
+/// Decodes `%XX` escapes once. A `+` is left alone (it is only a space in
+/// form bodies, and the first decoding pass already handled that); a `%` not
+/// followed by two hex digits is kept as is, which is what lenient servers do.
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes standard (RFC 4648 §4) base64, padding optional. Returns `None` on
+/// any character outside the alphabet or an impossible length.
+pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    let unpadded = s.trim_end_matches('=');
+    if s.len() - unpadded.len() > 2 || unpadded.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(unpadded.len() * 3 / 4);
+    let mut buf: u32 = 0;
+    let mut bits = 0u32;
+    for c in unpadded.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Keeps only the hex digits of a MAC address and upper-cases them, so that
+/// `a4:67:06:0c:15:3d`, `A4-67-06-0C-15-3D` and `A467060C153D` compare equal.
+/// Anything that is not 12 hex digits afterwards is not a MAC.
+pub(crate) fn normalize_mac(s: &str) -> Option<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Some(hex.to_ascii_uppercase())
+    } else {
+        None
+    }
+}
+
+/// Strips `prefix` from `s`, ignoring ASCII case.
+pub(crate) fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+    {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_twice_undoes_soti_double_encoding() {
+        // What the HTTP layer hands us after its own (first) decoding pass.
+        let once = "%5C%5CMy%20Company";
+        assert_eq!(percent_decode(once), "\\\\My Company");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("a%zzb"), "a%zzb");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+
+    #[test]
+    fn base64_decodes_what_basic_auth_sends() {
+        assert_eq!(
+            base64_decode("QXBwbGljYXRpb24xOkFwcGxpY2F0aW9uMVBhc3N3b3Jk").unwrap(),
+            b"Application1:Application1Password"
+        );
+        assert_eq!(
+            base64_decode("bXRkLXNpbTpzaW0tc2VjcmV0").unwrap(),
+            b"mtd-sim:sim-secret"
+        );
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert_eq!(base64_decode("YWI").unwrap(), b"ab");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("Y").is_none());
+        assert!(base64_decode("Y!==").is_none());
+        assert!(base64_decode("YQ===").is_none());
+    }
+
+    #[test]
+    fn macs_in_either_format_normalise_to_the_same_string() {
+        assert_eq!(
+            normalize_mac("a4:67:06:0c:15:3d").as_deref(),
+            Some("A467060C153D")
+        );
+        assert_eq!(
+            normalize_mac("A467060C153D").as_deref(),
+            Some("A467060C153D")
+        );
+        assert_eq!(
+            normalize_mac("a4-67-06-0c-15-3d").as_deref(),
+            Some("A467060C153D")
+        );
+        assert_eq!(normalize_mac("a4:67:06"), None);
+        assert_eq!(normalize_mac("zz:67:06:0c:15:3d"), None);
+    }
+}
