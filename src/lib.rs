@@ -1,1 +1,16 @@
+//! mtd-connector: connects a mobile threat defense service to the MDM systems
+//! of its customers.
+//!
+//! The binary (`src/main.rs`) is thin: it parses the command line, sets up
+//! tracing and calls one function of this library per command.
 
+pub mod adapters;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod shutdown;
+pub mod sim;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

@@ -1,0 +1,90 @@
+//! The adapter registry: one `match` from an MDM's configuration to its adapter.
+//!
+//! Three vendors are a closed set, so there is no plugin machinery: each arm
+//! builds the vendor crate's own config (its credentials struct included) and
+//! the result is held as `Arc<dyn MdmAdapter>` (atuin, Vector's closed enums).
+
+use crate::config::{Credentials, MdmConfig, TenantConfig};
+use mtd_adapter::http::HttpSettings;
+use mtd_adapter::{AdapterError, MdmAdapter};
+use std::sync::Arc;
+
+/// Builds the adapter for one MDM of a tenant. Fails only on local problems
+/// (an unreadable or invalid `ca_cert`); nothing is sent to the MDM here.
+pub fn build(tenant: &TenantConfig, mdm: &MdmConfig) -> Result<Arc<dyn MdmAdapter>, AdapterError> {
+    let http = http_settings(mdm)?;
+    let adapter: Arc<dyn MdmAdapter> = match &mdm.credentials {
+        Credentials::Soti {
+            client_id,
+            client_secret,
+            username,
+            password,
+        } => Arc::new(mtd_adapter_soti::SotiAdapter::new(
+            mtd_adapter_soti::SotiConfig {
+                name: mdm.name.clone(),
+                base_url: mdm.url.clone(),
+                credentials: mtd_adapter_soti::SotiCredentials {
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+                http,
+                wifi_disconnect_profile_id: mdm.wifi_disconnect_profile_id.clone(),
+                page_size: mtd_adapter_soti::SotiConfig::DEFAULT_PAGE_SIZE,
+            },
+        )?),
+        Credentials::Mcms {
+            username,
+            password,
+            api_key,
+        } => Arc::new(mtd_adapter_mcms::McmsAdapter::new(
+            mtd_adapter_mcms::McmsConfig {
+                name: mdm.name.clone(),
+                base_url: mdm.url.clone(),
+                credentials: mtd_adapter_mcms::McmsCredentials {
+                    username: username.clone(),
+                    password: password.clone(),
+                    api_key: api_key.clone(),
+                },
+                http,
+                wifi_disconnect_profile_id: mdm.wifi_disconnect_profile_id.clone(),
+                page_size: mtd_adapter_mcms::McmsConfig::DEFAULT_PAGE_SIZE,
+            },
+        )?),
+        Credentials::Bcdm {
+            access_key,
+            secret_key,
+            dm_code,
+        } => Arc::new(mtd_adapter_bcdm::BcdmAdapter::new(
+            mtd_adapter_bcdm::BcdmConfig {
+                name: mdm.name.clone(),
+                tenant_id: tenant.id.clone(),
+                base_url: mdm.url.clone(),
+                credentials: mtd_adapter_bcdm::BcdmCredentials {
+                    access_key: access_key.clone(),
+                    secret_key: secret_key.clone(),
+                    dm_code: dm_code.clone(),
+                },
+                http,
+                page_size: mtd_adapter_bcdm::BcdmConfig::DEFAULT_PAGE_SIZE,
+                max_requests_per_second:
+                    mtd_adapter_bcdm::BcdmConfig::DEFAULT_MAX_REQUESTS_PER_SECOND,
+            },
+        )?),
+    };
+    Ok(adapter)
+}
+
+fn http_settings(mdm: &MdmConfig) -> Result<HttpSettings, AdapterError> {
+    let ca_cert_pem = match &mdm.ca_cert {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            AdapterError::Config(format!("cannot read ca_cert {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    Ok(HttpSettings {
+        ca_cert_pem,
+        ..HttpSettings::default()
+    })
+}

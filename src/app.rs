@@ -1,0 +1,170 @@
+//! The daemon: `App::build` opens the store, writes the configured tenants to
+//! it and binds the listener; `App::run_until` serves until the shutdown future
+//! resolves, then drains within the grace limit.
+//!
+//! Build binds and run serves (zero2prod): tests pass port 0, read
+//! `local_addr()` and never sleep waiting for a server.
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::shutdown::{CancellationToken, GRACE};
+use crate::store::{MdmRecord, Store, TenantRecord};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot open the store at {path}: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
+    #[error("cannot listen on {addr}: {source} (is another process using the port? change [server] listen)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    /// Background tasks (sync workers, dispatcher) register here so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Opens the store (running migrations), records the tenants and MDM
+    /// integrations of the config, and binds the listener.
+    pub async fn build(config: Config) -> Result<App, BuildError> {
+        Self::build_with_listener(config, None).await
+    }
+
+    /// As [`App::build`], on a listener the caller already bound (tests, the demo).
+    pub async fn build_with_listener(
+        config: Config,
+        listener: Option<TcpListener>,
+    ) -> Result<App, BuildError> {
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let store = Store::open(&config.store.path)
+            .await
+            .map_err(|source| BuildError::Store {
+                path: config.store.path.display().to_string(),
+                source,
+            })?;
+        let records = tenant_records(&config);
+        let integrations =
+            store
+                .sync_tenants(&records)
+                .await
+                .map_err(|source| BuildError::Store {
+                    path: config.store.path.display().to_string(),
+                    source,
+                })?;
+        for i in integrations.iter().filter(|i| i.first_seen) {
+            tracing::info!(tenant = %i.tenant_id, mdm = %i.name, kind = %i.kind, "New MDM integration recorded");
+        }
+        let listener = match listener {
+            Some(l) => l,
+            None => {
+                let addr = config.server.listen;
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BuildError::Bind { addr, source })?
+            }
+        };
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+        };
+        Ok(App {
+            listener,
+            state,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The address the API listens on (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The store, for tests and commands that run beside the server.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight
+    /// requests and background tasks finish within [`GRACE`], closes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let App {
+            listener,
+            state,
+            tasks,
+        } = self;
+        let cancel = CancellationToken::new();
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, tenants = state.config.tenants.len(), "Serving the agent and admin API");
+
+        let router = http::router(state.clone());
+        let server_cancel = cancel.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(server_cancel.cancelled_owned())
+                .await
+        });
+
+        shutdown.await;
+        cancel.cancel();
+        tasks.close();
+        let drained = tokio::time::timeout(GRACE, async {
+            let served = server.await;
+            tasks.wait().await;
+            served
+        })
+        .await;
+        match drained {
+            Ok(Ok(Ok(()))) => tracing::info!("Drained; stopping"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "The HTTP server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "The HTTP server task died"),
+            Err(_) => tracing::warn!(
+                grace_seconds = GRACE.as_secs(),
+                "In-flight work did not finish within the grace period; stopping anyway"
+            ),
+        }
+        state.store.close().await;
+        Ok(())
+    }
+}
+
+fn tenant_records(config: &Config) -> Vec<TenantRecord> {
+    config
+        .tenants
+        .iter()
+        .map(|t| TenantRecord {
+            id: t.id.clone(),
+            display_name: t.display_name.clone(),
+            mdms: t
+                .mdms
+                .iter()
+                .map(|m| MdmRecord {
+                    name: m.name.clone(),
+                    kind: m.kind,
+                    url: m.url.to_string(),
+                })
+                .collect(),
+        })
+        .collect()
+}

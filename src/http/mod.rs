@@ -1,0 +1,27 @@
+//! The HTTP surface: agent API, admin API, health and metrics on one listener.
+//!
+//! Handlers are thin: extract, call one service function, map the result
+//! through [`ApiError`], which gives user errors their status and a message and
+//! internal errors a generic body (the cause goes to the log, never to a client).
+
+mod error;
+mod health;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::store::Store;
+use axum::Router;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+}
+
+/// All routes of the daemon.
+pub fn router(state: AppState) -> Router {
+    Router::new().merge(health::routes()).with_state(state)
+}

@@ -1,0 +1,2 @@
+//! The sync engine (being written).
+pub mod pii;

@@ -1,0 +1,31 @@
+//! Tracing setup: human-readable by default, JSON with `--log-format json`.
+//!
+//! Logs go to stderr so that command output on stdout (check-config, sync
+//! counts, the demo summary) stays clean for pipes. `RUST_LOG` filters as usual.
+
+use tracing_subscriber::EnvFilter;
+
+/// The log output format (a global option of the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. Calling it twice is harmless (the second is ignored),
+/// which keeps tests that build several apps in one process simple.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+}

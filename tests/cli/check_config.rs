@@ -1,0 +1,165 @@
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/config");
+
+fn check(config: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_example_configuration() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let (code, stdout, stderr) = check(&example);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    for kind in ["(soti)", "(mcms)", "(bcdm)"] {
+        assert!(
+            stdout.contains(kind),
+            "the summary lists no {kind} MDM:\n{stdout}"
+        );
+    }
+}
+
+/// (fixture, file the error is in, LINE:COL, text the message must contain)
+const BROKEN: &[(&str, &str, &str, &str)] = &[
+    ("unknown-key", "tenants.d/acme.toml", "9:1", "mask_pi"),
+    (
+        "wrong-type",
+        "tenants.d/acme.toml",
+        "9:19",
+        "`mdm.background_sync`",
+    ),
+    (
+        "duplicate-mdm-name",
+        "tenants.d/acme.toml",
+        "16:8",
+        "`mdm.name`",
+    ),
+    (
+        "invalid-action",
+        "tenants.d/acme.toml",
+        "17:10",
+        "`policy.rule.action`",
+    ),
+    (
+        "missing-credential",
+        "tenants.d/acme.toml",
+        "9:1",
+        "`mdm.credentials.client_secret`",
+    ),
+    (
+        "duplicate-tenant-id",
+        "tenants.d/b-acme-again.toml",
+        "2:6",
+        "`id`",
+    ),
+    (
+        "bad-duration",
+        "config.toml",
+        "6:19",
+        "`sync.full_sync_every`",
+    ),
+];
+
+#[test]
+fn check_config_exits_two_with_file_line_col_naming_the_offending_key() {
+    for (fixture, file, line_col, names) in BROKEN {
+        let dir = Path::new(FIXTURES).join(fixture);
+        let (code, stdout, stderr) = check(&dir.join("config.toml"));
+        assert_eq!(
+            code,
+            Some(2),
+            "{fixture}: stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        let want_prefix = format!("{}:{line_col}: ", dir.join(file).display());
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&want_prefix))
+            .unwrap_or_else(|| {
+                panic!("{fixture}: no line starting with `{want_prefix}` in:\n{stderr}")
+            });
+        assert!(
+            line.contains(names),
+            "{fixture}: `{line}` does not name {names}"
+        );
+    }
+}
+
+#[test]
+fn check_config_never_prints_a_secret_value() {
+    let secrets: Vec<String> = std::fs::read_dir(Path::new(FIXTURES).join("secrets"))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(!secrets.is_empty());
+    let mut configs: Vec<_> = BROKEN
+        .iter()
+        .map(|(f, ..)| Path::new(FIXTURES).join(f).join("config.toml"))
+        .collect();
+    configs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml"));
+    for config in configs {
+        let (_, stdout, stderr) = check(&config);
+        for s in &secrets {
+            assert!(
+                !stdout.contains(s.as_str()) && !stderr.contains(s.as_str()),
+                "{} printed a secret",
+                config.display()
+            );
+        }
+    }
+
+    // A config with literal secrets: valid, warned about, and still never printed.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env(PASSWORD_ENV_VAR, ENV_PASSWORD)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("literal"),
+        "a literal secret is accepted with a warning:\n{stderr}"
+    );
+    assert_no_secret(&stdout, "check-config stdout");
+    assert_no_secret(&stderr, "check-config stderr");
+}
+
+#[test]
+fn a_missing_environment_variable_is_an_error_naming_the_key_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env_remove(PASSWORD_ENV_VAR)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(PASSWORD_ENV_VAR) && stderr.contains("password"),
+        "{stderr}"
+    );
+}
