@@ -39,6 +39,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Serve the built-in MDM simulators alone (for tests, demos and benchmarks).
+    Sim {
+        /// Address to listen on; each vendor is served under its own base path.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8900")]
+        listen: std::net::SocketAddr,
+        /// Devices seeded per vendor.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        devices: usize,
+        /// Which vendor to simulate: soti, mcms, bcdm, or all.
+        #[arg(long, value_name = "KIND", default_value = "all")]
+        kind: String,
+        /// Seed of the generated data (the same seed gives the same devices).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 /// Exit status for an invalid configuration.
@@ -50,6 +65,12 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(|| run(&config)),
+        Command::Sim {
+            listen,
+            devices,
+            kind,
+            seed,
+        } => with_runtime(|| sim(listen, devices, kind, seed)),
     }
 }
 
@@ -131,6 +152,41 @@ async fn run(path: &Path) -> ExitCode {
         }
     };
     match app.run_until(crate::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sim(listen: std::net::SocketAddr, devices: usize, kind: String, seed: u64) -> ExitCode {
+    use crate::sim::{SimKind, SimOptions};
+    let kinds = if kind.eq_ignore_ascii_case("all") {
+        SimKind::ALL.to_vec()
+    } else {
+        match kind.parse::<SimKind>() {
+            Ok(k) => vec![k],
+            Err(e) => {
+                eprintln!("error: {e} (expected soti, mcms, bcdm or all)");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = SimOptions {
+        kinds,
+        devices,
+        seed,
+        ..SimOptions::default()
+    };
+    match crate::sim::serve_until(listener, options, crate::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
