@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::shutdown::{CancellationToken, GRACE};
 use crate::store::{MdmRecord, Store, TenantRecord};
+use crate::sync::SyncEngine;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub enum BuildError {
         path: String,
         source: crate::store::StoreError,
     },
+    #[error("cannot set up MDM integration: {0}")]
+    Integration(#[from] crate::sync::BuildIntegrationError),
     #[error("cannot listen on {addr}: {source} (is another process using the port? change [server] listen)")]
     Bind {
         addr: SocketAddr,
@@ -71,6 +74,25 @@ impl App {
         for i in integrations.iter().filter(|i| i.first_seen) {
             tracing::info!(tenant = %i.tenant_id, mdm = %i.name, kind = %i.kind, "New MDM integration recorded");
         }
+        let interrupted =
+            store
+                .fail_interrupted_runs()
+                .await
+                .map_err(|source| BuildError::Store {
+                    path: config.store.path.display().to_string(),
+                    source,
+                })?;
+        if interrupted > 0 {
+            tracing::warn!(
+                runs = interrupted,
+                "Full syncs cut short by the last stop were recorded as failed"
+            );
+        }
+        let sync = SyncEngine::new(
+            store.clone(),
+            crate::sync::settings_from(&config.sync),
+            crate::sync::integrations_from(&config, &store, &integrations).await?,
+        );
         let listener = match listener {
             Some(l) => l,
             None => {
@@ -83,6 +105,7 @@ impl App {
         let state = AppState {
             store,
             config: Arc::new(config),
+            sync,
         };
         Ok(App {
             listener,
@@ -103,6 +126,11 @@ impl App {
         &self.state.store
     }
 
+    /// The sync engine (full syncs, on-demand lookups).
+    pub fn sync(&self) -> &SyncEngine {
+        &self.state.sync
+    }
+
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight
     /// requests and background tasks finish within [`GRACE`], closes the store.
     pub async fn run_until(
@@ -118,6 +146,7 @@ impl App {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tenants = state.config.tenants.len(), "Serving the agent and admin API");
 
+        state.sync.start(cancel.clone(), &tasks).await;
         let router = http::router(state.clone());
         let server_cancel = cancel.clone();
         let server = tokio::spawn(async move {

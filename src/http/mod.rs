@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    pub sync: crate::sync::SyncEngine,
 }
 
 /// All routes of the daemon.

@@ -350,7 +350,14 @@ impl SimCore {
     /// Consumes the faults that apply to a request to `path`: every matching
     /// latency fault adds its delay; the first matching status or drop fault
     /// decides the answer.
+    #[cfg(test)]
     fn decide(&self, path: &str) -> Decision {
+        self.decide_for(path, path)
+    }
+
+    /// As `decide`; `path_contains` is matched against the whole request
+    /// target (path and query), so a fault can hit one page of a listing.
+    fn decide_for(&self, path: &str, target: &str) -> Decision {
         let is_auth = (self.is_auth_path)(path);
         let mut decision = Decision::default();
         let mut faults = lock(&self.faults);
@@ -359,7 +366,7 @@ impl SimCore {
             if (is_auth && !f.include_token)
                 || f.path_contains
                     .as_deref()
-                    .is_some_and(|p| !path.contains(p))
+                    .is_some_and(|p| !target.contains(p))
             {
                 continue;
             }
@@ -418,7 +425,7 @@ pub(crate) async fn vendor_middleware(
         seq: 0,
         at: Utc::now(),
         method: parts.method.to_string(),
-        path: target,
+        path: target.clone(),
         headers: parts
             .headers
             .iter()
@@ -434,7 +441,7 @@ pub(crate) async fn vendor_middleware(
         fault: None,
     });
 
-    let decision = core.decide(&path);
+    let decision = core.decide_for(&path, &target);
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }

@@ -1,2 +1,382 @@
-//! The sync engine (being written).
+//! The sync engine: full syncs and on-demand device lookups, for every MDM of
+//! every tenant.
+//!
+//! One worker per (tenant, MDM) takes full-sync requests from one bounded
+//! channel (sent by the scheduler, the admin API, the `sync` command and once
+//! at start), so two full syncs of one MDM never overlap; requests that arrive
+//! during a run are coalesced into one follow-up run (atuin's sync loop). The
+//! schedule is `tokio-cron-scheduler` with a random offset per integration.
+//! On-demand lookups (agent activation, an event for an unknown device) do
+//! not queue behind a running full sync: they go straight to the adapters
+//! through [`ondemand`], with single flight and a short miss cache.
+
+pub mod ondemand;
 pub mod pii;
+mod run;
+mod worker;
+
+pub use ondemand::{LookupError, LookupOutcome};
+pub use run::RunReport;
+
+use crate::shutdown::CancellationToken;
+use crate::store::{Store, StoreError, SyncTrigger};
+use mtd_adapter::{DeviceIdentifier, MdmAdapter, MdmKind};
+use pii::KeyedMasker;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+/// One MDM of one tenant, as the engine drives it.
+#[derive(Debug)]
+pub struct Integration {
+    pub tenant_id: String,
+    /// The store's id of the integration.
+    pub mdm_id: i64,
+    pub name: String,
+    pub kind: MdmKind,
+    pub adapter: Arc<dyn MdmAdapter>,
+    /// `false`: no initial and no scheduled sync (admin-triggered and on-demand still work).
+    pub background_sync: bool,
+    /// Set when the MDM has `mask_pii = true`.
+    pub masker: Option<Arc<KeyedMasker>>,
+}
+
+/// Engine settings, from `[sync]` of the main config.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// `None`: no scheduled sync (the initial sync at start still runs).
+    pub full_sync_every: Option<Duration>,
+    pub max_removal_percent: u8,
+    /// First retry delay after a failed run; doubles per failure, with jitter.
+    pub retry_base: Duration,
+    /// The longest retry delay.
+    pub retry_cap: Duration,
+    /// How long "no MDM knows this device" is remembered.
+    pub miss_ttl: Duration,
+    /// The largest random offset of the schedule per integration.
+    pub max_schedule_offset: Duration,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            full_sync_every: Some(Duration::from_secs(4 * 3600)),
+            max_removal_percent: 20,
+            retry_base: Duration::from_secs(30),
+            retry_cap: Duration::from_secs(30 * 60),
+            miss_ttl: Duration::from_secs(60),
+            max_schedule_offset: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Progress of a running full sync: (what is being listed, how many so far).
+pub type ProgressFn = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+
+/// A request to a worker. `reply` gets the report of the run that served it.
+pub(crate) struct FullSyncRequest {
+    pub trigger: SyncTrigger,
+    pub reply: Option<oneshot::Sender<RunReport>>,
+    pub progress: Option<ProgressFn>,
+}
+
+/// What became of a full-sync request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// A run will start for it.
+    Queued,
+    /// A run is already queued behind the current one; this request is served by it.
+    Coalesced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("tenant `{0}` is not configured")]
+    UnknownTenant(String),
+    #[error("tenant `{tenant}` has no MDM named `{mdm}`")]
+    UnknownMdm { tenant: String, mdm: String },
+    #[error("the sync engine is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Worker {
+    integration: Arc<Integration>,
+    tx: mpsc::Sender<FullSyncRequest>,
+    /// Taken by `start`, which spawns the worker task on it.
+    rx: std::sync::Mutex<Option<mpsc::Receiver<FullSyncRequest>>>,
+}
+
+/// The engine; cheap to clone (shared state behind an `Arc`).
+#[derive(Clone)]
+pub struct SyncEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: SyncSettings,
+    /// In config order, per tenant.
+    workers: Vec<Worker>,
+    ondemand: ondemand::OnDemand,
+}
+
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("integrations", &self.inner.workers.len())
+            .finish()
+    }
+}
+
+/// Requests waiting per worker before new ones are coalesced: one follow-up
+/// run serves them all, so a small bound loses nothing.
+const QUEUE: usize = 4;
+
+impl SyncEngine {
+    /// Builds the engine; nothing runs until [`SyncEngine::start`].
+    pub fn new(store: Store, settings: SyncSettings, integrations: Vec<Integration>) -> SyncEngine {
+        let integrations: Vec<Arc<Integration>> = integrations.into_iter().map(Arc::new).collect();
+        let workers = integrations
+            .iter()
+            .map(|i| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                Worker {
+                    integration: i.clone(),
+                    tx,
+                    rx: std::sync::Mutex::new(Some(rx)),
+                }
+            })
+            .collect();
+        let ondemand = ondemand::OnDemand::new(store.clone(), integrations, settings.miss_ttl);
+        SyncEngine {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                workers,
+                ondemand,
+            }),
+        }
+    }
+
+    /// Spawns one worker per integration and the schedule, and queues the
+    /// initial full sync of every MDM with `background_sync`. Everything stops
+    /// when `cancel` fires; the tasks are tracked by `tasks` for the drain.
+    pub async fn start(&self, cancel: CancellationToken, tasks: &TaskTracker) {
+        for w in &self.inner.workers {
+            let Some(rx) = w.rx.lock().expect("worker receiver lock").take() else {
+                continue; // started before: the task already owns the receiver
+            };
+            let ctx = worker::WorkerCtx {
+                integration: w.integration.clone(),
+                store: self.inner.store.clone(),
+                settings: self.inner.settings.clone(),
+            };
+            tasks.spawn(worker::run(ctx, rx, cancel.clone()));
+            if w.integration.background_sync {
+                let _ = self.enqueue(w, SyncTrigger::Initial, None, None);
+            }
+        }
+        if let Some(every) = self.inner.settings.full_sync_every {
+            worker::schedule(self, every, cancel, tasks).await;
+        }
+    }
+
+    /// The integrations, in config order.
+    pub fn integrations(&self) -> impl Iterator<Item = &Arc<Integration>> {
+        self.inner.workers.iter().map(|w| &w.integration)
+    }
+
+    fn workers_of<'a>(
+        &'a self,
+        tenant: &str,
+        mdm: Option<&str>,
+    ) -> Result<Vec<&'a Worker>, SyncError> {
+        let of_tenant: Vec<&Worker> = self
+            .inner
+            .workers
+            .iter()
+            .filter(|w| w.integration.tenant_id == tenant)
+            .collect();
+        if of_tenant.is_empty() && !self.has_tenant(tenant) {
+            return Err(SyncError::UnknownTenant(tenant.to_string()));
+        }
+        match mdm {
+            None => Ok(of_tenant),
+            Some(name) => {
+                let one: Vec<&Worker> = of_tenant
+                    .into_iter()
+                    .filter(|w| w.integration.name == name)
+                    .collect();
+                if one.is_empty() {
+                    Err(SyncError::UnknownMdm {
+                        tenant: tenant.to_string(),
+                        mdm: name.to_string(),
+                    })
+                } else {
+                    Ok(one)
+                }
+            }
+        }
+    }
+
+    fn has_tenant(&self, tenant: &str) -> bool {
+        self.inner
+            .workers
+            .iter()
+            .any(|w| w.integration.tenant_id == tenant)
+    }
+
+    fn enqueue(
+        &self,
+        w: &Worker,
+        trigger: SyncTrigger,
+        reply: Option<oneshot::Sender<RunReport>>,
+        progress: Option<ProgressFn>,
+    ) -> Result<Requested, SyncError> {
+        match w.tx.try_send(FullSyncRequest {
+            trigger,
+            reply,
+            progress,
+        }) {
+            Ok(()) => Ok(Requested::Queued),
+            // Full: runs are already queued behind the current one and will
+            // pick up everything this request would have; nothing is lost.
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(Requested::Coalesced),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SyncError::ShuttingDown),
+        }
+    }
+
+    /// Asks for a full sync of a tenant's MDMs (or one of them) without waiting.
+    pub fn request_full_sync(
+        &self,
+        tenant: &str,
+        mdm: Option<&str>,
+        trigger: SyncTrigger,
+    ) -> Result<Vec<(String, Requested)>, SyncError> {
+        self.workers_of(tenant, mdm)?
+            .into_iter()
+            .map(|w| {
+                Ok((
+                    w.integration.name.clone(),
+                    self.enqueue(w, trigger, None, None)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Runs a full sync of a tenant's MDMs (or one) and waits for the reports.
+    /// A request that lands during a run is served by the follow-up run.
+    pub async fn full_sync_now(
+        &self,
+        tenant: &str,
+        mdm: Option<&str>,
+        trigger: SyncTrigger,
+        progress: Option<ProgressFn>,
+    ) -> Result<Vec<RunReport>, SyncError> {
+        let mut waits = Vec::new();
+        for w in self.workers_of(tenant, mdm)? {
+            let (tx, rx) = oneshot::channel();
+            w.tx.send(FullSyncRequest {
+                trigger,
+                reply: Some(tx),
+                progress: progress.clone(),
+            })
+            .await
+            .map_err(|_| SyncError::ShuttingDown)?;
+            waits.push(rx);
+        }
+        let mut reports = Vec::new();
+        for rx in waits {
+            reports.push(rx.await.map_err(|_| SyncError::ShuttingDown)?);
+        }
+        Ok(reports)
+    }
+
+    /// Finds a device by the identifiers an agent gave: in the store, else at
+    /// the tenant's MDMs (on-demand device sync).
+    pub async fn lookup(
+        &self,
+        tenant: &str,
+        ids: &[DeviceIdentifier],
+    ) -> Result<LookupOutcome, LookupError> {
+        self.inner.ondemand.lookup(tenant, ids).await
+    }
+}
+
+/// Builds the per-tenant maskers for the MDMs with `mask_pii` (the key lives in the store).
+pub async fn masker_for(store: &Store, tenant: &str) -> Result<Arc<KeyedMasker>, StoreError> {
+    Ok(Arc::new(KeyedMasker::new(store.pii_key(tenant).await?)))
+}
+
+/// Shared by the tests of the engine.
+pub fn settings_from(config: &crate::config::SyncConfig) -> SyncSettings {
+    SyncSettings {
+        full_sync_every: config.full_sync_every,
+        max_removal_percent: config.max_removal_percent,
+        ..SyncSettings::default()
+    }
+}
+
+/// Builds the engine's integrations from the config: an adapter per MDM
+/// through the registry, the store's ids, and the maskers.
+pub async fn integrations_from(
+    config: &crate::config::Config,
+    store: &Store,
+    refs: &[crate::store::IntegrationRef],
+) -> Result<Vec<Integration>, BuildIntegrationError> {
+    let ids: HashMap<(&str, &str), i64> = refs
+        .iter()
+        .map(|r| ((r.tenant_id.as_str(), r.name.as_str()), r.id))
+        .collect();
+    let mut out = Vec::new();
+    for tenant in &config.tenants {
+        for mdm in &tenant.mdms {
+            let adapter = crate::adapters::build(tenant, mdm).map_err(|e| {
+                BuildIntegrationError::Adapter {
+                    tenant: tenant.id.clone(),
+                    mdm: mdm.name.clone(),
+                    source: e,
+                }
+            })?;
+            let mdm_id = *ids
+                .get(&(tenant.id.as_str(), mdm.name.as_str()))
+                .ok_or_else(|| BuildIntegrationError::NotRecorded {
+                    tenant: tenant.id.clone(),
+                    mdm: mdm.name.clone(),
+                })?;
+            let masker = if mdm.mask_pii {
+                Some(masker_for(store, &tenant.id).await?)
+            } else {
+                None
+            };
+            out.push(Integration {
+                tenant_id: tenant.id.clone(),
+                mdm_id,
+                name: mdm.name.clone(),
+                kind: mdm.kind,
+                adapter,
+                background_sync: mdm.background_sync,
+                masker,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildIntegrationError {
+    #[error("tenant `{tenant}`, MDM `{mdm}`: {source}")]
+    Adapter {
+        tenant: String,
+        mdm: String,
+        source: mtd_adapter::AdapterError,
+    },
+    #[error("tenant `{tenant}`, MDM `{mdm}` is not in the store (a bug)")]
+    NotRecorded { tenant: String, mdm: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

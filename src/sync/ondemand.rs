@@ -1,0 +1,217 @@
+//! On-demand device sync: find a device by the identifiers an agent gave, in
+//! the store first, else at the tenant's MDMs.
+//!
+//! Concurrent requests for the same identifiers share one lookup (single
+//! flight: a shared future per key), and a miss is remembered for `miss_ttl`,
+//! so a flood of events from an unknown device does not become a flood of MDM
+//! calls. With a collision (two live devices sharing the identifier) the most
+//! recently checked-in one is taken, and the decision is logged.
+
+use super::Integration;
+use crate::store::{Pii, StoreError, StoredDevice};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use mtd_adapter::DeviceIdentifier;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LookupOutcome {
+    /// Known (from the store, or just stored from an MDM).
+    Found(Box<StoredDevice>),
+    /// No MDM of the tenant knows the device.
+    NotEnrolled,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    /// An MDM could not answer; the device may exist there.
+    #[error("MDM `{mdm}` could not be asked: {message}")]
+    Unavailable {
+        mdm: String,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("no identifier given")]
+    NoIdentifier,
+}
+
+impl From<StoreError> for LookupError {
+    fn from(e: StoreError) -> Self {
+        LookupError::Store(e.to_string())
+    }
+}
+
+type SharedLookup = Shared<BoxFuture<'static, Result<LookupOutcome, LookupError>>>;
+
+pub(crate) struct OnDemand {
+    state: Arc<State>,
+}
+
+struct State {
+    store: crate::store::Store,
+    /// Per tenant, in config order.
+    by_tenant: HashMap<String, Vec<Arc<Integration>>>,
+    miss_ttl: Duration,
+    inflight: Mutex<HashMap<String, SharedLookup>>,
+    misses: Mutex<HashMap<String, Instant>>,
+}
+
+impl OnDemand {
+    pub fn new(
+        store: crate::store::Store,
+        integrations: Vec<Arc<Integration>>,
+        miss_ttl: Duration,
+    ) -> Self {
+        let mut by_tenant: HashMap<String, Vec<Arc<Integration>>> = HashMap::new();
+        for i in integrations {
+            by_tenant.entry(i.tenant_id.clone()).or_default().push(i);
+        }
+        OnDemand {
+            state: Arc::new(State {
+                store,
+                by_tenant,
+                miss_ttl,
+                inflight: Mutex::new(HashMap::new()),
+                misses: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub async fn lookup(
+        &self,
+        tenant: &str,
+        ids: &[DeviceIdentifier],
+    ) -> Result<LookupOutcome, LookupError> {
+        if ids.is_empty() {
+            return Err(LookupError::NoIdentifier);
+        }
+        if let Some(found) = find_in_store(&self.state.store, tenant, ids).await? {
+            return Ok(LookupOutcome::Found(Box::new(found)));
+        }
+        let mut sorted: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        sorted.sort();
+        let key = format!("{tenant}|{}", sorted.join("|"));
+        {
+            let mut misses = self.state.misses.lock().expect("miss cache lock");
+            match misses.get(&key) {
+                Some(at) if at.elapsed() < self.state.miss_ttl => {
+                    return Ok(LookupOutcome::NotEnrolled)
+                }
+                Some(_) => {
+                    misses.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let shared = {
+            let mut inflight = self.state.inflight.lock().expect("in-flight lock");
+            inflight
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let state = self.state.clone();
+                    let (tenant, ids, key) = (tenant.to_string(), ids.to_vec(), key.clone());
+                    async move {
+                        let result = ask_mdms(&state, &tenant, &ids).await;
+                        if matches!(result, Ok(LookupOutcome::NotEnrolled)) {
+                            state
+                                .misses
+                                .lock()
+                                .expect("miss cache lock")
+                                .insert(key.clone(), Instant::now());
+                        }
+                        // Later callers find the device in the store, or the miss above.
+                        state.inflight.lock().expect("in-flight lock").remove(&key);
+                        result
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        shared.await
+    }
+}
+
+async fn find_in_store(
+    store: &crate::store::Store,
+    tenant: &str,
+    ids: &[DeviceIdentifier],
+) -> Result<Option<StoredDevice>, StoreError> {
+    for id in ids {
+        let found = store.find_devices(tenant, id).await?;
+        if found.len() > 1 {
+            tracing::info!(
+                tenant,
+                identifier = id.kind(),
+                candidates = found.len(),
+                picked_device_id = found[0].id,
+                "Identity collision: picked the most recently checked-in device"
+            );
+        }
+        if let Some(first) = found.into_iter().next() {
+            return Ok(Some(first));
+        }
+    }
+    Ok(None)
+}
+
+async fn ask_mdms(
+    state: &State,
+    tenant: &str,
+    ids: &[DeviceIdentifier],
+) -> Result<LookupOutcome, LookupError> {
+    let Some(integrations) = state.by_tenant.get(tenant) else {
+        return Ok(LookupOutcome::NotEnrolled);
+    };
+    let mut failure: Option<LookupError> = None;
+    for i in integrations {
+        for id in ids {
+            match i.adapter.lookup_device(id).await {
+                Ok(Some(mut device)) => {
+                    let pii = match &i.masker {
+                        Some(m) => {
+                            m.mask_device(&mut device);
+                            Pii::Masked(m.as_ref())
+                        }
+                        None => Pii::Clear,
+                    };
+                    let stored = state
+                        .store
+                        .store_found_device(i.mdm_id, &device, pii)
+                        .await?;
+                    tracing::info!(
+                        tenant, mdm = %i.name, identifier = id.kind(), device_id = stored.device.id,
+                        added = stored.added, "On-demand lookup found the device"
+                    );
+                    return Ok(LookupOutcome::Found(Box::new(stored.device)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(tenant, mdm = %i.name, identifier = id.kind(), error_class = e.class(), error = %e, "On-demand lookup failed");
+                    failure.get_or_insert(LookupError::Unavailable {
+                        mdm: i.name.clone(),
+                        retry_after: e.retry_after(),
+                        message: e.to_string(),
+                    });
+                    // The other identifiers would fail the same way at this MDM.
+                    break;
+                }
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!(
+                tenant,
+                identifiers = ids.len(),
+                "On-demand lookup: no MDM of the tenant knows the device"
+            );
+            Ok(LookupOutcome::NotEnrolled)
+        }
+    }
+}

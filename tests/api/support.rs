@@ -1,0 +1,206 @@
+//! `spawn_app`: simulators on port 0, a config written to a temp dir that
+//! points at them, the daemon built on port 0 and served until dropped.
+
+use mtd_connector::app::App;
+use mtd_connector::sim::{SimKind, SimOptions, Simulator};
+use mtd_connector::store::{Store, SyncRun};
+use mtd_connector::sync::SyncEngine;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub const AGENT_SECRET: &str = "test-agent-secret-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-abcdef";
+
+/// How one tenant's MDM is written into its tenant file.
+#[derive(Clone, Debug)]
+pub struct MdmSpec {
+    pub kind: SimKind,
+    pub name: String,
+    pub background_sync: bool,
+    pub mask_pii: bool,
+    /// Extra TOML lines inside the `[[mdm]]` table.
+    pub extra: String,
+}
+
+impl MdmSpec {
+    pub fn new(kind: SimKind) -> Self {
+        MdmSpec {
+            kind,
+            name: format!("Test {}", kind.as_str().to_uppercase()),
+            background_sync: true,
+            mask_pii: false,
+            extra: String::new(),
+        }
+    }
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sim: Simulator,
+}
+
+impl Env {
+    pub async fn new(kinds: &[SimKind], devices: usize) -> Env {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = Simulator::start(
+            listener,
+            SimOptions {
+                kinds: kinds.to_vec(),
+                devices,
+                seed: 7,
+                ..Default::default()
+            },
+        )
+        .expect("the simulators start");
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            sim,
+        }
+    }
+
+    /// Writes `connector.toml` and one tenant file; returns the main file's path.
+    pub fn write_config(
+        &self,
+        tenant: &str,
+        mdms: &[MdmSpec],
+        sync_every: &str,
+        policy: &str,
+    ) -> PathBuf {
+        let root = self.dir.path();
+        std::fs::create_dir_all(root.join("tenants.d")).unwrap();
+        let main = root.join("connector.toml");
+        std::fs::write(
+            &main,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"{sync_every}\"\n"
+            ),
+        )
+        .unwrap();
+        let mut t = format!("id = \"{tenant}\"\ndisplay_name = \"Tenant {tenant}\"\nagent_secret = \"{AGENT_SECRET}\"\n");
+        for m in mdms {
+            t.push_str(&format!(
+                "\n[[mdm]]\nname = \"{}\"\nkind = \"{}\"\nurl = \"{}\"\nbackground_sync = {}\nmask_pii = {}\n{}\n",
+                m.name,
+                m.kind.as_str(),
+                self.sim.base_url(m.kind),
+                m.background_sync,
+                m.mask_pii,
+                m.extra
+            ));
+            t.push_str(&credentials(m.kind));
+        }
+        t.push('\n');
+        t.push_str(policy);
+        std::fs::write(root.join(format!("tenants.d/{tenant}.toml")), t).unwrap();
+        main
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/connector.db")
+    }
+}
+
+/// The simulator's default credentials for a kind, as a `[mdm.credentials]` table.
+pub fn credentials(kind: SimKind) -> String {
+    use mtd_connector::sim::soti;
+    match kind {
+        SimKind::Soti => format!(
+            "[mdm.credentials]\nclient_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+            soti::DEFAULT_CLIENT_ID,
+            soti::DEFAULT_CLIENT_SECRET,
+            soti::DEFAULT_USERNAME,
+            soti::DEFAULT_PASSWORD
+        ),
+        other => panic!("no credentials for the {other} simulator yet"),
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub sync: SyncEngine,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app(config: &Path) -> TestApp {
+    crate::logs::capture();
+    let config =
+        mtd_connector::config::load(config).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = App::build_with_listener(config, Some(listener))
+        .await
+        .expect("the app builds");
+    let (addr, store, sync) = (app.local_addr(), app.store().clone(), app.sync().clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        store,
+        sync,
+        stop: Some(stop),
+        served: Some(served),
+    }
+}
+
+impl TestApp {
+    /// Stops the app the way SIGTERM does and waits for it to drain.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served
+                .await
+                .expect("the app task does not panic")
+                .expect("the app stops cleanly");
+        }
+    }
+
+    pub async fn mdm_id(&self, tenant: &str, name: &str) -> i64 {
+        self.store
+            .integrations(tenant)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no integration {name}"))
+            .id
+    }
+
+    /// Waits until `n` runs of the MDM have finished (the condition, not a fixed sleep).
+    pub async fn finished_runs(&self, mdm_id: i64, n: usize, limit: Duration) -> Vec<SyncRun> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let runs: Vec<SyncRun> = self
+                .store
+                .sync_runs(mdm_id, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.finished_at.is_some())
+                .collect();
+            if runs.len() >= n {
+                return runs;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} runs finished in {limit:?}",
+                runs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
