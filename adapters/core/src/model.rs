@@ -123,7 +123,7 @@ impl Platform {
             Platform::Ios
         } else if s.starts_with("android") {
             Platform::Android
-        } else if s.starts_with("windows") || s == "wince" || s.starts_with("winmobile") {
+        } else if s.starts_with("windows") || s.starts_with("winrt") || s == "wince" || s.starts_with("winmobile") {
             Platform::Windows
         } else if s.contains("osx") || s.starts_with("mac") {
             Platform::Macos
@@ -295,6 +295,7 @@ mod tests {
             ("androidplus", Platform::Android),
             ("Android", Platform::Android),
             ("WindowsPhone", Platform::Windows),
+            ("WinRT", Platform::Windows),
             ("AppleOsX", Platform::Macos),
             ("", Platform::Other),
             ("Symbian", Platform::Other),
