@@ -17,8 +17,10 @@
 //! Build binds, run serves: the caller binds the listener (tests bind port 0)
 //! and hands it to [`Simulator::start`] or [`serve_until`].
 
+pub mod bcdm;
 mod conn;
 pub mod core;
+pub mod mcms;
 pub mod soti;
 mod util;
 
@@ -28,7 +30,9 @@ use axum::{http::StatusCode, response::IntoResponse, Router};
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+pub use self::bcdm::{BcdmOptions, BcdmState};
 pub use self::core::{ActiveFault, Fault, RecordedAction, RecordedRequest, SimCore};
+pub use self::mcms::{McmsOptions, McmsState};
 pub use self::soti::{SotiOptions, SotiState};
 
 /// The vendors a simulator can play.
@@ -37,9 +41,9 @@ pub use self::soti::{SotiOptions, SotiState};
 pub enum SimKind {
     /// SOTI MobiControl.
     Soti,
-    /// Cisco MCMS (the AirWatch REST API). Not implemented yet.
+    /// Cisco MCMS (the AirWatch REST API).
     Mcms,
-    /// SoftBank Business Concierge Device Management. Not implemented yet.
+    /// SoftBank Business Concierge Device Management.
     Bcdm,
 }
 
@@ -100,6 +104,10 @@ pub struct SimOptions {
     pub seed: u64,
     /// SOTI credentials and token lifetime.
     pub soti: SotiOptions,
+    /// BCDM credentials, action permits, rate limit and clock skew.
+    pub bcdm: BcdmOptions,
+    /// MCMS credentials and rate limit.
+    pub mcms: McmsOptions,
 }
 
 impl Default for SimOptions {
@@ -109,6 +117,8 @@ impl Default for SimOptions {
             devices: 100,
             seed: 1,
             soti: SotiOptions::default(),
+            bcdm: BcdmOptions::default(),
+            mcms: McmsOptions::default(),
         }
     }
 }
@@ -144,12 +154,16 @@ pub enum SimError {
 #[non_exhaustive]
 pub enum SimState {
     Soti(Arc<SotiState>),
+    Bcdm(Arc<BcdmState>),
+    Mcms(Arc<McmsState>),
 }
 
 impl SimState {
     pub fn kind(&self) -> SimKind {
         match self {
             SimState::Soti(_) => SimKind::Soti,
+            SimState::Bcdm(_) => SimKind::Bcdm,
+            SimState::Mcms(_) => SimKind::Mcms,
         }
     }
 
@@ -157,12 +171,29 @@ impl SimState {
     pub fn core(&self) -> &SimCore {
         match self {
             SimState::Soti(s) => s.core(),
+            SimState::Bcdm(s) => s.core(),
+            SimState::Mcms(s) => s.core(),
+        }
+    }
+
+    pub fn as_bcdm(&self) -> Option<&Arc<BcdmState>> {
+        match self {
+            SimState::Bcdm(s) => Some(s),
+            _ => None,
         }
     }
 
     pub fn as_soti(&self) -> Option<&Arc<SotiState>> {
         match self {
             SimState::Soti(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_mcms(&self) -> Option<&Arc<McmsState>> {
+        match self {
+            SimState::Mcms(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -172,6 +203,14 @@ impl SimState {
             SimState::Soti(s) => s.banner(
                 &base_url(addr, SimKind::Soti),
                 &control_url(addr, SimKind::Soti),
+            ),
+            SimState::Bcdm(s) => s.banner(
+                &base_url(addr, SimKind::Bcdm),
+                &control_url(addr, SimKind::Bcdm),
+            ),
+            SimState::Mcms(s) => s.banner(
+                &base_url(addr, SimKind::Mcms),
+                &control_url(addr, SimKind::Mcms),
             ),
         }
     }
@@ -207,7 +246,24 @@ fn build(options: &SimOptions) -> Result<(Router, Vec<SimState>), SimError> {
                 router = router.merge(soti::router(state.clone()));
                 states.push(SimState::Soti(state));
             }
-            SimKind::Mcms | SimKind::Bcdm => return Err(SimError::NotImplemented(*kind)),
+            SimKind::Mcms => {
+                let state = Arc::new(McmsState::new(
+                    options.seed,
+                    options.devices,
+                    options.mcms.clone(),
+                ));
+                router = router.merge(mcms::router(state.clone()));
+                states.push(SimState::Mcms(state));
+            }
+            SimKind::Bcdm => {
+                let state = Arc::new(BcdmState::new(
+                    options.seed,
+                    options.devices,
+                    options.bcdm.clone(),
+                ));
+                router = router.merge(bcdm::router(state.clone()));
+                states.push(SimState::Bcdm(state));
+            }
         }
     }
     let router = router.fallback(|| async {
@@ -286,9 +342,19 @@ impl Simulator {
         self.states.iter().find(|s| s.kind() == kind).cloned()
     }
 
+    /// Shortcut for the BCDM state.
+    pub fn bcdm(&self) -> Option<Arc<BcdmState>> {
+        self.state(SimKind::Bcdm).and_then(|s| s.as_bcdm().cloned())
+    }
+
     /// Shortcut for the SOTI state.
     pub fn soti(&self) -> Option<Arc<SotiState>> {
         self.state(SimKind::Soti).and_then(|s| s.as_soti().cloned())
+    }
+
+    /// Shortcut for the MCMS state.
+    pub fn mcms(&self) -> Option<Arc<McmsState>> {
+        self.state(SimKind::Mcms).and_then(|s| s.as_mcms().cloned())
     }
 
     /// Base URLs, control URLs and credentials of every started kind.
@@ -371,12 +437,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn starting_an_unimplemented_kind_fails_instead_of_pretending() {
-        for kind in [SimKind::Mcms, SimKind::Bcdm] {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let err = Simulator::start(listener, SimOptions::new(vec![kind], 1, 1)).unwrap_err();
-            assert!(matches!(err, SimError::NotImplemented(k) if k == kind));
-        }
+    async fn starting_without_a_kind_fails_instead_of_pretending() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         assert!(matches!(
             Simulator::start(listener, SimOptions::new(vec![], 1, 1)),
