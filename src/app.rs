@@ -6,6 +6,7 @@
 //! `local_addr()` and never sleep waiting for a server.
 
 use crate::config::Config;
+use crate::dispatch::{DispatchHandle, DispatchSettings};
 use crate::http::{self, AppState};
 use crate::shutdown::{CancellationToken, GRACE};
 use crate::store::{MdmRecord, Store, TenantRecord};
@@ -39,6 +40,8 @@ pub struct App {
     state: AppState,
     /// Background tasks (sync workers, dispatcher) register here so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Retry and concurrency of the dispatcher (defaults; tests shorten the delays).
+    dispatch: DispatchSettings,
 }
 
 impl App {
@@ -106,11 +109,13 @@ impl App {
             store,
             config: Arc::new(config),
             sync,
+            dispatch: DispatchHandle::new(),
         };
         Ok(App {
             listener,
             state,
             tasks: TaskTracker::new(),
+            dispatch: DispatchSettings::default(),
         })
     }
 
@@ -124,6 +129,12 @@ impl App {
     /// The store, for tests and commands that run beside the server.
     pub fn store(&self) -> &Store {
         &self.state.store
+    }
+
+    /// Replaces the dispatcher's retry and concurrency settings.
+    pub fn with_dispatch_settings(mut self, settings: DispatchSettings) -> Self {
+        self.dispatch = settings;
+        self
     }
 
     /// The sync engine (full syncs, on-demand lookups).
@@ -141,12 +152,14 @@ impl App {
             listener,
             state,
             tasks,
+            dispatch,
         } = self;
         let cancel = CancellationToken::new();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tenants = state.config.tenants.len(), "Serving the agent and admin API");
 
         state.sync.start(cancel.clone(), &tasks).await;
+        crate::dispatch::start(state.clone(), dispatch, cancel.clone(), &tasks).await;
         let router = http::router(state.clone());
         let server_cancel = cancel.clone();
         let server = tokio::spawn(async move {

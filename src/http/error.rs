@@ -1,12 +1,46 @@
 //! One error type for every handler.
+//!
+//! Client errors carry what the client needs to fix its request (a status, a
+//! stable `error` code and, for 400s, a message or the offending field).
+//! Server-side failures get a generic body; their cause goes to the log in the
+//! request span, never to the client.
 
-use axum::http::StatusCode;
+use crate::ingest::{FieldError, IngestError};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How long clients are told to wait when the store cannot take writes.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// A bad or missing signature, a stale timestamp or an unknown tenant. One
+    /// variant on purpose: the client must not be able to tell which.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The body is over the endpoint's size limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The body is not JSON (or not a JSON object).
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// A field is missing, wrongly typed or not acceptable; `field` is its path,
+    /// e.g. `events[1].threat.severity`.
+    #[error("invalid field {field}: {message}")]
+    InvalidField { field: String, message: String },
+    /// A batch of events over the per-request limit.
+    #[error("too many events")]
+    TooManyEvents,
+    /// No MDM of the tenant knows the device.
+    #[error("device not enrolled")]
+    DeviceNotEnrolled,
+    /// An MDM could not be asked; the client should retry after the delay.
+    #[error("MDM unavailable")]
+    MdmUnavailable { retry_after: Duration },
     /// The store cannot take writes (disk full, read-only, locked): try again later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -15,30 +49,87 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::InvalidField {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Unavailable(cause) => ApiError::Unavailable(cause),
+            IngestError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
+        match self {
+            ApiError::Unauthorized => {
+                reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))
+            }
+            ApiError::PayloadTooLarge => reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload_too_large"}),
+            ),
+            ApiError::InvalidJson(message) => reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_json", "message": message}),
+            ),
+            ApiError::InvalidField { field, message } => reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_field", "field": field, "message": message}),
+            ),
+            ApiError::TooManyEvents => {
+                reply(StatusCode::BAD_REQUEST, json!({"error": "too_many_events"}))
+            }
+            ApiError::DeviceNotEnrolled => reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": "device_not_enrolled"}),
+            ),
+            ApiError::MdmUnavailable { retry_after } => with_retry_after(
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "mdm_unavailable"}),
+                ),
+                retry_after,
+            ),
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "Store unavailable");
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": "unavailable"})),
+                with_retry_after(
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"error": "unavailable"}),
+                    ),
+                    STORE_RETRY_AFTER,
                 )
-                    .into_response();
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("5"),
-                );
-                r
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "Internal error while serving a request");
-                (
+                reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({"error": "internal"})),
+                    json!({"error": "internal"}),
                 )
-                    .into_response()
             }
         }
     }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1 (0 would invite a
+/// tight retry loop).
+fn with_retry_after(mut response: Response, after: Duration) -> Response {
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
 }

@@ -4,9 +4,12 @@
 //! through [`ApiError`], which gives user errors their status and a message and
 //! internal errors a generic body (the cause goes to the log, never to a client).
 
+mod admin;
+mod agent;
 mod error;
 mod health;
 
+pub use agent::sign as sign_agent_request;
 pub use error::ApiError;
 
 use crate::config::Config;
@@ -20,9 +23,14 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub sync: crate::sync::SyncEngine,
+    pub dispatch: crate::dispatch::DispatchHandle,
 }
 
 /// All routes of the daemon.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::routes()).with_state(state)
+    Router::new()
+        .merge(health::routes())
+        .merge(agent::routes())
+        .merge(admin::routes())
+        .with_state(state)
 }

@@ -304,6 +304,177 @@ impl WriteTx {
     }
 }
 
+impl WriteTx {
+    /// The latest action of this kind for the device that is still waiting
+    /// (pending, held, failed) or was sent at or after `since`: the cool-down.
+    pub async fn recent_action(
+        &mut self,
+        device_id: i64,
+        kind: ActionRecordKind,
+        since: DateTime<Utc>,
+    ) -> Result<Option<(i64, ActionState)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, state FROM actions
+             WHERE device_id = ?1 AND kind = ?2
+               AND (state IN ('pending', 'held', 'failed') OR (state = 'sent' AND sent_at >= ?3))
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(device_id)
+        .bind(kind)
+        .bind(since)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+
+    /// Destructive actions (enterprise wipe, wipe) of the tenant created at
+    /// or after `since` that went or will go out (pending, failed, sent).
+    pub async fn destructive_since(
+        &mut self,
+        tenant_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM actions
+             WHERE tenant_id = ?1 AND kind IN ('enterprise_wipe', 'wipe')
+               AND state IN ('pending', 'failed', 'sent') AND created_at >= ?2",
+        )
+        .bind(tenant_id)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n as u64)
+    }
+}
+
+impl Store {
+    /// Releases the claim of a row a crash left claimed, so it is retried
+    /// (only for commands that are idempotent at the MDM), with an audit row.
+    pub async fn release_claim(&self, id: i64, note: &str) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut tx = self.begin_write().await?;
+        let state: Option<(ActionState,)> = sqlx::query_as(
+            "UPDATE actions SET claimed_at = NULL, updated_at = ?2
+             WHERE id = ?1 AND claimed_at IS NOT NULL AND state IN ('pending', 'failed') RETURNING state",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((state,)) = state {
+            audit(&mut tx, id, now, Some(state), state, Some(note)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pending (not yet sent) Wi-Fi profile removal of a device, if any.
+    pub async fn active_wifi_removal(
+        &self,
+        device_id: i64,
+    ) -> Result<Option<StoredAction>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions
+             WHERE device_id = ?1 AND kind = 'remove_wifi_profile' AND state IN ('pending', 'failed')
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Moves the due time of an unclaimed pending row (a second disconnect
+    /// extends the removal window), with an audit row. False if the row was
+    /// claimed or moved on meanwhile.
+    pub async fn reschedule_action(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.begin_write().await?;
+        let state: Option<(ActionState,)> = sqlx::query_as(
+            "UPDATE actions SET next_attempt_at = ?2, updated_at = ?3
+             WHERE id = ?1 AND claimed_at IS NULL AND state IN ('pending', 'failed') RETURNING state",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((state,)) = state else {
+            return Ok(false);
+        };
+        audit(&mut tx, id, now, Some(state), state, Some(note)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Cancels actions of a tenant that have not been sent and are not being
+    /// sent right now (pending, held or failed, and unclaimed): one action by
+    /// id, or every destructive one. Returns the cancelled rows.
+    pub async fn cancel_actions(
+        &self,
+        tenant_id: &str,
+        which: CancelWhich,
+        note: &str,
+    ) -> Result<Vec<StoredAction>, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.begin_write().await?;
+        const WAITING: &str = "state IN ('pending', 'held', 'failed') AND claimed_at IS NULL";
+        let before: Vec<(i64, ActionState)> =
+            match which {
+                CancelWhich::One(id) => sqlx::query_as(&format!(
+                    "SELECT id, state FROM actions WHERE tenant_id = ?1 AND id = ?2 AND {WAITING}"
+                ))
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?,
+                CancelWhich::Destructive => {
+                    sqlx::query_as(&format!(
+                        "SELECT id, state FROM actions WHERE tenant_id = ?1
+                       AND kind IN ('enterprise_wipe', 'wipe') AND {WAITING} ORDER BY id"
+                    ))
+                    .bind(tenant_id)
+                    .fetch_all(&mut *tx)
+                    .await?
+                }
+            };
+        let mut out = Vec::new();
+        for (id, state) in before {
+            let row: StoredAction = sqlx::query_as(&format!(
+                "UPDATE actions SET state = 'cancelled', reason = ?2, next_attempt_at = NULL, updated_at = ?3
+                 WHERE id = ?1 RETURNING {ACTION_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(note)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            audit(
+                &mut tx,
+                id,
+                now,
+                Some(state),
+                ActionState::Cancelled,
+                Some(note),
+            )
+            .await?;
+            out.push(row);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// Which actions [`Store::cancel_actions`] cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelWhich {
+    One(i64),
+    Destructive,
+}
+
 impl Store {
     /// Records an action and its first audit row; returns its id.
     pub async fn insert_action(&self, action: &NewAction) -> Result<i64, StoreError> {

@@ -154,6 +154,16 @@ async fn insert_event(
 }
 
 impl WriteTx {
+    /// Links an event to its device, inside a transaction with its action.
+    pub async fn set_event_device(&mut self, id: i64, device_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE threat_events SET device_id = ? WHERE id = ?")
+            .bind(device_id)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Records an event unless the tenant already has its `event_id`.
     pub async fn insert_event(&mut self, event: &NewEvent) -> Result<EventInsert, StoreError> {
         insert_event(&mut self.tx, event).await
@@ -184,6 +194,20 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Events whose device was not known when they arrived and whose action
+    /// is not decided yet (the on-demand lookup could not reach an MDM),
+    /// oldest first.
+    pub async fn undecided_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM threat_events e
+             WHERE e.device_id IS NULL AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.event_id = e.id)
+             ORDER BY e.id LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// One event by the store's id.
@@ -237,6 +261,60 @@ mod tests {
             reason: None,
             next_attempt_at: None,
         }
+    }
+
+    #[tokio::test]
+    async fn undecided_events_are_those_without_device_and_action() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut e = NewEvent {
+            tenant_id: "acme".into(),
+            event_id: "u1".into(),
+            device_id: None,
+            identifiers: EventIdentifiers {
+                serial: Some("x1".into()),
+                ..Default::default()
+            },
+            threat_type: "app.malicious".into(),
+            severity: "high".into(),
+            threat_name: None,
+            detected_at: chrono::Utc::now(),
+            received_at: chrono::Utc::now(),
+            network: None,
+            details: None,
+        };
+        let first = store.insert_event(&e).await.unwrap();
+        e.event_id = "u2".into();
+        let second = store.insert_event(&e).await.unwrap();
+        let ids: Vec<i64> = store
+            .undecided_events(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![first.id, second.id]);
+        store
+            .insert_action(&crate::store::NewAction {
+                tenant_id: "acme".into(),
+                event_id: Some(first.id),
+                device_id: None,
+                mdm_id: Some(mdm),
+                kind: crate::store::ActionRecordKind::None,
+                parent_action_id: None,
+                state: crate::store::ActionState::Skipped,
+                reason: Some("device unknown".into()),
+                next_attempt_at: None,
+            })
+            .await
+            .unwrap();
+        let ids: Vec<i64> = store
+            .undecided_events(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![second.id], "an event with an action is decided");
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@
 //! `DateTime<Utc>`, never SQL's `datetime('now')`.
 
 mod actions;
+mod admin;
 mod error;
 mod events;
 mod inventory;
@@ -43,7 +44,11 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use actions::{
-    ActionAudit, ActionRecordKind, ActionState, NewAction, StoredAction, Transition,
+    ActionAudit, ActionRecordKind, ActionState, CancelWhich, NewAction, StoredAction, Transition,
+};
+pub use admin::{
+    ActionFilter, AdminAction, AdminDevice, AdminSyncRun, AdminUser, DeviceFilter, EventFilter,
+    MdmHealth, Page, Paged, UserFilter,
 };
 pub use error::StoreError;
 pub use events::{EventIdentifiers, EventInsert, NewEvent, StoredEvent};

@@ -1,6 +1,10 @@
 //! The daemon in process, over real HTTP on loopback, against the built-in
 //! simulators (one test binary, zero2prod's `spawn_app`).
 
+mod actions;
+mod admin;
+mod agent;
+mod kinds;
 mod logs;
 mod support;
 mod sync;

@@ -113,7 +113,24 @@ pub fn credentials(kind: SimKind) -> String {
             soti::DEFAULT_USERNAME,
             soti::DEFAULT_PASSWORD
         ),
-        other => panic!("no credentials for the {other} simulator yet"),
+        SimKind::Mcms => {
+            use mtd_connector::sim::mcms;
+            format!(
+                "[mdm.credentials]\nusername = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
+                mcms::DEFAULT_USERNAME,
+                mcms::DEFAULT_PASSWORD,
+                mcms::DEFAULT_API_KEY
+            )
+        }
+        SimKind::Bcdm => {
+            use mtd_connector::sim::bcdm;
+            format!(
+                "[mdm.credentials]\naccess_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
+                bcdm::DEFAULT_ACCESS_KEY,
+                bcdm::DEFAULT_SECRET_KEY,
+                bcdm::DEFAULT_DM_CODE
+            )
+        }
     }
 }
 
@@ -125,6 +142,17 @@ pub struct TestApp {
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// The dispatcher's delays shortened so retry tests take seconds, not minutes.
+pub fn fast_dispatch() -> mtd_connector::dispatch::DispatchSettings {
+    mtd_connector::dispatch::DispatchSettings {
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_secs(2),
+        poll: Duration::from_millis(50),
+        deferred_every: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
 pub async fn spawn_app(config: &Path) -> TestApp {
     crate::logs::capture();
     let config =
@@ -132,7 +160,8 @@ pub async fn spawn_app(config: &Path) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = App::build_with_listener(config, Some(listener))
         .await
-        .expect("the app builds");
+        .expect("the app builds")
+        .with_dispatch_settings(fast_dispatch());
     let (addr, store, sync) = (app.local_addr(), app.store().clone(), app.sync().clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async move {
@@ -203,4 +232,80 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Counts rows in the test's store through a separate read-only connection
+/// (what a test asserts must be committed, not merely visible to the app).
+pub async fn count(env: &Env, sql: &str) -> i64 {
+    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    n
+}
+
+/// The answer to an agent API request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as sent, to compare refusals byte for byte.
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+}
+
+/// The three signature headers for `body`, signed with the tests' agent secret now.
+pub fn agent_headers(tenant: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    let now = chrono::Utc::now().timestamp();
+    signed_headers(tenant, AGENT_SECRET.as_bytes(), now, body)
+}
+
+/// The three signature headers for `body`, with any key and timestamp.
+pub fn signed_headers(
+    tenant: &str,
+    secret: &[u8],
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Mtd-Tenant", tenant.to_string()),
+        ("X-Mtd-Timestamp", timestamp.to_string()),
+        (
+            "X-Mtd-Signature",
+            mtd_connector::http::sign_agent_request(secret, timestamp, body),
+        ),
+    ]
+}
+
+/// POSTs `body` with exactly the given headers.
+pub async fn post_agent(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Reply {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}{path}", app.addr))
+        .header("Content-Type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.expect("the app answers");
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap(),
+    }
+}
+
+/// POSTs `body` signed as an agent of `tenant` would.
+pub async fn post_signed(app: &TestApp, path: &str, tenant: &str, body: &[u8]) -> Reply {
+    post_agent(app, path, &agent_headers(tenant, body), body.to_vec()).await
 }

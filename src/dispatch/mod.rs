@@ -1,0 +1,496 @@
+//! The dispatcher: sends due action rows to their MDMs.
+//!
+//! Durable work is a row, not a task: the dispatcher claims due rows with one
+//! `UPDATE … RETURNING`, executes each through its adapter (at most
+//! `per_mdm_concurrency` at a time per MDM), and moves the row on with an
+//! audit row: `sent` with the MDM's receipt, `failed` with a due time
+//! (exponential backoff with jitter, at least the MDM's `Retry-After`), or
+//! `dead` (a permanent refusal at once, or after `max_attempts` /
+//! `give_up_after`). A row a crash left claimed is retried at start only when
+//! its command is idempotent at the MDM; otherwise it is `dead` with a note to
+//! check the console, so an action is never sent twice by the connector.
+
+use crate::http::AppState;
+use crate::policy;
+use crate::shutdown::CancellationToken;
+use crate::store::{
+    ActionRecordKind, ActionState, NewAction, StoreError, StoredAction, StoredDevice, Transition,
+};
+use chrono::Utc;
+use mtd_adapter::{AdapterError, Device, DeviceIdentifier, MdmCommand};
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::task::TaskTracker;
+
+/// Retry and concurrency settings.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Attempts before a retryable failure becomes `dead`.
+    pub max_attempts: u32,
+    /// Age of an action after which a retryable failure becomes `dead`.
+    pub give_up_after: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Calls in flight per MDM.
+    pub per_mdm_concurrency: usize,
+    /// Rows claimed per round, and the bound of rows in flight overall (×8).
+    pub batch: u32,
+    /// How often due rows are looked for without a wake-up.
+    pub poll: Duration,
+    /// How often events whose device could not be looked up are retried.
+    pub deferred_every: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            max_attempts: 12,
+            give_up_after: Duration::from_secs(24 * 3600),
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(15 * 60),
+            per_mdm_concurrency: 4,
+            batch: 32,
+            poll: Duration::from_millis(500),
+            deferred_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Wakes the dispatcher when new pending rows were committed (ingest, approval).
+#[derive(Debug, Clone, Default)]
+pub struct DispatchHandle {
+    notify: Arc<Notify>,
+}
+
+impl DispatchHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// Recovers rows a crash left claimed, then runs the claim loop until `cancel`.
+pub async fn start(
+    state: AppState,
+    settings: DispatchSettings,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    recover(&state).await;
+    let tracker = tasks.clone();
+    tasks.spawn(run(state, settings, cancel, tracker));
+}
+
+async fn recover(state: &AppState) {
+    let claimed = match state.store.unfinished_claims().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot read actions left claimed by the last stop");
+            return;
+        }
+    };
+    for row in claimed {
+        let result = if is_idempotent(row.kind) {
+            let note = format!(
+                "claimed before the last stop and not finished; retried because {} is idempotent at the MDM",
+                row.kind.command().map(|c| c.as_str()).unwrap_or("none")
+            );
+            tracing::warn!(action_id = row.id, kind = ?row.kind, "Retrying an action interrupted by the last stop");
+            state.store.release_claim(row.id, &note).await
+        } else {
+            let note = "interrupted while being sent at the last stop: it may have reached the MDM, and it is not idempotent, so it is not sent again; check the MDM console";
+            tracing::error!(action_id = row.id, kind = ?row.kind, "Action interrupted while being sent; not retried: check the MDM console");
+            state
+                .store
+                .transition_action_with(
+                    row.id,
+                    Transition::new(row.state, ActionState::Dead, note).reason(note),
+                )
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = result {
+            tracing::error!(action_id = row.id, error = %e, "Cannot recover an interrupted action");
+        }
+    }
+}
+
+/// Sending the same lock, profile install or profile removal twice has the
+/// effect of sending it once; a wipe is not repeated on a maybe.
+fn is_idempotent(kind: ActionRecordKind) -> bool {
+    matches!(
+        kind,
+        ActionRecordKind::Lock
+            | ActionRecordKind::DisconnectWifi
+            | ActionRecordKind::RemoveWifiProfile
+    )
+}
+
+async fn run(
+    state: AppState,
+    settings: DispatchSettings,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let settings = Arc::new(settings);
+    let per_mdm: Mutex<HashMap<i64, Arc<Semaphore>>> = Mutex::new(HashMap::new());
+    // Bounds rows claimed but not finished, so a slow MDM cannot make this
+    // process claim everything.
+    let in_flight = Arc::new(Semaphore::new(settings.batch as usize * 8));
+    let mut deferred_at = tokio::time::Instant::now() + settings.deferred_every;
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deferred_at {
+            deferred_at = tokio::time::Instant::now() + settings.deferred_every;
+            if let Err(e) = crate::ingest::decide_deferred(&state).await {
+                tracing::warn!(error = %e, "Cannot decide deferred events; trying again later");
+            }
+        }
+        let room = in_flight.available_permits().min(settings.batch as usize) as u32;
+        let claimed = if room == 0 {
+            Vec::new()
+        } else {
+            match state.store.claim_due_actions(Utc::now(), room).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot claim due actions; trying again");
+                    Vec::new()
+                }
+            }
+        };
+        let full_round = claimed.len() as u32 == room && room > 0;
+        for row in claimed {
+            let permit = in_flight
+                .clone()
+                .try_acquire_owned()
+                .expect("claimed within the free permits");
+            let mdm_limit = {
+                let mut map = per_mdm.lock().expect("semaphore map lock");
+                map.entry(row.mdm_id.unwrap_or(0))
+                    .or_insert_with(|| Arc::new(Semaphore::new(settings.per_mdm_concurrency)))
+                    .clone()
+            };
+            let (state, settings) = (state.clone(), settings.clone());
+            tasks.spawn(async move {
+                let _mdm = mdm_limit.acquire_owned().await;
+                execute(&state, &settings, row).await;
+                drop(permit);
+            });
+        }
+        if full_round {
+            continue; // more may be due right now
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = state.dispatch.notify.notified() => {}
+            _ = tokio::time::sleep(settings.poll) => {}
+        }
+    }
+    tracing::debug!("Dispatcher stopped claiming");
+}
+
+/// Sends one claimed row and moves it on. Every error is recorded on the row.
+async fn execute(state: &AppState, settings: &DispatchSettings, row: StoredAction) {
+    if let Err(e) = try_execute(state, settings, &row).await {
+        // The store failed: the row stays claimed; the next start recovers it.
+        tracing::error!(action_id = row.id, error = %e, "Cannot record the outcome of an action");
+    }
+}
+
+async fn try_execute(
+    state: &AppState,
+    settings: &DispatchSettings,
+    row: &StoredAction,
+) -> Result<(), StoreError> {
+    let skip = |reason: String| {
+        Transition::new(row.state, ActionState::Skipped, "skipped before sending").reason(reason)
+    };
+    let Some(tenant) = state.config.tenants.iter().find(|t| t.id == row.tenant_id) else {
+        state
+            .store
+            .transition_action_with(row.id, skip("the tenant is no longer configured".into()))
+            .await?;
+        return Ok(());
+    };
+    let device = match row.device_id {
+        Some(id) => state.store.get_device(id).await?,
+        None => None,
+    };
+    let Some(mut device) = device else {
+        state
+            .store
+            .transition_action_with(row.id, skip("device unknown".into()))
+            .await?;
+        return Ok(());
+    };
+    let Some((integration, mdm)) = policy::mdm_of(state, tenant, device.mdm_id) else {
+        state
+            .store
+            .transition_action_with(
+                row.id,
+                skip("the device's MDM is no longer configured".into()),
+            )
+            .await?;
+        return Ok(());
+    };
+    let Some(command) = row.kind.command() else {
+        state
+            .store
+            .transition_action_with(row.id, skip("policy action is none: recorded only".into()))
+            .await?;
+        return Ok(());
+    };
+
+    // Fresh facts before destruction: the device as its MDM knows it now.
+    if row.kind.is_destructive() {
+        match integration
+            .adapter
+            .lookup_device(&DeviceIdentifier::MdmDeviceId(device.mdm_device_id.clone()))
+            .await
+        {
+            Ok(Some(fresh)) => {
+                if let Some(reason) = identity_changed(&device, &fresh) {
+                    state
+                        .store
+                        .transition_action_with(row.id, skip(reason))
+                        .await?;
+                    return Ok(());
+                }
+                device.ownership = fresh.ownership;
+                let pii = match &integration.masker {
+                    Some(m) => crate::store::Pii::Masked(m.as_ref()),
+                    None => crate::store::Pii::Clear,
+                };
+                if let Err(e) = state
+                    .store
+                    .store_found_device(integration.mdm_id, &fresh, pii)
+                    .await
+                {
+                    tracing::warn!(action_id = row.id, error = %e, "Cannot store the fresh device facts");
+                }
+            }
+            Ok(None) => {
+                state
+                    .store
+                    .transition_action_with(
+                        row.id,
+                        skip(
+                            "the MDM no longer has the device (checked right before sending)"
+                                .into(),
+                        ),
+                    )
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return record_failure(state, settings, row, &integration.name, e).await,
+        }
+    }
+    if let Some(reason) = policy::check_before_send(state, tenant, &device, row.kind) {
+        state
+            .store
+            .transition_action_with(row.id, skip(reason))
+            .await?;
+        return Ok(());
+    }
+
+    let removes_itself = integration.adapter.removes_wifi_profile_itself();
+    let removal_after = chrono::Duration::minutes(i64::from(mdm.wifi_profile_removal_minutes));
+    if command == MdmCommand::DisconnectWifi && !removes_itself {
+        if let Some(active) = state.store.active_wifi_removal(device.id).await? {
+            let due = Utc::now() + removal_after;
+            let note = format!("extended to {due} by action {}", row.id);
+            if state.store.reschedule_action(active.id, due, &note).await? {
+                let reason = format!("the disconnect-Wi-Fi profile is still installed (removal action {}); its removal was extended to {due}", active.id);
+                state
+                    .store
+                    .transition_action_with(row.id, skip(reason))
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+
+    let started = std::time::Instant::now();
+    match integration
+        .adapter
+        .execute(command, &to_adapter_device(&device))
+        .await
+    {
+        Ok(receipt) => {
+            if command == MdmCommand::DisconnectWifi && !removes_itself {
+                // The removal row first: a crash between the two leaves a removal
+                // of a profile that may not be installed, which is harmless.
+                state
+                    .store
+                    .insert_action(&NewAction {
+                        tenant_id: row.tenant_id.clone(),
+                        event_id: None,
+                        device_id: Some(device.id),
+                        mdm_id: Some(integration.mdm_id),
+                        kind: ActionRecordKind::RemoveWifiProfile,
+                        parent_action_id: Some(row.id),
+                        state: ActionState::Pending,
+                        reason: Some(format!(
+                            "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
+                            row.id, mdm.wifi_profile_removal_minutes
+                        )),
+                        next_attempt_at: Some(Utc::now() + removal_after),
+                    })
+                    .await?;
+            }
+            let receipt_json = serde_json::to_value(&receipt).unwrap_or_default();
+            let note = format!(
+                "sent to MDM `{}` (attempt {}, {} ms)",
+                integration.name,
+                row.attempts,
+                started.elapsed().as_millis()
+            );
+            state
+                .store
+                .transition_action_with(
+                    row.id,
+                    Transition::new(row.state, ActionState::Sent, note).receipt(receipt_json),
+                )
+                .await?;
+            tracing::info!(
+                tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, device_id = device.id,
+                command = command.as_str(), "Action sent"
+            );
+            Ok(())
+        }
+        Err(e) => record_failure(state, settings, row, &integration.name, e).await,
+    }
+}
+
+async fn record_failure(
+    state: &AppState,
+    settings: &DispatchSettings,
+    row: &StoredAction,
+    mdm: &str,
+    e: AdapterError,
+) -> Result<(), StoreError> {
+    let age = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+    let error = e.to_string();
+    if !e.is_retryable() {
+        tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, error_class = e.class(), error = %error, "The MDM refused the action; it is not retried: an operator must act");
+        let t = Transition::new(
+            row.state,
+            ActionState::Dead,
+            "permanent refusal by the MDM: not retried",
+        )
+        .reason(error.clone())
+        .last_error(error);
+        state.store.transition_action_with(row.id, t).await?;
+    } else if row.attempts >= settings.max_attempts || age >= settings.give_up_after {
+        tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, attempts = row.attempts, error = %error, "Gave up sending the action: an operator must act");
+        let reason = format!(
+            "gave up after {} attempts over {} minutes: {error}",
+            row.attempts,
+            age.as_secs() / 60
+        );
+        let t = Transition::new(row.state, ActionState::Dead, "gave up")
+            .reason(reason)
+            .last_error(error);
+        state.store.transition_action_with(row.id, t).await?;
+    } else {
+        let delay = retry_delay(settings, row.attempts, e.retry_after());
+        tracing::warn!(tenant = %row.tenant_id, %mdm, action_id = row.id, attempt = row.attempts, error_class = e.class(), retry_in_ms = delay.as_millis() as u64, "Action not delivered; retrying later");
+        let due = Utc::now()
+            + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::minutes(15));
+        let note = format!(
+            "attempt {} failed ({}); retry at {due}",
+            row.attempts,
+            e.class()
+        );
+        let t = Transition::new(row.state, ActionState::Failed, note)
+            .last_error(error)
+            .next_attempt_at(due);
+        state.store.transition_action_with(row.id, t).await?;
+    }
+    Ok(())
+}
+
+/// Exponential backoff with jitter, never shorter than the MDM's `Retry-After`.
+pub fn retry_delay(
+    settings: &DispatchSettings,
+    attempts: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let exp = settings
+        .retry_base
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
+        .min(settings.retry_cap);
+    let jittered = exp.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+    retry_after.map_or(jittered, |ra| jittered.max(ra))
+}
+
+/// Two records are not the same device if a hardware identifier both know differs.
+fn identity_changed(stored: &StoredDevice, fresh: &Device) -> Option<String> {
+    let pairs = [
+        ("udid", &stored.identifiers.udid, &fresh.identifiers.udid),
+        (
+            "serial",
+            &stored.identifiers.serial,
+            &fresh.identifiers.serial,
+        ),
+        ("imei", &stored.identifiers.imei, &fresh.identifiers.imei),
+    ];
+    pairs.iter().find_map(|(name, a, b)| match (a, b) {
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "the MDM's record {} now has another {name}: not the same device any more (checked right before sending)",
+            stored.mdm_device_id
+        )),
+        _ => None,
+    })
+}
+
+fn to_adapter_device(d: &StoredDevice) -> Device {
+    Device {
+        mdm_device_id: d.mdm_device_id.clone(),
+        identifiers: d.identifiers.clone(),
+        name: d.name.clone(),
+        platform: d.platform,
+        model: d.model.clone(),
+        os_version: d.os_version.clone(),
+        ownership: d.ownership,
+        user: None,
+        groups: Vec::new(),
+        last_checkin_at: d.last_checkin_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_honours_retry_after() {
+        let s = DispatchSettings {
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let first = retry_delay(&s, 1, None);
+        assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2));
+        let fifth = retry_delay(&s, 5, None);
+        assert!(fifth >= Duration::from_secs(16) && fifth <= Duration::from_secs(32));
+        assert!(retry_delay(&s, 30, None) <= Duration::from_secs(60));
+        assert!(retry_delay(&s, 1, Some(Duration::from_secs(9))) >= Duration::from_secs(9));
+    }
+
+    #[test]
+    fn only_lock_and_profile_calls_are_retried_after_a_crash() {
+        assert!(is_idempotent(ActionRecordKind::Lock));
+        assert!(is_idempotent(ActionRecordKind::RemoveWifiProfile));
+        assert!(!is_idempotent(ActionRecordKind::Wipe));
+        assert!(!is_idempotent(ActionRecordKind::EnterpriseWipe));
+    }
+}

@@ -1,0 +1,293 @@
+//! What the agent API does once a request is verified: activation (find the
+//! device, on demand at the MDMs) and event ingest (events and the actions they
+//! cause, committed in one transaction before the 202).
+//!
+//! The HTTP layer (`http::agent`) only checks signatures, sizes and JSON shape
+//! and calls these functions; the decision of each action goes through
+//! [`crate::policy`], the one place every path to an MDM action passes.
+
+mod types;
+
+pub use types::{ActivateRequest, AgentDevice, AgentEvent, FieldError, Threat};
+
+use crate::config::TenantConfig;
+use crate::http::AppState;
+use crate::policy::{self, Verdict};
+use crate::store::{
+    ActionRecordKind, EventIdentifiers, NewAction, NewEvent, StoreError, StoredDevice,
+};
+use crate::sync::{LookupError, LookupOutcome};
+use mtd_adapter::ActionKind;
+use serde::Serialize;
+use std::time::Duration;
+
+/// The answer of an activation.
+#[derive(Debug)]
+pub enum ActivateOutcome {
+    Found(Box<StoredDevice>),
+    NotEnrolled,
+    /// An MDM could not be asked; the agent should try again after the delay.
+    MdmUnavailable {
+        retry_after: Duration,
+    },
+}
+
+/// The answer of an event post: ids accepted now, and repeats of ids already stored.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub accepted: Vec<String>,
+    pub duplicates: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store cannot take writes now (disk full, read-only, locked): 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            IngestError::Unavailable(e.to_string())
+        } else {
+            IngestError::Internal(e.to_string())
+        }
+    }
+}
+
+/// How long an event post waits for an on-demand lookup of an unknown device
+/// before it records the event without a device (decided later, see `deferred`).
+const LOOKUP_BUDGET: Duration = Duration::from_secs(5);
+
+/// `POST /v1/agent/activate`: the stored device, or an on-demand lookup.
+pub async fn activate(
+    state: &AppState,
+    tenant: &TenantConfig,
+    req: &ActivateRequest,
+) -> Result<ActivateOutcome, IngestError> {
+    let ids = req.device.identifiers();
+    match state.sync.lookup(&tenant.id, &ids).await {
+        Ok(LookupOutcome::Found(device)) => Ok(ActivateOutcome::Found(device)),
+        Ok(LookupOutcome::NotEnrolled) => Ok(ActivateOutcome::NotEnrolled),
+        Err(LookupError::Unavailable { retry_after, .. }) => Ok(ActivateOutcome::MdmUnavailable {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(30)),
+        }),
+        Err(LookupError::Store(e)) => Err(IngestError::Unavailable(e)),
+        Err(LookupError::NoIdentifier) => Ok(ActivateOutcome::NotEnrolled),
+    }
+}
+
+/// `POST /v1/agent/events`: stores every new event and the action its policy
+/// decides, in one transaction; repeats of a stored `event_id` change nothing.
+pub async fn ingest_events(
+    state: &AppState,
+    tenant: &TenantConfig,
+    events: &[AgentEvent],
+) -> Result<IngestOutcome, IngestError> {
+    // Resolve devices before the write transaction: a lookup may call an MDM,
+    // and the transaction must not wait on the network.
+    let mut devices: Vec<Resolved> = Vec::with_capacity(events.len());
+    let mut looked_up: Vec<(Vec<mtd_adapter::DeviceIdentifier>, Resolved)> = Vec::new();
+    for e in events {
+        let ids = e.device.identifiers();
+        if let Some((_, d)) = looked_up.iter().find(|(k, _)| *k == ids) {
+            devices.push(d.clone());
+            continue;
+        }
+        let resolved = resolve(state, &tenant.id, &ids).await?;
+        looked_up.push((ids, resolved.clone()));
+        devices.push(resolved);
+    }
+
+    let now = chrono::Utc::now();
+    let mut outcome = IngestOutcome::default();
+    let mut tx = state.store.begin().await?;
+    let mut pending = 0usize;
+    for (e, resolved) in events.iter().zip(devices) {
+        let device = match &resolved {
+            Resolved::Found(d) => Some(d.as_ref().clone()),
+            Resolved::NotEnrolled | Resolved::Failed => None,
+        };
+        let insert = tx
+            .insert_event(&NewEvent {
+                tenant_id: tenant.id.clone(),
+                event_id: e.event_id.clone(),
+                device_id: device.as_ref().map(|d| d.id),
+                identifiers: EventIdentifiers {
+                    udid: e.device.udid.clone(),
+                    serial: e.device.serial.clone(),
+                    imei: e.device.imei.clone(),
+                    mac: e.device.mac.clone(),
+                    mdm_device_id: e.device.mdm_device_id.clone(),
+                },
+                threat_type: e.threat.threat_type.clone(),
+                severity: e.threat.severity.as_str().to_string(),
+                threat_name: e.threat.name.clone(),
+                detected_at: e.detected_at,
+                received_at: now,
+                network: e.network.clone(),
+                details: e.details.clone(),
+            })
+            .await?;
+        if !insert.new {
+            outcome.duplicates.push(e.event_id.clone());
+            continue;
+        }
+        outcome.accepted.push(e.event_id.clone());
+        if resolved == Resolved::Failed {
+            // Kept without an action: decided once the device is known (see `decide_deferred`).
+            continue;
+        }
+        let Some(rule) = tenant
+            .policy
+            .decide(&e.threat.threat_type, e.threat.severity)
+        else {
+            // No rule matches: record the decision "none".
+            tx.insert_action(&NewAction {
+                tenant_id: tenant.id.clone(),
+                event_id: Some(insert.id),
+                device_id: device.as_ref().map(|d| d.id),
+                mdm_id: device.as_ref().map(|d| d.mdm_id),
+                kind: ActionRecordKind::None,
+                parent_action_id: None,
+                state: crate::store::ActionState::Skipped,
+                reason: Some("no policy rule matches this threat".into()),
+                next_attempt_at: None,
+            })
+            .await?;
+            continue;
+        };
+        let verdict =
+            policy::decide(&mut tx, state, tenant, device.as_ref(), rule.action, now).await?;
+        if verdict == Verdict::Pending {
+            pending += 1;
+        }
+        tx.insert_action(&verdict.new_action(tenant, insert.id, device.as_ref(), rule.action))
+            .await?;
+        log_decision(tenant, e, rule.action, &verdict);
+    }
+    tx.commit().await?;
+    if pending > 0 {
+        state.dispatch.wake();
+    }
+    Ok(outcome)
+}
+
+fn log_decision(tenant: &TenantConfig, e: &AgentEvent, action: ActionKind, verdict: &Verdict) {
+    match verdict {
+        Verdict::Pending => {
+            tracing::info!(tenant = %tenant.id, event_id = %e.event_id, threat = %e.threat.threat_type, %action, "Action queued")
+        }
+        Verdict::Held(reason) => {
+            tracing::warn!(tenant = %tenant.id, event_id = %e.event_id, %action, %reason, "Action held for approval")
+        }
+        Verdict::Skipped(reason) => {
+            tracing::info!(tenant = %tenant.id, event_id = %e.event_id, %action, %reason, "Action skipped")
+        }
+    }
+}
+
+/// What an on-demand lookup said about an event's device.
+#[derive(Debug, Clone, PartialEq)]
+enum Resolved {
+    Found(Box<StoredDevice>),
+    NotEnrolled,
+    /// No MDM could be asked in time: decide later.
+    Failed,
+}
+
+async fn resolve(
+    state: &AppState,
+    tenant: &str,
+    ids: &[mtd_adapter::DeviceIdentifier],
+) -> Result<Resolved, IngestError> {
+    match tokio::time::timeout(LOOKUP_BUDGET, state.sync.lookup(tenant, ids)).await {
+        Ok(Ok(LookupOutcome::Found(d))) => Ok(Resolved::Found(d)),
+        Ok(Ok(LookupOutcome::NotEnrolled)) | Ok(Err(LookupError::NoIdentifier)) => {
+            Ok(Resolved::NotEnrolled)
+        }
+        Ok(Err(LookupError::Store(e))) => Err(IngestError::Unavailable(e)),
+        Ok(Err(e)) => {
+            tracing::warn!(tenant, error = %e, "Device lookup failed; the event is kept and decided when the device is known");
+            Ok(Resolved::Failed)
+        }
+        Err(_) => {
+            tracing::warn!(tenant, "Device lookup took too long; the event is kept and decided when the device is known");
+            Ok(Resolved::Failed)
+        }
+    }
+}
+
+/// How long an event may wait for its device to become known.
+const DEFER_LIMIT: chrono::Duration = chrono::Duration::hours(24);
+
+/// Decides the events that arrived while their device could not be looked
+/// up: once the device is found its action goes through the same policy; a
+/// device no MDM knows (or still unknown after 24 hours) is `skipped`.
+/// Returns how many events were decided.
+pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
+    let events = state.store.undecided_events(100).await?;
+    let mut decided = 0;
+    for e in events {
+        let Some(tenant) = state.config.tenants.iter().find(|t| t.id == e.tenant_id) else {
+            continue;
+        };
+        let agent = AgentDevice {
+            udid: e.identifiers.udid.clone(),
+            serial: e.identifiers.serial.clone(),
+            imei: e.identifiers.imei.clone(),
+            mac: e.identifiers.mac.clone(),
+            mdm_device_id: e.identifiers.mdm_device_id.clone(),
+        };
+        let resolved = resolve(state, &tenant.id, &agent.identifiers()).await?;
+        let too_old = chrono::Utc::now() - e.received_at > DEFER_LIMIT;
+        let device = match resolved {
+            Resolved::Found(d) => Some(*d),
+            Resolved::Failed if !too_old => continue,
+            Resolved::Failed | Resolved::NotEnrolled => None,
+        };
+        // Stored from a validated `Severity`, so this parses; Low never widens a rule.
+        let severity = e
+            .severity
+            .parse::<crate::config::Severity>()
+            .unwrap_or(crate::config::Severity::Low);
+        let mut tx = state.store.begin().await?;
+        if let Some(d) = &device {
+            tx.set_event_device(e.id, d.id).await?;
+        }
+        let (action, verdict) = match tenant.policy.decide(&e.threat_type, severity) {
+            None => (
+                ActionKind::None,
+                Verdict::Skipped("no policy rule matches this threat".into()),
+            ),
+            Some(rule) if device.is_none() && too_old => (
+                rule.action,
+                Verdict::Skipped("device unknown: no MDM could be asked for 24 hours".into()),
+            ),
+            Some(rule) => (
+                rule.action,
+                policy::decide(
+                    &mut tx,
+                    state,
+                    tenant,
+                    device.as_ref(),
+                    rule.action,
+                    chrono::Utc::now(),
+                )
+                .await?,
+            ),
+        };
+        tx.insert_action(&verdict.new_action(tenant, e.id, device.as_ref(), action))
+            .await?;
+        tx.commit().await?;
+        if verdict == Verdict::Pending {
+            state.dispatch.wake();
+        }
+        tracing::info!(tenant = %tenant.id, event_id = %e.event_id, %action, verdict = ?verdict, "Deferred decision made");
+        decided += 1;
+    }
+    Ok(decided)
+}

@@ -1,0 +1,216 @@
+//! The agent's JSON, as CONTRACT §3 fixes it, and its checks beyond shape.
+
+use crate::config::Severity;
+use chrono::{DateTime, Utc};
+use mtd_adapter::DeviceIdentifier;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The identifiers an agent sends for its device (at least one).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct AgentDevice {
+    #[serde(default)]
+    pub udid: Option<String>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub imei: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub mdm_device_id: Option<String>,
+}
+
+impl AgentDevice {
+    /// The valid identifiers, normalised, most specific first.
+    pub fn identifiers(&self) -> Vec<DeviceIdentifier> {
+        let mut out = Vec::new();
+        let mut add = |v: &Option<String>, f: fn(&str) -> Option<DeviceIdentifier>| {
+            if let Some(id) = v.as_deref().and_then(f) {
+                out.push(id);
+            }
+        };
+        add(&self.mdm_device_id, DeviceIdentifier::mdm_device_id);
+        add(&self.udid, DeviceIdentifier::udid);
+        add(&self.serial, DeviceIdentifier::serial);
+        add(&self.imei, DeviceIdentifier::imei);
+        add(&self.mac, DeviceIdentifier::mac);
+        out
+    }
+
+    /// At least one identifier, and every one given well-formed.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self
+            .mac
+            .as_deref()
+            .is_some_and(|m| mtd_adapter::normalize_mac(m).is_none())
+        {
+            return Err(FieldError::new(
+                "device.mac",
+                "is not a MAC address (12 hex digits)",
+            ));
+        }
+        if self
+            .imei
+            .as_deref()
+            .is_some_and(|m| mtd_adapter::normalize_imei(m).is_none())
+        {
+            return Err(FieldError::new(
+                "device.imei",
+                "is not an IMEI, MEID or ESN",
+            ));
+        }
+        if self.identifiers().is_empty() {
+            return Err(FieldError::new(
+                "device",
+                "needs at least one identifier: udid, serial, imei, mac or mdm_device_id",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/agent/activate`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActivateRequest {
+    pub device: AgentDevice,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    #[serde(default)]
+    pub tracking_id_1: Option<String>,
+    #[serde(default)]
+    pub tracking_id_2: Option<String>,
+}
+
+impl ActivateRequest {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.device.validate()
+    }
+}
+
+/// The threat of an event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Threat {
+    /// `category.name`, e.g. `network.arp_mitm`.
+    #[serde(rename = "type")]
+    pub threat_type: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// One threat event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentEvent {
+    /// The idempotency key within the tenant.
+    pub event_id: String,
+    pub detected_at: DateTime<Utc>,
+    pub device: AgentDevice,
+    pub threat: Threat,
+    #[serde(default)]
+    pub network: Option<Value>,
+    #[serde(default)]
+    pub details: Option<Value>,
+}
+
+/// The longest `event_id` accepted (UUIDs are 36).
+pub const MAX_EVENT_ID: usize = 128;
+
+impl AgentEvent {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let id = self.event_id.trim();
+        if id.is_empty() || id.len() > MAX_EVENT_ID || id.len() != self.event_id.len() {
+            return Err(FieldError::new(
+                "event_id",
+                "must be 1 to 128 characters without surrounding spaces",
+            ));
+        }
+        if !valid_threat_type(&self.threat.threat_type) {
+            return Err(FieldError::new(
+                "threat.type",
+                "must be `category.name` in lower case (letters, digits, `_`), e.g. `network.arp_mitm`",
+            ));
+        }
+        self.device.validate()
+    }
+}
+
+fn valid_threat_type(t: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 64
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    matches!(t.split_once('.'), Some((c, n)) if part(c) && part(n))
+}
+
+/// A field that is present and well-typed but not acceptable: 400 naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: &str) -> Self {
+        FieldError {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The same error inside a batch: `events[3].threat.type`.
+    pub fn in_batch(mut self, index: usize) -> Self {
+        self.field = format!("events[{index}].{}", self.field);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threat_types_are_category_dot_name() {
+        for ok in [
+            "network.arp_mitm",
+            "app.malicious",
+            "device.usb_debugging",
+            "future.thing2",
+        ] {
+            assert!(valid_threat_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "network",
+            ".x",
+            "x.",
+            "Network.ARP",
+            "a.b.c",
+            "a b.c",
+            "network.*",
+        ] {
+            assert!(!valid_threat_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_device_needs_one_valid_identifier() {
+        assert!(AgentDevice::default().validate().is_err());
+        let d = AgentDevice {
+            mac: Some("zz".into()),
+            udid: Some("X".into()),
+            ..Default::default()
+        };
+        assert_eq!(d.validate().unwrap_err().field, "device.mac");
+        let d = AgentDevice {
+            udid: Some("abc".into()),
+            ..Default::default()
+        };
+        assert!(d.validate().is_ok());
+        assert_eq!(d.identifiers().len(), 1);
+    }
+}
