@@ -1,0 +1,93 @@
+//! The admin API's errors: its own codes (unknown tenant or action, an action
+//! in the wrong state) and everything else through the shared [`ApiError`].
+
+use crate::http::ApiError;
+use crate::store::{ActionState, StoreError};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No, a malformed or a wrong bearer token, or none configured.
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("action not found")]
+    ActionNotFound,
+    /// Approval of an action that is not held.
+    #[error("action is {0}, not held")]
+    NotHeld(ActionState),
+    /// Cancel of an action that was sent, is final, or is being sent right now.
+    #[error("action cannot be cancelled: {message}")]
+    NotCancellable {
+        state: ActionState,
+        message: &'static str,
+    },
+    /// A query parameter that is unknown or has a bad value.
+    #[error("invalid parameter {name}: {message}")]
+    InvalidParam { name: String, message: String },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl AdminError {
+    pub fn param(name: &str, message: impl Into<String>) -> Self {
+        AdminError::InvalidParam {
+            name: name.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Api(if e.is_unavailable() {
+            ApiError::Unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        })
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        match self {
+            AdminError::Unauthorized => {
+                let mut r = ApiError::Unauthorized.into_response();
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            AdminError::TenantNotFound => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "tenant_not_found"})),
+            )
+                .into_response(),
+            AdminError::ActionNotFound => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "action_not_found"})),
+            )
+                .into_response(),
+            AdminError::NotHeld(state) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "not_held", "state": state})),
+            )
+                .into_response(),
+            AdminError::NotCancellable { state, message } => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "not_cancellable", "state": state, "message": message})),
+            )
+                .into_response(),
+            AdminError::InvalidParam { name, message } => ApiError::InvalidField {
+                field: name,
+                message,
+            }
+            .into_response(),
+            AdminError::Api(e) => e.into_response(),
+        }
+    }
+}

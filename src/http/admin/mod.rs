@@ -1,0 +1,511 @@
+//! The admin and operations API (CONTRACT §5): `/v1/admin/*`, JSON, behind
+//! the admin bearer token ([`AdminAuth`], always the first extractor, so an
+//! unauthenticated request learns nothing, not even whether a tenant exists).
+//!
+//! Lists answer `{"items": […], "next_cursor": "…" | null}` and take
+//! `?cursor=&limit=` (default 50, at most 500); the cursor is opaque (the
+//! last row's key, hex-encoded) and pages are keyset-paginated by the store.
+//! Inventory comes by ascending id; events, actions and sync runs newest
+//! first. What the lists show is what the store holds: masked where the MDM
+//! has `mask_pii`. Handlers are thin: check the tenant, parse the query, call
+//! one store or engine function, shape the answer.
+
+mod auth;
+mod error;
+mod query;
+
+pub use auth::AdminAuth;
+pub use error::AdminError;
+
+use super::AppState;
+use crate::config::TenantConfig;
+use crate::store::{
+    ActionFilter, ActionRecordKind, ActionState, CancelWhich, DeviceFilter, EventFilter, Paged,
+    StoreError, SyncTrigger, Transition, UserFilter,
+};
+use crate::sync::{Requested, SyncError};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use mtd_adapter::Platform;
+use query::{cursor, Params};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The routes, merged into the daemon's router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/tenants", get(list_tenants))
+        .route("/v1/admin/tenants/{tenant}/devices", get(list_devices))
+        .route("/v1/admin/tenants/{tenant}/users", get(list_users))
+        .route("/v1/admin/tenants/{tenant}/events", get(list_events))
+        .route("/v1/admin/tenants/{tenant}/actions", get(list_actions))
+        .route("/v1/admin/tenants/{tenant}/sync-runs", get(list_sync_runs))
+        .route("/v1/admin/tenants/{tenant}/status", get(status))
+        .route("/v1/admin/tenants/{tenant}/sync", post(sync))
+        .route(
+            "/v1/admin/tenants/{tenant}/actions/cancel-destructive",
+            post(cancel_destructive),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant}/actions/{action_id}/approve",
+            post(approve),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant}/actions/{action_id}/cancel",
+            post(cancel),
+        )
+}
+
+type Reply = Result<Json<Value>, AdminError>;
+
+const ACTION_STATES: &[(&str, ActionState)] = &[
+    ("skipped", ActionState::Skipped),
+    ("held", ActionState::Held),
+    ("pending", ActionState::Pending),
+    ("sent", ActionState::Sent),
+    ("failed", ActionState::Failed),
+    ("dead", ActionState::Dead),
+    ("cancelled", ActionState::Cancelled),
+];
+
+const ACTION_KINDS: &[(&str, ActionRecordKind)] = &[
+    ("none", ActionRecordKind::None),
+    ("lock", ActionRecordKind::Lock),
+    ("disconnect_wifi", ActionRecordKind::DisconnectWifi),
+    ("enterprise_wipe", ActionRecordKind::EnterpriseWipe),
+    ("wipe", ActionRecordKind::Wipe),
+    ("remove_wifi_profile", ActionRecordKind::RemoveWifiProfile),
+];
+
+const PLATFORMS: &[(&str, Platform)] = &[
+    ("ios", Platform::Ios),
+    ("android", Platform::Android),
+    ("windows", Platform::Windows),
+    ("macos", Platform::Macos),
+    ("other", Platform::Other),
+];
+
+/// The configured tenant, or 404.
+fn tenant<'a>(state: &'a AppState, id: &str) -> Result<&'a TenantConfig, AdminError> {
+    state
+        .config
+        .tenants
+        .iter()
+        .find(|t| t.id == id)
+        .ok_or(AdminError::TenantNotFound)
+}
+
+/// The store's id of the tenant's MDM named by `?mdm=`, or 400 naming `mdm`.
+fn mdm_param(state: &AppState, tenant: &str, params: &Params) -> Result<Option<i64>, AdminError> {
+    let Some(name) = params.get("mdm") else {
+        return Ok(None);
+    };
+    state
+        .sync
+        .integrations()
+        .find(|i| i.tenant_id == tenant && i.name == name)
+        .map(|i| Some(i.mdm_id))
+        .ok_or_else(|| AdminError::param("mdm", "the tenant has no MDM of that name"))
+}
+
+/// `{"items": […], "next_cursor": …}` for a page keyed by row id.
+fn page<T: Serialize>(paged: Paged<T>) -> Reply {
+    Ok(Json(json!({
+        "items": paged.items,
+        "next_cursor": paged.next_after.map(|id| cursor(&id.to_string())),
+    })))
+}
+
+async fn list_tenants(_: AdminAuth, State(state): State<AppState>, RawQuery(q): RawQuery) -> Reply {
+    let params = Params::parse(q.as_deref(), &["cursor", "limit"])?;
+    let (after, limit) = (params.cursor_key()?, params.limit()? as usize);
+    // Few tenants: the store lists them all by id, the page is cut here.
+    let mut rows: Vec<_> = state
+        .store
+        .list_tenants()
+        .await?
+        .into_iter()
+        .filter(|t| after.as_deref().map_or(true, |a| t.id.as_str() > a))
+        .take(limit + 1)
+        .collect();
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|t| cursor(&t.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|t| {
+            let mdms: Vec<Value> = state
+                .config
+                .tenants
+                .iter()
+                .find(|c| c.id == t.id)
+                .map(|c| {
+                    c.mdms
+                        .iter()
+                        .map(|m| json!({"name": m.name, "kind": m.kind}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "id": t.id,
+                "display_name": t.display_name,
+                "mdms": mdms,
+                "created_at": t.created_at,
+                "updated_at": t.updated_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+async fn list_devices(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let params = Params::parse(
+        q.as_deref(),
+        &[
+            "cursor",
+            "limit",
+            "include_removed",
+            "identifier",
+            "platform",
+            "group",
+            "mdm",
+        ],
+    )?;
+    let filter = DeviceFilter {
+        include_removed: params.flag("include_removed")?,
+        identifier: params.string("identifier"),
+        platform: params.one_of("platform", PLATFORMS)?,
+        group: params.string("group"),
+        mdm_id: mdm_param(&state, &tenant_id, &params)?,
+    };
+    page(
+        state
+            .store
+            .admin_devices(&tenant_id, &filter, params.page()?)
+            .await?,
+    )
+}
+
+async fn list_users(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let params = Params::parse(q.as_deref(), &["cursor", "limit", "include_removed", "mdm"])?;
+    let filter = UserFilter {
+        include_removed: params.flag("include_removed")?,
+        mdm_id: mdm_param(&state, &tenant_id, &params)?,
+    };
+    page(
+        state
+            .store
+            .admin_users(&tenant_id, &filter, params.page()?)
+            .await?,
+    )
+}
+
+async fn list_events(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let params = Params::parse(
+        q.as_deref(),
+        &["cursor", "limit", "device_id", "type", "since", "until"],
+    )?;
+    let filter = EventFilter {
+        device_id: params.id("device_id")?,
+        threat_type: params.string("type"),
+        since: params.time("since")?,
+        until: params.time("until")?,
+    };
+    page(
+        state
+            .store
+            .admin_events(&tenant_id, &filter, params.page()?)
+            .await?,
+    )
+}
+
+async fn list_actions(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let params = Params::parse(
+        q.as_deref(),
+        &["cursor", "limit", "state", "kind", "device_id"],
+    )?;
+    let filter = ActionFilter {
+        state: params.one_of("state", ACTION_STATES)?,
+        kind: params.one_of("kind", ACTION_KINDS)?,
+        device_id: params.id("device_id")?,
+    };
+    page(
+        state
+            .store
+            .admin_actions(&tenant_id, &filter, params.page()?)
+            .await?,
+    )
+}
+
+async fn list_sync_runs(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let params = Params::parse(q.as_deref(), &["cursor", "limit", "mdm"])?;
+    let mdm_id = mdm_param(&state, &tenant_id, &params)?;
+    page(
+        state
+            .store
+            .admin_sync_runs(&tenant_id, mdm_id, params.page()?)
+            .await?,
+    )
+}
+
+/// `POST …/sync`: a full sync of every MDM of the tenant (or `?mdm=`), without
+/// waiting. A request while a run is going is queued behind it or coalesced
+/// into the follow-up run that is already queued.
+async fn sync(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<(StatusCode, Json<Value>), AdminError> {
+    let t = tenant(&state, &tenant_id)?;
+    let params = Params::parse(q.as_deref(), &["mdm"])?;
+    let mdm = params.get("mdm");
+    mdm_param(&state, &tenant_id, &params)?;
+    let requested = if t.mdms.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .sync
+            .request_full_sync(&tenant_id, mdm, SyncTrigger::Admin)
+            .map_err(|e| match e {
+                SyncError::UnknownTenant(_) => AdminError::TenantNotFound,
+                SyncError::UnknownMdm { .. } => {
+                    AdminError::param("mdm", "the tenant has no MDM of that name")
+                }
+                SyncError::ShuttingDown => AdminError::Api(super::ApiError::Unavailable(
+                    "the sync engine is shutting down".into(),
+                )),
+                SyncError::Store(e) => e.into(),
+            })?
+    };
+    let mdms: Vec<Value> = requested
+        .into_iter()
+        .map(|(name, r)| {
+            let requested = match r {
+                Requested::Queued => "queued",
+                Requested::Coalesced => "coalesced",
+            };
+            json!({"name": name, "requested": requested})
+        })
+        .collect();
+    tracing::info!(tenant = %tenant_id, mdms = mdms.len(), "Full sync requested through the admin API");
+    Ok((StatusCode::ACCEPTED, Json(json!({"mdms": mdms}))))
+}
+
+/// The action id of the path; anything but a positive integer names no action.
+fn action_id(raw: &str) -> Result<i64, AdminError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(AdminError::ActionNotFound)
+}
+
+/// `POST …/actions/{id}/approve`: held → pending, then wake the dispatcher.
+async fn approve(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((tenant_id, raw_id)): Path<(String, String)>,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let id = action_id(&raw_id)?;
+    let current = state
+        .store
+        .admin_action(&tenant_id, id)
+        .await?
+        .ok_or(AdminError::ActionNotFound)?;
+    if current.action.state != ActionState::Held {
+        return Err(AdminError::NotHeld(current.action.state));
+    }
+    let t = Transition::new(
+        ActionState::Held,
+        ActionState::Pending,
+        "approved by an admin",
+    )
+    // Due now: the row may carry a due time from before it was held.
+    .next_attempt_at(Utc::now());
+    match state.store.transition_action_with(id, t).await {
+        Ok(_) => {}
+        // Someone (another admin, a cancel) moved it first.
+        Err(StoreError::ActionStateChanged { actual, .. }) => {
+            return Err(AdminError::NotHeld(actual))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let approved = state
+        .store
+        .admin_action(&tenant_id, id)
+        .await?
+        .ok_or(AdminError::ActionNotFound)?;
+    // After the answer is read, so the answer shows the approval, not a later send.
+    state.dispatch.wake();
+    tracing::info!(tenant = %tenant_id, action_id = id, kind = ?approved.action.kind, "Held action approved by an admin");
+    Ok(Json(serde_json::to_value(approved).map_err(internal)?))
+}
+
+/// `POST …/actions/{id}/cancel`: a pending, held or failed action that is not
+/// being sent right now becomes `cancelled`.
+async fn cancel(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((tenant_id, raw_id)): Path<(String, String)>,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let id = action_id(&raw_id)?;
+    let current = state
+        .store
+        .admin_action(&tenant_id, id)
+        .await?
+        .ok_or(AdminError::ActionNotFound)?;
+    let cancelled = state
+        .store
+        .cancel_actions(&tenant_id, CancelWhich::One(id), "cancelled by an admin")
+        .await?;
+    if cancelled.is_empty() {
+        // Re-read: the state may have moved on since the first read.
+        let now = state
+            .store
+            .admin_action(&tenant_id, id)
+            .await?
+            .map_or(current.action, |a| a.action);
+        let message = if now.state.is_final() {
+            "the action is already final"
+        } else if now.claimed_at.is_some() {
+            "the action is being sent to the MDM right now"
+        } else {
+            "the action changed state meanwhile; try again"
+        };
+        return Err(AdminError::NotCancellable {
+            state: now.state,
+            message,
+        });
+    }
+    let action = state
+        .store
+        .admin_action(&tenant_id, id)
+        .await?
+        .ok_or(AdminError::ActionNotFound)?;
+    tracing::info!(tenant = %tenant_id, action_id = id, kind = ?action.action.kind, "Action cancelled by an admin");
+    Ok(Json(serde_json::to_value(action).map_err(internal)?))
+}
+
+/// `POST …/actions/cancel-destructive`: every pending, held or failed
+/// enterprise wipe and wipe of the tenant that is not being sent right now.
+async fn cancel_destructive(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let cancelled = state
+        .store
+        .cancel_actions(
+            &tenant_id,
+            CancelWhich::Destructive,
+            "cancelled by an admin (cancel-destructive)",
+        )
+        .await?;
+    let ids: Vec<i64> = cancelled.iter().map(|a| a.id).collect();
+    tracing::warn!(tenant = %tenant_id, cancelled = ids.len(), "Every waiting destructive action cancelled by an admin");
+    Ok(Json(json!({"cancelled": ids.len(), "actions": ids})))
+}
+
+/// `GET …/status`: per MDM, the last sync, failures of the last 24 hours,
+/// actions waiting or given up, pending Wi-Fi removals, identity collisions.
+/// `backoff` is null: the sync worker keeps its retry delay in memory only.
+async fn status(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let now = Utc::now();
+    let since = now - chrono::Duration::hours(24);
+    let mut mdms = Vec::new();
+    for i in state.store.integrations(&tenant_id).await? {
+        let h = state.store.mdm_health(i.id, since).await?;
+        let last_sync = h.last_sync.map(|r| {
+            json!({
+                "id": r.id,
+                "trigger": r.trigger,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "outcome": r.outcome,
+                "counts": {
+                    "added": r.added,
+                    "updated": r.updated,
+                    "removed": r.removed,
+                    "skipped": r.skipped,
+                },
+                "held_removals": r.held_removals,
+                "error": r.error,
+            })
+        });
+        mdms.push(json!({
+            "name": i.name,
+            "kind": i.kind,
+            "devices": h.devices,
+            "last_successful_sync_at": i.last_synced_at,
+            "last_sync": last_sync,
+            "failed_syncs_24h": {
+                "count": h.failed_syncs,
+                "last_error": h.last_sync_error,
+                "last_error_at": h.last_sync_error_at,
+            },
+            "actions": {
+                "pending": h.pending,
+                "held": h.held,
+                "failed": h.failed,
+                "dead": h.dead,
+                "dead_24h": h.dead_recent,
+            },
+            "pending_wifi_removals": h.pending_wifi_removals,
+            "identity_collisions": h.collisions,
+            "backoff": null,
+        }));
+    }
+    Ok(Json(
+        json!({"tenant": tenant_id, "generated_at": now, "mdms": mdms}),
+    ))
+}
+
+fn internal(e: serde_json::Error) -> AdminError {
+    AdminError::Api(super::ApiError::Internal(format!(
+        "cannot serialise an action: {e}"
+    )))
+}

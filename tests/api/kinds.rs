@@ -1,0 +1,370 @@
+//! The sync and the dispatcher for every MDM kind (MCMS and BCDM here; SOTI in
+//! sync.rs and actions.rs), and the destructive-action safety nets.
+
+use crate::support::*;
+use mtd_connector::sim::{Fault, SimKind};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const TENANT: &str = "acme";
+
+const POLICY: &str = r#"[policy]
+[[policy.rule]]
+threat = "device.jailbroken_rooted"
+action = "lock"
+[[policy.rule]]
+threat = "app.malicious"
+action = "enterprise_wipe"
+[[policy.rule]]
+threat = "device.suspicious_profile"
+action = "wipe"
+"#;
+
+fn spec(kind: SimKind) -> MdmSpec {
+    let wifi = if kind == SimKind::Bcdm {
+        ""
+    } else {
+        "wifi_disconnect_profile_id = \"42\"\n"
+    };
+    MdmSpec {
+        extra: format!("{wifi}[mdm.permit]\nlock = true\ndisconnect_wifi = true\nenterprise_wipe = true\nwipe = true\n"),
+        ..MdmSpec::new(kind)
+    }
+}
+
+async fn started(kind: SimKind, devices: usize) -> (Env, TestApp) {
+    let env = Env::new(&[kind], devices).await;
+    let spec = spec(kind);
+    let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", POLICY)).await;
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    let runs = app.finished_runs(mdm_id, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        runs[0].outcome,
+        mtd_connector::store::SyncOutcome::Succeeded,
+        "{:?}",
+        runs[0].error
+    );
+    (env, app)
+}
+
+async fn scalar(env: &Env, sql: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", env.db_path().display()))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    n
+}
+
+async fn action_rows(env: &Env) -> Vec<(i64, String, String, Option<String>)> {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", env.db_path().display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query_as("SELECT id, kind, state, reason FROM actions ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+async fn wait_rows(
+    env: &Env,
+    pred: impl Fn(&[(i64, String, String, Option<String>)]) -> bool,
+) -> Vec<(i64, String, String, Option<String>)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = action_rows(env).await;
+        if pred(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "not reached: {rows:#?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn post(app: &TestApp, body: Value) -> u16 {
+    let body = body.to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let sig = mtd_connector::http::sign_agent_request(AGENT_SECRET.as_bytes(), ts, body.as_bytes());
+    reqwest::Client::new()
+        .post(format!("http://{}/v1/agent/events", app.addr))
+        .header("X-Mtd-Tenant", TENANT)
+        .header("X-Mtd-Timestamp", ts.to_string())
+        .header("X-Mtd-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn event(id: &str, device: Value, threat: &str) -> Value {
+    json!({"event_id": id, "detected_at": "2026-11-22T10:00:00Z", "device": device,
+           "threat": {"type": threat, "severity": "critical"}})
+}
+
+async fn admin_post(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}{path}", app.addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// (the agent's identifiers, the vendor's id) of seeded devices of a kind.
+fn devices(env: &Env, kind: SimKind) -> Vec<(Value, String, Value)> {
+    match kind {
+        SimKind::Mcms => env
+            .sim
+            .mcms()
+            .unwrap()
+            .devices()
+            .into_iter()
+            .filter(|d| d["SerialNumber"].is_string())
+            .map(|d| {
+                (
+                    json!({"serial": d["SerialNumber"]}),
+                    d["Id"]["Value"].to_string(),
+                    d,
+                )
+            })
+            .collect(),
+        SimKind::Bcdm => env
+            .sim
+            .bcdm()
+            .unwrap()
+            .devices()
+            .into_iter()
+            .filter(|d| d.platform.eq_ignore_ascii_case("ios") && d.udid.is_some())
+            .map(|d| {
+                (
+                    json!({"udid": d.udid}),
+                    d.device_id.clone(),
+                    serde_json::to_value(&d).unwrap(),
+                )
+            })
+            .collect(),
+        SimKind::Soti => unreachable!("covered in actions.rs"),
+    }
+}
+
+fn accepted_actions(env: &Env, kind: SimKind, vendor_id: &str) -> Vec<String> {
+    env.sim
+        .state(kind)
+        .unwrap()
+        .core()
+        .actions()
+        .into_iter()
+        .filter(|a| a.device_id.as_deref() == Some(vendor_id) && (200..300).contains(&a.status))
+        .map(|a| a.action)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_initial_sync_brings_every_seeded_mcms_device_and_user() {
+    let (env, app) = started(SimKind::Mcms, 700).await;
+    let sim = env.sim.mcms().unwrap();
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL"
+        )
+        .await,
+        sim.devices().len() as i64
+    );
+    assert_eq!(
+        scalar(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
+        sim.users().len() as i64
+    );
+    let prefixed = scalar(&env, "SELECT COUNT(*) FROM groups").await;
+    assert!(prefixed > 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_initial_sync_brings_every_seeded_ios_bcdm_device_and_reports_the_rest_as_skipped() {
+    let (env, app) = started(SimKind::Bcdm, 300).await;
+    let sim = env.sim.bcdm().unwrap();
+    let ios = sim
+        .devices()
+        .iter()
+        .filter(|d| d.platform.eq_ignore_ascii_case("ios"))
+        .count() as i64;
+    assert!(ios < 300, "the seed has non-iOS devices");
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL"
+        )
+        .await,
+        ios
+    );
+    assert_eq!(
+        scalar(&env, "SELECT skipped FROM sync_runs ORDER BY id LIMIT 1").await,
+        300 - ios
+    );
+    assert_eq!(
+        scalar(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
+        sim.users().len() as i64
+    );
+    assert!(
+        scalar(
+            &env,
+            "SELECT COUNT(*) FROM users WHERE email LIKE 'acme-user@qmpr.com'"
+        )
+        .await
+            > 0
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn for_mcms_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
+    for (kind, want) in [(SimKind::Mcms, "Lock"), (SimKind::Bcdm, "lock")] {
+        let (env, app) = started(kind, 40).await;
+        let (who, vendor_id, _) = devices(&env, kind).remove(0);
+        assert_eq!(
+            post(&app, event("l-1", who.clone(), "device.jailbroken_rooted")).await,
+            202
+        );
+        assert_eq!(
+            post(&app, event("l-1", who, "device.jailbroken_rooted")).await,
+            202,
+            "a repeat"
+        );
+        wait_rows(&env, |r| r.iter().any(|a| a.2 == "sent")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            accepted_actions(&env, kind, &vendor_id),
+            vec![want.to_string()],
+            "{kind}"
+        );
+        app.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wipe_of_a_device_that_became_personal_at_the_mdm_since_the_sync_is_skipped() {
+    let (env, app) = started(SimKind::Mcms, 60).await;
+    let (who, vendor_id, _) = devices(&env, SimKind::Mcms)
+        .into_iter()
+        .find(|(_, _, d)| d["Ownership"] == "C")
+        .expect("a corporate device");
+    let mut fields = serde_json::Map::new();
+    fields.insert("Ownership".into(), json!("E"));
+    env.sim
+        .mcms()
+        .unwrap()
+        .update_device(vendor_id.parse().unwrap(), fields)
+        .unwrap();
+
+    assert_eq!(
+        post(&app, event("w-1", who, "device.suspicious_profile")).await,
+        202
+    );
+    let rows = wait_rows(&env, |r| {
+        r.iter().any(|a| a.2 != "pending" && a.2 != "failed")
+    })
+    .await;
+    assert_eq!(rows[0].2, "skipped", "{rows:#?}");
+    assert!(
+        rows[0].3.as_deref().unwrap().contains("corporate"),
+        "{rows:#?}"
+    );
+    assert!(
+        accepted_actions(&env, SimKind::Mcms, &vendor_id).is_empty(),
+        "no wipe was sent"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_it() {
+    let (env, app) = started(SimKind::Mcms, 60).await;
+    let targets: Vec<(Value, String, Value)> =
+        devices(&env, SimKind::Mcms).into_iter().take(11).collect();
+    for (i, (who, _, _)) in targets.iter().enumerate() {
+        assert_eq!(
+            post(
+                &app,
+                event(&format!("ew-{i}"), who.clone(), "app.malicious")
+            )
+            .await,
+            202
+        );
+    }
+    let rows = wait_rows(&env, |r| r.iter().filter(|a| a.2 == "sent").count() == 10).await;
+    let held: Vec<_> = rows.iter().filter(|a| a.2 == "held").collect();
+    assert_eq!(held.len(), 1, "{rows:#?}");
+    assert!(held[0]
+        .3
+        .as_deref()
+        .unwrap()
+        .contains("max_destructive_actions_per_hour"));
+    let held_id = held[0].0;
+    let last = &targets[10].1;
+    assert!(
+        accepted_actions(&env, SimKind::Mcms, last).is_empty(),
+        "the held wipe was not sent"
+    );
+
+    let (status, body) = admin_post(
+        &app,
+        &format!("/v1/admin/tenants/{TENANT}/actions/{held_id}/approve"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_rows(&env, |r| r.iter().any(|a| a.0 == held_id && a.2 == "sent")).await;
+    assert_eq!(
+        accepted_actions(&env, SimKind::Mcms, last),
+        vec!["EnterpriseWipe".to_string()]
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
+    let (env, app) = started(SimKind::Mcms, 60).await;
+    let sim = env.sim.mcms().unwrap();
+    sim.core()
+        .inject(Fault::status(503).times(100_000).on_paths("/commands"))
+        .unwrap();
+    let targets: Vec<(Value, String, Value)> =
+        devices(&env, SimKind::Mcms).into_iter().take(3).collect();
+    for (i, (who, _, _)) in targets.iter().enumerate() {
+        assert_eq!(
+            post(&app, event(&format!("c-{i}"), who.clone(), "app.malicious")).await,
+            202
+        );
+    }
+    wait_rows(&env, |r| r.len() == 3 && r.iter().all(|a| a.2 == "failed")).await;
+    // A claim in flight is not cancelled; repeat until every row is cancelled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut cancelled = 0;
+    while cancelled < 3 {
+        let (status, body) = admin_post(
+            &app,
+            &format!("/v1/admin/tenants/{TENANT}/actions/cancel-destructive"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        cancelled += body["cancelled"].as_u64().unwrap();
+        assert!(Instant::now() < deadline, "not all cancelled");
+    }
+    sim.core().clear_faults();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = action_rows(&env).await;
+    assert!(rows.iter().all(|a| a.2 == "cancelled"), "{rows:#?}");
+    for (_, id, _) in &targets {
+        assert!(
+            accepted_actions(&env, SimKind::Mcms, id).is_empty(),
+            "nothing was sent"
+        );
+    }
+    app.shutdown().await;
+}
