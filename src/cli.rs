@@ -39,6 +39,30 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Log in to each MDM of a tenant and read one page; one diagnostic line per MDM.
+    TestConnection {
+        /// The main configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The tenant id.
+        #[arg(long, value_name = "ID")]
+        tenant: String,
+        /// Only this MDM of the tenant (its `name`).
+        #[arg(long, value_name = "NAME")]
+        mdm: Option<String>,
+    },
+    /// A full sync now for one tenant (or one MDM), with progress; then the counts.
+    Sync {
+        /// The main configuration file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The tenant id.
+        #[arg(long, value_name = "ID")]
+        tenant: String,
+        /// Only this MDM of the tenant (its `name`).
+        #[arg(long, value_name = "NAME")]
+        mdm: Option<String>,
+    },
     /// Serve the built-in MDM simulators alone (for tests, demos and benchmarks).
     Sim {
         /// Address to listen on; each vendor is served under its own base path.
@@ -65,6 +89,16 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(|| run(&config)),
+        Command::TestConnection {
+            config,
+            tenant,
+            mdm,
+        } => with_runtime(|| test_connection(&config, tenant, mdm)),
+        Command::Sync {
+            config,
+            tenant,
+            mdm,
+        } => with_runtime(|| sync(&config, tenant, mdm)),
         Command::Sim {
             listen,
             devices,
@@ -188,6 +222,55 @@ async fn sim(listen: std::net::SocketAddr, devices: usize, kind: String, seed: u
     };
     match crate::sim::serve_until(listener, options, crate::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn test_connection(path: &Path, tenant: String, mdm: Option<String>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::ops::test_connection(&config, &tenant, mdm.as_deref()).await {
+        Ok(lines) => {
+            for d in &lines {
+                println!("{}", d.line);
+            }
+            if lines.iter().all(|d| d.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn sync(path: &Path, tenant: String, mdm: Option<String>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::ops::sync_now(config, &tenant, mdm.as_deref()).await {
+        Ok(reports) => {
+            for r in &reports {
+                println!("{}", crate::ops::report_line(r));
+            }
+            if reports
+                .iter()
+                .all(|r| r.outcome == crate::store::SyncOutcome::Succeeded)
+            {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

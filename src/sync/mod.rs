@@ -166,6 +166,15 @@ impl SyncEngine {
     /// initial full sync of every MDM with `background_sync`. Everything stops
     /// when `cancel` fires; the tasks are tracked by `tasks` for the drain.
     pub async fn start(&self, cancel: CancellationToken, tasks: &TaskTracker) {
+        self.start_with(cancel, tasks, true).await
+    }
+
+    /// Only the workers: no initial sync, no schedule (the `sync` command).
+    pub async fn start_workers(&self, cancel: CancellationToken, tasks: &TaskTracker) {
+        self.start_with(cancel, tasks, false).await
+    }
+
+    async fn start_with(&self, cancel: CancellationToken, tasks: &TaskTracker, background: bool) {
         for w in &self.inner.workers {
             let Some(rx) = w.rx.lock().expect("worker receiver lock").take() else {
                 continue; // started before: the task already owns the receiver
@@ -176,9 +185,12 @@ impl SyncEngine {
                 settings: self.inner.settings.clone(),
             };
             tasks.spawn(worker::run(ctx, rx, cancel.clone()));
-            if w.integration.background_sync {
+            if background && w.integration.background_sync {
                 let _ = self.enqueue(w, SyncTrigger::Initial, None, None);
             }
+        }
+        if !background {
+            return;
         }
         if let Some(every) = self.inner.settings.full_sync_every {
             worker::schedule(self, every, cancel, tasks).await;

@@ -175,6 +175,7 @@ async fn list_everything(
         ($stream:expr, $what:literal, |$page:ident| $write:expr) => {{
             let mut stream: PageStream<'_, _> = $stream;
             let mut seen = 0u64;
+            let mut counted = UpsertCounts::default();
             loop {
                 let next = tokio::select! {
                     biased;
@@ -194,14 +195,14 @@ async fn list_everything(
                     tracing::info!(tenant = %i.tenant_id, mdm = %i.name, skipped = $page.skipped, reason = %reason, "Records skipped");
                 }
                 match $write {
-                    Ok(c) => listed.counts += c,
+                    Ok(c) => counted += c,
                     Err(e) => return Err((RunError::Store(e), listed)),
                 }
                 if let Some(p) = progress {
                     p($what, seen);
                 }
             }
-            seen
+            (seen, counted)
         }};
     }
 
@@ -213,7 +214,8 @@ async fn list_everything(
         .store
         .upsert_users(run_id, i.mdm_id, &page.items, pii)
         .await);
-    listed.devices = drain!(adapter.devices(), "devices", |page| {
+    // Run counts are devices: what an admin compares with the MDM console.
+    (listed.devices, listed.counts) = drain!(adapter.devices(), "devices", |page| {
         if let Some(m) = &i.masker {
             page.items.iter_mut().for_each(|d| m.mask_device(d));
         }
@@ -262,7 +264,7 @@ async fn decide_removals(
         let confirmed =
             previous.is_some_and(|r| r.outcome == SyncOutcome::Succeeded && r.held_removals > 0);
         if !confirmed {
-            counts.held_removals = unseen.devices + unseen.users;
+            counts.held_removals = unseen.devices;
             tracing::error!(
                 tenant = %i.tenant_id, mdm = %i.name, run_id, held_devices = unseen.devices, held_users = unseen.users,
                 reason = %reason,
@@ -274,6 +276,9 @@ async fn decide_removals(
         tracing::warn!(tenant = %i.tenant_id, mdm = %i.name, run_id, reason = %reason, "A second complete sync confirms the held removals; applying them");
     }
     let removed = ctx.store.remove_unseen(i.mdm_id, run_id).await?;
-    counts.removed = removed.devices + removed.users;
+    counts.removed = removed.devices;
+    if removed.users + removed.groups > 0 {
+        tracing::info!(tenant = %i.tenant_id, mdm = %i.name, run_id, users = removed.users, groups = removed.groups, "Users and groups no longer listed were removed");
+    }
     Ok(counts)
 }

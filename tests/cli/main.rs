@@ -3,6 +3,7 @@
 
 mod check_config;
 mod daemon;
+mod ops;
 mod support;
 
 use support::bin;
@@ -15,7 +16,7 @@ fn help_lists_the_commands_that_exist() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "check-config"] {
+    for cmd in ["run", "check-config", "test-connection", "sync", "sim"] {
         assert!(text.contains(cmd), "--help does not list `{cmd}`:\n{text}");
     }
     assert!(
@@ -26,7 +27,7 @@ fn help_lists_the_commands_that_exist() {
 
 #[test]
 fn every_command_has_its_own_help() {
-    for cmd in ["run", "check-config"] {
+    for cmd in ["run", "check-config", "test-connection", "sync"] {
         let out = std::process::Command::new(bin())
             .args([cmd, "--help"])
             .output()

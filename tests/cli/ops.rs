@@ -1,0 +1,212 @@
+//! `test-connection` and `sync` through the built binary, against the simulators.
+
+use crate::support::bin;
+use mtd_connector::sim::{soti, Fault, SimKind, SimOptions, Simulator};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The simulators run on a runtime of their own while the binary runs.
+struct Sims {
+    rt: tokio::runtime::Runtime,
+    sim: Option<Simulator>,
+}
+
+impl Sims {
+    fn start() -> Sims {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Simulator::start(
+                listener,
+                SimOptions {
+                    kinds: vec![SimKind::Soti, SimKind::Mcms],
+                    devices: 25,
+                    seed: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        });
+        Sims { rt, sim: Some(sim) }
+    }
+    fn sim(&self) -> &Simulator {
+        self.sim.as_ref().unwrap()
+    }
+}
+
+impl Drop for Sims {
+    fn drop(&mut self) {
+        if let Some(sim) = self.sim.take() {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+fn soti_mdm(name: &str, url: &str, password: &str) -> String {
+    format!(
+        "[[mdm]]\nname = \"{name}\"\nkind = \"soti\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nclient_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{password}\"\n",
+        soti::DEFAULT_CLIENT_ID,
+        soti::DEFAULT_CLIENT_SECRET,
+        soti::DEFAULT_USERNAME
+    )
+}
+
+fn mcms_mdm(name: &str, url: &str, username: &str) -> String {
+    use mtd_connector::sim::mcms;
+    format!(
+        "[[mdm]]\nname = \"{name}\"\nkind = \"mcms\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nusername = \"{username}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
+        mcms::DEFAULT_PASSWORD,
+        mcms::DEFAULT_API_KEY
+    )
+}
+
+fn write(dir: &Path, mdms: &[String]) -> PathBuf {
+    std::fs::create_dir_all(dir.join("tenants.d")).unwrap();
+    let main = dir.join("connector.toml");
+    std::fs::write(
+        &main,
+        "[store]\npath = \"data/c.db\"\n[sync]\nfull_sync_every = \"0\"\n",
+    )
+    .unwrap();
+    let mut t = String::from("id = \"acme\"\nagent_secret = \"s3cret-agent-key\"\n\n");
+    for m in mdms {
+        t.push_str(m);
+        t.push('\n');
+    }
+    std::fs::write(dir.join("tenants.d/acme.toml"), t).unwrap();
+    main
+}
+
+fn run(config: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--tenant", "acme"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn line_for<'a>(out: &'a str, mdm: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.contains(mdm))
+        .unwrap_or_else(|| panic!("no line for {mdm} in:\n{out}"))
+}
+
+#[test]
+fn test_connection_tells_each_failure_apart_in_plain_words() {
+    let sims = Sims::start();
+    let soti_url = sims.sim().base_url(SimKind::Soti);
+    let mcms_url = sims.sim().base_url(SimKind::Mcms);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!(
+            "http://127.0.0.1:{}/MobiControl",
+            l.local_addr().unwrap().port()
+        )
+    };
+    let wrong_path = soti_url.replace("/MobiControl", "/NotMobiControl");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        &[
+            soti_mdm("Good SOTI", &soti_url, soti::DEFAULT_PASSWORD),
+            soti_mdm("Wrong password", &soti_url, "not-the-password"),
+            soti_mdm("Wrong path", &wrong_path, soti::DEFAULT_PASSWORD),
+            soti_mdm("Closed port", &closed, soti::DEFAULT_PASSWORD),
+            mcms_mdm(
+                "No API role",
+                &mcms_url,
+                mtd_connector::sim::mcms::DEFAULT_NO_API_ROLE_USERNAME,
+            ),
+        ],
+    );
+    let (code, out) = run(&config, &["test-connection"]);
+    assert_eq!(code, Some(1), "any failure exits non-zero:\n{out}");
+    let good = line_for(&out, "Good SOTI");
+    assert!(
+        good.starts_with("OK") && good.contains("success") && good.contains("25 devices")
+            || good.contains("devices"),
+        "{good}"
+    );
+    assert!(
+        line_for(&out, "Wrong password").contains("401: wrong"),
+        "{out}"
+    );
+    assert!(
+        line_for(&out, "Wrong path").contains("404: wrong URL or instance"),
+        "{out}"
+    );
+    assert!(
+        line_for(&out, "Closed port")
+            .contains("cannot connect: check DNS, routing and the firewall"),
+        "{out}"
+    );
+    assert!(
+        line_for(&out, "No API role").contains("403: the account lacks the API role"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-password"), "no secret in the output");
+
+    // One MDM only, and rate limited.
+    sims.sim()
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::rate_limited(9).times(1).including_token())
+        .unwrap();
+    let (code, out) = run(&config, &["test-connection", "--mdm", "Good SOTI"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("OK") || l.starts_with("FAIL"))
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        line_for(&out, "Good SOTI").contains("rate limited by the MDM: try again in 9 s"),
+        "{out}"
+    );
+
+    let (code, out) = run(&config, &["test-connection", "--mdm", "Good SOTI"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+fn sync_command_syncs_now_and_prints_the_counts() {
+    let sims = Sims::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        &[soti_mdm(
+            "Acme SOTI",
+            &sims.sim().base_url(SimKind::Soti),
+            soti::DEFAULT_PASSWORD,
+        )],
+    );
+    let (code, out) = run(&config, &["sync"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        line_for(&out, "Acme SOTI: succeeded").contains("devices 25 added, 0 updated, 0 removed"),
+        "{out}"
+    );
+    let (code, out) = run(&config, &["sync", "--mdm", "Acme SOTI"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("devices 0 added, 0 updated, 0 removed"),
+        "a second sync changes nothing:\n{out}"
+    );
+
+    let (code, out) = run(&config, &["sync", "--mdm", "Nope"]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("no MDM named `Nope`"), "{out}");
+}
