@@ -123,7 +123,11 @@ impl Platform {
             Platform::Ios
         } else if s.starts_with("android") {
             Platform::Android
-        } else if s.starts_with("windows") || s.starts_with("winrt") || s == "wince" || s.starts_with("winmobile") {
+        } else if s.starts_with("windows")
+            || s.starts_with("winrt")
+            || s == "wince"
+            || s.starts_with("winmobile")
+        {
             Platform::Windows
         } else if s.contains("osx") || s.starts_with("mac") {
             Platform::Macos
