@@ -73,7 +73,8 @@ pub fn build(tenant: &TenantConfig, mdm: &MdmConfig) -> Result<Arc<dyn MdmAdapte
             },
         )?),
     };
-    Ok(adapter)
+    // Every call to the MDM is counted and timed, whoever makes it.
+    Ok(crate::metrics::InstrumentedAdapter::wrap(adapter))
 }
 
 fn http_settings(mdm: &MdmConfig) -> Result<HttpSettings, AdapterError> {

@@ -106,19 +106,26 @@ async fn recover(state: &AppState) {
         } else {
             let note = "interrupted while being sent at the last stop: it may have reached the MDM, and it is not idempotent, so it is not sent again; check the MDM console";
             tracing::error!(action_id = row.id, kind = ?row.kind, "Action interrupted while being sent; not retried: check the MDM console");
-            state
-                .store
-                .transition_action_with(
-                    row.id,
-                    Transition::new(row.state, ActionState::Dead, note).reason(note),
-                )
-                .await
-                .map(|_| ())
+            transition(
+                state,
+                row.id,
+                Transition::new(row.state, ActionState::Dead, note).reason(note),
+            )
+            .await
+            .map(|_| ())
         };
         if let Err(e) = result {
             tracing::error!(action_id = row.id, error = %e, "Cannot recover an interrupted action");
         }
     }
+}
+
+/// Applies a transition and, once committed, counts the state the action
+/// entered (`mtd_actions_total`, and the delivery time when sent).
+async fn transition(state: &AppState, id: i64, t: Transition) -> Result<StoredAction, StoreError> {
+    let row = state.store.transition_action_with(id, t).await?;
+    crate::metrics::action_moved(&row);
+    Ok(row)
 }
 
 /// Sending the same lock, profile install or profile removal twice has the
@@ -214,10 +221,12 @@ async fn try_execute(
         Transition::new(row.state, ActionState::Skipped, "skipped before sending").reason(reason)
     };
     let Some(tenant) = state.config.tenants.iter().find(|t| t.id == row.tenant_id) else {
-        state
-            .store
-            .transition_action_with(row.id, skip("the tenant is no longer configured".into()))
-            .await?;
+        transition(
+            state,
+            row.id,
+            skip("the tenant is no longer configured".into()),
+        )
+        .await?;
         return Ok(());
     };
     let device = match row.device_id {
@@ -225,27 +234,25 @@ async fn try_execute(
         None => None,
     };
     let Some(mut device) = device else {
-        state
-            .store
-            .transition_action_with(row.id, skip("device unknown".into()))
-            .await?;
+        transition(state, row.id, skip("device unknown".into())).await?;
         return Ok(());
     };
     let Some((integration, mdm)) = policy::mdm_of(state, tenant, device.mdm_id) else {
-        state
-            .store
-            .transition_action_with(
-                row.id,
-                skip("the device's MDM is no longer configured".into()),
-            )
-            .await?;
+        transition(
+            state,
+            row.id,
+            skip("the device's MDM is no longer configured".into()),
+        )
+        .await?;
         return Ok(());
     };
     let Some(command) = row.kind.command() else {
-        state
-            .store
-            .transition_action_with(row.id, skip("policy action is none: recorded only".into()))
-            .await?;
+        transition(
+            state,
+            row.id,
+            skip("policy action is none: recorded only".into()),
+        )
+        .await?;
         return Ok(());
     };
 
@@ -258,10 +265,7 @@ async fn try_execute(
         {
             Ok(Some(fresh)) => {
                 if let Some(reason) = identity_changed(&device, &fresh) {
-                    state
-                        .store
-                        .transition_action_with(row.id, skip(reason))
-                        .await?;
+                    transition(state, row.id, skip(reason)).await?;
                     return Ok(());
                 }
                 device.ownership = fresh.ownership;
@@ -278,26 +282,19 @@ async fn try_execute(
                 }
             }
             Ok(None) => {
-                state
-                    .store
-                    .transition_action_with(
-                        row.id,
-                        skip(
-                            "the MDM no longer has the device (checked right before sending)"
-                                .into(),
-                        ),
-                    )
-                    .await?;
+                transition(
+                    state,
+                    row.id,
+                    skip("the MDM no longer has the device (checked right before sending)".into()),
+                )
+                .await?;
                 return Ok(());
             }
             Err(e) => return record_failure(state, settings, row, &integration.name, e).await,
         }
     }
     if let Some(reason) = policy::check_before_send(state, tenant, &device, row.kind) {
-        state
-            .store
-            .transition_action_with(row.id, skip(reason))
-            .await?;
+        transition(state, row.id, skip(reason)).await?;
         return Ok(());
     }
 
@@ -309,10 +306,7 @@ async fn try_execute(
             let note = format!("extended to {due} by action {}", row.id);
             if state.store.reschedule_action(active.id, due, &note).await? {
                 let reason = format!("the disconnect-Wi-Fi profile is still installed (removal action {}); its removal was extended to {due}", active.id);
-                state
-                    .store
-                    .transition_action_with(row.id, skip(reason))
-                    .await?;
+                transition(state, row.id, skip(reason)).await?;
                 return Ok(());
             }
         }
@@ -345,6 +339,10 @@ async fn try_execute(
                         next_attempt_at: Some(Utc::now() + removal_after),
                     })
                     .await?;
+                crate::metrics::action_entered(
+                    ActionRecordKind::RemoveWifiProfile,
+                    ActionState::Pending,
+                );
             }
             let receipt_json = serde_json::to_value(&receipt).unwrap_or_default();
             let note = format!(
@@ -353,13 +351,12 @@ async fn try_execute(
                 row.attempts,
                 started.elapsed().as_millis()
             );
-            state
-                .store
-                .transition_action_with(
-                    row.id,
-                    Transition::new(row.state, ActionState::Sent, note).receipt(receipt_json),
-                )
-                .await?;
+            transition(
+                state,
+                row.id,
+                Transition::new(row.state, ActionState::Sent, note).receipt(receipt_json),
+            )
+            .await?;
             tracing::info!(
                 tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, device_id = device.id,
                 command = command.as_str(), "Action sent"
@@ -388,7 +385,7 @@ async fn record_failure(
         )
         .reason(error.clone())
         .last_error(error);
-        state.store.transition_action_with(row.id, t).await?;
+        transition(state, row.id, t).await?;
     } else if row.attempts >= settings.max_attempts || age >= settings.give_up_after {
         tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, attempts = row.attempts, error = %error, "Gave up sending the action: an operator must act");
         let reason = format!(
@@ -399,7 +396,7 @@ async fn record_failure(
         let t = Transition::new(row.state, ActionState::Dead, "gave up")
             .reason(reason)
             .last_error(error);
-        state.store.transition_action_with(row.id, t).await?;
+        transition(state, row.id, t).await?;
     } else {
         let delay = retry_delay(settings, row.attempts, e.retry_after());
         tracing::warn!(tenant = %row.tenant_id, %mdm, action_id = row.id, attempt = row.attempts, error_class = e.class(), retry_in_ms = delay.as_millis() as u64, "Action not delivered; retrying later");
@@ -413,7 +410,7 @@ async fn record_failure(
         let t = Transition::new(row.state, ActionState::Failed, note)
             .last_error(error)
             .next_attempt_at(due);
-        state.store.transition_action_with(row.id, t).await?;
+        transition(state, row.id, t).await?;
     }
     Ok(())
 }

@@ -28,6 +28,7 @@
 use super::{ApiError, AppState};
 use crate::config::{Config, TenantConfig};
 use crate::ingest::{self, ActivateOutcome, ActivateRequest, AgentEvent};
+use crate::metrics;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_LENGTH;
@@ -69,23 +70,35 @@ pub fn routes() -> Router<AppState> {
 /// `POST /v1/agent/activate`: the stored device, found on demand if needed.
 #[tracing::instrument(name = "agent_activate", skip_all, fields(tenant = %agent.tenant().id))]
 async fn activate(State(state): State<AppState>, agent: SignedAgent) -> Result<Response, ApiError> {
-    let request: ActivateRequest = decode(parse_object(&agent.body)?)?;
-    request.validate()?;
-    match ingest::activate(&state, agent.tenant(), &request).await? {
-        ActivateOutcome::Found(device) => Ok(Json(json!({ "device": device })).into_response()),
-        ActivateOutcome::NotEnrolled => Err(ApiError::DeviceNotEnrolled),
-        ActivateOutcome::MdmUnavailable { retry_after } => {
-            Err(ApiError::MdmUnavailable { retry_after })
+    let answer = async {
+        let request: ActivateRequest = decode(parse_object(&agent.body)?)?;
+        request.validate()?;
+        match ingest::activate(&state, agent.tenant(), &request).await? {
+            ActivateOutcome::Found(device) => Ok(Json(json!({ "device": device })).into_response()),
+            ActivateOutcome::NotEnrolled => Err(ApiError::DeviceNotEnrolled),
+            ActivateOutcome::MdmUnavailable { retry_after } => {
+                Err(ApiError::MdmUnavailable { retry_after })
+            }
         }
-    }
+    };
+    answer
+        .await
+        .inspect_err(|e| metrics::agent_refused(Some(&agent.tenant().id), e))
 }
 
 /// `POST /v1/agent/events`: 202 once the events and their actions are committed.
 #[tracing::instrument(name = "agent_events", skip_all, fields(tenant = %agent.tenant().id, events))]
 async fn events(State(state): State<AppState>, agent: SignedAgent) -> Result<Response, ApiError> {
-    let events = parse_events(&agent.body)?;
+    let tenant = &agent.tenant().id;
+    let refused = |e: &ApiError| metrics::agent_refused(Some(tenant), e);
+    let events = parse_events(&agent.body).inspect_err(refused)?;
     tracing::Span::current().record("events", events.len());
-    let outcome = ingest::ingest_events(&state, agent.tenant(), &events).await?;
+    metrics::agent_events_received(tenant, events.len());
+    let outcome = ingest::ingest_events(&state, agent.tenant(), &events)
+        .await
+        .map_err(ApiError::from)
+        .inspect_err(refused)?;
+    metrics::agent_events_stored(tenant, outcome.accepted.len(), outcome.duplicates.len());
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
@@ -138,16 +151,20 @@ impl FromRequest<AppState> for SignedAgent {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            metrics::agent_refused(None, &ApiError::PayloadTooLarge);
             return Err(ApiError::PayloadTooLarge);
         }
         let headers = req.headers().clone();
-        let body = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::InvalidJson("the request body could not be read".into())
-            }
-        })?;
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::InvalidJson("the request body could not be read".into())
+                }
+            })
+            .inspect_err(|e| metrics::agent_refused(None, e))?;
 
         let now = chrono::Utc::now().timestamp();
         match verify(&state.config, &headers, &body, now) {
@@ -169,6 +186,7 @@ impl FromRequest<AppState> for SignedAgent {
                         tracing::debug!(tenant = %tenant, reason = refusal.as_str(), "Agent request refused")
                     }
                 }
+                metrics::agent_refused(None, &ApiError::Unauthorized);
                 Err(ApiError::Unauthorized)
             }
         }

@@ -106,6 +106,8 @@ pub async fn ingest_events(
     let mut outcome = IngestOutcome::default();
     let mut tx = state.store.begin().await?;
     let mut pending = 0usize;
+    // (kind, state) of each action recorded, counted once committed.
+    let mut decided = Vec::new();
     for (e, resolved) in events.iter().zip(devices) {
         let device = match &resolved {
             Resolved::Found(d) => Some(d.as_ref().clone()),
@@ -146,6 +148,7 @@ pub async fn ingest_events(
             .decide(&e.threat.threat_type, e.threat.severity)
         else {
             // No rule matches: record the decision "none".
+            decided.push((ActionRecordKind::None, crate::store::ActionState::Skipped));
             tx.insert_action(&NewAction {
                 tenant_id: tenant.id.clone(),
                 event_id: Some(insert.id),
@@ -165,11 +168,15 @@ pub async fn ingest_events(
         if verdict == Verdict::Pending {
             pending += 1;
         }
-        tx.insert_action(&verdict.new_action(tenant, insert.id, device.as_ref(), rule.action))
-            .await?;
+        let action = verdict.new_action(tenant, insert.id, device.as_ref(), rule.action);
+        tx.insert_action(&action).await?;
+        decided.push((action.kind, action.state));
         log_decision(tenant, e, rule.action, &verdict);
     }
     tx.commit().await?;
+    for (kind, state) in decided {
+        crate::metrics::action_entered(kind, state);
+    }
     if pending > 0 {
         state.dispatch.wake();
     }
@@ -280,9 +287,10 @@ pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
                 .await?,
             ),
         };
-        tx.insert_action(&verdict.new_action(tenant, e.id, device.as_ref(), action))
-            .await?;
+        let new_action = verdict.new_action(tenant, e.id, device.as_ref(), action);
+        tx.insert_action(&new_action).await?;
         tx.commit().await?;
+        crate::metrics::action_entered(new_action.kind, new_action.state);
         if verdict == Verdict::Pending {
             state.dispatch.wake();
         }

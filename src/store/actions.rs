@@ -422,25 +422,26 @@ impl Store {
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
         const WAITING: &str = "state IN ('pending', 'held', 'failed') AND claimed_at IS NULL";
-        let before: Vec<(i64, ActionState)> =
-            match which {
-                CancelWhich::One(id) => sqlx::query_as(&format!(
+        let before: Vec<(i64, ActionState)> = match which {
+            CancelWhich::One(id) => {
+                sqlx::query_as(&format!(
                     "SELECT id, state FROM actions WHERE tenant_id = ?1 AND id = ?2 AND {WAITING}"
                 ))
                 .bind(tenant_id)
                 .bind(id)
                 .fetch_all(&mut *tx)
-                .await?,
-                CancelWhich::Destructive => {
-                    sqlx::query_as(&format!(
-                        "SELECT id, state FROM actions WHERE tenant_id = ?1
+                .await?
+            }
+            CancelWhich::Destructive => {
+                sqlx::query_as(&format!(
+                    "SELECT id, state FROM actions WHERE tenant_id = ?1
                        AND kind IN ('enterprise_wipe', 'wipe') AND {WAITING} ORDER BY id"
-                    ))
-                    .bind(tenant_id)
-                    .fetch_all(&mut *tx)
-                    .await?
-                }
-            };
+                ))
+                .bind(tenant_id)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
         let mut out = Vec::new();
         for (id, state) in before {
             let row: StoredAction = sqlx::query_as(&format!(
@@ -850,5 +851,87 @@ mod tests {
         .map_err(StoreError::from)
         .unwrap_err();
         assert!(err.is_constraint_violation(), "{err:?}");
+    }
+}
+
+/// One line of an overview of actions: who, what, how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct ActionSummary {
+    pub tenant_id: String,
+    /// The device's name, else its serial, else its id at the MDM.
+    pub device: Option<String>,
+    pub kind: String,
+    pub state: String,
+    pub reason: Option<String>,
+    /// When a pending row is due.
+    pub due: Option<String>,
+}
+
+impl Store {
+    /// Every action, oldest first, with its device's name (the demo's summary).
+    pub async fn action_summaries(&self) -> Result<Vec<ActionSummary>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT a.tenant_id, COALESCE(d.name, d.serial, d.mdm_device_id) AS device, a.kind, a.state,
+                    a.reason, a.next_attempt_at AS due
+             FROM actions a LEFT JOIN devices d ON d.id = a.device_id ORDER BY a.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[tokio::test]
+    async fn action_summaries_name_the_device_and_keep_the_order() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let run = store
+            .start_sync_run(mdm, crate::store::SyncTrigger::Cli)
+            .await
+            .unwrap();
+        let mut d = device("dev-1");
+        d.name = Some("Lobby iPad".into());
+        store
+            .upsert_devices(run, mdm, &[d], crate::store::Pii::Clear)
+            .await
+            .unwrap();
+        let stored = store
+            .find_devices(
+                "acme",
+                &mtd_adapter::DeviceIdentifier::MdmDeviceId("dev-1".into()),
+            )
+            .await
+            .unwrap()
+            .remove(0);
+        for (kind, state) in [
+            (ActionRecordKind::Lock, ActionState::Pending),
+            (ActionRecordKind::None, ActionState::Skipped),
+        ] {
+            store
+                .insert_action(&NewAction {
+                    tenant_id: "acme".into(),
+                    event_id: None,
+                    device_id: Some(stored.id),
+                    mdm_id: Some(mdm),
+                    kind,
+                    parent_action_id: None,
+                    state,
+                    reason: Some("why".into()),
+                    next_attempt_at: None,
+                })
+                .await
+                .unwrap();
+        }
+        let rows = store.action_summaries().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].device.as_deref(), Some("Lobby iPad"));
+        assert_eq!(
+            (rows[0].kind.as_str(), rows[0].state.as_str()),
+            ("lock", "pending")
+        );
+        assert!(rows[0].due.is_some() && rows[1].due.is_none());
     }
 }

@@ -1068,6 +1068,27 @@ impl Store {
             .collect())
     }
 
+    /// Live devices per tenant (tenants without any are absent).
+    pub async fn live_devices_by_tenant(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, COUNT(*) FROM devices WHERE removed_at IS NULL GROUP BY tenant_id ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(t, n)| (t, n as u64)).collect())
+    }
+
+    /// Users of an MDM that are not removed.
+    pub async fn live_user_count(&self, mdm_id: i64) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE mdm_id = ? AND removed_at IS NULL",
+        )
+        .bind(mdm_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
     /// The number of live devices of an MDM (the base of `max_removal_percent`).
     pub async fn live_device_count(&self, mdm_id: i64) -> Result<u64, StoreError> {
         let (n,): (i64,) =
@@ -1233,6 +1254,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.live_device_count(mdm).await.unwrap(), 1);
+        assert_eq!(
+            store.live_user_count(mdm).await.unwrap(),
+            0,
+            "device(\"1\") has no user"
+        );
+        assert_eq!(
+            store.live_devices_by_tenant().await.unwrap(),
+            vec![("acme".to_string(), 1)]
+        );
         let dup = sqlx::query(
             "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, platform, first_seen_at,
                  updated_at, last_seen_at) VALUES ('acme', ?, '1', 'ios', 'x', 'x', 'x')",

@@ -44,7 +44,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use actions::{
-    ActionAudit, ActionRecordKind, ActionState, CancelWhich, NewAction, StoredAction, Transition,
+    ActionAudit, ActionRecordKind, ActionState, ActionSummary, CancelWhich, NewAction,
+    StoredAction, Transition,
 };
 pub use admin::{
     ActionFilter, AdminAction, AdminDevice, AdminSyncRun, AdminUser, DeviceFilter, EventFilter,

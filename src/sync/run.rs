@@ -95,6 +95,7 @@ pub(crate) async fn full_sync(
         Err(e) => {
             tracing::error!(tenant = %i.tenant_id, mdm = %i.name, error = %e, "Cannot record the start of a full sync");
             report.error = Some(format!("store: {e}"));
+            crate::metrics::sync_run(i.kind, report.outcome, started.elapsed());
             return report;
         }
     };
@@ -106,6 +107,12 @@ pub(crate) async fn full_sync(
         Ok(listed) => {
             report.listed = listed.total;
             report.collisions = listed.counts.collisions;
+            if report.collisions > 0 {
+                tracing::warn!(
+                    tenant = %i.tenant_id, mdm = %i.name, run_id, devices = report.collisions,
+                    "Identity collisions: devices share a serial, IMEI, UDID or MAC; both records are kept and flagged, lookups take the most recently checked-in one"
+                );
+            }
             match decide_removals(ctx, run_id, &listed, &mut report).await {
                 Ok(counts) => (SyncOutcome::Succeeded, counts, None),
                 Err(e) => (SyncOutcome::Failed, partial(&listed), Some(e)),
@@ -131,6 +138,7 @@ pub(crate) async fn full_sync(
         tracing::error!(tenant = %i.tenant_id, mdm = %i.name, run_id, error = %e, "Cannot record the end of a full sync");
     }
     report.duration = started.elapsed();
+    crate::metrics::sync_run(i.kind, outcome, report.duration);
     match &report.error {
         None => tracing::info!(
             tenant = %i.tenant_id, mdm = %i.name, run_id,

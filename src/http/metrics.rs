@@ -1,0 +1,48 @@
+//! `GET /metrics`: the Prometheus text exposition of [`crate::metrics`], no token.
+//!
+//! `mtd_devices` is read from the store at scrape time rather than kept as
+//! a gauge: the store is the truth, and syncs, lookups and removals would
+//! otherwise all have to keep a copy in step.
+
+use super::AppState;
+use crate::metrics::{CONTENT_TYPE, REGISTRY};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let devices = match live_devices(&state).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            // A scrape still answers: the counters are in memory.
+            tracing::warn!(error = %e, "Cannot count devices for /metrics");
+            None
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        REGISTRY.render(devices.as_deref()),
+    )
+}
+
+/// Live devices per configured tenant (0 for a tenant without any), in one query.
+async fn live_devices(state: &AppState) -> Result<Vec<(String, u64)>, crate::store::StoreError> {
+    let counted: std::collections::HashMap<String, u64> = state
+        .store
+        .live_devices_by_tenant()
+        .await?
+        .into_iter()
+        .collect();
+    Ok(state
+        .config
+        .tenants
+        .iter()
+        .map(|t| (t.id.clone(), counted.get(&t.id).copied().unwrap_or(0)))
+        .collect())
+}

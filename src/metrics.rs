@@ -1,0 +1,661 @@
+//! Process metrics, rendered in the Prometheus text exposition format 0.0.4
+//! at `GET /metrics` (see `http::metrics`).
+//!
+//! Hand-written on purpose: a dozen families at event and sync rates need a
+//! `Mutex<BTreeMap<labels, value>>` each, not a metrics framework and its
+//! dependencies. The registry is one process-wide `static` ([`REGISTRY`],
+//! built in a `const` context, so there is nothing to initialise): the call
+//! sites (the adapter decorator built by `adapters::build`, which
+//! `test-connection` uses too, the sync workers, the dispatcher, the agent
+//! handlers) share no handle but the process, and a metric is a fact about
+//! the process, which is what Prometheus scrapes. Tests that share the
+//! registry read deltas of series labelled with a tenant of their own; the
+//! rendering is tested on local [`Registry`] values.
+//!
+//! What the families count:
+//! - `mtd_agent_events_*_total{tenant}`: events in verified, well-formed
+//!   posts (received), and of those the new ones stored (accepted) and the
+//!   repeats of a stored `event_id` (duplicate).
+//! - `mtd_agent_requests_refused_total{tenant,reason}`: agent requests
+//!   answered with an error. `tenant` is present only when the signature was
+//!   verified: a refusal before that (`unauthorized`, `payload_too_large`)
+//!   must not put client-chosen text in a label.
+//! - `mtd_actions_total{kind,state}`: each time an action row *enters* a
+//!   state: `pending`, `held` or `skipped` when decided (at ingest, for a
+//!   deferred event, or a scheduled follow-up), then `failed` for each
+//!   attempt to be retried, and its final state (`sent`, `skipped`, `dead`,
+//!   `cancelled`). So `state="sent"` counts actions delivered, and
+//!   `state="pending"` actions queued; one action may count in several states.
+//! - `mtd_action_delivery_seconds{kind}`: from the action row's creation to
+//!   `sent`, for actions a threat caused; scheduled follow-ups (the Wi-Fi
+//!   profile removal) wait on purpose and are left out.
+//! - `mtd_mdm_requests_total{kind,operation,class}` and
+//!   `mtd_mdm_request_seconds{kind,operation}`: one per adapter call
+//!   (`health_check`, `lookup_device`, `execute`) and per page of a listing
+//!   (`list_devices`, `list_users`, `list_groups`); `class` is `ok` or the
+//!   adapter error's class (`unauthorized`, `unavailable`, …). One call may
+//!   be more than one HTTP request (a login first).
+//! - `mtd_sync_runs_total{kind,outcome}`, `mtd_sync_run_seconds{kind}`: full syncs.
+//! - `mtd_devices{tenant}`: live devices, read from the store at scrape time.
+//! - `mtd_build_info{version}`: always 1.
+
+use crate::http::ApiError;
+use crate::store::{ActionRecordKind, ActionState, StoredAction, SyncOutcome};
+use async_trait::async_trait;
+use futures::StreamExt;
+use mtd_adapter::{
+    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
+    MdmCommand, MdmKind, PageStream, Receipt, User,
+};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Bounds of MDM call latencies: tens of milliseconds to a timeout.
+const MDM_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Bounds of delivery: sub-second when the MDM answers at once, hours when it retries.
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+/// Bounds of full syncs: a second for a small MDM to an hour for a large one.
+const SYNC_BUCKETS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+
+/// The process-wide registry every call site records into.
+pub static REGISTRY: Registry = Registry::new();
+
+/// Every family the connector exports (other than the two computed at scrape time).
+#[derive(Debug)]
+pub struct Registry {
+    pub events_received: CounterVec,
+    pub events_accepted: CounterVec,
+    pub events_duplicate: CounterVec,
+    pub requests_refused: CounterVec,
+    pub actions: CounterVec,
+    pub action_delivery: HistogramVec,
+    pub mdm_requests: CounterVec,
+    pub mdm_request_seconds: HistogramVec,
+    pub sync_runs: CounterVec,
+    pub sync_run_seconds: HistogramVec,
+}
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry {
+            events_received: CounterVec::new(
+                "mtd_agent_events_received_total",
+                "Events in verified, well-formed agent posts.",
+                &["tenant"],
+            ),
+            events_accepted: CounterVec::new(
+                "mtd_agent_events_accepted_total",
+                "Events stored as new.",
+                &["tenant"],
+            ),
+            events_duplicate: CounterVec::new(
+                "mtd_agent_events_duplicate_total",
+                "Events whose event_id was already stored (nothing changed).",
+                &["tenant"],
+            ),
+            requests_refused: CounterVec::new(
+                "mtd_agent_requests_refused_total",
+                "Agent requests answered with an error, by reason; tenant only once verified.",
+                &["tenant", "reason"],
+            ),
+            actions: CounterVec::new(
+                "mtd_actions_total",
+                "Actions entering a state: decided (pending, held, skipped), retried (failed), final (sent, skipped, dead, cancelled).",
+                &["kind", "state"],
+            ),
+            action_delivery: HistogramVec::new(
+                "mtd_action_delivery_seconds",
+                "Time from an action's creation to its delivery to the MDM.",
+                &["kind"],
+                DELIVERY_BUCKETS,
+            ),
+            mdm_requests: CounterVec::new(
+                "mtd_mdm_requests_total",
+                "Calls to MDMs (one per call or listing page), by outcome class.",
+                &["kind", "operation", "class"],
+            ),
+            mdm_request_seconds: HistogramVec::new(
+                "mtd_mdm_request_seconds",
+                "Duration of calls to MDMs (one per call or listing page).",
+                &["kind", "operation"],
+                MDM_BUCKETS,
+            ),
+            sync_runs: CounterVec::new(
+                "mtd_sync_runs_total",
+                "Full syncs finished, by outcome.",
+                &["kind", "outcome"],
+            ),
+            sync_run_seconds: HistogramVec::new(
+                "mtd_sync_run_seconds",
+                "Duration of full syncs.",
+                &["kind"],
+                SYNC_BUCKETS,
+            ),
+        }
+    }
+
+    /// The whole exposition: every family, then `mtd_devices` from
+    /// `devices` (tenant, live devices; `None` when the store could not be
+    /// read, which leaves the family without samples) and `mtd_build_info`.
+    pub fn render(&self, devices: Option<&[(String, u64)]>) -> String {
+        let mut out = String::with_capacity(4096);
+        self.events_received.render(&mut out);
+        self.events_accepted.render(&mut out);
+        self.events_duplicate.render(&mut out);
+        self.requests_refused.render(&mut out);
+        self.actions.render(&mut out);
+        self.action_delivery.render(&mut out);
+        self.mdm_requests.render(&mut out);
+        self.mdm_request_seconds.render(&mut out);
+        self.sync_runs.render(&mut out);
+        self.sync_run_seconds.render(&mut out);
+        header(
+            &mut out,
+            "mtd_devices",
+            "Live devices in the store, per tenant.",
+            "gauge",
+        );
+        for (tenant, n) in devices.unwrap_or_default() {
+            sample(&mut out, "mtd_devices", &[("tenant", tenant)], *n as f64);
+        }
+        header(
+            &mut out,
+            "mtd_build_info",
+            "The running build; always 1.",
+            "gauge",
+        );
+        sample(
+            &mut out,
+            "mtd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        out
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+/// Locks a family. A panic while holding the lock cannot leave a half-made
+/// value (each update is one arithmetic step), so a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A counter family: one monotonic value per label set.
+#[derive(Debug)]
+pub struct CounterVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    /// Label values in the order of `labels`.
+    series: Mutex<BTreeMap<Vec<String>, u64>>,
+}
+
+impl CounterVec {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        CounterVec {
+            name,
+            help,
+            labels,
+            series: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds `n` to the series of `values` (given in the family's label order).
+    pub fn inc_by(&self, values: &[&str], n: u64) {
+        debug_assert_eq!(values.len(), self.labels.len(), "labels of {}", self.name);
+        let key = values.iter().map(|v| v.to_string()).collect();
+        *lock(&self.series).entry(key).or_insert(0) += n;
+    }
+
+    pub fn inc(&self, values: &[&str]) {
+        self.inc_by(values, 1);
+    }
+
+    /// The current value of one series (0 if it was never touched).
+    pub fn get(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        lock(&self.series).get(&key).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "counter");
+        for (values, n) in lock(&self.series).iter() {
+            sample(out, self.name, &pairs(self.labels, values), *n as f64);
+        }
+    }
+}
+
+/// A histogram family with fixed bucket bounds.
+#[derive(Debug)]
+pub struct HistogramVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    /// Upper bounds, ascending; `+Inf` is implied.
+    buckets: &'static [f64],
+    series: Mutex<BTreeMap<Vec<String>, Histogram>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Observations per bucket, not cumulative (the rendering adds them up);
+    /// one more slot than bounds, for those over the last bound.
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl HistogramVec {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        buckets: &'static [f64],
+    ) -> Self {
+        HistogramVec {
+            name,
+            help,
+            labels,
+            buckets,
+            series: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe(&self, values: &[&str], seconds: f64) {
+        debug_assert_eq!(values.len(), self.labels.len(), "labels of {}", self.name);
+        let key = values.iter().map(|v| v.to_string()).collect();
+        let slot = self.buckets.partition_point(|bound| *bound < seconds);
+        let mut series = lock(&self.series);
+        let h = series.entry(key).or_insert_with(|| Histogram {
+            counts: vec![0; self.buckets.len() + 1],
+            sum: 0.0,
+        });
+        h.counts[slot] += 1;
+        h.sum += seconds;
+    }
+
+    /// Observations of one series so far.
+    pub fn count(&self, values: &[&str]) -> u64 {
+        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        lock(&self.series)
+            .get(&key)
+            .map_or(0, |h| h.counts.iter().sum())
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "histogram");
+        let bucket = format!("{}_bucket", self.name);
+        for (values, h) in lock(&self.series).iter() {
+            let labels = pairs(self.labels, values);
+            let with_le = |le: &str, n: u64, out: &mut String| {
+                let mut l = labels.clone();
+                l.push(("le", le));
+                sample(out, &bucket, &l, n as f64);
+            };
+            let mut cumulative = 0;
+            for (i, bound) in self.buckets.iter().enumerate() {
+                cumulative += h.counts[i];
+                with_le(&bound.to_string(), cumulative, out);
+            }
+            cumulative += h.counts[self.buckets.len()];
+            with_le("+Inf", cumulative, out);
+            sample(out, &format!("{}_sum", self.name), &labels, h.sum);
+            sample(
+                out,
+                &format!("{}_count", self.name),
+                &labels,
+                cumulative as f64,
+            );
+        }
+    }
+}
+
+fn pairs<'a>(names: &'a [&'static str], values: &'a [String]) -> Vec<(&'a str, &'a str)> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect()
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One sample line. A label with an empty value is left out, which
+/// Prometheus treats the same as the empty value.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    let mut first = true;
+    for (label, v) in labels.iter().filter(|(_, v)| !v.is_empty()) {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(label);
+        out.push_str("=\"");
+        escape_label_value(out, v);
+        out.push('"');
+    }
+    if !first {
+        out.push('}');
+    }
+    // Rust prints floats without an exponent and integers without ".0",
+    // both valid in the format; NaN and infinities are never recorded.
+    let _ = writeln!(out, " {value}");
+}
+
+/// Backslash, double quote and line feed are escaped in label values.
+fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+// ---- Recording, one function per kind of fact -------------------------------
+
+/// An agent request answered with an error; `tenant` only when its
+/// signature was verified. The `reason` label is the error code of the body
+/// (`unauthorized`, `payload_too_large`, `invalid_json`, `invalid_field`,
+/// `too_many_events`, `unavailable`, `mdm_unavailable`, `internal`); a
+/// device no MDM knows (404) is an answer, not a refusal, and is not counted.
+pub fn agent_refused(tenant: Option<&str>, error: &ApiError) {
+    let reason = match error {
+        ApiError::Unauthorized => "unauthorized",
+        ApiError::PayloadTooLarge => "payload_too_large",
+        ApiError::InvalidJson(_) => "invalid_json",
+        ApiError::InvalidField { .. } => "invalid_field",
+        ApiError::TooManyEvents => "too_many_events",
+        ApiError::DeviceNotEnrolled => return,
+        ApiError::MdmUnavailable { .. } => "mdm_unavailable",
+        ApiError::Unavailable(_) => "unavailable",
+        ApiError::Internal(_) => "internal",
+    };
+    REGISTRY
+        .requests_refused
+        .inc(&[tenant.unwrap_or(""), reason]);
+}
+
+/// Events in a verified, well-formed post.
+pub fn agent_events_received(tenant: &str, events: usize) {
+    REGISTRY.events_received.inc_by(&[tenant], events as u64);
+}
+
+/// What the store made of a post's events: new ones and repeats.
+pub fn agent_events_stored(tenant: &str, accepted: usize, duplicates: usize) {
+    REGISTRY.events_accepted.inc_by(&[tenant], accepted as u64);
+    REGISTRY
+        .events_duplicate
+        .inc_by(&[tenant], duplicates as u64);
+}
+
+/// An action row entered `state` (call once the change is committed).
+pub fn action_entered(kind: ActionRecordKind, state: ActionState) {
+    REGISTRY.actions.inc(&[action_kind(kind), state.as_str()]);
+}
+
+/// An action row as a transition left it: counts its new state and, when
+/// it was sent and a threat caused it, its delivery time.
+pub fn action_moved(row: &StoredAction) {
+    action_entered(row.kind, row.state);
+    if row.state == ActionState::Sent && row.parent_action_id.is_none() {
+        let sent = row.sent_at.unwrap_or_else(chrono::Utc::now);
+        let seconds = (sent - row.created_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64();
+        REGISTRY
+            .action_delivery
+            .observe(&[action_kind(row.kind)], seconds);
+    }
+}
+
+/// A full sync finished.
+pub fn sync_run(kind: MdmKind, outcome: SyncOutcome, took: Duration) {
+    let outcome = match outcome {
+        SyncOutcome::Running => "running",
+        SyncOutcome::Succeeded => "succeeded",
+        SyncOutcome::Failed => "failed",
+    };
+    REGISTRY.sync_runs.inc(&[kind.as_str(), outcome]);
+    REGISTRY
+        .sync_run_seconds
+        .observe(&[kind.as_str()], took.as_secs_f64());
+}
+
+fn mdm_call(kind: MdmKind, operation: &str, class: &str, took: Duration) {
+    REGISTRY
+        .mdm_requests
+        .inc(&[kind.as_str(), operation, class]);
+    REGISTRY
+        .mdm_request_seconds
+        .observe(&[kind.as_str(), operation], took.as_secs_f64());
+}
+
+fn class_of<T>(result: &Result<T, AdapterError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.class(),
+    }
+}
+
+fn action_kind(kind: ActionRecordKind) -> &'static str {
+    match kind {
+        ActionRecordKind::None => "none",
+        ActionRecordKind::Lock => "lock",
+        ActionRecordKind::DisconnectWifi => "disconnect_wifi",
+        ActionRecordKind::EnterpriseWipe => "enterprise_wipe",
+        ActionRecordKind::Wipe => "wipe",
+        ActionRecordKind::RemoveWifiProfile => "remove_wifi_profile",
+    }
+}
+
+// ---- The adapter decorator ---------------------------------------------------
+
+/// Wraps a vendor adapter and records every call to its MDM in
+/// `mtd_mdm_requests_total` and `mtd_mdm_request_seconds`. Applied once, in
+/// `adapters::build`, so every caller (sync, lookups, dispatcher,
+/// `test-connection`) is measured the same way.
+#[derive(Debug)]
+pub struct InstrumentedAdapter {
+    inner: Arc<dyn MdmAdapter>,
+    kind: MdmKind,
+}
+
+impl InstrumentedAdapter {
+    pub fn wrap(inner: Arc<dyn MdmAdapter>) -> Arc<dyn MdmAdapter> {
+        let kind = inner.kind();
+        Arc::new(InstrumentedAdapter { inner, kind })
+    }
+
+    /// Times each page: from the poll that asks for it to its arrival. The
+    /// end of the listing (no page) is not a call of its own.
+    fn pages<'a, T: Send + 'a>(
+        &self,
+        operation: &'static str,
+        stream: PageStream<'a, T>,
+    ) -> PageStream<'a, T> {
+        let kind = self.kind;
+        futures::stream::unfold(stream, move |mut stream| async move {
+            let started = Instant::now();
+            let page = stream.next().await?;
+            mdm_call(kind, operation, class_of(&page), started.elapsed());
+            Some((page, stream))
+        })
+        .boxed()
+    }
+}
+
+#[async_trait]
+impl MdmAdapter for InstrumentedAdapter {
+    fn kind(&self) -> MdmKind {
+        self.kind
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn removes_wifi_profile_itself(&self) -> bool {
+        self.inner.removes_wifi_profile_itself()
+    }
+
+    async fn health_check(&self) -> Result<HealthReport, AdapterError> {
+        let started = Instant::now();
+        let result = self.inner.health_check().await;
+        mdm_call(
+            self.kind,
+            "health_check",
+            class_of(&result),
+            started.elapsed(),
+        );
+        result
+    }
+
+    fn devices(&self) -> PageStream<'_, Device> {
+        self.pages("list_devices", self.inner.devices())
+    }
+
+    fn users(&self) -> PageStream<'_, User> {
+        self.pages("list_users", self.inner.users())
+    }
+
+    fn groups(&self) -> PageStream<'_, Group> {
+        self.pages("list_groups", self.inner.groups())
+    }
+
+    async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
+        let started = Instant::now();
+        let result = self.inner.lookup_device(id).await;
+        mdm_call(
+            self.kind,
+            "lookup_device",
+            class_of(&result),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError> {
+        let started = Instant::now();
+        let result = self.inner.execute(command, device).await;
+        mdm_call(self.kind, "execute", class_of(&result), started.elapsed());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_help_type_and_one_line_per_label_set() {
+        let r = Registry::new();
+        r.events_accepted.inc_by(&["acme"], 2);
+        r.events_accepted.inc(&["beta"]);
+        let text = r.render(Some(&[]));
+        assert!(text.contains(
+            "# HELP mtd_agent_events_accepted_total Events stored as new.\n# TYPE mtd_agent_events_accepted_total counter\n"
+        ));
+        assert!(text.contains("mtd_agent_events_accepted_total{tenant=\"acme\"} 2\n"));
+        assert!(text.contains("mtd_agent_events_accepted_total{tenant=\"beta\"} 1\n"));
+        assert!(text.contains("mtd_build_info{version=\""));
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_empty_ones_left_out() {
+        let r = Registry::new();
+        r.requests_refused.inc(&["a\"b\\c\nd", "invalid_json"]);
+        r.requests_refused.inc(&["", "unauthorized"]);
+        let text = r.render(None);
+        assert!(
+            text.contains(
+                "mtd_agent_requests_refused_total{tenant=\"a\\\"b\\\\c\\nd\",reason=\"invalid_json\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("mtd_agent_requests_refused_total{reason=\"unauthorized\"} 1\n"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_inf_sum_and_count() {
+        let r = Registry::new();
+        for s in [0.005, 0.01, 0.2, 7.0, 100.0] {
+            r.mdm_request_seconds.observe(&["soti", "execute"], s);
+        }
+        let text = r.render(None);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("mtd_mdm_request_seconds"))
+            .collect();
+        let expect = |le: &str, n: u64| {
+            format!("mtd_mdm_request_seconds_bucket{{kind=\"soti\",operation=\"execute\",le=\"{le}\"}} {n}")
+        };
+        // A value equal to a bound falls in that bucket (le is "less or equal").
+        assert_eq!(lines[0], expect("0.01", 2));
+        assert_eq!(lines[1], expect("0.025", 2));
+        assert_eq!(lines[4], expect("0.25", 3));
+        assert_eq!(lines[9], expect("10", 4));
+        assert_eq!(lines[10], expect("30", 4));
+        assert_eq!(lines[11], expect("+Inf", 5));
+        assert_eq!(
+            lines[12],
+            "mtd_mdm_request_seconds_sum{kind=\"soti\",operation=\"execute\"} 107.215"
+        );
+        assert_eq!(
+            lines[13],
+            "mtd_mdm_request_seconds_count{kind=\"soti\",operation=\"execute\"} 5"
+        );
+        assert_eq!(lines.len(), MDM_BUCKETS.len() + 3);
+        assert_eq!(r.mdm_request_seconds.count(&["soti", "execute"]), 5);
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_even_without_samples() {
+        let text = Registry::new().render(None);
+        for (name, kind) in [
+            ("mtd_agent_events_received_total", "counter"),
+            ("mtd_agent_requests_refused_total", "counter"),
+            ("mtd_actions_total", "counter"),
+            ("mtd_action_delivery_seconds", "histogram"),
+            ("mtd_mdm_requests_total", "counter"),
+            ("mtd_sync_run_seconds", "histogram"),
+            ("mtd_devices", "gauge"),
+            ("mtd_build_info", "gauge"),
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+        }
+    }
+
+    #[test]
+    fn devices_are_rendered_per_tenant() {
+        let text = Registry::new().render(Some(&[("acme".into(), 12), ("beta".into(), 0)]));
+        assert!(text.contains("mtd_devices{tenant=\"acme\"} 12\n"));
+        assert!(text.contains("mtd_devices{tenant=\"beta\"} 0\n"));
+    }
+}
