@@ -33,6 +33,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// The whole product on this machine: simulated MDMs, a demo tenant per kind, the daemon, signed events, a summary.
+    Demo {
+        /// Stop after the summary; the exit status says whether every step worked.
+        #[arg(long)]
+        exit_after: bool,
+        /// Where the daemon listens (a free port is used when it is taken).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Devices per simulated MDM.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        devices: usize,
+    },
     /// Validate the main file and every tenant file; print FILE:LINE:COL errors and exit 2 on any.
     CheckConfig {
         /// The main configuration file (TOML).
@@ -89,6 +101,11 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(|| run(&config)),
+        Command::Demo {
+            exit_after,
+            listen,
+            devices,
+        } => with_runtime(|| demo(exit_after, listen, devices)),
         Command::TestConnection {
             config,
             tenant,
@@ -273,6 +290,22 @@ async fn sync(path: &Path, tenant: String, mdm: Option<String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(exit_after: bool, listen: std::net::SocketAddr, devices: usize) -> ExitCode {
+    let options = crate::demo::DemoOptions {
+        listen,
+        devices: devices.max(5),
+        exit_after,
+    };
+    match crate::demo::run(options, crate::shutdown::signal()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: the demo could not run: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,7 @@ mod admin;
 mod agent;
 mod error;
 mod health;
+mod metrics;
 
 pub use agent::sign as sign_agent_request;
 pub use error::ApiError;
@@ -30,6 +31,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(agent::routes())
         .merge(admin::routes())
         .with_state(state)

@@ -3,6 +3,7 @@
 
 mod check_config;
 mod daemon;
+mod demo;
 mod ops;
 mod support;
 
@@ -16,7 +17,14 @@ fn help_lists_the_commands_that_exist() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "check-config", "test-connection", "sync", "sim"] {
+    for cmd in [
+        "run",
+        "demo",
+        "check-config",
+        "test-connection",
+        "sync",
+        "sim",
+    ] {
         assert!(text.contains(cmd), "--help does not list `{cmd}`:\n{text}");
     }
     assert!(

@@ -1,0 +1,43 @@
+use crate::support::bin;
+use std::process::Command;
+
+#[test]
+fn demo_exit_after_runs_every_step_and_prints_the_summary() {
+    let out = Command::new(bin())
+        .args([
+            "demo",
+            "--exit-after",
+            "--listen",
+            "127.0.0.1:0",
+            "--devices",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for needle in [
+        "1. Initial sync",
+        "acme     Acme SOTI",
+        "globex   Globex MCMS",
+        "initech  Initech BCDM",
+        "-> 202",
+        "3. Actions (device, action, state)",
+        "4. What each simulated MDM received",
+        "Lock",
+        "EnterpriseWipe",
+        "curl -sS -X POST http://",
+        "Every step worked.",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "the summary lacks `{needle}`:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
