@@ -172,3 +172,149 @@ pub fn check_before_send(
 ) -> Option<String> {
     static_checks(state, tenant, Some(device), kind)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MdmRecord, Pii, Store, SyncTrigger, TenantRecord};
+    use crate::sync::{SyncEngine, SyncSettings};
+    use async_trait::async_trait;
+    use futures::StreamExt;
+    use mtd_adapter::{
+        AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
+        MdmCommand, MdmKind, PageStream, Receipt, User,
+    };
+    use std::collections::BTreeSet;
+
+    /// An MDM that can only lock (no vendor is like this today; the check must hold anyway).
+    #[derive(Debug)]
+    struct LockOnly;
+
+    #[async_trait]
+    impl MdmAdapter for LockOnly {
+        fn kind(&self) -> MdmKind {
+            MdmKind::Soti
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                commands: BTreeSet::from([MdmCommand::Lock]),
+                removes_wifi_profile_itself: false,
+                groups: false,
+                user_listing: false,
+            }
+        }
+        async fn health_check(&self) -> Result<HealthReport, AdapterError> {
+            Ok(HealthReport {
+                devices_on_first_page: 0,
+            })
+        }
+        fn devices(&self) -> PageStream<'_, Device> {
+            futures::stream::empty().boxed()
+        }
+        fn users(&self) -> PageStream<'_, User> {
+            futures::stream::empty().boxed()
+        }
+        fn groups(&self) -> PageStream<'_, Group> {
+            futures::stream::empty().boxed()
+        }
+        async fn lookup_device(
+            &self,
+            _: &DeviceIdentifier,
+        ) -> Result<Option<Device>, AdapterError> {
+            Ok(None)
+        }
+        async fn execute(&self, command: MdmCommand, _: &Device) -> Result<Receipt, AdapterError> {
+            Err(AdapterError::Unsupported(command.to_string()))
+        }
+    }
+
+    async fn state_with(
+        adapter: Arc<dyn MdmAdapter>,
+    ) -> (tempfile::TempDir, AppState, StoredDevice) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tenants.d")).unwrap();
+        std::fs::write(dir.path().join("c.toml"), "[store]\npath = \"s.db\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("tenants.d/acme.toml"),
+            "id = \"acme\"\nagent_secret = \"k\"\n[[mdm]]\nname = \"M\"\nkind = \"soti\"\nurl = \"https://m.example/MobiControl\"\n\
+             wifi_disconnect_profile_id = \"1\"\n[mdm.credentials]\nclient_id = \"a\"\nclient_secret = \"b\"\nusername = \"c\"\npassword = \"d\"\n\
+             [mdm.permit]\nlock = true\ndisconnect_wifi = true\nenterprise_wipe = true\nwipe = true\n",
+        )
+        .unwrap();
+        let config = crate::config::load(&dir.path().join("c.toml")).unwrap();
+        let store = Store::open(&config.store.path).await.unwrap();
+        let refs = store
+            .sync_tenants(&[TenantRecord {
+                id: "acme".into(),
+                display_name: "Acme".into(),
+                mdms: vec![MdmRecord {
+                    name: "M".into(),
+                    kind: MdmKind::Soti,
+                    url: "https://m.example".into(),
+                }],
+            }])
+            .await
+            .unwrap();
+        let run = store
+            .start_sync_run(refs[0].id, SyncTrigger::Cli)
+            .await
+            .unwrap();
+        let mut device = crate::store::testutil::device("d1");
+        device.ownership = mtd_adapter::Ownership::Corporate;
+        store
+            .upsert_devices(run, refs[0].id, &[device], Pii::Clear)
+            .await
+            .unwrap();
+        let stored = store
+            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("d1".into()))
+            .await
+            .unwrap()
+            .remove(0);
+        let integration = crate::sync::Integration {
+            tenant_id: "acme".into(),
+            mdm_id: refs[0].id,
+            name: "M".into(),
+            kind: MdmKind::Soti,
+            adapter,
+            background_sync: false,
+            masker: None,
+        };
+        let sync = SyncEngine::new(store.clone(), SyncSettings::default(), vec![integration]);
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            sync,
+            dispatch: crate::dispatch::DispatchHandle::new(),
+        };
+        (dir, state, stored)
+    }
+
+    #[tokio::test]
+    async fn an_action_the_mdm_cannot_do_is_skipped_with_the_reason_and_one_it_can_do_passes() {
+        let (_dir, state, device) = state_with(Arc::new(LockOnly)).await;
+        let tenant = &state.config.tenants[0];
+        let reason = static_checks(&state, tenant, Some(&device), ActionRecordKind::Wipe).unwrap();
+        assert!(reason.contains("cannot wipe"), "{reason}");
+        let reason = static_checks(
+            &state,
+            tenant,
+            Some(&device),
+            ActionRecordKind::DisconnectWifi,
+        )
+        .unwrap();
+        assert!(reason.contains("cannot disconnect_wifi"), "{reason}");
+        assert_eq!(
+            static_checks(&state, tenant, Some(&device), ActionRecordKind::Lock),
+            None
+        );
+        // Unknown device and the `none` action are recorded, never sent.
+        assert!(static_checks(&state, tenant, None, ActionRecordKind::Lock)
+            .unwrap()
+            .contains("device unknown"));
+        assert!(
+            static_checks(&state, tenant, Some(&device), ActionRecordKind::None)
+                .unwrap()
+                .contains("none")
+        );
+    }
+}

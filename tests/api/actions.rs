@@ -3,7 +3,7 @@
 use crate::support::*;
 use mtd_connector::sim::{Fault, SimKind};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TENANT: &str = "acme";
 
@@ -33,21 +33,15 @@ fn soti_all_permitted() -> MdmSpec {
 }
 
 async fn post_events(app: &TestApp, events: Value) -> (u16, Value) {
-    let body = events.to_string();
-    let ts = chrono::Utc::now().timestamp();
-    let sig = mtd_connector::http::sign_agent_request(AGENT_SECRET.as_bytes(), ts, body.as_bytes());
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/v1/agent/events", app.addr))
-        .header("X-Mtd-Tenant", TENANT)
-        .header("X-Mtd-Timestamp", ts.to_string())
-        .header("X-Mtd-Signature", sig)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let reply = post_signed(
+        app,
+        "/v1/agent/events",
+        TENANT,
+        events.to_string().as_bytes(),
+    )
+    .await;
+    let body = serde_json::from_str(&reply.text).unwrap_or(Value::Null);
+    (reply.status, body)
 }
 
 fn event(id: &str, device: Value, threat: &str) -> Value {
@@ -59,49 +53,6 @@ fn event(id: &str, device: Value, threat: &str) -> Value {
         "network": {"ssid": "CoffeeShop", "bssid": "aa:bb:cc:dd:ee:ff"},
         "details": {}
     })
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Row {
-    id: i64,
-    kind: String,
-    state: String,
-    reason: Option<String>,
-}
-
-async fn actions(env: &Env) -> Vec<Row> {
-    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let rows: Vec<(i64, String, String, Option<String>)> =
-        sqlx::query_as("SELECT id, kind, state, reason FROM actions ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    pool.close().await;
-    rows.into_iter()
-        .map(|(id, kind, state, reason)| Row {
-            id,
-            kind,
-            state,
-            reason,
-        })
-        .collect()
-}
-
-/// Waits until `pred` holds for the action rows (a condition, not a fixed sleep).
-async fn wait_actions(env: &Env, limit: Duration, pred: impl Fn(&[Row]) -> bool) -> Vec<Row> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let rows = actions(env).await;
-        if pred(&rows) {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "condition not reached in {limit:?}; actions: {rows:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// Accepted (2xx) action calls the SOTI simulator recorded for a device.

@@ -330,8 +330,13 @@ async fn post_chunked(
     });
     let mut answer = Vec::new();
     let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        match read.read(&mut buf).await {
+        let next = tokio::time::timeout_at(deadline, read.read(&mut buf));
+        match next
+            .await
+            .expect("the server answers and closes within 30 s")
+        {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             // A reset after the answer arrived: keep what was read.

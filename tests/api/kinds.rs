@@ -47,57 +47,10 @@ async fn started(kind: SimKind, devices: usize) -> (Env, TestApp) {
     (env, app)
 }
 
-async fn scalar(env: &Env, sql: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", env.db_path().display()))
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
-    pool.close().await;
-    n
-}
-
-async fn action_rows(env: &Env) -> Vec<(i64, String, String, Option<String>)> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", env.db_path().display()))
-        .await
-        .unwrap();
-    let rows = sqlx::query_as("SELECT id, kind, state, reason FROM actions ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows
-}
-
-async fn wait_rows(
-    env: &Env,
-    pred: impl Fn(&[(i64, String, String, Option<String>)]) -> bool,
-) -> Vec<(i64, String, String, Option<String>)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows = action_rows(env).await;
-        if pred(&rows) {
-            return rows;
-        }
-        assert!(Instant::now() < deadline, "not reached: {rows:#?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn post(app: &TestApp, body: Value) -> u16 {
-    let body = body.to_string();
-    let ts = chrono::Utc::now().timestamp();
-    let sig = mtd_connector::http::sign_agent_request(AGENT_SECRET.as_bytes(), ts, body.as_bytes());
-    reqwest::Client::new()
-        .post(format!("http://{}/v1/agent/events", app.addr))
-        .header("X-Mtd-Tenant", TENANT)
-        .header("X-Mtd-Timestamp", ts.to_string())
-        .header("X-Mtd-Signature", sig)
-        .body(body)
-        .send()
+    post_signed(app, "/v1/agent/events", TENANT, body.to_string().as_bytes())
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .status
 }
 
 fn event(id: &str, device: Value, threat: &str) -> Value {
@@ -170,7 +123,7 @@ async fn the_initial_sync_brings_every_seeded_mcms_device_and_user() {
     let (env, app) = started(SimKind::Mcms, 700).await;
     let sim = env.sim.mcms().unwrap();
     assert_eq!(
-        scalar(
+        count(
             &env,
             "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL"
         )
@@ -178,10 +131,10 @@ async fn the_initial_sync_brings_every_seeded_mcms_device_and_user() {
         sim.devices().len() as i64
     );
     assert_eq!(
-        scalar(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
+        count(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
         sim.users().len() as i64
     );
-    let prefixed = scalar(&env, "SELECT COUNT(*) FROM groups").await;
+    let prefixed = count(&env, "SELECT COUNT(*) FROM groups").await;
     assert!(prefixed > 1);
     app.shutdown().await;
 }
@@ -197,7 +150,7 @@ async fn the_initial_sync_brings_every_seeded_ios_bcdm_device_and_reports_the_re
         .count() as i64;
     assert!(ios < 300, "the seed has non-iOS devices");
     assert_eq!(
-        scalar(
+        count(
             &env,
             "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL"
         )
@@ -205,15 +158,15 @@ async fn the_initial_sync_brings_every_seeded_ios_bcdm_device_and_reports_the_re
         ios
     );
     assert_eq!(
-        scalar(&env, "SELECT skipped FROM sync_runs ORDER BY id LIMIT 1").await,
+        count(&env, "SELECT skipped FROM sync_runs ORDER BY id LIMIT 1").await,
         300 - ios
     );
     assert_eq!(
-        scalar(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
+        count(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
         sim.users().len() as i64
     );
     assert!(
-        scalar(
+        count(
             &env,
             "SELECT COUNT(*) FROM users WHERE email LIKE 'acme-user@qmpr.com'"
         )
@@ -233,11 +186,23 @@ async fn for_mcms_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
             202
         );
         assert_eq!(
-            post(&app, event("l-1", who, "device.jailbroken_rooted")).await,
+            post(&app, event("l-1", who.clone(), "device.jailbroken_rooted")).await,
             202,
             "a repeat"
         );
-        wait_rows(&env, |r| r.iter().any(|a| a.2 == "sent")).await;
+        wait_actions(&env, Duration::from_secs(20), |r| {
+            r.iter().any(|a| a.state == "sent")
+        })
+        .await;
+        let cooled = post(&app, event("l-2", who, "device.jailbroken_rooted")).await;
+        assert_eq!(cooled, 202, "inside the cool-down");
+        let rows = actions(&env).await;
+        assert_eq!(rows.len(), 2, "{kind}: one action per new event: {rows:#?}");
+        assert_eq!(rows[1].state, "skipped", "{kind}");
+        assert!(
+            rows[1].reason.as_deref().unwrap().contains("cool-down"),
+            "{kind}: {rows:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             accepted_actions(&env, kind, &vendor_id),
@@ -267,13 +232,14 @@ async fn a_wipe_of_a_device_that_became_personal_at_the_mdm_since_the_sync_is_sk
         post(&app, event("w-1", who, "device.suspicious_profile")).await,
         202
     );
-    let rows = wait_rows(&env, |r| {
-        r.iter().any(|a| a.2 != "pending" && a.2 != "failed")
+    let rows = wait_actions(&env, Duration::from_secs(20), |r| {
+        r.iter()
+            .any(|a| a.state != "pending" && a.state != "failed")
     })
     .await;
-    assert_eq!(rows[0].2, "skipped", "{rows:#?}");
+    assert_eq!(rows[0].state, "skipped", "{rows:#?}");
     assert!(
-        rows[0].3.as_deref().unwrap().contains("corporate"),
+        rows[0].reason.as_deref().unwrap().contains("corporate"),
         "{rows:#?}"
     );
     assert!(
@@ -298,15 +264,18 @@ async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_
             202
         );
     }
-    let rows = wait_rows(&env, |r| r.iter().filter(|a| a.2 == "sent").count() == 10).await;
-    let held: Vec<_> = rows.iter().filter(|a| a.2 == "held").collect();
+    let rows = wait_actions(&env, Duration::from_secs(20), |r| {
+        r.iter().filter(|a| a.state == "sent").count() == 10
+    })
+    .await;
+    let held: Vec<_> = rows.iter().filter(|a| a.state == "held").collect();
     assert_eq!(held.len(), 1, "{rows:#?}");
     assert!(held[0]
-        .3
+        .reason
         .as_deref()
         .unwrap()
         .contains("max_destructive_actions_per_hour"));
-    let held_id = held[0].0;
+    let held_id = held[0].id;
     let last = &targets[10].1;
     assert!(
         accepted_actions(&env, SimKind::Mcms, last).is_empty(),
@@ -319,7 +288,10 @@ async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    wait_rows(&env, |r| r.iter().any(|a| a.0 == held_id && a.2 == "sent")).await;
+    wait_actions(&env, Duration::from_secs(20), |r| {
+        r.iter().any(|a| a.id == held_id && a.state == "sent")
+    })
+    .await;
     assert_eq!(
         accepted_actions(&env, SimKind::Mcms, last),
         vec!["EnterpriseWipe".to_string()]
@@ -342,7 +314,10 @@ async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
             202
         );
     }
-    wait_rows(&env, |r| r.len() == 3 && r.iter().all(|a| a.2 == "failed")).await;
+    wait_actions(&env, Duration::from_secs(20), |r| {
+        r.len() == 3 && r.iter().all(|a| a.state == "failed")
+    })
+    .await;
     // A claim in flight is not cancelled; repeat until every row is cancelled.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut cancelled = 0;
@@ -358,8 +333,8 @@ async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
     }
     sim.core().clear_faults();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rows = action_rows(&env).await;
-    assert!(rows.iter().all(|a| a.2 == "cancelled"), "{rows:#?}");
+    let rows = actions(&env).await;
+    assert!(rows.iter().all(|a| a.state == "cancelled"), "{rows:#?}");
     for (_, id, _) in &targets {
         assert!(
             accepted_actions(&env, SimKind::Mcms, id).is_empty(),

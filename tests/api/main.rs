@@ -6,5 +6,6 @@ mod admin;
 mod agent;
 mod kinds;
 mod logs;
+mod metrics;
 mod support;
 mod sync;

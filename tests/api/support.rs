@@ -7,7 +7,7 @@ use mtd_connector::store::{Store, SyncRun};
 use mtd_connector::sync::SyncEngine;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub const AGENT_SECRET: &str = "test-agent-secret-0123456789";
@@ -308,4 +308,48 @@ pub async fn post_agent(
 /// POSTs `body` signed as an agent of `tenant` would.
 pub async fn post_signed(app: &TestApp, path: &str, tenant: &str, body: &[u8]) -> Reply {
     post_agent(app, path, &agent_headers(tenant, body), body.to_vec()).await
+}
+
+/// One action row as a test reads it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+pub async fn actions(env: &Env) -> Vec<Row> {
+    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows: Vec<(i64, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, kind, state, reason FROM actions ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    rows.into_iter()
+        .map(|(id, kind, state, reason)| Row {
+            id,
+            kind,
+            state,
+            reason,
+        })
+        .collect()
+}
+
+/// Waits until `pred` holds for the action rows (a condition, not a fixed sleep).
+pub async fn wait_actions(env: &Env, limit: Duration, pred: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let rows = actions(env).await;
+        if pred(&rows) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {limit:?}; actions: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

@@ -18,14 +18,6 @@ fn soti(background_sync: bool) -> MdmSpec {
     }
 }
 
-async fn count(env: &Env, sql: &str) -> i64 {
-    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
-    pool.close().await;
-    n
-}
-
 async fn live_devices(env: &Env) -> i64 {
     count(env, "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL").await
 }
