@@ -77,14 +77,20 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 json!({"error": "payload_too_large"}),
             ),
-            ApiError::InvalidJson(message) => reply(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "invalid_json", "message": message}),
-            ),
-            ApiError::InvalidField { field, message } => reply(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "invalid_field", "field": field, "message": message}),
-            ),
+            ApiError::InvalidJson(message) => {
+                tracing::debug!(%message, "Request refused: the body is not JSON");
+                reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "invalid_json", "message": message}),
+                )
+            }
+            ApiError::InvalidField { field, message } => {
+                tracing::debug!(%field, %message, "Request refused: invalid field");
+                reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "invalid_field", "field": field, "message": message}),
+                )
+            }
             ApiError::TooManyEvents => {
                 reply(StatusCode::BAD_REQUEST, json!({"error": "too_many_events"}))
             }
