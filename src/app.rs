@@ -191,7 +191,8 @@ impl App {
     }
 }
 
-fn tenant_records(config: &Config) -> Vec<TenantRecord> {
+/// The tenants and MDM integrations of the config, as the store records them.
+pub(crate) fn tenant_records(config: &Config) -> Vec<TenantRecord> {
     config
         .tenants
         .iter()

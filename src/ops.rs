@@ -5,7 +5,7 @@
 
 use crate::config::{Config, MdmConfig, TenantConfig};
 use crate::shutdown::CancellationToken;
-use crate::store::{MdmRecord, Store, SyncOutcome, SyncTrigger, TenantRecord};
+use crate::store::{Store, SyncOutcome, SyncTrigger};
 use crate::sync::{RunReport, SyncEngine};
 use mtd_adapter::{AdapterError, MdmKind};
 use std::io::IsTerminal;
@@ -139,23 +139,7 @@ pub async fn sync_now(
     let tenant = tenant(&config, tenant_id)?;
     let selected = mdms(tenant, only)?;
     let store = Store::open(&config.store.path).await?;
-    let records: Vec<TenantRecord> = config
-        .tenants
-        .iter()
-        .map(|t| TenantRecord {
-            id: t.id.clone(),
-            display_name: t.display_name.clone(),
-            mdms: t
-                .mdms
-                .iter()
-                .map(|m| MdmRecord {
-                    name: m.name.clone(),
-                    kind: m.kind,
-                    url: m.url.to_string(),
-                })
-                .collect(),
-        })
-        .collect();
+    let records = crate::app::tenant_records(&config);
     let refs = store.sync_tenants(&records).await?;
     let integrations = crate::sync::integrations_from(&config, &store, &refs).await?;
     let engine = SyncEngine::new(

@@ -12,13 +12,11 @@
 //! Everything here reads what the store holds: for an MDM with `mask_pii` that
 //! is already the masked form, and nothing here can add a clear value.
 
+use super::inventory::DeviceRow;
 use super::{ActionRecordKind, ActionState};
 use super::{Store, StoreError, StoredAction, StoredDevice, StoredEvent, StoredUser, SyncRun};
 use chrono::{DateTime, Utc};
-use mtd_adapter::{
-    normalize_imei, normalize_mac, normalize_serial, normalize_udid, Identifiers, Ownership,
-    Platform,
-};
+use mtd_adapter::{normalize_imei, normalize_mac, normalize_serial, normalize_udid, Platform};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, QueryBuilder, Row, Sqlite};
@@ -175,26 +173,9 @@ pub struct MdmHealth {
 
 #[derive(FromRow)]
 struct DeviceListRow {
-    id: i64,
-    tenant_id: String,
-    mdm_id: i64,
-    mdm_device_id: String,
-    udid: Option<String>,
-    serial: Option<String>,
-    imei: Option<String>,
-    mac: Option<String>,
-    name: Option<String>,
-    platform: String,
-    model: Option<String>,
-    os_version: Option<String>,
-    ownership: String,
-    user_id: Option<i64>,
-    last_checkin_at: Option<DateTime<Utc>>,
-    first_seen_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    last_seen_at: DateTime<Utc>,
-    removed_at: Option<DateTime<Utc>>,
-    collision: bool,
+    /// The device columns, read exactly as `find_devices` reads them.
+    #[sqlx(flatten)]
+    device: DeviceRow,
     mdm_name: String,
     user_display_name: Option<String>,
 }
@@ -202,31 +183,7 @@ struct DeviceListRow {
 impl DeviceListRow {
     fn into_admin(self, groups: Vec<String>) -> AdminDevice {
         AdminDevice {
-            device: StoredDevice {
-                id: self.id,
-                tenant_id: self.tenant_id,
-                mdm_id: self.mdm_id,
-                mdm_device_id: self.mdm_device_id,
-                identifiers: Identifiers {
-                    udid: self.udid,
-                    serial: self.serial,
-                    imei: self.imei,
-                    mac: self.mac,
-                },
-                name: self.name,
-                // Stored from `as_str`, so this round-trips (as in inventory.rs).
-                platform: Platform::from_vendor(&self.platform),
-                model: self.model,
-                os_version: self.os_version,
-                ownership: Ownership::parse_lenient(&self.ownership),
-                user_id: self.user_id,
-                last_checkin_at: self.last_checkin_at,
-                first_seen_at: self.first_seen_at,
-                updated_at: self.updated_at,
-                last_seen_at: self.last_seen_at,
-                removed_at: self.removed_at,
-                collision: self.collision,
-            },
+            device: self.device.into(),
             mdm: self.mdm_name,
             groups,
             user_display_name: self.user_display_name,
@@ -322,10 +279,11 @@ impl Store {
         }
         q.push(" ORDER BY d.id LIMIT ").push_bind(fetch_limit(page));
         let rows: Vec<DeviceListRow> = q.build_query_as().fetch_all(&self.pool).await?;
-        let rows = Paged::from_rows(rows, page, |r| r.id);
+        let rows = Paged::from_rows(rows, page, |r| r.device.id);
 
         // The group names of the whole page in one query.
-        let ids = serde_json::Value::from(rows.items.iter().map(|r| r.id).collect::<Vec<_>>());
+        let ids =
+            serde_json::Value::from(rows.items.iter().map(|r| r.device.id).collect::<Vec<_>>());
         let names: Vec<(i64, String)> = sqlx::query_as(
             "SELECT dg.device_id, m.name || ' ' || g.name FROM device_groups dg
              JOIN groups g ON g.id = dg.group_id
@@ -345,7 +303,7 @@ impl Store {
                 .items
                 .into_iter()
                 .map(|r| {
-                    let g = groups.remove(&r.id).unwrap_or_default();
+                    let g = groups.remove(&r.device.id).unwrap_or_default();
                     r.into_admin(g)
                 })
                 .collect(),

@@ -204,8 +204,8 @@ pub struct DeviceUpsert {
 }
 
 #[derive(FromRow)]
-struct DeviceRow {
-    id: i64,
+pub(super) struct DeviceRow {
+    pub(super) id: i64,
     tenant_id: String,
     mdm_id: i64,
     mdm_device_id: String,
