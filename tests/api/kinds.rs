@@ -343,3 +343,49 @@ async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_wipe_rule_on_a_personal_or_shared_device_is_skipped_and_nothing_is_sent() {
+    let (env, app) = started(SimKind::Mcms, 80).await;
+    let all = devices(&env, SimKind::Mcms);
+    let personal = all
+        .iter()
+        .find(|(_, _, d)| d["Ownership"] == "E")
+        .expect("a personal device");
+    let shared = all
+        .iter()
+        .find(|(_, _, d)| d["Ownership"] == "S")
+        .expect("a shared device");
+    assert_eq!(
+        post(
+            &app,
+            event("p-1", personal.0.clone(), "device.suspicious_profile")
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        post(
+            &app,
+            event("p-2", shared.0.clone(), "device.suspicious_profile")
+        )
+        .await,
+        202
+    );
+    let rows = actions(&env).await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for row in &rows {
+        assert_eq!(row.state, "skipped", "{rows:#?}");
+        assert!(
+            row.reason
+                .as_deref()
+                .unwrap()
+                .contains("only sent to corporate-owned devices"),
+            "{rows:#?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(accepted_actions(&env, SimKind::Mcms, &personal.1).is_empty());
+    assert!(accepted_actions(&env, SimKind::Mcms, &shared.1).is_empty());
+    app.shutdown().await;
+}
