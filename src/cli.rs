@@ -97,7 +97,11 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    crate::telemetry::init(cli.log_format);
+    match cli.command {
+        // The demo's summary is the output; INFO lines would bury it (RUST_LOG still wins).
+        Command::Demo { .. } => crate::telemetry::init_with_default(cli.log_format, "warn"),
+        _ => crate::telemetry::init(cli.log_format),
+    }
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => with_runtime(|| run(&config)),

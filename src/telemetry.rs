@@ -16,7 +16,13 @@ pub enum LogFormat {
 /// Installs the global subscriber. Calling it twice is harmless (the second is ignored),
 /// which keeps tests that build several apps in one process simple.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info")
+}
+
+/// As [`init`], with another level when `RUST_LOG` is not set (the demo keeps
+/// its summary readable with `warn`).
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

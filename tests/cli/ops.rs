@@ -38,6 +38,49 @@ impl Sims {
     }
 }
 
+impl Sims {
+    /// A TLS front for the simulators with a fresh self-signed certificate for
+    /// `localhost`; returns its port and the certificate (PEM).
+    fn tls_front(&self) -> (u16, String) {
+        use tokio_rustls::rustls;
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let pem = certified.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let backend = self.sim().local_addr();
+        let listener = self
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        self.rt.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake: nothing to do then.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        (port, pem)
+    }
+}
+
 impl Drop for Sims {
     fn drop(&mut self) {
         if let Some(sim) = self.sim.take() {
@@ -209,4 +252,32 @@ fn sync_command_syncs_now_and_prints_the_counts() {
     let (code, out) = run(&config, &["sync", "--mdm", "Nope"]);
     assert_ne!(code, Some(0));
     assert!(out.contains("no MDM named `Nope`"), "{out}");
+}
+
+#[test]
+fn test_connection_tells_an_untrusted_certificate_apart_and_ca_cert_fixes_it() {
+    let sims = Sims::start();
+    let (port, pem) = sims.tls_front();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sim-ca.pem"), pem).unwrap();
+    let url = format!("https://localhost:{port}/MobiControl");
+    let trusted = soti_mdm("Trusted", &url, soti::DEFAULT_PASSWORD).replace(
+        "background_sync = false\n",
+        "background_sync = false\nca_cert = \"../sim-ca.pem\"\n",
+    );
+    let config = write(
+        dir.path(),
+        &[soti_mdm("Untrusted", &url, soti::DEFAULT_PASSWORD), trusted],
+    );
+    let (code, out) = run(&config, &["test-connection"]);
+    assert_eq!(code, Some(1), "{out}");
+    let untrusted = line_for(&out, "Untrusted");
+    assert!(
+        untrusted.contains("TLS trust failure") && untrusted.contains("set `ca_cert`"),
+        "{out}"
+    );
+    assert!(
+        line_for(&out, "Trusted (").starts_with("OK"),
+        "with ca_cert the same server is trusted:\n{out}"
+    );
 }
