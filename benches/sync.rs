@@ -1,0 +1,901 @@
+//! Full-sync benchmark (issue 6, and issue 9's "Full sync"): how long a full
+//! sync of N simulated devices takes through the real engine, how much memory
+//! it needs, and how that compares with writing the same rows to SQLite with
+//! no HTTP at all.
+//!
+//! Run it with `cargo bench --bench sync` (release profile). Options, as
+//! arguments after `--` or from the environment:
+//!
+//! - `--sizes 10000,100000` / `SYNC_BENCH_SIZES`: devices per case;
+//! - `--kinds soti,mcms,bcdm` / `SYNC_BENCH_KINDS`: simulator kinds (default:
+//!   every kind; a kind whose simulator is not implemented yet is skipped
+//!   with a note, so the bench picks new simulators up by itself);
+//! - `RUST_LOG=info`: the engine's logs on stderr (off by default).
+//!
+//! Why child processes: peak RSS (`VmHWM`) only ever grows, so each case runs
+//! in a fresh copy of this binary (re-executed with `--case MODE KIND N`),
+//! which prints one JSON line that the parent collects into the tables.
+//!
+//! What a `sync` case measures, in one process: the simulator seeded with N
+//! devices (its memory is measured on its own: `VmRSS` after seeding minus
+//! `VmRSS` at start), a fresh store in a temporary directory, the config
+//! loaded through `config::load` and the app built by `App::build_with_listener`
+//! (so the adapter comes from the real registry), then one
+//! `SyncEngine::full_sync_now`: the same worker, paging and store code as the
+//! scheduled sync. The peak of the sync itself is `VmHWM` after the sync,
+//! with the high-water mark reset just before it (`/proc/self/clear_refs`).
+//!
+//! What a `baseline` case measures: the same listing read through the adapter
+//! first (untimed), then written (timed) (a) through the store's own API, one
+//! call per kind of record, all devices in one `upsert_devices` transaction,
+//! and (b) as plain prepared INSERTs on one sqlx connection in one
+//! transaction (no lookups, no collision checks: the ceiling of this SQLite
+//! file on this disk).
+
+use chrono::Utc;
+use futures::StreamExt;
+use mtd_adapter::{
+    normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Group, PageStream,
+    User,
+};
+use mtd_connector::app::App;
+use mtd_connector::shutdown::CancellationToken;
+use mtd_connector::sim::{self, SimError, SimKind, SimOptions, Simulator};
+use mtd_connector::store::{MdmRecord, Pii, Store, SyncOutcome, SyncTrigger, TenantRecord};
+use mtd_connector::sync::ProgressFn;
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
+
+const DEFAULT_SIZES: [usize; 2] = [10_000, 100_000];
+const TENANT: &str = "bench";
+const MDM_NAME: &str = "Bench MDM";
+/// The same seed in the sync and the baseline case: the same data set.
+const SEED: u64 = 7;
+/// The line prefix that marks a case's result on the child's stdout.
+const RESULT_PREFIX: &str = "SYNC-BENCH-RESULT ";
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on every Linux ABI
+/// this runs on; reading it properly would need libc, which is not a dependency).
+const USER_HZ: f64 = 100.0;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--case") {
+        return child(&args[at + 1..]);
+    }
+    parent(&args)
+}
+
+// ---------------------------------------------------------------------------
+// The parent: picks the cases, runs each in a child, prints the tables.
+// ---------------------------------------------------------------------------
+
+fn parent(args: &[String]) -> ExitCode {
+    let mut sizes = std::env::var("SYNC_BENCH_SIZES").ok();
+    let mut kinds = std::env::var("SYNC_BENCH_KINDS").ok();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sizes" => sizes = it.next().cloned(),
+            "--kinds" => kinds = it.next().cloned(),
+            // `cargo bench` passes `--bench` (and a filter, if given) to every
+            // bench binary; this one has no filters.
+            _ => {}
+        }
+    }
+    let sizes: Vec<usize> = match sizes {
+        None => DEFAULT_SIZES.to_vec(),
+        Some(s) => match s
+            .split(',')
+            .map(|n| n.trim().replace('_', "").parse::<usize>())
+            .collect()
+        {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: --sizes / SYNC_BENCH_SIZES: `{s}`: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let wanted: Vec<SimKind> = match kinds {
+        None => SimKind::ALL.to_vec(),
+        Some(s) => match s.split(',').map(|k| k.parse::<SimKind>()).collect() {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: --kinds / SYNC_BENCH_KINDS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+
+    println!("Full-sync benchmark");
+    println!("machine: {}", machine());
+    println!("load average at start: {}", load_average());
+    println!(
+        "sizes: {:?}; each case in its own process; simulator in the same process as the connector",
+        sizes
+    );
+    let mut kinds = Vec::new();
+    for kind in wanted {
+        match simulator_available(kind) {
+            Ok(()) => kinds.push(kind),
+            Err(why) => println!("note: {kind} skipped: {why}"),
+        }
+    }
+
+    let mut failed = false;
+    for kind in kinds {
+        let mut rows = Vec::new();
+        for &n in &sizes {
+            eprintln!("[{kind} {n}] sync …");
+            let sync = run_case("sync", kind, n);
+            eprintln!("[{kind} {n}] baselines …");
+            let base = run_case("baseline", kind, n);
+            failed |= sync.get("error").is_some() || base.get("error").is_some();
+            rows.push((n, sync, base));
+        }
+        print_table(kind, &rows);
+    }
+    println!();
+    println!(
+        "load average at the end: {} (other processes compete for the same CPUs)",
+        load_average()
+    );
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Starts the simulator of `kind` with one device: an unimplemented kind
+/// fails with [`SimError::NotImplemented`].
+fn simulator_available(kind: SimKind) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        match Simulator::start(listener, SimOptions::new(vec![kind], 1, SEED)) {
+            Ok(sim) => {
+                sim.shutdown().await;
+                Ok(())
+            }
+            Err(e @ SimError::NotImplemented(_)) => Err(e.to_string()),
+            Err(e) => Err(format!("the simulator does not start: {e}")),
+        }
+    })
+}
+
+/// Runs one case in a child process; its result, or `{"error": …}`.
+fn run_case(mode: &str, kind: SimKind, n: usize) -> Value {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return json!({ "error": format!("cannot find this executable: {e}") }),
+    };
+    let out = Command::new(exe)
+        .args(["--case", mode, kind.as_str(), &n.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return json!({ "error": format!("cannot run the case: {e}") }),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_PREFIX))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok());
+    match result {
+        Some(v) => v,
+        None => json!({ "error": format!("the case printed no result (exit {})", out.status) }),
+    }
+}
+
+fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
+    println!();
+    println!("== {kind}: full sync through SyncEngine::full_sync_now vs writing the same rows without HTTP");
+    println!(
+        "{:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7} {:>9} {:>7} {:>8}",
+        "N",
+        "sync s",
+        "devices/s",
+        "peak MiB",
+        "sim MiB",
+        "peak-sim",
+        "before MiB",
+        "store s",
+        "ratio",
+        "raw s",
+        "ratio",
+        "raw64 s"
+    );
+    for (n, s, b) in rows {
+        if let Some(e) = s.get("error").or_else(|| b.get("error")) {
+            println!("{n:>8} error: {}", e.as_str().unwrap_or("?"));
+            continue;
+        }
+        let secs = f(s, "seconds");
+        let peak = mib(s, "peak_kb");
+        let sim_share = mib(s, "rss_seeded_kb") - mib(s, "rss_start_kb");
+        let store_s = f(b, "store_seconds");
+        let raw_s = f(b, "raw_seconds");
+        println!(
+            "{:>8} {:>9.2} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>10.2} {:>7.2} {:>9.2} {:>7.1} {:>8.2}",
+            n,
+            secs,
+            *n as f64 / secs,
+            peak,
+            sim_share,
+            peak - sim_share,
+            mib(s, "rss_before_kb"),
+            store_s,
+            secs / store_s,
+            raw_s,
+            secs / raw_s,
+            f(b, "raw_cache64_seconds")
+        );
+    }
+    println!(
+        "sync s: wall time of full_sync_now (groups, users, devices, removal check, run record). \
+         peak MiB: VmHWM of the case's process during the sync (HWM reset just before it{}), \
+         which includes the simulator serving in the same process. sim MiB: VmRSS after seeding \
+         the simulator minus VmRSS at start. before MiB: VmRSS just before the sync (simulator \
+         seeded, store open). store s: the same groups, users and devices written through \
+         upsert_groups / upsert_users / upsert_devices (each one transaction) with no HTTP; raw s: \
+         plain INSERTs of the same rows in one transaction (SQLite's default 2 MiB page cache, as \
+         the store); raw64 s: the same with a 64 MiB page cache. ratio = sync s / baseline s.",
+        if rows
+            .iter()
+            .all(|(_, s, _)| s.get("hwm_reset").and_then(Value::as_bool) == Some(true))
+        {
+            ""
+        } else {
+            "; NOT reset on some case: there it is the process's peak since start"
+        }
+    );
+    for (n, s, b) in rows {
+        if s.get("error").is_some() || b.get("error").is_some() {
+            continue;
+        }
+        println!(
+            "  N={n}: listed {} records ({} devices, {} users, {} groups), {} devices stored; \
+             phases: groups {:.2} s, users {:.2} s, devices {:.2} s, removal check + record {:.2} s; \
+             CPU during sync: {:.2} s ({:.2} on sqlx-sqlite threads, {:.2} on tokio workers, {:.2} other); \
+             seeding the simulator {:.2} s; process peak since start {:.1} MiB; \
+             baseline store API devices alone {:.2} s",
+            s["listed"],
+            b["devices"],
+            b["users"],
+            b["groups"],
+            s["devices_stored"],
+            f(&s["phases"], "groups"),
+            f(&s["phases"], "users"),
+            f(&s["phases"], "devices"),
+            f(&s["phases"], "finish"),
+            f(&s["cpu"], "total"),
+            f(&s["cpu"], "sqlite"),
+            f(&s["cpu"], "tokio"),
+            f(&s["cpu"], "other"),
+            f(s, "seed_seconds"),
+            mib(s, "process_peak_kb"),
+            f(b, "store_devices_seconds"),
+        );
+    }
+    let ok: Vec<&(usize, Value, Value)> = rows
+        .iter()
+        .filter(|(_, s, _)| s.get("error").is_none())
+        .collect();
+    if let (Some(small), Some(large)) = (ok.first(), ok.last()) {
+        if large.0 > small.0 {
+            let size = large.0 as f64 / small.0 as f64;
+            println!(
+                "growth {}→{}: time ×{:.2}, peak RSS ×{:.2}, peak − sim ×{:.2} (linear time = ×{:.0})",
+                small.0,
+                large.0,
+                f(&large.1, "seconds") / f(&small.1, "seconds"),
+                mib(&large.1, "peak_kb") / mib(&small.1, "peak_kb"),
+                (mib(&large.1, "peak_kb") - mib(&large.1, "rss_seeded_kb")
+                    + mib(&large.1, "rss_start_kb"))
+                    / (mib(&small.1, "peak_kb") - mib(&small.1, "rss_seeded_kb")
+                        + mib(&small.1, "rss_start_kb")),
+                size
+            );
+        }
+    }
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn mib(v: &Value, key: &str) -> f64 {
+    f(v, key) / 1024.0
+}
+
+/// The 1, 5 and 15 minute load averages: the figures are wall times, so
+/// other work on the machine shows in them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown CPU");
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| format!("{:.1} GiB RAM", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "? RAM".into());
+    format!("{cpus} CPUs (nproc), {model}, {mem}")
+}
+
+// ---------------------------------------------------------------------------
+// The child: one case, one JSON line.
+// ---------------------------------------------------------------------------
+
+fn child(args: &[String]) -> ExitCode {
+    let (mode, kind, n) = match args {
+        [mode, kind, n, ..] => match (kind.parse::<SimKind>(), n.parse::<usize>()) {
+            (Ok(k), Ok(n)) => (mode.as_str(), k, n),
+            _ => {
+                eprintln!("error: --case MODE KIND N: bad kind `{kind}` or N `{n}`");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => {
+            eprintln!("error: --case MODE KIND N");
+            return ExitCode::FAILURE;
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // The daemon's runtime: multi-threaded, one worker per CPU.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match mode {
+            "sync" => sync_case(kind, n).await,
+            "baseline" => baseline_case(kind, n).await,
+            other => Err(format!("unknown case mode `{other}`")),
+        }
+    });
+    let (value, code) = match result {
+        Ok(v) => (v, ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("[{kind} {n}] {mode} failed: {e}");
+            (json!({ "error": e }), ExitCode::FAILURE)
+        }
+    };
+    println!("{RESULT_PREFIX}{value}");
+    code
+}
+
+/// A simulator of one kind, a temporary directory, a config pointing at the
+/// simulator, and the app built from it (store open, engine built, nothing
+/// started, nothing served).
+struct Setup {
+    // Field order is drop order: the app (and its store) before the directory.
+    app: App,
+    sim: Simulator,
+    dir: tempfile::TempDir,
+    rss_start_kb: u64,
+    rss_seeded_kb: u64,
+    seed_seconds: f64,
+}
+
+async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
+    let rss_start_kb = status_kb("VmRSS").unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind the simulator: {e}"))?;
+    let seeding = Instant::now();
+    let sim = Simulator::start(listener, SimOptions::new(vec![kind], n, SEED))
+        .map_err(|e| format!("start the simulator: {e}"))?;
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let rss_seeded_kb = status_kb("VmRSS").unwrap_or(0);
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let path = write_config(dir.path(), &sim, kind)?;
+    let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind the app: {e}"))?;
+    let app = App::build_with_listener(config, Some(listener))
+        .await
+        .map_err(|e| format!("build the app: {e}"))?;
+    Ok(Setup {
+        app,
+        sim,
+        dir,
+        rss_start_kb,
+        rss_seeded_kb,
+        seed_seconds,
+    })
+}
+
+/// `connector.toml` and one tenant with one MDM of `kind` at the simulator:
+/// no initial sync (`background_sync = false`) and no schedule, so the only
+/// sync is the one the bench asks for.
+fn write_config(root: &Path, sim: &Simulator, kind: SimKind) -> Result<PathBuf, String> {
+    let io = |e: std::io::Error| format!("write the config: {e}");
+    std::fs::create_dir_all(root.join("tenants.d")).map_err(io)?;
+    let main = root.join("connector.toml");
+    std::fs::write(
+        &main,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n\
+         [admin]\ntoken = \"bench-admin-token-abcdef\"\n[tenants]\ndir = \"tenants.d\"\n\
+         [sync]\nfull_sync_every = \"0\"\n",
+    )
+    .map_err(io)?;
+    let credentials = match kind {
+        SimKind::Soti => format!(
+            "client_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+            sim::soti::DEFAULT_CLIENT_ID,
+            sim::soti::DEFAULT_CLIENT_SECRET,
+            sim::soti::DEFAULT_USERNAME,
+            sim::soti::DEFAULT_PASSWORD
+        ),
+        SimKind::Mcms => format!(
+            "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
+            sim::mcms::DEFAULT_USERNAME,
+            sim::mcms::DEFAULT_PASSWORD,
+            sim::mcms::DEFAULT_API_KEY
+        ),
+        SimKind::Bcdm => format!(
+            "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
+            sim::bcdm::DEFAULT_ACCESS_KEY,
+            sim::bcdm::DEFAULT_SECRET_KEY,
+            sim::bcdm::DEFAULT_DM_CODE
+        ),
+    };
+    std::fs::write(
+        root.join(format!("tenants.d/{TENANT}.toml")),
+        format!(
+            "id = \"{TENANT}\"\ndisplay_name = \"Bench\"\nagent_secret = \"bench-agent-secret-0123456789\"\n\n\
+             [[mdm]]\nname = \"{MDM_NAME}\"\nkind = \"{}\"\nurl = \"{}\"\nbackground_sync = false\n\
+             mask_pii = false\n[mdm.credentials]\n{credentials}",
+            kind.as_str(),
+            sim.base_url(kind)
+        ),
+    )
+    .map_err(io)?;
+    Ok(main)
+}
+
+/// One full sync through the engine, with its time, memory and CPU.
+async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
+    let s = setup(kind, n).await?;
+    let engine = s.app.sync().clone();
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    engine.start(cancel.clone(), &tasks).await;
+    let mdm_id = engine
+        .integrations()
+        .next()
+        .ok_or("the engine has no integration")?
+        .mdm_id;
+
+    // When the last page of each listing was written: the phases of the run.
+    let marks: Arc<Mutex<HashMap<&'static str, Instant>>> = Arc::default();
+    let progress: ProgressFn = {
+        let marks = marks.clone();
+        Arc::new(move |what, _count| {
+            // Poisoned only if a holder panicked; the bench would be dead anyway.
+            marks
+                .lock()
+                .expect("marks lock")
+                .insert(what, Instant::now());
+        })
+    };
+
+    let rss_before_kb = status_kb("VmRSS").unwrap_or(0);
+    let hwm_setup_kb = status_kb("VmHWM").unwrap_or(0);
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0),
+    // so the peak read after the sync is the sync's own, not the seeding's.
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let cpu_before = thread_cpu();
+    let started = Instant::now();
+    let reports = engine
+        .full_sync_now(TENANT, None, SyncTrigger::Cli, Some(progress))
+        .await
+        .map_err(|e| format!("full sync: {e}"))?;
+    let ended = Instant::now();
+    let seconds = (ended - started).as_secs_f64();
+    let peak_kb = status_kb("VmHWM").unwrap_or(0);
+    let rss_after_kb = status_kb("VmRSS").unwrap_or(0);
+    let cpu = cpu_split(&cpu_before, &thread_cpu());
+
+    let report = reports.first().ok_or("no run report")?;
+    if report.outcome != SyncOutcome::Succeeded {
+        return Err(format!(
+            "the sync failed: {}",
+            report.error.as_deref().unwrap_or("?")
+        ));
+    }
+    let devices_stored = s
+        .app
+        .store()
+        .live_device_count(mdm_id)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let marks = marks.lock().expect("marks lock").clone();
+    let mut phases = serde_json::Map::new();
+    let mut from = started;
+    for what in ["groups", "users", "devices"] {
+        let to = marks.get(what).copied().unwrap_or(from);
+        phases.insert(what.into(), json!((to - from).as_secs_f64()));
+        from = to;
+    }
+    phases.insert("finish".into(), json!((ended - from).as_secs_f64()));
+
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    s.app.store().close().await;
+    s.sim.shutdown().await;
+    drop(s.dir);
+
+    Ok(json!({
+        "mode": "sync",
+        "kind": kind.as_str(),
+        "n": n,
+        "seconds": seconds,
+        "run_seconds": report.duration.as_secs_f64(),
+        "listed": report.listed,
+        "counts": report.counts,
+        "devices_stored": devices_stored,
+        "seed_seconds": s.seed_seconds,
+        "rss_start_kb": s.rss_start_kb,
+        "rss_seeded_kb": s.rss_seeded_kb,
+        "rss_before_kb": rss_before_kb,
+        "hwm_reset": hwm_reset,
+        "peak_kb": peak_kb,
+        "process_peak_kb": peak_kb.max(hwm_setup_kb),
+        "rss_after_kb": rss_after_kb,
+        "phases": phases,
+        "cpu": cpu,
+    }))
+}
+
+/// The same rows, read through the adapter first (untimed), written without HTTP.
+async fn baseline_case(kind: SimKind, n: usize) -> Result<Value, String> {
+    let s = setup(kind, n).await?;
+    let integration = s
+        .app
+        .sync()
+        .integrations()
+        .next()
+        .ok_or("the engine has no integration")?
+        .clone();
+    let adapter = integration.adapter.as_ref();
+    let listing = Instant::now();
+    let groups = collect(adapter.groups()).await?;
+    let users = collect(adapter.users()).await?;
+    let devices = collect(adapter.devices()).await?;
+    let list_seconds = listing.elapsed().as_secs_f64();
+    s.sim.shutdown().await;
+
+    // (a) The store's API, on the app's fresh store.
+    let store = s.app.store();
+    let mdm_id = integration.mdm_id;
+    let run_id = store
+        .start_sync_run(mdm_id, SyncTrigger::Cli)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    store
+        .upsert_groups(run_id, mdm_id, &groups)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .upsert_users(run_id, mdm_id, &users, Pii::Clear)
+        .await
+        .map_err(|e| e.to_string())?;
+    let devices_started = Instant::now();
+    store
+        .upsert_devices(run_id, mdm_id, &devices, Pii::Clear)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store_seconds = started.elapsed().as_secs_f64();
+    let store_devices_seconds = devices_started.elapsed().as_secs_f64();
+    let stored = store
+        .live_device_count(mdm_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if stored != devices.len() as u64 {
+        return Err(format!(
+            "store baseline stored {stored} of {} devices",
+            devices.len()
+        ));
+    }
+    store.close().await;
+
+    // (b) Plain INSERTs on fresh files with the same schema and pragmas:
+    // once with SQLite's default page cache (2 MiB, what the store runs
+    // with), once with a 64 MiB one, to show what the cache size costs.
+    let mut raw_seconds = Vec::new();
+    for (file, cache_kib) in [("raw.db", None), ("raw-cache64.db", Some(64 * 1024))] {
+        let raw_path = s.dir.path().join("data").join(file);
+        let raw_mdm = fresh_store(&raw_path, integration.kind).await?;
+        let took = raw_insert(&raw_path, raw_mdm, cache_kib, &groups, &users, &devices)
+            .await
+            .map_err(|e| format!("raw insert: {e}"))?;
+        raw_seconds.push(took.as_secs_f64());
+    }
+
+    Ok(json!({
+        "mode": "baseline",
+        "kind": kind.as_str(),
+        "n": n,
+        "devices": devices.len(),
+        "users": users.len(),
+        "groups": groups.len(),
+        "list_seconds": list_seconds,
+        "store_seconds": store_seconds,
+        "store_devices_seconds": store_devices_seconds,
+        "raw_seconds": raw_seconds[0],
+        "raw_cache64_seconds": raw_seconds[1],
+    }))
+}
+
+/// A store file with the schema and the bench's tenant and MDM; the MDM's id.
+async fn fresh_store(path: &Path, kind: mtd_adapter::MdmKind) -> Result<i64, String> {
+    let store = Store::open(path).await.map_err(|e| e.to_string())?;
+    let refs = store
+        .sync_tenants(&[TenantRecord {
+            id: TENANT.into(),
+            display_name: "Bench".into(),
+            mdms: vec![MdmRecord {
+                name: MDM_NAME.into(),
+                kind,
+                url: "http://raw.invalid".into(),
+            }],
+        }])
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    Ok(refs.first().ok_or("no integration in the fresh store")?.id)
+}
+
+async fn collect<T>(mut pages: PageStream<'_, T>) -> Result<Vec<T>, String> {
+    let mut all = Vec::new();
+    while let Some(page) = pages.next().await {
+        all.extend(page.map_err(|e| format!("listing: {e}"))?.items);
+    }
+    Ok(all)
+}
+
+/// Groups, users, devices and memberships as plain INSERTs (statements
+/// prepared once and cached by sqlx) in one transaction, with SQLite's page
+/// cache at its default or at `cache_kib`. Returns the time from `BEGIN` to
+/// the end of `COMMIT`.
+async fn raw_insert(
+    path: &Path,
+    mdm_id: i64,
+    cache_kib: Option<u32>,
+    groups: &[Group],
+    users: &[User],
+    devices: &[Device],
+) -> Result<Duration, sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true);
+    let mut conn = SqliteConnection::connect_with(&options).await?;
+    if let Some(kib) = cache_kib {
+        sqlx::query(&format!("PRAGMA cache_size = -{kib}"))
+            .execute(&mut conn)
+            .await?;
+    }
+    let now = Utc::now();
+    let started = Instant::now();
+    let mut tx = conn.begin().await?;
+
+    let mut group_ids: HashMap<&str, i64> = HashMap::new();
+    let listed_groups = groups.iter().map(|g| (g.mdm_group_id.as_str(), &*g.name));
+    let member_groups = devices
+        .iter()
+        .flat_map(|d| d.groups.iter().map(|g| (g.as_str(), g.as_str())));
+    for (key, name) in listed_groups.chain(member_groups) {
+        if group_ids.contains_key(key) {
+            continue;
+        }
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO groups (tenant_id, mdm_id, mdm_group_id, name, first_seen_at, updated_at,
+                 last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5) RETURNING id",
+        )
+        .bind(TENANT)
+        .bind(mdm_id)
+        .bind(key)
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        group_ids.insert(key, id);
+    }
+
+    let mut user_ids: HashMap<&str, i64> = HashMap::new();
+    for u in users
+        .iter()
+        .chain(devices.iter().filter_map(|d| d.user.as_ref()))
+    {
+        if user_ids.contains_key(u.mdm_user_id.as_str()) {
+            continue;
+        }
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (tenant_id, mdm_id, mdm_user_id, username, email, first_name,
+                 last_name, display_name, first_seen_at, updated_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9) RETURNING id",
+        )
+        .bind(TENANT)
+        .bind(mdm_id)
+        .bind(&u.mdm_user_id)
+        .bind(&u.username)
+        .bind(&u.email)
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(u.username.as_deref().unwrap_or(&u.mdm_user_id))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        user_ids.insert(&u.mdm_user_id, id);
+    }
+
+    for d in devices {
+        let ids = &d.identifiers;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
+                 name, platform, model, os_version, ownership, user_id, last_checkin_at,
+                 first_seen_at, updated_at, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?15)
+             RETURNING id",
+        )
+        .bind(TENANT)
+        .bind(mdm_id)
+        .bind(&d.mdm_device_id)
+        .bind(ids.udid.as_deref().and_then(normalize_udid))
+        .bind(ids.serial.as_deref().and_then(normalize_serial))
+        .bind(ids.imei.as_deref().and_then(normalize_imei))
+        .bind(ids.mac.as_deref().and_then(normalize_mac))
+        .bind(&d.name)
+        .bind(d.platform.as_str())
+        .bind(&d.model)
+        .bind(&d.os_version)
+        .bind(d.ownership.as_str())
+        .bind(
+            d.user
+                .as_ref()
+                .and_then(|u| user_ids.get(u.mdm_user_id.as_str()).copied()),
+        )
+        .bind(d.last_checkin_at)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut member: Vec<i64> = d
+            .groups
+            .iter()
+            .filter_map(|g| group_ids.get(g.as_str()).copied())
+            .collect();
+        member.sort_unstable();
+        member.dedup();
+        for g in member {
+            sqlx::query("INSERT INTO device_groups (device_id, group_id) VALUES (?, ?)")
+                .bind(id)
+                .bind(g)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    let took = started.elapsed();
+    conn.close().await?;
+    Ok(took)
+}
+
+// ---------------------------------------------------------------------------
+// /proc readings.
+// ---------------------------------------------------------------------------
+
+/// A `kB` line of `/proc/self/status` (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Per thread of this process: its name and user + system CPU ticks.
+fn thread_cpu() -> HashMap<u64, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: comm may hold spaces and parentheses, so
+        // split at the last `)`. utime and stime are fields 14 and 15, i.e.
+        // the 12th and 13th after the comm.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        out.insert(tid, (comm, ticks(11) + ticks(12)));
+    }
+    out
+}
+
+/// CPU seconds spent between two readings, by kind of thread: sqlx runs each
+/// SQLite connection on its own thread (`sqlx-sqlite-worker-N`), so SQLite's
+/// share is separate from the tokio workers' (HTTP client, simulator server,
+/// JSON, the engine). Threads that ended in between are not counted.
+fn cpu_split(before: &HashMap<u64, (String, u64)>, after: &HashMap<u64, (String, u64)>) -> Value {
+    let (mut sqlite, mut tokio, mut other) = (0u64, 0u64, 0u64);
+    for (tid, (comm, ticks)) in after {
+        let spent = ticks.saturating_sub(before.get(tid).map_or(0, |b| b.1));
+        if comm.starts_with("sqlx-sqlite") {
+            sqlite += spent;
+        } else if comm.starts_with("tokio-r") {
+            tokio += spent;
+        } else {
+            other += spent;
+        }
+    }
+    let s = |t: u64| t as f64 / USER_HZ;
+    json!({
+        "total": s(sqlite + tokio + other),
+        "sqlite": s(sqlite),
+        "tokio": s(tokio),
+        "other": s(other),
+    })
+}
