@@ -53,6 +53,7 @@
 //! (from `/proc/self/task/*/stat`), as a share of one core: SQLite's
 //! threads, the server runtime (daemon and simulator), the client runtime.
 
+mod common;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -60,6 +61,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use common::{f, load_average, machine, thread_cpu};
 use mtd_adapter::DeviceIdentifier;
 use mtd_connector::app::App;
 use mtd_connector::http::sign_agent_request;
@@ -161,7 +163,7 @@ fn parent(args: &[String]) -> ExitCode {
 
     println!("Event ingest and event → action benchmark");
     println!("machine: {}", machine());
-    println!("load average at start: {}", loadavg());
+    println!("load average at start: {}", load_average());
     println!(
         "{seconds} s measured per cell after a {:.1} s warm-up; each cell in its own process; \
          simulator, daemon and load generator in that one process, sharing the machine's cores",
@@ -208,7 +210,7 @@ fn parent(args: &[String]) -> ExitCode {
     print_targets(&ingest_rows, &e2a_rows);
     println!(
         "load average at the end: {} (other work on the machine lowers every figure)",
-        loadavg()
+        load_average()
     );
 
     if failed {
@@ -241,10 +243,6 @@ fn run_case(mode: &str, shape: &str, n: u64, seconds: u64) -> Value {
         .unwrap_or_else(
             || json!({ "error": format!("the case printed no result (exit {})", out.status) }),
         )
-}
-
-fn f(v: &Value, key: &str) -> f64 {
-    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
 fn err(v: &Value) -> Option<&str> {
@@ -481,37 +479,6 @@ fn print_targets(ingest: &[(&str, u64, Value, Value)], e2a: &[(u64, Value)]) {
             }
         );
     }
-}
-
-/// `/proc/loadavg`'s 1, 5 and 15 minute averages.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU");
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| format!("{:.1} GiB RAM", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "? RAM".into());
-    format!("{cpus} CPUs (nproc), {model}, {mem}")
 }
 
 // ---------------------------------------------------------------------------
@@ -1390,32 +1357,6 @@ async fn closed_loop(addr: std::net::SocketAddr, load: Load) -> LoadResult {
 // ---------------------------------------------------------------------------
 // /proc readings.
 // ---------------------------------------------------------------------------
-
-/// Per thread of this process: its name and user + system CPU ticks.
-fn thread_cpu() -> HashMap<u64, (String, u64)> {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state …`: split at the last `)`; utime and stime are
-        // the 12th and 13th fields after the comm.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        out.insert(tid, (comm, ticks(11) + ticks(12)));
-    }
-    out
-}
 
 /// CPU between two readings as % of one core over `seconds`, by kind of
 /// thread: SQLite (`sqlx-sqlite-*`), the load generator (`bench-client`),

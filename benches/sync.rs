@@ -32,7 +32,9 @@
 //! transaction (no lookups, no collision checks: the ceiling of this SQLite
 //! file on this disk).
 
+mod common;
 use chrono::Utc;
+use common::{f, load_average, machine, thread_cpu};
 use futures::StreamExt;
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Group, PageStream,
@@ -315,45 +317,8 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
     }
 }
 
-fn f(v: &Value, key: &str) -> f64 {
-    v.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
-}
-
 fn mib(v: &Value, key: &str) -> f64 {
     f(v, key) / 1024.0
-}
-
-/// The 1, 5 and 15 minute load averages: the figures are wall times, so
-/// other work on the machine shows in them.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU");
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| format!("{:.1} GiB RAM", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "? RAM".into());
-    format!("{cpus} CPUs (nproc), {model}, {mem}")
 }
 
 // ---------------------------------------------------------------------------
@@ -846,33 +811,6 @@ fn status_kb(field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-/// Per thread of this process: its name and user + system CPU ticks.
-fn thread_cpu() -> HashMap<u64, (String, u64)> {
-    let mut out = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state …`: comm may hold spaces and parentheses, so
-        // split at the last `)`. utime and stime are fields 14 and 15, i.e.
-        // the 12th and 13th after the comm.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        out.insert(tid, (comm, ticks(11) + ticks(12)));
-    }
-    out
 }
 
 /// CPU seconds spent between two readings, by kind of thread: sqlx runs each

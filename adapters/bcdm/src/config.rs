@@ -63,17 +63,11 @@ impl BcdmConfig {
     /// Checks what would otherwise fail on every request, with the fix in the message.
     pub(crate) fn validate(&self) -> Result<(), AdapterError> {
         let config = |msg: String| Err(AdapterError::Config(msg));
-        if !matches!(self.base_url.scheme(), "http" | "https") || self.base_url.cannot_be_a_base() {
-            return config(format!(
-                "BCDM url `{}` must be an http(s) URL such as https://star19extapi.bizconcier-dm.com",
-                self.base_url
-            ));
-        }
-        if self.base_url.query().is_some() || self.base_url.fragment().is_some() {
-            return config(format!(
-                "BCDM url `{}` must not carry a query or a fragment",
-                self.base_url
-            ));
+        if let Err(m) = mtd_adapter::http::check_base_url(
+            &self.base_url,
+            "https://star19extapi.bizconcier-dm.com",
+        ) {
+            return config(format!("BCDM `{}`: {m}", self.name));
         }
         if self.tenant_id.trim().is_empty() {
             return config("the tenant id is empty (it names the placeholder email)".into());

@@ -31,6 +31,19 @@ impl Default for HttpSettings {
     }
 }
 
+/// The checks every vendor makes on its `url`: http(s), usable as a base, and
+/// no query or fragment (request paths are appended to it). The error is a
+/// message for the caller to prefix with the MDM's name.
+pub fn check_base_url(url: &url::Url, example: &str) -> Result<(), String> {
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+        return Err(format!("url must be an http(s) URL such as {example}"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("url must not carry a query or a fragment".to_string());
+    }
+    Ok(())
+}
+
 /// Builds the rustls-based client for one MDM.
 pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, AdapterError> {
     let mut builder = reqwest::Client::builder()
@@ -204,6 +217,21 @@ mod tests {
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         let e = error_for_status(StatusCode::TOO_MANY_REQUESTS, &h, String::new());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn base_urls_must_be_http_without_query_or_fragment() {
+        let ok = url::Url::parse("https://mc.example.com/MobiControl").unwrap();
+        assert_eq!(check_base_url(&ok, "x"), Ok(()));
+        for bad in [
+            "ftp://mc.example.com",
+            "mailto:a@b.c",
+            "https://h/p?x=1",
+            "https://h/p#frag",
+        ] {
+            let url = url::Url::parse(bad).unwrap();
+            assert!(check_base_url(&url, "https://e.example").is_err(), "{bad}");
+        }
     }
 
     #[test]

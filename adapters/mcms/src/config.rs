@@ -58,16 +58,8 @@ impl McmsConfig {
     /// Checks what would otherwise fail only at the first request.
     pub fn validate(&self) -> Result<(), AdapterError> {
         let prefix = |what: &str| format!("MCMS `{}`: {what}", self.name);
-        if !matches!(self.base_url.scheme(), "https" | "http") || self.base_url.cannot_be_a_base() {
-            return Err(AdapterError::Config(prefix(
-                "url must be an http(s) URL such as https://as1506.awmdm.com",
-            )));
-        }
-        if self.base_url.query().is_some() || self.base_url.fragment().is_some() {
-            return Err(AdapterError::Config(prefix(
-                "url must not carry a query or a fragment",
-            )));
-        }
+        mtd_adapter::http::check_base_url(&self.base_url, "https://as1506.awmdm.com")
+            .map_err(|m| AdapterError::Config(prefix(&m)))?;
         if self.credentials.username.trim().is_empty() {
             return Err(AdapterError::Config(prefix("username is empty")));
         }
