@@ -150,16 +150,16 @@ async fn run(
     // Bounds rows claimed but not finished, so a slow MDM cannot make this
     // process claim everything.
     let in_flight = Arc::new(Semaphore::new(settings.batch as usize * 8));
-    let mut deferred_at = tokio::time::Instant::now() + settings.deferred_every;
+    // Deferred decisions look devices up at MDMs that may be down (up to the
+    // lookup budget per event): their own task, so claiming never waits on them.
+    tasks.spawn(decide_deferred_loop(
+        state.clone(),
+        settings.deferred_every,
+        cancel.clone(),
+    ));
     loop {
         if cancel.is_cancelled() {
             break;
-        }
-        if tokio::time::Instant::now() >= deferred_at {
-            deferred_at = tokio::time::Instant::now() + settings.deferred_every;
-            if let Err(e) = crate::ingest::decide_deferred(&state).await {
-                tracing::warn!(error = %e, "Cannot decide deferred events; trying again later");
-            }
         }
         let room = in_flight.available_permits().min(settings.batch as usize) as u32;
         let claimed = if room == 0 {
@@ -202,6 +202,19 @@ async fn run(
         }
     }
     tracing::debug!("Dispatcher stopped claiming");
+}
+
+/// Every `every`, decides the events whose device could not be looked up when they arrived.
+async fn decide_deferred_loop(state: AppState, every: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = crate::ingest::decide_deferred(&state).await {
+            tracing::warn!(error = %e, "Cannot decide deferred events; trying again later");
+        }
+    }
 }
 
 /// Sends one claimed row and moves it on. Every error is recorded on the row.
