@@ -12,6 +12,15 @@ use std::sync::Arc;
 /// Builds the adapter for one MDM of a tenant. Fails only on local problems
 /// (an unreadable or invalid `ca_cert`); nothing is sent to the MDM here.
 pub fn build(tenant: &TenantConfig, mdm: &MdmConfig) -> Result<Arc<dyn MdmAdapter>, AdapterError> {
+    build_observed(tenant, mdm, None)
+}
+
+/// As [`build`]; the MDM's rate-limit answers also go to `health` (the status API's back-off).
+pub fn build_observed(
+    tenant: &TenantConfig,
+    mdm: &MdmConfig,
+    health: Option<Arc<crate::sync::IntegrationHealth>>,
+) -> Result<Arc<dyn MdmAdapter>, AdapterError> {
     let http = http_settings(mdm)?;
     let adapter: Arc<dyn MdmAdapter> = match &mdm.credentials {
         Credentials::Soti {
@@ -74,7 +83,9 @@ pub fn build(tenant: &TenantConfig, mdm: &MdmConfig) -> Result<Arc<dyn MdmAdapte
         )?),
     };
     // Every call to the MDM is counted and timed, whoever makes it.
-    Ok(crate::metrics::InstrumentedAdapter::wrap(adapter))
+    Ok(crate::metrics::InstrumentedAdapter::wrap_observed(
+        adapter, health,
+    ))
 }
 
 fn http_settings(mdm: &MdmConfig) -> Result<HttpSettings, AdapterError> {

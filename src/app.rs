@@ -13,7 +13,6 @@ use crate::store::{MdmRecord, Store, TenantRecord};
 use crate::sync::SyncEngine;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -107,7 +106,7 @@ impl App {
         };
         let state = AppState {
             store,
-            config: Arc::new(config),
+            config: crate::config::LiveConfig::new(config),
             sync,
             dispatch: DispatchHandle::new(),
         };
@@ -137,6 +136,11 @@ impl App {
         self
     }
 
+    /// What the handlers share; [`crate::reload::reload`] takes it.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// The sync engine (full syncs, on-demand lookups).
     pub fn sync(&self) -> &SyncEngine {
         &self.state.sync
@@ -156,7 +160,7 @@ impl App {
         } = self;
         let cancel = CancellationToken::new();
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, tenants = state.config.tenants.len(), "Serving the agent and admin API");
+        tracing::info!(%addr, tenants = state.config.load().tenants.len(), "Serving the agent and admin API");
 
         state.sync.start(cancel.clone(), &tasks).await;
         crate::dispatch::start(state.clone(), dispatch, cancel.clone(), &tasks).await;

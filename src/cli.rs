@@ -206,6 +206,7 @@ async fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    crate::reload::reload_on_sighup(app.state().clone());
     match app.run_until(crate::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

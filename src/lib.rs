@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ops;
 pub mod policy;
+pub mod reload;
 pub mod shutdown;
 pub mod sim;
 pub mod store;

@@ -455,6 +455,21 @@ fn mdm_call(kind: MdmKind, operation: &str, class: &str, took: Duration) {
         .observe(&[kind.as_str(), operation], took.as_secs_f64());
 }
 
+fn observe<T>(
+    kind: MdmKind,
+    health: Option<&crate::sync::IntegrationHealth>,
+    operation: &str,
+    result: &Result<T, AdapterError>,
+    took: Duration,
+) {
+    mdm_call(kind, operation, class_of(result), took);
+    if let (Some(health), Err(e)) = (health, result) {
+        if matches!(e, AdapterError::RateLimited { .. }) {
+            health.rate_limited(e.retry_after());
+        }
+    }
+}
+
 fn class_of<T>(result: &Result<T, AdapterError>) -> &'static str {
     match result {
         Ok(_) => "ok",
@@ -483,12 +498,30 @@ fn action_kind(kind: ActionRecordKind) -> &'static str {
 pub struct InstrumentedAdapter {
     inner: Arc<dyn MdmAdapter>,
     kind: MdmKind,
+    /// Where a rate-limit answer is noted for the status API.
+    health: Option<Arc<crate::sync::IntegrationHealth>>,
 }
 
 impl InstrumentedAdapter {
     pub fn wrap(inner: Arc<dyn MdmAdapter>) -> Arc<dyn MdmAdapter> {
+        Self::wrap_observed(inner, None)
+    }
+
+    pub fn wrap_observed(
+        inner: Arc<dyn MdmAdapter>,
+        health: Option<Arc<crate::sync::IntegrationHealth>>,
+    ) -> Arc<dyn MdmAdapter> {
         let kind = inner.kind();
-        Arc::new(InstrumentedAdapter { inner, kind })
+        Arc::new(InstrumentedAdapter {
+            inner,
+            kind,
+            health,
+        })
+    }
+
+    /// Records one call: metrics, and a rate-limit answer in the integration's health.
+    fn observe<T>(&self, operation: &str, result: &Result<T, AdapterError>, took: Duration) {
+        observe(self.kind, self.health.as_deref(), operation, result, took)
     }
 
     /// Times each page: from the poll that asks for it to its arrival. The
@@ -499,11 +532,15 @@ impl InstrumentedAdapter {
         stream: PageStream<'a, T>,
     ) -> PageStream<'a, T> {
         let kind = self.kind;
-        futures::stream::unfold(stream, move |mut stream| async move {
-            let started = Instant::now();
-            let page = stream.next().await?;
-            mdm_call(kind, operation, class_of(&page), started.elapsed());
-            Some((page, stream))
+        let health = self.health.clone();
+        futures::stream::unfold(stream, move |mut stream| {
+            let health = health.clone();
+            async move {
+                let started = Instant::now();
+                let page = stream.next().await?;
+                observe(kind, health.as_deref(), operation, &page, started.elapsed());
+                Some((page, stream))
+            }
         })
         .boxed()
     }
@@ -526,12 +563,7 @@ impl MdmAdapter for InstrumentedAdapter {
     async fn health_check(&self) -> Result<HealthReport, AdapterError> {
         let started = Instant::now();
         let result = self.inner.health_check().await;
-        mdm_call(
-            self.kind,
-            "health_check",
-            class_of(&result),
-            started.elapsed(),
-        );
+        self.observe("health_check", &result, started.elapsed());
         result
     }
 
@@ -550,19 +582,14 @@ impl MdmAdapter for InstrumentedAdapter {
     async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
         let started = Instant::now();
         let result = self.inner.lookup_device(id).await;
-        mdm_call(
-            self.kind,
-            "lookup_device",
-            class_of(&result),
-            started.elapsed(),
-        );
+        self.observe("lookup_device", &result, started.elapsed());
         result
     }
 
     async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError> {
         let started = Instant::now();
         let result = self.inner.execute(command, device).await;
-        mdm_call(self.kind, "execute", class_of(&result), started.elapsed());
+        self.observe("execute", &result, started.elapsed());
         result
     }
 }

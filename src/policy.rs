@@ -61,11 +61,7 @@ pub fn mdm_of<'a>(
     tenant: &'a TenantConfig,
     mdm_id: i64,
 ) -> Option<(Arc<Integration>, &'a MdmConfig)> {
-    let integration = state
-        .sync
-        .integrations()
-        .find(|i| i.mdm_id == mdm_id && i.tenant_id == tenant.id)?
-        .clone();
+    let integration = state.sync.integration(&tenant.id, mdm_id)?;
     let config = tenant.mdms.iter().find(|m| m.name == integration.name)?;
     Some((integration, config))
 }
@@ -278,11 +274,12 @@ mod tests {
             adapter,
             background_sync: false,
             masker: None,
+            health: Default::default(),
         };
         let sync = SyncEngine::new(store.clone(), SyncSettings::default(), vec![integration]);
         let state = AppState {
             store,
-            config: Arc::new(config),
+            config: crate::config::LiveConfig::new(config),
             sync,
             dispatch: crate::dispatch::DispatchHandle::new(),
         };
@@ -292,7 +289,8 @@ mod tests {
     #[tokio::test]
     async fn an_action_the_mdm_cannot_do_is_skipped_with_the_reason_and_one_it_can_do_passes() {
         let (_dir, state, device) = state_with(Arc::new(LockOnly)).await;
-        let tenant = &state.config.tenants[0];
+        let config = state.config.load();
+        let tenant = &config.tenants[0];
         let reason = static_checks(&state, tenant, Some(&device), ActionRecordKind::Wipe).unwrap();
         assert!(reason.contains("cannot wipe"), "{reason}");
         let reason = static_checks(

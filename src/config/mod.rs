@@ -26,6 +26,7 @@ mod tests;
 use mtd_adapter::{ActionKind, MdmKind, Secret};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use url::Url;
 
@@ -50,6 +51,30 @@ pub struct Config {
     /// unknown threat categories, rules that can never act). Never contain a
     /// secret value.
     pub warnings: Vec<String>,
+}
+
+/// The config the daemon runs on, replaced whole by a reload (SIGHUP).
+///
+/// Readers take a snapshot with [`LiveConfig::load`] and keep it for one
+/// request or one action, so a reload never changes the config under work in
+/// flight; a lock held only to clone an `Arc` costs nothing next to a request.
+#[derive(Debug, Clone)]
+pub struct LiveConfig(Arc<RwLock<Arc<Config>>>);
+
+impl LiveConfig {
+    pub fn new(config: Config) -> Self {
+        LiveConfig(Arc::new(RwLock::new(Arc::new(config))))
+    }
+
+    /// The current config.
+    pub fn load(&self) -> Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `config` the current one; snapshots taken before keep the old one.
+    pub fn replace(&self, config: Arc<Config>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
 }
 
 /// `[server]`.

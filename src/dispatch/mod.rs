@@ -233,7 +233,8 @@ async fn try_execute(
     let skip = |reason: String| {
         Transition::new(row.state, ActionState::Skipped, "skipped before sending").reason(reason)
     };
-    let Some(tenant) = state.config.tenants.iter().find(|t| t.id == row.tenant_id) else {
+    let config = state.config.load();
+    let Some(tenant) = config.tenants.iter().find(|t| t.id == row.tenant_id) else {
         transition(
             state,
             row.id,

@@ -167,9 +167,10 @@ impl FromRequest<AppState> for SignedAgent {
             .inspect_err(|e| metrics::agent_refused(None, e))?;
 
         let now = chrono::Utc::now().timestamp();
-        match verify(&state.config, &headers, &body, now) {
+        let config = state.config.load();
+        match verify(&config, &headers, &body, now) {
             Ok(tenant) => Ok(SignedAgent {
-                config: state.config.clone(),
+                config,
                 tenant,
                 body,
             }),

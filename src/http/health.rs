@@ -21,7 +21,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.check_writable().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "store": "ok", "tenants": state.config.tenants.len()})),
+            Json(
+                json!({"status": "ready", "store": "ok", "tenants": state.config.load().tenants.len()}),
+            ),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "Readiness check failed: the store is not writable");

@@ -41,6 +41,7 @@ async fn live_devices(state: &AppState) -> Result<Vec<(String, u64)>, crate::sto
         .collect();
     Ok(state
         .config
+        .load()
         .tenants
         .iter()
         .map(|t| (t.id.clone(), counted.get(&t.id).copied().unwrap_or(0)))

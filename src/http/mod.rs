@@ -13,16 +13,16 @@ mod metrics;
 pub use agent::sign as sign_agent_request;
 pub use error::ApiError;
 
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::store::Store;
 use axum::Router;
-use std::sync::Arc;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
-    pub config: Arc<Config>,
+    /// Replaced whole by a reload; take a snapshot with `config.load()`.
+    pub config: LiveConfig,
     pub sync: crate::sync::SyncEngine,
     pub dispatch: crate::dispatch::DispatchHandle,
 }

@@ -238,8 +238,9 @@ const DEFER_LIMIT: chrono::Duration = chrono::Duration::hours(24);
 pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
     let events = state.store.undecided_events(100).await?;
     let mut decided = 0;
+    let config = state.config.load();
     for e in events {
-        let Some(tenant) = state.config.tenants.iter().find(|t| t.id == e.tenant_id) else {
+        let Some(tenant) = config.tenants.iter().find(|t| t.id == e.tenant_id) else {
             continue;
         };
         let agent = AgentDevice {

@@ -10,11 +10,13 @@
 //! not queue behind a running full sync: they go straight to the adapters
 //! through [`ondemand`], with single flight and a short miss cache.
 
+mod health;
 pub mod ondemand;
 pub mod pii;
 mod run;
 mod worker;
 
+pub use health::{Backoff, IntegrationHealth};
 pub use ondemand::{LookupError, LookupOutcome};
 pub use run::RunReport;
 
@@ -41,6 +43,8 @@ pub struct Integration {
     pub background_sync: bool,
     /// Set when the MDM has `mask_pii = true`.
     pub masker: Option<Arc<KeyedMasker>>,
+    /// Back-offs in effect, for the status API (shared with the adapter's instrumentation).
+    pub health: Arc<IntegrationHealth>,
 }
 
 /// Engine settings, from `[sync]` of the main config.
@@ -106,8 +110,23 @@ pub enum SyncError {
 struct Worker {
     integration: Arc<Integration>,
     tx: mpsc::Sender<FullSyncRequest>,
-    /// Taken by `start`, which spawns the worker task on it.
+    /// Taken by the task that runs the worker.
     rx: std::sync::Mutex<Option<mpsc::Receiver<FullSyncRequest>>>,
+}
+
+impl Worker {
+    fn new(integration: Arc<Integration>) -> Arc<Worker> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Arc::new(Worker {
+            integration,
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        })
+    }
+
+    fn key(&self) -> (&str, &str) {
+        (&self.integration.tenant_id, &self.integration.name)
+    }
 }
 
 /// The engine; cheap to clone (shared state behind an `Arc`).
@@ -119,15 +138,31 @@ pub struct SyncEngine {
 struct Inner {
     store: Store,
     settings: SyncSettings,
-    /// In config order, per tenant.
-    workers: Vec<Worker>,
+    /// In config order, per tenant; replaced by [`SyncEngine::apply`] on a reload.
+    workers: std::sync::RwLock<Vec<Arc<Worker>>>,
     ondemand: ondemand::OnDemand,
+    /// Set by `start`: where workers added by a reload are spawned.
+    running: std::sync::Mutex<Option<Running>>,
+    /// One per MDM (store id): a worker replaced by a reload finishes its run
+    /// before the new one starts, so two full syncs of an MDM never overlap.
+    run_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+#[derive(Clone)]
+struct Running {
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    /// Initial syncs and the schedule (`false` for the `sync` command).
+    background: bool,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+    /// The integrations (tenant, MDM name) that have a schedule job.
+    scheduled: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl std::fmt::Debug for SyncEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncEngine")
-            .field("integrations", &self.inner.workers.len())
+            .field("integrations", &self.workers().len())
             .finish()
     }
 }
@@ -136,30 +171,40 @@ impl std::fmt::Debug for SyncEngine {
 /// run serves them all, so a small bound loses nothing.
 const QUEUE: usize = 4;
 
+/// What a reload changed in the engine.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Integrations new or rebuilt (their config changed): new workers.
+    pub started: Vec<(String, String)>,
+    /// Integrations gone: their workers finish the run in progress and stop.
+    pub stopped: Vec<(String, String)>,
+    pub kept: usize,
+}
+
 impl SyncEngine {
     /// Builds the engine; nothing runs until [`SyncEngine::start`].
     pub fn new(store: Store, settings: SyncSettings, integrations: Vec<Integration>) -> SyncEngine {
         let integrations: Vec<Arc<Integration>> = integrations.into_iter().map(Arc::new).collect();
-        let workers = integrations
-            .iter()
-            .map(|i| {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                Worker {
-                    integration: i.clone(),
-                    tx,
-                    rx: std::sync::Mutex::new(Some(rx)),
-                }
-            })
-            .collect();
+        let workers = integrations.iter().cloned().map(Worker::new).collect();
         let ondemand = ondemand::OnDemand::new(store.clone(), integrations, settings.miss_ttl);
         SyncEngine {
             inner: Arc::new(Inner {
                 store,
                 settings,
-                workers,
+                workers: std::sync::RwLock::new(workers),
                 ondemand,
+                running: std::sync::Mutex::new(None),
+                run_locks: std::sync::Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    fn workers(&self) -> Vec<Arc<Worker>> {
+        self.inner
+            .workers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Spawns one worker per integration and the schedule, and queues the
@@ -175,51 +220,151 @@ impl SyncEngine {
     }
 
     async fn start_with(&self, cancel: CancellationToken, tasks: &TaskTracker, background: bool) {
-        for w in &self.inner.workers {
-            let Some(rx) = w.rx.lock().expect("worker receiver lock").take() else {
-                continue; // started before: the task already owns the receiver
-            };
-            let ctx = worker::WorkerCtx {
-                integration: w.integration.clone(),
-                store: self.inner.store.clone(),
-                settings: self.inner.settings.clone(),
-            };
-            tasks.spawn(worker::run(ctx, rx, cancel.clone()));
-            if background && w.integration.background_sync {
-                let _ = self.enqueue(w, SyncTrigger::Initial, None, None);
-            }
+        let scheduler = match (background, self.inner.settings.full_sync_every) {
+            (true, Some(_)) => worker::scheduler(cancel.clone(), tasks).await,
+            _ => None,
+        };
+        let running = Running {
+            cancel,
+            tasks: tasks.clone(),
+            background,
+            scheduler,
+            scheduled: Default::default(),
+        };
+        *self.inner.running.lock().expect("running lock") = Some(running.clone());
+        for w in self.workers() {
+            self.launch(&w, &running, SyncTrigger::Initial).await;
         }
-        if !background {
+        if let (Some(every), Some(_)) = (self.inner.settings.full_sync_every, &running.scheduler) {
+            tracing::info!(every_seconds = every.as_secs(), "Full sync scheduled");
+        }
+    }
+
+    /// Spawns the task of a worker (once), queues its first sync, schedules it.
+    async fn launch(&self, w: &Arc<Worker>, running: &Running, first: SyncTrigger) {
+        let Some(rx) = w.rx.lock().expect("worker receiver lock").take() else {
+            return; // launched before: the task already owns the receiver
+        };
+        let run_lock = self
+            .inner
+            .run_locks
+            .lock()
+            .expect("run lock map")
+            .entry(w.integration.mdm_id)
+            .or_default()
+            .clone();
+        let ctx = worker::WorkerCtx {
+            integration: w.integration.clone(),
+            store: self.inner.store.clone(),
+            settings: self.inner.settings.clone(),
+            run_lock,
+        };
+        running
+            .tasks
+            .spawn(worker::run(ctx, rx, running.cancel.clone()));
+        if !running.background {
             return;
         }
-        if let Some(every) = self.inner.settings.full_sync_every {
-            worker::schedule(self, every, cancel, tasks).await;
+        if w.integration.background_sync {
+            let _ = self.enqueue(w, first, None, None);
+        }
+        if let (Some(every), Some(scheduler)) =
+            (self.inner.settings.full_sync_every, &running.scheduler)
+        {
+            let (tenant, name) = w.key();
+            let key = (tenant.to_string(), name.to_string());
+            if running
+                .scheduled
+                .lock()
+                .expect("schedule set")
+                .insert(key.clone())
+            {
+                worker::schedule_one(
+                    scheduler,
+                    Arc::downgrade(&self.inner),
+                    key,
+                    every,
+                    self.inner.settings.max_schedule_offset,
+                )
+                .await;
+            }
         }
     }
 
-    /// The integrations, in config order.
-    pub fn integrations(&self) -> impl Iterator<Item = &Arc<Integration>> {
-        self.inner.workers.iter().map(|w| &w.integration)
+    /// Replaces the integrations after a reload. An integration passed as the
+    /// same `Arc` as before keeps its worker (and its queued requests); a new
+    /// one gets a new worker, which starts with an initial sync when the engine
+    /// runs in the background; a worker whose integration is gone finishes the
+    /// run in progress and stops (its channel closes when it is dropped here).
+    pub async fn apply(&self, integrations: Vec<Arc<Integration>>) -> Applied {
+        let mut applied = Applied::default();
+        let launch: Vec<Arc<Worker>>;
+        {
+            let mut workers = self
+                .inner
+                .workers
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let old = std::mem::take(&mut *workers);
+            let mut fresh = Vec::new();
+            for i in &integrations {
+                match old.iter().find(|w| Arc::ptr_eq(&w.integration, i)) {
+                    Some(w) => {
+                        applied.kept += 1;
+                        workers.push(w.clone());
+                    }
+                    None => {
+                        let w = Worker::new(i.clone());
+                        applied.started.push((i.tenant_id.clone(), i.name.clone()));
+                        fresh.push(w.clone());
+                        workers.push(w);
+                    }
+                }
+            }
+            for w in &old {
+                if !workers.iter().any(|n| Arc::ptr_eq(n, w)) {
+                    let (tenant, name) = w.key();
+                    applied.stopped.push((tenant.to_string(), name.to_string()));
+                }
+            }
+            launch = fresh;
+        }
+        self.inner.ondemand.set_integrations(integrations);
+        let running = self.inner.running.lock().expect("running lock").clone();
+        if let Some(running) = running {
+            for w in &launch {
+                self.launch(w, &running, SyncTrigger::Initial).await;
+            }
+        }
+        applied
     }
 
-    fn workers_of<'a>(
-        &'a self,
-        tenant: &str,
-        mdm: Option<&str>,
-    ) -> Result<Vec<&'a Worker>, SyncError> {
-        let of_tenant: Vec<&Worker> = self
-            .inner
-            .workers
-            .iter()
+    /// The integrations, in config order (a snapshot: a reload may change them).
+    pub fn integrations(&self) -> impl Iterator<Item = Arc<Integration>> {
+        self.workers().into_iter().map(|w| w.integration.clone())
+    }
+
+    /// The integration of a tenant's MDM, by the store's id.
+    pub fn integration(&self, tenant: &str, mdm_id: i64) -> Option<Arc<Integration>> {
+        self.workers()
+            .into_iter()
+            .find(|w| w.integration.tenant_id == tenant && w.integration.mdm_id == mdm_id)
+            .map(|w| w.integration.clone())
+    }
+
+    fn workers_of(&self, tenant: &str, mdm: Option<&str>) -> Result<Vec<Arc<Worker>>, SyncError> {
+        let of_tenant: Vec<Arc<Worker>> = self
+            .workers()
+            .into_iter()
             .filter(|w| w.integration.tenant_id == tenant)
             .collect();
-        if of_tenant.is_empty() && !self.has_tenant(tenant) {
+        if of_tenant.is_empty() {
             return Err(SyncError::UnknownTenant(tenant.to_string()));
         }
         match mdm {
             None => Ok(of_tenant),
             Some(name) => {
-                let one: Vec<&Worker> = of_tenant
+                let one: Vec<Arc<Worker>> = of_tenant
                     .into_iter()
                     .filter(|w| w.integration.name == name)
                     .collect();
@@ -235,13 +380,6 @@ impl SyncEngine {
         }
     }
 
-    fn has_tenant(&self, tenant: &str) -> bool {
-        self.inner
-            .workers
-            .iter()
-            .any(|w| w.integration.tenant_id == tenant)
-    }
-
     fn enqueue(
         &self,
         w: &Worker,
@@ -249,17 +387,7 @@ impl SyncEngine {
         reply: Option<oneshot::Sender<RunReport>>,
         progress: Option<ProgressFn>,
     ) -> Result<Requested, SyncError> {
-        match w.tx.try_send(FullSyncRequest {
-            trigger,
-            reply,
-            progress,
-        }) {
-            Ok(()) => Ok(Requested::Queued),
-            // Full: runs are already queued behind the current one and will
-            // pick up everything this request would have; nothing is lost.
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(Requested::Coalesced),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SyncError::ShuttingDown),
-        }
+        enqueue(&w.tx, trigger, reply, progress)
     }
 
     /// Asks for a full sync of a tenant's MDMs (or one of them) without waiting.
@@ -274,7 +402,7 @@ impl SyncEngine {
             .map(|w| {
                 Ok((
                     w.integration.name.clone(),
-                    self.enqueue(w, trigger, None, None)?,
+                    self.enqueue(&w, trigger, None, None)?,
                 ))
             })
             .collect()
@@ -319,6 +447,25 @@ impl SyncEngine {
     }
 }
 
+fn enqueue(
+    tx: &mpsc::Sender<FullSyncRequest>,
+    trigger: SyncTrigger,
+    reply: Option<oneshot::Sender<RunReport>>,
+    progress: Option<ProgressFn>,
+) -> Result<Requested, SyncError> {
+    match tx.try_send(FullSyncRequest {
+        trigger,
+        reply,
+        progress,
+    }) {
+        Ok(()) => Ok(Requested::Queued),
+        // Full: runs are already queued behind the current one and will
+        // pick up everything this request would have; nothing is lost.
+        Err(mpsc::error::TrySendError::Full(_)) => Ok(Requested::Coalesced),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(SyncError::ShuttingDown),
+    }
+}
+
 /// Builds the per-tenant maskers for the MDMs with `mask_pii` (the key lives in the store).
 pub async fn masker_for(store: &Store, tenant: &str) -> Result<Arc<KeyedMasker>, StoreError> {
     Ok(Arc::new(KeyedMasker::new(store.pii_key(tenant).await?)))
@@ -340,43 +487,54 @@ pub async fn integrations_from(
     store: &Store,
     refs: &[crate::store::IntegrationRef],
 ) -> Result<Vec<Integration>, BuildIntegrationError> {
-    let ids: HashMap<(&str, &str), i64> = refs
-        .iter()
-        .map(|r| ((r.tenant_id.as_str(), r.name.as_str()), r.id))
-        .collect();
     let mut out = Vec::new();
     for tenant in &config.tenants {
         for mdm in &tenant.mdms {
-            let adapter = crate::adapters::build(tenant, mdm).map_err(|e| {
-                BuildIntegrationError::Adapter {
-                    tenant: tenant.id.clone(),
-                    mdm: mdm.name.clone(),
-                    source: e,
-                }
-            })?;
-            let mdm_id = *ids
-                .get(&(tenant.id.as_str(), mdm.name.as_str()))
-                .ok_or_else(|| BuildIntegrationError::NotRecorded {
-                    tenant: tenant.id.clone(),
-                    mdm: mdm.name.clone(),
-                })?;
-            let masker = if mdm.mask_pii {
-                Some(masker_for(store, &tenant.id).await?)
-            } else {
-                None
-            };
-            out.push(Integration {
-                tenant_id: tenant.id.clone(),
-                mdm_id,
-                name: mdm.name.clone(),
-                kind: mdm.kind,
-                adapter,
-                background_sync: mdm.background_sync,
-                masker,
-            });
+            out.push(integration_for(tenant, mdm, store, refs).await?);
         }
     }
     Ok(out)
+}
+
+/// The integration of one `[[mdm]]`, with a new adapter.
+pub async fn integration_for(
+    tenant: &crate::config::TenantConfig,
+    mdm: &crate::config::MdmConfig,
+    store: &Store,
+    refs: &[crate::store::IntegrationRef],
+) -> Result<Integration, BuildIntegrationError> {
+    let health = Arc::new(IntegrationHealth::default());
+    let adapter =
+        crate::adapters::build_observed(tenant, mdm, Some(health.clone())).map_err(|e| {
+            BuildIntegrationError::Adapter {
+                tenant: tenant.id.clone(),
+                mdm: mdm.name.clone(),
+                source: e,
+            }
+        })?;
+    let mdm_id = refs
+        .iter()
+        .find(|r| r.tenant_id == tenant.id && r.name == mdm.name)
+        .map(|r| r.id)
+        .ok_or_else(|| BuildIntegrationError::NotRecorded {
+            tenant: tenant.id.clone(),
+            mdm: mdm.name.clone(),
+        })?;
+    let masker = if mdm.mask_pii {
+        Some(masker_for(store, &tenant.id).await?)
+    } else {
+        None
+    };
+    Ok(Integration {
+        tenant_id: tenant.id.clone(),
+        mdm_id,
+        name: mdm.name.clone(),
+        kind: mdm.kind,
+        adapter,
+        background_sync: mdm.background_sync,
+        masker,
+        health,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -53,8 +53,8 @@ pub(crate) struct OnDemand {
 
 struct State {
     store: crate::store::Store,
-    /// Per tenant, in config order.
-    by_tenant: HashMap<String, Vec<Arc<Integration>>>,
+    /// Per tenant, in config order; replaced by a reload.
+    by_tenant: std::sync::RwLock<HashMap<String, Vec<Arc<Integration>>>>,
     miss_ttl: Duration,
     inflight: Mutex<HashMap<String, SharedLookup>>,
     misses: Mutex<HashMap<String, Instant>>,
@@ -66,19 +66,26 @@ impl OnDemand {
         integrations: Vec<Arc<Integration>>,
         miss_ttl: Duration,
     ) -> Self {
-        let mut by_tenant: HashMap<String, Vec<Arc<Integration>>> = HashMap::new();
-        for i in integrations {
-            by_tenant.entry(i.tenant_id.clone()).or_default().push(i);
-        }
         OnDemand {
             state: Arc::new(State {
                 store,
-                by_tenant,
+                by_tenant: std::sync::RwLock::new(by_tenant(integrations)),
                 miss_ttl,
                 inflight: Mutex::new(HashMap::new()),
                 misses: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The integrations after a reload. Misses are forgotten: a new MDM may
+    /// know a device the old ones did not.
+    pub fn set_integrations(&self, integrations: Vec<Arc<Integration>>) {
+        *self
+            .state
+            .by_tenant
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = by_tenant(integrations);
+        self.state.misses.lock().expect("miss cache lock").clear();
     }
 
     pub async fn lookup(
@@ -136,6 +143,14 @@ impl OnDemand {
     }
 }
 
+fn by_tenant(integrations: Vec<Arc<Integration>>) -> HashMap<String, Vec<Arc<Integration>>> {
+    let mut by_tenant: HashMap<String, Vec<Arc<Integration>>> = HashMap::new();
+    for i in integrations {
+        by_tenant.entry(i.tenant_id.clone()).or_default().push(i);
+    }
+    by_tenant
+}
+
 async fn find_in_store(
     store: &crate::store::Store,
     tenant: &str,
@@ -164,11 +179,17 @@ async fn ask_mdms(
     tenant: &str,
     ids: &[DeviceIdentifier],
 ) -> Result<LookupOutcome, LookupError> {
-    let Some(integrations) = state.by_tenant.get(tenant) else {
+    let integrations = state
+        .by_tenant
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(tenant)
+        .cloned();
+    let Some(integrations) = integrations else {
         return Ok(LookupOutcome::NotEnrolled);
     };
     let mut failure: Option<LookupError> = None;
-    for i in integrations {
+    for i in &integrations {
         for id in ids {
             match i.adapter.lookup_device(id).await {
                 Ok(Some(mut device)) => {

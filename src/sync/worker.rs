@@ -6,7 +6,7 @@
 //! exponential backoff and jitter, for MDMs with `background_sync`.
 
 use super::run::full_sync;
-use super::{FullSyncRequest, Integration, SyncEngine, SyncSettings};
+use super::{FullSyncRequest, Inner, Integration, SyncSettings};
 use crate::shutdown::CancellationToken;
 use crate::store::{Store, SyncOutcome, SyncTrigger};
 use rand::Rng;
@@ -20,6 +20,8 @@ pub(crate) struct WorkerCtx {
     pub integration: Arc<Integration>,
     pub store: Store,
     pub settings: SyncSettings,
+    /// Held for each run: shared with a worker of the same MDM that a reload replaced.
+    pub run_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(crate) async fn run(
@@ -51,7 +53,10 @@ pub(crate) async fn run(
             }
             let trigger = batch[0].trigger;
             let progress = batch.iter().find_map(|r| r.progress.clone());
-            let report = full_sync(&ctx, trigger, progress, &cancel).await;
+            let report = {
+                let _only_run = ctx.run_lock.lock().await;
+                full_sync(&ctx, trigger, progress, &cancel).await
+            };
             let failed = report.outcome != SyncOutcome::Succeeded;
             for req in batch.drain(..) {
                 if let Some(reply) = req.reply {
@@ -60,9 +65,16 @@ pub(crate) async fn run(
             }
             if failed {
                 failures += 1;
+                i.health.sync_failed(failures, None);
                 if i.background_sync && !cancel.is_cancelled() {
                     let delay = backoff(&ctx.settings, failures);
                     retry_at = Some(Instant::now() + delay);
+                    i.health.sync_failed(
+                        failures,
+                        chrono::Duration::from_std(delay)
+                            .ok()
+                            .map(|d| chrono::Utc::now() + d),
+                    );
                     tracing::warn!(
                         tenant = %i.tenant_id, mdm = %i.name, error_class = report.error_class.unwrap_or("store"),
                         retry_in_seconds = delay.as_secs(), failures,
@@ -72,6 +84,7 @@ pub(crate) async fn run(
             } else {
                 failures = 0;
                 retry_at = None;
+                i.health.sync_succeeded();
             }
             if cancel.is_cancelled() {
                 return;
@@ -103,77 +116,93 @@ pub(crate) fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-/// One repeated job per integration with `background_sync`, shifted by a
-/// random offset so that many tenants do not all start in the same second.
-pub(crate) async fn schedule(
-    engine: &SyncEngine,
-    every: Duration,
+/// The scheduler of the periodic full syncs, stopped when `cancel` fires.
+pub(crate) async fn scheduler(
     cancel: CancellationToken,
     tasks: &TaskTracker,
-) {
-    use tokio_cron_scheduler::{Job, JobScheduler};
+) -> Option<tokio_cron_scheduler::JobScheduler> {
+    use tokio_cron_scheduler::JobScheduler;
     let scheduler = match JobScheduler::new().await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "Cannot create the sync scheduler: scheduled syncs will not run");
-            return;
+            return None;
         }
     };
-    for w in engine
-        .inner
-        .workers
-        .iter()
-        .filter(|w| w.integration.background_sync)
-    {
-        let max_offset = engine.inner.settings.max_schedule_offset.min(every / 2);
-        let offset = if max_offset.is_zero() {
-            Duration::ZERO
-        } else {
-            rand::thread_rng().gen_range(Duration::ZERO..max_offset)
-        };
-        let tx = w.tx.clone();
-        let name = w.integration.name.clone();
-        let tenant = w.integration.tenant_id.clone();
-        let job = Job::new_repeated_async(every, move |_, _| {
-            let tx = tx.clone();
-            let (name, tenant) = (name.clone(), tenant.clone());
-            Box::pin(async move {
-                tokio::time::sleep(offset).await;
-                let req = FullSyncRequest {
-                    trigger: SyncTrigger::Scheduled,
-                    reply: None,
-                    progress: None,
-                };
-                match tx.try_send(req) {
-                    Ok(()) => tracing::debug!(%tenant, mdm = %name, "Scheduled full sync queued"),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::debug!(%tenant, mdm = %name, "Scheduled full sync coalesced with a queued one")
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
-            })
-        });
-        match job {
-            Ok(job) => {
-                if let Err(e) = scheduler.add(job).await {
-                    tracing::error!(tenant = %w.integration.tenant_id, mdm = %w.integration.name, error = %e, "Cannot schedule the full sync");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "Cannot build the sync schedule"),
-        }
-    }
     if let Err(e) = scheduler.start().await {
         tracing::error!(error = %e, "Cannot start the sync scheduler: scheduled syncs will not run");
-        return;
+        return None;
     }
-    tracing::info!(every_seconds = every.as_secs(), "Full sync scheduled");
-    let mut scheduler = scheduler;
+    let mut stopper = scheduler.clone();
     tasks.spawn(async move {
         cancel.cancelled().await;
-        if let Err(e) = scheduler.shutdown().await {
+        if let Err(e) = stopper.shutdown().await {
             tracing::warn!(error = %e, "The sync scheduler did not stop cleanly");
         }
     });
+    Some(scheduler)
+}
+
+/// One repeated job for an integration (tenant, MDM name), shifted by a random
+/// offset so that many tenants do not all start in the same second. The job
+/// looks the integration up when it fires, so a reload that rebuilds or
+/// removes the integration, or turns `background_sync` off, needs no new job.
+pub(crate) async fn schedule_one(
+    scheduler: &tokio_cron_scheduler::JobScheduler,
+    engine: std::sync::Weak<Inner>,
+    key: (String, String),
+    every: Duration,
+    max_offset: Duration,
+) {
+    use tokio_cron_scheduler::Job;
+    let max_offset = max_offset.min(every / 2);
+    let offset = if max_offset.is_zero() {
+        Duration::ZERO
+    } else {
+        rand::thread_rng().gen_range(Duration::ZERO..max_offset)
+    };
+    let (tenant, name) = key.clone();
+    let job = Job::new_repeated_async(every, move |_, _| {
+        let engine = engine.clone();
+        let (tenant, name) = key.clone();
+        Box::pin(async move {
+            tokio::time::sleep(offset).await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let tx = engine
+                .workers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|w| {
+                    w.integration.tenant_id == tenant
+                        && w.integration.name == name
+                        && w.integration.background_sync
+                })
+                .map(|w| w.tx.clone());
+            let Some(tx) = tx else {
+                return; // removed by a reload, or background_sync turned off
+            };
+            match super::enqueue(&tx, SyncTrigger::Scheduled, None, None) {
+                Ok(super::Requested::Queued) => {
+                    tracing::debug!(%tenant, mdm = %name, "Scheduled full sync queued")
+                }
+                Ok(super::Requested::Coalesced) => {
+                    tracing::debug!(%tenant, mdm = %name, "Scheduled full sync coalesced with a queued one")
+                }
+                Err(_) => {}
+            }
+        })
+    });
+    match job {
+        Ok(job) => {
+            if let Err(e) = scheduler.add(job).await {
+                tracing::error!(%tenant, mdm = %name, error = %e, "Cannot schedule the full sync");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "Cannot build the sync schedule"),
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,8 @@ pub fn credentials(kind: SimKind) -> String {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// What the handlers share (reload takes it).
+    pub state: mtd_connector::http::AppState,
     pub store: Store,
     pub sync: SyncEngine,
     stop: Option<oneshot::Sender<()>>,
@@ -163,12 +165,14 @@ pub async fn spawn_app(config: &Path) -> TestApp {
         .expect("the app builds")
         .with_dispatch_settings(fast_dispatch());
     let (addr, store, sync) = (app.local_addr(), app.store().clone(), app.sync().clone());
+    let state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
+        state,
         store,
         sync,
         stop: Some(stop),

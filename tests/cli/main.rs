@@ -5,6 +5,7 @@ mod check_config;
 mod daemon;
 mod demo;
 mod ops;
+mod reload;
 mod support;
 
 use support::bin;

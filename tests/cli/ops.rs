@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The simulators run on a runtime of their own while the binary runs.
-struct Sims {
+pub(crate) struct Sims {
     rt: tokio::runtime::Runtime,
     sim: Option<Simulator>,
 }
 
 impl Sims {
-    fn start() -> Sims {
+    pub(crate) fn start() -> Sims {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -33,7 +33,7 @@ impl Sims {
         });
         Sims { rt, sim: Some(sim) }
     }
-    fn sim(&self) -> &Simulator {
+    pub(crate) fn sim(&self) -> &Simulator {
         self.sim.as_ref().unwrap()
     }
 }
@@ -89,7 +89,7 @@ impl Drop for Sims {
     }
 }
 
-fn soti_mdm(name: &str, url: &str, password: &str) -> String {
+pub(crate) fn soti_mdm(name: &str, url: &str, password: &str) -> String {
     format!(
         "[[mdm]]\nname = \"{name}\"\nkind = \"soti\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nclient_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{password}\"\n",
         soti::DEFAULT_CLIENT_ID,
@@ -98,7 +98,7 @@ fn soti_mdm(name: &str, url: &str, password: &str) -> String {
     )
 }
 
-fn mcms_mdm(name: &str, url: &str, username: &str) -> String {
+pub(crate) fn mcms_mdm(name: &str, url: &str, username: &str) -> String {
     use mtd_connector::sim::mcms;
     format!(
         "[[mdm]]\nname = \"{name}\"\nkind = \"mcms\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nusername = \"{username}\"\npassword = \"{}\"\napi_key = \"{}\"\n",

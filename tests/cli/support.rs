@@ -133,6 +133,38 @@ impl Daemon {
         format!("http://{}{}", self.addr, path)
     }
 
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for a log line (JSON) that `pred` accepts; returns it.
+    pub fn wait_for_log(
+        &mut self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "the expected log line did not come within {limit:?}; log:\n{}",
+                    self.log.join("\n")
+                );
+            };
+            self.log.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+
     pub fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -171,6 +203,24 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// A GET with the admin token.
+pub fn admin_get(url: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("the daemon answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    })
 }
 
 pub fn get(url: &str) -> (u16, String) {

@@ -27,7 +27,8 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
-        let Some(expected) = state.config.admin.token.as_ref().filter(|t| !t.is_empty()) else {
+        let config = state.config.load();
+        let Some(expected) = config.admin.token.as_ref().filter(|t| !t.is_empty()) else {
             static WARNED: Once = Once::new();
             WARNED.call_once(|| {
                 tracing::warn!(

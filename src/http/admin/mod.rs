@@ -89,12 +89,14 @@ const PLATFORMS: &[(&str, Platform)] = &[
 ];
 
 /// The configured tenant, or 404.
-fn tenant<'a>(state: &'a AppState, id: &str) -> Result<&'a TenantConfig, AdminError> {
+fn tenant(state: &AppState, id: &str) -> Result<TenantConfig, AdminError> {
     state
         .config
+        .load()
         .tenants
         .iter()
         .find(|t| t.id == id)
+        .cloned()
         .ok_or(AdminError::TenantNotFound)
 }
 
@@ -106,6 +108,7 @@ fn mdm_param(state: &AppState, tenant: &str, params: &Params) -> Result<Option<i
     state
         .sync
         .integrations()
+        .into_iter()
         .find(|i| i.tenant_id == tenant && i.name == name)
         .map(|i| Some(i.mdm_id))
         .ok_or_else(|| AdminError::param("mdm", "the tenant has no MDM of that name"))
@@ -137,11 +140,11 @@ async fn list_tenants(_: AdminAuth, State(state): State<AppState>, RawQuery(q): 
     } else {
         None
     };
+    let config = state.config.load();
     let items: Vec<Value> = rows
         .into_iter()
         .map(|t| {
-            let mdms: Vec<Value> = state
-                .config
+            let mdms: Vec<Value> = config
                 .tenants
                 .iter()
                 .find(|c| c.id == t.id)
@@ -449,7 +452,8 @@ async fn cancel_destructive(
 
 /// `GET …/status`: per MDM, the last sync, failures of the last 24 hours,
 /// actions waiting or given up, pending Wi-Fi removals, identity collisions.
-/// `backoff` is null: the sync worker keeps its retry delay in memory only.
+/// `backoff`: null, or what the MDM's work waits for now (the retry of failed
+/// full syncs, a rate limit the MDM asked for); kept in memory only.
 async fn status(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -498,7 +502,10 @@ async fn status(
             },
             "pending_wifi_removals": h.pending_wifi_removals,
             "identity_collisions": h.collisions,
-            "backoff": null,
+            "backoff": state
+                .sync
+                .integration(&tenant_id, i.id)
+                .and_then(|x| x.health.backoff()),
         }));
     }
     Ok(Json(
