@@ -7,5 +7,6 @@ mod agent;
 mod kinds;
 mod logs;
 mod metrics;
+mod openapi;
 mod support;
 mod sync;
