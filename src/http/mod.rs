@@ -9,6 +9,7 @@ mod agent;
 mod error;
 mod health;
 mod metrics;
+mod openapi;
 
 pub use agent::sign as sign_agent_request;
 pub use error::ApiError;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(metrics::routes())
+        .merge(openapi::routes())
         .merge(agent::routes())
         .merge(admin::routes())
         .with_state(state)

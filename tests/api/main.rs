@@ -7,6 +7,7 @@ mod agent;
 mod kinds;
 mod logs;
 mod metrics;
+mod openapi;
 mod reload;
 mod support;
 mod sync;
