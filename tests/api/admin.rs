@@ -884,3 +884,23 @@ async fn the_status_shows_per_mdm_the_last_sync_recent_failures_and_waiting_work
     assert_eq!(unknown.status, 404);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_is_a_json_400_naming_the_path() {
+    let (_env, app) = synced_app(3).await;
+    for path in [
+        "/v1/admin/tenants/%FF/devices",
+        "/v1/admin/tenants/%FF/status",
+        &format!("/v1/admin/tenants/{TENANT}/actions/%FF/approve"),
+    ] {
+        let method = if path.ends_with("approve") { "POST" } else { "GET" };
+        let a = call(&app, method, path, Some(&bearer())).await;
+        assert_eq!(a.status, 400, "{path}: {:?}", a.body);
+        assert_eq!(a.body["error"], "invalid_field", "{path}: {:?}", a.body);
+        assert_eq!(a.body["field"], "path", "{path}: {:?}", a.body);
+    }
+    // The token is still checked first.
+    let a = call(&app, "GET", "/v1/admin/tenants/%FF/devices", None).await;
+    assert_eq!(a.status, 401);
+    app.shutdown().await;
+}

@@ -24,13 +24,15 @@ use crate::store::{
     StoreError, SyncTrigger, Transition, UserFilter,
 };
 use crate::sync::{Requested, SyncError};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use mtd_adapter::Platform;
 use query::{cursor, Params};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -87,6 +89,25 @@ const PLATFORMS: &[(&str, Platform)] = &[
     ("macos", Platform::Macos),
     ("other", Platform::Other),
 ];
+
+/// axum's `Path`, with its rejection (a segment that is not UTF-8, say
+/// `%FF`) answered as our JSON 400 naming `path`, like every other bad input.
+struct Path<T>(T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AdminError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| AdminError::param("path", e.body_text()))
+    }
+}
 
 /// The configured tenant, or 404.
 fn tenant(state: &AppState, id: &str) -> Result<TenantConfig, AdminError> {
