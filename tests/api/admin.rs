@@ -893,7 +893,11 @@ async fn a_path_segment_that_is_not_utf8_is_a_json_400_naming_the_path() {
         "/v1/admin/tenants/%FF/status",
         &format!("/v1/admin/tenants/{TENANT}/actions/%FF/approve"),
     ] {
-        let method = if path.ends_with("approve") { "POST" } else { "GET" };
+        let method = if path.ends_with("approve") {
+            "POST"
+        } else {
+            "GET"
+        };
         let a = call(&app, method, path, Some(&bearer())).await;
         assert_eq!(a.status, 400, "{path}: {:?}", a.body);
         assert_eq!(a.body["error"], "invalid_field", "{path}: {:?}", a.body);
