@@ -104,6 +104,7 @@ impl App {
                     .map_err(|source| BuildError::Bind { addr, source })?
             }
         };
+        let dispatch = DispatchSettings::from_config(&config.dispatch);
         let state = AppState {
             store,
             config: crate::config::LiveConfig::new(config),
@@ -114,7 +115,7 @@ impl App {
             listener,
             state,
             tasks: TaskTracker::new(),
-            dispatch: DispatchSettings::default(),
+            dispatch,
         })
     }
 
@@ -130,7 +131,7 @@ impl App {
         &self.state.store
     }
 
-    /// Replaces the dispatcher's retry and concurrency settings.
+    /// Replaces the dispatcher's retry and concurrency settings (tests shorten the delays).
     pub fn with_dispatch_settings(mut self, settings: DispatchSettings) -> Self {
         self.dispatch = settings;
         self

@@ -6,7 +6,7 @@
 //! config snapshot, then the sync engine. An MDM whose `[[mdm]]` is unchanged
 //! keeps its worker and adapter (token, queued syncs, run in progress), so
 //! work in flight is not dropped; a new or changed MDM gets a new worker that
-//! starts with an initial sync. `[server]` and `[store]` need a restart.
+//! starts with an initial sync. `[server]`, `[store]`, `[sync]` and `[dispatch]` need a restart.
 
 use crate::app::tenant_records;
 use crate::config::{Config, ConfigErrors};
@@ -55,6 +55,12 @@ pub async fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
     if new.sync != old.sync {
         tracing::warn!("[sync] changed: a restart is needed for it; the schedule stays as it was");
         new.sync = old.sync.clone();
+    }
+    if new.dispatch != old.dispatch {
+        tracing::warn!(
+            "[dispatch] changed: a restart is needed for it; the dispatcher keeps its settings"
+        );
+        new.dispatch = old.dispatch.clone();
     }
 
     let refs = state.store.sync_tenants(&tenant_records(&new)).await?;

@@ -13,8 +13,8 @@ use super::raw::{
     RawCredentials, RawDuration, RawMain, RawMdm, RawPolicy, RawSecret, RawTenant, DURATION_FORMS,
 };
 use super::{
-    AdminConfig, Config, Credentials, MdmConfig, Permit, ServerConfig, StoreConfig, SyncConfig,
-    TenantConfig,
+    AdminConfig, Config, Credentials, DispatchConfig, MdmConfig, Permit, ServerConfig, StoreConfig,
+    SyncConfig, TenantConfig,
 };
 use mtd_adapter::{ActionKind, MdmKind, Secret};
 use std::collections::HashMap;
@@ -89,6 +89,7 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
             store: Some(store),
             admin: Some(admin),
             sync: Some(sync),
+            dispatch: Some(dispatch),
             tenants_dir: Some((tenants_dir, _, _)),
         } => Ok(Config {
             main_path: main_path.to_path_buf(),
@@ -97,6 +98,7 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
             admin,
             tenants_dir,
             sync,
+            dispatch,
             tenants,
             warnings,
         }),
@@ -145,6 +147,7 @@ struct MainParts {
     store: Option<StoreConfig>,
     admin: Option<AdminConfig>,
     sync: Option<SyncConfig>,
+    dispatch: Option<DispatchConfig>,
     /// The resolved directory, the offset to report problems with it at, and
     /// whether the key was given. `None` only if the main file is unusable.
     tenants_dir: Option<(PathBuf, usize, bool)>,
@@ -238,6 +241,7 @@ impl<'s> FileCheck<'s> {
                 store: None,
                 admin: None,
                 sync: None,
+                dispatch: None,
                 tenants_dir: dir.map(|d| (self.src.dir().join(d), 0, true)),
             };
         };
@@ -306,11 +310,50 @@ impl<'s> FileCheck<'s> {
             _ => None,
         };
 
+        let defaults = DispatchConfig::default();
+        let max_attempts = match &raw.dispatch.max_attempts {
+            None => Some(defaults.max_attempts),
+            Some(n) => self
+                .int_in(n, "dispatch.max_attempts", 1, 1000)
+                .map(|n| n as u32),
+        };
+        let give_up_after = match &raw.dispatch.give_up_after {
+            None => Some(defaults.give_up_after),
+            Some(d) => match self.duration(d, "dispatch.give_up_after") {
+                Some(Some(d)) => Some(d),
+                Some(None) => {
+                    self.error(
+                        d.span().start,
+                        "`dispatch.give_up_after` must be longer than 0: an action is never given up at once",
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let per_mdm_concurrency = match &raw.dispatch.per_mdm_concurrency {
+            None => Some(defaults.per_mdm_concurrency),
+            Some(n) => self
+                .int_in(n, "dispatch.per_mdm_concurrency", 1, 64)
+                .map(|n| n as u32),
+        };
+        let dispatch = match (max_attempts, give_up_after, per_mdm_concurrency) {
+            (Some(max_attempts), Some(give_up_after), Some(per_mdm_concurrency)) => {
+                Some(DispatchConfig {
+                    max_attempts,
+                    give_up_after,
+                    per_mdm_concurrency,
+                })
+            }
+            _ => None,
+        };
+
         MainParts {
             server,
             store,
             admin,
             sync,
+            dispatch,
             tenants_dir: Some(tenants_dir),
         }
     }

@@ -45,6 +45,7 @@ pub struct Config {
     /// The tenants directory, resolved against the main file's directory.
     pub tenants_dir: PathBuf,
     pub sync: SyncConfig,
+    pub dispatch: DispatchConfig,
     /// One per `*.toml` file of the tenants directory, sorted by file name.
     pub tenants: Vec<TenantConfig>,
     /// `FILE:LINE:COL: message` lines to log at start (literal secrets,
@@ -122,6 +123,27 @@ impl Default for SyncConfig {
         SyncConfig {
             full_sync_every: Some(Duration::from_secs(4 * 3600)),
             max_removal_percent: 20,
+        }
+    }
+}
+
+/// `[dispatch]`: how hard the dispatcher tries before an action is `dead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchConfig {
+    /// Attempts of a retryable failure before the action is given up. 1..=1000, default 12.
+    pub max_attempts: u32,
+    /// An action still failing this long after it was decided is given up. Default 24 h.
+    pub give_up_after: Duration,
+    /// MDM calls in flight per MDM. 1..=64, default 4.
+    pub per_mdm_concurrency: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_attempts: 12,
+            give_up_after: Duration::from_secs(24 * 3600),
+            per_mdm_concurrency: 4,
         }
     }
 }

@@ -25,6 +25,8 @@ pub(super) struct RawMain {
     pub tenants: RawTenants,
     #[serde(default)]
     pub sync: RawSync,
+    #[serde(default)]
+    pub dispatch: RawDispatch,
 }
 
 #[derive(Deserialize, Default)]
@@ -56,6 +58,14 @@ pub(super) struct RawTenants {
 pub(super) struct RawSync {
     pub full_sync_every: Option<Spanned<RawDuration>>,
     pub max_removal_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDispatch {
+    pub max_attempts: Option<Spanned<i64>>,
+    pub give_up_after: Option<Spanned<RawDuration>>,
+    pub per_mdm_concurrency: Option<Spanned<i64>>,
 }
 
 /// One tenant file.

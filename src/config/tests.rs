@@ -75,6 +75,7 @@ fn the_example_config_and_its_tenants_load_without_errors_or_warnings() {
     assert_eq!(config.tenants_dir, repo("examples/tenants.d"));
     assert!(config.admin.token.is_some());
     assert_eq!(config.sync, SyncConfig::default());
+    assert_eq!(config.dispatch, DispatchConfig::default());
     let kinds: Vec<MdmKind> = config
         .tenants
         .iter()
@@ -707,6 +708,12 @@ fn an_empty_main_file_and_a_minimal_tenant_get_every_default() {
         Some(Duration::from_secs(4 * 3600))
     );
     assert_eq!(config.sync.max_removal_percent, 20);
+    assert_eq!(config.dispatch.max_attempts, 12);
+    assert_eq!(
+        config.dispatch.give_up_after,
+        Duration::from_secs(24 * 3600)
+    );
+    assert_eq!(config.dispatch.per_mdm_concurrency, 4);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
     let t = &config.tenants[0];
@@ -917,5 +924,73 @@ fn permit_allows_none_always_and_the_rest_as_configured() {
         all.allows(ActionKind::Wipe)
             && !all.allows(ActionKind::Lock)
             && all.allows(ActionKind::None)
+    );
+}
+
+// ---- [dispatch] ------------------------------------------------------------
+
+#[test]
+fn dispatch_limits_are_read_and_each_bad_value_is_reported_at_its_position() {
+    let (_dir, result) = load_tree(&[
+        (
+            "main.toml",
+            "[dispatch]\nmax_attempts = 3\ngive_up_after = \"2h\"\nper_mdm_concurrency = 16\n",
+        ),
+        ("tenants.d/acme.toml", MINIMAL_TENANT),
+        ("tenants.d/agent", "s\n"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.dispatch,
+        DispatchConfig {
+            max_attempts: 3,
+            give_up_after: Duration::from_secs(7200),
+            per_mdm_concurrency: 16,
+        }
+    );
+
+    let errors = errors_of(&[
+        (
+            "main.toml",
+            "[dispatch]\nmax_attempts = 0\ngive_up_after = \"0\"\nper_mdm_concurrency = 65\nretries = 2\n",
+        ),
+        ("tenants.d/acme.toml", MINIMAL_TENANT),
+        ("tenants.d/agent", "s\n"),
+    ]);
+    let found: Vec<(usize, usize, bool)> = errors
+        .iter()
+        .map(|e| {
+            (
+                e.line,
+                e.col,
+                e.message.contains("dispatch.") || e.message.contains("retries"),
+            )
+        })
+        .collect();
+    // serde stops at the unknown key before the semantic checks run.
+    assert_eq!(found, [(5, 1, true)], "{}", ConfigErrors(errors.clone()));
+
+    let errors = errors_of(&[
+        (
+            "main.toml",
+            "[dispatch]\nmax_attempts = 0\ngive_up_after = \"0\"\nper_mdm_concurrency = 65\n",
+        ),
+        ("tenants.d/acme.toml", MINIMAL_TENANT),
+        ("tenants.d/agent", "s\n"),
+    ]);
+    let text = ConfigErrors(errors.clone()).to_string();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(at, [(2, 16), (3, 17), (4, 23)], "{text}");
+    assert!(
+        text.contains("`dispatch.max_attempts` must be at least 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`dispatch.give_up_after` must be longer than 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`dispatch.per_mdm_concurrency` must be at most 64"),
+        "{text}"
     );
 }

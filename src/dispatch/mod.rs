@@ -59,6 +59,18 @@ impl Default for DispatchSettings {
     }
 }
 
+impl DispatchSettings {
+    /// The defaults, with what `[dispatch]` of the main config sets.
+    pub fn from_config(config: &crate::config::DispatchConfig) -> Self {
+        DispatchSettings {
+            max_attempts: config.max_attempts,
+            give_up_after: config.give_up_after,
+            per_mdm_concurrency: config.per_mdm_concurrency as usize,
+            ..DispatchSettings::default()
+        }
+    }
+}
+
 /// Wakes the dispatcher when new pending rows were committed (ingest, approval).
 #[derive(Debug, Clone, Default)]
 pub struct DispatchHandle {
@@ -503,5 +515,34 @@ mod tests {
         assert!(is_idempotent(ActionRecordKind::RemoveWifiProfile));
         assert!(!is_idempotent(ActionRecordKind::Wipe));
         assert!(!is_idempotent(ActionRecordKind::EnterpriseWipe));
+    }
+
+    #[test]
+    fn the_dispatch_section_of_the_config_sets_the_limits_and_keeps_the_delays() {
+        let config = crate::config::DispatchConfig {
+            max_attempts: 3,
+            give_up_after: Duration::from_secs(600),
+            per_mdm_concurrency: 9,
+        };
+        let s = DispatchSettings::from_config(&config);
+        assert_eq!(
+            (s.max_attempts, s.give_up_after, s.per_mdm_concurrency),
+            (3, Duration::from_secs(600), 9)
+        );
+        let d = DispatchSettings::default();
+        assert_eq!(
+            (s.retry_base, s.retry_cap, s.poll),
+            (d.retry_base, d.retry_cap, d.poll)
+        );
+        let defaults = DispatchSettings::from_config(&crate::config::DispatchConfig::default());
+        assert_eq!(
+            (
+                defaults.max_attempts,
+                defaults.give_up_after,
+                defaults.per_mdm_concurrency
+            ),
+            (d.max_attempts, d.give_up_after, d.per_mdm_concurrency),
+            "the config's defaults are the dispatcher's"
+        );
     }
 }
