@@ -1,0 +1,1 @@
+//! Property tests at the agent API and the config loader.

@@ -1,0 +1,1 @@
+//! Tenant isolation, admin authentication, no secret anywhere.
