@@ -115,10 +115,6 @@ impl Daemon {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL, as `kill -9` does, and reaps the process.
     pub fn kill9(&mut self) {
         // std's Child::kill sends SIGKILL on Unix.
