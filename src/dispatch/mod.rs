@@ -6,8 +6,10 @@
 //! audit row: `sent` with the MDM's receipt, `failed` with a due time
 //! (exponential backoff with jitter, at least the MDM's `Retry-After`), or
 //! `dead` (a permanent refusal at once, or after `max_attempts` /
-//! `give_up_after`). A row a crash left claimed is retried at start only when
-//! its command is idempotent at the MDM; otherwise it is `dead` with a note to
+//! `give_up_after`). A row a crash left claimed is retried at start when its
+//! command is idempotent at the MDM, or when it never reached its MDM call
+//! (rows wait claimed for their MDM's turn; a non-idempotent call is preceded
+//! by a committed "sending" audit row); otherwise it is `dead` with a note to
 //! check the console, so an action is never sent twice by the connector.
 
 use crate::http::AppState;
@@ -103,6 +105,11 @@ async fn recover(state: &AppState) {
             );
             tracing::warn!(action_id = row.id, kind = ?row.kind, "Retrying an action interrupted by the last stop");
             state.store.release_claim(row.id, &note).await
+        } else if !state.store.was_being_sent(row.id).await.unwrap_or(true) {
+            // Claimed, but its MDM call had not started: nothing can have reached the MDM.
+            let note = "claimed before the last stop but never sent (it was waiting for its turn); retried: it did not reach the MDM";
+            tracing::warn!(action_id = row.id, kind = ?row.kind, "Retrying an action claimed but not sent before the last stop");
+            state.store.release_claim(row.id, note).await
         } else {
             let note = "interrupted while being sent at the last stop: it may have reached the MDM, and it is not idempotent, so it is not sent again; check the MDM console";
             tracing::error!(action_id = row.id, kind = ?row.kind, "Action interrupted while being sent; not retried: check the MDM console");
@@ -325,6 +332,14 @@ async fn try_execute(
         }
     }
 
+    if !is_idempotent(row.kind) {
+        // Committed before the call: a row still claimed after a crash with
+        // this as its last audit row was perhaps sent, and is not repeated.
+        state
+            .store
+            .note_sending(row.id, row.state, row.attempts)
+            .await?;
+    }
     let started = std::time::Instant::now();
     match integration
         .adapter
