@@ -1,16 +1,20 @@
 //! `kill -9` of the real binary mid-stream, then a restart on the same store.
 //!
 //! What the dispatcher promises (src/dispatch): a row is claimed (`claimed_at`
-//! set, attempt counted, audited "claimed for attempt N") before its MDM call
-//! and released by the transition that records the outcome. A row still
-//! claimed at start was in flight at the crash: perhaps sent, perhaps not. A
-//! lock (idempotent at the MDM) is released and retried, audited "claimed
-//! before the last stop and not finished; retried …"; an enterprise wipe is
-//! `dead`, audited "interrupted while being sent at the last stop … check the
-//! MDM console". So the exact claim checked here: the rows still claimed in
-//! the killed daemon's store are exactly the rows with a recovery audit entry;
-//! every other action reached its simulator exactly once; a recovered lock
-//! reached it once or twice, a recovered wipe at most once.
+//! set, attempt counted, audited "claimed for attempt N") in batches, waits
+//! for its MDM's turn, and is released by the transition that records the
+//! outcome; a wipe's call is preceded by a committed "sending attempt N"
+//! audit row. A row still claimed at start was in flight at the crash. A lock
+//! (idempotent at the MDM) is released and retried, audited "claimed before
+//! the last stop and not finished; retried …"; an enterprise wipe whose last
+//! audit row is "claimed …" never reached its MDM and is retried the same way
+//! ("claimed before the last stop but never sent …"); one whose last row is
+//! "sending …" is `dead`, audited "interrupted while being sent at the last
+//! stop … check the MDM console". So the exact claim checked here: the rows
+//! still claimed in the killed daemon's store are exactly the rows with a
+//! recovery audit entry; every other action reached its simulator exactly
+//! once; a retried lock once or twice, a retried wipe exactly once, a dead
+//! wipe at most once.
 
 use crate::api::{self, MdmSpec};
 use crate::support::*;
@@ -20,7 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TENANT: &str = "crash";
 const DEVICES_PER_KIND: usize = 160;
@@ -179,6 +183,17 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
     while count.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Kill while a wipe call is at an MDM if one comes within 2 s, so the
+    // `dead` path is taken too, not only the retries.
+    let wait_for_wipe = Instant::now() + Duration::from_secs(2);
+    let mut wipe_mid_call = false;
+    while Instant::now() < wait_for_wipe {
+        wipe_mid_call = SimKind::ALL.iter().any(|k| wipe_at_mdm(&env.sim, *k));
+        if wipe_mid_call {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     daemon.kill9();
     let first_log = daemon.log();
     let mut resume = Vec::new();
@@ -279,6 +294,10 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
     .into_iter()
     .collect();
     let recovered: BTreeSet<i64> = retried.union(&gave_up).copied().collect();
+    assert!(
+        !wipe_mid_call || !gave_up.is_empty(),
+        "a wipe was at its MDM at the kill, yet no wipe was given up"
+    );
     assert_eq!(
         recovered, in_flight,
         "recovery audit rows must name exactly the rows left claimed"
@@ -313,10 +332,25 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
         }
     }
     pool.close().await;
-    assert_eq!(retried.is_subset(&ids_of(&actions, "lock")), true);
+    assert!(gave_up.is_subset(&ids_of(&actions, "enterprise_wipe")));
+    assert!(retried.intersection(&gave_up).next().is_none());
+    // A wipe is retried only with the note that says it was never sent.
+    let pool = open_store(&db).await;
+    let wipes_retried: BTreeSet<i64> = ints(
+        &pool,
+        "SELECT DISTINCT action_id FROM action_audit WHERE note LIKE 'claimed before the last stop but never sent%'",
+    )
+    .await
+    .into_iter()
+    .collect();
+    pool.close().await;
+    let wipes = ids_of(&actions, "enterprise_wipe");
     assert_eq!(
-        gave_up.is_subset(&ids_of(&actions, "enterprise_wipe")),
-        true
+        retried
+            .intersection(&wipes)
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        wipes_retried
     );
 
     // Per device: what the simulator received against what the rows say.
@@ -328,6 +362,7 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
     }
     let mut exactly_once = 0;
     let mut twice = 0;
+    let mut dead_unsent = 0;
     for t in &targets {
         let got = received
             .remove(&(t.kind, t.mdm_device_id.clone()))
@@ -350,6 +385,8 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
                 let allowed = match (in_flight.contains(id), kind.as_str(), state.as_str()) {
                     (false, _, "sent") => 1..=1,
                     (true, "lock", "sent") => 1..=2,
+                    // Retried only because it had not been sent.
+                    (true, "enterprise_wipe", "sent") => 1..=1,
                     (true, "enterprise_wipe", "dead") => 0..=1,
                     other => panic!("action {id}: unexpected {other:?}"),
                 };
@@ -359,6 +396,9 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
                     in_flight.contains(id),
                     t.kind
                 );
+                if state == "dead" && got == 0 {
+                    dead_unsent += 1;
+                }
                 if got == 1 {
                     exactly_once += 1;
                 } else if got == 2 {
@@ -378,10 +418,11 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
     );
     assert!(delivered_rows.is_empty(), "{delivered_rows:?}");
     println!(
-        "crash: {} acked before the kill, {} in flight ({} locks retried, {} wipes dead), {exactly_once} delivered once, {twice} twice",
+        "crash: wipe at an MDM at the kill: {wipe_mid_call}; {} acked before the kill, {} in flight ({} retried, of them {} wipes never sent; {} wipes dead), {exactly_once} delivered once, {twice} twice, {dead_unsent} dead wipes never reached the MDM",
         acked_before.len(),
         in_flight.len(),
         retried.len(),
+        wipes_retried.len(),
         gave_up.len()
     );
 
@@ -393,6 +434,26 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
             || second_log.contains("Retrying an action interrupted by the last stop"),
         "the retry of interrupted locks is logged"
     );
+}
+
+/// Whether an enterprise wipe call (SOTI `Unenroll`, MCMS `EnterpriseWipe`,
+/// BCDM `enterprise_wipe`) is at the simulator now: received, not answered.
+fn wipe_at_mdm(sim: &mtd_connector::sim::Simulator, kind: SimKind) -> bool {
+    sim.state(kind)
+        .unwrap()
+        .core()
+        .requests()
+        .iter()
+        .rev()
+        .take(64)
+        .any(|r| {
+            let text = format!("{} {}", r.path, r.body).to_lowercase();
+            r.status.is_none()
+                && r.fault.is_none()
+                && ["unenroll", "enterprisewipe", "enterprise_wipe"]
+                    .iter()
+                    .any(|w| text.contains(w))
+        })
 }
 
 fn ids_of(
