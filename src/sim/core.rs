@@ -52,7 +52,8 @@ pub struct RecordedRequest {
     /// The status answered; `None` while in flight or when the connection was
     /// dropped without an answer.
     pub status: Option<u16>,
-    /// Which injected fault, if any, decided the answer (`"status"`, `"drop"`).
+    /// Which injected fault, if any, decided the answer (`"status"`, `"drop"`,
+    /// `"drop_after"`).
     pub fault: Option<String>,
 }
 
@@ -88,7 +89,8 @@ pub struct RecordedAction {
 }
 
 /// An injected fault, as accepted by `POST /_sim/{kind}/faults` and by
-/// [`SimCore::inject`]. Exactly one of `status`, `latency_ms`, `drop` is set.
+/// [`SimCore::inject`]. Exactly one of `status`, `latency_ms`, `drop`,
+/// `drop_after` is set.
 ///
 /// ```json
 /// {"status":503,"count":5}
@@ -96,6 +98,7 @@ pub struct RecordedAction {
 /// {"latency_ms":250}                       // every request until cleared
 /// {"drop":true,"count":1,"path_contains":"/devices"}
 /// {"status":503,"probability":0.1,"seed":7} // 10 % of requests, replayable
+/// {"drop_after":true,"count":1}            // served, then the answer is lost
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +116,11 @@ pub struct Fault {
     /// Close the connection without any answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop: bool,
+    /// Serve the request (an action takes effect and is recorded), then close
+    /// the connection instead of answering: the client cannot tell whether
+    /// the MDM acted, as when a response is lost on the way back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_after: bool,
     /// How many matching requests this fault applies to; absent = all of them
     /// until the faults are cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +177,14 @@ impl Fault {
         }
     }
 
+    /// Serve the request, then close the connection without the answer.
+    pub fn drop_answer() -> Self {
+        Self {
+            drop_after: true,
+            ..Self::default()
+        }
+    }
+
     /// Limit the fault to the next `count` matching requests.
     pub fn times(mut self, count: u32) -> Self {
         self.count = Some(count);
@@ -203,12 +219,19 @@ impl Fault {
 
     /// Checks that the fault says one thing and says it sensibly.
     pub fn validate(&self) -> Result<(), String> {
-        let kinds = [self.status.is_some(), self.latency_ms.is_some(), self.drop]
-            .iter()
-            .filter(|k| **k)
-            .count();
+        let kinds = [
+            self.status.is_some(),
+            self.latency_ms.is_some(),
+            self.drop,
+            self.drop_after,
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
         if kinds != 1 {
-            return Err("a fault needs exactly one of `status`, `latency_ms`, `drop`".into());
+            return Err(
+                "a fault needs exactly one of `status`, `latency_ms`, `drop`, `drop_after`".into(),
+            );
         }
         if let Some(status) = self.status {
             if StatusCode::from_u16(status).is_err() || status < 100 {
@@ -272,6 +295,8 @@ enum Outcome {
         retry_after: Option<u64>,
     },
     Drop,
+    /// Serve, then drop the connection instead of answering.
+    DropAfter,
 }
 
 /// Renders an injected status as the vendor would answer it.
@@ -441,6 +466,8 @@ impl SimCore {
             } else if decision.outcome.is_none() {
                 decision.outcome = Some(if f.drop {
                     Outcome::Drop
+                } else if f.drop_after {
+                    Outcome::DropAfter
                 } else {
                     Outcome::Status {
                         // validate() guarantees one of the three is set.
@@ -528,6 +555,19 @@ pub(crate) async fn vendor_middleware(
             }
             // Never written: the killed stream refuses the write.
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Some(Outcome::DropAfter) => {
+            let handle = parts.extensions.get::<ConnectInfo<ConnHandle>>().cloned();
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            core.finish_request(seq, None, Some("drop_after"));
+            match handle {
+                Some(ConnectInfo(handle)) => handle.kill(),
+                None => tracing::warn!("Cannot drop a connection not accepted by SimListener."),
+            }
+            // Never written: the killed stream refuses the write.
+            response
         }
         None => {
             let response = next

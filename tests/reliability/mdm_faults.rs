@@ -282,3 +282,58 @@ async fn mdm_faults_30_percent_failing_requests_of_every_kind_deliver_each_actio
         &configured_secrets(),
     );
 }
+
+/// The one way a fault makes the connector send an action twice, found while
+/// building the scenario above: the MDM acts on the call but its answer is
+/// lost (the connection closes after the request was served, or the answer
+/// comes after the adapter's 30 s timeout). The adapter reports "unavailable",
+/// which is retryable, so the dispatcher sends the call again. For a lock that
+/// is harmless; for a wipe it breaks CONTRACT §4 "an action is sent to the MDM
+/// at most once per action record", which the dispatcher keeps across a crash
+/// (a wipe that was perhaps sent becomes `dead`) but not across a lost answer.
+/// The 30 % mix above cannot trigger it (its latency is 5 s; its drops come
+/// before the request is served). Not fixed here because the dispatcher
+/// cannot tell the cases apart: `Unavailable { status: None }` also comes
+/// from a lost *token* request before the command went out, so "dead on no
+/// answer" would give up wipes that never left; the adapters would have to
+/// report whether the command request itself was written. Ignored until the
+/// team decides; run it with `cargo test --test reliability -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue, reported: a wipe whose answer is lost is sent again"]
+async fn mdm_faults_a_wipe_whose_answer_is_lost_reaches_the_mdm_at_most_once() {
+    let env = env_without_rate_limits(&[SimKind::Soti], 5).await;
+    let spec = MdmSpec {
+        extra: "[mdm.permit]\nenterprise_wipe = true\n".into(),
+        ..MdmSpec::new(SimKind::Soti)
+    };
+    let policy = "[policy]\nmax_destructive_actions_per_hour = 100\n[[policy.rule]]\nthreat = \"app.malicious\"\naction = \"enterprise_wipe\"\n";
+    let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", policy)).await;
+    let id = app.mdm_id(TENANT, &spec.name).await;
+    app.finished_runs(id, 1, Duration::from_secs(30)).await;
+    let target = targets(&env.db_path()).await.remove(0);
+
+    // The MDM performs the first action call it gets, and the answer is lost.
+    env.sim
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::drop_answer().times(1).on_paths("/actions"))
+        .unwrap();
+    let r = api::post_signed(
+        &app,
+        "/v1/agent/events",
+        TENANT,
+        &event_body("lost-1", &target.serial, "app.malicious"),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let rows = api::wait_actions(&env, Duration::from_secs(20), |rows| {
+        rows.iter()
+            .any(|a| a.kind == "enterprise_wipe" && (a.state == "sent" || a.state == "dead"))
+    })
+    .await;
+    let calls = sim_actions_per_device(&env.sim, SimKind::Soti);
+    let got = calls.get(&target.mdm_device_id).copied().unwrap_or(0);
+    app.shutdown().await;
+    assert!(got <= 1, "the wipe reached the MDM {got} times: {rows:#?}");
+}
