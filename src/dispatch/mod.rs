@@ -130,9 +130,36 @@ async fn recover(state: &AppState) {
 /// Applies a transition and, once committed, counts the state the action
 /// entered (`mtd_actions_total`, and the delivery time when sent).
 async fn transition(state: &AppState, id: i64, t: Transition) -> Result<StoredAction, StoreError> {
-    let row = state.store.transition_action_with(id, t).await?;
+    let row = stored(id, || state.store.transition_action_with(id, t.clone())).await?;
     crate::metrics::action_moved(&row);
     Ok(row)
+}
+
+/// How long a dispatcher write is retried while the store cannot take writes.
+const STORE_RETRY_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Runs a dispatcher write, again and again while the store is unavailable
+/// (locked past its busy timeout, read-only, full), up to [`STORE_RETRY_LIMIT`].
+/// Why: the row is claimed and the outcome of its MDM call exists only in
+/// memory; a write given up at once left the row claimed until the next
+/// start, which then retried a lock the MDM already had or gave up a wipe.
+async fn stored<T, F, Fut>(action_id: i64, mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_RETRY_LIMIT;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(action_id, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot record an action's progress: the store is not writable; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Sending the same lock, profile install or profile removal twice has the
@@ -324,7 +351,11 @@ async fn try_execute(
         if let Some(active) = state.store.active_wifi_removal(device.id).await? {
             let due = Utc::now() + removal_after;
             let note = format!("extended to {due} by action {}", row.id);
-            if state.store.reschedule_action(active.id, due, &note).await? {
+            if stored(row.id, || {
+                state.store.reschedule_action(active.id, due, &note)
+            })
+            .await?
+            {
                 let reason = format!("the disconnect-Wi-Fi profile is still installed (removal action {}); its removal was extended to {due}", active.id);
                 transition(state, row.id, skip(reason)).await?;
                 return Ok(());
@@ -335,10 +366,10 @@ async fn try_execute(
     if !is_idempotent(row.kind) {
         // Committed before the call: a row still claimed after a crash with
         // this as its last audit row was perhaps sent, and is not repeated.
-        state
-            .store
-            .note_sending(row.id, row.state, row.attempts)
-            .await?;
+        stored(row.id, || {
+            state.store.note_sending(row.id, row.state, row.attempts)
+        })
+        .await?;
     }
     let started = std::time::Instant::now();
     match integration
@@ -350,23 +381,21 @@ async fn try_execute(
             if command == MdmCommand::DisconnectWifi && !removes_itself {
                 // The removal row first: a crash between the two leaves a removal
                 // of a profile that may not be installed, which is harmless.
-                state
-                    .store
-                    .insert_action(&NewAction {
-                        tenant_id: row.tenant_id.clone(),
-                        event_id: None,
-                        device_id: Some(device.id),
-                        mdm_id: Some(integration.mdm_id),
-                        kind: ActionRecordKind::RemoveWifiProfile,
-                        parent_action_id: Some(row.id),
-                        state: ActionState::Pending,
-                        reason: Some(format!(
-                            "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
-                            row.id, mdm.wifi_profile_removal_minutes
-                        )),
-                        next_attempt_at: Some(Utc::now() + removal_after),
-                    })
-                    .await?;
+                let removal = NewAction {
+                    tenant_id: row.tenant_id.clone(),
+                    event_id: None,
+                    device_id: Some(device.id),
+                    mdm_id: Some(integration.mdm_id),
+                    kind: ActionRecordKind::RemoveWifiProfile,
+                    parent_action_id: Some(row.id),
+                    state: ActionState::Pending,
+                    reason: Some(format!(
+                        "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
+                        row.id, mdm.wifi_profile_removal_minutes
+                    )),
+                    next_attempt_at: Some(Utc::now() + removal_after),
+                };
+                stored(row.id, || state.store.insert_action(&removal)).await?;
                 crate::metrics::action_entered(
                     ActionRecordKind::RemoveWifiProfile,
                     ActionState::Pending,
