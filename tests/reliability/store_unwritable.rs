@@ -13,7 +13,7 @@
 
 use crate::api::{self, MdmSpec};
 use crate::support::*;
-use mtd_connector::sim::SimKind;
+use mtd_connector::sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::collections::BTreeSet;
@@ -61,6 +61,15 @@ async fn store_unwritable_while_another_process_holds_the_sqlite_write_lock_give
         }
     };
 
+    // The MDM answers lock calls after 1.5 s, so the locks of the first
+    // events are still at the MDM when the store stops taking writes: their
+    // outcome must be recorded once it takes them again.
+    env.sim
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::latency(Duration::from_millis(1500)).on_paths("/actions"))
+        .unwrap();
     let mut acked = BTreeSet::new();
     for n in 0..10 {
         let r = post(format!("before-{n}"), n).await;
@@ -74,6 +83,7 @@ async fn store_unwritable_while_another_process_holds_the_sqlite_write_lock_give
         .await
         .unwrap();
     let mut blocker = other.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    let outage_started = tokio::time::Instant::now();
     sqlx::query("UPDATE store_heartbeat SET at = 'held by another process' WHERE id = 1")
         .execute(&mut *blocker)
         .await
@@ -131,6 +141,10 @@ async fn store_unwritable_while_another_process_holds_the_sqlite_write_lock_give
     );
     assert_eq!(health, 200, "the process itself is up");
 
+    // An outage longer than the store's 5 s busy timeout after the MDM
+    // answered: recording those outcomes fails at least once.
+    tokio::time::sleep_until(outage_started + Duration::from_secs(9)).await;
+
     // The store takes writes again.
     blocker.rollback().await.unwrap();
     other.close().await.unwrap();
@@ -160,18 +174,30 @@ async fn store_unwritable_while_another_process_holds_the_sqlite_write_lock_give
     pool.close().await;
     wait_scalar(
         &db,
-        "SELECT COUNT(*) FROM actions WHERE state IN ('pending', 'failed')",
+        "SELECT COUNT(*) FROM actions WHERE state IN ('pending', 'failed') OR claimed_at IS NOT NULL",
         0,
         Duration::from_secs(30),
     )
     .await;
     let pool = open_store(&db).await;
     let states = strings(&pool, "SELECT DISTINCT state FROM actions ORDER BY state").await;
+    let sent = strings(
+        &pool,
+        "SELECT d.mdm_device_id FROM actions a JOIN devices d ON d.id = a.device_id
+         WHERE a.state = 'sent' ORDER BY a.id",
+    )
+    .await;
     pool.close().await;
     assert!(
         states.iter().all(|s| s == "sent" || s == "skipped"),
         "{states:?}"
     );
+    // Each lock reached the MDM once, and the count matches the rows.
+    let calls = sim_actions_per_device(&env.sim, SimKind::Soti);
+    assert_eq!(calls.len(), sent.len(), "{calls:?}");
+    for device in &sent {
+        assert_eq!(calls.get(device), Some(&1), "{device}: {calls:?}");
+    }
 
     let status = daemon.sigterm(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}");
