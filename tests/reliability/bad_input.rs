@@ -777,3 +777,31 @@ fn bad_input_mutated_valid_tenant_files_never_panic_the_loader_and_errors_point_
         })
         .unwrap();
 }
+
+/// Found by the mutated-events property (a rare "error sending request" after
+/// a 413): the daemon closes the connection after refusing an oversized body
+/// it did not read, so a keep-alive client that reuses the connection for its
+/// next request fails. A refusal that closes must say so (`Connection: close`).
+#[test]
+fn bad_input_an_oversized_body_does_not_break_the_clients_next_request() {
+    let target = Target::start();
+    let big = vec![b'x'; ONE_MIB + 10];
+    let mut closes = 0;
+    for n in 0..100 {
+        let r = target.post_signed("/v1/agent/events", big.clone()).unwrap();
+        assert_eq!(r.status, 413, "{}", r.text);
+        if r.headers.get("connection").is_some_and(|v| v == "close") {
+            closes += 1;
+        }
+        let body = target
+            .valid_event(&format!("after-413-{n}"))
+            .to_string()
+            .into_bytes();
+        let r = target
+            .post_signed("/v1/agent/events", body)
+            .unwrap_or_else(|e| panic!("request {n} after a 413 failed: {e:?}"));
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+    assert_eq!(closes, 100, "every 413 says the connection closes");
+    target.finish("oversized bodies", &[202, 413]);
+}
