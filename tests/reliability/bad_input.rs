@@ -59,7 +59,9 @@ impl Target {
         let (env, app, serial) = rt.block_on(async {
             let env = env_without_rate_limits(&[mtd_connector::sim::SimKind::Soti], 5).await;
             let spec = MdmSpec::new(mtd_connector::sim::SimKind::Soti);
-            let app = spawn_app(&env.write_config(TENANT, &[spec.clone()], "0", POLICY)).await;
+            let app =
+                spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", POLICY))
+                    .await;
             let id = app.mdm_id(TENANT, &spec.name).await;
             app.finished_runs(id, 1, Duration::from_secs(30)).await;
             let serial = targets(&env.db_path()).await.remove(0).serial;

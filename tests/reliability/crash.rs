@@ -48,6 +48,9 @@ threat = "app.malicious"
 action = "enterprise_wipe"
 "#;
 
+/// An action row: id, device id, kind, state, reason.
+type ActionRow = (i64, Option<i64>, String, String, Option<String>);
+
 struct Event {
     id: String,
     body: Vec<u8>,
@@ -304,7 +307,7 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
     );
 
     // Each action row: (id, device, kind, state).
-    let actions: Vec<(i64, Option<i64>, String, String, Option<String>)> =
+    let actions: Vec<ActionRow> =
         sqlx::query_as("SELECT id, device_id, kind, state, reason FROM actions ORDER BY id")
             .fetch_all(&pool)
             .await
@@ -456,10 +459,7 @@ fn wipe_at_mdm(sim: &mtd_connector::sim::Simulator, kind: SimKind) -> bool {
         })
 }
 
-fn ids_of(
-    actions: &[(i64, Option<i64>, String, String, Option<String>)],
-    kind: &str,
-) -> BTreeSet<i64> {
+fn ids_of(actions: &[ActionRow], kind: &str) -> BTreeSet<i64> {
     actions
         .iter()
         .filter(|a| a.2 == kind)
