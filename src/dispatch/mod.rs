@@ -6,8 +6,10 @@
 //! audit row: `sent` with the MDM's receipt, `failed` with a due time
 //! (exponential backoff with jitter, at least the MDM's `Retry-After`), or
 //! `dead` (a permanent refusal at once, or after `max_attempts` /
-//! `give_up_after`). A row a crash left claimed is retried at start only when
-//! its command is idempotent at the MDM; otherwise it is `dead` with a note to
+//! `give_up_after`). A row a crash left claimed is retried at start when its
+//! command is idempotent at the MDM, or when it never reached its MDM call
+//! (rows wait claimed for their MDM's turn; a non-idempotent call is preceded
+//! by a committed "sending" audit row); otherwise it is `dead` with a note to
 //! check the console, so an action is never sent twice by the connector.
 
 use crate::http::AppState;
@@ -115,6 +117,11 @@ async fn recover(state: &AppState) {
             );
             tracing::warn!(action_id = row.id, kind = ?row.kind, "Retrying an action interrupted by the last stop");
             state.store.release_claim(row.id, &note).await
+        } else if !state.store.was_being_sent(row.id).await.unwrap_or(true) {
+            // Claimed, but its MDM call had not started: nothing can have reached the MDM.
+            let note = "claimed before the last stop but never sent (it was waiting for its turn); retried: it did not reach the MDM";
+            tracing::warn!(action_id = row.id, kind = ?row.kind, "Retrying an action claimed but not sent before the last stop");
+            state.store.release_claim(row.id, note).await
         } else {
             let note = "interrupted while being sent at the last stop: it may have reached the MDM, and it is not idempotent, so it is not sent again; check the MDM console";
             tracing::error!(action_id = row.id, kind = ?row.kind, "Action interrupted while being sent; not retried: check the MDM console");
@@ -135,9 +142,36 @@ async fn recover(state: &AppState) {
 /// Applies a transition and, once committed, counts the state the action
 /// entered (`mtd_actions_total`, and the delivery time when sent).
 async fn transition(state: &AppState, id: i64, t: Transition) -> Result<StoredAction, StoreError> {
-    let row = state.store.transition_action_with(id, t).await?;
+    let row = stored(id, || state.store.transition_action_with(id, t.clone())).await?;
     crate::metrics::action_moved(&row);
     Ok(row)
+}
+
+/// How long a dispatcher write is retried while the store cannot take writes.
+const STORE_RETRY_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Runs a dispatcher write, again and again while the store is unavailable
+/// (locked past its busy timeout, read-only, full), up to [`STORE_RETRY_LIMIT`].
+/// Why: the row is claimed and the outcome of its MDM call exists only in
+/// memory; a write given up at once left the row claimed until the next
+/// start, which then retried a lock the MDM already had or gave up a wipe.
+async fn stored<T, F, Fut>(action_id: i64, mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_RETRY_LIMIT;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(action_id, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot record an action's progress: the store is not writable; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Sending the same lock, profile install or profile removal twice has the
@@ -330,7 +364,11 @@ async fn try_execute(
         if let Some(active) = state.store.active_wifi_removal(device.id).await? {
             let due = Utc::now() + removal_after;
             let note = format!("extended to {due} by action {}", row.id);
-            if state.store.reschedule_action(active.id, due, &note).await? {
+            if stored(row.id, || {
+                state.store.reschedule_action(active.id, due, &note)
+            })
+            .await?
+            {
                 let reason = format!("the disconnect-Wi-Fi profile is still installed (removal action {}); its removal was extended to {due}", active.id);
                 transition(state, row.id, skip(reason)).await?;
                 return Ok(());
@@ -338,6 +376,14 @@ async fn try_execute(
         }
     }
 
+    if !is_idempotent(row.kind) {
+        // Committed before the call: a row still claimed after a crash with
+        // this as its last audit row was perhaps sent, and is not repeated.
+        stored(row.id, || {
+            state.store.note_sending(row.id, row.state, row.attempts)
+        })
+        .await?;
+    }
     let started = std::time::Instant::now();
     match integration
         .adapter
@@ -348,23 +394,21 @@ async fn try_execute(
             if command == MdmCommand::DisconnectWifi && !removes_itself {
                 // The removal row first: a crash between the two leaves a removal
                 // of a profile that may not be installed, which is harmless.
-                state
-                    .store
-                    .insert_action(&NewAction {
-                        tenant_id: row.tenant_id.clone(),
-                        event_id: None,
-                        device_id: Some(device.id),
-                        mdm_id: Some(integration.mdm_id),
-                        kind: ActionRecordKind::RemoveWifiProfile,
-                        parent_action_id: Some(row.id),
-                        state: ActionState::Pending,
-                        reason: Some(format!(
-                            "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
-                            row.id, mdm.wifi_profile_removal_minutes
-                        )),
-                        next_attempt_at: Some(Utc::now() + removal_after),
-                    })
-                    .await?;
+                let removal = NewAction {
+                    tenant_id: row.tenant_id.clone(),
+                    event_id: None,
+                    device_id: Some(device.id),
+                    mdm_id: Some(integration.mdm_id),
+                    kind: ActionRecordKind::RemoveWifiProfile,
+                    parent_action_id: Some(row.id),
+                    state: ActionState::Pending,
+                    reason: Some(format!(
+                        "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
+                        row.id, mdm.wifi_profile_removal_minutes
+                    )),
+                    next_attempt_at: Some(Utc::now() + removal_after),
+                };
+                stored(row.id, || state.store.insert_action(&removal)).await?;
                 crate::metrics::action_entered(
                     ActionRecordKind::RemoveWifiProfile,
                     ActionState::Pending,

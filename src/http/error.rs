@@ -6,7 +6,7 @@
 //! request span, never to the client.
 
 use crate::ingest::{FieldError, IngestError};
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{CONNECTION, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -73,10 +73,19 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 reply(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))
             }
-            ApiError::PayloadTooLarge => reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "payload_too_large"}),
-            ),
+            ApiError::PayloadTooLarge => {
+                // The body was not read, so the server closes the connection
+                // after this answer; saying so keeps a keep-alive client from
+                // sending its next request on it (RFC 9112, section 9.6).
+                let mut response = reply(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "payload_too_large"}),
+                );
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
             ApiError::InvalidJson(message) => {
                 tracing::debug!(%message, "Request refused: the body is not JSON");
                 reply(

@@ -26,6 +26,7 @@ use axum::{
     Json, Router,
 };
 use chrono::{DateTime, Utc};
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -51,7 +52,8 @@ pub struct RecordedRequest {
     /// The status answered; `None` while in flight or when the connection was
     /// dropped without an answer.
     pub status: Option<u16>,
-    /// Which injected fault, if any, decided the answer (`"status"`, `"drop"`).
+    /// Which injected fault, if any, decided the answer (`"status"`, `"drop"`,
+    /// `"drop_after"`).
     pub fault: Option<String>,
 }
 
@@ -87,13 +89,16 @@ pub struct RecordedAction {
 }
 
 /// An injected fault, as accepted by `POST /_sim/{kind}/faults` and by
-/// [`SimCore::inject`]. Exactly one of `status`, `latency_ms`, `drop` is set.
+/// [`SimCore::inject`]. Exactly one of `status`, `latency_ms`, `drop`,
+/// `drop_after` is set.
 ///
 /// ```json
 /// {"status":503,"count":5}
 /// {"status":429,"retry_after":2,"count":1}
 /// {"latency_ms":250}                       // every request until cleared
 /// {"drop":true,"count":1,"path_contains":"/devices"}
+/// {"status":503,"probability":0.1,"seed":7} // 10 % of requests, replayable
+/// {"drop_after":true,"count":1}            // served, then the answer is lost
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +116,11 @@ pub struct Fault {
     /// Close the connection without any answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop: bool,
+    /// Serve the request (an action takes effect and is recorded), then close
+    /// the connection instead of answering: the client cannot tell whether
+    /// the MDM acted, as when a response is lost on the way back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_after: bool,
     /// How many matching requests this fault applies to; absent = all of them
     /// until the faults are cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +132,15 @@ pub struct Fault {
     /// Only apply to requests whose path contains this string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_contains: Option<String>,
+    /// Apply to each matching request only with this probability (0 to 1),
+    /// drawn from a generator of this fault's own seeded with `seed`: a flaky
+    /// MDM ("30 % of requests fail") whose decisions replay for the same
+    /// sequence of requests. `count` counts only the requests it applied to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// The seed of `probability`'s generator (0 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 impl Fault {
@@ -158,6 +177,14 @@ impl Fault {
         }
     }
 
+    /// Serve the request, then close the connection without the answer.
+    pub fn drop_answer() -> Self {
+        Self {
+            drop_after: true,
+            ..Self::default()
+        }
+    }
+
     /// Limit the fault to the next `count` matching requests.
     pub fn times(mut self, count: u32) -> Self {
         self.count = Some(count);
@@ -182,14 +209,29 @@ impl Fault {
         self
     }
 
+    /// Apply to each matching request only with `probability` (0 to 1),
+    /// decided by a generator seeded with `seed`.
+    pub fn with_probability(mut self, probability: f64, seed: u64) -> Self {
+        self.probability = Some(probability);
+        self.seed = Some(seed);
+        self
+    }
+
     /// Checks that the fault says one thing and says it sensibly.
     pub fn validate(&self) -> Result<(), String> {
-        let kinds = [self.status.is_some(), self.latency_ms.is_some(), self.drop]
-            .iter()
-            .filter(|k| **k)
-            .count();
+        let kinds = [
+            self.status.is_some(),
+            self.latency_ms.is_some(),
+            self.drop,
+            self.drop_after,
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
         if kinds != 1 {
-            return Err("a fault needs exactly one of `status`, `latency_ms`, `drop`".into());
+            return Err(
+                "a fault needs exactly one of `status`, `latency_ms`, `drop`, `drop_after`".into(),
+            );
         }
         if let Some(status) = self.status {
             if StatusCode::from_u16(status).is_err() || status < 100 {
@@ -198,6 +240,14 @@ impl Fault {
         }
         if self.retry_after.is_some() && self.status.is_none() {
             return Err("`retry_after` only goes with `status`".into());
+        }
+        if let Some(p) = self.probability {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("`probability` {p} is not between 0 and 1"));
+            }
+        }
+        if self.seed.is_some() && self.probability.is_none() {
+            return Err("`seed` only goes with `probability`".into());
         }
         Ok(())
     }
@@ -211,6 +261,24 @@ pub struct ActiveFault {
     pub fault: Fault,
     /// `None`: applies until cleared.
     pub remaining: Option<u32>,
+}
+
+/// A fault in the plan with the generator of its `probability`, if it has one.
+#[derive(Debug)]
+struct Planned {
+    active: ActiveFault,
+    rng: Option<StdRng>,
+}
+
+impl Planned {
+    /// Whether the fault applies to this (matching) request: always without
+    /// a probability, otherwise by one draw of its generator.
+    fn fires(&mut self) -> bool {
+        match (self.active.fault.probability, self.rng.as_mut()) {
+            (Some(p), Some(rng)) => rng.gen_bool(p),
+            _ => true,
+        }
+    }
 }
 
 /// What the fault plan decided for one request.
@@ -227,6 +295,8 @@ enum Outcome {
         retry_after: Option<u64>,
     },
     Drop,
+    /// Serve, then drop the connection instead of answering.
+    DropAfter,
 }
 
 /// Renders an injected status as the vendor would answer it.
@@ -244,7 +314,7 @@ pub struct SimCore {
     // std mutexes: held only for short, non-async sections.
     requests: Mutex<Vec<RecordedRequest>>,
     actions: Mutex<Vec<RecordedAction>>,
-    faults: Mutex<Vec<ActiveFault>>,
+    faults: Mutex<Vec<Planned>>,
 }
 
 impl std::fmt::Debug for SimCore {
@@ -253,7 +323,7 @@ impl std::fmt::Debug for SimCore {
             .field("kind", &self.kind)
             .field("requests", &lock(&self.requests).len())
             .field("actions", &lock(&self.actions).len())
-            .field("faults", &*lock(&self.faults))
+            .field("faults", &self.faults())
             .finish()
     }
 }
@@ -307,17 +377,26 @@ impl SimCore {
     pub fn inject(&self, fault: Fault) -> Result<u64, String> {
         fault.validate()?;
         let id = self.next_fault_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.faults).push(ActiveFault {
-            id,
-            remaining: fault.count,
-            fault,
+        let rng = fault
+            .probability
+            .map(|_| StdRng::seed_from_u64(fault.seed.unwrap_or(0)));
+        lock(&self.faults).push(Planned {
+            active: ActiveFault {
+                id,
+                remaining: fault.count,
+                fault,
+            },
+            rng,
         });
         Ok(id)
     }
 
     /// The faults still in the plan.
     pub fn faults(&self) -> Vec<ActiveFault> {
-        lock(&self.faults).clone()
+        lock(&self.faults)
+            .iter()
+            .map(|p| p.active.clone())
+            .collect()
     }
 
     /// Removes every fault.
@@ -349,7 +428,8 @@ impl SimCore {
 
     /// Consumes the faults that apply to a request to `path`: every matching
     /// latency fault adds its delay; the first matching status or drop fault
-    /// decides the answer.
+    /// decides the answer. A fault with a probability applies to a matching
+    /// request only when its draw says so.
     #[cfg(test)]
     fn decide(&self, path: &str) -> Decision {
         self.decide_for(path, path)
@@ -361,8 +441,8 @@ impl SimCore {
         let is_auth = (self.is_auth_path)(path);
         let mut decision = Decision::default();
         let mut faults = lock(&self.faults);
-        for active in faults.iter_mut() {
-            let f = &active.fault;
+        for planned in faults.iter_mut() {
+            let f = &planned.active.fault;
             if (is_auth && !f.include_token)
                 || f.path_contains
                     .as_deref()
@@ -370,12 +450,24 @@ impl SimCore {
             {
                 continue;
             }
+            // An outcome already decided leaves a status or drop fault unused,
+            // so its draw is not spent either.
+            if f.latency_ms.is_none() && decision.outcome.is_some() {
+                continue;
+            }
+            if !planned.fires() {
+                continue;
+            }
+            let active = &mut planned.active;
+            let f = &active.fault;
             let consumed = if let Some(ms) = f.latency_ms {
                 decision.latency += Duration::from_millis(ms);
                 true
             } else if decision.outcome.is_none() {
                 decision.outcome = Some(if f.drop {
                     Outcome::Drop
+                } else if f.drop_after {
+                    Outcome::DropAfter
                 } else {
                     Outcome::Status {
                         // validate() guarantees one of the three is set.
@@ -393,7 +485,7 @@ impl SimCore {
                 }
             }
         }
-        faults.retain(|a| a.remaining != Some(0));
+        faults.retain(|p| p.active.remaining != Some(0));
         decision
     }
 }
@@ -463,6 +555,19 @@ pub(crate) async fn vendor_middleware(
             }
             // Never written: the killed stream refuses the write.
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Some(Outcome::DropAfter) => {
+            let handle = parts.extensions.get::<ConnectInfo<ConnHandle>>().cloned();
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            core.finish_request(seq, None, Some("drop_after"));
+            match handle {
+                Some(ConnectInfo(handle)) => handle.kill(),
+                None => tracing::warn!("Cannot drop a connection not accepted by SimListener."),
+            }
+            // Never written: the killed stream refuses the write.
+            response
         }
         None => {
             let response = next
@@ -574,6 +679,35 @@ mod tests {
     }
 
     #[test]
+    fn a_probable_fault_hits_about_its_share_and_the_same_seed_replays_it() {
+        let run = |seed| {
+            let core = core();
+            core.inject(Fault::status(503).with_probability(0.3, seed))
+                .unwrap();
+            (0..2000)
+                .map(|_| core.decide("/x/api/devices").outcome.is_some())
+                .collect::<Vec<bool>>()
+        };
+        let first = run(7);
+        let hits = first.iter().filter(|h| **h).count();
+        assert!((500..700).contains(&hits), "{hits} of 2000");
+        assert_eq!(first, run(7), "the same seed gives the same decisions");
+        assert_ne!(first, run(8));
+    }
+
+    #[test]
+    fn a_probable_fault_counts_only_the_requests_it_hit() {
+        let core = core();
+        core.inject(Fault::drop_connection().times(3).with_probability(0.5, 1))
+            .unwrap();
+        let hits = (0..100)
+            .filter(|_| core.decide("/x/api/devices").outcome.is_some())
+            .count();
+        assert_eq!(hits, 3);
+        assert!(core.faults().is_empty());
+    }
+
+    #[test]
     fn faults_that_say_nothing_or_two_things_are_refused() {
         assert!(Fault::default().validate().is_err());
         let mut both = Fault::status(503);
@@ -585,5 +719,15 @@ mod tests {
             serde_json::from_str(r#"{"status":429,"retry_after":2,"count":1}"#).unwrap();
         assert_eq!(parsed, Fault::rate_limited(2).times(1));
         assert!(serde_json::from_str::<Fault>(r#"{"stauts":429}"#).is_err());
+        assert!(Fault::status(503)
+            .with_probability(1.5, 1)
+            .validate()
+            .is_err());
+        let mut seed_alone = Fault::status(503);
+        seed_alone.seed = Some(1);
+        assert!(seed_alone.validate().is_err());
+        let parsed: Fault =
+            serde_json::from_str(r#"{"status":503,"probability":0.3,"seed":9}"#).unwrap();
+        assert_eq!(parsed, Fault::status(503).with_probability(0.3, 9));
     }
 }

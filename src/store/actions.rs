@@ -346,7 +346,41 @@ impl WriteTx {
     }
 }
 
+/// How the audit note [`Store::note_sending`] writes begins.
+const SENDING_NOTE: &str = "sending attempt";
+
 impl Store {
+    /// Records that the MDM call of a claimed row is about to go out: an
+    /// audit row that leaves the state as it is, committed before the call.
+    /// A row a crash left claimed without it as its last audit row never
+    /// reached the MDM (it was waiting for its MDM's turn or looking the
+    /// device up), so it may be retried even when its command is not idempotent.
+    pub async fn note_sending(
+        &self,
+        id: i64,
+        state: ActionState,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut tx = self.begin_write().await?;
+        let note = format!("{SENDING_NOTE} {attempt}");
+        audit(&mut tx, id, now, Some(state), state, Some(&note)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether the last audit row of the action is [`Store::note_sending`]'s:
+    /// a row still claimed then was perhaps sent.
+    pub async fn was_being_sent(&self, id: i64) -> Result<bool, StoreError> {
+        let note: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT note FROM action_audit WHERE action_id = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(note.flatten().is_some_and(|n| n.starts_with(SENDING_NOTE)))
+    }
+
     /// Releases the claim of a row a crash left claimed, so it is retried
     /// (only for commands that are idempotent at the MDM), with an audit row.
     pub async fn release_claim(&self, id: i64, note: &str) -> Result<(), StoreError> {
@@ -719,6 +753,44 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_claimed_row_is_being_sent_only_after_its_sending_note_until_it_moves_on() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let id = store
+            .insert_action(&new_action(ActionState::Pending, mdm))
+            .await
+            .unwrap();
+        assert!(!store.was_being_sent(id).await.unwrap());
+        let claimed = store.claim_due_actions(Utc::now(), 1).await.unwrap();
+        assert!(
+            !store.was_being_sent(id).await.unwrap(),
+            "claimed, not yet sent"
+        );
+        store
+            .note_sending(id, claimed[0].state, claimed[0].attempts)
+            .await
+            .unwrap();
+        assert!(store.was_being_sent(id).await.unwrap());
+        let audit = store.action_audit(id).await.unwrap();
+        let last = audit.last().unwrap();
+        assert_eq!(last.note.as_deref(), Some("sending attempt 1"));
+        assert_eq!(
+            (last.from_state, last.to_state),
+            (Some(ActionState::Pending), ActionState::Pending)
+        );
+        store
+            .transition_action(
+                id,
+                ActionState::Pending,
+                ActionState::Failed,
+                "attempt 1 failed",
+            )
+            .await
+            .unwrap();
+        assert!(!store.was_being_sent(id).await.unwrap());
+        assert!(!store.was_being_sent(999).await.unwrap(), "no such action");
     }
 
     #[tokio::test]
