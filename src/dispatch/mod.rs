@@ -446,7 +446,18 @@ async fn record_failure(
 ) -> Result<(), StoreError> {
     let age = (Utc::now() - row.created_at).to_std().unwrap_or_default();
     let error = e.to_string();
-    if !e.is_retryable() {
+    if matches!(e, AdapterError::NoAnswer(_)) && !is_idempotent(row.kind) {
+        // At most once: the MDM may have wiped the device already.
+        tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, error = %error, "No answer to a wipe: it may have reached the MDM and is not sent again; check the MDM console");
+        let t = Transition::new(
+            row.state,
+            ActionState::Dead,
+            "no answer from the MDM: it may have acted on the command, which is not idempotent, so it is not sent again; check the MDM console",
+        )
+        .reason(error.clone())
+        .last_error(error);
+        transition(state, row.id, t).await?;
+    } else if !e.is_retryable() {
         tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, error_class = e.class(), error = %error, "The MDM refused the action; it is not retried: an operator must act");
         let t = Transition::new(
             row.state,

@@ -283,23 +283,13 @@ async fn mdm_faults_30_percent_failing_requests_of_every_kind_deliver_each_actio
     );
 }
 
-/// The one way a fault makes the connector send an action twice, found while
-/// building the scenario above: the MDM acts on the call but its answer is
-/// lost (the connection closes after the request was served, or the answer
-/// comes after the adapter's 30 s timeout). The adapter reports "unavailable",
-/// which is retryable, so the dispatcher sends the call again. For a lock that
-/// is harmless; for a wipe it breaks CONTRACT §4 "an action is sent to the MDM
-/// at most once per action record", which the dispatcher keeps across a crash
-/// (a wipe that was perhaps sent becomes `dead`) but not across a lost answer.
-/// The 30 % mix above cannot trigger it (its latency is 5 s; its drops come
-/// before the request is served). Not fixed here because the dispatcher
-/// cannot tell the cases apart: `Unavailable { status: None }` also comes
-/// from a lost *token* request before the command went out, so "dead on no
-/// answer" would give up wipes that never left; the adapters would have to
-/// report whether the command request itself was written. Ignored until the
-/// team decides; run it with `cargo test --test reliability -- --ignored`.
+/// The MDM acts on a wipe but its answer is lost (the connection closes
+/// after the request was served; an answer after the adapter's timeout is
+/// the same case). The adapter reports `NoAnswer` for a command whose
+/// connection stood, and the dispatcher does not repeat a command that is not
+/// idempotent: the wipe is `dead` with "check the MDM console" and reached
+/// the MDM once (CONTRACT §4: at most once per action record).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known issue, reported: a wipe whose answer is lost is sent again"]
 async fn mdm_faults_a_wipe_whose_answer_is_lost_reaches_the_mdm_at_most_once() {
     let env = env_without_rate_limits(&[SimKind::Soti], 5).await;
     let spec = MdmSpec {
@@ -332,8 +322,21 @@ async fn mdm_faults_a_wipe_whose_answer_is_lost_reaches_the_mdm_at_most_once() {
             .any(|a| a.kind == "enterprise_wipe" && (a.state == "sent" || a.state == "dead"))
     })
     .await;
+    // Long enough for a retry to have gone out, had one been scheduled (fast dispatch).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let calls = sim_actions_per_device(&env.sim, SimKind::Soti);
     let got = calls.get(&target.mdm_device_id).copied().unwrap_or(0);
     app.shutdown().await;
-    assert!(got <= 1, "the wipe reached the MDM {got} times: {rows:#?}");
+    assert_eq!(got, 1, "the wipe reached the MDM {got} times: {rows:#?}");
+    let wipe = rows
+        .iter()
+        .find(|a| a.kind == "enterprise_wipe")
+        .expect("the wipe row");
+    assert_eq!(wipe.state, "dead", "{wipe:?}");
+    assert!(
+        wipe.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no answer")),
+        "the reason says why: {wipe:?}"
+    );
 }

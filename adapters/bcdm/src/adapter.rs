@@ -13,7 +13,9 @@ use crate::wire::{self, ActionAccepted, DevicesEnvelope, ErrorBody, UsersEnvelop
 use crate::BcdmConfig;
 use async_trait::async_trait;
 use futures::StreamExt;
-use mtd_adapter::http::{body_excerpt, build_client, classify_send_error, error_for_status};
+use mtd_adapter::http::{
+    body_excerpt, build_client, classify_command_send_error, classify_send_error, error_for_status,
+};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
     Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind, Page,
@@ -130,10 +132,18 @@ impl BcdmAdapter {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
         tracing::trace!(%method, target = %target, "Sending a signed BCDM request.");
-        let response = request.send().await.map_err(|e| classify_send_error(&e))?;
+        let is_command = method == Method::POST; // every POST is a command
+        let classify = |e: reqwest::Error| {
+            if is_command {
+                classify_command_send_error(&e)
+            } else {
+                classify_send_error(&e)
+            }
+        };
+        let response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(|e| classify_send_error(&e))?;
+        let body = response.text().await.map_err(classify)?;
         Ok(Answer {
             status,
             headers,

@@ -40,6 +40,12 @@ pub enum AdapterError {
         retry_after: Option<Duration>,
         message: String,
     },
+    /// A command went out and no answer came back (timed out after sending,
+    /// connection lost mid-answer): the MDM may or may not have acted on it.
+    /// Retryable for a command that is idempotent at the MDM; a caller must
+    /// not repeat one that is not (a wipe) without checking the MDM first.
+    #[error("no answer to the command (the MDM may have acted on it): {0}")]
+    NoAnswer(String),
     /// The MDM refused this action by its own settings; retrying cannot help.
     /// `setting` names what an admin has to change at the MDM console.
     #[error("action not permitted by the MDM: change `{setting}` in the MDM console ({message})")]
@@ -65,6 +71,7 @@ impl AdapterError {
             self,
             AdapterError::Connect(_)
                 | AdapterError::Timeout(_)
+                | AdapterError::NoAnswer(_)
                 | AdapterError::RateLimited { .. }
                 | AdapterError::Unavailable { .. }
         )
@@ -90,6 +97,7 @@ impl AdapterError {
             AdapterError::NotFound(_) => "not_found",
             AdapterError::RateLimited { .. } => "rate_limited",
             AdapterError::Unavailable { .. } => "unavailable",
+            AdapterError::NoAnswer(_) => "no_answer",
             AdapterError::ActionNotPermitted { .. } => "action_not_permitted",
             AdapterError::Rejected { .. } => "rejected",
             AdapterError::Decode(_) => "decode",

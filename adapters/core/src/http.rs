@@ -50,6 +50,11 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, AdapterE
         .use_rustls_tls()
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.request_timeout)
+        // Idle connections are dropped before a typical server keep-alive
+        // (60 s and up) closes them: a command written into a connection the
+        // server is closing gets no answer, and a wipe without an answer is
+        // not repeated (`NoAnswer`).
+        .pool_idle_timeout(std::time::Duration::from_secs(20))
         .user_agent(concat!("mtd-connector/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::limited(3));
     if let Some(pem) = &settings.ca_cert_pem {
@@ -90,6 +95,18 @@ pub fn classify_send_error(err: &reqwest::Error) -> AdapterError {
         status: None,
         retry_after: None,
         message: chain,
+    }
+}
+
+/// As [`classify_send_error`], for a command (a POST that changes something
+/// at the MDM): once the connection stood, a lost or late answer is
+/// [`AdapterError::NoAnswer`], because the MDM may have acted on the command.
+/// Only a failure to connect (or to agree on TLS) proves it never left.
+pub fn classify_command_send_error(err: &reqwest::Error) -> AdapterError {
+    match classify_send_error(err) {
+        e @ (AdapterError::Connect(_) | AdapterError::Tls(_)) => e,
+        _ if err.is_connect() => AdapterError::Connect(error_chain(err)),
+        _ => AdapterError::NoAnswer(error_chain(err)),
     }
 }
 
@@ -265,5 +282,57 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(classify_send_error(&err).class(), "connect");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_never_connected_is_cannot_connect_and_one_whose_answer_is_lost_is_no_answer(
+    ) {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = build_client(&HttpSettings::default()).unwrap();
+        let err = client
+            .post(format!("http://127.0.0.1:{port}/command"))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            classify_command_send_error(&err).class(),
+            "connect",
+            "nothing left: safe to repeat"
+        );
+
+        // A server that reads the whole request, then closes without an answer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !String::from_utf8_lossy(&seen).contains("wipe") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            drop(socket);
+        });
+        let err = client
+            .post(format!("http://{addr}/command"))
+            .body("wipe")
+            .send()
+            .await
+            .unwrap_err();
+        let e = classify_command_send_error(&err);
+        assert_eq!(e.class(), "no_answer", "{e}");
+        assert!(e.is_retryable(), "retryable for idempotent commands");
+        assert_eq!(
+            classify_send_error(&err).class(),
+            "unavailable",
+            "a read that lost its answer is just unavailable"
+        );
     }
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_send_error, error_for_status, retry_after,
+    body_excerpt, build_client, classify_command_send_error, classify_send_error, error_for_status,
+    retry_after,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -160,14 +161,21 @@ impl McmsAdapter {
             None if is_post => request.header(CONTENT_LENGTH, "0").body(Vec::<u8>::new()),
             None => request,
         };
-        let response = request.send().await.map_err(|e| classify_send_error(&e))?;
+        let classify = |e: reqwest::Error| {
+            if is_post {
+                classify_command_send_error(&e) // every POST is a command
+            } else {
+                classify_send_error(&e)
+            }
+        };
+        let response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();
         self.limiter.observe(&headers);
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.limiter.observe_throttled(retry_after(&headers));
         }
-        let body = response.text().await.map_err(|e| classify_send_error(&e))?;
+        let body = response.text().await.map_err(classify)?;
         Ok(Answer {
             status,
             headers,

@@ -11,7 +11,9 @@ use crate::SotiConfig;
 use async_trait::async_trait;
 use base64::Engine as _;
 use futures::stream::{self, StreamExt};
-use mtd_adapter::http::{body_excerpt, build_client, classify_send_error, error_for_status};
+use mtd_adapter::http::{
+    body_excerpt, build_client, classify_command_send_error, classify_send_error, error_for_status,
+};
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
     MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
@@ -164,7 +166,15 @@ impl SotiAdapter {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            let resp = request.send().await.map_err(|e| classify_send_error(&e))?;
+            let is_command = method == Method::POST;
+            let classify = |e: reqwest::Error| {
+                if is_command {
+                    classify_command_send_error(&e)
+                } else {
+                    classify_send_error(&e)
+                }
+            };
+            let resp = request.send().await.map_err(classify)?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !retried {
                 tracing::debug!(mdm = %self.config.name, request = %what, "MobiControl refused the token; asking for a new one");
@@ -173,7 +183,7 @@ impl SotiAdapter {
                 continue;
             }
             let headers = resp.headers().clone();
-            let text = resp.text().await.map_err(|e| classify_send_error(&e))?;
+            let text = resp.text().await.map_err(classify)?;
             if !status.is_success() {
                 let said = soti_error_message(&text).unwrap_or_else(|| body_excerpt(&text));
                 return Err(error_for_status(
