@@ -458,3 +458,74 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
     tx.commit().await?;
     Ok(Written { outcomes, decided })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_request() -> Request {
+        Request {
+            tenant_id: "acme".into(),
+            limits: Limits {
+                cooldown_minutes: 15,
+                max_destructive_per_hour: 10,
+            },
+            events: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_unavailable_at_once_instead_of_waiting() {
+        // No writer runs: every submitted request stays queued.
+        let queue = IngestQueue::new();
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE_CAPACITY {
+            let queue = queue.clone();
+            waiting.push(tokio::spawn(
+                async move { queue.submit(empty_request()).await },
+            ));
+        }
+        // Let every spawned submit reach the queue.
+        while queue.sender.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            queue.submit(empty_request()),
+        )
+        .await
+        .expect("answered at once");
+        assert!(
+            matches!(&answer, Err(IngestError::Unavailable(m)) if m.contains("full")),
+            "{answer:?}"
+        );
+        for w in waiting {
+            w.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_queued_when_the_writer_stops_is_still_written_and_a_later_one_gets_unavailable(
+    ) {
+        let (_dir, store, _) = crate::store::testutil::store_with_mdm().await;
+        let queue = IngestQueue::new();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let queued = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.submit(empty_request()).await })
+        };
+        while queue.sender.capacity() == QUEUE_CAPACITY {
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        start_writer(&queue, store.clone(), DispatchHandle::new(), stop, &tasks);
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(queued.await.unwrap().unwrap(), IngestOutcome::default());
+        assert!(matches!(
+            queue.submit(empty_request()).await,
+            Err(IngestError::Unavailable(_))
+        ));
+    }
+}
