@@ -9,10 +9,10 @@
 //! sleep in SQLite's busy handler instead of queueing (BENCHMARKS.md, "Event
 //! ingest", has the measurements). Here requests queue in a bounded channel
 //! instead, and the writer takes everything waiting (up to
-//! [`MAX_GROUP_EVENTS`]) into one transaction of a fixed number of
-//! statements: `BEGIN IMMEDIATE`, the events (one statement), the cool-down
-//! reads (one), the next action id (one), the actions and their audit rows
-//! (two), `COMMIT`. While it commits, the next group gathers. Its statements
+//! [`MAX_GROUP_EVENTS`]) into one transaction of a fixed number of round
+//! trips: `BEGIN IMMEDIATE`, the events (one statement, which also reads the
+//! next action id), the cool-down reads (one, only for actions the cool-down
+//! can stop), the actions and their audit rows (one round trip), `COMMIT`. While it commits, the next group gathers. Its statements
 //! are prepared once on its own connection and stay cached.
 //!
 //! What does not change: each request's 202 is sent only after the commit
@@ -317,7 +317,8 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
         .iter()
         .flat_map(|r| r.events.iter().map(|p| &p.event))
         .collect();
-    let rows = tx.insert_events(&events).await?;
+    let inserted = tx.insert_events(&events).await?;
+    let rows = inserted.rows;
 
     // The cool-down's view: the latest blocking action per (device, kind)
     // among the new events left to the limits, read once for the group and
@@ -342,16 +343,8 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
         recent.insert((*device, *kind), found);
     }
 
-    let any_action = requests
-        .iter()
-        .flat_map(|r| &r.events)
-        .zip(&rows)
-        .any(|(p, row)| row.is_some() && p.decision != Decision::Deferred);
-    let first_id = if any_action {
-        tx.next_action_id().await?
-    } else {
-        0
-    };
+    // Set whenever an event was recorded, and only new events get actions.
+    let first_id = inserted.next_action_id.unwrap_or(0);
     let mut next_id = first_id;
     // Destructive actions of a tenant in the last hour, read when first needed.
     let mut destructive: HashMap<&str, u64> = HashMap::new();

@@ -48,16 +48,29 @@ pub(super) fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
+/// What [`WriteTx::insert_events`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsertedEvents {
+    /// For each event, in order: the store's id when it was recorded now,
+    /// `None` for a repeat.
+    pub rows: Vec<Option<i64>>,
+    /// The id SQLite gives the next action row (`INTEGER PRIMARY KEY`
+    /// without AUTOINCREMENT: one more than the largest), when any event was
+    /// recorded (only new events get actions). It stays right while this
+    /// transaction holds the write lock, so a group can name its actions (a
+    /// cool-down reason cites the action it repeats) before writing them.
+    pub next_action_id: Option<i64>,
+}
+
 impl WriteTx {
     /// Records events in order, each unless its tenant already has its
-    /// `event_id` (stored before, or earlier in `events`). For each event,
-    /// in order: the store's id when it was recorded now, `None` for a repeat.
+    /// `event_id` (stored before, or earlier in `events`).
     pub async fn insert_events(
         &mut self,
         events: &[&NewEvent],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
+    ) -> Result<InsertedEvents, StoreError> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(InsertedEvents::default());
         }
         let rows: Vec<Value> = events
             .iter()
@@ -85,7 +98,9 @@ impl WriteTx {
         // `WHERE true`: without it SQLite would read `ON CONFLICT` as a join
         // constraint of the FROM clause. Rows go in in array order, so of two
         // rows with the same key the first is the one recorded.
-        let inserted: Vec<(i64, String, String)> = sqlx::query_as(
+        // The last column is the next action id (see `InsertedEvents`), read
+        // here to save a round trip; this statement does not change `actions`.
+        let inserted: Vec<(i64, String, String, i64)> = sqlx::query_as(
             "INSERT INTO threat_events (tenant_id, event_id, device_id, udid, serial, imei, mac,
                  mdm_device_id, threat_type, severity, threat_name, detected_at, received_at,
                  network, details)
@@ -94,20 +109,25 @@ impl WriteTx {
                  value ->> 10, value ->> 11, value ->> 12, value ->> 13, value ->> 14
              FROM json_each(?1) WHERE true ORDER BY key
              ON CONFLICT (tenant_id, event_id) DO NOTHING
-             RETURNING id, tenant_id, event_id",
+             RETURNING id, tenant_id, event_id, (SELECT COALESCE(MAX(id), 0) + 1 FROM actions)",
         )
         .bind(Value::Array(rows).to_string())
         .fetch_all(&mut *self.tx)
         .await?;
+        let next_action_id = inserted.first().map(|row| row.3);
         let mut new: HashMap<(String, String), i64> = inserted
             .into_iter()
-            .map(|(id, tenant, event)| ((tenant, event), id))
+            .map(|(id, tenant, event, _)| ((tenant, event), id))
             .collect();
-        Ok(events
+        let rows = events
             .iter()
             // `remove`: a later repeat of the same key inside `events` is a repeat.
             .map(|e| new.remove(&(e.tenant_id.clone(), e.event_id.clone())))
-            .collect())
+            .collect();
+        Ok(InsertedEvents {
+            rows,
+            next_action_id,
+        })
     }
 
     /// [`WriteTx::recent_action`] for many `(device, kind, since)` at once:
@@ -146,19 +166,8 @@ impl WriteTx {
         Ok(out)
     }
 
-    /// The id SQLite gives the next action row (`INTEGER PRIMARY KEY`
-    /// without AUTOINCREMENT: one more than the largest). Stable while this
-    /// transaction holds the write lock, so a group can name its actions
-    /// (a cool-down reason cites the action it repeats) before writing them.
-    pub async fn next_action_id(&mut self) -> Result<i64, StoreError> {
-        let (next,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) + 1 FROM actions")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(next)
-    }
-
     /// Records actions with the ids `first_id`, `first_id + 1`, … (from
-    /// [`WriteTx::next_action_id`]) and their first audit rows, as
+    /// [`InsertedEvents::next_action_id`]) and their first audit rows, as
     /// [`WriteTx::insert_action`] does one by one, with `now` as their time.
     pub async fn insert_actions_numbered(
         &mut self,
@@ -194,33 +203,30 @@ impl WriteTx {
             ]));
             audits.push(json!([id, a.state.as_str(), a.reason]));
         }
-        let inserted = sqlx::query(
+        // Both statements in one round trip (sqlx runs every statement of a
+        // query; `?N` parameters are bound by number in each).
+        let written = sqlx::query(
             "INSERT INTO actions (id, tenant_id, event_id, device_id, mdm_id, kind,
                  parent_action_id, state, reason, next_attempt_at, created_at, updated_at)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
                  value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, ?2, ?2
-             FROM json_each(?1) ORDER BY key",
+             FROM json_each(?1) ORDER BY key;
+             INSERT INTO action_audit (action_id, at, from_state, to_state, note)
+             SELECT value ->> 0, ?2, NULL, value ->> 1, value ->> 2
+             FROM json_each(?3) ORDER BY key",
         )
         .bind(Value::Array(rows).to_string())
         .bind(&now_text)
+        .bind(Value::Array(audits).to_string())
         .execute(&mut *self.tx)
         .await?
         .rows_affected();
-        if inserted != actions.len() as u64 {
+        if written != 2 * actions.len() as u64 {
             return Err(StoreError::Corrupt(format!(
-                "{inserted} of {} action rows written",
+                "{written} rows written for {} actions and their audit rows",
                 actions.len()
             )));
         }
-        sqlx::query(
-            "INSERT INTO action_audit (action_id, at, from_state, to_state, note)
-             SELECT value ->> 0, ?2, NULL, value ->> 1, value ->> 2
-             FROM json_each(?1) ORDER BY key",
-        )
-        .bind(Value::Array(audits).to_string())
-        .bind(&now_text)
-        .execute(&mut *self.tx)
-        .await?;
         Ok(())
     }
 }
@@ -326,7 +332,7 @@ mod tests {
         let writer = store.open_writer().await.unwrap();
         let mut tx = writer.begin().await.unwrap();
         let group = event("group", Some(1));
-        let ids = tx.insert_events(&[&group]).await.unwrap();
+        let ids = tx.insert_events(&[&group]).await.unwrap().rows;
         tx.commit().await.unwrap();
         let id = ids[0].expect("new");
         let a = row_text(&store, "threat_events", one.id).await;
@@ -359,7 +365,8 @@ mod tests {
                 &low,
             ])
             .await
-            .unwrap();
+            .unwrap()
+            .rows;
         tx.commit().await.unwrap();
         let new: Vec<bool> = ids.iter().map(Option::is_some).collect();
         assert_eq!(new, [true, false, true, false, false]);
@@ -388,8 +395,11 @@ mod tests {
         let first = store.insert_action(&single).await.unwrap();
         let writer = store.open_writer().await.unwrap();
         let mut tx = writer.begin().await.unwrap();
-        let next = tx.next_action_id().await.unwrap();
+        let inserted = tx.insert_events(&[&event("f", None)]).await.unwrap();
+        let next = inserted.next_action_id.unwrap();
         assert_eq!(next, first + 1);
+        let repeat = tx.insert_events(&[&event("f", None)]).await.unwrap();
+        assert_eq!(repeat.next_action_id, None, "nothing new, no actions");
         let skipped = action(
             Some(e.id),
             None,
