@@ -1,7 +1,7 @@
 //! What the agent API does once a request is verified: activation (find the
 //! device, on demand at the MDMs) and event ingest (events and the actions they
-//! cause, committed in one transaction before the 202, by the one [`writer`]
-//! task that commits the events of many requests together).
+//! cause, committed in one transaction before the 202 by the one writer task,
+//! [`start_writer`], which commits the events of many requests together).
 //!
 //! The HTTP layer (`http::agent`) only checks signatures, sizes and JSON shape
 //! and calls these functions; the decision of each action goes through
@@ -87,9 +87,9 @@ pub async fn activate(
 /// Everything that does not need the write lock happens here, concurrently
 /// with other requests: device resolution (which may call an MDM) and the
 /// policy's checks that read no store. The rest (the insert, the cool-down
-/// and the hourly cap, the action rows) is the [`writer`]'s, which commits
-/// this request together with the others waiting and answers once the
-/// commit holding these events is done.
+/// and the hourly cap, the action rows) is the writer task's
+/// ([`start_writer`]): it commits this request together with the others
+/// waiting and answers once the commit holding these events is done.
 pub async fn ingest_events(
     state: &AppState,
     tenant: &TenantConfig,

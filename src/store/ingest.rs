@@ -167,7 +167,7 @@ impl WriteTx {
     }
 
     /// Records actions with the ids `first_id`, `first_id + 1`, … (from
-    /// [`InsertedEvents::next_action_id`]) and their first audit rows, as
+    /// `InsertedEvents::next_action_id`) and their first audit rows, as
     /// [`WriteTx::insert_action`] does one by one, with `now` as their time.
     pub async fn insert_actions_numbered(
         &mut self,
