@@ -28,8 +28,9 @@
 //!
 //! - `ingest-none`: `POST /v1/agent/events`, one event per request or
 //!   batches of 100, every event decided `none` by a `* → none` rule: the
-//!   ingest path alone (device lookup in the store, one transaction with the
-//!   event and its `none` action row and audit row, commit, 202).
+//!   ingest path alone (device lookup in the store, then the ingest writer
+//!   commits the event with its `none` action row and audit row, together
+//!   with the other requests waiting, and the 202 follows the commit).
 //! - `ingest-lock`: the same, single events, with a `lock` rule and
 //!   `action_cooldown_minutes = 0`, cycling over 10,000 seeded devices: each
 //!   event also runs the cool-down and cap queries and queues a lock, which
@@ -38,11 +39,12 @@
 //!   0.8 router served by `axum::serve` like the daemon, same body limit, the
 //!   same signature check (tenant lookup, 300 s window, `sign_agent_request`
 //!   and a constant-time compare) and a 202, no JSON parsing, no storage.
-//! - `store`: the store work of one `none` event without HTTP (the same
-//!   `find_devices`, `begin` (`BEGIN IMMEDIATE`), `insert_event`,
-//!   `insert_action`, `commit` calls `ingest::ingest_events` makes), from 1
-//!   or 16 tasks, one transaction per event or per 100: how many commits
-//!   this SQLite file takes on this disk, to locate the bottleneck.
+//! - `store`: the store work of one `none` event without HTTP as ingest did
+//!   it before the writer (`find_devices`, `begin` (`BEGIN IMMEDIATE`) on a
+//!   pooled connection, `insert_event`, `insert_action`, `commit`, one
+//!   statement at a time), from 1 or 16 tasks, one transaction per event or
+//!   per 100: kept as the reference for that design (BENCHMARKS.md, "Event
+//!   ingest"), which the ingest cells no longer use.
 //! - `e2a`: event → action. Single `lock` events for distinct devices,
 //!   paced (open loop) at the offered rate; the time from the client's 202
 //!   (`Utc::now()` when the answer's head arrived) to the simulator's
@@ -356,7 +358,7 @@ fn print_store(rows: &[(&str, u64, Value)]) {
     println!();
     println!(
         "== Store alone (no HTTP): find_devices + BEGIN IMMEDIATE + insert_event + \
-         insert_action(none) + COMMIT, as ingest_events does for a `none` event"
+         insert_action(none) + COMMIT per event on pooled connections: the path ingest used before its writer task"
     );
     println!(
         "{:>6} {:>6} {:>10} {:>9} {:>7} {:>7} {:>12}  mean ms per tx: lookups / BEGIN IMMEDIATE / inserts / COMMIT",

@@ -110,6 +110,7 @@ impl App {
             config: crate::config::LiveConfig::new(config),
             sync,
             dispatch: DispatchHandle::new(),
+            ingest: crate::ingest::IngestQueue::new(),
         };
         Ok(App {
             listener,
@@ -165,6 +166,10 @@ impl App {
 
         state.sync.start(cancel.clone(), &tasks).await;
         crate::dispatch::start(state.clone(), dispatch, cancel.clone(), &tasks).await;
+        // Stopped only once the server has drained: in-flight posts still get written.
+        let writer_stop = CancellationToken::new();
+        let (store, wake) = (state.store.clone(), state.dispatch.clone());
+        crate::ingest::start_writer(&state.ingest, store, wake, writer_stop.clone(), &tasks);
         let router = http::router(state.clone());
         let server_cancel = cancel.clone();
         let server = tokio::spawn(async move {
@@ -178,6 +183,7 @@ impl App {
         tasks.close();
         let drained = tokio::time::timeout(GRACE, async {
             let served = server.await;
+            writer_stop.cancel();
             tasks.wait().await;
             served
         })

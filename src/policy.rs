@@ -1,7 +1,9 @@
 //! The safety checks of every MDM action, in one place.
 //!
-//! [`decide`] runs when an event is ingested (inside the event's transaction,
-//! so the cool-down and the hourly cap see every committed decision);
+//! [`decide`] runs when a deferred event is decided, inside its transaction,
+//! so the cool-down and the hourly cap see every committed decision; the
+//! ingest writer runs the same steps ([`static_checks`] before it queues a
+//! request, then [`Limits`] inside the group's transaction, in order);
 //! [`check_before_send`] runs in the dispatcher right before an action goes to
 //! the MDM, on fresh facts. An admin's approval only lifts the hourly cap: the
 //! approved row goes through the dispatcher and so through
@@ -124,6 +126,10 @@ pub fn static_checks(
 }
 
 /// The decision for a new event's action, inside the event's transaction.
+///
+/// [`static_checks`], then [`Limits::cooldown_verdict`] and [`Limits::cap_verdict`] on what
+/// the transaction reads; the ingest writer runs the same three steps for a
+/// group of events (`ingest::writer`), with the reads done once per group.
 pub async fn decide(
     tx: &mut WriteTx,
     state: &AppState,
@@ -137,25 +143,70 @@ pub async fn decide(
         return Ok(Verdict::Skipped(reason));
     }
     let device = device.expect("static_checks skips unknown devices");
-    let cooldown = Duration::minutes(i64::from(tenant.policy.action_cooldown_minutes));
-    if let Some((id, st)) = tx.recent_action(device.id, kind, now - cooldown).await? {
-        return Ok(Verdict::Skipped(format!(
-            "repeat inside the cool-down of {} minutes: action {id} is {st}",
-            tenant.policy.action_cooldown_minutes
-        )));
+    let limits = Limits::of(tenant);
+    let recent = tx
+        .recent_action(device.id, kind, limits.cooldown_since(now))
+        .await?;
+    if let Some(skip) = limits.cooldown_verdict(recent) {
+        return Ok(skip);
     }
     if action.is_destructive() {
-        let max = u64::from(tenant.policy.max_destructive_actions_per_hour);
-        let recent = tx
-            .destructive_since(&tenant.id, now - Duration::hours(1))
-            .await?;
-        if recent >= max {
-            return Ok(Verdict::Held(format!(
-                "{recent} destructive actions in the last hour reach max_destructive_actions_per_hour = {max}: approve it through the admin API"
-            )));
+        let recent = tx.destructive_since(&tenant.id, cap_since(now)).await?;
+        if let Some(hold) = limits.cap_verdict(recent) {
+            return Ok(hold);
         }
     }
     Ok(Verdict::Pending)
+}
+
+/// The two limits of a tenant's policy that are checked against the store:
+/// the cool-down and the hourly cap on destructive actions. Small and
+/// `Copy`, so the ingest writer carries them with each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub cooldown_minutes: u32,
+    pub max_destructive_per_hour: u32,
+}
+
+/// Where the hourly cap's window starts.
+pub fn cap_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - Duration::hours(1)
+}
+
+impl Limits {
+    pub fn of(tenant: &TenantConfig) -> Limits {
+        Limits {
+            cooldown_minutes: tenant.policy.action_cooldown_minutes,
+            max_destructive_per_hour: tenant.policy.max_destructive_actions_per_hour,
+        }
+    }
+
+    /// Where the cool-down window starts: an action of the same kind for the
+    /// device that is still waiting, or was sent at or after this, blocks a repeat.
+    pub fn cooldown_since(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - Duration::minutes(i64::from(self.cooldown_minutes))
+    }
+
+    /// The cool-down, on the latest blocking action ([`WriteTx::recent_action`],
+    /// or the ingest writer's view of its group): `Some` skips the new action.
+    pub fn cooldown_verdict(self, recent: Option<(i64, ActionState)>) -> Option<Verdict> {
+        let (id, st) = recent?;
+        Some(Verdict::Skipped(format!(
+            "repeat inside the cool-down of {} minutes: action {id} is {st}",
+            self.cooldown_minutes
+        )))
+    }
+
+    /// The hourly cap, on how many destructive actions of the tenant went or
+    /// will go out in the last hour: `Some` holds the new one for approval.
+    pub fn cap_verdict(self, recent: u64) -> Option<Verdict> {
+        let max = u64::from(self.max_destructive_per_hour);
+        (recent >= max).then(|| {
+            Verdict::Held(format!(
+                "{recent} destructive actions in the last hour reach max_destructive_actions_per_hour = {max}: approve it through the admin API"
+            ))
+        })
+    }
 }
 
 /// Right before sending: the static checks again, on the device as the MDM
@@ -282,6 +333,7 @@ mod tests {
             config: crate::config::LiveConfig::new(config),
             sync,
             dispatch: crate::dispatch::DispatchHandle::new(),
+            ingest: crate::ingest::IngestQueue::new(),
         };
         (dir, state, stored)
     }

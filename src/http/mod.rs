@@ -26,6 +26,8 @@ pub struct AppState {
     pub config: LiveConfig,
     pub sync: crate::sync::SyncEngine,
     pub dispatch: crate::dispatch::DispatchHandle,
+    /// Event posts go through here to the one writer (`ingest::writer`).
+    pub ingest: crate::ingest::IngestQueue,
 }
 
 /// All routes of the daemon.

@@ -1,21 +1,22 @@
 //! What the agent API does once a request is verified: activation (find the
 //! device, on demand at the MDMs) and event ingest (events and the actions they
-//! cause, committed in one transaction before the 202).
+//! cause, committed in one transaction before the 202 by the one writer task,
+//! [`start_writer`], which commits the events of many requests together).
 //!
 //! The HTTP layer (`http::agent`) only checks signatures, sizes and JSON shape
 //! and calls these functions; the decision of each action goes through
 //! [`crate::policy`], the one place every path to an MDM action passes.
 
 mod types;
+mod writer;
 
 pub use types::{ActivateRequest, AgentDevice, AgentEvent, FieldError, Threat};
+pub use writer::{start_writer, IngestQueue};
 
 use crate::config::TenantConfig;
 use crate::http::AppState;
-use crate::policy::{self, Verdict};
-use crate::store::{
-    ActionRecordKind, EventIdentifiers, NewAction, NewEvent, StoreError, StoredDevice,
-};
+use crate::policy::{self, Limits, Verdict};
+use crate::store::{EventIdentifiers, NewEvent, StoreError, StoredDevice};
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
 use serde::Serialize;
@@ -82,6 +83,13 @@ pub async fn activate(
 
 /// `POST /v1/agent/events`: stores every new event and the action its policy
 /// decides, in one transaction; repeats of a stored `event_id` change nothing.
+///
+/// Everything that does not need the write lock happens here, concurrently
+/// with other requests: device resolution (which may call an MDM) and the
+/// policy's checks that read no store. The rest (the insert, the cool-down
+/// and the hourly cap, the action rows) is the writer task's
+/// ([`start_writer`]): it commits this request together with the others
+/// waiting and answers once the commit holding these events is done.
 pub async fn ingest_events(
     state: &AppState,
     tenant: &TenantConfig,
@@ -103,96 +111,112 @@ pub async fn ingest_events(
     }
 
     let now = chrono::Utc::now();
-    let mut outcome = IngestOutcome::default();
-    let mut tx = state.store.begin().await?;
-    let mut pending = 0usize;
-    // (kind, state) of each action recorded, counted once committed.
-    let mut decided = Vec::new();
-    for (e, resolved) in events.iter().zip(devices) {
-        let device = match &resolved {
-            Resolved::Found(d) => Some(d.as_ref().clone()),
-            Resolved::NotEnrolled | Resolved::Failed => None,
-        };
-        let insert = tx
-            .insert_event(&NewEvent {
-                tenant_id: tenant.id.clone(),
-                event_id: e.event_id.clone(),
-                device_id: device.as_ref().map(|d| d.id),
-                identifiers: EventIdentifiers {
-                    udid: e.device.udid.clone(),
-                    serial: e.device.serial.clone(),
-                    imei: e.device.imei.clone(),
-                    mac: e.device.mac.clone(),
-                    mdm_device_id: e.device.mdm_device_id.clone(),
-                },
-                threat_type: e.threat.threat_type.clone(),
-                severity: e.threat.severity.as_str().to_string(),
-                threat_name: e.threat.name.clone(),
-                detected_at: e.detected_at,
-                received_at: now,
-                network: e.network.clone(),
-                details: e.details.clone(),
-            })
-            .await?;
-        if !insert.new {
-            outcome.duplicates.push(e.event_id.clone());
-            continue;
-        }
-        outcome.accepted.push(e.event_id.clone());
-        if resolved == Resolved::Failed {
-            // Kept without an action: decided once the device is known (see `decide_deferred`).
-            continue;
-        }
-        let Some(rule) = tenant
-            .policy
-            .decide(&e.threat.threat_type, e.threat.severity)
-        else {
-            // No rule matches: record the decision "none".
-            decided.push((ActionRecordKind::None, crate::store::ActionState::Skipped));
-            tx.insert_action(&NewAction {
-                tenant_id: tenant.id.clone(),
-                event_id: Some(insert.id),
-                device_id: device.as_ref().map(|d| d.id),
-                mdm_id: device.as_ref().map(|d| d.mdm_id),
-                kind: ActionRecordKind::None,
-                parent_action_id: None,
-                state: crate::store::ActionState::Skipped,
-                reason: Some("no policy rule matches this threat".into()),
-                next_attempt_at: None,
-            })
-            .await?;
-            continue;
-        };
-        let verdict =
-            policy::decide(&mut tx, state, tenant, device.as_ref(), rule.action, now).await?;
-        if verdict == Verdict::Pending {
-            pending += 1;
-        }
-        let action = verdict.new_action(tenant, insert.id, device.as_ref(), rule.action);
-        tx.insert_action(&action).await?;
-        decided.push((action.kind, action.state));
-        log_decision(tenant, e, rule.action, &verdict);
-    }
-    tx.commit().await?;
-    for (kind, state) in decided {
-        crate::metrics::action_entered(kind, state);
-    }
-    if pending > 0 {
-        state.dispatch.wake();
-    }
-    Ok(outcome)
+    let planned = events
+        .iter()
+        .zip(devices)
+        .map(|(e, resolved)| plan(state, tenant, e, resolved, now))
+        .collect();
+    state
+        .ingest
+        .submit(writer::Request {
+            tenant_id: tenant.id.clone(),
+            limits: Limits::of(tenant),
+            events: planned,
+        })
+        .await
 }
 
-fn log_decision(tenant: &TenantConfig, e: &AgentEvent, action: ActionKind, verdict: &Verdict) {
+/// An event as the writer takes it: the row to insert and what is already
+/// known of its decision.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    event: NewEvent,
+    /// The stored device and its MDM, when known.
+    device: Option<(i64, i64)>,
+    decision: Decision,
+}
+
+/// The part of an event's decision made before the write transaction.
+#[derive(Debug, Clone, PartialEq)]
+enum Decision {
+    /// No MDM could be asked about the device: kept without an action,
+    /// decided once the device is known (see `decide_deferred`).
+    Deferred,
+    /// No policy rule matches: the decision "none", recorded.
+    NoRule,
+    /// A rule's action that a check needing no store already decided
+    /// (monitor mode, unknown device, permit, capability, ownership, `none`).
+    Decided(ActionKind, Verdict),
+    /// A rule's action that passed those checks: the cool-down and the
+    /// hourly cap decide it inside the transaction, in order.
+    Limited(ActionKind),
+}
+
+fn plan(
+    state: &AppState,
+    tenant: &TenantConfig,
+    e: &AgentEvent,
+    resolved: Resolved,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Planned {
+    let device = match &resolved {
+        Resolved::Found(d) => Some(d.as_ref()),
+        Resolved::NotEnrolled | Resolved::Failed => None,
+    };
+    let decision = if resolved == Resolved::Failed {
+        Decision::Deferred
+    } else {
+        match tenant
+            .policy
+            .decide(&e.threat.threat_type, e.threat.severity)
+        {
+            None => Decision::NoRule,
+            Some(rule) => match policy::static_checks(state, tenant, device, rule.action.into()) {
+                Some(reason) => Decision::Decided(rule.action, Verdict::Skipped(reason)),
+                // Only a known device passes the static checks.
+                None if device.is_some() => Decision::Limited(rule.action),
+                None => Decision::Decided(
+                    rule.action,
+                    Verdict::Skipped("device unknown: no MDM of the tenant knows it".into()),
+                ),
+            },
+        }
+    };
+    Planned {
+        event: NewEvent {
+            tenant_id: tenant.id.clone(),
+            event_id: e.event_id.clone(),
+            device_id: device.map(|d| d.id),
+            identifiers: EventIdentifiers {
+                udid: e.device.udid.clone(),
+                serial: e.device.serial.clone(),
+                imei: e.device.imei.clone(),
+                mac: e.device.mac.clone(),
+                mdm_device_id: e.device.mdm_device_id.clone(),
+            },
+            threat_type: e.threat.threat_type.clone(),
+            severity: e.threat.severity.as_str().to_string(),
+            threat_name: e.threat.name.clone(),
+            detected_at: e.detected_at,
+            received_at: now,
+            network: e.network.clone(),
+            details: e.details.clone(),
+        },
+        device: device.map(|d| (d.id, d.mdm_id)),
+        decision,
+    }
+}
+
+fn log_decision(tenant: &str, event_id: &str, threat: &str, action: ActionKind, verdict: &Verdict) {
     match verdict {
         Verdict::Pending => {
-            tracing::info!(tenant = %tenant.id, event_id = %e.event_id, threat = %e.threat.threat_type, %action, "Action queued")
+            tracing::info!(tenant, event_id, threat, %action, "Action queued")
         }
         Verdict::Held(reason) => {
-            tracing::warn!(tenant = %tenant.id, event_id = %e.event_id, %action, %reason, "Action held for approval")
+            tracing::warn!(tenant, event_id, %action, %reason, "Action held for approval")
         }
         Verdict::Skipped(reason) => {
-            tracing::info!(tenant = %tenant.id, event_id = %e.event_id, %action, %reason, "Action skipped")
+            tracing::info!(tenant, event_id, %action, %reason, "Action skipped")
         }
     }
 }

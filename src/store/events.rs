@@ -22,6 +22,25 @@ pub struct EventIdentifiers {
     pub mdm_device_id: Option<String>,
 }
 
+/// How the store writes each identifier (the form `find_devices` matches).
+impl EventIdentifiers {
+    pub(super) fn normalized_udid(&self) -> Option<String> {
+        self.udid.as_deref().and_then(normalize_udid)
+    }
+    pub(super) fn normalized_serial(&self) -> Option<String> {
+        self.serial.as_deref().and_then(normalize_serial)
+    }
+    pub(super) fn normalized_imei(&self) -> Option<String> {
+        self.imei.as_deref().and_then(normalize_imei)
+    }
+    pub(super) fn normalized_mac(&self) -> Option<String> {
+        self.mac.as_deref().and_then(normalize_mac)
+    }
+    pub(super) fn normalized_mdm_device_id(&self) -> Option<&str> {
+        self.mdm_device_id.as_deref().map(str::trim)
+    }
+}
+
 /// An event to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -127,11 +146,11 @@ async fn insert_event(
     .bind(&e.tenant_id)
     .bind(&e.event_id)
     .bind(e.device_id)
-    .bind(ids.udid.as_deref().and_then(normalize_udid))
-    .bind(ids.serial.as_deref().and_then(normalize_serial))
-    .bind(ids.imei.as_deref().and_then(normalize_imei))
-    .bind(ids.mac.as_deref().and_then(normalize_mac))
-    .bind(ids.mdm_device_id.as_deref().map(str::trim))
+    .bind(ids.normalized_udid())
+    .bind(ids.normalized_serial())
+    .bind(ids.normalized_imei())
+    .bind(ids.normalized_mac())
+    .bind(ids.normalized_mdm_device_id())
     .bind(&e.threat_type)
     .bind(&e.severity)
     .bind(&e.threat_name)

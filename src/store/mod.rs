@@ -33,6 +33,7 @@ mod actions;
 mod admin;
 mod error;
 mod events;
+mod ingest;
 mod inventory;
 mod tenants;
 

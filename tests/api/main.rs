@@ -4,6 +4,7 @@
 mod actions;
 mod admin;
 mod agent;
+mod ingest;
 mod kinds;
 mod logs;
 mod metrics;

@@ -1,0 +1,524 @@
+//! The one writer of agent events: a task that owns one SQLite connection
+//! and commits the events of many requests per transaction (group commit).
+//!
+//! Why group commit: the time of an event post was not the disk (WAL with
+//! `synchronous = NORMAL` does not sync at commit) but round trips and lock
+//! waits. Each statement is a round trip to sqlx's worker thread of its
+//! connection, and with one transaction per request every concurrent request
+//! took `BEGIN IMMEDIATE` on its own pooled connection, where the losers
+//! sleep in SQLite's busy handler instead of queueing (BENCHMARKS.md, "Event
+//! ingest", has the measurements). Here requests queue in a bounded channel
+//! instead, and the writer takes everything waiting (up to
+//! [`MAX_GROUP_EVENTS`]) into one transaction of a fixed number of round
+//! trips: `BEGIN IMMEDIATE`, the events (one statement, which also reads the
+//! next action id), the cool-down reads (one, only for actions the cool-down
+//! can stop), the actions and their audit rows (one round trip), `COMMIT`. While it commits, the next group gathers. Its statements
+//! are prepared once on its own connection and stay cached.
+//!
+//! What does not change: each request's 202 is sent only after the commit
+//! that holds its events (the writer answers each request's oneshot after
+//! `COMMIT` returns), with the durability that commit always had: WAL with
+//! `synchronous = NORMAL`, so an acknowledged event survives a crash or kill
+//! of the process (not a power loss before the next checkpoint's sync).
+//! Decisions are made in queue order inside the transaction, with the
+//! cool-down and the hourly cap seeing both the committed rows and the
+//! actions decided earlier in the same group, so a group decides exactly as
+//! the same requests would one after another. An event and its action are
+//! in the same transaction.
+//!
+//! When a group fails: if the store cannot take writes (locked past the busy
+//! timeout, read-only, disk full), every request of the group gets 503 and
+//! nothing of the group is stored (the transaction rolls back). Any other
+//! failure rolls the group back and writes its requests again one per
+//! transaction, so one bad request cannot fail the others. A full queue
+//! answers 503 with `Retry-After` at once rather than making the agent wait.
+
+use super::{log_decision, Decision, IngestError, IngestOutcome, Planned};
+use crate::dispatch::DispatchHandle;
+use crate::policy::{cap_since, Limits, Verdict};
+use crate::shutdown::CancellationToken;
+use crate::store::{ActionRecordKind, ActionState, NewAction, Store, StoreError};
+use mtd_adapter::ActionKind;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+/// Requests that may wait for the writer. Beyond this, a request gets 503
+/// with `Retry-After` at once: the agent retries later instead of piling up
+/// memory and latency here.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// The most events one transaction takes (a request is never split, so a
+/// group can exceed this by one request of up to 500). Bounds the time the
+/// write lock is held and the size of each statement's JSON parameter.
+pub const MAX_GROUP_EVENTS: usize = 2000;
+
+/// The events of one request, planned, for one tenant.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub tenant_id: String,
+    pub limits: Limits,
+    pub events: Vec<Planned>,
+}
+
+/// A request and where its answer goes.
+#[derive(Debug)]
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
+}
+
+/// The way into the writer: cheap to clone, one per daemon (in `AppState`).
+#[derive(Debug, Clone)]
+pub struct IngestQueue {
+    sender: mpsc::Sender<Job>,
+    /// The other end, until [`start_writer`] takes it.
+    receiver: Arc<Mutex<Option<mpsc::Receiver<Job>>>>,
+}
+
+impl Default for IngestQueue {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        IngestQueue {
+            sender,
+            receiver: Arc::new(Mutex::new(Some(receiver))),
+        }
+    }
+}
+
+impl IngestQueue {
+    /// A queue; nothing is written until [`start_writer`] runs its writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a request and waits for the commit that holds it.
+    pub(crate) async fn submit(&self, request: Request) -> Result<IngestOutcome, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .try_send(Job { request, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    IngestError::Unavailable("the ingest queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    IngestError::Unavailable("the ingest writer has stopped".into())
+                }
+            })?;
+        // The writer answers every job it takes; a dropped sender means it stopped.
+        answer
+            .await
+            .unwrap_or_else(|_| Err(IngestError::Unavailable("the ingest writer stopped".into())))
+    }
+}
+
+/// Starts the writer on `tasks`. It writes through its own connection to
+/// `store`'s database, wakes `dispatch` when it commits a pending action,
+/// and, once `stop` is cancelled, writes what is still queued and exits.
+/// Cancel `stop` only after the HTTP server has stopped: a request queued
+/// after that gets 503.
+pub fn start_writer(
+    queue: &IngestQueue,
+    store: Store,
+    dispatch: DispatchHandle,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    // Poisoning needs a panic while the lock is held, and nothing in the
+    // block below can panic; `take` leaves `None` for a second start.
+    let receiver = queue.receiver.lock().map(|mut r| r.take()).ok().flatten();
+    let Some(receiver) = receiver else {
+        tracing::error!("The ingest writer was started twice; the second start is ignored");
+        return;
+    };
+    tasks.spawn(run(receiver, store, dispatch, stop));
+}
+
+async fn run(
+    mut receiver: mpsc::Receiver<Job>,
+    store: Store,
+    dispatch: DispatchHandle,
+    stop: CancellationToken,
+) {
+    let mut writer = Writer {
+        store,
+        conn: None,
+        dispatch,
+    };
+    // A job taken from the queue that did not fit the last group.
+    let mut carry: Option<Job> = None;
+    let mut stopping = false;
+    loop {
+        let first = match carry.take() {
+            Some(job) => job,
+            None if stopping => match receiver.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+            None => tokio::select! {
+                job = receiver.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                () = stop.cancelled() => {
+                    // No new jobs; the ones already queued are still written.
+                    receiver.close();
+                    stopping = true;
+                    continue;
+                }
+            },
+        };
+        let mut events = first.request.events.len();
+        let mut group = vec![first];
+        while events < MAX_GROUP_EVENTS {
+            match receiver.try_recv() {
+                Ok(job) if events + job.request.events.len() > MAX_GROUP_EVENTS => {
+                    carry = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    events += job.request.events.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        writer.write(group).await;
+    }
+    if let Some(conn) = writer.conn.take() {
+        conn.close().await;
+    }
+}
+
+struct Writer {
+    /// The daemon's store: where the writer's own connection comes from.
+    store: Store,
+    /// The writer's connection (a one-connection pool on the same file),
+    /// opened on first use and again after it failed.
+    conn: Option<Store>,
+    dispatch: DispatchHandle,
+}
+
+impl Writer {
+    /// Writes a group and answers each of its jobs.
+    async fn write(&mut self, group: Vec<Job>) {
+        let conn = match &self.conn {
+            Some(conn) => conn.clone(),
+            None => match self.store.open_writer().await {
+                Ok(conn) => self.conn.insert(conn).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "The ingest writer cannot open its connection");
+                    return answer_all_failed(group, &e);
+                }
+            },
+        };
+        let requests: Vec<&Request> = group.iter().map(|j| &j.request).collect();
+        match write_group(&conn, &requests).await {
+            Ok(written) => self.answer(group, written),
+            Err(e) if e.is_unavailable() || group.len() == 1 => {
+                self.forget_broken_connection(&e).await;
+                answer_all_failed(group, &e);
+            }
+            Err(e) => {
+                tracing::warn!(requests = group.len(), error = %e, "A group of event posts failed; writing its requests one by one");
+                for job in group {
+                    match write_group(&conn, &[&job.request]).await {
+                        Ok(written) => self.answer(vec![job], written),
+                        Err(e) => {
+                            self.forget_broken_connection(&e).await;
+                            answer_all_failed(vec![job], &e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Committed: metrics, logs, the dispatcher, then each request's answer.
+    fn answer(&self, group: Vec<Job>, written: Written) {
+        for d in &written.decided {
+            crate::metrics::action_entered(d.kind, d.state);
+            if let Some(log) = &d.log {
+                log_decision(
+                    &log.tenant,
+                    &log.event_id,
+                    &log.threat,
+                    log.action,
+                    &log.verdict,
+                );
+            }
+        }
+        if written
+            .decided
+            .iter()
+            .any(|d| d.state == ActionState::Pending)
+        {
+            self.dispatch.wake();
+        }
+        for (job, outcome) in group.into_iter().zip(written.outcomes) {
+            // The client may have gone away; its events are stored all the same.
+            let _ = job.reply.send(Ok(outcome));
+        }
+    }
+
+    /// After an error that is not SQLite's own (I/O, a crashed worker), the
+    /// connection may be unusable: the next group opens a new one.
+    async fn forget_broken_connection(&mut self, e: &StoreError) {
+        let sqlite_said_so = matches!(e, StoreError::Database(sqlx::Error::Database(_)));
+        if !sqlite_said_so {
+            if let Some(conn) = self.conn.take() {
+                conn.close().await;
+            }
+        }
+    }
+}
+
+fn answer_all_failed(group: Vec<Job>, e: &StoreError) {
+    for job in group {
+        let error = if e.is_unavailable() {
+            IngestError::Unavailable(e.to_string())
+        } else {
+            IngestError::Internal(e.to_string())
+        };
+        let _ = job.reply.send(Err(error));
+    }
+}
+
+/// What a committed group did.
+struct Written {
+    /// Per request, in order.
+    outcomes: Vec<IngestOutcome>,
+    /// Every action recorded, in order.
+    decided: Vec<Decided>,
+}
+
+struct Decided {
+    kind: ActionRecordKind,
+    state: ActionState,
+    /// For a rule's decision (a "no rule matches" is not logged).
+    log: Option<DecisionLog>,
+}
+
+struct DecisionLog {
+    tenant: String,
+    event_id: String,
+    threat: String,
+    action: ActionKind,
+    verdict: Verdict,
+}
+
+/// One transaction for the requests, in order; nothing of it stays if any
+/// step fails (the transaction rolls back when dropped).
+async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, StoreError> {
+    let mut tx = conn.begin().await?;
+    let now = chrono::Utc::now();
+    let events: Vec<_> = requests
+        .iter()
+        .flat_map(|r| r.events.iter().map(|p| &p.event))
+        .collect();
+    let inserted = tx.insert_events(&events).await?;
+    let rows = inserted.rows;
+
+    // The cool-down's view: the latest blocking action per (device, kind)
+    // among the new events left to the limits, read once for the group and
+    // kept current below as the group's own actions are decided.
+    let mut recent: HashMap<(i64, ActionRecordKind), Option<(i64, ActionState)>> = HashMap::new();
+    let mut keys = Vec::new();
+    let mut row = rows.iter();
+    for r in requests {
+        for p in &r.events {
+            let new = row.next().is_some_and(Option::is_some);
+            if let (true, Decision::Limited(action), Some((device, _))) =
+                (new, &p.decision, p.device)
+            {
+                let key = (device, ActionRecordKind::from(*action));
+                if recent.insert(key, None).is_none() {
+                    keys.push((key.0, key.1, r.limits.cooldown_since(now)));
+                }
+            }
+        }
+    }
+    for ((device, kind, _), found) in keys.iter().zip(tx.recent_actions(&keys).await?) {
+        recent.insert((*device, *kind), found);
+    }
+
+    // Set whenever an event was recorded, and only new events get actions.
+    let first_id = inserted.next_action_id.unwrap_or(0);
+    let mut next_id = first_id;
+    // Destructive actions of a tenant in the last hour, read when first needed.
+    let mut destructive: HashMap<&str, u64> = HashMap::new();
+    let mut actions = Vec::new();
+    let mut decided = Vec::new();
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut row = rows.iter();
+    for r in requests {
+        let mut outcome = IngestOutcome::default();
+        for p in &r.events {
+            let event_id = &p.event.event_id;
+            let Some(Some(event_row)) = row.next() else {
+                outcome.duplicates.push(event_id.clone());
+                continue;
+            };
+            outcome.accepted.push(event_id.clone());
+            let (action, verdict) = match &p.decision {
+                Decision::Deferred => continue,
+                Decision::NoRule => (
+                    None,
+                    Verdict::Skipped("no policy rule matches this threat".into()),
+                ),
+                Decision::Decided(action, verdict) => (Some(*action), verdict.clone()),
+                Decision::Limited(action) => {
+                    let verdict = match p.device {
+                        Some((device, _)) => {
+                            let kind = ActionRecordKind::from(*action);
+                            let seen = recent.get(&(device, kind)).copied().flatten();
+                            let verdict = match r.limits.cooldown_verdict(seen) {
+                                Some(skip) => skip,
+                                None if action.is_destructive() => {
+                                    let count = match destructive.get(r.tenant_id.as_str()) {
+                                        Some(n) => *n,
+                                        None => {
+                                            let n = tx
+                                                .destructive_since(&r.tenant_id, cap_since(now))
+                                                .await?;
+                                            *destructive.entry(&r.tenant_id).or_insert(n)
+                                        }
+                                    };
+                                    r.limits.cap_verdict(count).unwrap_or(Verdict::Pending)
+                                }
+                                None => Verdict::Pending,
+                            };
+                            match verdict {
+                                Verdict::Pending => {
+                                    recent.insert(
+                                        (device, kind),
+                                        Some((next_id, ActionState::Pending)),
+                                    );
+                                    if action.is_destructive() {
+                                        *destructive.entry(&r.tenant_id).or_default() += 1;
+                                    }
+                                }
+                                Verdict::Held(_) => {
+                                    recent
+                                        .insert((device, kind), Some((next_id, ActionState::Held)));
+                                }
+                                Verdict::Skipped(_) => {}
+                            }
+                            verdict
+                        }
+                        // `plan` only leaves known devices to the limits.
+                        None => {
+                            Verdict::Skipped("device unknown: no MDM of the tenant knows it".into())
+                        }
+                    };
+                    (Some(*action), verdict)
+                }
+            };
+            let (state, reason) = match &verdict {
+                Verdict::Pending => (ActionState::Pending, None),
+                Verdict::Skipped(reason) => (ActionState::Skipped, Some(reason.clone())),
+                Verdict::Held(reason) => (ActionState::Held, Some(reason.clone())),
+            };
+            let kind = action.map_or(ActionRecordKind::None, ActionRecordKind::from);
+            actions.push(NewAction {
+                tenant_id: r.tenant_id.clone(),
+                event_id: Some(*event_row),
+                device_id: p.device.map(|(d, _)| d),
+                mdm_id: p.device.map(|(_, m)| m),
+                kind,
+                parent_action_id: None,
+                state,
+                reason,
+                next_attempt_at: None,
+            });
+            next_id += 1;
+            decided.push(Decided {
+                kind,
+                state,
+                log: action.map(|action| DecisionLog {
+                    tenant: r.tenant_id.clone(),
+                    event_id: event_id.clone(),
+                    threat: p.event.threat_type.clone(),
+                    action,
+                    verdict,
+                }),
+            });
+        }
+        outcomes.push(outcome);
+    }
+    tx.insert_actions_numbered(first_id, &actions, now).await?;
+    tx.commit().await?;
+    Ok(Written { outcomes, decided })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_request() -> Request {
+        Request {
+            tenant_id: "acme".into(),
+            limits: Limits {
+                cooldown_minutes: 15,
+                max_destructive_per_hour: 10,
+            },
+            events: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_unavailable_at_once_instead_of_waiting() {
+        // No writer runs: every submitted request stays queued.
+        let queue = IngestQueue::new();
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE_CAPACITY {
+            let queue = queue.clone();
+            waiting.push(tokio::spawn(
+                async move { queue.submit(empty_request()).await },
+            ));
+        }
+        // Let every spawned submit reach the queue.
+        while queue.sender.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            queue.submit(empty_request()),
+        )
+        .await
+        .expect("answered at once");
+        assert!(
+            matches!(&answer, Err(IngestError::Unavailable(m)) if m.contains("full")),
+            "{answer:?}"
+        );
+        for w in waiting {
+            w.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_queued_when_the_writer_stops_is_still_written_and_a_later_one_gets_unavailable(
+    ) {
+        let (_dir, store, _) = crate::store::testutil::store_with_mdm().await;
+        let queue = IngestQueue::new();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let queued = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.submit(empty_request()).await })
+        };
+        while queue.sender.capacity() == QUEUE_CAPACITY {
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        start_writer(&queue, store.clone(), DispatchHandle::new(), stop, &tasks);
+        tasks.close();
+        tasks.wait().await;
+        assert_eq!(queued.await.unwrap().unwrap(), IngestOutcome::default());
+        assert!(matches!(
+            queue.submit(empty_request()).await,
+            Err(IngestError::Unavailable(_))
+        ));
+    }
+}
