@@ -16,9 +16,10 @@
 //! in a fresh copy of this binary (re-executed with `--case MODE KIND N`),
 //! which prints one JSON line that the parent collects into the tables.
 //!
-//! What a `sync` case measures, in one process: the simulator seeded with N
-//! devices (its memory is measured on its own: `VmRSS` after seeding minus
-//! `VmRSS` at start), a fresh store in a temporary directory, the config
+//! What a `sync` case measures: the simulator seeded with N devices runs in
+//! a process of its own (`mtd-connector sim`, see `common/simproc.rs`), so
+//! the case's process is the connector alone: a fresh store in a temporary
+//! directory, the config
 //! loaded through `config::load` and the app built by `App::build_with_listener`
 //! (so the adapter comes from the real registry), then one
 //! `SyncEngine::full_sync_now`: the same worker, paging and store code as the
@@ -33,6 +34,8 @@
 //! file on this disk).
 
 mod common;
+#[path = "common/simproc.rs"]
+mod simproc;
 use chrono::Utc;
 use common::{f, load_average, machine, thread_cpu};
 use futures::StreamExt;
@@ -120,8 +123,9 @@ fn parent(args: &[String]) -> ExitCode {
     println!("machine: {}", machine());
     println!("load average at start: {}", load_average());
     println!(
-        "sizes: {:?}; each case in its own process; simulator in the same process as the connector",
-        sizes
+        "sizes: {:?}; each case in its own process; the simulator in another process (`{} sim`)",
+        sizes,
+        simproc::connector_bin().display()
     );
     let mut kinds = Vec::new();
     for kind in wanted {
@@ -208,14 +212,14 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
     println!();
     println!("== {kind}: full sync through SyncEngine::full_sync_now vs writing the same rows without HTTP");
     println!(
-        "{:>8} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7} {:>9} {:>7} {:>8}",
+        "{:>8} {:>9} {:>10} {:>7} {:>9} {:>10} {:>9} {:>10} {:>7} {:>9} {:>7} {:>8}",
         "N",
         "sync s",
         "devices/s",
+        "CPU s",
         "peak MiB",
-        "sim MiB",
-        "peak-sim",
         "before MiB",
+        "sim MiB",
         "store s",
         "ratio",
         "raw s",
@@ -228,19 +232,17 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
             continue;
         }
         let secs = f(s, "seconds");
-        let peak = mib(s, "peak_kb");
-        let sim_share = mib(s, "rss_seeded_kb") - mib(s, "rss_start_kb");
         let store_s = f(b, "store_seconds");
         let raw_s = f(b, "raw_seconds");
         println!(
-            "{:>8} {:>9.2} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>10.2} {:>7.2} {:>9.2} {:>7.1} {:>8.2}",
+            "{:>8} {:>9.2} {:>10.0} {:>7.2} {:>9.1} {:>10.1} {:>9.1} {:>10.2} {:>7.2} {:>9.2} {:>7.1} {:>8.2}",
             n,
             secs,
             *n as f64 / secs,
-            peak,
-            sim_share,
-            peak - sim_share,
+            f(&s["cpu"], "total"),
+            mib(s, "peak_kb"),
             mib(s, "rss_before_kb"),
+            mib(s, "sim_peak_kb"),
             store_s,
             secs / store_s,
             raw_s,
@@ -250,13 +252,15 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
     }
     println!(
         "sync s: wall time of full_sync_now (groups, users, devices, removal check, run record). \
-         peak MiB: VmHWM of the case's process during the sync (HWM reset just before it{}), \
-         which includes the simulator serving in the same process. sim MiB: VmRSS after seeding \
-         the simulator minus VmRSS at start. before MiB: VmRSS just before the sync (simulator \
-         seeded, store open). store s: the same groups, users and devices written through \
-         upsert_groups / upsert_users / upsert_devices (each one transaction) with no HTTP; raw s: \
-         plain INSERTs of the same rows in one transaction (SQLite's default 2 MiB page cache, as \
-         the store); raw64 s: the same with a 64 MiB page cache. ratio = sync s / baseline s.",
+         CPU s: CPU time of the connector's process during the sync. \
+         peak MiB: VmHWM of the connector's process during the sync (HWM reset just before it{}); \
+         the simulator runs in its own process (`mtd-connector sim`) and is not included. \
+         before MiB: VmRSS just before the sync (store open, engine built). sim MiB: the \
+         simulator process's VmHWM (for reference only). store s: the same groups, users and \
+         devices written through upsert_groups / upsert_users / upsert_devices (each one \
+         transaction) with no HTTP; raw s: plain INSERTs of the same rows in one transaction \
+         (SQLite's default 2 MiB page cache, as the store); raw64 s: the same with a 64 MiB page \
+         cache. ratio = sync s / baseline s.",
         if rows
             .iter()
             .all(|(_, s, _)| s.get("hwm_reset").and_then(Value::as_bool) == Some(true))
@@ -271,16 +275,17 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
             continue;
         }
         println!(
-            "  N={n}: listed {} records ({} devices, {} users, {} groups), {} devices stored; \
-             phases: groups {:.2} s, users {:.2} s, devices {:.2} s, removal check + record {:.2} s; \
-             CPU during sync: {:.2} s ({:.2} on sqlx-sqlite threads, {:.2} on tokio workers, {:.2} other); \
-             seeding the simulator {:.2} s; process peak since start {:.1} MiB; \
-             baseline store API devices alone {:.2} s",
+            "  N={n}: listed {} records ({} devices, {} users, {} groups), {} devices stored, \
+             counts {}; phases: groups {:.2} s, users {:.2} s, devices {:.2} s, removal check + \
+             record {:.2} s; CPU during sync: {:.2} s ({:.2} on sqlx-sqlite threads, {:.2} on \
+             tokio workers, {:.2} other); seeding the simulator {:.2} s; process peak since start \
+             {:.1} MiB; baseline store API devices alone {:.2} s",
             s["listed"],
             b["devices"],
             b["users"],
             b["groups"],
             s["devices_stored"],
+            s["counts"],
             f(&s["phases"], "groups"),
             f(&s["phases"], "users"),
             f(&s["phases"], "devices"),
@@ -302,15 +307,12 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
         if large.0 > small.0 {
             let size = large.0 as f64 / small.0 as f64;
             println!(
-                "growth {}→{}: time ×{:.2}, peak RSS ×{:.2}, peak − sim ×{:.2} (linear time = ×{:.0})",
+                "growth {}→{}: time ×{:.2}, CPU ×{:.2}, peak RSS ×{:.2} (linear = ×{:.0})",
                 small.0,
                 large.0,
                 f(&large.1, "seconds") / f(&small.1, "seconds"),
+                f(&large.1["cpu"], "total") / f(&small.1["cpu"], "total"),
                 mib(&large.1, "peak_kb") / mib(&small.1, "peak_kb"),
-                (mib(&large.1, "peak_kb") - mib(&large.1, "rss_seeded_kb")
-                    + mib(&large.1, "rss_start_kb"))
-                    / (mib(&small.1, "peak_kb") - mib(&small.1, "rss_seeded_kb")
-                        + mib(&small.1, "rss_start_kb")),
                 size
             );
         }
@@ -380,25 +382,29 @@ fn child(args: &[String]) -> ExitCode {
 struct Setup {
     // Field order is drop order: the app (and its store) before the directory.
     app: App,
-    sim: Simulator,
+    /// `mtd-connector sim` in its own process: its memory and CPU are not
+    /// this process's, so `VmHWM` here is the connector's alone.
+    sim: simproc::SimProcess,
     dir: tempfile::TempDir,
     rss_start_kb: u64,
-    rss_seeded_kb: u64,
+    sim_rss_kb: u64,
     seed_seconds: f64,
 }
 
 async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
     let rss_start_kb = status_kb("VmRSS").unwrap_or(0);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind the simulator: {e}"))?;
-    let seeding = Instant::now();
-    let sim = Simulator::start(listener, SimOptions::new(vec![kind], n, SEED))
-        .map_err(|e| format!("start the simulator: {e}"))?;
-    let seed_seconds = seeding.elapsed().as_secs_f64();
-    let rss_seeded_kb = status_kb("VmRSS").unwrap_or(0);
+    let sim =
+        tokio::task::spawn_blocking(move || simproc::SimProcess::start(kind.as_str(), n, SEED))
+            .await
+            .map_err(|e| format!("start the simulator: {e}"))??;
+    let seed_seconds = sim.startup.as_secs_f64();
+    let sim_rss_kb = sim.status_kb("VmRSS").unwrap_or(0);
+    let base_url = sim
+        .url(kind.as_str())
+        .ok_or("the simulator's banner has no url")?
+        .to_string();
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let path = write_config(dir.path(), &sim, kind)?;
+    let path = write_config(dir.path(), &base_url, kind)?;
     let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -411,7 +417,7 @@ async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
         sim,
         dir,
         rss_start_kb,
-        rss_seeded_kb,
+        sim_rss_kb,
         seed_seconds,
     })
 }
@@ -419,7 +425,7 @@ async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
 /// `connector.toml` and one tenant with one MDM of `kind` at the simulator:
 /// no initial sync (`background_sync = false`) and no schedule, so the only
 /// sync is the one the bench asks for.
-fn write_config(root: &Path, sim: &Simulator, kind: SimKind) -> Result<PathBuf, String> {
+fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, String> {
     let io = |e: std::io::Error| format!("write the config: {e}");
     std::fs::create_dir_all(root.join("tenants.d")).map_err(io)?;
     let main = root.join("connector.toml");
@@ -458,7 +464,7 @@ fn write_config(root: &Path, sim: &Simulator, kind: SimKind) -> Result<PathBuf, 
              [[mdm]]\nname = \"{MDM_NAME}\"\nkind = \"{}\"\nurl = \"{}\"\nbackground_sync = false\n\
              mask_pii = false\n[mdm.credentials]\n{credentials}",
             kind.as_str(),
-            sim.base_url(kind)
+            base_url
         ),
     )
     .map_err(io)?;
@@ -536,7 +542,8 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
     tasks.close();
     tasks.wait().await;
     s.app.store().close().await;
-    s.sim.shutdown().await;
+    let sim_peak_kb = s.sim.status_kb("VmHWM").unwrap_or(0);
+    drop(s.sim);
     drop(s.dir);
 
     Ok(json!({
@@ -550,7 +557,8 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
         "devices_stored": devices_stored,
         "seed_seconds": s.seed_seconds,
         "rss_start_kb": s.rss_start_kb,
-        "rss_seeded_kb": s.rss_seeded_kb,
+        "sim_rss_kb": s.sim_rss_kb,
+        "sim_peak_kb": sim_peak_kb,
         "rss_before_kb": rss_before_kb,
         "hwm_reset": hwm_reset,
         "peak_kb": peak_kb,
@@ -577,7 +585,7 @@ async fn baseline_case(kind: SimKind, n: usize) -> Result<Value, String> {
     let users = collect(adapter.users()).await?;
     let devices = collect(adapter.devices()).await?;
     let list_seconds = listing.elapsed().as_secs_f64();
-    s.sim.shutdown().await;
+    drop(s.sim);
 
     // (a) The store's API, on the app's fresh store.
     let store = s.app.store();

@@ -76,7 +76,10 @@ pub fn build_observed(
                     dm_code: dm_code.clone(),
                 },
                 http,
-                page_size: mtd_adapter_bcdm::BcdmConfig::DEFAULT_PAGE_SIZE,
+                // The largest page BCDM allows: a full sync is bounded by
+                // its 10 requests per second, so fewer, larger pages halve
+                // its floor (100,000 devices: 500 requests, not 1,000).
+                page_size: mtd_adapter_bcdm::BcdmConfig::MAX_PAGE_SIZE,
                 max_requests_per_second:
                     mtd_adapter_bcdm::BcdmConfig::DEFAULT_MAX_REQUESTS_PER_SECOND,
             },

@@ -7,6 +7,17 @@
 //! run. Removal is a soft delete (`removed_at`), so events and actions keep
 //! their device. "Updated" counts a row only when a stored value actually
 //! changed, so a sync with nothing new reports 0.
+//!
+//! A batch costs a fixed number of statements, not a few per row: the
+//! stored rows of the batch are read in one `SELECT`, compared in memory
+//! (in batch order, so the counts are those of one-row-at-a-time writes),
+//! and written with one multi-row statement per kind of write (new rows,
+//! changed rows, unchanged rows that are only stamped seen by the run,
+//! memberships, collision flags). Each statement takes the batch as one
+//! JSON array read with `json_each`, so its SQL text, and sqlx's cached
+//! prepared statement, is the same for every batch size. Every statement
+//! round trip goes to sqlx's SQLite thread; at ~10 per device they were
+//! what a full sync spent its time on.
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -16,6 +27,7 @@ use mtd_adapter::{
 };
 use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection};
+use std::collections::HashMap;
 use std::fmt;
 
 /// What started a sync run (stored as text, for the admin API and the logs).
@@ -342,12 +354,105 @@ struct UserValues {
     pii_hash: Option<String>,
 }
 
-async fn upsert_user(
-    conn: &mut SqliteConnection,
-    s: &Scope,
-    user: &User,
-    pii: Pii<'_>,
-) -> Result<(i64, Change), StoreError> {
+// The statements of the bulk writes below, one bound JSON array each (see
+// [`json_rows`]); every one is checked for its query plan by a test.
+const USERS_STORED: &str =
+    "SELECT u.id, u.mdm_user_id, u.removed_at IS NOT NULL AS removed, u.username, u.email,
+     u.first_name, u.last_name, u.display_name, u.pii_hash
+     FROM json_each(?2) AS j CROSS JOIN users AS u
+     ON u.mdm_id = ?1 AND u.mdm_user_id = j.value";
+
+const USERS_INSERT: &str =
+    "INSERT INTO users (tenant_id, mdm_id, mdm_user_id, username, email, first_name,
+     last_name, display_name, pii_hash, first_seen_at, updated_at, last_seen_at,
+     last_sync_run_id)
+     SELECT ?1, ?2, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+     j.value ->> 4, j.value ->> 5, j.value ->> 6, ?3, ?3, ?3, ?4
+     FROM json_each(?5) AS j WHERE true
+     RETURNING id, mdm_user_id";
+
+const USERS_UPDATE: &str = "UPDATE users SET username = j.value ->> 1, email = j.value ->> 2,
+     first_name = j.value ->> 3, last_name = j.value ->> 4,
+     display_name = j.value ->> 5, pii_hash = j.value ->> 6,
+     updated_at = ?1, last_seen_at = ?1,
+     last_sync_run_id = COALESCE(?2, last_sync_run_id), removed_at = NULL
+     FROM json_each(?3) AS j WHERE users.id = j.value ->> 0";
+
+const USERS_SEEN: &str =
+    "UPDATE users SET last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
+     WHERE id IN (SELECT value FROM json_each(?3))";
+
+const GROUPS_STORED: &str = "SELECT g.id, g.mdm_group_id, g.removed_at IS NOT NULL
+     FROM json_each(?2) AS j CROSS JOIN groups AS g
+     ON g.mdm_id = ?1 AND g.mdm_group_id = j.value";
+
+const GROUPS_SEEN: &str =
+    "UPDATE groups SET last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
+     WHERE id IN (SELECT value FROM json_each(?3))";
+
+const DEVICES_STORED: &str =
+    "SELECT d.id, d.mdm_device_id, d.removed_at IS NOT NULL AS removed, d.collision,
+     d.udid, d.serial, d.imei, d.mac, d.name, d.platform, d.model, d.os_version,
+     d.ownership, d.user_id,
+     (SELECT group_concat(group_id) FROM device_groups WHERE device_id = d.id)
+     AS group_ids
+     FROM json_each(?2) AS j CROSS JOIN devices AS d
+     ON d.mdm_id = ?1 AND d.mdm_device_id = j.value";
+
+const DEVICES_INSERT: &str =
+    "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
+     name, platform, model, os_version, ownership, user_id, last_checkin_at,
+     first_seen_at, updated_at, last_seen_at, last_sync_run_id)
+     SELECT ?1, ?2, j.value ->> 0, j.value ->> '$[1][0]', j.value ->> '$[1][1]',
+     j.value ->> '$[1][2]', j.value ->> '$[1][3]', j.value ->> 2, j.value ->> 3,
+     j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8,
+     ?3, ?3, ?3, ?4
+     FROM json_each(?5) AS j WHERE true
+     RETURNING id, mdm_device_id";
+
+const DEVICES_UPDATE: &str =
+    "UPDATE devices SET udid = j.value ->> '$[1][0]', serial = j.value ->> '$[1][1]',
+     imei = j.value ->> '$[1][2]', mac = j.value ->> '$[1][3]',
+     name = j.value ->> 2, platform = j.value ->> 3, model = j.value ->> 4,
+     os_version = j.value ->> 5, ownership = j.value ->> 6, user_id = j.value ->> 7,
+     last_checkin_at = COALESCE(j.value ->> 8, last_checkin_at),
+     updated_at = ?1, last_seen_at = ?1,
+     last_sync_run_id = COALESCE(?2, last_sync_run_id), removed_at = NULL
+     FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
+
+const DEVICES_SEEN: &str =
+    "UPDATE devices SET last_checkin_at = COALESCE(j.value ->> 1, last_checkin_at),
+     last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
+     FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
+
+const MEMBERSHIPS_DELETE: &str =
+    "DELETE FROM device_groups WHERE device_id IN (SELECT value FROM json_each(?1))";
+
+const MEMBERSHIPS_INSERT: &str = "INSERT INTO device_groups (device_id, group_id)
+     SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j";
+
+const COLLISION_PAIRS: &str = "WITH p (id, udid, serial, imei, mac) AS MATERIALIZED (
+     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4
+     FROM json_each(?2) AS j)
+     SELECT p.id, o.id FROM p CROSS JOIN devices AS o
+     ON o.tenant_id = ?1 AND o.udid = p.udid
+     WHERE o.id <> p.id AND +o.removed_at IS NULL
+     UNION SELECT p.id, o.id FROM p CROSS JOIN devices AS o
+     ON o.tenant_id = ?1 AND o.serial = p.serial
+     WHERE o.id <> p.id AND +o.removed_at IS NULL
+     UNION SELECT p.id, o.id FROM p CROSS JOIN devices AS o
+     ON o.tenant_id = ?1 AND o.imei = p.imei
+     WHERE o.id <> p.id AND +o.removed_at IS NULL
+     UNION SELECT p.id, o.id FROM p CROSS JOIN devices AS o
+     ON o.tenant_id = ?1 AND o.mac = p.mac
+     WHERE o.id <> p.id AND +o.removed_at IS NULL";
+
+const COLLISIONS_FLAG: &str = "UPDATE devices SET collision = 1
+     WHERE collision = 0 AND id IN (SELECT value FROM json_each(?1))";
+
+/// A user's values as they will be stored (masked where the MDM masks PII),
+/// and its key (masked too where the MDM keys users by e-mail or name).
+fn user_values(user: &User, pii: Pii<'_>) -> (String, UserValues) {
     let (user, pii_hash) = match pii {
         Pii::Clear => (user.clone(), None),
         Pii::Masked(m) => {
@@ -355,7 +460,7 @@ async fn upsert_user(
             (masked.user, Some(masked.pii_hash))
         }
     };
-    let new = UserValues {
+    let values = UserValues {
         display_name: display_name(&user),
         username: user.username,
         email: user.email,
@@ -363,72 +468,187 @@ async fn upsert_user(
         last_name: user.last_name,
         pii_hash,
     };
+    (user.mdm_user_id, values)
+}
+
+/// What a batch does to one stored row: its id (`None` until inserted),
+/// whether it was removed before the batch, its values as the batch leaves
+/// them, and whether any listing of it in the batch changed something.
+struct RowState<V> {
+    id: Option<i64>,
+    removed: bool,
+    values: V,
+    changed: bool,
+    /// Not stored before the batch: inserted with its final values.
+    new: bool,
+}
+
+impl<V: PartialEq> RowState<V> {
+    /// Applies one listing of the row, in batch order, and says what it did:
+    /// the same decision the one-row-at-a-time writes made, so a record
+    /// listed twice in one batch counts once as added and then as what its
+    /// second listing changed.
+    fn apply(&mut self, new: V, extra_change: bool) -> Change {
+        let change = if self.removed {
+            Change::Added
+        } else if self.values != new || extra_change {
+            Change::Updated
+        } else {
+            Change::Unchanged
+        };
+        self.removed = false;
+        self.values = new;
+        self.changed |= change != Change::Unchanged;
+        change
+    }
+}
+
+/// The JSON array a bulk statement reads with `json_each` (one bound
+/// parameter, so the SQL text, and with it sqlx's cached prepared statement,
+/// is the same whatever the batch size).
+fn json_rows<T: Serialize>(rows: &T) -> String {
+    // Plain tuples of strings, numbers and options: serialising cannot fail.
+    serde_json::to_string(rows).expect("rows serialise to JSON")
+}
+
+/// Writes the users of a batch in a handful of statements: one `SELECT` of
+/// the stored ones, one multi-row `INSERT` of the new ones, one `UPDATE` of
+/// the changed ones, and one of the unchanged ones that only stamps them
+/// seen by the run. Returns each user's id by its stored key, and the counts.
+async fn upsert_users_bulk(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    listed: Vec<(String, UserValues)>,
+) -> Result<(HashMap<String, i64>, UpsertCounts), StoreError> {
+    let mut counts = UpsertCounts::default();
+    if listed.is_empty() {
+        return Ok((HashMap::new(), counts));
+    }
+    let mut keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
     #[derive(FromRow)]
     struct Existing {
         id: i64,
+        mdm_user_id: String,
         removed: bool,
         #[sqlx(flatten)]
         values: UserValues,
     }
-    let existing: Option<Existing> = sqlx::query_as(
-        "SELECT id, removed_at IS NOT NULL AS removed, username, email, first_name, last_name,
-                display_name, pii_hash
-         FROM users WHERE mdm_id = ? AND mdm_user_id = ?",
-    )
-    .bind(s.mdm_id)
-    .bind(&user.mdm_user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(existing) = existing else {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO users (tenant_id, mdm_id, mdm_user_id, username, email, first_name,
-                 last_name, display_name, pii_hash, first_seen_at, updated_at, last_seen_at,
-                 last_sync_run_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11) RETURNING id",
-        )
-        .bind(&s.tenant_id)
+    // CROSS JOIN: json_each outside, so each key is one probe of the
+    // (mdm_id, mdm_user_id) index instead of a scan of the MDM's users.
+    let existing: Vec<Existing> = sqlx::query_as(USERS_STORED)
         .bind(s.mdm_id)
-        .bind(&user.mdm_user_id)
-        .bind(&new.username)
-        .bind(&new.email)
-        .bind(&new.first_name)
-        .bind(&new.last_name)
-        .bind(&new.display_name)
-        .bind(&new.pii_hash)
-        .bind(s.now)
-        .bind(s.run_id)
-        .fetch_one(&mut *conn)
+        .bind(json_rows(&keys))
+        .fetch_all(&mut *conn)
         .await?;
-        return Ok((id, Change::Added));
-    };
-    let change = if existing.removed {
-        Change::Added
-    } else if existing.values != new {
-        Change::Updated
-    } else {
-        Change::Unchanged
-    };
-    sqlx::query(
-        "UPDATE users SET username = ?2, email = ?3, first_name = ?4, last_name = ?5,
-             display_name = ?6, pii_hash = ?7,
-             updated_at = CASE WHEN ?8 THEN ?9 ELSE updated_at END,
-             last_seen_at = ?9, last_sync_run_id = COALESCE(?10, last_sync_run_id),
-             removed_at = NULL
-         WHERE id = ?1",
-    )
-    .bind(existing.id)
-    .bind(&new.username)
-    .bind(&new.email)
-    .bind(&new.first_name)
-    .bind(&new.last_name)
-    .bind(&new.display_name)
-    .bind(&new.pii_hash)
-    .bind(change != Change::Unchanged)
-    .bind(s.now)
-    .bind(s.run_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok((existing.id, change))
+    let mut state: HashMap<String, RowState<UserValues>> = existing
+        .into_iter()
+        .map(|e| {
+            let row = RowState {
+                id: Some(e.id),
+                removed: e.removed,
+                values: e.values,
+                changed: false,
+                new: false,
+            };
+            (e.mdm_user_id, row)
+        })
+        .collect();
+    let mut new_keys = Vec::new();
+    for (key, values) in listed {
+        match state.get_mut(&key) {
+            Some(row) => counts.count(row.apply(values, false)),
+            None => {
+                counts.count(Change::Added);
+                new_keys.push(key.clone());
+                let row = RowState {
+                    id: None,
+                    removed: false,
+                    values,
+                    changed: true,
+                    new: true,
+                };
+                state.insert(key, row);
+            }
+        }
+    }
+
+    if !new_keys.is_empty() {
+        let rows: Vec<_> = new_keys
+            .iter()
+            .map(|k| {
+                let v = &state[k].values;
+                (
+                    k,
+                    &v.username,
+                    &v.email,
+                    &v.first_name,
+                    &v.last_name,
+                    &v.display_name,
+                    &v.pii_hash,
+                )
+            })
+            .collect();
+        let inserted: Vec<(i64, String)> = sqlx::query_as(USERS_INSERT)
+            .bind(&s.tenant_id)
+            .bind(s.mdm_id)
+            .bind(s.now)
+            .bind(s.run_id)
+            .bind(json_rows(&rows))
+            .fetch_all(&mut *conn)
+            .await?;
+        for (id, key) in inserted {
+            if let Some(row) = state.get_mut(&key) {
+                row.id = Some(id);
+            }
+        }
+    }
+
+    let mut changed = Vec::new();
+    let mut unchanged = Vec::new();
+    for row in state.values().filter(|r| !r.new) {
+        match row.id {
+            Some(id) if row.changed => changed.push((id, &row.values)),
+            Some(id) => unchanged.push(id),
+            None => {}
+        }
+    }
+    if !changed.is_empty() {
+        let rows: Vec<_> = changed
+            .iter()
+            .map(|(id, v)| {
+                (
+                    id,
+                    &v.username,
+                    &v.email,
+                    &v.first_name,
+                    &v.last_name,
+                    &v.display_name,
+                    &v.pii_hash,
+                )
+            })
+            .collect();
+        sqlx::query(USERS_UPDATE)
+            .bind(s.now)
+            .bind(s.run_id)
+            .bind(json_rows(&rows))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !unchanged.is_empty() {
+        sqlx::query(USERS_SEEN)
+            .bind(s.now)
+            .bind(s.run_id)
+            .bind(json_rows(&unchanged))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let ids = state
+        .into_iter()
+        .filter_map(|(k, r)| r.id.map(|id| (k, id)))
+        .collect();
+    Ok((ids, counts))
 }
 
 /// Writes a group. `name: None` is a group known only from a device's
@@ -511,196 +731,422 @@ struct DeviceValues {
     user_id: Option<i64>,
 }
 
-/// Writes one device with its user and group memberships. Returns the
-/// device's id, what changed, and whether it was newly flagged as a collision.
-async fn upsert_device(
+/// Resolves the groups a batch of devices names to their ids: one `SELECT`
+/// for all of them, one `UPDATE` that stamps the live ones seen, and the
+/// one-row [`upsert_group`] only for the rare unknown or removed group.
+async fn resolve_groups(
     conn: &mut SqliteConnection,
     s: &Scope,
-    device: &Device,
+    keys: &[&str],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut ids = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(ids);
+    }
+    let found: Vec<(i64, String, bool)> = sqlx::query_as(GROUPS_STORED)
+        .bind(s.mdm_id)
+        .bind(json_rows(&keys))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut live = Vec::with_capacity(found.len());
+    for (id, key, removed) in found {
+        if !removed {
+            live.push(id);
+            ids.insert(key, id);
+        }
+    }
+    if !live.is_empty() {
+        sqlx::query(GROUPS_SEEN)
+            .bind(s.now)
+            .bind(s.run_id)
+            .bind(json_rows(&live))
+            .execute(&mut *conn)
+            .await?;
+    }
+    for key in keys {
+        if !ids.contains_key(*key) {
+            let (id, _) = upsert_group(conn, s, key, None).await?;
+            ids.insert((*key).to_string(), id);
+        }
+    }
+    Ok(ids)
+}
+
+/// What a device's "changed?" compares: its stored values and its set of
+/// groups (sorted ids).
+#[derive(PartialEq)]
+struct DeviceState {
+    values: DeviceValues,
+    groups: Vec<i64>,
+}
+
+/// One device of a batch on its way through [`upsert_devices_bulk`].
+struct DeviceSlot {
+    row: RowState<DeviceState>,
+    /// The memberships stored before the batch (`None`: a new device).
+    stored_groups: Option<Vec<i64>>,
+    /// The latest check-in time the batch listed (a listing without one keeps the stored one).
+    checkin: Option<DateTime<Utc>>,
+    /// Live (stored and not removed) before the batch.
+    live_before: bool,
+    /// Flagged as a collision before the batch.
+    collision_before: bool,
+    /// Position of its first listing in the batch.
+    pos: usize,
+}
+
+/// A timestamp as sqlx's chrono encoding writes it (see the header of
+/// `0001_init.sql`), for values passed inside a JSON parameter.
+fn sql_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// Writes a batch of devices with their users and group memberships in a
+/// fixed number of statements, whatever the batch size: users and groups
+/// first (see [`upsert_users_bulk`], [`resolve_groups`]), one `SELECT` of
+/// the stored devices with their memberships, then one multi-row statement
+/// each for the new devices, the changed ones, the unchanged ones (stamped
+/// seen, check-in time written), the memberships that changed, and the
+/// collision check. Rows are compared in memory, in batch order, exactly as
+/// the one-device-at-a-time writes did, so the counts do not change.
+///
+/// Returns the id and the change of every listed device, in input order,
+/// and the batch's counts.
+async fn upsert_devices_bulk(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &[Device],
     pii: Pii<'_>,
-) -> Result<(i64, Change, bool), StoreError> {
-    let user_id = match &device.user {
-        Some(u) => Some(upsert_user(conn, s, u, pii).await?.0),
-        None => None,
-    };
-    let ids = normalised(&device.identifiers);
-    let new = DeviceValues {
-        udid: ids.udid,
-        serial: ids.serial,
-        imei: ids.imei,
-        mac: ids.mac,
-        name: device.name.clone(),
-        platform: device.platform.as_str().to_string(),
-        model: device.model.clone(),
-        os_version: device.os_version.clone(),
-        ownership: device.ownership.as_str().to_string(),
-        user_id,
-    };
+) -> Result<(Vec<(i64, Change)>, UpsertCounts), StoreError> {
+    let mut counts = UpsertCounts::default();
+    if devices.is_empty() {
+        return Ok((Vec::new(), counts));
+    }
+
+    // Users embedded in the devices: written first, their ids linked below.
+    let mut user_keys: Vec<Option<String>> = Vec::with_capacity(devices.len());
+    let mut users = Vec::new();
+    for d in devices {
+        user_keys.push(d.user.as_ref().map(|u| {
+            let (key, values) = user_values(u, pii);
+            users.push((key.clone(), values));
+            key
+        }));
+    }
+    let (user_ids, _) = upsert_users_bulk(conn, s, users).await?;
+
+    let mut group_keys: Vec<&str> = devices
+        .iter()
+        .flat_map(|d| d.groups.iter().map(String::as_str))
+        .collect();
+    group_keys.sort_unstable();
+    group_keys.dedup();
+    let group_ids = resolve_groups(conn, s, &group_keys).await?;
+
+    let listed: Vec<(&str, DeviceState)> = devices
+        .iter()
+        .zip(&user_keys)
+        .map(|(d, user)| {
+            let ids = normalised(&d.identifiers);
+            let mut groups: Vec<i64> = d.groups.iter().map(|g| group_ids[g.as_str()]).collect();
+            groups.sort_unstable();
+            groups.dedup();
+            let values = DeviceValues {
+                udid: ids.udid,
+                serial: ids.serial,
+                imei: ids.imei,
+                mac: ids.mac,
+                name: d.name.clone(),
+                platform: d.platform.as_str().to_string(),
+                model: d.model.clone(),
+                os_version: d.os_version.clone(),
+                ownership: d.ownership.as_str().to_string(),
+                user_id: user.as_ref().and_then(|k| user_ids.get(k).copied()),
+            };
+            (d.mdm_device_id.as_str(), DeviceState { values, groups })
+        })
+        .collect();
+
+    let mut keys: Vec<&str> = listed.iter().map(|(k, _)| *k).collect();
+    keys.sort_unstable();
+    keys.dedup();
     #[derive(FromRow)]
     struct Existing {
         id: i64,
+        mdm_device_id: String,
         removed: bool,
+        collision: bool,
         #[sqlx(flatten)]
         values: DeviceValues,
+        group_ids: Option<String>,
     }
-    let existing: Option<Existing> = sqlx::query_as(
-        "SELECT id, removed_at IS NOT NULL AS removed, udid, serial, imei, mac, name, platform,
-                model, os_version, ownership, user_id
-         FROM devices WHERE mdm_id = ? AND mdm_device_id = ?",
-    )
-    .bind(s.mdm_id)
-    .bind(&device.mdm_device_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (id, mut change, inserted) = match existing {
-        None => {
-            let (id,): (i64,) = sqlx::query_as(
-                "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
-                     name, platform, model, os_version, ownership, user_id, last_checkin_at,
-                     first_seen_at, updated_at, last_seen_at, last_sync_run_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                     ?15, ?15, ?15, ?16)
-                 RETURNING id",
-            )
+    // CROSS JOIN: json_each outside, one probe of UNIQUE (mdm_id,
+    // mdm_device_id) per key rather than a scan of the MDM's devices.
+    let existing: Vec<Existing> = sqlx::query_as(DEVICES_STORED)
+        .bind(s.mdm_id)
+        .bind(json_rows(&keys))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut slots: HashMap<&str, DeviceSlot> = HashMap::with_capacity(keys.len());
+    let by_key: HashMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    for e in existing {
+        let mut groups: Vec<i64> = e
+            .group_ids
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        groups.sort_unstable();
+        let Some(&k) = by_key.get(e.mdm_device_id.as_str()) else {
+            continue;
+        };
+        slots.insert(
+            keys[k],
+            DeviceSlot {
+                row: RowState {
+                    id: Some(e.id),
+                    removed: e.removed,
+                    values: DeviceState {
+                        values: e.values,
+                        groups: groups.clone(),
+                    },
+                    changed: false,
+                    new: false,
+                },
+                stored_groups: Some(groups),
+                checkin: None,
+                live_before: !e.removed,
+                collision_before: e.collision,
+                pos: usize::MAX,
+            },
+        );
+    }
+
+    // In batch order: what each listing does (a new-check-in time alone is
+    // written but not counted: every active device checks in between two
+    // syncs, and "updated" is meant to show inventory changes).
+    let mut changes = Vec::with_capacity(listed.len());
+    let mut new_keys = Vec::new();
+    for (pos, ((key, state), d)) in listed.into_iter().zip(devices).enumerate() {
+        let change = match slots.get_mut(key) {
+            Some(slot) => {
+                slot.pos = slot.pos.min(pos);
+                slot.checkin = d.last_checkin_at.or(slot.checkin);
+                slot.row.apply(state, false)
+            }
+            None => {
+                new_keys.push(key);
+                slots.insert(
+                    key,
+                    DeviceSlot {
+                        row: RowState {
+                            id: None,
+                            removed: false,
+                            values: state,
+                            changed: true,
+                            new: true,
+                        },
+                        stored_groups: None,
+                        checkin: d.last_checkin_at,
+                        live_before: false,
+                        collision_before: false,
+                        pos,
+                    },
+                );
+                Change::Added
+            }
+        };
+        counts.count(change);
+        changes.push((key, change));
+    }
+
+    if !new_keys.is_empty() {
+        let rows: Vec<_> = new_keys
+            .iter()
+            .map(|k| {
+                let slot = &slots[k];
+                let v = &slot.row.values.values;
+                (
+                    k,
+                    (&v.udid, &v.serial, &v.imei, &v.mac),
+                    &v.name,
+                    &v.platform,
+                    &v.model,
+                    &v.os_version,
+                    &v.ownership,
+                    v.user_id,
+                    slot.checkin.as_ref().map(sql_time),
+                )
+            })
+            .collect();
+        let inserted: Vec<(i64, String)> = sqlx::query_as(DEVICES_INSERT)
             .bind(&s.tenant_id)
             .bind(s.mdm_id)
-            .bind(&device.mdm_device_id)
-            .bind(&new.udid)
-            .bind(&new.serial)
-            .bind(&new.imei)
-            .bind(&new.mac)
-            .bind(&new.name)
-            .bind(&new.platform)
-            .bind(&new.model)
-            .bind(&new.os_version)
-            .bind(&new.ownership)
-            .bind(new.user_id)
-            .bind(device.last_checkin_at)
             .bind(s.now)
             .bind(s.run_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            (id, Change::Added, true)
-        }
-        Some(e) => {
-            // A new check-in time alone is written but not counted: every
-            // active device checks in between two syncs, and "updated" is
-            // meant to show inventory changes.
-            let change = if e.removed {
-                Change::Added
-            } else if e.values != new {
-                Change::Updated
-            } else {
-                Change::Unchanged
-            };
-            (e.id, change, false)
-        }
-    };
-
-    // Group memberships: replaced as a whole when the set differs.
-    let mut group_ids = Vec::with_capacity(device.groups.len());
-    for g in &device.groups {
-        group_ids.push(upsert_group(conn, s, g, None).await?.0);
-    }
-    group_ids.sort_unstable();
-    group_ids.dedup();
-    let current: Vec<(i64,)> =
-        sqlx::query_as("SELECT group_id FROM device_groups WHERE device_id = ? ORDER BY group_id")
-            .bind(id)
+            .bind(json_rows(&rows))
             .fetch_all(&mut *conn)
             .await?;
-    if current.iter().map(|c| c.0).ne(group_ids.iter().copied()) {
-        sqlx::query("DELETE FROM device_groups WHERE device_id = ?")
-            .bind(id)
+        for (id, key) in inserted {
+            if let Some(slot) = slots.get_mut(key.as_str()) {
+                slot.row.id = Some(id);
+            }
+        }
+    }
+
+    let mut changed = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut memberships_replaced = Vec::new();
+    let mut memberships = Vec::new();
+    for slot in slots.values() {
+        let Some(id) = slot.row.id else {
+            // Not reachable: every new device got its id from the INSERT.
+            continue;
+        };
+        let checkin = slot.checkin.as_ref().map(sql_time);
+        if slot.row.new {
+            // Inserted with its final values above.
+        } else if slot.row.changed {
+            let v = &slot.row.values.values;
+            changed.push((
+                id,
+                (&v.udid, &v.serial, &v.imei, &v.mac),
+                &v.name,
+                &v.platform,
+                &v.model,
+                &v.os_version,
+                &v.ownership,
+                v.user_id,
+                checkin,
+            ));
+        } else {
+            unchanged.push((id, checkin));
+        }
+        let groups = &slot.row.values.groups;
+        if slot.stored_groups.as_ref() != Some(groups) {
+            if slot.stored_groups.as_ref().is_some_and(|g| !g.is_empty()) {
+                memberships_replaced.push(id);
+            }
+            memberships.extend(groups.iter().map(|g| (id, *g)));
+        }
+    }
+    if !changed.is_empty() {
+        sqlx::query(DEVICES_UPDATE)
+            .bind(s.now)
+            .bind(s.run_id)
+            .bind(json_rows(&changed))
             .execute(&mut *conn)
             .await?;
-        for g in &group_ids {
-            sqlx::query("INSERT INTO device_groups (device_id, group_id) VALUES (?, ?)")
-                .bind(id)
-                .bind(g)
-                .execute(&mut *conn)
-                .await?;
-        }
-        if change == Change::Unchanged {
-            change = Change::Updated;
-        }
     }
+    if !unchanged.is_empty() {
+        // Only columns no index covers: the cheapest write there is.
+        sqlx::query(DEVICES_SEEN)
+            .bind(s.now)
+            .bind(s.run_id)
+            .bind(json_rows(&unchanged))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !memberships_replaced.is_empty() {
+        sqlx::query(MEMBERSHIPS_DELETE)
+            .bind(json_rows(&memberships_replaced))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !memberships.is_empty() {
+        sqlx::query(MEMBERSHIPS_INSERT)
+            .bind(json_rows(&memberships))
+            .execute(&mut *conn)
+            .await?;
+    }
+    counts.collisions = mark_collisions_bulk(conn, &s.tenant_id, &slots).await?;
 
-    if !inserted {
-        sqlx::query(
-            "UPDATE devices SET udid = ?2, serial = ?3, imei = ?4, mac = ?5, name = ?6,
-                 platform = ?7, model = ?8, os_version = ?9, ownership = ?10, user_id = ?11,
-                 last_checkin_at = COALESCE(?12, last_checkin_at),
-                 updated_at = CASE WHEN ?13 THEN ?14 ELSE updated_at END,
-                 last_seen_at = ?14, last_sync_run_id = COALESCE(?15, last_sync_run_id),
-                 removed_at = NULL
-             WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(&new.udid)
-        .bind(&new.serial)
-        .bind(&new.imei)
-        .bind(&new.mac)
-        .bind(&new.name)
-        .bind(&new.platform)
-        .bind(&new.model)
-        .bind(&new.os_version)
-        .bind(&new.ownership)
-        .bind(new.user_id)
-        .bind(device.last_checkin_at)
-        .bind(change != Change::Unchanged)
-        .bind(s.now)
-        .bind(s.run_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let collided = mark_collisions(conn, &s.tenant_id, id, &new).await?;
-    Ok((id, change, collided))
+    let out = changes
+        .into_iter()
+        .map(|(key, change)| (slots[key].row.id.unwrap_or_default(), change))
+        .collect();
+    Ok((out, counts))
 }
 
-/// Flags the device and every live device of the tenant that shares one of
-/// its identifiers. Returns true if the device itself was newly flagged.
-/// Flags are only set here; [`Store::refresh_collisions`] clears stale ones.
-async fn mark_collisions(
+/// Flags every device of the batch that shares a udid, serial, imei or mac
+/// with another live device of the tenant, and those devices too, in two
+/// statements. Returns how many devices of the batch the one-at-a-time
+/// writes would have counted as newly flagged: a device counts when, at its
+/// turn in the batch, it had a live peer (devices later in the batch that
+/// were not live yet did not exist then) and no earlier device of the batch
+/// had flagged it already. Flags are only set here;
+/// [`Store::refresh_collisions`] clears stale ones.
+async fn mark_collisions_bulk(
     conn: &mut SqliteConnection,
     tenant_id: &str,
-    id: i64,
-    v: &DeviceValues,
-) -> Result<bool, StoreError> {
-    if v.udid.is_none() && v.serial.is_none() && v.imei.is_none() && v.mac.is_none() {
-        return Ok(false);
+    slots: &HashMap<&str, DeviceSlot>,
+) -> Result<u64, StoreError> {
+    let rows: Vec<_> = slots
+        .values()
+        .filter_map(|slot| {
+            let v = &slot.row.values.values;
+            let any = v.udid.is_some() || v.serial.is_some() || v.imei.is_some() || v.mac.is_some();
+            any.then_some((slot.row.id?, &v.udid, &v.serial, &v.imei, &v.mac))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(0);
     }
     // `col = NULL` is never true, so an absent identifier matches nothing.
-    // One indexed lookup per identifier (an OR across the columns would make
-    // SQLite scan the tenant's devices); `+removed_at` keeps the planner off
-    // the (tenant_id, removed_at) index.
-    let peers = sqlx::query(
-        "UPDATE devices SET collision = 1
-         WHERE id IN (
-             SELECT id FROM devices WHERE tenant_id = ?1 AND udid = ?3
-             UNION SELECT id FROM devices WHERE tenant_id = ?1 AND serial = ?4
-             UNION SELECT id FROM devices WHERE tenant_id = ?1 AND imei = ?5
-             UNION SELECT id FROM devices WHERE tenant_id = ?1 AND mac = ?6)
-           AND id <> ?2 AND +removed_at IS NULL",
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(&v.udid)
-    .bind(&v.serial)
-    .bind(&v.imei)
-    .bind(&v.mac)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if peers == 0 {
-        return Ok(false);
+    // One indexed probe per identifier and device (an OR across the columns
+    // would make SQLite scan the tenant's devices); `+removed_at` keeps the
+    // planner off the (tenant_id, removed_at) index.
+    let pairs: Vec<(i64, i64)> = sqlx::query_as(COLLISION_PAIRS)
+        .bind(tenant_id)
+        .bind(json_rows(&rows))
+        .fetch_all(&mut *conn)
+        .await?;
+    if pairs.is_empty() {
+        return Ok(0);
     }
-    let newly = sqlx::query("UPDATE devices SET collision = 1 WHERE id = ? AND collision = 0")
-        .bind(id)
+    let mut flagged: Vec<i64> = pairs.iter().flat_map(|(x, o)| [*x, *o]).collect();
+    flagged.sort_unstable();
+    flagged.dedup();
+    sqlx::query(COLLISIONS_FLAG)
+        .bind(json_rows(&flagged))
         .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    Ok(newly == 1)
+        .await?;
+
+    // The order-dependent count (see above).
+    let by_id: HashMap<i64, &DeviceSlot> = slots
+        .values()
+        .filter_map(|s| s.row.id.map(|id| (id, s)))
+        .collect();
+    let mut peers: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (x, o) in &pairs {
+        peers.entry(*x).or_default().push(*o);
+    }
+    let existed_at = |o: &i64, pos: usize| match by_id.get(o) {
+        None => true,
+        Some(other) => other.live_before || other.pos < pos,
+    };
+    let had_peer = |x: &i64| {
+        let pos = by_id[x].pos;
+        peers
+            .get(x)
+            .is_some_and(|ps| ps.iter().any(|o| existed_at(o, pos)))
+    };
+    let mut counted = 0;
+    for (x, ps) in &peers {
+        let slot = by_id[x];
+        if slot.collision_before || !had_peer(x) {
+            continue;
+        }
+        let flagged_earlier = slot.live_before
+            && ps
+                .iter()
+                .any(|y| by_id.get(y).is_some_and(|o| o.pos < slot.pos) && had_peer(y));
+        if !flagged_earlier {
+            counted += 1;
+        }
+    }
+    Ok(counted)
 }
 
 impl Store {
@@ -818,10 +1264,8 @@ impl Store {
     ) -> Result<UpsertCounts, StoreError> {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
-        let mut counts = UpsertCounts::default();
-        for u in users {
-            counts.count(upsert_user(&mut tx, &s, u, pii).await?.1);
-        }
+        let listed = users.iter().map(|u| user_values(u, pii)).collect();
+        let (_, counts) = upsert_users_bulk(&mut tx, &s, listed).await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -861,12 +1305,7 @@ impl Store {
     ) -> Result<UpsertCounts, StoreError> {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
-        let mut counts = UpsertCounts::default();
-        for d in devices {
-            let (_, change, collided) = upsert_device(&mut tx, &s, d, pii).await?;
-            counts.count(change);
-            counts.collisions += u64::from(collided);
-        }
+        let (_, counts) = upsert_devices_bulk(&mut tx, &s, devices, pii).await?;
         tx.commit().await?;
         Ok(counts)
     }
@@ -883,7 +1322,9 @@ impl Store {
     ) -> Result<DeviceUpsert, StoreError> {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, None).await?;
-        let (id, change, _) = upsert_device(&mut tx, &s, device, pii).await?;
+        let (written, _) =
+            upsert_devices_bulk(&mut tx, &s, std::slice::from_ref(device), pii).await?;
+        let (id, change) = written[0];
         let row: DeviceRow = sqlx::query_as(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
         ))
@@ -1219,6 +1660,156 @@ mod tests {
         assert!(runs[0].error.as_deref().unwrap().contains("interrupted"));
         assert_eq!(runs[1].error.as_deref(), Some("page 2: 503"));
         assert_eq!(store.integration(mdm).await.unwrap().last_synced_at, None);
+    }
+
+    /// The bulk statements stay one index probe per row of the batch: a
+    /// plan that scans an inventory table (or walks the tenant's index)
+    /// makes every page cost as much as the whole MDM, and a full sync
+    /// quadratic. SQLite has no statistics here (no ANALYZE), so the join
+    /// order is pinned with CROSS JOIN; this test keeps it pinned.
+    #[tokio::test]
+    async fn every_bulk_statement_probes_an_index_per_row_and_scans_no_table() {
+        let (_dir, store, _) = store_with_mdm().await;
+        for (name, sql) in [
+            ("USERS_STORED", USERS_STORED),
+            ("USERS_INSERT", USERS_INSERT),
+            ("USERS_UPDATE", USERS_UPDATE),
+            ("USERS_SEEN", USERS_SEEN),
+            ("GROUPS_STORED", GROUPS_STORED),
+            ("GROUPS_SEEN", GROUPS_SEEN),
+            ("DEVICES_STORED", DEVICES_STORED),
+            ("DEVICES_INSERT", DEVICES_INSERT),
+            ("DEVICES_UPDATE", DEVICES_UPDATE),
+            ("DEVICES_SEEN", DEVICES_SEEN),
+            ("MEMBERSHIPS_DELETE", MEMBERSHIPS_DELETE),
+            ("MEMBERSHIPS_INSERT", MEMBERSHIPS_INSERT),
+            ("COLLISION_PAIRS", COLLISION_PAIRS),
+            ("COLLISIONS_FLAG", COLLISIONS_FLAG),
+        ] {
+            let params = (1..=9).filter(|n| sql.contains(&format!("?{n}"))).count();
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(&explain);
+            for _ in 0..params {
+                q = q.bind("[]");
+            }
+            let plan: Vec<String> = q
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.3)
+                .collect();
+            for line in &plan {
+                let scans_table = line.starts_with("SCAN ")
+                    && !line.contains("VIRTUAL TABLE")
+                    && !line.starts_with("SCAN p")
+                    && !line.starts_with("SCAN json_each");
+                assert!(
+                    !scans_table && !line.contains("_tenant"),
+                    "{name}: `{line}` in {plan:#?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_batch_mixing_new_changed_unchanged_returning_and_repeated_devices_counts_each_exactly(
+    ) {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let first = run(&store, mdm).await;
+        let mut batch: Vec<Device> = (1..=4).map(|i| device(&i.to_string())).collect();
+        batch[0].user = Some(user("u1"));
+        batch[1].groups = vec!["g1".into()];
+        let c = store
+            .upsert_devices(first, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!((c.added, c.updated), (4, 0));
+        store
+            .finish_sync_run(first, SyncOutcome::Succeeded, RunCounts::default(), None)
+            .await
+            .unwrap();
+        // Device 4 goes away.
+        let second = run(&store, mdm).await;
+        store
+            .upsert_devices(second, mdm, &batch[..3], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(store.remove_unseen(mdm, second).await.unwrap().devices, 1);
+
+        // 1 unchanged, 2 with a new group set, 3 renamed, 4 back, 5 new and
+        // listed twice (the second time with another model), 6 new.
+        let third = run(&store, mdm).await;
+        let mut again = batch.clone();
+        again[1].groups = vec!["g1".into(), "g2".into()];
+        again[2].name = Some("Renamed".into());
+        let mut twice = device("5");
+        again.push(twice.clone());
+        twice.model = Some("iPhone 16".into());
+        again.push(twice);
+        again.push(device("6"));
+        let c = store
+            .upsert_devices(third, mdm, &again, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.added, c.updated),
+            (3, 3),
+            "added: 4 (back), 5, 6; updated: 2, 3, and 5's second listing"
+        );
+        let five = &store
+            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("5".into()))
+            .await
+            .unwrap()[0];
+        assert_eq!(
+            five.model.as_deref(),
+            Some("iPhone 16"),
+            "the last listing wins"
+        );
+        let two = &store
+            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("2".into()))
+            .await
+            .unwrap()[0];
+        assert_eq!(store.device_groups(two.id).await.unwrap().len(), 2);
+        assert_eq!(store.live_device_count(mdm).await.unwrap(), 6);
+        assert_eq!(
+            store.unseen_counts(mdm, third).await.unwrap(),
+            RemovalCounts::default(),
+            "every listed row, changed or not, is stamped with the run"
+        );
+    }
+
+    #[tokio::test]
+    async fn three_devices_sharing_a_serial_in_one_batch_count_as_two_new_collisions() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let batch: Vec<Device> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| {
+                let mut d = device(id);
+                d.identifiers.serial = Some("SHARED".into());
+                d
+            })
+            .collect();
+        let r = run(&store, mdm).await;
+        let c = store
+            .upsert_devices(r, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(
+            c.collisions, 2,
+            "as one at a time: b finds a, c finds a and b"
+        );
+        let found = store
+            .find_devices("acme", &DeviceIdentifier::Serial("shared".into()))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 3);
+        assert!(found.iter().all(|d| d.collision));
+        let again = store
+            .upsert_devices(run(&store, mdm).await, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(again.collisions, 0, "already flagged");
     }
 
     #[tokio::test]

@@ -3,6 +3,9 @@
 //!
 //! Each page is one transaction, so memory does not grow with the number of
 //! devices and a failed run leaves what it wrote tagged with a failed run.
+//! Fetching and writing overlap: a task of its own fetches and parses the
+//! next page while the writer stores the previous one, through a channel of
+//! one page (so at most three pages are held at once).
 //! Removal happens only after a complete listing, and is held (recorded on the
 //! run, logged as an error) when it looks like a broken listing rather than a
 //! real change: no devices where there were some, or more than
@@ -10,13 +13,16 @@
 //! still misses them confirms and applies the removal.
 
 use super::worker::WorkerCtx;
-use super::ProgressFn;
+use super::{Integration, ProgressFn};
 use crate::shutdown::CancellationToken;
 use crate::store::{Pii, RunCounts, StoreError, SyncOutcome, SyncTrigger, UpsertCounts};
 use futures::StreamExt;
-use mtd_adapter::{AdapterError, PageStream};
+use mtd_adapter::{AdapterError, Device, Group, Page, PageStream, User};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// What one run did.
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +63,9 @@ enum RunError {
     Store(#[from] StoreError),
     #[error("interrupted by shutdown")]
     Interrupted,
+    /// The fetching task ended without finishing the listing (it panicked).
+    #[error("the listing stopped before its end (internal error)")]
+    ListingAborted,
 }
 
 #[derive(Default)]
@@ -125,6 +134,7 @@ pub(crate) async fn full_sync(
             RunError::Mdm(a) => Some(a.class()),
             RunError::Store(_) => Some("store"),
             RunError::Interrupted => Some("interrupted"),
+            RunError::ListingAborted => Some("internal"),
         };
         report.error = Some(e.to_string());
     }
@@ -164,7 +174,67 @@ fn partial(listed: &Listed) -> RunCounts {
     }
 }
 
-/// Groups first, then users, then devices (which refer to both).
+/// One page of a listing, handed from the fetching task to the writer.
+enum Fetched {
+    Groups(Page<Group>),
+    Users(Page<User>),
+    Devices(Page<Device>),
+    /// Every listing ended without error. Without it, a closed channel
+    /// means the fetching task died (a panic in an adapter), which must not
+    /// pass for a complete listing: removals follow a complete listing.
+    End,
+}
+
+/// Pages waiting in the channel between the fetching task and the writer.
+/// With the page being fetched and the page being written, at most three
+/// pages are in memory at once, whatever the size of the MDM.
+const PAGES_AHEAD: usize = 1;
+
+/// Aborts the fetching task when the run ends early (an error, a failed
+/// write, shutdown): nothing is left fetching pages nobody will write.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The fetching side: lists groups, then users, then devices (which refer
+/// to both), and sends each page as soon as it is parsed, so the next
+/// page's HTTP request and JSON decoding overlap the writer's SQLite
+/// transaction for the previous one. The channel is bounded, so a slow
+/// writer slows the fetching instead of growing memory. The first error
+/// ends the listing (a partial listing must never look complete).
+async fn fetch_all(integration: Arc<Integration>, tx: mpsc::Sender<Result<Fetched, AdapterError>>) {
+    let adapter = integration.adapter.as_ref();
+    macro_rules! pump {
+        ($stream:expr, |$page:ident| $wrap:expr) => {{
+            let mut stream: PageStream<'_, _> = $stream;
+            while let Some(page) = stream.next().await {
+                let failed = page.is_err();
+                let item = page.map(|#[allow(unused_mut)] mut $page| $wrap);
+                // A closed channel: the writer has stopped, so stop too.
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        }};
+    }
+    pump!(adapter.groups(), |page| Fetched::Groups(page));
+    pump!(adapter.users(), |page| Fetched::Users(page));
+    pump!(adapter.devices(), |page| {
+        // Masked here, off the writer's path; the store masks users itself.
+        if let Some(m) = &integration.masker {
+            page.items.iter_mut().for_each(|d| m.mask_device(d));
+        }
+        Fetched::Devices(page)
+    });
+    let _ = tx.send(Ok(Fetched::End)).await;
+}
+
+/// Writes what [`fetch_all`] lists, one transaction per page, while it
+/// fetches the next page.
 async fn list_everything(
     ctx: &WorkerCtx,
     run_id: i64,
@@ -172,65 +242,75 @@ async fn list_everything(
     cancel: &CancellationToken,
 ) -> Result<Listed, (RunError, Listed)> {
     let i = &ctx.integration;
-    let adapter = i.adapter.as_ref();
     let pii = match &i.masker {
         Some(m) => Pii::Masked(m.as_ref()),
         None => Pii::Clear,
     };
     let mut listed = Listed::default();
+    let (tx, mut rx) = mpsc::channel(PAGES_AHEAD);
+    // In the run's span, so the adapter's logs keep their tenant and MDM.
+    let _fetching = AbortOnDrop(tokio::spawn(
+        fetch_all(i.clone(), tx).instrument(tracing::Span::current()),
+    ));
+    let mut seen = [0u64; 3];
 
-    macro_rules! drain {
-        ($stream:expr, $what:literal, |$page:ident| $write:expr) => {{
-            let mut stream: PageStream<'_, _> = $stream;
-            let mut seen = 0u64;
-            let mut counted = UpsertCounts::default();
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Err((RunError::Interrupted, listed)),
-                    next = stream.next() => next,
-                };
-                let Some(page) = next else { break };
-                #[allow(unused_mut)] // only the device listing masks names in place
-                let mut $page = match page {
-                    Ok(p) => p,
-                    Err(e) => return Err((RunError::Mdm(e), listed)),
-                };
-                seen += $page.items.len() as u64;
-                listed.total += $page.items.len() as u64;
-                listed.skipped += $page.skipped;
-                if let Some(reason) = &$page.skip_reason {
-                    tracing::info!(tenant = %i.tenant_id, mdm = %i.name, skipped = $page.skipped, reason = %reason, "Records skipped");
-                }
-                match $write {
-                    Ok(c) => counted += c,
-                    Err(e) => return Err((RunError::Store(e), listed)),
-                }
-                if let Some(p) = progress {
-                    p($what, seen);
-                }
+    macro_rules! write_page {
+        ($page:expr, $idx:literal, $what:literal, |$items:ident| $write:expr) => {{
+            let page = $page;
+            let n = page.items.len() as u64;
+            listed.total += n;
+            listed.skipped += page.skipped;
+            if let Some(reason) = &page.skip_reason {
+                tracing::info!(tenant = %i.tenant_id, mdm = %i.name, skipped = page.skipped, reason = %reason, "Records skipped");
             }
-            (seen, counted)
+            let $items = &page.items;
+            // Not raced with `cancel`: one page's transaction is short, and
+            // the loop checks for shutdown before the next page.
+            let counted = match $write.await {
+                Ok(c) => c,
+                Err(e) => return Err((RunError::Store(e), listed)),
+            };
+            seen[$idx] += n;
+            if let Some(p) = progress {
+                p($what, seen[$idx]);
+            }
+            counted
         }};
     }
 
-    drain!(adapter.groups(), "groups", |page| ctx
-        .store
-        .upsert_groups(run_id, i.mdm_id, &page.items)
-        .await);
-    drain!(adapter.users(), "users", |page| ctx
-        .store
-        .upsert_users(run_id, i.mdm_id, &page.items, pii)
-        .await);
-    // Run counts are devices: what an admin compares with the MDM console.
-    (listed.devices, listed.counts) = drain!(adapter.devices(), "devices", |page| {
-        if let Some(m) = &i.masker {
-            page.items.iter_mut().for_each(|d| m.mask_device(d));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err((RunError::Interrupted, listed)),
+            next = rx.recv() => next,
+        };
+        let fetched = match next {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err((RunError::Mdm(e), listed)),
+            None => return Err((RunError::ListingAborted, listed)),
+        };
+        match fetched {
+            Fetched::Groups(page) => {
+                write_page!(page, 0, "groups", |items| ctx
+                    .store
+                    .upsert_groups(run_id, i.mdm_id, items));
+            }
+            Fetched::Users(page) => {
+                write_page!(page, 1, "users", |items| ctx
+                    .store
+                    .upsert_users(run_id, i.mdm_id, items, pii));
+            }
+            Fetched::Devices(page) => {
+                // Run counts are devices: what an admin compares with the MDM console.
+                listed.devices += page.items.len() as u64;
+                let c = write_page!(page, 2, "devices", |items| ctx
+                    .store
+                    .upsert_devices(run_id, i.mdm_id, items, pii));
+                listed.counts += c;
+            }
+            Fetched::End => break,
         }
-        ctx.store
-            .upsert_devices(run_id, i.mdm_id, &page.items, pii)
-            .await
-    });
+    }
     Ok(listed)
 }
 
