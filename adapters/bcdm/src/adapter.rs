@@ -34,6 +34,10 @@ use url::Url;
 /// arriving inside one second of each other.
 const LIMIT_WINDOW: Duration = Duration::from_millis(1050);
 
+/// The longest wait before a rate-limited read is repeated; a longer
+/// `Retry-After` is the caller's to honour (the error carries it).
+const MAX_READ_RETRY_WAIT: Duration = Duration::from_secs(5);
+
 /// A BCDM integration (see the crate docs for the API it speaks).
 #[derive(Debug)]
 pub struct BcdmAdapter {
@@ -157,7 +161,20 @@ impl BcdmAdapter {
         url: Url,
         what: &str,
     ) -> Result<Result<T, Answer>, AdapterError> {
-        let answer = self.send(Method::GET, url, Vec::new()).await?;
+        let mut answer = self.send(Method::GET, url.clone(), Vec::new()).await?;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            // Our pacing keeps under the limit as we send; arrivals jitter by
+            // the network delay, so a busy host can still land an eleventh
+            // request in the server's second. A read is safe to repeat: once,
+            // after the wait the server asks for (bounded), so one stray 429
+            // does not fail a whole listing.
+            let wait = mtd_adapter::http::retry_after(&answer.headers)
+                .unwrap_or(Duration::from_secs(1))
+                .min(MAX_READ_RETRY_WAIT);
+            tracing::debug!(mdm = %self.config.name, wait_ms = wait.as_millis() as u64, "BCDM rate-limited a read; repeating it once");
+            tokio::time::sleep(wait).await;
+            answer = self.send(Method::GET, url, Vec::new()).await?;
+        }
         if !answer.status.is_success() {
             return Ok(Err(answer));
         }

@@ -748,6 +748,65 @@ async fn a_429_is_rate_limited_with_the_retry_after_delay() {
 }
 
 #[tokio::test]
+async fn one_stray_429_on_a_listing_page_is_waited_out_and_the_page_read_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .respond_with(
+            error_body(429, "rate_limited", "slow down").insert_header("Retry-After", "1"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .respond_with(devices_body(1, vec![ios("d1")]))
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let pages: Vec<_> = adapter(&server).devices().try_collect().await.unwrap();
+    assert_eq!(pages.iter().map(|p| p.items.len()).sum::<usize>(), 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the Retry-After was honoured"
+    );
+    let all = all_signed(&server).await;
+    assert_eq!(all.len(), 2, "one repeat, signed like every request");
+}
+
+#[tokio::test]
+async fn a_429_that_persists_fails_the_read_after_one_repeat_and_a_command_is_never_repeated() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            error_body(429, "rate_limited", "slow down").insert_header("Retry-After", "0"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            error_body(429, "rate_limited", "slow down").insert_header("Retry-After", "0"),
+        )
+        .mount(&server)
+        .await;
+    let bcdm = adapter(&server);
+    let err = bcdm.health_check().await.unwrap_err();
+    assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
+    assert_eq!(received(&server).await.len(), 2, "one read and one repeat");
+    let err = bcdm
+        .execute(MdmCommand::Lock, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
+    assert_eq!(
+        received(&server).await.len(),
+        3,
+        "a command is left to the dispatcher's retry"
+    );
+}
+
+#[tokio::test]
 async fn a_5xx_is_unavailable_and_retryable() {
     for status in [500, 502, 503] {
         let err = health_error(error_body(status, "internal", "oops")).await;
