@@ -79,7 +79,9 @@ pub async fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
     }
     let ids = |c: &Config| c.tenants.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
     let (before, after) = (ids(&old), ids(&new));
-    let reloaded = Reloaded {
+    // Config first: the new MDMs' devices only appear once their workers run.
+    state.config.replace(Arc::new(new));
+    Ok(Reloaded {
         tenants: after.len(),
         tenants_added: after
             .iter()
@@ -91,12 +93,8 @@ pub async fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
             .filter(|t| !after.contains(t))
             .cloned()
             .collect(),
-        mdms: Applied::default(),
-    };
-    // Config first: the new MDMs' devices only appear once their workers run.
-    state.config.replace(Arc::new(new));
-    let mdms = state.sync.apply(integrations).await;
-    Ok(Reloaded { mdms, ..reloaded })
+        mdms: state.sync.apply(integrations).await,
+    })
 }
 
 /// The engine's integrations for `new`: the running one where its `[[mdm]]`

@@ -65,16 +65,16 @@ pub(crate) async fn run(
             }
             if failed {
                 failures += 1;
-                i.health.sync_failed(failures, None);
-                if i.background_sync && !cancel.is_cancelled() {
-                    let delay = backoff(&ctx.settings, failures);
-                    retry_at = Some(Instant::now() + delay);
-                    i.health.sync_failed(
-                        failures,
-                        chrono::Duration::from_std(delay)
-                            .ok()
-                            .map(|d| chrono::Utc::now() + d),
-                    );
+                let retries = i.background_sync && !cancel.is_cancelled();
+                let delay = retries.then(|| backoff(&ctx.settings, failures));
+                retry_at = delay.map(|d| Instant::now() + d);
+                i.health.sync_failed(
+                    failures,
+                    delay
+                        .and_then(|d| chrono::Duration::from_std(d).ok())
+                        .map(|d| chrono::Utc::now() + d),
+                );
+                if let Some(delay) = delay {
                     tracing::warn!(
                         tenant = %i.tenant_id, mdm = %i.name, error_class = report.error_class.unwrap_or("store"),
                         retry_in_seconds = delay.as_secs(), failures,

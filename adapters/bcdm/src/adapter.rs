@@ -13,9 +13,7 @@ use crate::wire::{self, ActionAccepted, DevicesEnvelope, ErrorBody, UsersEnvelop
 use crate::BcdmConfig;
 use async_trait::async_trait;
 use futures::StreamExt;
-use mtd_adapter::http::{
-    body_excerpt, build_client, classify_command_send_error, classify_send_error, error_for_status,
-};
+use mtd_adapter::http::{body_excerpt, build_client, classify_request_error, error_for_status};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
     Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind, Page,
@@ -136,14 +134,7 @@ impl BcdmAdapter {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
         tracing::trace!(%method, target = %target, "Sending a signed BCDM request.");
-        let is_command = method == Method::POST; // every POST is a command
-        let classify = |e: reqwest::Error| {
-            if is_command {
-                classify_command_send_error(&e)
-            } else {
-                classify_send_error(&e)
-            }
-        };
+        let classify = |e: reqwest::Error| classify_request_error(&method, &e);
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -110,6 +110,17 @@ pub fn classify_command_send_error(err: &reqwest::Error) -> AdapterError {
     }
 }
 
+/// The classification of a failed request by its method, the one rule every
+/// adapter follows: a POST changes something at the MDM (every adapter POST
+/// is a command), so it is classified as a command; anything else as a read.
+pub fn classify_request_error(method: &reqwest::Method, err: &reqwest::Error) -> AdapterError {
+    if method == reqwest::Method::POST {
+        classify_command_send_error(err)
+    } else {
+        classify_send_error(err)
+    }
+}
+
 /// The error and all its sources on one line (reqwest hides the cause otherwise).
 fn error_chain(err: &reqwest::Error) -> String {
     let mut out = without_url(err).to_string();

@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_command_send_error, classify_send_error, error_for_status,
-    retry_after,
+    body_excerpt, build_client, classify_request_error, error_for_status, retry_after,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -152,7 +151,7 @@ impl McmsAdapter {
         let is_post = method == Method::POST;
         let mut request = self
             .client
-            .request(method, url)
+            .request(method.clone(), url)
             .header(AUTHORIZATION, self.authorization.expose())
             .header("aw-tenant-code", self.config.credentials.api_key.expose())
             .header(ACCEPT, "application/json");
@@ -161,13 +160,7 @@ impl McmsAdapter {
             None if is_post => request.header(CONTENT_LENGTH, "0").body(Vec::<u8>::new()),
             None => request,
         };
-        let classify = |e: reqwest::Error| {
-            if is_post {
-                classify_command_send_error(&e) // every POST is a command
-            } else {
-                classify_send_error(&e)
-            }
-        };
+        let classify = |e: reqwest::Error| classify_request_error(&method, &e);
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_command_send_error, classify_send_error, error_for_status,
+    body_excerpt, build_client, classify_request_error, classify_send_error, error_for_status,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -166,14 +166,7 @@ impl SotiAdapter {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            let is_command = method == Method::POST;
-            let classify = |e: reqwest::Error| {
-                if is_command {
-                    classify_command_send_error(&e)
-                } else {
-                    classify_send_error(&e)
-                }
-            };
+            let classify = |e: reqwest::Error| classify_request_error(&method, &e);
             let resp = request.send().await.map_err(classify)?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !retried {
