@@ -450,6 +450,62 @@ const COLLISION_PAIRS: &str = "WITH p (id, udid, serial, imei, mac) AS MATERIALI
 const COLLISIONS_FLAG: &str = "UPDATE devices SET collision = 1
      WHERE collision = 0 AND id IN (SELECT value FROM json_each(?1))";
 
+/// Where a batch of users comes from: the MDM's user listing says all it
+/// knows of a user; the user embedded in a device record often says less
+/// (BCDM: the id alone; AirWatch: login and e-mail, no names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserSource {
+    Listing,
+    Embedded,
+}
+
+impl UserValues {
+    /// An embedded user's values over a stored user's: a value the device
+    /// record gives wins, one it does not give keeps the stored value, so a
+    /// device may add to a user but never erase what a listing gave.
+    fn added_to(self, stored: &UserValues) -> UserValues {
+        let username = self.username.or_else(|| stored.username.clone());
+        let email = self.email.or_else(|| stored.email.clone());
+        let first_name = self.first_name.or_else(|| stored.first_name.clone());
+        let last_name = self.last_name.or_else(|| stored.last_name.clone());
+        let same = username == stored.username
+            && email == stored.email
+            && first_name == stored.first_name
+            && last_name == stored.last_name;
+        if same {
+            // Nothing new: the stored row, hash included, stands as it is.
+            return UserValues {
+                username,
+                email,
+                first_name,
+                last_name,
+                display_name: stored.display_name.clone(),
+                pii_hash: stored.pii_hash.clone(),
+            };
+        }
+        let display_name = display_name(&User {
+            mdm_user_id: String::new(),
+            username: username.clone(),
+            email: email.clone(),
+            first_name: first_name.clone(),
+            last_name: last_name.clone(),
+        });
+        UserValues {
+            display_name: if display_name.is_empty() {
+                stored.display_name.clone()
+            } else {
+                display_name
+            },
+            username,
+            email,
+            first_name,
+            last_name,
+            // The listing's hash, made from the fuller record, stays the key.
+            pii_hash: stored.pii_hash.clone().or(self.pii_hash),
+        }
+    }
+}
+
 /// A user's values as they will be stored (masked where the MDM masks PII),
 /// and its key (masked too where the MDM keys users by e-mail or name).
 fn user_values(user: &User, pii: Pii<'_>) -> (String, UserValues) {
@@ -519,6 +575,7 @@ async fn upsert_users_bulk(
     conn: &mut SqliteConnection,
     s: &Scope,
     listed: Vec<(String, UserValues)>,
+    source: UserSource,
 ) -> Result<(HashMap<String, i64>, UpsertCounts), StoreError> {
     let mut counts = UpsertCounts::default();
     if listed.is_empty() {
@@ -558,7 +615,13 @@ async fn upsert_users_bulk(
     let mut new_keys = Vec::new();
     for (key, values) in listed {
         match state.get_mut(&key) {
-            Some(row) => counts.count(row.apply(values, false)),
+            Some(row) => {
+                let values = match source {
+                    UserSource::Listing => values,
+                    UserSource::Embedded => values.added_to(&row.values),
+                };
+                counts.count(row.apply(values, false))
+            }
             None => {
                 counts.count(Change::Added);
                 new_keys.push(key.clone());
@@ -833,7 +896,7 @@ async fn upsert_devices_bulk(
             key
         }));
     }
-    let (user_ids, _) = upsert_users_bulk(conn, s, users).await?;
+    let (user_ids, _) = upsert_users_bulk(conn, s, users, UserSource::Embedded).await?;
 
     let mut group_keys: Vec<&str> = devices
         .iter()
@@ -1265,7 +1328,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
         let listed = users.iter().map(|u| user_values(u, pii)).collect();
-        let (_, counts) = upsert_users_bulk(&mut tx, &s, listed).await?;
+        let (_, counts) = upsert_users_bulk(&mut tx, &s, listed, UserSource::Listing).await?;
         tx.commit().await?;
         Ok(counts)
     }

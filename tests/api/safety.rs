@@ -1,0 +1,165 @@
+//! Regression tests for the safety defects of issue 13 that live in the
+//! store, the on-demand lookups and the dispatcher: each failed on the code
+//! before its fix.
+
+use crate::support::*;
+use mtd_connector::sim::SimKind;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TENANT: &str = "acme";
+
+async fn admin_get(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}{path}", app.addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin_post(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}{path}", app.addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every live user of the tenant as the admin API lists it, by the MDM's key.
+async fn listed_users(app: &TestApp) -> BTreeMap<String, Value> {
+    let mut users = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/admin/tenants/{TENANT}/users?limit=500&cursor={c}"),
+            None => format!("/v1/admin/tenants/{TENANT}/users?limit=500"),
+        };
+        let (status, page) = admin_get(app, &path).await;
+        assert_eq!(status, 200, "{page}");
+        for u in page["items"].as_array().unwrap() {
+            let mut u = u.clone();
+            // Stamped by every sync that sees the user; not a detail.
+            u.as_object_mut().unwrap().remove("last_seen_at");
+            users.insert(u["mdm_user_id"].as_str().unwrap().to_owned(), u);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return users,
+        }
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// (login, e-mail, first name, last name) of each user as the MDM's own
+/// user listing gives it, by the MDM's key.
+type Details = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn expected_users(env: &Env, kind: SimKind) -> BTreeMap<String, Details> {
+    match kind {
+        SimKind::Mcms => env
+            .sim
+            .mcms()
+            .unwrap()
+            .users()
+            .iter()
+            .map(|u| {
+                let name = text(&u["UserName"]).unwrap();
+                let details = (
+                    Some(name.clone()),
+                    text(&u["Email"]),
+                    text(&u["FirstName"]),
+                    text(&u["LastName"]),
+                );
+                (name, details)
+            })
+            .collect(),
+        SimKind::Bcdm => env
+            .sim
+            .bcdm()
+            .unwrap()
+            .users()
+            .into_iter()
+            .map(|u| {
+                let email = u
+                    .email
+                    .filter(|e| !e.trim().is_empty())
+                    .unwrap_or_else(|| format!("{TENANT}-user@qmpr.com"));
+                let details = (
+                    Some(u.login_id.clone()).filter(|s| !s.is_empty()),
+                    Some(email),
+                    Some(u.name.clone()).filter(|s| !s.is_empty()),
+                    None,
+                );
+                (u.user_id, details)
+            })
+            .collect(),
+        SimKind::Soti => unreachable!("SOTI has no user listing"),
+    }
+}
+
+fn details(u: &Value) -> Details {
+    (
+        text(&u["username"]),
+        text(&u["email"]),
+        text(&u["first_name"]),
+        text(&u["last_name"]),
+    )
+}
+
+/// Issue 13.1: a device's embedded user (BCDM: the bare id; MCMS: login and
+/// e-mail) was written over the full user of the listing, erasing e-mail,
+/// names and login of every user who owns a device.
+#[tokio::test]
+async fn a_full_sync_keeps_what_the_user_listing_gave_for_users_with_devices() {
+    for kind in [SimKind::Mcms, SimKind::Bcdm] {
+        let env = Env::new(&[kind], 300).await;
+        let spec = MdmSpec::new(kind);
+        let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", "")).await;
+        let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+        let runs = app.finished_runs(mdm_id, 1, Duration::from_secs(60)).await;
+        assert_eq!(runs[0].error, None);
+
+        let expected = expected_users(&env, kind);
+        let stored = listed_users(&app).await;
+        let owners = count(
+            &env,
+            "SELECT COUNT(DISTINCT user_id) FROM devices WHERE user_id IS NOT NULL",
+        )
+        .await;
+        assert!(owners > 10, "{kind}: the seed links users to devices");
+        assert_eq!(stored.len(), expected.len(), "{kind}: every listed user");
+        for (key, want) in &expected {
+            let got = stored
+                .get(key)
+                .unwrap_or_else(|| panic!("{kind}: user {key} is missing"));
+            assert_eq!(&details(got), want, "{kind}: user {key}");
+        }
+
+        // A second sync changes nothing: same values, nothing rewritten.
+        let (status, _) = admin_post(&app, &format!("/v1/admin/tenants/{TENANT}/sync")).await;
+        assert_eq!(status, 202);
+        let runs = app.finished_runs(mdm_id, 2, Duration::from_secs(60)).await;
+        assert!(runs.iter().all(|r| r.error.is_none()), "{runs:?}");
+        let again = listed_users(&app).await;
+        assert_eq!(again, stored, "{kind}: a second sync changes no user");
+        app.shutdown().await;
+    }
+}
