@@ -329,15 +329,8 @@ async fn try_execute(
                     return Ok(());
                 }
                 device.ownership = fresh.ownership;
-                let pii = match &integration.masker {
-                    Some(m) => crate::store::Pii::Masked(m.as_ref()),
-                    None => crate::store::Pii::Clear,
-                };
-                if let Err(e) = state
-                    .store
-                    .store_found_device(integration.mdm_id, &fresh, pii)
-                    .await
-                {
+                // Stored under `mask_pii` like a sync stores it (device name included).
+                if let Err(e) = integration.store_found_device(&state.store, fresh).await {
                     tracing::warn!(action_id = row.id, error = %e, "Cannot store the fresh device facts");
                 }
             }

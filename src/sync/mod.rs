@@ -47,6 +47,27 @@ pub struct Integration {
     pub health: Arc<IntegrationHealth>,
 }
 
+impl Integration {
+    /// Stores a device an MDM call just returned outside a full sync (an
+    /// on-demand lookup, the lookup before a destructive action), under this
+    /// MDM's `mask_pii` exactly as a sync stores it: one path, so no caller
+    /// can store a clear device name or user by forgetting the masker.
+    pub(crate) async fn store_found_device(
+        &self,
+        store: &crate::store::Store,
+        mut device: mtd_adapter::Device,
+    ) -> Result<crate::store::DeviceUpsert, crate::store::StoreError> {
+        let pii = match &self.masker {
+            Some(m) => {
+                m.mask_device(&mut device);
+                crate::store::Pii::Masked(m.as_ref())
+            }
+            None => crate::store::Pii::Clear,
+        };
+        store.store_found_device(self.mdm_id, &device, pii).await
+    }
+}
+
 /// Engine settings, from `[sync]` of the main config.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {

@@ -8,7 +8,7 @@
 //! recently checked-in one is taken, and the decision is logged.
 
 use super::Integration;
-use crate::store::{Pii, StoreError, StoredDevice};
+use crate::store::{StoreError, StoredDevice};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use mtd_adapter::DeviceIdentifier;
 use std::collections::HashMap;
@@ -192,18 +192,8 @@ async fn ask_mdms(
     for i in &integrations {
         for id in ids {
             match i.adapter.lookup_device(id).await {
-                Ok(Some(mut device)) => {
-                    let pii = match &i.masker {
-                        Some(m) => {
-                            m.mask_device(&mut device);
-                            Pii::Masked(m.as_ref())
-                        }
-                        None => Pii::Clear,
-                    };
-                    let stored = state
-                        .store
-                        .store_found_device(i.mdm_id, &device, pii)
-                        .await?;
+                Ok(Some(device)) => {
+                    let stored = i.store_found_device(&state.store, device).await?;
                     tracing::info!(
                         tenant, mdm = %i.name, identifier = id.kind(), device_id = stored.device.id,
                         added = stored.added, "On-demand lookup found the device"

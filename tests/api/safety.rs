@@ -163,3 +163,85 @@ async fn a_full_sync_keeps_what_the_user_listing_gave_for_users_with_devices() {
         app.shutdown().await;
     }
 }
+
+const WIPE_POLICY: &str = r#"[policy]
+[[policy.rule]]
+threat = "app.malicious"
+action = "enterprise_wipe"
+[[policy.rule]]
+threat = "device.jailbroken_rooted"
+action = "lock"
+"#;
+
+fn permitting(kind: SimKind) -> MdmSpec {
+    MdmSpec {
+        extra: "[mdm.permit]\nlock = true\nenterprise_wipe = true\nwipe = true\n".into(),
+        ..MdmSpec::new(kind)
+    }
+}
+
+async fn started(spec: MdmSpec, devices: usize, policy: &str) -> (Env, TestApp) {
+    let env = Env::new(&[spec.kind], devices).await;
+    let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", policy)).await;
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    let runs = app.finished_runs(mdm_id, 1, Duration::from_secs(60)).await;
+    assert_eq!(runs[0].error, None);
+    (env, app)
+}
+
+fn threat(id: &str, device: Value, threat: &str) -> Value {
+    serde_json::json!({"event_id": id, "detected_at": chrono::Utc::now().to_rfc3339(),
+        "device": device, "threat": {"type": threat, "severity": "critical"}})
+}
+
+async fn post_events(app: &TestApp, body: Value) -> Reply {
+    post_signed(app, "/v1/agent/events", TENANT, body.to_string().as_bytes()).await
+}
+
+/// Issue 13.10: the lookup right before a destructive action stored the
+/// device's name in clear under `mask_pii`.
+#[tokio::test]
+async fn the_lookup_before_a_wipe_stores_the_device_masked_like_a_sync() {
+    let spec = MdmSpec {
+        mask_pii: true,
+        ..permitting(SimKind::Mcms)
+    };
+    let (env, app) = started(spec, 40, WIPE_POLICY).await;
+    let sim = env.sim.mcms().unwrap();
+    let device = sim
+        .devices()
+        .into_iter()
+        .find(|d| text(&d["UserName"]).is_some() && text(&d["SerialNumber"]).is_some())
+        .expect("a seeded device with a user and a serial");
+    let id = device["Id"]["Value"].as_u64().unwrap();
+    // Renamed at the MDM after the sync, after its user: the connector
+    // learns the new name only from the lookup before the wipe.
+    let name = format!("{}'s Work Phone", text(&device["UserName"]).unwrap());
+    let mut fields = serde_json::Map::new();
+    fields.insert("DeviceFriendlyName".into(), Value::String(name.clone()));
+    sim.update_device(id, fields).unwrap();
+
+    let who = serde_json::json!({ "serial": device["SerialNumber"] });
+    assert_eq!(
+        post_events(&app, threat("w-1", who, "app.malicious"))
+            .await
+            .status,
+        202
+    );
+    wait_actions(&env, Duration::from_secs(20), |r| {
+        r.iter().any(|a| a.state == "sent")
+    })
+    .await;
+    app.shutdown().await;
+
+    let mut bytes = std::fs::read(env.db_path()).unwrap();
+    if let Ok(wal) = std::fs::read(env.db_path().with_extension("db-wal")) {
+        bytes.extend(wal);
+    }
+    assert!(
+        !bytes.windows(name.len()).any(|w| w == name.as_bytes()),
+        "`{name}` is in the SQLite file in clear"
+    );
+    let logs = crate::logs::text();
+    assert!(!logs.contains(&name), "`{name}` is in the logs in clear");
+}
