@@ -6,6 +6,8 @@
 //! so a flood of events from an unknown device does not become a flood of MDM
 //! calls. With a collision (two live devices sharing the identifier) the most
 //! recently checked-in one is taken, and the decision is logged.
+//! Each lookup runs as a task of its own, not in its callers: work that holds
+//! an MDM's token lock must finish even when the agent that asked has gone.
 
 use super::Integration;
 use crate::store::{StoreError, StoredDevice};
@@ -121,7 +123,11 @@ impl OnDemand {
                 .or_insert_with(|| {
                     let state = self.state.clone();
                     let (tenant, ids, key) = (tenant.to_string(), ids.to_vec(), key.clone());
-                    async move {
+                    // A task of its own: the lookup runs to its end even when
+                    // every caller has gone (an agent that timed out), so it
+                    // never sits unpolled holding an adapter's token lock or
+                    // rate limiter, and it leaves the in-flight map itself.
+                    let task = tokio::spawn(async move {
                         let result = ask_mdms(&state, &tenant, &ids).await;
                         if matches!(result, Ok(LookupOutcome::NotEnrolled)) {
                             state
@@ -133,6 +139,11 @@ impl OnDemand {
                         // Later callers find the device in the store, or the miss above.
                         state.inflight.lock().expect("in-flight lock").remove(&key);
                         result
+                    });
+                    async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(LookupError::Store(format!("the lookup task failed: {e}")))
+                        })
                     }
                     .boxed()
                     .shared()

@@ -245,3 +245,50 @@ async fn the_lookup_before_a_wipe_stores_the_device_masked_like_a_sync() {
     let logs = crate::logs::text();
     assert!(!logs.contains(&name), "`{name}` is in the logs in clear");
 }
+
+/// Issue 13.3: an on-demand lookup whose agent request was abandoned (the
+/// agent timed out) stayed unpolled in the single-flight map while it held
+/// the SOTI token lock: every later sync, lookup and action of that MDM
+/// waited for the same device to activate again.
+#[tokio::test]
+async fn an_abandoned_lookup_does_not_hold_up_the_next_sync_of_its_mdm() {
+    use mtd_connector::sim::Fault;
+    let spec = MdmSpec::new(SimKind::Soti);
+    let (env, app) = started(spec.clone(), 20, "").await;
+    let sim = env.sim.soti().unwrap();
+    // The next token request takes 2 s; the cached token stops working, so
+    // the lookup must log in again, holding the adapter's token lock.
+    sim.core()
+        .inject(
+            Fault::latency(Duration::from_secs(2))
+                .times(1)
+                .including_token()
+                .on_paths("/token"),
+        )
+        .unwrap();
+    sim.expire_tokens();
+
+    let body = serde_json::json!({"device": {"udid": "0000abandoned0000"}, "platform": "ios"})
+        .to_string();
+    let headers = agent_headers(TENANT, body.as_bytes());
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}/v1/agent/activate", app.addr))
+        .timeout(Duration::from_millis(300))
+        .body(body.clone());
+    for (name, value) in &headers {
+        request = request.header(*name, value);
+    }
+    let abandoned = request.send().await;
+    assert!(
+        abandoned.as_ref().is_err_and(|e| e.is_timeout()),
+        "the agent gives up first: {abandoned:?}"
+    );
+
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    let (status, _) = admin_post(&app, &format!("/v1/admin/tenants/{TENANT}/sync")).await;
+    assert_eq!(status, 202);
+    // Bounded only to fail rather than hang: the lookup ends after 2 s.
+    let runs = app.finished_runs(mdm_id, 2, Duration::from_secs(30)).await;
+    assert!(runs.iter().all(|r| r.error.is_none()), "{runs:?}");
+    app.shutdown().await;
+}
