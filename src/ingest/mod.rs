@@ -97,18 +97,7 @@ pub async fn ingest_events(
 ) -> Result<IngestOutcome, IngestError> {
     // Resolve devices before the write transaction: a lookup may call an MDM,
     // and the transaction must not wait on the network.
-    let mut devices: Vec<Resolved> = Vec::with_capacity(events.len());
-    let mut looked_up: Vec<(Vec<mtd_adapter::DeviceIdentifier>, Resolved)> = Vec::new();
-    for e in events {
-        let ids = e.device.identifiers();
-        if let Some((_, d)) = looked_up.iter().find(|(k, _)| *k == ids) {
-            devices.push(d.clone());
-            continue;
-        }
-        let resolved = resolve(state, &tenant.id, &ids).await?;
-        looked_up.push((ids, resolved.clone()));
-        devices.push(resolved);
-    }
+    let devices = resolve_all(state, &tenant.id, events).await?;
 
     let now = chrono::Utc::now();
     let planned = events
@@ -219,6 +208,64 @@ fn log_decision(tenant: &str, event_id: &str, threat: &str, action: ActionKind, 
             tracing::info!(tenant, event_id, %action, %reason, "Action skipped")
         }
     }
+}
+
+/// The most on-demand lookups (MDM calls) one request may cause; events of
+/// further unknown devices are kept and decided when their device is known.
+const MAX_LOOKUPS_PER_REQUEST: usize = 16;
+
+/// Resolves the device of each event: from the store, else by an on-demand
+/// lookup for the first [`MAX_LOOKUPS_PER_REQUEST`] unknown devices, run
+/// concurrently within one [`LOOKUP_BUDGET`]; the rest are deferred.
+async fn resolve_all(
+    state: &AppState,
+    tenant: &str,
+    events: &[AgentEvent],
+) -> Result<Vec<Resolved>, IngestError> {
+    let mut distinct: Vec<(Vec<mtd_adapter::DeviceIdentifier>, Option<Resolved>)> = Vec::new();
+    let mut slot_of = Vec::with_capacity(events.len());
+    for e in events {
+        let ids = e.device.identifiers();
+        let slot = match distinct.iter().position(|(k, _)| *k == ids) {
+            Some(i) => i,
+            None => {
+                let known = if ids.is_empty() {
+                    Some(Resolved::NotEnrolled)
+                } else {
+                    match state.sync.find_known(tenant, &ids).await {
+                        Ok(found) => found.map(|d| Resolved::Found(Box::new(d))),
+                        Err(e) => return Err(IngestError::Unavailable(e.to_string())),
+                    }
+                };
+                distinct.push((ids, known));
+                distinct.len() - 1
+            }
+        };
+        slot_of.push(slot);
+    }
+    let unknown: Vec<usize> = (0..distinct.len())
+        .filter(|i| distinct[*i].1.is_none())
+        .collect();
+    if unknown.len() > MAX_LOOKUPS_PER_REQUEST {
+        tracing::info!(
+            tenant,
+            unknown = unknown.len(),
+            looked_up = MAX_LOOKUPS_PER_REQUEST,
+            "More unknown devices in one request than it may look up; the other events are kept and decided when their device is known"
+        );
+    }
+    let lookups = unknown
+        .iter()
+        .take(MAX_LOOKUPS_PER_REQUEST)
+        .map(|i| resolve(state, tenant, &distinct[*i].0));
+    let found = futures::future::join_all(lookups).await;
+    for (i, resolved) in unknown.iter().zip(found) {
+        distinct[*i].1 = Some(resolved?);
+    }
+    Ok(slot_of
+        .into_iter()
+        .map(|i| distinct[i].1.clone().unwrap_or(Resolved::Failed))
+        .collect())
 }
 
 /// What an on-demand lookup said about an event's device.

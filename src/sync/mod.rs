@@ -466,6 +466,15 @@ impl SyncEngine {
     ) -> Result<LookupOutcome, LookupError> {
         self.inner.ondemand.lookup(tenant, ids).await
     }
+
+    /// The device if the store knows it by one of the identifiers; no MDM is asked.
+    pub async fn find_known(
+        &self,
+        tenant: &str,
+        ids: &[DeviceIdentifier],
+    ) -> Result<Option<crate::store::StoredDevice>, LookupError> {
+        self.inner.ondemand.find_known(tenant, ids).await
+    }
 }
 
 fn enqueue(

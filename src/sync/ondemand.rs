@@ -57,9 +57,69 @@ struct State {
     store: crate::store::Store,
     /// Per tenant, in config order; replaced by a reload.
     by_tenant: std::sync::RwLock<HashMap<String, Vec<Arc<Integration>>>>,
-    miss_ttl: Duration,
     inflight: Mutex<HashMap<String, SharedLookup>>,
-    misses: Mutex<HashMap<String, Instant>>,
+    misses: Mutex<MissCache>,
+}
+
+/// "No MDM knows these identifiers", remembered for a while, in a bounded
+/// map: agents can send any number of made-up identifiers, and memory must
+/// not grow with them. Full, it forgets expired entries, then the oldest.
+struct MissCache {
+    ttl: Duration,
+    cap: usize,
+    at: HashMap<String, Instant>,
+}
+
+/// The most misses remembered at once (about 1 MiB of keys).
+const MAX_MISSES: usize = 10_000;
+
+impl MissCache {
+    fn new(ttl: Duration, cap: usize) -> Self {
+        MissCache {
+            ttl,
+            cap,
+            at: HashMap::new(),
+        }
+    }
+
+    /// Whether `key` missed within the TTL (an expired entry is dropped).
+    fn hit(&mut self, key: &str) -> bool {
+        match self.at.get(key) {
+            Some(at) if at.elapsed() < self.ttl => true,
+            Some(_) => {
+                self.at.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, key: String) {
+        if self.at.len() >= self.cap && !self.at.contains_key(&key) {
+            let ttl = self.ttl;
+            self.at.retain(|_, at| at.elapsed() < ttl);
+            if self.at.len() >= self.cap {
+                if let Some(oldest) = self
+                    .at
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.at.remove(&oldest);
+                }
+            }
+        }
+        self.at.insert(key, Instant::now());
+    }
+
+    fn clear(&mut self) {
+        self.at.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.at.len()
+    }
 }
 
 impl OnDemand {
@@ -72,9 +132,8 @@ impl OnDemand {
             state: Arc::new(State {
                 store,
                 by_tenant: std::sync::RwLock::new(by_tenant(integrations)),
-                miss_ttl,
                 inflight: Mutex::new(HashMap::new()),
-                misses: Mutex::new(HashMap::new()),
+                misses: Mutex::new(MissCache::new(miss_ttl, MAX_MISSES)),
             }),
         }
     }
@@ -88,6 +147,15 @@ impl OnDemand {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = by_tenant(integrations);
         self.state.misses.lock().expect("miss cache lock").clear();
+    }
+
+    /// The device if the store knows it; no MDM is asked.
+    pub async fn find_known(
+        &self,
+        tenant: &str,
+        ids: &[DeviceIdentifier],
+    ) -> Result<Option<StoredDevice>, LookupError> {
+        Ok(find_in_store(&self.state.store, tenant, ids).await?)
     }
 
     pub async fn lookup(
@@ -104,17 +172,8 @@ impl OnDemand {
         let mut sorted: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         sorted.sort();
         let key = format!("{tenant}|{}", sorted.join("|"));
-        {
-            let mut misses = self.state.misses.lock().expect("miss cache lock");
-            match misses.get(&key) {
-                Some(at) if at.elapsed() < self.state.miss_ttl => {
-                    return Ok(LookupOutcome::NotEnrolled)
-                }
-                Some(_) => {
-                    misses.remove(&key);
-                }
-                None => {}
-            }
+        if self.state.misses.lock().expect("miss cache lock").hit(&key) {
+            return Ok(LookupOutcome::NotEnrolled);
         }
         let shared = {
             let mut inflight = self.state.inflight.lock().expect("in-flight lock");
@@ -134,7 +193,7 @@ impl OnDemand {
                                 .misses
                                 .lock()
                                 .expect("miss cache lock")
-                                .insert(key.clone(), Instant::now());
+                                .insert(key.clone());
                         }
                         // Later callers find the device in the store, or the miss above.
                         state.inflight.lock().expect("in-flight lock").remove(&key);
@@ -235,5 +294,38 @@ async fn ask_mdms(
             );
             Ok(LookupOutcome::NotEnrolled)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_miss_cache_stays_within_its_bound_and_forgets_the_oldest_first() {
+        let mut misses = MissCache::new(Duration::from_secs(600), 3);
+        for key in ["a", "b", "c", "d", "e"] {
+            misses.insert(key.to_string());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(misses.len(), 3);
+        assert!(
+            !misses.hit("a") && !misses.hit("b"),
+            "the oldest went first"
+        );
+        assert!(misses.hit("c") && misses.hit("d") && misses.hit("e"));
+        misses.insert("d".to_string());
+        assert_eq!(misses.len(), 3, "a repeat does not evict");
+    }
+
+    #[test]
+    fn an_expired_miss_is_forgotten_before_a_live_one() {
+        let mut misses = MissCache::new(Duration::from_millis(30), 2);
+        misses.insert("old".to_string());
+        std::thread::sleep(Duration::from_millis(40));
+        misses.insert("live".to_string());
+        misses.insert("new".to_string());
+        assert!(misses.hit("live") && misses.hit("new"));
+        assert!(!misses.hit("old"));
     }
 }

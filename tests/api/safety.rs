@@ -268,8 +268,8 @@ async fn an_abandoned_lookup_does_not_hold_up_the_next_sync_of_its_mdm() {
         .unwrap();
     sim.expire_tokens();
 
-    let body = serde_json::json!({"device": {"udid": "0000abandoned0000"}, "platform": "ios"})
-        .to_string();
+    let body =
+        serde_json::json!({"device": {"udid": "0000abandoned0000"}, "platform": "ios"}).to_string();
     let headers = agent_headers(TENANT, body.as_bytes());
     let mut request = reqwest::Client::new()
         .post(format!("http://{}/v1/agent/activate", app.addr))
@@ -290,5 +290,43 @@ async fn an_abandoned_lookup_does_not_hold_up_the_next_sync_of_its_mdm() {
     // Bounded only to fail rather than hang: the lookup ends after 2 s.
     let runs = app.finished_runs(mdm_id, 2, Duration::from_secs(30)).await;
     assert!(runs.iter().all(|r| r.error.is_none()), "{runs:?}");
+    app.shutdown().await;
+}
+
+/// Issue 13.11: one request of 500 events for unknown devices made 500
+/// sequential MDM lookups. At most 16 per request now; the other events are
+/// kept and decided when their device becomes known.
+#[tokio::test]
+async fn one_request_makes_at_most_sixteen_on_demand_lookups() {
+    let (env, app) = started(permitting(SimKind::Mcms), 20, WIPE_POLICY).await;
+    let sim = env.sim.mcms().unwrap();
+    sim.core().clear_records();
+    let events: Vec<Value> = (0..100)
+        .map(|i| {
+            threat(
+                &format!("u-{i}"),
+                serde_json::json!({ "udid": format!("unknown-udid-{i:04}") }),
+                "device.jailbroken_rooted",
+            )
+        })
+        .collect();
+    let reply = post_events(&app, serde_json::json!({ "events": events })).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json()["accepted"].as_array().unwrap().len(), 100);
+    let lookups = sim
+        .core()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.to_ascii_lowercase().contains("searchby="))
+        .count();
+    assert!(
+        (1..=16).contains(&lookups),
+        "{lookups} MDM lookups for one request"
+    );
+    assert_eq!(
+        count(&env, "SELECT COUNT(*) FROM threat_events").await,
+        100,
+        "every event is kept"
+    );
     app.shutdown().await;
 }
