@@ -72,6 +72,8 @@ enum RunError {
 struct Listed {
     counts: UpsertCounts,
     devices: u64,
+    /// Users of the user listing (not those embedded in devices).
+    users: u64,
     total: u64,
     skipped: u64,
 }
@@ -296,6 +298,7 @@ async fn list_everything(
                     .upsert_groups(run_id, i.mdm_id, items));
             }
             Fetched::Users(page) => {
+                listed.users += page.items.len() as u64;
                 write_page!(page, 1, "users", |items| ctx
                     .store
                     .upsert_users(run_id, i.mdm_id, items, pii));
@@ -314,6 +317,31 @@ async fn list_everything(
     Ok(listed)
 }
 
+/// Why removing `unseen` of `live` records (`what`: devices or users) looks
+/// like a broken listing rather than a real change, if it does.
+fn suspicious_removal(
+    what: &str,
+    listed: u64,
+    live: u64,
+    unseen: u64,
+    max_percent: u64,
+) -> Option<String> {
+    if unseen == 0 || live == 0 {
+        None
+    } else if listed == 0 {
+        Some(format!(
+            "the listing returned no {what} where {live} were known"
+        ))
+    } else if unseen * 100 > max_percent * live {
+        Some(format!(
+            "{unseen} of {live} {what} ({}%) would be removed, more than max_removal_percent = {max_percent}",
+            unseen * 100 / live
+        ))
+    } else {
+        None
+    }
+}
+
 async fn decide_removals(
     ctx: &WorkerCtx,
     run_id: i64,
@@ -326,21 +354,16 @@ async fn decide_removals(
     if unseen.devices + unseen.users + unseen.groups == 0 {
         return Ok(counts);
     }
-    let live = ctx.store.live_device_count(i.mdm_id).await?;
     let max = u64::from(ctx.settings.max_removal_percent);
-    let suspicious = if listed.devices == 0 && live > 0 {
-        Some(format!(
-            "the listing returned no devices where {live} were known"
-        ))
-    } else if live > 0 && unseen.devices * 100 > max * live {
-        Some(format!(
-            "{} of {live} devices ({}%) would be removed, more than max_removal_percent = {max}",
-            unseen.devices,
-            unseen.devices * 100 / live
-        ))
-    } else {
-        None
-    };
+    let live = ctx.store.live_device_count(i.mdm_id).await?;
+    // Devices and users alike: a user listing that collapsed while the
+    // devices stayed intact must not remove every user without a device.
+    // (Where users come only embedded in devices, the device rule covers them.)
+    let mut suspicious = suspicious_removal("devices", listed.devices, live, unseen.devices, max);
+    if suspicious.is_none() && i.adapter.capabilities().user_listing {
+        let live_users = ctx.store.live_user_count(i.mdm_id).await?;
+        suspicious = suspicious_removal("users", listed.users, live_users, unseen.users, max);
+    }
     if let Some(reason) = suspicious {
         // The previous complete run held removals too: this run confirms the absence.
         let previous = ctx
@@ -352,7 +375,7 @@ async fn decide_removals(
         let confirmed =
             previous.is_some_and(|r| r.outcome == SyncOutcome::Succeeded && r.held_removals > 0);
         if !confirmed {
-            counts.held_removals = unseen.devices;
+            counts.held_removals = unseen.devices + unseen.users;
             tracing::error!(
                 tenant = %i.tenant_id, mdm = %i.name, run_id, held_devices = unseen.devices, held_users = unseen.users,
                 reason = %reason,

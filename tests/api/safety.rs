@@ -330,3 +330,55 @@ async fn one_request_makes_at_most_sixteen_on_demand_lookups() {
     );
     app.shutdown().await;
 }
+
+/// Issue 13.13: the mass-removal guard judged devices only: a user listing
+/// that came back empty, with the devices intact, removed every user who
+/// has no device.
+#[tokio::test]
+async fn an_empty_user_listing_with_intact_devices_removes_no_user_until_confirmed() {
+    use mtd_connector::sim::Fault;
+    let spec = MdmSpec::new(SimKind::Mcms);
+    let (env, app) = started(spec.clone(), 60, "").await;
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    let live = "SELECT COUNT(*) FROM users WHERE removed_at IS NULL";
+    let users = count(&env, live).await;
+    let with_device = count(
+        &env,
+        "SELECT COUNT(DISTINCT user_id) FROM devices WHERE user_id IS NOT NULL AND removed_at IS NULL",
+    )
+    .await;
+    assert!(
+        users > with_device,
+        "the seed has users without a device ({users} users, {with_device} with one)"
+    );
+    // The user search answers "no users" (AirWatch's empty page is a 204).
+    env.sim
+        .mcms()
+        .unwrap()
+        .core()
+        .inject(Fault::status(204).on_paths("/users/search"))
+        .unwrap();
+
+    let (status, _) = admin_post(&app, &format!("/v1/admin/tenants/{TENANT}/sync")).await;
+    assert_eq!(status, 202);
+    let runs = app.finished_runs(mdm_id, 2, Duration::from_secs(60)).await;
+    let collapsed = runs.iter().find(|r| r.trigger != "initial").unwrap();
+    assert_eq!(collapsed.error, None);
+    assert_eq!(
+        count(&env, live).await,
+        users,
+        "no user is removed by one run with an empty user listing"
+    );
+    assert!(collapsed.held_removals > 0, "{collapsed:?}");
+
+    // A second complete run that still lists no users confirms the removal.
+    let (status, _) = admin_post(&app, &format!("/v1/admin/tenants/{TENANT}/sync")).await;
+    assert_eq!(status, 202);
+    app.finished_runs(mdm_id, 3, Duration::from_secs(60)).await;
+    assert_eq!(
+        count(&env, live).await,
+        with_device,
+        "confirmed by a second run"
+    );
+    app.shutdown().await;
+}
