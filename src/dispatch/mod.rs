@@ -16,7 +16,8 @@ use crate::http::AppState;
 use crate::policy;
 use crate::shutdown::CancellationToken;
 use crate::store::{
-    ActionRecordKind, ActionState, NewAction, StoreError, StoredAction, StoredDevice, Transition,
+    ActionRecordKind, ActionState, NewAction, SendGate, StoreError, StoredAction, StoredDevice,
+    Transition,
 };
 use chrono::Utc;
 use mtd_adapter::{AdapterError, Device, DeviceIdentifier, MdmCommand};
@@ -265,9 +266,16 @@ async fn decide_deferred_loop(state: AppState, every: Duration, cancel: Cancella
 
 /// Sends one claimed row and moves it on. Every error is recorded on the row.
 async fn execute(state: &AppState, settings: &DispatchSettings, row: StoredAction) {
-    if let Err(e) = try_execute(state, settings, &row).await {
-        // The store failed: the row stays claimed; the next start recovers it.
-        tracing::error!(action_id = row.id, error = %e, "Cannot record the outcome of an action");
+    match try_execute(state, settings, &row).await {
+        Ok(()) => {}
+        // Cancelled by an admin while it was being prepared (before the gate).
+        Err(StoreError::ActionStateChanged { actual, .. }) => {
+            tracing::info!(action_id = row.id, state = %actual, "Action moved on while it was being prepared; not sent");
+        }
+        Err(e) => {
+            // The store failed: the row stays claimed; the next start recovers it.
+            tracing::error!(action_id = row.id, error = %e, "Cannot record the outcome of an action");
+        }
     }
 }
 
@@ -369,13 +377,31 @@ async fn try_execute(
         }
     }
 
-    if !is_idempotent(row.kind) {
-        // Committed before the call: a row still claimed after a crash with
-        // this as its last audit row was perhaps sent, and is not repeated.
-        stored(row.id, || {
-            state.store.note_sending(row.id, row.state, row.attempts)
-        })
-        .await?;
+    // The gate: from here on no cancel takes the row. A non-idempotent call
+    // gets a committed "sending" audit row first: a row still claimed after
+    // a crash with it as its last audit row was perhaps sent, and is not repeated.
+    let cap = row
+        .kind
+        .is_destructive()
+        .then_some(tenant.policy.max_destructive_actions_per_hour);
+    match stored(row.id, || {
+        state
+            .store
+            .begin_sending(row, cap, !is_idempotent(row.kind))
+    })
+    .await?
+    {
+        SendGate::Go => {}
+        SendGate::Gone(now) => {
+            let note = format!("not sent: the action became {now} while it waited for its turn");
+            tracing::info!(tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, state = %now, "Action not sent: it was cancelled or moved on while it waited");
+            stored(row.id, || state.store.note_not_sent(row.id, &note)).await?;
+            return Ok(());
+        }
+        SendGate::Later(due) => {
+            tracing::warn!(tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, due = %due, "Hourly cap of destructive actions reached: the action waits");
+            return Ok(());
+        }
     }
     let started = std::time::Instant::now();
     match integration

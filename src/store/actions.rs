@@ -346,30 +346,131 @@ impl WriteTx {
     }
 }
 
-/// How the audit note [`Store::note_sending`] writes begins.
+/// How the audit note [`Store::begin_sending`] writes begins.
 const SENDING_NOTE: &str = "sending attempt";
 
+/// What [`Store::begin_sending`] decided for a claimed row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendGate {
+    /// Handed to the MDM: send it now.
+    Go,
+    /// Cancelled (or otherwise moved on) while it waited for its turn: do
+    /// not send it.
+    Gone(ActionState),
+    /// The tenant's hourly cap of destructive actions is spent: released
+    /// and due again at this time, when the oldest send in the hour leaves it.
+    Later(DateTime<Utc>),
+}
+
 impl Store {
-    /// Records that the MDM call of a claimed row is about to go out: an
-    /// audit row that leaves the state as it is, committed before the call.
-    /// A row a crash left claimed without it as its last audit row never
-    /// reached the MDM (it was waiting for its MDM's turn or looking the
-    /// device up), so it may be retried even when its command is not idempotent.
-    pub async fn note_sending(
+    /// The gate between waiting for a turn and calling the MDM, for a row
+    /// this dispatcher claimed. In one write transaction, so that it and a
+    /// cancel are strictly ordered: a row cancelled first is `Gone`; a row
+    /// that passes is marked `sending_at` and no cancel takes it any more.
+    ///
+    /// `hourly_cap`: for a destructive action, the tenant's
+    /// `max_destructive_actions_per_hour`; at most that many go out in any
+    /// hour, also when a backlog built up during an outage (`Later`).
+    /// `audit_send`: the call is not idempotent, so a "sending attempt" audit
+    /// row is committed before it (see [`Store::was_being_sent`]).
+    pub async fn begin_sending(
         &self,
-        id: i64,
-        state: ActionState,
-        attempt: u32,
-    ) -> Result<(), StoreError> {
+        row: &StoredAction,
+        hourly_cap: Option<u32>,
+        audit_send: bool,
+    ) -> Result<SendGate, StoreError> {
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
-        let note = format!("{SENDING_NOTE} {attempt}");
-        audit(&mut tx, id, now, Some(state), state, Some(&note)).await?;
+        let current: Option<(ActionState, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT state, claimed_at, sending_at FROM actions WHERE id = ?")
+                .bind(row.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((state, claimed_at, sending_at)) = current else {
+            return Ok(SendGate::Gone(ActionState::Cancelled));
+        };
+        if state != row.state || claimed_at.is_none() || sending_at.is_some() {
+            return Ok(SendGate::Gone(state));
+        }
+        // An admin's approval of a held action is the override of the cap.
+        let approved: bool = hourly_cap.is_some()
+            && sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM action_audit
+                 WHERE action_id = ? AND from_state = 'held' AND to_state = 'pending')",
+            )
+            .bind(row.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(cap) = hourly_cap.filter(|_| !approved) {
+            let hour_ago = now - chrono::Duration::hours(1);
+            let recent: Vec<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+                "SELECT sent_at FROM actions
+                 WHERE tenant_id = ?1 AND kind IN ('enterprise_wipe', 'wipe') AND id <> ?3
+                   AND (sent_at >= ?2 OR sending_at IS NOT NULL)
+                 ORDER BY sent_at",
+            )
+            .bind(&row.tenant_id)
+            .bind(hour_ago)
+            .bind(row.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            if recent.len() >= cap as usize {
+                // The send that leaves the window first frees a place; one
+                // in flight has no time yet: try again in a minute.
+                let oldest = recent.iter().filter_map(|(at,)| *at).min();
+                let due = oldest.map_or(now + chrono::Duration::minutes(1), |at| {
+                    (at + chrono::Duration::hours(1)).max(now + chrono::Duration::seconds(1))
+                });
+                let note = format!(
+                    "not sent yet: {} destructive actions went to the MDMs of the tenant in the last hour, the limit of max_destructive_actions_per_hour = {cap}; due again at {due}",
+                    recent.len()
+                );
+                // Released without counting the attempt: it never left.
+                sqlx::query(
+                    "UPDATE actions SET claimed_at = NULL, attempts = MAX(attempts - 1, 0),
+                     next_attempt_at = ?2, updated_at = ?3 WHERE id = ?1",
+                )
+                .bind(row.id)
+                .bind(due)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                audit(&mut tx, row.id, now, Some(state), state, Some(&note)).await?;
+                tx.commit().await?;
+                return Ok(SendGate::Later(due));
+            }
+        }
+        sqlx::query("UPDATE actions SET sending_at = ?2 WHERE id = ?1")
+            .bind(row.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if audit_send {
+            let note = format!("{SENDING_NOTE} {}", row.attempts);
+            audit(&mut tx, row.id, now, Some(state), state, Some(&note)).await?;
+        }
+        tx.commit().await?;
+        Ok(SendGate::Go)
+    }
+
+    /// Records on a row that a claim of it ended without a call to the MDM
+    /// because the row had moved on meanwhile (cancelled while it waited).
+    pub async fn note_not_sent(&self, id: i64, note: &str) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut tx = self.begin_write().await?;
+        let state: Option<(ActionState,)> =
+            sqlx::query_as("SELECT state FROM actions WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((state,)) = state {
+            audit(&mut tx, id, now, Some(state), state, Some(note)).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Whether the last audit row of the action is [`Store::note_sending`]'s:
+    /// Whether the last audit row of the action is [`Store::begin_sending`]'s:
     /// a row still claimed then was perhaps sent.
     pub async fn was_being_sent(&self, id: i64) -> Result<bool, StoreError> {
         let note: Option<Option<String>> = sqlx::query_scalar(
@@ -387,7 +488,7 @@ impl Store {
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
         let state: Option<(ActionState,)> = sqlx::query_as(
-            "UPDATE actions SET claimed_at = NULL, updated_at = ?2
+            "UPDATE actions SET claimed_at = NULL, sending_at = NULL, updated_at = ?2
              WHERE id = ?1 AND claimed_at IS NOT NULL AND state IN ('pending', 'failed') RETURNING state",
         )
         .bind(id)
@@ -455,7 +556,9 @@ impl Store {
     ) -> Result<Vec<StoredAction>, StoreError> {
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
-        const WAITING: &str = "state IN ('pending', 'held', 'failed') AND claimed_at IS NULL";
+        // Claimed but not handed to the MDM (waiting for its turn, or for
+        // the lookup before it) is still waiting: see `begin_sending`.
+        const WAITING: &str = "state IN ('pending', 'held', 'failed') AND sending_at IS NULL";
         let before: Vec<(i64, ActionState)> = match which {
             CancelWhich::One(id) => {
                 sqlx::query_as(&format!(
@@ -479,7 +582,8 @@ impl Store {
         let mut out = Vec::new();
         for (id, state) in before {
             let row: StoredAction = sqlx::query_as(&format!(
-                "UPDATE actions SET state = 'cancelled', reason = ?2, next_attempt_at = NULL, updated_at = ?3
+                "UPDATE actions SET state = 'cancelled', reason = ?2, next_attempt_at = NULL,
+                 claimed_at = NULL, updated_at = ?3
                  WHERE id = ?1 RETURNING {ACTION_COLUMNS}"
             ))
             .bind(id)
@@ -552,6 +656,7 @@ impl Store {
                  receipt = COALESCE(?7, receipt),
                  sent_at = CASE WHEN ?3 = 'sent' THEN ?8 ELSE sent_at END,
                  claimed_at = NULL,
+                 sending_at = NULL,
                  updated_at = ?8
              WHERE id = ?1 AND state = ?2
              RETURNING {ACTION_COLUMNS}"
@@ -768,10 +873,10 @@ mod tests {
             !store.was_being_sent(id).await.unwrap(),
             "claimed, not yet sent"
         );
-        store
-            .note_sending(id, claimed[0].state, claimed[0].attempts)
-            .await
-            .unwrap();
+        assert_eq!(
+            store.begin_sending(&claimed[0], None, true).await.unwrap(),
+            SendGate::Go
+        );
         assert!(store.was_being_sent(id).await.unwrap());
         let audit = store.action_audit(id).await.unwrap();
         let last = audit.last().unwrap();
@@ -791,6 +896,44 @@ mod tests {
             .unwrap();
         assert!(!store.was_being_sent(id).await.unwrap());
         assert!(!store.was_being_sent(999).await.unwrap(), "no such action");
+    }
+
+    #[tokio::test]
+    async fn a_claimed_row_waiting_for_its_turn_is_cancelled_and_then_never_handed_over() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let first = store
+            .insert_action(&new_action(ActionState::Pending, mdm))
+            .await
+            .unwrap();
+        let second = store
+            .insert_action(&new_action(ActionState::Pending, mdm))
+            .await
+            .unwrap();
+        let claimed = store.claim_due_actions(Utc::now(), 2).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        // One is handed to its MDM; the other still waits for its turn.
+        let handed = claimed.iter().find(|a| a.id == first).unwrap();
+        assert_eq!(
+            store.begin_sending(handed, None, false).await.unwrap(),
+            SendGate::Go
+        );
+        let none = store
+            .cancel_actions("acme", CancelWhich::One(first), "admin")
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "a row being sent is not cancelled");
+        let cancelled = store
+            .cancel_actions("acme", CancelWhich::One(second), "admin")
+            .await
+            .unwrap();
+        assert_eq!(cancelled.len(), 1, "a claimed row waiting is cancelled");
+        assert_eq!(cancelled[0].state, ActionState::Cancelled);
+        assert_eq!(cancelled[0].claimed_at, None);
+        let waiting = claimed.iter().find(|a| a.id == second).unwrap();
+        assert_eq!(
+            store.begin_sending(waiting, None, false).await.unwrap(),
+            SendGate::Gone(ActionState::Cancelled)
+        );
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use actions::{
-    ActionAudit, ActionRecordKind, ActionState, ActionSummary, CancelWhich, NewAction,
+    ActionAudit, ActionRecordKind, ActionState, ActionSummary, CancelWhich, NewAction, SendGate,
     StoredAction, Transition,
 };
 pub use admin::{

@@ -382,3 +382,192 @@ async fn an_empty_user_listing_with_intact_devices_removes_no_user_until_confirm
     );
     app.shutdown().await;
 }
+
+/// The enterprise wipes the MCMS simulator received (answered or not).
+fn wipes_received(env: &Env) -> usize {
+    env.sim
+        .mcms()
+        .unwrap()
+        .core()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("command=EnterpriseWipe"))
+        .count()
+}
+
+/// Devices of the MCMS simulator an agent can name by serial.
+fn serials(env: &Env, n: usize) -> Vec<Value> {
+    let devices: Vec<Value> = env
+        .sim
+        .mcms()
+        .unwrap()
+        .devices()
+        .into_iter()
+        .filter(|d| text(&d["SerialNumber"]).is_some())
+        .take(n)
+        .map(|d| serde_json::json!({ "serial": d["SerialNumber"] }))
+        .collect();
+    assert_eq!(devices.len(), n);
+    devices
+}
+
+/// Issue 13.2: wipes the dispatcher had claimed, waiting for a free slot of
+/// their MDM, were not cancelled by cancel-destructive and went out after
+/// its answer said nothing was left waiting.
+#[tokio::test]
+async fn cancel_destructive_stops_wipes_already_claimed_and_waiting_for_their_turn() {
+    use mtd_connector::sim::Fault;
+    let (env, app) = started(permitting(SimKind::Mcms), 40, WIPE_POLICY).await;
+    let devices = serials(&env, 7);
+    let sim = env.sim.mcms().unwrap();
+    // Every command takes 2 s: four locks fill the MDM's four slots.
+    sim.core()
+        .inject(Fault::latency(Duration::from_secs(2)).on_paths("/commands"))
+        .unwrap();
+    for (i, who) in devices[..4].iter().enumerate() {
+        let reply = post_events(
+            &app,
+            threat(&format!("l-{i}"), who.clone(), "device.jailbroken_rooted"),
+        )
+        .await;
+        assert_eq!(reply.status, 202);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim
+        .core()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/commands"))
+        .count()
+        < 4
+    {
+        assert!(std::time::Instant::now() < deadline, "four locks in flight");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (i, who) in devices[4..].iter().enumerate() {
+        let reply = post_events(
+            &app,
+            threat(&format!("w-{i}"), who.clone(), "app.malicious"),
+        )
+        .await;
+        assert_eq!(reply.status, 202);
+    }
+    let claimed =
+        "SELECT COUNT(*) FROM actions WHERE kind = 'enterprise_wipe' AND claimed_at IS NOT NULL";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&env, claimed).await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wipes are claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (status, answer) = admin_post(
+        &app,
+        &format!("/v1/admin/tenants/{TENANT}/actions/cancel-destructive"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["cancelled"], 3,
+        "the claimed, waiting wipes: {answer}"
+    );
+
+    // The locks finish; the slots free up; no wipe may go out.
+    let rows = wait_actions(&env, Duration::from_secs(30), |rows| {
+        rows.iter()
+            .filter(|a| a.kind == "lock" && a.state == "sent")
+            .count()
+            == 4
+    })
+    .await;
+    let audit = "SELECT COUNT(*) FROM action_audit a JOIN actions x ON x.id = a.action_id
+                 WHERE x.kind = 'enterprise_wipe' AND a.note LIKE '%not sent%'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&env, audit).await < 3 {
+        assert_eq!(wipes_received(&env), 0, "a cancelled wipe reached the MDM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "each waiting wipe noted it was not sent: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(wipes_received(&env), 0, "a cancelled wipe reached the MDM");
+    let wipes: Vec<_> = actions(&env)
+        .await
+        .into_iter()
+        .filter(|a| a.kind == "enterprise_wipe")
+        .collect();
+    assert!(wipes.iter().all(|a| a.state == "cancelled"), "{wipes:#?}");
+    app.shutdown().await;
+}
+
+/// Issue 13.14: the hourly cap of destructive actions was checked only when
+/// an action was decided, so a backlog that built up during an MDM outage
+/// (each wipe decided within its own hour's cap) went out all at once.
+#[tokio::test]
+async fn a_backlog_of_wipes_goes_out_no_faster_than_the_hourly_cap() {
+    let policy = format!("{WIPE_POLICY}").replace(
+        "[policy]\n",
+        "[policy]\nmax_destructive_actions_per_hour = 2\n",
+    );
+    let (env, app) = started(permitting(SimKind::Mcms), 40, &policy).await;
+    // Five enterprise wipes decided over the three hours the MDM was down,
+    // all due now: what the store holds when the MDM comes back.
+    let url = format!("sqlite://{}", env.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let devices: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, mdm_id FROM devices WHERE removed_at IS NULL AND ownership = 'corporate' LIMIT 5",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(devices.len(), 5);
+    for (i, (device, mdm)) in devices.iter().enumerate() {
+        let created = chrono::Utc::now() - chrono::Duration::minutes(170 - 35 * i as i64);
+        sqlx::query(
+            "INSERT INTO actions (tenant_id, device_id, mdm_id, kind, state, reason, attempts,
+             next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'enterprise_wipe', 'failed', 'decided during the outage', 3, ?4, ?5, ?5)",
+        )
+        .bind(TENANT)
+        .bind(device)
+        .bind(mdm)
+        .bind(chrono::Utc::now() - chrono::Duration::seconds(1))
+        .bind(created)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let rows = wait_actions(&env, Duration::from_secs(20), |rows| {
+        rows.iter().filter(|a| a.state == "sent").count() >= 2 && count_sync(rows, "failed") == 3
+    })
+    .await;
+    // Give a dispatcher that ignores the cap every chance to send more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wipes_received(&env), 2, "{rows:#?}");
+    let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=ro"))
+        .await
+        .unwrap();
+    let due: Vec<(chrono::DateTime<chrono::Utc>,)> = sqlx::query_as(
+        "SELECT next_attempt_at FROM actions WHERE kind = 'enterprise_wipe' AND state = 'failed'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(due.len(), 3);
+    let soonest = chrono::Utc::now() + chrono::Duration::minutes(50);
+    assert!(
+        due.iter().all(|(at,)| *at > soonest),
+        "due again in about an hour: {due:?}"
+    );
+    app.shutdown().await;
+}
+
+fn count_sync(rows: &[Row], state: &str) -> usize {
+    rows.iter().filter(|a| a.state == state).count()
+}
