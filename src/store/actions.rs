@@ -381,7 +381,9 @@ impl Store {
     ) -> Result<SendGate, StoreError> {
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
-        let current: Option<(ActionState, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        // (state, claimed_at, sending_at)
+        type Current = (ActionState, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let current: Option<Current> =
             sqlx::query_as("SELECT state, claimed_at, sending_at FROM actions WHERE id = ?")
                 .bind(row.id)
                 .fetch_optional(&mut *tx)

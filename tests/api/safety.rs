@@ -508,7 +508,7 @@ async fn cancel_destructive_stops_wipes_already_claimed_and_waiting_for_their_tu
 /// (each wipe decided within its own hour's cap) went out all at once.
 #[tokio::test]
 async fn a_backlog_of_wipes_goes_out_no_faster_than_the_hourly_cap() {
-    let policy = format!("{WIPE_POLICY}").replace(
+    let policy = WIPE_POLICY.replace(
         "[policy]\n",
         "[policy]\nmax_destructive_actions_per_hour = 2\n",
     );
