@@ -1,22 +1,21 @@
-//! The safety checks of every MDM action, in one place.
+//! The safety checks of every MDM action, in one place, as pure functions.
 //!
-//! [`decide`] runs when a deferred event is decided, inside its transaction,
-//! so the cool-down and the hourly cap see every committed decision; the
-//! ingest writer runs the same steps ([`static_checks`] before it queues a
-//! request, then [`Limits`] inside the group's transaction, in order);
-//! [`check_before_send`] runs in the dispatcher right before an action goes to
-//! the MDM, on fresh facts. An admin's approval only lifts the hourly cap: the
-//! approved row goes through the dispatcher and so through
+//! Policy reads nothing: callers hand it the tenant's config, the device as
+//! stored, its MDM's config and capabilities ([`MdmFacts`]), and for the two
+//! limits what the store says ([`Limits::verdict`]). [`static_checks`] runs
+//! before an event's transaction; [`Limits::verdict`] (the one decider of the
+//! cool-down and the hourly cap) inside it, in the ingest writer for a group
+//! and for a deferred event alike ([`decide`] is both steps in one);
+//! [`check_before_send`] runs in the dispatcher right before an action goes
+//! to the MDM, on fresh facts. An admin's approval only lifts the hourly cap:
+//! the approved row goes through the dispatcher and so through
 //! `check_before_send` like every other. There is no other path to
 //! `MdmAdapter::execute`.
 
-use crate::config::{MdmConfig, PolicyMode, TenantConfig};
-use crate::http::AppState;
-use crate::store::{ActionRecordKind, ActionState, NewAction, StoreError, StoredDevice, WriteTx};
-use crate::sync::Integration;
+use crate::config::{MdmConfig, Permit, PolicyConfig, PolicyMode, TenantConfig};
+use crate::store::{ActionRecordKind, ActionState, NewAction, StoredDevice};
 use chrono::{DateTime, Duration, Utc};
-use mtd_adapter::{ActionKind, Ownership};
-use std::sync::Arc;
+use mtd_adapter::{ActionKind, Capabilities, MdmCommand, MdmKind, Ownership};
 
 /// What becomes of a decided action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,25 +29,30 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The action row for this verdict.
-    pub fn new_action(
-        &self,
-        tenant: &TenantConfig,
-        event_row: i64,
-        device: Option<&StoredDevice>,
-        action: ActionKind,
-    ) -> NewAction {
-        let (state, reason) = match self {
+    /// The state an action row with this verdict enters, and its reason.
+    pub fn state_and_reason(&self) -> (ActionState, Option<String>) {
+        match self {
             Verdict::Pending => (ActionState::Pending, None),
             Verdict::Skipped(r) => (ActionState::Skipped, Some(r.clone())),
             Verdict::Held(r) => (ActionState::Held, Some(r.clone())),
-        };
+        }
+    }
+
+    /// The action row for this verdict.
+    pub fn new_action(
+        &self,
+        tenant_id: &str,
+        event_row: i64,
+        device: Option<(i64, i64)>,
+        action: Option<ActionKind>,
+    ) -> NewAction {
+        let (state, reason) = self.state_and_reason();
         NewAction {
-            tenant_id: tenant.id.clone(),
+            tenant_id: tenant_id.to_owned(),
             event_id: Some(event_row),
-            device_id: device.map(|d| d.id),
-            mdm_id: device.map(|d| d.mdm_id),
-            kind: action.into(),
+            device_id: device.map(|(d, _)| d),
+            mdm_id: device.map(|(_, m)| m),
+            kind: action.map_or(ActionRecordKind::None, ActionRecordKind::from),
             parent_action_id: None,
             state,
             reason,
@@ -57,34 +61,45 @@ impl Verdict {
     }
 }
 
-/// The integration (adapter) and the `[[mdm]]` config of a device's MDM.
-pub fn mdm_of<'a>(
-    state: &AppState,
-    tenant: &'a TenantConfig,
-    mdm_id: i64,
-) -> Option<(Arc<Integration>, &'a MdmConfig)> {
-    let integration = state.sync.integration(&tenant.id, mdm_id)?;
-    let config = tenant.mdms.iter().find(|m| m.name == integration.name)?;
-    Some((integration, config))
+/// What the policy needs to know of a device's MDM: its `[[mdm]]` settings
+/// and what its adapter can do.
+#[derive(Debug, Clone, Copy)]
+pub struct MdmFacts<'a> {
+    pub name: &'a str,
+    pub kind: MdmKind,
+    pub permit: &'a Permit,
+    pub capabilities: &'a Capabilities,
+}
+
+impl<'a> MdmFacts<'a> {
+    pub fn of(config: &'a MdmConfig, capabilities: &'a Capabilities) -> Self {
+        MdmFacts {
+            name: &config.name,
+            kind: config.kind,
+            permit: &config.permit,
+            capabilities,
+        }
+    }
 }
 
 /// The checks that hold at any time, for a device as last known: monitor
 /// mode, device and MDM known, permit, capability, corporate ownership for a
-/// wipe. `None` means the action may go out.
+/// wipe. `mdm` is the device's MDM (`None`: no longer configured). `None`
+/// means the action may go out.
 pub fn static_checks(
-    state: &AppState,
-    tenant: &TenantConfig,
+    policy: &PolicyConfig,
     device: Option<&StoredDevice>,
+    mdm: Option<MdmFacts<'_>>,
     kind: ActionRecordKind,
 ) -> Option<String> {
-    if tenant.policy.mode == PolicyMode::Monitor && kind != ActionRecordKind::RemoveWifiProfile {
+    if policy.mode == PolicyMode::Monitor && kind != ActionRecordKind::RemoveWifiProfile {
         // Removing a profile the connector installed is always allowed: it undoes an action.
         return Some("monitor mode: the decision is recorded, nothing is sent".into());
     }
     let Some(device) = device else {
         return Some("device unknown: no MDM of the tenant knows it".into());
     };
-    let Some((integration, mdm)) = mdm_of(state, tenant, device.mdm_id) else {
+    let Some(mdm) = mdm else {
         return Some("the device's MDM is not configured for this tenant any more".into());
     };
     let action = match kind {
@@ -94,11 +109,8 @@ pub fn static_checks(
         ActionRecordKind::EnterpriseWipe => ActionKind::EnterpriseWipe,
         ActionRecordKind::Wipe => ActionKind::Wipe,
         ActionRecordKind::RemoveWifiProfile => {
-            return (!integration
-                .adapter
-                .capabilities()
-                .supports(mtd_adapter::MdmCommand::RemoveWifiProfile))
-            .then(|| format!("MDM `{}` removes its own Wi-Fi profile", mdm.name));
+            return (!mdm.capabilities.supports(MdmCommand::RemoveWifiProfile))
+                .then(|| format!("MDM `{}` removes its own Wi-Fi profile", mdm.name));
         }
     };
     if !mdm.permit.allows(action) {
@@ -110,7 +122,7 @@ pub fn static_checks(
     let command = action
         .command()
         .expect("every action but none has a command");
-    if !integration.adapter.capabilities().supports(command) {
+    if !mdm.capabilities.supports(command) {
         return Some(format!(
             "MDM `{}` ({}) cannot {}",
             mdm.name, mdm.kind, action
@@ -125,38 +137,28 @@ pub fn static_checks(
     None
 }
 
-/// The decision for a new event's action, inside the event's transaction.
-///
-/// [`static_checks`], then [`Limits::cooldown_verdict`] and [`Limits::cap_verdict`] on what
-/// the transaction reads; the ingest writer runs the same three steps for a
-/// group of events (`ingest::writer`), with the reads done once per group.
-pub async fn decide(
-    tx: &mut WriteTx,
-    state: &AppState,
+/// The decision for a new event's action: [`static_checks`], then
+/// [`Limits::verdict`] on what the store says: `recent`, the latest action
+/// of the same kind for the device inside the cool-down, and
+/// `destructive_last_hour`, the tenant's destructive actions in the last
+/// hour (read only for a destructive action; 0 otherwise).
+pub fn decide(
     tenant: &TenantConfig,
     device: Option<&StoredDevice>,
+    mdm: Option<MdmFacts<'_>>,
     action: ActionKind,
-    now: DateTime<Utc>,
-) -> Result<Verdict, StoreError> {
-    let kind = ActionRecordKind::from(action);
-    if let Some(reason) = static_checks(state, tenant, device, kind) {
-        return Ok(Verdict::Skipped(reason));
+    recent: Option<(i64, ActionState)>,
+    destructive_last_hour: u64,
+) -> Verdict {
+    if let Some(reason) = static_checks(&tenant.policy, device, mdm, action.into()) {
+        return Verdict::Skipped(reason);
     }
-    let device = device.expect("static_checks skips unknown devices");
-    let limits = Limits::of(tenant);
-    let recent = tx
-        .recent_action(device.id, kind, limits.cooldown_since(now))
-        .await?;
-    if let Some(skip) = limits.cooldown_verdict(recent) {
-        return Ok(skip);
-    }
-    if action.is_destructive() {
-        let recent = tx.destructive_since(&tenant.id, cap_since(now)).await?;
-        if let Some(hold) = limits.cap_verdict(recent) {
-            return Ok(hold);
-        }
-    }
-    Ok(Verdict::Pending)
+    Limits::of(tenant).verdict(action, recent, destructive_last_hour)
+}
+
+/// Where the hourly cap's window starts.
+pub fn cap_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - Duration::hours(1)
 }
 
 /// The two limits of a tenant's policy that are checked against the store:
@@ -166,11 +168,6 @@ pub async fn decide(
 pub struct Limits {
     pub cooldown_minutes: u32,
     pub max_destructive_per_hour: u32,
-}
-
-/// Where the hourly cap's window starts.
-pub fn cap_since(now: DateTime<Utc>) -> DateTime<Utc> {
-    now - Duration::hours(1)
 }
 
 impl Limits {
@@ -187,184 +184,233 @@ impl Limits {
         now - Duration::minutes(i64::from(self.cooldown_minutes))
     }
 
-    /// The cool-down, on the latest blocking action ([`WriteTx::recent_action`],
-    /// or the ingest writer's view of its group): `Some` skips the new action.
-    pub fn cooldown_verdict(self, recent: Option<(i64, ActionState)>) -> Option<Verdict> {
-        let (id, st) = recent?;
-        Some(Verdict::Skipped(format!(
-            "repeat inside the cool-down of {} minutes: action {id} is {st}",
-            self.cooldown_minutes
-        )))
-    }
-
-    /// The hourly cap, on how many destructive actions of the tenant went or
-    /// will go out in the last hour: `Some` holds the new one for approval.
-    pub fn cap_verdict(self, recent: u64) -> Option<Verdict> {
+    /// The one decider of the cool-down and the hourly cap, for an action
+    /// that passed [`static_checks`]: a repeat inside the cool-down
+    /// (`recent`, the latest blocking action of the same kind for the device)
+    /// is skipped; a destructive action beyond the cap
+    /// (`destructive_last_hour`, the tenant's destructive actions that went
+    /// or will go out in the last hour) is held for approval.
+    pub fn verdict(
+        self,
+        action: ActionKind,
+        recent: Option<(i64, ActionState)>,
+        destructive_last_hour: u64,
+    ) -> Verdict {
+        if let Some((id, st)) = recent {
+            return Verdict::Skipped(format!(
+                "repeat inside the cool-down of {} minutes: action {id} is {st}",
+                self.cooldown_minutes
+            ));
+        }
         let max = u64::from(self.max_destructive_per_hour);
-        (recent >= max).then(|| {
-            Verdict::Held(format!(
-                "{recent} destructive actions in the last hour reach max_destructive_actions_per_hour = {max}: approve it through the admin API"
-            ))
-        })
+        if action.is_destructive() && destructive_last_hour >= max {
+            return Verdict::Held(format!(
+                "{destructive_last_hour} destructive actions in the last hour reach max_destructive_actions_per_hour = {max}: approve it through the admin API"
+            ));
+        }
+        Verdict::Pending
     }
 }
 
 /// Right before sending: the static checks again, on the device as the MDM
 /// reports it now (for destructive actions the dispatcher looks it up afresh).
 pub fn check_before_send(
-    state: &AppState,
     tenant: &TenantConfig,
     device: &StoredDevice,
+    mdm: MdmFacts<'_>,
     kind: ActionRecordKind,
 ) -> Option<String> {
-    static_checks(state, tenant, Some(device), kind)
+    static_checks(&tenant.policy, Some(device), Some(mdm), kind)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MdmRecord, Pii, Store, SyncTrigger, TenantRecord};
-    use crate::sync::{SyncEngine, SyncSettings};
-    use async_trait::async_trait;
-    use futures::StreamExt;
-    use mtd_adapter::{
-        AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
-        MdmCommand, MdmKind, PageStream, Receipt, User,
-    };
+    use crate::store::testutil;
     use std::collections::BTreeSet;
 
-    /// An MDM that can only lock (no vendor is like this today; the check must hold anyway).
-    #[derive(Debug)]
-    struct LockOnly;
-
-    #[async_trait]
-    impl MdmAdapter for LockOnly {
-        fn kind(&self) -> MdmKind {
-            MdmKind::Soti
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                commands: BTreeSet::from([MdmCommand::Lock]),
-                removes_wifi_profile_itself: false,
-                groups: false,
-                user_listing: false,
-            }
-        }
-        async fn health_check(&self) -> Result<HealthReport, AdapterError> {
-            Ok(HealthReport {
-                devices_on_first_page: 0,
-            })
-        }
-        fn devices(&self) -> PageStream<'_, Device> {
-            futures::stream::empty().boxed()
-        }
-        fn users(&self) -> PageStream<'_, User> {
-            futures::stream::empty().boxed()
-        }
-        fn groups(&self) -> PageStream<'_, Group> {
-            futures::stream::empty().boxed()
-        }
-        async fn lookup_device(
-            &self,
-            _: &DeviceIdentifier,
-        ) -> Result<Option<Device>, AdapterError> {
-            Ok(None)
-        }
-        async fn execute(&self, command: MdmCommand, _: &Device) -> Result<Receipt, AdapterError> {
-            Err(AdapterError::Unsupported(command.to_string()))
-        }
-    }
-
-    async fn state_with(
-        adapter: Arc<dyn MdmAdapter>,
-    ) -> (tempfile::TempDir, AppState, StoredDevice) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("tenants.d")).unwrap();
-        std::fs::write(dir.path().join("c.toml"), "[store]\npath = \"s.db\"\n").unwrap();
-        std::fs::write(
-            dir.path().join("tenants.d/acme.toml"),
-            "id = \"acme\"\nagent_secret = \"k\"\n[[mdm]]\nname = \"M\"\nkind = \"soti\"\nurl = \"https://m.example/MobiControl\"\n\
-             wifi_disconnect_profile_id = \"1\"\n[mdm.credentials]\nclient_id = \"a\"\nclient_secret = \"b\"\nusername = \"c\"\npassword = \"d\"\n\
-             [mdm.permit]\nlock = true\ndisconnect_wifi = true\nenterprise_wipe = true\nwipe = true\n",
-        )
-        .unwrap();
-        let config = crate::config::load(&dir.path().join("c.toml")).unwrap();
-        let store = Store::open(&config.store.path).await.unwrap();
-        let refs = store
-            .sync_tenants(&[TenantRecord {
-                id: "acme".into(),
-                display_name: "Acme".into(),
-                mdms: vec![MdmRecord {
-                    name: "M".into(),
-                    kind: MdmKind::Soti,
-                    url: "https://m.example".into(),
-                }],
-            }])
-            .await
-            .unwrap();
-        let run = store
-            .start_sync_run(refs[0].id, SyncTrigger::Cli)
-            .await
-            .unwrap();
-        let mut device = crate::store::testutil::device("d1");
-        device.ownership = mtd_adapter::Ownership::Corporate;
-        store
-            .upsert_devices(run, refs[0].id, &[device], Pii::Clear)
-            .await
-            .unwrap();
-        let stored = store
-            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("d1".into()))
-            .await
-            .unwrap()
-            .remove(0);
-        let integration = crate::sync::Integration {
+    fn stored(ownership: Ownership) -> StoredDevice {
+        let d = testutil::device("d1");
+        let now = Utc::now();
+        StoredDevice {
+            id: 1,
             tenant_id: "acme".into(),
-            mdm_id: refs[0].id,
-            name: "M".into(),
-            kind: MdmKind::Soti,
-            adapter,
-            background_sync: false,
-            masker: None,
-            health: Default::default(),
-        };
-        let sync = SyncEngine::new(store.clone(), SyncSettings::default(), vec![integration]);
-        let state = AppState {
-            store,
-            config: crate::config::LiveConfig::new(config),
-            sync,
-            dispatch: crate::dispatch::DispatchHandle::new(),
-            ingest: crate::ingest::IngestQueue::new(),
-        };
-        (dir, state, stored)
+            mdm_id: 7,
+            mdm_device_id: d.mdm_device_id,
+            identifiers: d.identifiers,
+            name: d.name,
+            platform: d.platform,
+            model: d.model,
+            os_version: d.os_version,
+            ownership,
+            user_id: None,
+            last_checkin_at: None,
+            first_seen_at: now,
+            updated_at: now,
+            last_seen_at: now,
+            removed_at: None,
+            collision: false,
+        }
     }
 
-    #[tokio::test]
-    async fn an_action_the_mdm_cannot_do_is_skipped_with_the_reason_and_one_it_can_do_passes() {
-        let (_dir, state, device) = state_with(Arc::new(LockOnly)).await;
-        let config = state.config.load();
-        let tenant = &config.tenants[0];
-        let reason = static_checks(&state, tenant, Some(&device), ActionRecordKind::Wipe).unwrap();
-        assert!(reason.contains("cannot wipe"), "{reason}");
-        let reason = static_checks(
-            &state,
-            tenant,
-            Some(&device),
-            ActionRecordKind::DisconnectWifi,
-        )
-        .unwrap();
-        assert!(reason.contains("cannot disconnect_wifi"), "{reason}");
-        assert_eq!(
-            static_checks(&state, tenant, Some(&device), ActionRecordKind::Lock),
-            None
-        );
+    const ALL: Permit = Permit {
+        lock: true,
+        disconnect_wifi: true,
+        enterprise_wipe: true,
+        wipe: true,
+    };
+
+    fn caps(commands: &[MdmCommand]) -> Capabilities {
+        Capabilities {
+            commands: commands.iter().copied().collect::<BTreeSet<_>>(),
+            removes_wifi_profile_itself: false,
+            groups: false,
+            user_listing: false,
+        }
+    }
+
+    fn facts<'a>(permit: &'a Permit, capabilities: &'a Capabilities) -> MdmFacts<'a> {
+        MdmFacts {
+            name: "M",
+            kind: MdmKind::Soti,
+            permit,
+            capabilities,
+        }
+    }
+
+    #[test]
+    fn an_action_the_mdm_cannot_do_is_skipped_with_the_reason_and_one_it_can_do_passes() {
+        let policy = PolicyConfig::default();
+        let device = stored(Ownership::Corporate);
+        let lock_only = caps(&[MdmCommand::Lock]);
+        let mdm = Some(facts(&ALL, &lock_only));
+        let check = |kind| static_checks(&policy, Some(&device), mdm, kind);
+        assert!(check(ActionRecordKind::Wipe)
+            .unwrap()
+            .contains("cannot wipe"));
+        assert!(check(ActionRecordKind::DisconnectWifi)
+            .unwrap()
+            .contains("cannot disconnect_wifi"));
+        assert_eq!(check(ActionRecordKind::Lock), None);
         // Unknown device and the `none` action are recorded, never sent.
-        assert!(static_checks(&state, tenant, None, ActionRecordKind::Lock)
+        assert!(static_checks(&policy, None, mdm, ActionRecordKind::Lock)
             .unwrap()
             .contains("device unknown"));
+        assert!(check(ActionRecordKind::None).unwrap().contains("none"));
         assert!(
-            static_checks(&state, tenant, Some(&device), ActionRecordKind::None)
+            static_checks(&policy, Some(&device), None, ActionRecordKind::Lock)
                 .unwrap()
-                .contains("none")
+                .contains("not configured")
+        );
+    }
+
+    #[test]
+    fn permits_monitor_mode_and_ownership_decide_before_any_limit() {
+        let all = caps(&[
+            MdmCommand::Lock,
+            MdmCommand::EnterpriseWipe,
+            MdmCommand::Wipe,
+            MdmCommand::DisconnectWifi,
+            MdmCommand::RemoveWifiProfile,
+        ]);
+        let no_wipe = Permit { wipe: false, ..ALL };
+        let corporate = stored(Ownership::Corporate);
+        let personal = stored(Ownership::Personal);
+        let mut policy = PolicyConfig::default();
+        let skipped = static_checks(
+            &policy,
+            Some(&corporate),
+            Some(facts(&no_wipe, &all)),
+            ActionRecordKind::Wipe,
+        );
+        assert!(skipped.unwrap().contains("wipe = false"));
+        let skipped = static_checks(
+            &policy,
+            Some(&personal),
+            Some(facts(&ALL, &all)),
+            ActionRecordKind::Wipe,
+        );
+        assert!(skipped.unwrap().contains("only sent to corporate-owned"));
+        assert_eq!(
+            static_checks(
+                &policy,
+                Some(&corporate),
+                Some(facts(&ALL, &all)),
+                ActionRecordKind::Wipe
+            ),
+            None
+        );
+        policy.mode = PolicyMode::Monitor;
+        let skipped = static_checks(
+            &policy,
+            Some(&corporate),
+            Some(facts(&ALL, &all)),
+            ActionRecordKind::Lock,
+        );
+        assert!(skipped.unwrap().contains("monitor mode"));
+        assert_eq!(
+            static_checks(
+                &policy,
+                Some(&corporate),
+                Some(facts(&ALL, &all)),
+                ActionRecordKind::RemoveWifiProfile
+            ),
+            None,
+            "undoing a disconnect is allowed in monitor mode"
+        );
+    }
+
+    #[test]
+    fn the_cool_down_skips_a_repeat_and_the_hourly_cap_holds_only_destructive_actions() {
+        let limits = Limits {
+            cooldown_minutes: 15,
+            max_destructive_per_hour: 2,
+        };
+        assert_eq!(limits.verdict(ActionKind::Lock, None, 99), Verdict::Pending);
+        let repeat = limits.verdict(ActionKind::Lock, Some((4, ActionState::Sent)), 0);
+        assert!(
+            matches!(&repeat, Verdict::Skipped(r) if r.contains("action 4 is sent")),
+            "{repeat:?}"
+        );
+        assert_eq!(limits.verdict(ActionKind::Wipe, None, 1), Verdict::Pending);
+        let held = limits.verdict(ActionKind::EnterpriseWipe, None, 2);
+        assert!(
+            matches!(&held, Verdict::Held(r) if r.contains("= 2")),
+            "{held:?}"
+        );
+        // The cool-down decides first: a repeat is skipped, not held.
+        assert!(matches!(
+            limits.verdict(ActionKind::Wipe, Some((1, ActionState::Pending)), 5),
+            Verdict::Skipped(_)
+        ));
+    }
+
+    #[test]
+    fn each_verdict_maps_to_one_state_with_its_reason() {
+        assert_eq!(
+            Verdict::Pending.state_and_reason(),
+            (ActionState::Pending, None)
+        );
+        assert_eq!(
+            Verdict::Held("cap".into()).state_and_reason(),
+            (ActionState::Held, Some("cap".into()))
+        );
+        let row = Verdict::Skipped("why".into()).new_action("acme", 3, Some((5, 6)), None);
+        assert_eq!(
+            (
+                row.kind,
+                row.state,
+                row.reason.as_deref(),
+                row.device_id,
+                row.mdm_id
+            ),
+            (
+                ActionRecordKind::None,
+                ActionState::Skipped,
+                Some("why"),
+                Some(5),
+                Some(6)
+            )
         );
     }
 }

@@ -305,7 +305,7 @@ async fn try_execute(
         transition(state, row.id, skip("device unknown".into())).await?;
         return Ok(());
     };
-    let Some((integration, mdm)) = policy::mdm_of(state, tenant, device.mdm_id) else {
+    let Some((integration, mdm)) = state.sync.mdm_of(tenant, device.mdm_id) else {
         transition(
             state,
             row.id,
@@ -354,7 +354,9 @@ async fn try_execute(
             Err(e) => return record_failure(state, settings, row, &integration.name, e).await,
         }
     }
-    if let Some(reason) = policy::check_before_send(state, tenant, &device, row.kind) {
+    let capabilities = integration.adapter.capabilities();
+    let facts = policy::MdmFacts::of(mdm, &capabilities);
+    if let Some(reason) = policy::check_before_send(tenant, &device, facts, row.kind) {
         transition(state, row.id, skip(reason)).await?;
         return Ok(());
     }

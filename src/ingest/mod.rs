@@ -15,8 +15,8 @@ pub use writer::{start_writer, IngestQueue};
 
 use crate::config::TenantConfig;
 use crate::http::AppState;
-use crate::policy::{self, Limits, Verdict};
-use crate::store::{EventIdentifiers, NewEvent, StoreError, StoredDevice};
+use crate::policy::{self, Limits, MdmFacts, Verdict};
+use crate::store::{ActionRecordKind, EventIdentifiers, NewEvent, StoreError, StoredDevice};
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
 use serde::Serialize;
@@ -160,7 +160,7 @@ fn plan(
             .decide(&e.threat.threat_type, e.threat.severity)
         {
             None => Decision::NoRule,
-            Some(rule) => match policy::static_checks(state, tenant, device, rule.action.into()) {
+            Some(rule) => match static_checks(state, tenant, device, rule.action.into()) {
                 Some(reason) => Decision::Decided(rule.action, Verdict::Skipped(reason)),
                 // Only a known device passes the static checks.
                 None if device.is_some() => Decision::Limited(rule.action),
@@ -194,6 +194,22 @@ fn plan(
         device: device.map(|d| (d.id, d.mdm_id)),
         decision,
     }
+}
+
+/// [`policy::static_checks`] for a device of the tenant, with its MDM's facts.
+fn static_checks(
+    state: &AppState,
+    tenant: &TenantConfig,
+    device: Option<&StoredDevice>,
+    kind: ActionRecordKind,
+) -> Option<String> {
+    let mdm = device.and_then(|d| state.sync.mdm_of(tenant, d.mdm_id));
+    let caps = mdm.as_ref().map(|(i, _)| i.adapter.capabilities());
+    let facts = mdm
+        .as_ref()
+        .zip(caps.as_ref())
+        .map(|((_, config), caps)| MdmFacts::of(config, caps));
+    policy::static_checks(&tenant.policy, device, facts, kind)
 }
 
 fn log_decision(tenant: &str, event_id: &str, threat: &str, action: ActionKind, verdict: &Verdict) {
@@ -337,6 +353,7 @@ pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
         if let Some(d) = &device {
             tx.set_event_device(e.id, d.id).await?;
         }
+        let now = chrono::Utc::now();
         let (action, verdict) = match tenant.policy.decide(&e.threat_type, severity) {
             None => (
                 ActionKind::None,
@@ -346,20 +363,35 @@ pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
                 rule.action,
                 Verdict::Skipped("device unknown: no MDM could be asked for 24 hours".into()),
             ),
-            Some(rule) => (
-                rule.action,
-                policy::decide(
-                    &mut tx,
-                    state,
-                    tenant,
-                    device.as_ref(),
-                    rule.action,
-                    chrono::Utc::now(),
-                )
-                .await?,
-            ),
+            Some(rule) => {
+                let kind = ActionRecordKind::from(rule.action);
+                let verdict = match static_checks(state, tenant, device.as_ref(), kind) {
+                    Some(reason) => Verdict::Skipped(reason),
+                    None => {
+                        // static_checks passes only a known device.
+                        let device_id = device.as_ref().map_or(0, |d| d.id);
+                        let limits = Limits::of(tenant);
+                        let recent = tx
+                            .recent_action(device_id, kind, limits.cooldown_since(now))
+                            .await?;
+                        let destructive = if rule.action.is_destructive() {
+                            tx.destructive_since(&tenant.id, policy::cap_since(now))
+                                .await?
+                        } else {
+                            0
+                        };
+                        limits.verdict(rule.action, recent, destructive)
+                    }
+                };
+                (rule.action, verdict)
+            }
         };
-        let new_action = verdict.new_action(tenant, e.id, device.as_ref(), action);
+        let new_action = verdict.new_action(
+            &tenant.id,
+            e.id,
+            device.as_ref().map(|d| (d.id, d.mdm_id)),
+            Some(action),
+        );
         tx.insert_action(&new_action).await?;
         tx.commit().await?;
         crate::metrics::action_entered(new_action.kind, new_action.state);

@@ -37,7 +37,7 @@ use super::{log_decision, Decision, IngestError, IngestOutcome, Planned};
 use crate::dispatch::DispatchHandle;
 use crate::policy::{cap_since, Limits, Verdict};
 use crate::shutdown::CancellationToken;
-use crate::store::{ActionRecordKind, ActionState, NewAction, Store, StoreError};
+use crate::store::{ActionRecordKind, ActionState, Store, StoreError};
 use mtd_adapter::ActionKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -373,22 +373,20 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
                         Some((device, _)) => {
                             let kind = ActionRecordKind::from(*action);
                             let seen = recent.get(&(device, kind)).copied().flatten();
-                            let verdict = match r.limits.cooldown_verdict(seen) {
-                                Some(skip) => skip,
-                                None if action.is_destructive() => {
-                                    let count = match destructive.get(r.tenant_id.as_str()) {
-                                        Some(n) => *n,
-                                        None => {
-                                            let n = tx
-                                                .destructive_since(&r.tenant_id, cap_since(now))
-                                                .await?;
-                                            *destructive.entry(&r.tenant_id).or_insert(n)
-                                        }
-                                    };
-                                    r.limits.cap_verdict(count).unwrap_or(Verdict::Pending)
+                            let count = if action.is_destructive() && seen.is_none() {
+                                match destructive.get(r.tenant_id.as_str()) {
+                                    Some(n) => *n,
+                                    None => {
+                                        let n = tx
+                                            .destructive_since(&r.tenant_id, cap_since(now))
+                                            .await?;
+                                        *destructive.entry(&r.tenant_id).or_insert(n)
+                                    }
                                 }
-                                None => Verdict::Pending,
+                            } else {
+                                0
                             };
+                            let verdict = r.limits.verdict(*action, seen, count);
                             match verdict {
                                 Verdict::Pending => {
                                     recent.insert(
@@ -415,23 +413,9 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
                     (Some(*action), verdict)
                 }
             };
-            let (state, reason) = match &verdict {
-                Verdict::Pending => (ActionState::Pending, None),
-                Verdict::Skipped(reason) => (ActionState::Skipped, Some(reason.clone())),
-                Verdict::Held(reason) => (ActionState::Held, Some(reason.clone())),
-            };
-            let kind = action.map_or(ActionRecordKind::None, ActionRecordKind::from);
-            actions.push(NewAction {
-                tenant_id: r.tenant_id.clone(),
-                event_id: Some(*event_row),
-                device_id: p.device.map(|(d, _)| d),
-                mdm_id: p.device.map(|(_, m)| m),
-                kind,
-                parent_action_id: None,
-                state,
-                reason,
-                next_attempt_at: None,
-            });
+            let row = verdict.new_action(&r.tenant_id, *event_row, p.device, action);
+            let (kind, state) = (row.kind, row.state);
+            actions.push(row);
             next_id += 1;
             decided.push(Decided {
                 kind,

@@ -373,6 +373,17 @@ impl SyncEngine {
             .map(|w| w.integration.clone())
     }
 
+    /// The integration (adapter) and the `[[mdm]]` config of a device's MDM.
+    pub fn mdm_of<'a>(
+        &self,
+        tenant: &'a crate::config::TenantConfig,
+        mdm_id: i64,
+    ) -> Option<(Arc<Integration>, &'a crate::config::MdmConfig)> {
+        let integration = self.integration(&tenant.id, mdm_id)?;
+        let config = tenant.mdms.iter().find(|m| m.name == integration.name)?;
+        Some((integration, config))
+    }
+
     fn workers_of(&self, tenant: &str, mdm: Option<&str>) -> Result<Vec<Arc<Worker>>, SyncError> {
         let of_tenant: Vec<Arc<Worker>> = self
             .workers()
