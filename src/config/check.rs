@@ -246,10 +246,11 @@ impl<'s> FileCheck<'s> {
             };
         };
 
-        let server = match &raw.server.listen {
-            None => Some(ServerConfig::default()),
+        let defaults = ServerConfig::default();
+        let listen = match &raw.server.listen {
+            None => Some(defaults.listen),
             Some(l) => match l.get_ref().parse::<SocketAddr>() {
-                Ok(listen) => Some(ServerConfig { listen }),
+                Ok(listen) => Some(listen),
                 Err(_) => {
                     self.error(
                         l.span().start,
@@ -274,6 +275,34 @@ impl<'s> FileCheck<'s> {
             Some(p) => Some(StoreConfig {
                 path: self.src.dir().join(p.get_ref()),
             }),
+        };
+        let max_connections = match &raw.server.max_connections {
+            None => Some(defaults.max_connections),
+            Some(n) => self
+                .int_in(n, "server.max_connections", 1, 1_000_000)
+                .map(|n| n as u32),
+        };
+        let header_read_timeout = match &raw.server.header_read_timeout {
+            None => Some(defaults.header_read_timeout),
+            Some(d) => self.positive_duration(d, "server.header_read_timeout"),
+        };
+        let idle_timeout = match &raw.server.idle_timeout {
+            None => Some(defaults.idle_timeout),
+            Some(d) => self.positive_duration(d, "server.idle_timeout"),
+        };
+        let server = match (listen, max_connections, header_read_timeout, idle_timeout) {
+            (
+                Some(listen),
+                Some(max_connections),
+                Some(header_read_timeout),
+                Some(idle_timeout),
+            ) => Some(ServerConfig {
+                listen,
+                max_connections,
+                header_read_timeout,
+                idle_timeout,
+            }),
+            _ => None,
         };
 
         let admin = match &raw.admin.token {
@@ -382,6 +411,21 @@ impl<'s> FileCheck<'s> {
                     None
                 }
             },
+        }
+    }
+
+    /// A duration that must not be `0` (a timeout that never fires).
+    fn positive_duration(&mut self, d: &Spanned<RawDuration>, key: &str) -> Option<Duration> {
+        match self.duration(d, key) {
+            Some(Some(d)) => Some(d),
+            Some(None) => {
+                self.error(
+                    d.span().start,
+                    format!("`{key}` must be longer than 0: a connection would never be closed"),
+                );
+                None
+            }
+            None => None,
         }
     }
 

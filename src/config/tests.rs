@@ -714,6 +714,9 @@ fn an_empty_main_file_and_a_minimal_tenant_get_every_default() {
         Duration::from_secs(24 * 3600)
     );
     assert_eq!(config.dispatch.per_mdm_concurrency, 4);
+    assert_eq!(config.server.max_connections, 1024);
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(30));
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
     let t = &config.tenants[0];
@@ -993,4 +996,49 @@ fn dispatch_limits_are_read_and_each_bad_value_is_reported_at_its_position() {
         text.contains("`dispatch.per_mdm_concurrency` must be at most 64"),
         "{text}"
     );
+}
+
+// ---- [server] limits (issue 13) --------------------------------------------
+
+#[test]
+fn server_limits_are_read_and_each_bad_value_is_reported_at_its_position() {
+    let (_dir, result) = load_tree(&[
+        (
+            "main.toml",
+            "[server]\nmax_connections = 64\nheader_read_timeout = \"5s\"\nidle_timeout = \"2m\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.max_connections, 64);
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(120));
+
+    let errors = errors_of(&[
+        (
+            "main.toml",
+            "[server]\nmax_connections = 0\nheader_read_timeout = \"0\"\nidle_timeout = \"soon\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    let text = ConfigErrors(errors.clone()).to_string();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(at, [(2, 19), (3, 23), (4, 16)], "{text}");
+    assert!(
+        text.contains("`server.max_connections` must be at least 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`server.header_read_timeout` must be longer than 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`server.idle_timeout`: invalid duration"),
+        "{text}"
+    );
+    let e = only_error(&[
+        ("main.toml", "[server]\nmax_connections = 1000001\n"),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert!(e.message.contains("at most 1000000"), "{e}");
 }
