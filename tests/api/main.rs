@@ -10,5 +10,6 @@ mod logs;
 mod metrics;
 mod openapi;
 mod reload;
+mod server;
 mod support;
 mod sync;

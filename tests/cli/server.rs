@@ -6,6 +6,7 @@
 use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -261,4 +262,51 @@ fn with_max_connections_two_a_third_connection_is_served_only_after_one_closes()
         Ok(200),
         "served once a connection closed"
     );
+}
+
+#[test]
+fn the_store_files_are_readable_by_their_owner_only_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let daemon = Daemon::start_with(
+        &config,
+        &StartOptions {
+            rust_log: "info",
+            umask: Some(0o022),
+            ..Default::default()
+        },
+    );
+    assert_eq!(get(&daemon.url("/readyz")).0, 200);
+    for name in ["connector.db", "connector.db-wal", "connector.db-shm"] {
+        let path = dir.path().join("state").join(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{name} has mode {mode:o}: it holds the PII masking key"
+        );
+    }
+}
+
+#[test]
+fn a_store_file_left_world_readable_by_an_older_version_is_made_private_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let db = dir.path().join("state/connector.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let daemon = Daemon::start_with(
+        &config,
+        &StartOptions {
+            rust_log: "info",
+            ..Default::default()
+        },
+    );
+    assert_eq!(get(&daemon.url("/readyz")).0, 200);
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
 }
