@@ -162,6 +162,22 @@ fn credential_keys(kind: MdmKind) -> &'static [&'static str] {
     }
 }
 
+/// An admin token or agent secret shorter than this draws a warning at start.
+const MIN_SECRET_BYTES: usize = 16;
+
+/// Whether `url` points at this machine (plain http is fine there).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 /// Credential keys whose values grant access: a literal there draws a warning.
 const SECRET_CREDENTIALS: [&str; 4] = ["client_secret", "password", "api_key", "secret_key"];
 
@@ -263,19 +279,6 @@ impl<'s> FileCheck<'s> {
                 }
             },
         };
-
-        let store = match &raw.store.path {
-            None => Some(StoreConfig {
-                path: self.src.dir().join("data/mtd-connector.db"),
-            }),
-            Some(p) if p.get_ref().trim().is_empty() => {
-                self.error(p.span().start, "`store.path` must not be empty");
-                None
-            }
-            Some(p) => Some(StoreConfig {
-                path: self.src.dir().join(p.get_ref()),
-            }),
-        };
         let max_connections = match &raw.server.max_connections {
             None => Some(defaults.max_connections),
             Some(n) => self
@@ -305,10 +308,34 @@ impl<'s> FileCheck<'s> {
             _ => None,
         };
 
+        let store = match &raw.store.path {
+            None => Some(StoreConfig {
+                path: self.src.dir().join("data/mtd-connector.db"),
+            }),
+            Some(p) if p.get_ref().trim().is_empty() => {
+                self.error(p.span().start, "`store.path` must not be empty");
+                None
+            }
+            Some(p) => Some(StoreConfig {
+                path: self.src.dir().join(p.get_ref()),
+            }),
+        };
+
         let admin = match &raw.admin.token {
             None => Some(AdminConfig { token: None }),
-            Some(t) => self.resolve(t, "admin.token", true).map(|v| AdminConfig {
-                token: Some(Secret::new(v)),
+            Some(t) => self.resolve(t, "admin.token", true).map(|v| {
+                if v.len() < MIN_SECRET_BYTES {
+                    self.warn(
+                        t.span().start,
+                        format!(
+                            "`admin.token` is shorter than {MIN_SECRET_BYTES} bytes: it can be guessed; \
+                             use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
+                        ),
+                    );
+                }
+                AdminConfig {
+                    token: Some(Secret::new(v)),
+                }
             }),
         };
 
@@ -592,7 +619,19 @@ impl<'s> FileCheck<'s> {
                 );
                 None
             }
-            Some(s) => self.resolve(s, "agent_secret", true).map(Secret::new),
+            Some(s) => self.resolve(s, "agent_secret", true).map(|v| {
+                if v.len() < MIN_SECRET_BYTES {
+                    let tenant = raw.id.as_ref().map_or("", |id| id.get_ref().as_str());
+                    self.warn(
+                        s.span().start,
+                        format!(
+                            "`agent_secret` of tenant `{tenant}` is shorter than {MIN_SECRET_BYTES} bytes: \
+                             agent signatures made with it can be forged; use at least {MIN_SECRET_BYTES} random bytes"
+                        ),
+                    );
+                }
+                Secret::new(v)
+            }),
         };
 
         if raw.mdm.is_empty() {
@@ -610,7 +649,8 @@ impl<'s> FileCheck<'s> {
                 .mdm
                 .get(i + 1)
                 .map_or(self.src.text.len(), |next| next.span().start);
-            match self.check_mdm(entry, end, &mut names) {
+            let tenant = raw.id.as_ref().map_or("", |id| id.get_ref().as_str());
+            match self.check_mdm(entry, end, &mut names, tenant) {
                 Some(m) => mdms.push(m),
                 None => all_mdms_ok = false,
             }
@@ -633,6 +673,7 @@ impl<'s> FileCheck<'s> {
         entry: &Spanned<RawMdm>,
         entry_end: usize,
         names: &mut HashMap<String, usize>,
+        tenant: &str,
     ) -> Option<MdmConfig> {
         let at = entry.span().start;
         let m = entry.get_ref();
@@ -684,6 +725,19 @@ impl<'s> FileCheck<'s> {
             }
             Some(u) => self.url(u),
         };
+        if let (Some(u), Some(url)) = (&m.url, &url) {
+            if url.scheme() == "http" && !is_loopback(url) {
+                let mdm = name.as_deref().unwrap_or("");
+                self.warn(
+                    u.span().start,
+                    format!(
+                        "`mdm.url` of MDM `{mdm}` (tenant `{tenant}`) is plain http:// to {}, which is not \
+                         this machine: its credentials and device data cross the network unencrypted; use https://",
+                        url.host_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
 
         let ca_cert = match &m.ca_cert {
             None => Some(None),

@@ -310,3 +310,73 @@ fn a_store_file_left_world_readable_by_an_older_version_is_made_private_at_start
     let mode = std::fs::metadata(&db).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "mode {mode:o}");
 }
+
+#[test]
+fn start_warns_about_plain_http_to_a_remote_mdm_and_short_secrets_without_printing_them() {
+    const SHORT_AGENT: &str = "short-agent-sec"; // 15 bytes
+    const SHORT_ADMIN: &str = "short-admin-tok"; // 15 bytes
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let main = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(ADMIN_TOKEN, SHORT_ADMIN);
+    std::fs::write(&config, main).unwrap();
+    let tenant_file = dir.path().join("tenants.d/acme.toml");
+    let tenant = std::fs::read_to_string(&tenant_file)
+        .unwrap()
+        .replace(AGENT_SECRET, SHORT_AGENT)
+        .replace(
+            "https://127.0.0.1:9/MobiControl",
+            "http://mdm.example.com/MobiControl",
+        );
+    // A second MDM on loopback over http: no warning for it.
+    let local = tenant
+        .split("[policy]")
+        .next()
+        .unwrap()
+        .split_once("[[mdm]]")
+        .unwrap()
+        .1
+        .replace("Acme SOTI", "Local SOTI")
+        .replace(
+            "http://mdm.example.com/MobiControl",
+            "http://127.0.0.1:9/MobiControl",
+        );
+    let tenant = tenant.replacen("[policy]", &format!("[[mdm]]{local}\n[policy]"), 1);
+    std::fs::write(&tenant_file, tenant).unwrap();
+
+    let daemon = Daemon::start_with(
+        &config,
+        &StartOptions {
+            rust_log: "info",
+            ..Default::default()
+        },
+    );
+    assert_eq!(get(&daemon.url("/healthz")).0, 200);
+    daemon.sigterm();
+    let (status, log) = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{log}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("\"WARN\"")).collect();
+    let has = |parts: &[&str]| warnings.iter().any(|w| parts.iter().all(|p| w.contains(p)));
+    assert!(
+        has(&["Acme SOTI", "http://", "mdm.example.com"]),
+        "no warning about the plain-http MDM: {warnings:#?}"
+    );
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("Local SOTI") && w.contains("http")),
+        "an http MDM on loopback is fine: {warnings:#?}"
+    );
+    assert!(
+        has(&["agent_secret", "acme", "16"]),
+        "no warning about the short agent secret: {warnings:#?}"
+    );
+    assert!(
+        has(&["admin.token", "16"]),
+        "no warning about the short admin token: {warnings:#?}"
+    );
+    for secret in [SHORT_AGENT, SHORT_ADMIN] {
+        assert!(!log.contains(secret), "the log shows a secret:\n{log}");
+    }
+}
