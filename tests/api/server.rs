@@ -1,8 +1,9 @@
 //! Issue 13, item 14: `/readyz` does not queue on SQLite's write lock with
-//! the store's connections.
+//! the store's connections, and a `none` decision is a DEBUG line.
 
 use crate::support::*;
 use mtd_connector::sim::SimKind;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -65,5 +66,66 @@ async fn readiness_probes_during_a_write_lock_held_elsewhere_leave_the_stores_re
     blocker.rollback().await.unwrap();
     other.close().await.unwrap();
     assert_eq!(ready(client.clone()).await, 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_none_decision_is_logged_at_debug_not_at_info() {
+    const TENANT: &str = "none-decision";
+    const EVENT: &str = "evt-none-decision-1";
+    let env = Env::new(&[SimKind::Soti], 5).await;
+    let spec = MdmSpec::new(SimKind::Soti);
+    let policy = "[policy]\n[[policy.rule]]\nthreat = \"*\"\naction = \"none\"\n";
+    let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", policy)).await;
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    app.finished_runs(mdm_id, 1, Duration::from_secs(30)).await;
+    let device = env.sim.soti().unwrap().devices()[0]["DeviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let body = json!({
+        "event_id": EVENT,
+        "detected_at": "2026-11-22T10:00:00Z",
+        "device": {"mdm_device_id": device},
+        "threat": {"type": "network.scan", "severity": "low"}
+    });
+    let r = post_signed(
+        &app,
+        "/v1/agent/events",
+        TENANT,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["accepted"], json!([EVENT]));
+    let recorded: Vec<Row> = actions(&env).await;
+    assert!(
+        recorded.iter().any(|a| a.kind == "none"),
+        "the decision is recorded: {recorded:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = crate::logs::text();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(EVENT))
+            .map(str::to_owned)
+            .collect();
+        if lines.iter().any(|l| l.contains("DEBUG")) || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        lines.iter().any(|l| l.contains("DEBUG")),
+        "the decision is logged at DEBUG: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(" INFO ")),
+        "a `none` decision is not an INFO line per event: {lines:#?}"
+    );
+    let _: Value = r.json();
     app.shutdown().await;
 }
