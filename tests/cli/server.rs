@@ -380,3 +380,41 @@ fn start_warns_about_plain_http_to_a_remote_mdm_and_short_secrets_without_printi
         assert!(!log.contains(secret), "the log shows a secret:\n{log}");
     }
 }
+
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env(PASSWORD_ENV_VAR, ENV_PASSWORD)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.contains("Serving the agent and admin API") && Instant::now() < deadline {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        log.push_str(&line);
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = stderr.read_to_string(&mut log);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("Serving the agent and admin API"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "ANSI escape codes in a log written to a pipe:\n{log:?}"
+    );
+}
