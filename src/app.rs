@@ -171,12 +171,8 @@ impl App {
         let (store, wake) = (state.store.clone(), state.dispatch.clone());
         crate::ingest::start_writer(&state.ingest, store, wake, writer_stop.clone(), &tasks);
         let router = http::router(state.clone());
-        let server_cancel = cancel.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(server_cancel.cancelled_owned())
-                .await
-        });
+        let limits = http::ServeLimits::from(&state.config.load().server);
+        let server = tokio::spawn(http::serve(listener, router, limits, cancel.clone()));
 
         shutdown.await;
         cancel.cancel();

@@ -11,27 +11,39 @@ pub use tokio_util::sync::CancellationToken;
 pub const GRACE: Duration = Duration::from_secs(4);
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        // If the handler cannot be installed we cannot be stopped by Ctrl-C,
-        // but SIGTERM still works: wait forever on this branch instead of failing.
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled: a SIGTERM that arrives while the daemon is still starting
+/// (after it logged that it serves) is a shutdown request, not the default
+/// action that kills the process. Call it inside the runtime.
+pub fn signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        // If a handler cannot be installed, that signal cannot stop us
+        // gracefully; the other still works, so wait on it alone.
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = recv(interrupt) => tracing::info!(signal = "SIGINT", "Shutdown requested"),
+                _ = recv(terminate) => tracing::info!(signal = "SIGTERM", "Shutdown requested"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!(signal = "SIGINT", "Shutdown requested"),
-        _ = term => tracing::info!(signal = "SIGTERM", "Shutdown requested"),
+        tracing::info!(signal = "SIGINT", "Shutdown requested");
     }
 }

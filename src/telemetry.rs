@@ -2,7 +2,10 @@
 //!
 //! Logs go to stderr so that command output on stdout (check-config, sync
 //! counts, the demo summary) stays clean for pipes. `RUST_LOG` filters as usual.
+//! Colours only when stderr is a terminal (and `NO_COLOR` is not set): a log
+//! collected by journald, a file or a pipe gets plain text.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// The log output format (a global option of the CLI).
@@ -25,6 +28,7 @@ pub fn init_with_default(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -34,4 +38,9 @@ pub fn init_with_default(format: LogFormat, default: &str) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+/// Whether the log may carry ANSI colours: only on a terminal (https://no-color.org).
+fn colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
 }

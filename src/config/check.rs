@@ -162,6 +162,22 @@ fn credential_keys(kind: MdmKind) -> &'static [&'static str] {
     }
 }
 
+/// An admin token or agent secret shorter than this draws a warning at start.
+const MIN_SECRET_BYTES: usize = 16;
+
+/// Whether `url` points at this machine (plain http is fine there).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 /// Credential keys whose values grant access: a literal there draws a warning.
 const SECRET_CREDENTIALS: [&str; 4] = ["client_secret", "password", "api_key", "secret_key"];
 
@@ -246,10 +262,11 @@ impl<'s> FileCheck<'s> {
             };
         };
 
-        let server = match &raw.server.listen {
-            None => Some(ServerConfig::default()),
+        let defaults = ServerConfig::default();
+        let listen = match &raw.server.listen {
+            None => Some(defaults.listen),
             Some(l) => match l.get_ref().parse::<SocketAddr>() {
-                Ok(listen) => Some(ServerConfig { listen }),
+                Ok(listen) => Some(listen),
                 Err(_) => {
                     self.error(
                         l.span().start,
@@ -261,6 +278,34 @@ impl<'s> FileCheck<'s> {
                     None
                 }
             },
+        };
+        let max_connections = match &raw.server.max_connections {
+            None => Some(defaults.max_connections),
+            Some(n) => self
+                .int_in(n, "server.max_connections", 1, 1_000_000)
+                .map(|n| n as u32),
+        };
+        let header_read_timeout = match &raw.server.header_read_timeout {
+            None => Some(defaults.header_read_timeout),
+            Some(d) => self.positive_duration(d, "server.header_read_timeout"),
+        };
+        let idle_timeout = match &raw.server.idle_timeout {
+            None => Some(defaults.idle_timeout),
+            Some(d) => self.positive_duration(d, "server.idle_timeout"),
+        };
+        let server = match (listen, max_connections, header_read_timeout, idle_timeout) {
+            (
+                Some(listen),
+                Some(max_connections),
+                Some(header_read_timeout),
+                Some(idle_timeout),
+            ) => Some(ServerConfig {
+                listen,
+                max_connections,
+                header_read_timeout,
+                idle_timeout,
+            }),
+            _ => None,
         };
 
         let store = match &raw.store.path {
@@ -278,8 +323,19 @@ impl<'s> FileCheck<'s> {
 
         let admin = match &raw.admin.token {
             None => Some(AdminConfig { token: None }),
-            Some(t) => self.resolve(t, "admin.token", true).map(|v| AdminConfig {
-                token: Some(Secret::new(v)),
+            Some(t) => self.resolve(t, "admin.token", true).map(|v| {
+                if v.len() < MIN_SECRET_BYTES {
+                    self.warn(
+                        t.span().start,
+                        format!(
+                            "`admin.token` is shorter than {MIN_SECRET_BYTES} bytes: it can be guessed; \
+                             use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)"
+                        ),
+                    );
+                }
+                AdminConfig {
+                    token: Some(Secret::new(v)),
+                }
             }),
         };
 
@@ -382,6 +438,21 @@ impl<'s> FileCheck<'s> {
                     None
                 }
             },
+        }
+    }
+
+    /// A duration that must not be `0` (a timeout that never fires).
+    fn positive_duration(&mut self, d: &Spanned<RawDuration>, key: &str) -> Option<Duration> {
+        match self.duration(d, key) {
+            Some(Some(d)) => Some(d),
+            Some(None) => {
+                self.error(
+                    d.span().start,
+                    format!("`{key}` must be longer than 0: a connection would never be closed"),
+                );
+                None
+            }
+            None => None,
         }
     }
 
@@ -548,7 +619,19 @@ impl<'s> FileCheck<'s> {
                 );
                 None
             }
-            Some(s) => self.resolve(s, "agent_secret", true).map(Secret::new),
+            Some(s) => self.resolve(s, "agent_secret", true).map(|v| {
+                if v.len() < MIN_SECRET_BYTES {
+                    let tenant = raw.id.as_ref().map_or("", |id| id.get_ref().as_str());
+                    self.warn(
+                        s.span().start,
+                        format!(
+                            "`agent_secret` of tenant `{tenant}` is shorter than {MIN_SECRET_BYTES} bytes: \
+                             agent signatures made with it can be forged; use at least {MIN_SECRET_BYTES} random bytes"
+                        ),
+                    );
+                }
+                Secret::new(v)
+            }),
         };
 
         if raw.mdm.is_empty() {
@@ -566,7 +649,8 @@ impl<'s> FileCheck<'s> {
                 .mdm
                 .get(i + 1)
                 .map_or(self.src.text.len(), |next| next.span().start);
-            match self.check_mdm(entry, end, &mut names) {
+            let tenant = raw.id.as_ref().map_or("", |id| id.get_ref().as_str());
+            match self.check_mdm(entry, end, &mut names, tenant) {
                 Some(m) => mdms.push(m),
                 None => all_mdms_ok = false,
             }
@@ -589,6 +673,7 @@ impl<'s> FileCheck<'s> {
         entry: &Spanned<RawMdm>,
         entry_end: usize,
         names: &mut HashMap<String, usize>,
+        tenant: &str,
     ) -> Option<MdmConfig> {
         let at = entry.span().start;
         let m = entry.get_ref();
@@ -640,6 +725,19 @@ impl<'s> FileCheck<'s> {
             }
             Some(u) => self.url(u),
         };
+        if let (Some(u), Some(url)) = (&m.url, &url) {
+            if url.scheme() == "http" && !is_loopback(url) {
+                let mdm = name.as_deref().unwrap_or("");
+                self.warn(
+                    u.span().start,
+                    format!(
+                        "`mdm.url` of MDM `{mdm}` (tenant `{tenant}`) is plain http:// to {}, which is not \
+                         this machine: its credentials and device data cross the network unencrypted; use https://",
+                        url.host_str().unwrap_or("")
+                    ),
+                );
+            }
+        }
 
         let ca_cert = match &m.ca_cert {
             None => Some(None),

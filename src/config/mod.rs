@@ -83,12 +83,29 @@ impl LiveConfig {
 pub struct ServerConfig {
     /// Agent API, admin API, health and metrics. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Client connections open at a time; more wait in the kernel's backlog
+    /// to be accepted. 1..=1,000,000, default 1024 (CONTRACT §6).
+    pub max_connections: u32,
+    /// A connection must complete a request head within this of opening, or
+    /// of the first byte of its next request. Default 30 s (CONTRACT §6).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    /// Default 30 s (CONTRACT §6).
+    pub idle_timeout: Duration,
 }
+
+/// The limits of CONTRACT §6, the defaults of `[server]`.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

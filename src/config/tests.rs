@@ -439,7 +439,7 @@ fn secrets_resolve_from_literals_env_vars_and_files() {
     std::env::set_var("MTD_CONFIG_TEST_PASSWORD", "pw-from-env");
     let tenant = r#"
 id = "acme"
-agent_secret = "literal-agent"
+agent_secret = "literal-agent-secret"
 [[mdm]]
 name = "S"
 kind = "soti"
@@ -452,15 +452,18 @@ password = { env = "MTD_CONFIG_TEST_PASSWORD" }
 "#;
     let (_dir, result) = load_tree(&[
         ("main.toml", "[admin]\ntoken = { file = \"admin-token\" }\n"),
-        ("admin-token", "tok\r\n"),
+        ("admin-token", "admin-token-0123456789\r\n"),
         ("tenants.d/acme.toml", tenant),
         ("tenants.d/secrets/client-id", "cid\n"),
         ("tenants.d/secrets/client-secret", "line1\nline2\n\n"),
     ]);
     let config = result.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.admin.token.as_ref().unwrap().expose(), "tok");
+    assert_eq!(
+        config.admin.token.as_ref().unwrap().expose(),
+        "admin-token-0123456789"
+    );
     let t = &config.tenants[0];
-    assert_eq!(t.agent_secret.expose(), "literal-agent");
+    assert_eq!(t.agent_secret.expose(), "literal-agent-secret");
     match &t.mdms[0].credentials {
         Credentials::Soti {
             client_id,
@@ -695,7 +698,7 @@ fn an_empty_main_file_and_a_minimal_tenant_get_every_default() {
     let (dir, result) = load_tree(&[
         ("main.toml", ""),
         ("tenants.d/acme.toml", MINIMAL_TENANT),
-        ("tenants.d/agent", "s\n"),
+        ("tenants.d/agent", "agent-secret-0123456789\n"),
     ]);
     let config = result.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.main_path, dir.path().join("main.toml"));
@@ -714,6 +717,9 @@ fn an_empty_main_file_and_a_minimal_tenant_get_every_default() {
         Duration::from_secs(24 * 3600)
     );
     assert_eq!(config.dispatch.per_mdm_concurrency, 4);
+    assert_eq!(config.server.max_connections, 1024);
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(30));
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
     let t = &config.tenants[0];
@@ -993,4 +999,110 @@ fn dispatch_limits_are_read_and_each_bad_value_is_reported_at_its_position() {
         text.contains("`dispatch.per_mdm_concurrency` must be at most 64"),
         "{text}"
     );
+}
+
+// ---- [server] limits and start-up warnings (issue 13) ----------------------
+
+#[test]
+fn server_limits_are_read_and_each_bad_value_is_reported_at_its_position() {
+    let (_dir, result) = load_tree(&[
+        (
+            "main.toml",
+            "[server]\nmax_connections = 64\nheader_read_timeout = \"5s\"\nidle_timeout = \"2m\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.max_connections, 64);
+    assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(120));
+
+    let errors = errors_of(&[
+        (
+            "main.toml",
+            "[server]\nmax_connections = 0\nheader_read_timeout = \"0\"\nidle_timeout = \"soon\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    let text = ConfigErrors(errors.clone()).to_string();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(at, [(2, 19), (3, 23), (4, 16)], "{text}");
+    assert!(
+        text.contains("`server.max_connections` must be at least 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`server.header_read_timeout` must be longer than 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`server.idle_timeout`: invalid duration"),
+        "{text}"
+    );
+    let e = only_error(&[
+        ("main.toml", "[server]\nmax_connections = 1000001\n"),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert!(e.message.contains("at most 1000000"), "{e}");
+}
+
+#[test]
+fn short_secrets_and_plain_http_to_another_host_are_warnings_that_never_show_the_secret() {
+    let tenant = |url: &str| {
+        format!(
+            r#"id = "acme"
+agent_secret = {{ file = "agent" }}
+[[mdm]]
+name = "Acme SOTI"
+kind = "soti"
+url = "{url}"
+[mdm.credentials]
+client_id = "cid"
+client_secret = {{ env = "MTD_CONFIG_TEST_SECRET" }}
+username = "api"
+password = {{ env = "MTD_CONFIG_TEST_SECRET" }}
+"#
+        )
+    };
+    std::env::set_var("MTD_CONFIG_TEST_SECRET", "a-long-enough-secret");
+    let remote = tenant("http://soti.example.com/MobiControl");
+    let (_dir, result) = load_tree(&[
+        ("main.toml", "[admin]\ntoken = { file = \"token\" }\n"),
+        ("token", "tok-s3cr3t\n"),
+        ("tenants.d/acme.toml", &remote),
+        ("tenants.d/agent", "ag-s3cr3t\n"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let w = config.warnings.join("\n");
+    assert_eq!(config.warnings.len(), 3, "{w}");
+    assert!(
+        config.warnings[0].contains("main.toml:2:9: `admin.token` is shorter than 16 bytes"),
+        "{w}"
+    );
+    assert!(
+        config.warnings[1]
+            .contains("acme.toml:2:16: `agent_secret` of tenant `acme` is shorter than 16 bytes"),
+        "{w}"
+    );
+    assert!(
+        config.warnings[2].contains("acme.toml:6:7: `mdm.url` of MDM `Acme SOTI` (tenant `acme`) is plain http:// to soti.example.com"),
+        "{w}"
+    );
+    assert!(!w.contains("tok-s3cr3t") && !w.contains("ag-s3cr3t"), "{w}");
+
+    for local in [
+        "http://127.0.0.1:8900/MobiControl",
+        "http://[::1]:8900/MobiControl",
+        "http://localhost/MobiControl",
+        "https://soti.example.com/MobiControl",
+    ] {
+        let t = tenant(local);
+        let (_dir, result) = load_tree(&[
+            ("main.toml", ""),
+            ("tenants.d/acme.toml", &t),
+            ("tenants.d/agent", "agent-secret-0123456789\n"),
+        ]);
+        let config = result.unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.warnings.is_empty(), "{local}: {:?}", config.warnings);
+    }
 }

@@ -1,4 +1,7 @@
 //! `/healthz` (the process is up) and `/readyz` (store open and writable, config loaded).
+//!
+//! `/readyz` needs no token and may be polled hard, so it asks
+//! [`crate::store::Store::readiness`], which does not queue on SQLite's write lock per call.
 
 use super::AppState;
 use axum::extract::State;
@@ -18,7 +21,7 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.check_writable().await {
+    match state.store.readiness().await {
         Ok(()) => (
             StatusCode::OK,
             Json(

@@ -1,4 +1,5 @@
-//! The HTTP surface: agent API, admin API, health and metrics on one listener.
+//! The HTTP surface: agent API, admin API, health and metrics on one listener
+//! ([`serve`]: its connection limit and timeouts).
 //!
 //! Handlers are thin: extract, call one service function, map the result
 //! through [`ApiError`], which gives user errors their status and a message and
@@ -10,9 +11,11 @@ mod error;
 mod health;
 mod metrics;
 mod openapi;
+mod serve;
 
 pub use agent::sign as sign_agent_request;
 pub use error::ApiError;
+pub use serve::{serve, ServeLimits};
 
 use crate::config::LiveConfig;
 use crate::store::Store;

@@ -213,6 +213,11 @@ fn static_checks(
 }
 
 fn log_decision(tenant: &str, event_id: &str, threat: &str, action: ActionKind, verdict: &Verdict) {
+    if action == ActionKind::None {
+        // "Record only", one per event: the action record is the trace.
+        tracing::debug!(tenant, event_id, threat, %action, verdict = ?verdict, "Decision recorded");
+        return;
+    }
     match verdict {
         Verdict::Pending => {
             tracing::info!(tenant, event_id, threat, %action, "Action queued")
@@ -398,7 +403,11 @@ pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
         if verdict == Verdict::Pending {
             state.dispatch.wake();
         }
-        tracing::info!(tenant = %tenant.id, event_id = %e.event_id, %action, verdict = ?verdict, "Deferred decision made");
+        if action == ActionKind::None {
+            tracing::debug!(tenant = %tenant.id, event_id = %e.event_id, %action, verdict = ?verdict, "Deferred decision made");
+        } else {
+            tracing::info!(tenant = %tenant.id, event_id = %e.event_id, %action, verdict = ?verdict, "Deferred decision made");
+        }
         decided += 1;
     }
     Ok(decided)

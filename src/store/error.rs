@@ -14,6 +14,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database file could not be created private to its owner, or narrowed to that.
+    #[error("cannot make the store file {path} private (mode 0600): {source}")]
+    FileMode {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Applying the embedded migrations failed (for example a database from a
     /// newer connector, or a shipped migration that was edited).
     #[error("cannot migrate the database: {0}")]
@@ -57,7 +64,7 @@ impl StoreError {
     /// missing rows, where a retry would fail the same way.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::CreateDir { .. } => true,
+            StoreError::CreateDir { .. } | StoreError::FileMode { .. } => true,
             StoreError::Database(e) => sqlx_is_unavailable(e),
             StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_is_unavailable(e),
             StoreError::Migrate(_)

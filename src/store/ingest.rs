@@ -38,7 +38,10 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            health: self.health.clone(),
+        })
     }
 }
 

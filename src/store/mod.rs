@@ -25,6 +25,16 @@
 //! - **Durable work is a row.** Actions carry their state, attempts and due
 //!   time; the dispatcher claims due rows with `UPDATE … RETURNING`.
 //!
+//! - **Files private to the service user.** The database holds the PII
+//!   masking key: it is created `0600` before SQLite opens it (SQLite gives
+//!   its `-wal` and `-shm` files the database's mode), and an older file
+//!   readable by others is narrowed at open.
+//! - **Readiness without the write lock.** `/readyz` is unauthenticated and
+//!   may be polled hard: [`Store::readiness`] counts a write transaction that
+//!   took the lock after the check began as proof, and only when none does
+//!   (an idle store, or one whose lock is held elsewhere) probes the lock
+//!   itself, on its own connection, one probe at a time for every caller.
+//!
 //! Timestamps are RFC 3339 UTC text written through sqlx's chrono encoding
 //! (see the header of `migrations/0001_init.sql`); always bind
 //! `DateTime<Utc>`, never SQL's `datetime('now')`.
@@ -40,9 +50,13 @@ mod tenants;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use sqlx::{Sqlite, Transaction};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+use tokio::time::Instant;
 
 pub use actions::{
     ActionAudit, ActionRecordKind, ActionState, ActionSummary, CancelWhich, NewAction, SendGate,
@@ -67,22 +81,119 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// serve concurrent readers (admin API, lookups) under WAL.
 const MAX_CONNECTIONS: u32 = 8;
 
+/// How long [`Store::readiness`] waits for a write transaction of the daemon
+/// to take the lock, when writes were going on as the check began.
+const WRITER_EVIDENCE_WAIT: Duration = Duration::from_millis(250);
+
 /// The connector's database. Cheap to clone: clones share one pool.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Shared by every handle on the database (also [`Store::open_writer`]'s).
+    health: Arc<WriteHealth>,
+}
+
+/// What readiness knows of SQLite's write lock.
+#[derive(Debug)]
+pub(crate) struct WriteHealth {
+    /// When a write transaction of this process last took the write lock.
+    taken: watch::Sender<Option<Instant>>,
+    /// The probe's own connection, one probe at a time.
+    probe: Mutex<Probe>,
+    /// Probes finished; a caller that waited for a running probe shares its answer.
+    probes: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Probe {
+    conn: Option<SqliteConnection>,
+    /// The last probe's failure, shared with the callers that waited for it.
+    last: Option<Arc<StoreError>>,
+}
+
+impl WriteHealth {
+    pub(crate) fn new() -> Arc<WriteHealth> {
+        Arc::new(WriteHealth {
+            taken: watch::Sender::new(None),
+            probe: Mutex::new(Probe::default()),
+            probes: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn lock_taken(&self) {
+        self.taken.send_replace(Some(Instant::now()));
+    }
+}
+
+/// Creates the database file readable and writable by its owner only
+/// (whatever the umask), or narrows an existing one; the same for its
+/// `-wal` and `-shm` files if they exist (SQLite creates them with the
+/// database's mode).
+#[cfg(unix)]
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(StoreError::FileMode {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                "The store file was readable by other users; made private to the service user"
+            ),
+            // Not fatal: the daemon works, the operator has to fix the mode.
+            Err(e) => tracing::error!(
+                file = %file.display(), error = %e,
+                "The store file is readable by other users and its mode cannot be changed; make it 0600"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 impl Store {
     /// Opens (creating it and its parent directories if missing) the database
-    /// at `path` and applies every migration it does not have yet.
+    /// at `path` and applies every migration it does not have yet. The file
+    /// is private to the user the daemon runs as (mode 0600).
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+            let mut dir = std::fs::DirBuilder::new();
+            dir.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+            dir.create(parent).map_err(|source| StoreError::CreateDir {
                 path: parent.to_path_buf(),
                 source,
             })?;
         }
+        make_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -95,26 +206,87 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        // The -wal and -shm files exist now, with the database's mode; a
+        // store an older version left readable gets them narrowed here.
+        make_private(path)?;
+        Ok(Store {
+            pool,
+            health: WriteHealth::new(),
+        })
     }
 
     /// Waits for the connections in use to be returned, then closes them all
     /// (which also checkpoints the WAL). Later calls on any clone fail.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(conn) = self.health.probe.lock().await.conn.take() {
+            let _ = conn.close().await;
+        }
     }
 
-    /// A cheap proof that the database takes writes: takes the write lock and
-    /// writes one row, then rolls back, so it leaves no trace and does not
-    /// grow the WAL. For `/readyz`; [`StoreError::is_unavailable`] on failure.
-    pub async fn check_writable(&self) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE store_heartbeat SET at = ? WHERE id = 1")
-            .bind(chrono::Utc::now())
-            .execute(&mut *tx)
-            .await?;
-        tx.rollback().await?;
-        Ok(())
+    /// Whether the database takes writes, for `/readyz`;
+    /// [`StoreError::is_unavailable`] on failure.
+    ///
+    /// It does not take SQLite's write lock when the daemon's own writers
+    /// prove the point: when one took the lock recently, the check waits (at
+    /// most [`WRITER_EVIDENCE_WAIT`]) for the next one to take it after the
+    /// check began. Otherwise it probes: on its own connection (never one of
+    /// the pool's, which serve the API), it takes the lock, writes one row
+    /// and rolls back, waiting at most the busy timeout; callers that arrive
+    /// during a probe share its answer instead of queueing on the lock.
+    pub async fn readiness(&self) -> Result<(), Arc<StoreError>> {
+        if self.pool.is_closed() {
+            return Err(Arc::new(sqlx::Error::PoolClosed.into()));
+        }
+        let mut taken = self.health.taken.subscribe();
+        let writing = taken
+            .borrow_and_update()
+            .is_some_and(|at| at.elapsed() < WRITER_EVIDENCE_WAIT);
+        if writing
+            && tokio::time::timeout(WRITER_EVIDENCE_WAIT, taken.changed())
+                .await
+                .is_ok_and(|changed| changed.is_ok())
+        {
+            return Ok(());
+        }
+        self.probe().await
+    }
+
+    /// Takes the write lock on the probe's connection, writes and rolls back.
+    async fn probe(&self) -> Result<(), Arc<StoreError>> {
+        use std::sync::atomic::Ordering;
+        let before = self.health.probes.load(Ordering::Acquire);
+        let mut probe = self.health.probe.lock().await;
+        if self.health.probes.load(Ordering::Acquire) != before {
+            // A probe ran while this caller waited for it: its answer is fresh.
+            return probe.last.clone().map_or(Ok(()), Err);
+        }
+        let result = async {
+            let conn = match &mut probe.conn {
+                Some(conn) => conn,
+                None => probe
+                    .conn
+                    .insert(self.pool.connect_options().connect().await?),
+            };
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query("UPDATE store_heartbeat SET at = ? WHERE id = 1")
+                .bind(chrono::Utc::now())
+                .execute(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await
+        .map_err(Arc::new);
+        if result.is_err() {
+            // A broken connection is replaced by the next probe.
+            if let Some(conn) = probe.conn.take() {
+                let _ = conn.close().await;
+            }
+        }
+        probe.last = result.as_ref().err().cloned();
+        self.health.probes.fetch_add(1, Ordering::Release);
+        result
     }
 
     /// A write transaction that takes the write lock at once (`BEGIN
@@ -122,7 +294,9 @@ impl Store {
     /// can fail with SQLITE_BUSY without waiting when another writer commits
     /// in between; an immediate one waits on the busy timeout instead.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        self.health.lock_taken();
+        Ok(tx)
     }
 
     /// A write transaction for work that must commit together: an event and
@@ -310,9 +484,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn check_writable_succeeds_on_an_open_store_and_leaves_no_trace() {
+    async fn readiness_succeeds_on_an_open_store_and_leaves_no_trace() {
         let (_dir, store) = temp_store().await;
-        store.check_writable().await.expect("writable");
+        store.readiness().await.expect("writable");
         let (at,): (Option<String>,) =
             sqlx::query_as("SELECT at FROM store_heartbeat WHERE id = 1")
                 .fetch_one(store.pool())
@@ -322,15 +496,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn check_writable_reports_a_closed_store_as_unavailable() {
+    async fn readiness_reports_a_closed_store_as_unavailable() {
         let (_dir, store) = temp_store().await;
         store.close().await;
-        let err = store.check_writable().await.unwrap_err();
+        let err = store.readiness().await.unwrap_err();
         assert!(err.is_unavailable(), "{err:?}");
     }
 
     #[tokio::test]
-    async fn a_held_write_lock_makes_the_probe_report_unavailable_after_the_busy_timeout() {
+    async fn a_held_write_lock_makes_readiness_report_unavailable_after_the_busy_timeout() {
         let (_dir, store) = temp_store().await;
         let mut blocker = store.begin_write().await.unwrap();
         sqlx::query("UPDATE store_heartbeat SET at = 'x' WHERE id = 1")
@@ -338,10 +512,63 @@ mod tests {
             .await
             .unwrap();
         let started = std::time::Instant::now();
-        let err = store.check_writable().await.unwrap_err();
+        let err = store.readiness().await.unwrap_err();
         assert!(err.is_unavailable(), "{err:?}");
         assert!(started.elapsed() >= Duration::from_secs(4));
         blocker.rollback().await.unwrap();
-        store.check_writable().await.expect("writable again");
+        store.readiness().await.expect("writable again");
+    }
+
+    #[tokio::test]
+    async fn readiness_does_not_take_the_write_lock_while_the_daemons_writers_do() {
+        use std::sync::atomic::Ordering;
+        let (_dir, store) = temp_store().await;
+        let probes = || store.health.probes.load(Ordering::Acquire);
+        // An idle store: the check probes the lock itself.
+        store.readiness().await.expect("writable");
+        assert_eq!(probes(), 1);
+
+        // Writers at work: every check is answered by them.
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let tx = store.begin_write().await.unwrap();
+                    tx.commit().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..20 {
+            store.readiness().await.expect("writable");
+        }
+        assert_eq!(probes(), 1, "no check took the write lock");
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn concurrent_checks_during_a_held_lock_share_one_probe() {
+        use std::sync::atomic::Ordering;
+        let (_dir, store) = temp_store().await;
+        let mut blocker = store.begin_write().await.unwrap();
+        sqlx::query("UPDATE store_heartbeat SET at = 'x' WHERE id = 1")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let checks: Vec<_> = (0..12)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.readiness().await })
+            })
+            .collect();
+        for check in checks {
+            assert!(check.await.unwrap().is_err());
+        }
+        assert!(
+            store.health.probes.load(Ordering::Acquire) <= 2,
+            "one probe waits on the lock; the others take its answer"
+        );
+        blocker.rollback().await.unwrap();
     }
 }

@@ -5,7 +5,9 @@
 //! channel (sent by the scheduler, the admin API, the `sync` command and once
 //! at start), so two full syncs of one MDM never overlap; requests that arrive
 //! during a run are coalesced into one follow-up run (atuin's sync loop). The
-//! schedule is `tokio-cron-scheduler` with a random offset per integration.
+//! schedule is one timer task per integration on tokio's monotonic clock,
+//! with a random offset (a wall-clock jump cannot stop it; see
+//! [`worker::next_due`]).
 //! On-demand lookups (agent activation, an event for an unknown device) do
 //! not queue behind a running full sync: they go straight to the adapters
 //! through [`ondemand`], with single flight and a short miss cache.
@@ -175,8 +177,9 @@ struct Running {
     tasks: TaskTracker,
     /// Initial syncs and the schedule (`false` for the `sync` command).
     background: bool,
-    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
-    /// The integrations (tenant, MDM name) that have a schedule job.
+    /// `full_sync_every`, when scheduled syncs run in this process.
+    every: Option<Duration>,
+    /// The integrations (tenant, MDM name) that have a schedule task.
     scheduled: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
@@ -241,22 +244,18 @@ impl SyncEngine {
     }
 
     async fn start_with(&self, cancel: CancellationToken, tasks: &TaskTracker, background: bool) {
-        let scheduler = match (background, self.inner.settings.full_sync_every) {
-            (true, Some(_)) => worker::scheduler(cancel.clone(), tasks).await,
-            _ => None,
-        };
         let running = Running {
             cancel,
             tasks: tasks.clone(),
             background,
-            scheduler,
+            every: self.inner.settings.full_sync_every.filter(|_| background),
             scheduled: Default::default(),
         };
         *self.inner.running.lock().expect("running lock") = Some(running.clone());
         for w in self.workers() {
             self.launch(&w, &running, SyncTrigger::Initial).await;
         }
-        if let (Some(every), Some(_)) = (self.inner.settings.full_sync_every, &running.scheduler) {
+        if let Some(every) = running.every {
             tracing::info!(every_seconds = every.as_secs(), "Full sync scheduled");
         }
     }
@@ -289,9 +288,7 @@ impl SyncEngine {
         if w.integration.background_sync {
             let _ = self.enqueue(w, first, None, None);
         }
-        if let (Some(every), Some(scheduler)) =
-            (self.inner.settings.full_sync_every, &running.scheduler)
-        {
+        if let Some(every) = running.every {
             let (tenant, name) = w.key();
             let key = (tenant.to_string(), name.to_string());
             if running
@@ -300,14 +297,13 @@ impl SyncEngine {
                 .expect("schedule set")
                 .insert(key.clone())
             {
-                worker::schedule_one(
-                    scheduler,
+                running.tasks.spawn(worker::schedule_one(
                     Arc::downgrade(&self.inner),
                     key,
                     every,
                     self.inner.settings.max_schedule_offset,
-                )
-                .await;
+                    running.cancel.clone(),
+                ));
             }
         }
     }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 
 pub(crate) struct WorkerCtx {
     pub integration: Arc<Integration>,
@@ -116,74 +115,69 @@ pub(crate) fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-/// The scheduler of the periodic full syncs, stopped when `cancel` fires.
-pub(crate) async fn scheduler(
-    cancel: CancellationToken,
-    tasks: &TaskTracker,
-) -> Option<tokio_cron_scheduler::JobScheduler> {
-    use tokio_cron_scheduler::JobScheduler;
-    let scheduler = match JobScheduler::new().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot create the sync scheduler: scheduled syncs will not run");
-            return None;
-        }
-    };
-    if let Err(e) = scheduler.start().await {
-        tracing::error!(error = %e, "Cannot start the sync scheduler: scheduled syncs will not run");
-        return None;
+/// When a repeating schedule is due next, given the slot it just fired for.
+///
+/// Normally `last_due + every`, which keeps the schedule in phase when a
+/// run fires a little late. When it fired late by a whole interval or more
+/// (the process was suspended, the runtime stalled, or a clock jumped
+/// forward), that run stands for every slot missed meanwhile and the next
+/// one is a full interval after it: no burst of catch-up runs, and never a
+/// schedule that stops. A clock that went backwards never pushes the next
+/// run more than one interval past `now`. Pure, so the jumps are
+/// unit-tested; the timer drives it with tokio's monotonic clock, which a
+/// change of the wall clock does not move at all.
+pub(crate) fn next_due(last_due: Instant, now: Instant, every: Duration) -> Instant {
+    let next = last_due + every;
+    if next > now {
+        next.min(now + every)
+    } else {
+        now + every
     }
-    let mut stopper = scheduler.clone();
-    tasks.spawn(async move {
-        cancel.cancelled().await;
-        if let Err(e) = stopper.shutdown().await {
-            tracing::warn!(error = %e, "The sync scheduler did not stop cleanly");
-        }
-    });
-    Some(scheduler)
 }
 
-/// One repeated job for an integration (tenant, MDM name), shifted by a random
-/// offset so that many tenants do not all start in the same second. The job
-/// looks the integration up when it fires, so a reload that rebuilds or
-/// removes the integration, or turns `background_sync` off, needs no new job.
+/// The schedule of one integration (tenant, MDM name): every `every`, the
+/// first `every + offset` from now (a random offset per integration keeps
+/// many tenants from syncing in the same second). It looks the integration
+/// up each time, so a reload that rebuilds or removes it, or turns
+/// `background_sync` off, needs no new schedule; it ends with `cancel` or
+/// the engine. A tick that finds a run still queued is coalesced into it.
 pub(crate) async fn schedule_one(
-    scheduler: &tokio_cron_scheduler::JobScheduler,
     engine: std::sync::Weak<Inner>,
     key: (String, String),
     every: Duration,
     max_offset: Duration,
+    cancel: CancellationToken,
 ) {
-    use tokio_cron_scheduler::Job;
     let max_offset = max_offset.min(every / 2);
     let offset = if max_offset.is_zero() {
         Duration::ZERO
     } else {
         rand::thread_rng().gen_range(Duration::ZERO..max_offset)
     };
-    let (tenant, name) = key.clone();
-    let job = Job::new_repeated_async(every, move |_, _| {
-        let engine = engine.clone();
-        let (tenant, name) = key.clone();
-        Box::pin(async move {
-            tokio::time::sleep(offset).await;
-            let Some(engine) = engine.upgrade() else {
-                return;
-            };
-            let tx = engine
-                .workers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .find(|w| {
-                    w.integration.tenant_id == tenant
-                        && w.integration.name == name
-                        && w.integration.background_sync
-                })
-                .map(|w| w.tx.clone());
-            let Some(tx) = tx else {
-                return; // removed by a reload, or background_sync turned off
-            };
+    let (tenant, name) = key;
+    let mut due = Instant::now() + offset + every;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let tx = engine
+            .workers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|w| {
+                w.integration.tenant_id == tenant
+                    && w.integration.name == name
+                    && w.integration.background_sync
+            })
+            .map(|w| w.tx.clone());
+        drop(engine);
+        // None: removed by a reload, or background_sync turned off (for now).
+        if let Some(tx) = tx {
             match super::enqueue(&tx, SyncTrigger::Scheduled, None, None) {
                 Ok(super::Requested::Queued) => {
                     tracing::debug!(%tenant, mdm = %name, "Scheduled full sync queued")
@@ -193,21 +187,105 @@ pub(crate) async fn schedule_one(
                 }
                 Err(_) => {}
             }
-        })
-    });
-    match job {
-        Ok(job) => {
-            if let Err(e) = scheduler.add(job).await {
-                tracing::error!(%tenant, mdm = %name, error = %e, "Cannot schedule the full sync");
-            }
         }
-        Err(e) => tracing::error!(error = %e, "Cannot build the sync schedule"),
+        let now = Instant::now();
+        if now >= due + every {
+            tracing::info!(
+                %tenant, mdm = %name, late_seconds = (now - due).as_secs(),
+                "The scheduled full sync ran late by more than its interval (the process was suspended?); missed runs are not repeated"
+            );
+        }
+        due = next_due(due, now, every);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const H: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn the_next_slot_follows_the_last_one_when_on_time() {
+        let t0 = Instant::now();
+        assert_eq!(next_due(t0, t0, 4 * H), t0 + 4 * H);
+        // A tick that fires a little late keeps the phase.
+        assert_eq!(
+            next_due(t0, t0 + Duration::from_millis(30), 4 * H),
+            t0 + 4 * H
+        );
+        assert_eq!(
+            next_due(t0, t0 + 4 * H - Duration::from_secs(1), 4 * H),
+            t0 + 4 * H
+        );
+    }
+
+    #[test]
+    fn after_a_forward_jump_of_several_intervals_the_schedule_goes_on() {
+        let t0 = Instant::now();
+        // Slot t0 fired 13 h late (4 h interval): that run stands for the
+        // 4, 8 and 12 h slots; the next is one interval later, and so on.
+        let now = t0 + 13 * H;
+        assert_eq!(next_due(t0, now, 4 * H), t0 + 17 * H);
+        assert_eq!(next_due(t0 + 17 * H, t0 + 17 * H, 4 * H), t0 + 21 * H);
+        // Exactly one interval late: the slot that is due now is this run.
+        assert_eq!(next_due(t0, t0 + 4 * H, 4 * H), t0 + 8 * H);
+        // A jump of a century, on a one-second schedule, neither overflows
+        // nor stops it.
+        let far = t0 + 24 * 365 * 100 * H;
+        let next = next_due(t0, far, Duration::from_secs(1));
+        assert!(next > far && next <= far + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_backward_jump_never_delays_the_next_run_by_more_than_one_interval() {
+        let t0 = Instant::now();
+        // The last slot lies in the "future" of a clock that went back 5 h.
+        let last = t0 + 10 * H;
+        let now = t0 + 5 * H;
+        assert_eq!(next_due(last, now, 4 * H), now + 4 * H);
+        // Within one interval it keeps the slot.
+        assert_eq!(next_due(last, t0 + 9 * H, 4 * H), t0 + 13 * H);
+    }
+
+    #[test]
+    fn the_schedule_fires_once_per_interval_before_and_after_a_long_gap() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(2);
+        let mut due = t0 + every;
+        let mut now = t0;
+        let mut fired = Vec::new();
+        // A clock read every 500 ms, that jumps 60 s ahead once.
+        for step in 0..200 {
+            now += if step == 50 {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_millis(500)
+            };
+            if due <= now {
+                fired.push(now);
+                due = next_due(due, now, every);
+                assert!(due > now, "never due again at once");
+            }
+        }
+        // 100 s of clock: about 26 s at 2 s per run besides the gap, and one
+        // run for the gap itself.
+        let after_gap = fired
+            .iter()
+            .filter(|at| **at > t0 + Duration::from_secs(80))
+            .count();
+        assert!(
+            after_gap >= 10,
+            "the schedule goes on after the jump: {}",
+            fired.len()
+        );
+        for pair in fired.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= every - Duration::from_millis(500),
+                "no burst of catch-up runs"
+            );
+        }
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

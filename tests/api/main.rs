@@ -11,5 +11,6 @@ mod metrics;
 mod openapi;
 mod reload;
 mod safety;
+mod server;
 mod support;
 mod sync;

@@ -6,6 +6,7 @@ mod daemon;
 mod demo;
 mod ops;
 mod reload;
+mod server;
 mod support;
 
 use support::bin;

@@ -83,13 +83,52 @@ pub struct Daemon {
     pub log: Vec<String>,
 }
 
+/// How [`Daemon::start_with`] starts the binary.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub rust_log: &'static str,
+    /// `ulimit -n` for the daemon (soft and hard), through `sh`.
+    pub nofile: Option<u32>,
+    /// The umask the daemon starts with, through `sh`.
+    pub umask: Option<u32>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            rust_log: "trace",
+            nofile: None,
+            umask: None,
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(bin())
+        Self::start_with(config, &StartOptions::default())
+    }
+
+    pub fn start_with(config: &Path, options: &StartOptions) -> Daemon {
+        let mut command = if options.nofile.is_some() || options.umask.is_some() {
+            let mut script = String::new();
+            if let Some(n) = options.nofile {
+                script.push_str(&format!("ulimit -n {n} && "));
+            }
+            if let Some(m) = options.umask {
+                script.push_str(&format!("umask {m:03o} && "));
+            }
+            script.push_str("exec \"$0\" \"$@\"");
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(script).arg(bin());
+            c
+        } else {
+            Command::new(bin())
+        };
+        let mut child = command
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
             .env(PASSWORD_ENV_VAR, ENV_PASSWORD)
-            .env("RUST_LOG", "trace")
+            .env("RUST_LOG", options.rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

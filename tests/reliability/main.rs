@@ -10,6 +10,8 @@
 //!   that still exists.
 //! - `store_unwritable`: another process holds SQLite's write lock: 503 and a
 //!   failing `/readyz`, nothing acknowledged lost, service back afterwards.
+//! - `schedule`: the daemon suspended for several sync intervals (what a
+//!   wall-clock jump looks like to a scheduler): scheduled syncs go on.
 //! - `bad_input`: property tests at the agent API and the config loader.
 //! - `security`: tenant isolation, admin authentication, and no secret in
 //!   logs, metrics or admin API answers.
@@ -28,6 +30,7 @@ mod logs;
 mod bad_input;
 mod crash;
 mod mdm_faults;
+mod schedule;
 mod security;
 mod store_unwritable;
 mod support;

@@ -115,6 +115,11 @@ impl Daemon {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The process id, to send other signals (SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as `kill -9` does, and reaps the process.
     pub fn kill9(&mut self) {
         // std's Child::kill sends SIGKILL on Unix.

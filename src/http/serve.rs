@@ -1,0 +1,387 @@
+//! The listener: accepts TCP connections and serves the router on them
+//! (HTTP/1.1, and HTTP/2 with prior knowledge) under the limits of CONTRACT §6.
+//!
+//! A hand-written accept loop on hyper-util instead of `axum::serve`, which
+//! has neither a connection limit nor timeouts:
+//! - **Connection limit.** A semaphore permit is taken *before* `accept()`,
+//!   so connections beyond `[server] max_connections` wait in the kernel's
+//!   backlog until one closes (they are neither reset nor accepted and
+//!   dropped). The limit is lowered at start to what the descriptor limit
+//!   leaves after a reserve for the store and MDM connections, so idle
+//!   sockets can never starve those of descriptors.
+//! - **Timeouts.** One timer per connection follows its phase: waiting for a
+//!   request head (from the accept, or from the first byte of the next
+//!   request) must end within `header_read_timeout`; idle between requests
+//!   ends after `idle_timeout`; while a request is in flight there is no
+//!   deadline here. It covers HTTP/1, HTTP/2 and hyper-util's protocol
+//!   sniffing alike, which hyper's own HTTP/1 header timer does not.
+
+use crate::config::ServerConfig;
+use crate::shutdown::CancellationToken;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+/// Descriptors kept for everything but client connections: the store's
+/// connections and files, connections to MDMs, the listener, the log.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// How long to wait before accepting again after an error that is not the
+/// client's (out of descriptors or memory): retrying at once would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(250);
+
+/// The listener's limits, from `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    pub max_connections: u32,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl From<&ServerConfig> for ServeLimits {
+    fn from(c: &ServerConfig) -> Self {
+        ServeLimits {
+            max_connections: c.max_connections,
+            header_read_timeout: c.header_read_timeout,
+            idle_timeout: c.idle_timeout,
+        }
+    }
+}
+
+/// The soft limit on open files of this process (`None`: unknown or unlimited).
+/// Read from `/proc/self/limits`: no `unsafe` getrlimit call for one number.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The connections that can be served at once: the configured number, or
+/// fewer when the descriptor limit would not leave enough for the rest.
+pub(crate) fn usable_connections(configured: u32, open_files: Option<u64>) -> u32 {
+    match open_files {
+        None => configured,
+        Some(limit) => {
+            let usable = limit.saturating_sub(RESERVED_DESCRIPTORS).max(limit / 2);
+            configured
+                .min(u32::try_from(usable).unwrap_or(u32::MAX))
+                .max(1)
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` fires; then stops accepting,
+/// closes idle connections at once, lets requests in flight finish, and
+/// returns when every connection is closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let open_files = open_files_limit();
+    let max = usable_connections(limits.max_connections, open_files);
+    if max < limits.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files_limit = open_files,
+            serving = max,
+            "`server.max_connections` is more than the open-files limit allows: at most {max} \
+             client connections are served at a time (raise the limit, e.g. LimitNOFILE= in the \
+             systemd unit, or lower max_connections)"
+        );
+    }
+    let permits = Arc::new(Semaphore::new(max as usize));
+    let connections = TaskTracker::new();
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let service = TowerToHyperService::new(router);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot accept a connection; trying again shortly");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    }
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
+        connections.spawn(async move {
+            serve_connection(stream, &builder, service, limits, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Errors of one client's connection attempt, not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    builder: &auto::Builder<TokioExecutor>,
+    service: TowerToHyperService<Router>,
+    limits: ServeLimits,
+    shutdown: CancellationToken,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = Tracked {
+        inner: service,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::trace!(error = %e, "Client connection ended with an error");
+                }
+                return;
+            }
+            _ = activity.expired(limits) => {
+                tracing::trace!("Closing a client connection: no complete request within its timeout");
+                return; // dropping the connection closes the socket
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                if !activity.in_flight() {
+                    return;
+                }
+                // Finish the requests in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// Where a connection is between requests (see the module header).
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Waiting for a request head, since then.
+    Head(Instant),
+    /// This many requests in flight.
+    Busy(usize),
+    /// No request in flight and no byte of the next one, since then.
+    Idle(Instant),
+}
+
+#[derive(Debug)]
+struct Activity(Mutex<Phase>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Mutex::new(Phase::Head(Instant::now())))
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes arrived: after an idle spell they start the next request head.
+    fn bytes_read(&self) {
+        let mut phase = self.phase();
+        if let Phase::Idle(_) = *phase {
+            *phase = Phase::Head(Instant::now());
+        }
+    }
+
+    fn request_started(self: &Arc<Self>) -> InFlight {
+        let mut phase = self.phase();
+        *phase = match *phase {
+            Phase::Busy(n) => Phase::Busy(n + 1),
+            _ => Phase::Busy(1),
+        };
+        InFlight(self.clone())
+    }
+
+    fn in_flight(&self) -> bool {
+        matches!(*self.phase(), Phase::Busy(_))
+    }
+
+    /// Resolves when the connection's current phase has lasted longer than its limit.
+    async fn expired(&self, limits: ServeLimits) {
+        loop {
+            let deadline = match *self.phase() {
+                Phase::Head(since) => Some(since + limits.header_read_timeout),
+                Phase::Idle(since) => Some(since + limits.idle_timeout),
+                Phase::Busy(_) => None,
+            };
+            match deadline {
+                Some(at) if at <= Instant::now() => return,
+                Some(at) => tokio::time::sleep_until(at).await,
+                // Look again later: a request ending moves the phase on.
+                None => {
+                    tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout)).await
+                }
+            }
+        }
+    }
+}
+
+/// A request in flight on its connection, until dropped (answered or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut phase = self.0.phase();
+        *phase = match *phase {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle(Instant::now()),
+        };
+    }
+}
+
+/// The router, with each request counted in flight on its connection.
+#[derive(Clone)]
+struct Tracked {
+    inner: TowerToHyperService<Router>,
+    activity: Arc<Activity>,
+}
+
+type BoxedResponse = Pin<
+    Box<
+        dyn Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+            + Send
+            + 'static,
+    >,
+>;
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxedResponse;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.request_started();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        })
+    }
+}
+
+/// The client's socket, telling its connection's [`Activity`] when bytes arrive.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_limit_leaves_descriptors_for_the_store_and_the_mdms() {
+        assert_eq!(usable_connections(1024, None), 1024, "limit unknown");
+        assert_eq!(usable_connections(1024, Some(1_048_576)), 1024);
+        // systemd's default soft limit.
+        assert_eq!(usable_connections(1024, Some(1024)), 896);
+        assert_eq!(usable_connections(1024, Some(256)), 128);
+        assert_eq!(
+            usable_connections(1024, Some(100)),
+            50,
+            "half of a tiny limit"
+        );
+        assert_eq!(usable_connections(2, Some(256)), 2);
+        assert_eq!(usable_connections(1024, Some(0)), 1, "never zero");
+    }
+
+    #[test]
+    fn the_open_files_limit_of_this_process_can_be_read() {
+        if std::path::Path::new("/proc/self/limits").exists() {
+            assert!(open_files_limit().is_some_and(|n| n > 0));
+        }
+    }
+}
