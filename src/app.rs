@@ -6,10 +6,11 @@
 //! `local_addr()` and never sleep waiting for a server.
 
 use crate::config::Config;
-use crate::dispatch::{DispatchHandle, DispatchSettings};
-use crate::http::{self, AppState};
+use crate::context::{tenant_records, Services};
+use crate::dispatch::DispatchSettings;
+use crate::http;
 use crate::shutdown::{CancellationToken, GRACE};
-use crate::store::{MdmRecord, Store, TenantRecord};
+use crate::store::Store;
 use crate::sync::SyncEngine;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +37,7 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct App {
     listener: TcpListener,
-    state: AppState,
+    state: Services,
     /// Background tasks (sync workers, dispatcher) register here so shutdown can wait for them.
     tasks: TaskTracker,
     /// Retry and concurrency of the dispatcher (defaults; tests shorten the delays).
@@ -105,13 +106,7 @@ impl App {
             }
         };
         let dispatch = DispatchSettings::from_config(&config.dispatch);
-        let state = AppState {
-            store,
-            config: crate::config::LiveConfig::new(config),
-            sync,
-            dispatch: DispatchHandle::new(),
-            ingest: crate::ingest::IngestQueue::new(),
-        };
+        let state = Services::new(store, crate::config::LiveConfig::new(config), sync);
         Ok(App {
             listener,
             state,
@@ -139,7 +134,7 @@ impl App {
     }
 
     /// What the handlers share; [`crate::reload::reload`] takes it.
-    pub fn state(&self) -> &AppState {
+    pub fn state(&self) -> &Services {
         &self.state
     }
 
@@ -165,12 +160,14 @@ impl App {
         tracing::info!(%addr, tenants = state.config.load().tenants.len(), "Serving the agent and admin API");
 
         state.sync.start(cancel.clone(), &tasks).await;
-        crate::dispatch::start(state.clone(), dispatch, cancel.clone(), &tasks).await;
+        let deferred_every = dispatch.deferred_every;
+        crate::dispatch::start(state.dispatch.clone(), dispatch, cancel.clone(), &tasks).await;
         // Stopped only once the server has drained: in-flight posts still get written.
         let writer_stop = CancellationToken::new();
-        let (store, wake) = (state.store.clone(), state.dispatch.clone());
-        crate::ingest::start_writer(&state.ingest, store, wake, writer_stop.clone(), &tasks);
-        let router = http::router(state.clone());
+        state
+            .ingest
+            .start(deferred_every, cancel.clone(), writer_stop.clone(), &tasks);
+        let router = http::router(std::sync::Arc::new(state.clone()));
         let limits = http::ServeLimits::from(&state.config.load().server);
         let server = tokio::spawn(http::serve(listener, router, limits, cancel.clone()));
 
@@ -196,25 +193,4 @@ impl App {
         state.store.close().await;
         Ok(())
     }
-}
-
-/// The tenants and MDM integrations of the config, as the store records them.
-pub(crate) fn tenant_records(config: &Config) -> Vec<TenantRecord> {
-    config
-        .tenants
-        .iter()
-        .map(|t| TenantRecord {
-            id: t.id.clone(),
-            display_name: t.display_name.clone(),
-            mdms: t
-                .mdms
-                .iter()
-                .map(|m| MdmRecord {
-                    name: m.name.clone(),
-                    kind: m.kind,
-                    url: m.url.to_string(),
-                })
-                .collect(),
-        })
-        .collect()
 }

@@ -441,7 +441,7 @@ async fn post_signed(
     body: &str,
 ) -> Option<u16> {
     let ts = chrono::Utc::now().timestamp();
-    let sig = crate::http::sign_agent_request(secret.as_bytes(), ts, body.as_bytes());
+    let sig = crate::ingest::sign_agent_request(secret.as_bytes(), ts, body.as_bytes());
     client
         .post(format!("http://{addr}/v1/agent/events"))
         .header("X-Mtd-Tenant", tenant)

@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod dispatch;
 pub mod http;

@@ -1,6 +1,10 @@
 //! Process metrics, rendered in the Prometheus text exposition format 0.0.4
 //! at `GET /metrics` (see `http::metrics`).
 //!
+//! A leaf: recorders take plain labels (`&'static str` codes), so nothing
+//! here names HTTP errors, store rows or adapters; the callers map their
+//! own types to labels.
+//!
 //! Hand-written on purpose: a dozen families at event and sync rates need a
 //! `Mutex<BTreeMap<labels, value>>` each, not a metrics framework and its
 //! dependencies. The registry is one process-wide `static` ([`REGISTRY`],
@@ -39,18 +43,10 @@
 //! - `mtd_devices{tenant}`: live devices, read from the store at scrape time.
 //! - `mtd_build_info{version}`: always 1.
 
-use crate::http::ApiError;
-use crate::store::{ActionRecordKind, ActionState, StoredAction, SyncOutcome};
-use async_trait::async_trait;
-use futures::StreamExt;
-use mtd_adapter::{
-    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
-    MdmCommand, MdmKind, PageStream, Receipt, User,
-};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -378,22 +374,11 @@ fn escape_label_value(out: &mut String, v: &str) {
 // ---- Recording, one function per kind of fact -------------------------------
 
 /// An agent request answered with an error; `tenant` only when its
-/// signature was verified. The `reason` label is the error code of the body
+/// signature was verified. `reason` is the error code of the body
 /// (`unauthorized`, `payload_too_large`, `invalid_json`, `invalid_field`,
 /// `too_many_events`, `unavailable`, `mdm_unavailable`, `internal`); a
 /// device no MDM knows (404) is an answer, not a refusal, and is not counted.
-pub fn agent_refused(tenant: Option<&str>, error: &ApiError) {
-    let reason = match error {
-        ApiError::Unauthorized => "unauthorized",
-        ApiError::PayloadTooLarge => "payload_too_large",
-        ApiError::InvalidJson(_) => "invalid_json",
-        ApiError::InvalidField { .. } => "invalid_field",
-        ApiError::TooManyEvents => "too_many_events",
-        ApiError::DeviceNotEnrolled => return,
-        ApiError::MdmUnavailable { .. } => "mdm_unavailable",
-        ApiError::Unavailable(_) => "unavailable",
-        ApiError::Internal(_) => "internal",
-    };
+pub fn agent_refused(tenant: Option<&str>, reason: &'static str) {
     REGISTRY
         .requests_refused
         .inc(&[tenant.unwrap_or(""), reason]);
@@ -412,186 +397,32 @@ pub fn agent_events_stored(tenant: &str, accepted: usize, duplicates: usize) {
         .inc_by(&[tenant], duplicates as u64);
 }
 
-/// An action row entered `state` (call once the change is committed).
-pub fn action_entered(kind: ActionRecordKind, state: ActionState) {
-    REGISTRY.actions.inc(&[action_kind(kind), state.as_str()]);
+/// An action row of `kind` entered `state` (call once the change is committed).
+pub fn action_entered(kind: &'static str, state: &'static str) {
+    REGISTRY.actions.inc(&[kind, state]);
 }
 
-/// An action row as a transition left it: counts its new state and, when
-/// it was sent and a threat caused it, its delivery time.
-pub fn action_moved(row: &StoredAction) {
-    action_entered(row.kind, row.state);
-    if row.state == ActionState::Sent && row.parent_action_id.is_none() {
-        let sent = row.sent_at.unwrap_or_else(chrono::Utc::now);
-        let seconds = (sent - row.created_at)
-            .to_std()
-            .unwrap_or_default()
-            .as_secs_f64();
-        REGISTRY
-            .action_delivery
-            .observe(&[action_kind(row.kind)], seconds);
-    }
+/// An action a threat caused was sent, `seconds` after its row was created.
+pub fn action_delivered(kind: &'static str, seconds: f64) {
+    REGISTRY.action_delivery.observe(&[kind], seconds);
 }
 
-/// A full sync finished.
-pub fn sync_run(kind: MdmKind, outcome: SyncOutcome, took: Duration) {
-    let outcome = match outcome {
-        SyncOutcome::Running => "running",
-        SyncOutcome::Succeeded => "succeeded",
-        SyncOutcome::Failed => "failed",
-    };
-    REGISTRY.sync_runs.inc(&[kind.as_str(), outcome]);
+/// A full sync of an MDM of `kind` ended with `outcome` (`succeeded`, `failed`).
+pub fn sync_run(kind: &'static str, outcome: &'static str, took: Duration) {
+    REGISTRY.sync_runs.inc(&[kind, outcome]);
     REGISTRY
         .sync_run_seconds
-        .observe(&[kind.as_str()], took.as_secs_f64());
+        .observe(&[kind], took.as_secs_f64());
 }
 
-fn mdm_call(kind: MdmKind, operation: &str, class: &str, took: Duration) {
-    REGISTRY
-        .mdm_requests
-        .inc(&[kind.as_str(), operation, class]);
+/// One call to an MDM (`operation`: `health_check`, `lookup_device`,
+/// `execute`, or a page of `list_devices`, …) ended with `class` (`ok` or
+/// the adapter error's class).
+pub fn mdm_call(kind: &'static str, operation: &str, class: &str, took: Duration) {
+    REGISTRY.mdm_requests.inc(&[kind, operation, class]);
     REGISTRY
         .mdm_request_seconds
-        .observe(&[kind.as_str(), operation], took.as_secs_f64());
-}
-
-fn observe<T>(
-    kind: MdmKind,
-    health: Option<&crate::sync::IntegrationHealth>,
-    operation: &str,
-    result: &Result<T, AdapterError>,
-    took: Duration,
-) {
-    mdm_call(kind, operation, class_of(result), took);
-    if let (Some(health), Err(e)) = (health, result) {
-        if matches!(e, AdapterError::RateLimited { .. }) {
-            health.rate_limited(e.retry_after());
-        }
-    }
-}
-
-fn class_of<T>(result: &Result<T, AdapterError>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(e) => e.class(),
-    }
-}
-
-fn action_kind(kind: ActionRecordKind) -> &'static str {
-    match kind {
-        ActionRecordKind::None => "none",
-        ActionRecordKind::Lock => "lock",
-        ActionRecordKind::DisconnectWifi => "disconnect_wifi",
-        ActionRecordKind::EnterpriseWipe => "enterprise_wipe",
-        ActionRecordKind::Wipe => "wipe",
-        ActionRecordKind::RemoveWifiProfile => "remove_wifi_profile",
-    }
-}
-
-// ---- The adapter decorator ---------------------------------------------------
-
-/// Wraps a vendor adapter and records every call to its MDM in
-/// `mtd_mdm_requests_total` and `mtd_mdm_request_seconds`. Applied once, in
-/// `adapters::build`, so every caller (sync, lookups, dispatcher,
-/// `test-connection`) is measured the same way.
-#[derive(Debug)]
-pub struct InstrumentedAdapter {
-    inner: Arc<dyn MdmAdapter>,
-    kind: MdmKind,
-    /// Where a rate-limit answer is noted for the status API.
-    health: Option<Arc<crate::sync::IntegrationHealth>>,
-}
-
-impl InstrumentedAdapter {
-    pub fn wrap(inner: Arc<dyn MdmAdapter>) -> Arc<dyn MdmAdapter> {
-        Self::wrap_observed(inner, None)
-    }
-
-    pub fn wrap_observed(
-        inner: Arc<dyn MdmAdapter>,
-        health: Option<Arc<crate::sync::IntegrationHealth>>,
-    ) -> Arc<dyn MdmAdapter> {
-        let kind = inner.kind();
-        Arc::new(InstrumentedAdapter {
-            inner,
-            kind,
-            health,
-        })
-    }
-
-    /// Records one call: metrics, and a rate-limit answer in the integration's health.
-    fn observe<T>(&self, operation: &str, result: &Result<T, AdapterError>, took: Duration) {
-        observe(self.kind, self.health.as_deref(), operation, result, took)
-    }
-
-    /// Times each page: from the poll that asks for it to its arrival. The
-    /// end of the listing (no page) is not a call of its own.
-    fn pages<'a, T: Send + 'a>(
-        &self,
-        operation: &'static str,
-        stream: PageStream<'a, T>,
-    ) -> PageStream<'a, T> {
-        let kind = self.kind;
-        let health = self.health.clone();
-        futures::stream::unfold(stream, move |mut stream| {
-            let health = health.clone();
-            async move {
-                let started = Instant::now();
-                let page = stream.next().await?;
-                observe(kind, health.as_deref(), operation, &page, started.elapsed());
-                Some((page, stream))
-            }
-        })
-        .boxed()
-    }
-}
-
-#[async_trait]
-impl MdmAdapter for InstrumentedAdapter {
-    fn kind(&self) -> MdmKind {
-        self.kind
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn removes_wifi_profile_itself(&self) -> bool {
-        self.inner.removes_wifi_profile_itself()
-    }
-
-    async fn health_check(&self) -> Result<HealthReport, AdapterError> {
-        let started = Instant::now();
-        let result = self.inner.health_check().await;
-        self.observe("health_check", &result, started.elapsed());
-        result
-    }
-
-    fn devices(&self) -> PageStream<'_, Device> {
-        self.pages("list_devices", self.inner.devices())
-    }
-
-    fn users(&self) -> PageStream<'_, User> {
-        self.pages("list_users", self.inner.users())
-    }
-
-    fn groups(&self) -> PageStream<'_, Group> {
-        self.pages("list_groups", self.inner.groups())
-    }
-
-    async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
-        let started = Instant::now();
-        let result = self.inner.lookup_device(id).await;
-        self.observe("lookup_device", &result, started.elapsed());
-        result
-    }
-
-    async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError> {
-        let started = Instant::now();
-        let result = self.inner.execute(command, device).await;
-        self.observe("execute", &result, started.elapsed());
-        result
-    }
+        .observe(&[kind, operation], took.as_secs_f64());
 }
 
 #[cfg(test)]

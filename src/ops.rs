@@ -139,7 +139,7 @@ pub async fn sync_now(
     let tenant = tenant(&config, tenant_id)?;
     let selected = mdms(tenant, only)?;
     let store = Store::open(&config.store.path).await?;
-    let records = crate::app::tenant_records(&config);
+    let records = crate::context::tenant_records(&config);
     let refs = store.sync_tenants(&records).await?;
     let integrations = crate::sync::integrations_from(&config, &store, &refs).await?;
     let engine = SyncEngine::new(

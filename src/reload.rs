@@ -8,9 +8,9 @@
 //! work in flight is not dropped; a new or changed MDM gets a new worker that
 //! starts with an initial sync. `[server]`, `[store]`, `[sync]` and `[dispatch]` need a restart.
 
-use crate::app::tenant_records;
 use crate::config::{Config, ConfigErrors};
-use crate::http::AppState;
+use crate::context::tenant_records;
+use crate::context::Services;
 use crate::store::StoreError;
 use crate::sync::{Applied, BuildIntegrationError};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ pub enum ReloadError {
 }
 
 /// Reloads the config from the files the daemon was started with.
-pub async fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
+pub async fn reload(state: &Services) -> Result<Reloaded, ReloadError> {
     let old = state.config.load();
     let mut new = crate::config::load(&old.main_path).map_err(ReloadError::Config)?;
     if new.server != old.server {
@@ -100,7 +100,7 @@ pub async fn reload(state: &AppState) -> Result<Reloaded, ReloadError> {
 /// The engine's integrations for `new`: the running one where its `[[mdm]]`
 /// is unchanged, a new one (new adapter) otherwise.
 async fn integrations(
-    state: &AppState,
+    state: &Services,
     old: &Config,
     new: &Config,
     refs: &[crate::store::IntegrationRef],
@@ -133,7 +133,7 @@ async fn integrations(
 
 /// Starts reloading on every SIGHUP until the process ends. The handler is
 /// installed before this returns: SIGHUP's default action ends the process.
-pub fn reload_on_sighup(state: AppState) {
+pub fn reload_on_sighup(state: Services) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -12,7 +12,7 @@
 //! by a committed "sending" audit row); otherwise it is `dead` with a note to
 //! check the console, so an action is never sent twice by the connector.
 
-use crate::http::AppState;
+use crate::config::LiveConfig;
 use crate::policy;
 use crate::shutdown::CancellationToken;
 use crate::store::{
@@ -90,9 +90,27 @@ impl DispatchHandle {
     }
 }
 
+/// What the dispatcher works with: the store, the live config, the sync
+/// engine (adapters and fresh lookups) and its own wake handle. Cheap to
+/// clone; knows nothing of HTTP.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    pub store: crate::store::Store,
+    pub config: LiveConfig,
+    pub sync: crate::sync::SyncEngine,
+    pub wake: DispatchHandle,
+}
+
+impl Dispatcher {
+    /// Wakes the claim loop: new pending rows were committed.
+    pub fn wake(&self) {
+        self.wake.wake();
+    }
+}
+
 /// Recovers rows a crash left claimed, then runs the claim loop until `cancel`.
 pub async fn start(
-    state: AppState,
+    state: Dispatcher,
     settings: DispatchSettings,
     cancel: CancellationToken,
     tasks: &TaskTracker,
@@ -102,7 +120,7 @@ pub async fn start(
     tasks.spawn(run(state, settings, cancel, tracker));
 }
 
-async fn recover(state: &AppState) {
+async fn recover(state: &Dispatcher) {
     let claimed = match state.store.unfinished_claims().await {
         Ok(c) => c,
         Err(e) => {
@@ -142,10 +160,29 @@ async fn recover(state: &AppState) {
 
 /// Applies a transition and, once committed, counts the state the action
 /// entered (`mtd_actions_total`, and the delivery time when sent).
-async fn transition(state: &AppState, id: i64, t: Transition) -> Result<StoredAction, StoreError> {
+async fn transition(
+    state: &Dispatcher,
+    id: i64,
+    t: Transition,
+) -> Result<StoredAction, StoreError> {
     let row = stored(id, || state.store.transition_action_with(id, t.clone())).await?;
-    crate::metrics::action_moved(&row);
+    record_moved(&row);
     Ok(row)
+}
+
+/// Counts the state an action row entered (`mtd_actions_total`) and, when a
+/// threat's action was sent, its delivery time. Call once the change is
+/// committed; the admin API's approvals and cancels call it too.
+pub fn record_moved(row: &StoredAction) {
+    crate::metrics::action_entered(row.kind.as_str(), row.state.as_str());
+    if row.state == ActionState::Sent && row.parent_action_id.is_none() {
+        let sent = row.sent_at.unwrap_or_else(Utc::now);
+        let seconds = (sent - row.created_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64();
+        crate::metrics::action_delivered(row.kind.as_str(), seconds);
+    }
 }
 
 /// How long a dispatcher write is retried while the store cannot take writes.
@@ -187,7 +224,7 @@ fn is_idempotent(kind: ActionRecordKind) -> bool {
 }
 
 async fn run(
-    state: AppState,
+    state: Dispatcher,
     settings: DispatchSettings,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -197,13 +234,6 @@ async fn run(
     // Bounds rows claimed but not finished, so a slow MDM cannot make this
     // process claim everything.
     let in_flight = Arc::new(Semaphore::new(settings.batch as usize * 8));
-    // Deferred decisions look devices up at MDMs that may be down (up to the
-    // lookup budget per event): their own task, so claiming never waits on them.
-    tasks.spawn(decide_deferred_loop(
-        state.clone(),
-        settings.deferred_every,
-        cancel.clone(),
-    ));
     loop {
         if cancel.is_cancelled() {
             break;
@@ -244,28 +274,15 @@ async fn run(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = state.dispatch.notify.notified() => {}
+            _ = state.wake.notify.notified() => {}
             _ = tokio::time::sleep(settings.poll) => {}
         }
     }
     tracing::debug!("Dispatcher stopped claiming");
 }
 
-/// Every `every`, decides the events whose device could not be looked up when they arrived.
-async fn decide_deferred_loop(state: AppState, every: Duration, cancel: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if let Err(e) = crate::ingest::decide_deferred(&state).await {
-            tracing::warn!(error = %e, "Cannot decide deferred events; trying again later");
-        }
-    }
-}
-
 /// Sends one claimed row and moves it on. Every error is recorded on the row.
-async fn execute(state: &AppState, settings: &DispatchSettings, row: StoredAction) {
+async fn execute(state: &Dispatcher, settings: &DispatchSettings, row: StoredAction) {
     match try_execute(state, settings, &row).await {
         Ok(()) => {}
         // Cancelled by an admin while it was being prepared (before the gate).
@@ -280,7 +297,7 @@ async fn execute(state: &AppState, settings: &DispatchSettings, row: StoredActio
 }
 
 async fn try_execute(
-    state: &AppState,
+    state: &Dispatcher,
     settings: &DispatchSettings,
     row: &StoredAction,
 ) -> Result<(), StoreError> {
@@ -431,8 +448,8 @@ async fn try_execute(
                 };
                 stored(row.id, || state.store.insert_action(&removal)).await?;
                 crate::metrics::action_entered(
-                    ActionRecordKind::RemoveWifiProfile,
-                    ActionState::Pending,
+                    ActionRecordKind::RemoveWifiProfile.as_str(),
+                    ActionState::Pending.as_str(),
                 );
             }
             let receipt_json = serde_json::to_value(&receipt).unwrap_or_default();
@@ -459,7 +476,7 @@ async fn try_execute(
 }
 
 async fn record_failure(
-    state: &AppState,
+    state: &Dispatcher,
     settings: &DispatchSettings,
     row: &StoredAction,
     mdm: &str,

@@ -27,6 +27,7 @@
 
 use super::{ApiError, AppState};
 use crate::config::{Config, TenantConfig};
+use crate::ingest::signature::{mac, SIGNATURE_SCHEME};
 use crate::ingest::{self, ActivateOutcome, ActivateRequest, AgentEvent};
 use crate::metrics;
 use axum::body::Bytes;
@@ -36,11 +37,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::sync::Arc;
 
 /// The largest accepted body (CONTRACT §3: "Bodies over 1 MiB get 413").
@@ -53,12 +53,8 @@ pub const MAX_CLOCK_SKEW_SECONDS: u64 = 300;
 const TENANT_HEADER: &str = "x-mtd-tenant";
 const TIMESTAMP_HEADER: &str = "x-mtd-timestamp";
 const SIGNATURE_HEADER: &str = "x-mtd-signature";
-/// The scheme prefix of `X-Mtd-Signature`; a new scheme would be `v2=`.
-const SIGNATURE_SCHEME: &str = "v1=";
 /// Keys the HMAC for an unknown tenant, so that refusal costs the same work.
 const DUMMY_KEY: &[u8] = b"mtd-connector: no such tenant, compute anyway";
-
-type HmacSha256 = Hmac<Sha256>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -73,7 +69,7 @@ async fn activate(State(state): State<AppState>, agent: SignedAgent) -> Result<R
     let answer = async {
         let request: ActivateRequest = decode(parse_object(&agent.body)?)?;
         request.validate()?;
-        match ingest::activate(&state, agent.tenant(), &request).await? {
+        match ingest::activate(&state.ingest, agent.tenant(), &request).await? {
             ActivateOutcome::Found(device) => Ok(Json(json!({ "device": device })).into_response()),
             ActivateOutcome::NotEnrolled => Err(ApiError::DeviceNotEnrolled),
             ActivateOutcome::MdmUnavailable { retry_after } => {
@@ -83,43 +79,23 @@ async fn activate(State(state): State<AppState>, agent: SignedAgent) -> Result<R
     };
     answer
         .await
-        .inspect_err(|e| metrics::agent_refused(Some(&agent.tenant().id), e))
+        .inspect_err(|e| e.count_refusal(Some(&agent.tenant().id)))
 }
 
 /// `POST /v1/agent/events`: 202 once the events and their actions are committed.
 #[tracing::instrument(name = "agent_events", skip_all, fields(tenant = %agent.tenant().id, events))]
 async fn events(State(state): State<AppState>, agent: SignedAgent) -> Result<Response, ApiError> {
     let tenant = &agent.tenant().id;
-    let refused = |e: &ApiError| metrics::agent_refused(Some(tenant), e);
+    let refused = |e: &ApiError| e.count_refusal(Some(tenant));
     let events = parse_events(&agent.body).inspect_err(refused)?;
     tracing::Span::current().record("events", events.len());
     metrics::agent_events_received(tenant, events.len());
-    let outcome = ingest::ingest_events(&state, agent.tenant(), &events)
+    let outcome = ingest::ingest_events(&state.ingest, agent.tenant(), &events)
         .await
         .map_err(ApiError::from)
         .inspect_err(refused)?;
     metrics::agent_events_stored(tenant, outcome.accepted.len(), outcome.duplicates.len());
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
-}
-
-/// The `X-Mtd-Signature` value for a request: `v1=<lowercase hex
-/// HMAC-SHA256(secret, "<timestamp>.<body>")>`. For agents' counterparts:
-/// tests, the demo and the benchmarks.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mac = mac(secret, timestamp.to_string().as_bytes(), body);
-    format!(
-        "{SIGNATURE_SCHEME}{}",
-        hex::encode(mac.finalize().into_bytes())
-    )
-}
-
-fn mac(key: &[u8], timestamp: &[u8], body: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length (long ones are hashed), so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(timestamp);
-    mac.update(b".");
-    mac.update(body);
-    mac
 }
 
 /// A request whose signature checked out: its tenant and its raw body.
@@ -151,7 +127,7 @@ impl FromRequest<AppState> for SignedAgent {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            metrics::agent_refused(None, &ApiError::PayloadTooLarge);
+            ApiError::PayloadTooLarge.count_refusal(None);
             return Err(ApiError::PayloadTooLarge);
         }
         let headers = req.headers().clone();
@@ -164,7 +140,7 @@ impl FromRequest<AppState> for SignedAgent {
                     ApiError::InvalidJson("the request body could not be read".into())
                 }
             })
-            .inspect_err(|e| metrics::agent_refused(None, e))?;
+            .inspect_err(|e| e.count_refusal(None))?;
 
         let now = chrono::Utc::now().timestamp();
         let config = state.config.load();
@@ -187,7 +163,7 @@ impl FromRequest<AppState> for SignedAgent {
                         tracing::debug!(tenant = %tenant, reason = refusal.as_str(), "Agent request refused")
                     }
                 }
-                metrics::agent_refused(None, &ApiError::Unauthorized);
+                ApiError::Unauthorized.count_refusal(None);
                 Err(ApiError::Unauthorized)
             }
         }
@@ -340,20 +316,6 @@ mod tests {
 
     const GOOD: &str = r#"{"event_id":"e1","detected_at":"2026-11-22T10:00:00Z","device":{"udid":"abc"},
         "threat":{"type":"network.arp_mitm","severity":"high"}}"#;
-
-    #[test]
-    fn sign_is_lowercase_hex_hmac_over_timestamp_dot_body() {
-        let expected = {
-            let mut m = HmacSha256::new_from_slice(b"k").unwrap();
-            m.update(b"1700000000.{}");
-            hex::encode(m.finalize().into_bytes())
-        };
-        assert_eq!(sign(b"k", 1_700_000_000, b"{}"), format!("v1={expected}"));
-        assert_eq!(expected.len(), 64);
-        assert!(expected
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
-    }
 
     #[test]
     fn a_missing_field_is_named_by_its_full_path() {

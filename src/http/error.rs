@@ -49,6 +49,32 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// The `error` code of the answer's body, also the metrics' `reason` label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::TooManyEvents => "too_many_events",
+            ApiError::DeviceNotEnrolled => "device_not_enrolled",
+            ApiError::MdmUnavailable { .. } => "mdm_unavailable",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Counts an agent request answered with this error in
+    /// `mtd_agent_requests_refused_total`; `tenant` only when its signature
+    /// was verified. A device no MDM knows (404) is an answer, not a refusal.
+    pub(crate) fn count_refusal(&self, tenant: Option<&str>) {
+        if !matches!(self, ApiError::DeviceNotEnrolled) {
+            crate::metrics::agent_refused(tenant, self.code());
+        }
+    }
+}
+
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::InvalidField {

@@ -13,25 +13,14 @@ mod metrics;
 mod openapi;
 mod serve;
 
-pub use agent::sign as sign_agent_request;
+pub use crate::ingest::sign_agent_request;
 pub use error::ApiError;
 pub use serve::{serve, ServeLimits};
 
-use crate::config::LiveConfig;
-use crate::store::Store;
 use axum::Router;
 
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    /// Replaced whole by a reload; take a snapshot with `config.load()`.
-    pub config: LiveConfig,
-    pub sync: crate::sync::SyncEngine,
-    pub dispatch: crate::dispatch::DispatchHandle,
-    /// Event posts go through here to the one writer (`ingest::writer`).
-    pub ingest: crate::ingest::IngestQueue,
-}
+/// What every handler can reach: the services, shared.
+pub type AppState = std::sync::Arc<crate::context::Services>;
 
 /// All routes of the daemon.
 pub fn router(state: AppState) -> Router {

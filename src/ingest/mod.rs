@@ -7,20 +7,73 @@
 //! and calls these functions; the decision of each action goes through
 //! [`crate::policy`], the one place every path to an MDM action passes.
 
+pub mod signature;
 mod types;
 mod writer;
 
+pub use signature::sign as sign_agent_request;
 pub use types::{ActivateRequest, AgentDevice, AgentEvent, FieldError, Threat};
 pub use writer::{start_writer, IngestQueue};
 
+use crate::config::LiveConfig;
 use crate::config::TenantConfig;
-use crate::http::AppState;
+use crate::dispatch::DispatchHandle;
 use crate::policy::{self, Limits, MdmFacts, Verdict};
+use crate::shutdown::CancellationToken;
 use crate::store::{ActionRecordKind, EventIdentifiers, NewEvent, StoreError, StoredDevice};
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
 use serde::Serialize;
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// What the agent API's work needs: the store, the live config, the sync
+/// engine (on-demand lookups), the dispatcher's wake handle and the queue to
+/// the one writer. Cheap to clone; knows nothing of HTTP.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub store: crate::store::Store,
+    pub config: LiveConfig,
+    pub sync: crate::sync::SyncEngine,
+    pub wake: DispatchHandle,
+    /// Event posts go through here to the one writer ([`start_writer`]).
+    pub queue: IngestQueue,
+}
+
+impl Ingest {
+    /// Starts the writer (see [`start_writer`]) and the loop that decides,
+    /// every `every`, the events whose device could not be looked up when
+    /// they arrived. The loop ends with `cancel`; the writer with `stop`.
+    pub fn start(
+        &self,
+        every: Duration,
+        cancel: CancellationToken,
+        stop: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
+        start_writer(
+            &self.queue,
+            self.store.clone(),
+            self.wake.clone(),
+            stop,
+            tasks,
+        );
+        // Deferred decisions look devices up at MDMs that may be down (up to
+        // the lookup budget per event): a task of their own.
+        let state = self.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Err(e) = decide_deferred(&state).await {
+                    tracing::warn!(error = %e, "Cannot decide deferred events; trying again later");
+                }
+            }
+        });
+    }
+}
 
 /// The answer of an activation.
 #[derive(Debug)]
@@ -65,7 +118,7 @@ const LOOKUP_BUDGET: Duration = Duration::from_secs(5);
 
 /// `POST /v1/agent/activate`: the stored device, or an on-demand lookup.
 pub async fn activate(
-    state: &AppState,
+    state: &Ingest,
     tenant: &TenantConfig,
     req: &ActivateRequest,
 ) -> Result<ActivateOutcome, IngestError> {
@@ -91,7 +144,7 @@ pub async fn activate(
 /// ([`start_writer`]): it commits this request together with the others
 /// waiting and answers once the commit holding these events is done.
 pub async fn ingest_events(
-    state: &AppState,
+    state: &Ingest,
     tenant: &TenantConfig,
     events: &[AgentEvent],
 ) -> Result<IngestOutcome, IngestError> {
@@ -106,7 +159,7 @@ pub async fn ingest_events(
         .map(|(e, resolved)| plan(state, tenant, e, resolved, now))
         .collect();
     state
-        .ingest
+        .queue
         .submit(writer::Request {
             tenant_id: tenant.id.clone(),
             limits: Limits::of(tenant),
@@ -142,7 +195,7 @@ enum Decision {
 }
 
 fn plan(
-    state: &AppState,
+    state: &Ingest,
     tenant: &TenantConfig,
     e: &AgentEvent,
     resolved: Resolved,
@@ -198,7 +251,7 @@ fn plan(
 
 /// [`policy::static_checks`] for a device of the tenant, with its MDM's facts.
 fn static_checks(
-    state: &AppState,
+    state: &Ingest,
     tenant: &TenantConfig,
     device: Option<&StoredDevice>,
     kind: ActionRecordKind,
@@ -239,7 +292,7 @@ const MAX_LOOKUPS_PER_REQUEST: usize = 16;
 /// lookup for the first [`MAX_LOOKUPS_PER_REQUEST`] unknown devices, run
 /// concurrently within one [`LOOKUP_BUDGET`]; the rest are deferred.
 async fn resolve_all(
-    state: &AppState,
+    state: &Ingest,
     tenant: &str,
     events: &[AgentEvent],
 ) -> Result<Vec<Resolved>, IngestError> {
@@ -299,7 +352,7 @@ enum Resolved {
 }
 
 async fn resolve(
-    state: &AppState,
+    state: &Ingest,
     tenant: &str,
     ids: &[mtd_adapter::DeviceIdentifier],
 ) -> Result<Resolved, IngestError> {
@@ -327,7 +380,7 @@ const DEFER_LIMIT: chrono::Duration = chrono::Duration::hours(24);
 /// up: once the device is found its action goes through the same policy; a
 /// device no MDM knows (or still unknown after 24 hours) is `skipped`.
 /// Returns how many events were decided.
-pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
+pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
     let events = state.store.undecided_events(100).await?;
     let mut decided = 0;
     let config = state.config.load();
@@ -399,9 +452,9 @@ pub async fn decide_deferred(state: &AppState) -> Result<usize, IngestError> {
         );
         tx.insert_action(&new_action).await?;
         tx.commit().await?;
-        crate::metrics::action_entered(new_action.kind, new_action.state);
+        crate::metrics::action_entered(new_action.kind.as_str(), new_action.state.as_str());
         if verdict == Verdict::Pending {
-            state.dispatch.wake();
+            state.wake.wake();
         }
         if action == ActionKind::None {
             tracing::debug!(tenant = %tenant.id, event_id = %e.event_id, %action, verdict = ?verdict, "Deferred decision made");

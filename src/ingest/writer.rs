@@ -238,7 +238,7 @@ impl Writer {
     /// Committed: metrics, logs, the dispatcher, then each request's answer.
     fn answer(&self, group: Vec<Job>, written: Written) {
         for d in &written.decided {
-            crate::metrics::action_entered(d.kind, d.state);
+            crate::metrics::action_entered(d.kind.as_str(), d.state.as_str());
             if let Some(log) = &d.log {
                 log_decision(
                     &log.tenant,

@@ -80,6 +80,17 @@ pub enum ActionRecordKind {
 }
 
 impl ActionRecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionRecordKind::None => "none",
+            ActionRecordKind::Lock => "lock",
+            ActionRecordKind::DisconnectWifi => "disconnect_wifi",
+            ActionRecordKind::EnterpriseWipe => "enterprise_wipe",
+            ActionRecordKind::Wipe => "wipe",
+            ActionRecordKind::RemoveWifiProfile => "remove_wifi_profile",
+        }
+    }
+
     /// The MDM command to send (`None` sends nothing).
     pub fn command(self) -> Option<MdmCommand> {
         match self {

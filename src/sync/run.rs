@@ -106,7 +106,11 @@ pub(crate) async fn full_sync(
         Err(e) => {
             tracing::error!(tenant = %i.tenant_id, mdm = %i.name, error = %e, "Cannot record the start of a full sync");
             report.error = Some(format!("store: {e}"));
-            crate::metrics::sync_run(i.kind, report.outcome, started.elapsed());
+            crate::metrics::sync_run(
+                i.kind.as_str(),
+                outcome_label(report.outcome),
+                started.elapsed(),
+            );
             return report;
         }
     };
@@ -150,7 +154,7 @@ pub(crate) async fn full_sync(
         tracing::error!(tenant = %i.tenant_id, mdm = %i.name, run_id, error = %e, "Cannot record the end of a full sync");
     }
     report.duration = started.elapsed();
-    crate::metrics::sync_run(i.kind, outcome, report.duration);
+    crate::metrics::sync_run(i.kind.as_str(), outcome_label(outcome), report.duration);
     match &report.error {
         None => tracing::info!(
             tenant = %i.tenant_id, mdm = %i.name, run_id,
@@ -165,6 +169,15 @@ pub(crate) async fn full_sync(
         ),
     }
     report
+}
+
+/// The `outcome` label of `mtd_sync_runs_total`.
+fn outcome_label(outcome: SyncOutcome) -> &'static str {
+    match outcome {
+        SyncOutcome::Running => "running",
+        SyncOutcome::Succeeded => "succeeded",
+        SyncOutcome::Failed => "failed",
+    }
 }
 
 fn partial(listed: &Listed) -> RunCounts {

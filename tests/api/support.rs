@@ -137,7 +137,7 @@ pub fn credentials(kind: SimKind) -> String {
 pub struct TestApp {
     pub addr: SocketAddr,
     /// What the handlers share (reload takes it).
-    pub state: mtd_connector::http::AppState,
+    pub state: mtd_connector::context::Services,
     pub store: Store,
     pub sync: SyncEngine,
     stop: Option<oneshot::Sender<()>>,

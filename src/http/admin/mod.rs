@@ -384,7 +384,7 @@ async fn approve(
     // Due now: the row may carry a due time from before it was held.
     .next_attempt_at(Utc::now());
     match state.store.transition_action_with(id, t).await {
-        Ok(row) => crate::metrics::action_moved(&row),
+        Ok(row) => crate::dispatch::record_moved(&row),
         // Someone (another admin, a cancel) moved it first.
         Err(StoreError::ActionStateChanged { actual, .. }) => {
             return Err(AdminError::NotHeld(actual))
@@ -420,7 +420,7 @@ async fn cancel(
         .store
         .cancel_actions(&tenant_id, CancelWhich::One(id), "cancelled by an admin")
         .await?;
-    cancelled.iter().for_each(crate::metrics::action_moved);
+    cancelled.iter().for_each(crate::dispatch::record_moved);
     if cancelled.is_empty() {
         // Re-read: the state may have moved on since the first read.
         let now = state
@@ -465,7 +465,7 @@ async fn cancel_destructive(
             "cancelled by an admin (cancel-destructive)",
         )
         .await?;
-    cancelled.iter().for_each(crate::metrics::action_moved);
+    cancelled.iter().for_each(crate::dispatch::record_moved);
     let ids: Vec<i64> = cancelled.iter().map(|a| a.id).collect();
     tracing::warn!(tenant = %tenant_id, cancelled = ids.len(), "Every waiting destructive action cancelled by an admin");
     Ok(Json(json!({"cancelled": ids.len(), "actions": ids})))

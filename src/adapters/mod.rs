@@ -4,6 +4,10 @@
 //! builds the vendor crate's own config (its credentials struct included) and
 //! the result is held as `Arc<dyn MdmAdapter>` (atuin, Vector's closed enums).
 
+mod observed;
+
+pub use observed::InstrumentedAdapter;
+
 use crate::config::{Credentials, MdmConfig, TenantConfig};
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{AdapterError, MdmAdapter};
@@ -86,7 +90,7 @@ pub fn build_observed(
         )?),
     };
     // Every call to the MDM is counted and timed, whoever makes it.
-    Ok(crate::metrics::InstrumentedAdapter::wrap_observed(
+    Ok(observed::InstrumentedAdapter::wrap_observed(
         adapter, health,
     ))
 }
