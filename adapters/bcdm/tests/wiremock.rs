@@ -961,3 +961,21 @@ fn debug_output_of_the_config_and_adapter_never_shows_the_secret_key() {
     let adapter = BcdmAdapter::new(config).unwrap();
     assert!(!format!("{adapter:?}").contains(SECRET_KEY));
 }
+
+#[tokio::test]
+async fn a_command_answered_429_with_a_huge_retry_after_counts_as_one_hour() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            error_body(429, "rate_limited", "slow down")
+                .insert_header("Retry-After", "18446744073709551615"),
+        )
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::Lock, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+}

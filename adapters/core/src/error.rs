@@ -7,6 +7,12 @@
 
 use std::time::Duration;
 
+/// The longest an MDM's `Retry-After` is honoured (CONTRACT §4: a value above
+/// one hour counts as one hour, wherever the connector waits for an MDM). A
+/// wait is a promise of the MDM's, not a reason to stop for a day; and every
+/// `Instant + wait` and `DateTime + wait` stays far from overflowing.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     /// No TCP connection: DNS, routing or a firewall.
@@ -28,7 +34,7 @@ pub enum AdapterError {
     #[error("not found (404): {0}")]
     NotFound(String),
     /// 429: slow down, and try again after `retry_after` if the MDM said.
-    #[error("rate limited (429){}: {message}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    #[error("rate limited (429){}: {message}", retry_after.map(|d| format!(", retry after {}s", d.min(MAX_RETRY_AFTER).as_secs())).unwrap_or_default())]
     RateLimited {
         retry_after: Option<Duration>,
         message: String,
@@ -77,11 +83,14 @@ impl AdapterError {
         )
     }
 
-    /// The delay the MDM asked for (`Retry-After`), if any.
+    /// The delay the MDM asked for (`Retry-After`), if any, at most
+    /// [`MAX_RETRY_AFTER`] however the error was made.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             AdapterError::RateLimited { retry_after, .. }
-            | AdapterError::Unavailable { retry_after, .. } => *retry_after,
+            | AdapterError::Unavailable { retry_after, .. } => {
+                retry_after.map(|d| d.min(MAX_RETRY_AFTER))
+            }
             _ => None,
         }
     }

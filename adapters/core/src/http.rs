@@ -6,6 +6,7 @@
 //! classifier so that "cannot connect", "TLS trust" and "timeout" mean the
 //! same for all three MDMs.
 
+pub use crate::error::MAX_RETRY_AFTER;
 use crate::AdapterError;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -152,15 +153,21 @@ fn strip_url(s: &str) -> String {
     }
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is read as "now + difference").
+/// `Retry-After` as seconds (the HTTP-date form is read as "now + difference"),
+/// at most [`MAX_RETRY_AFTER`]: a longer value counts as one hour.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    let wait = if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits too many for a u64 are as much "too long" as u64::MAX.
+        raw.parse::<u64>()
+            .map(Duration::from_secs)
+            .unwrap_or(MAX_RETRY_AFTER)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
+        let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        delta.to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Maps a non-success status to the error class. `message` is what the vendor
@@ -245,6 +252,29 @@ mod tests {
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         let e = error_for_status(StatusCode::TOO_MANY_REQUESTS, &h, String::new());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_retry_after_above_one_hour_counts_as_one_hour() {
+        let hour = Some(Duration::from_secs(3600));
+        for huge in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "3601",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_static(huge));
+            assert_eq!(retry_after(&h), hour, "{huge}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3600"));
+        assert_eq!(retry_after(&h), hour);
+        let e = AdapterError::RateLimited {
+            retry_after: Some(Duration::MAX),
+            message: String::new(),
+        };
+        assert_eq!(e.retry_after(), hour, "however the error was made");
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod model;
 mod secret;
 
 pub use adapter::{Capabilities, HealthReport, MdmAdapter, Page, PageStream, Receipt};
-pub use error::AdapterError;
+pub use error::{AdapterError, MAX_RETRY_AFTER};
 pub use ident::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, DeviceIdentifier,
 };

@@ -1138,3 +1138,21 @@ async fn a_base_url_with_a_path_keeps_it_in_front_of_api() {
     c.base_url = Url::parse(&format!("{}/tenant/", server.uri())).unwrap();
     McmsAdapter::new(c).unwrap().health_check().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_429_with_a_huge_retry_after_counts_as_one_hour_and_does_not_panic() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(
+            ResponseTemplate::new(429).insert_header("Retry-After", "18446744073709551615"),
+        )
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let id = DeviceIdentifier::MdmDeviceId("1".into());
+    let e = a.lookup_device(&id).await.unwrap_err();
+    assert!(matches!(e, AdapterError::RateLimited { .. }), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
+    assert!(e.to_string().contains("retry after 3600s"), "{e}");
+}

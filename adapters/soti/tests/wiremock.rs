@@ -1023,3 +1023,24 @@ async fn a_refused_action_keeps_sotis_error_in_the_message() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_retry_after_above_one_hour_counts_as_one_hour() {
+    for huge in [
+        "18446744073709551615",
+        "86400",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        let (err, _s) =
+            listing_error(ResponseTemplate::new(429).insert_header("Retry-After", huge)).await;
+        assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
+        assert_eq!(
+            err.retry_after(),
+            Some(Duration::from_secs(3600)),
+            "Retry-After: {huge}"
+        );
+    }
+    let (err, _s) =
+        listing_error(ResponseTemplate::new(503).insert_header("Retry-After", "99999999")).await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+}

@@ -1,0 +1,190 @@
+//! Issue 13: outbound safety (CONTRACT §4 and §6) through the daemon, against
+//! simulators that misbehave: a huge `Retry-After`, a redirect to another
+//! origin, a 2xx HTML page instead of the answer, a 502/504 to a command, a
+//! listing that never ends.
+
+use crate::support::*;
+use mtd_connector::sim::{Fault, SimKind};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const TENANT: &str = "acme";
+const ACTIVATE: &str = "/v1/agent/activate";
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}{path}", app.addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "GET {path}");
+    r.json().await.unwrap()
+}
+
+/// The UDID of a seeded iOS device of the SOTI simulator (its `DeviceId`).
+fn soti_ios_udid(env: &Env) -> String {
+    env.sim
+        .soti()
+        .unwrap()
+        .devices()
+        .into_iter()
+        .find(|d| d["Kind"].as_str().unwrap().eq_ignore_ascii_case("ios"))
+        .expect("the seed has an iOS device")["DeviceId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+// ------------------------------------------------------------ Retry-After
+
+#[tokio::test]
+async fn a_huge_retry_after_on_a_lookup_is_answered_as_at_most_one_hour_and_the_next_activation_succeeds(
+) {
+    // No background sync: the store knows only what activations put there.
+    let env = Env::new(&[SimKind::Soti], 20).await;
+    let soti = MdmSpec {
+        background_sync: false,
+        ..MdmSpec::new(SimKind::Soti)
+    };
+    let app = spawn_app(&env.write_config(TENANT, &[soti], "0", "")).await;
+    let udid = soti_ios_udid(&env);
+    env.sim
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::rate_limited(u64::MAX).times(1))
+        .unwrap();
+    let body = json!({"device": {"udid": udid}}).to_string().into_bytes();
+    let r = post_signed(&app, ACTIVATE, TENANT, &body).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    let retry_after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+
+    let status = admin_get(&app, &format!("/v1/admin/tenants/{TENANT}/status")).await;
+    let backoff = &status["mdms"][0]["backoff"];
+    let until = chrono::DateTime::parse_from_rfc3339(
+        backoff["rate_limited_until"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{backoff}")),
+    )
+    .unwrap();
+    let wait = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::minutes(59) && wait <= chrono::Duration::hours(1),
+        "status shows at most an hour: {backoff}"
+    );
+
+    // Nothing of the failure is left behind for that device.
+    let r = post_signed(&app, ACTIVATE, TENANT, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    app.shutdown().await;
+}
+
+const LOCK_POLICY: &str = r#"[policy]
+action_cooldown_minutes = 15
+[[policy.rule]]
+threat = "device.*"
+action = "lock"
+[[policy.rule]]
+threat = "app.*"
+action = "enterprise_wipe"
+[[policy.rule]]
+threat = "network.*"
+action = "disconnect_wifi"
+"#;
+
+/// An MDM of `kind` with lock, disconnect Wi-Fi and enterprise wipe
+/// permitted, background sync on (its devices are known), synced once.
+async fn started(kind: SimKind) -> (Env, TestApp) {
+    let env = Env::new(&[kind], 20).await;
+    let wifi = match kind {
+        SimKind::Bcdm => "",
+        SimKind::Soti => "wifi_disconnect_profile_id = \"wifi-off-1\"\n",
+        SimKind::Mcms => "wifi_disconnect_profile_id = \"42\"\n",
+    };
+    let spec = MdmSpec {
+        extra: format!(
+            "{wifi}[mdm.permit]\nlock = true\ndisconnect_wifi = true\nenterprise_wipe = true\n"
+        ),
+        ..MdmSpec::new(kind)
+    };
+    let app =
+        spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", LOCK_POLICY)).await;
+    let mdm = app.mdm_id(TENANT, &spec.name).await;
+    app.finished_runs(mdm, 1, LIMIT).await;
+    (env, app)
+}
+
+/// One synced device of the store, by a serial no other device shares:
+/// (vendor device id, serial).
+async fn a_device(env: &Env) -> (String, String) {
+    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let row: (String, String) = sqlx::query_as(
+        "SELECT mdm_device_id, serial FROM devices
+         WHERE removed_at IS NULL AND serial IS NOT NULL AND collision = 0
+           AND serial NOT IN (SELECT serial FROM devices WHERE serial IS NOT NULL
+                              GROUP BY serial HAVING COUNT(*) > 1)
+         ORDER BY id LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    row
+}
+
+async fn post_event(app: &TestApp, id: &str, serial: &str, threat: &str) {
+    let body = json!({
+        "event_id": id,
+        "detected_at": chrono::Utc::now().to_rfc3339(),
+        "device": {"serial": serial},
+        "threat": {"type": threat, "severity": "high", "name": threat},
+        "network": {"ssid": "Office", "bssid": "aa:bb:cc:dd:ee:ff"},
+        "details": {}
+    });
+    let r = post_signed(app, "/v1/agent/events", TENANT, body.to_string().as_bytes()).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+}
+
+async fn next_attempt_at(env: &Env, action_id: i64) -> chrono::DateTime<chrono::Utc> {
+    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let at: String = sqlx::query_scalar("SELECT next_attempt_at FROM actions WHERE id = ?")
+        .bind(action_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    chrono::DateTime::parse_from_rfc3339(&at)
+        .unwrap_or_else(|e| panic!("{at}: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
+#[tokio::test]
+async fn an_action_answered_429_with_a_huge_retry_after_is_retried_in_one_hour() {
+    let (env, app) = started(SimKind::Soti).await;
+    let (_, serial) = a_device(&env).await;
+    env.sim
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::rate_limited(u64::MAX).times(1).on_paths("/actions"))
+        .unwrap();
+    post_event(&app, "huge-retry-1", &serial, "device.jailbroken_rooted").await;
+    let rows = wait_actions(&env, LIMIT, |r| {
+        r.iter().any(|a| a.kind == "lock" && a.state == "failed")
+    })
+    .await;
+    let due = next_attempt_at(&env, rows[0].id).await - chrono::Utc::now();
+    assert!(
+        due > chrono::Duration::minutes(59) && due <= chrono::Duration::minutes(61),
+        "retried in an hour, not {due}"
+    );
+    app.shutdown().await;
+}
