@@ -188,3 +188,65 @@ async fn an_action_answered_429_with_a_huge_retry_after_is_retried_in_one_hour()
     );
     app.shutdown().await;
 }
+
+// ------------------------------------------------------------ redirects
+
+#[tokio::test]
+async fn a_wipe_redirected_to_another_port_is_not_sent_there_and_ends_dead_naming_the_location() {
+    let (env, app) = started(SimKind::Soti).await;
+    let elsewhere = wiremock::MockServer::start().await;
+    let location = format!("{}/MobiControl/api/devices/x/actions", elsewhere.uri());
+    env.sim
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::redirect(location.as_str()).on_paths("/actions"))
+        .unwrap();
+    let (_, serial) = a_device(&env).await;
+    post_event(&app, "redirect-1", &serial, "app.malicious").await;
+    let rows = wait_actions(&env, LIMIT, |r| {
+        r.iter()
+            .any(|a| a.kind == "enterprise_wipe" && a.state == "dead")
+    })
+    .await;
+    let reason = rows[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.contains(&location), "{rows:#?}");
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the command went to another origin"
+    );
+    assert!(
+        crate::logs::text().contains(&location),
+        "the log names the Location"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sync_redirected_to_another_port_fails_naming_the_location_and_sends_no_credential_there()
+{
+    let (env, app) = started(SimKind::Mcms).await;
+    let mdm = app.mdm_id(TENANT, "Test MCMS").await;
+    let elsewhere = wiremock::MockServer::start().await;
+    let location = format!("{}/mcms/API/mdm/devices/search", elsewhere.uri());
+    env.sim
+        .mcms()
+        .unwrap()
+        .core()
+        .inject(Fault::redirect(location.as_str()))
+        .unwrap();
+    app.sync
+        .request_full_sync(TENANT, None, mtd_connector::store::SyncTrigger::Admin)
+        .unwrap();
+    let runs = app.finished_runs(mdm, 2, LIMIT).await;
+    let latest = runs.iter().max_by_key(|r| r.id).unwrap();
+    assert_eq!(
+        latest.outcome,
+        mtd_connector::store::SyncOutcome::Failed,
+        "{latest:?}"
+    );
+    let error = latest.error.as_deref().unwrap_or_default();
+    assert!(error.contains(&location), "{latest:?}");
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    app.shutdown().await;
+}

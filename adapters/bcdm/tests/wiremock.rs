@@ -979,3 +979,29 @@ async fn a_command_answered_429_with_a_huge_retry_after_counts_as_one_hour() {
     assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
 }
+
+#[tokio::test]
+async fn a_command_redirected_to_another_port_is_not_sent_there_and_names_the_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(202).set_body_json(json!({"request_id": "r-1"})))
+        .mount(&elsewhere)
+        .await;
+    let location = format!("{}/api/v1/devices/d1/actions", elsewhere.uri());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the signed command went to another origin"
+    );
+    assert_eq!(err.class(), "redirected", "{err:?}");
+    assert!(err.to_string().contains(&location), "{err}");
+    assert!(!err.is_retryable());
+}

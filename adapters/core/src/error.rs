@@ -56,6 +56,16 @@ pub enum AdapterError {
     /// `setting` names what an admin has to change at the MDM console.
     #[error("action not permitted by the MDM: change `{setting}` in the MDM console ({message})")]
     ActionNotPermitted { setting: String, message: String },
+    /// The MDM answered a redirect the connector does not follow: to another
+    /// origin (scheme, host or port) than the integration's `url`, or one
+    /// too many. Nothing was sent to `location`; credentials never follow a
+    /// redirect there.
+    #[error("redirect not followed: the MDM answered {status} with Location {location}: {why}; nothing was sent there (if the MDM moved, set `url` to its new address)")]
+    Redirected {
+        status: u16,
+        location: String,
+        why: String,
+    },
     /// Any other 4xx: the request was refused and a repeat would be refused too.
     #[error("rejected ({status}): {message}")]
     Rejected { status: u16, message: String },
@@ -108,6 +118,7 @@ impl AdapterError {
             AdapterError::Unavailable { .. } => "unavailable",
             AdapterError::NoAnswer(_) => "no_answer",
             AdapterError::ActionNotPermitted { .. } => "action_not_permitted",
+            AdapterError::Redirected { .. } => "redirected",
             AdapterError::Rejected { .. } => "rejected",
             AdapterError::Decode(_) => "decode",
             AdapterError::Unsupported(_) => "unsupported",
@@ -159,6 +170,11 @@ mod tests {
                 message: String::new(),
             },
             AdapterError::Decode(String::new()),
+            AdapterError::Redirected {
+                status: 307,
+                location: "https://elsewhere.example/".into(),
+                why: String::new(),
+            },
         ] {
             assert!(!e.is_retryable(), "{e}");
             assert_eq!(e.retry_after(), None);

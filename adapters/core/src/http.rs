@@ -2,9 +2,15 @@
 //! and status codes to [`AdapterError`].
 //!
 //! One builder so that every vendor gets the same rustls setup, the per-MDM
-//! extra trust anchor (`ca_cert`) and the connect/request timeouts; one
-//! classifier so that "cannot connect", "TLS trust" and "timeout" mean the
-//! same for all three MDMs.
+//! extra trust anchor (`ca_cert`), the connect/request timeouts and the
+//! redirect policy; one classifier so that "cannot connect", "TLS trust" and
+//! "timeout" mean the same for all three MDMs.
+//!
+//! Redirects: only within the origin (scheme, host, port) of the request's
+//! URL, at most three. A redirect elsewhere is never followed, whatever the
+//! method: reqwest drops `Authorization` on another host, but not a form body
+//! (SOTI's password grant, resent on a 307) nor `aw-tenant-code` or BCDM's
+//! signed headers; it ends the call as [`AdapterError::Redirected`].
 
 pub use crate::error::MAX_RETRY_AFTER;
 use crate::AdapterError;
@@ -57,7 +63,7 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, AdapterE
         // not repeated (`NoAnswer`).
         .pool_idle_timeout(std::time::Duration::from_secs(20))
         .user_agent(concat!("mtd-connector/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(3));
+        .redirect(same_origin_redirects());
     if let Some(pem) = &settings.ca_cert_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| AdapterError::Config(format!("ca_cert is not a PEM certificate: {e}")))?;
@@ -75,8 +81,74 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, AdapterE
         .map_err(|e| AdapterError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
+/// Redirects followed within the MDM's own origin (a path moved, a trailing
+/// slash added); one more is refused.
+const MAX_REDIRECTS: usize = 3;
+
+/// Why the redirect policy stopped a call; found again in the reqwest error's
+/// sources by [`classify_send_error`].
+#[derive(Debug, thiserror::Error)]
+#[error("redirect to {location} not followed: {why}")]
+struct RedirectRefused {
+    status: u16,
+    location: String,
+    why: &'static str,
+}
+
+/// Follows a redirect only to the origin the call was made to (see the
+/// module header), up to [`MAX_REDIRECTS`].
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // reqwest lists every URL of the chain so far, the first one first.
+        let first = attempt.previous().first();
+        let why = if first.is_some_and(|from| !same_origin(from, attempt.url())) {
+            Some("it points to another origin (scheme, host or port) than the MDM's url")
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            Some("more than 3 redirects")
+        } else {
+            None
+        };
+        match why {
+            None => attempt.follow(),
+            Some(why) => {
+                let refused = RedirectRefused {
+                    status: attempt.status().as_u16(),
+                    location: shown_url(attempt.url()),
+                    why,
+                };
+                attempt.error(refused)
+            }
+        }
+    })
+}
+
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// A URL for a message: without any user name or password it may carry.
+fn shown_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.to_string()
+}
+
 /// Maps a failed `send()` (no status received) to the error class.
 pub fn classify_send_error(err: &reqwest::Error) -> AdapterError {
+    let mut source = err.source();
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<RedirectRefused>() {
+            return AdapterError::Redirected {
+                status: refused.status,
+                location: refused.location.clone(),
+                why: refused.why.to_string(),
+            };
+        }
+        source = s.source();
+    }
     let chain = error_chain(err);
     let lower = chain.to_ascii_lowercase();
     if err.is_timeout() {
@@ -105,7 +177,11 @@ pub fn classify_send_error(err: &reqwest::Error) -> AdapterError {
 /// Only a failure to connect (or to agree on TLS) proves it never left.
 pub fn classify_command_send_error(err: &reqwest::Error) -> AdapterError {
     match classify_send_error(err) {
-        e @ (AdapterError::Connect(_) | AdapterError::Tls(_)) => e,
+        // A redirect is the MDM's answer that it did not take the command;
+        // nothing went to where it pointed.
+        e @ (AdapterError::Connect(_) | AdapterError::Tls(_) | AdapterError::Redirected { .. }) => {
+            e
+        }
         _ if err.is_connect() => AdapterError::Connect(error_chain(err)),
         _ => AdapterError::NoAnswer(error_chain(err)),
     }
@@ -275,6 +351,68 @@ mod tests {
             message: String::new(),
         };
         assert_eq!(e.retry_after(), hour, "however the error was made");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_within_the_origin_three_times_and_never_elsewhere() {
+        use wiremock::matchers::path_regex;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        // /hop/N redirects to /hop/N+1 on the same server; /hop/3 answers.
+        for n in 0..4 {
+            let answer = if n == 3 {
+                ResponseTemplate::new(200).set_body_string("here")
+            } else {
+                ResponseTemplate::new(302).insert_header("Location", format!("/hop/{}", n + 1))
+            };
+            Mock::given(path_regex(format!("^/hop/{n}$")))
+                .respond_with(answer)
+                .mount(&server)
+                .await;
+        }
+        let client = build_client(&HttpSettings::default()).unwrap();
+        let ok = client
+            .get(format!("{}/hop/0", server.uri()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "three redirects within the origin");
+        let long = MockServer::start().await;
+        Mock::given(path_regex("^/loop$"))
+            .respond_with(ResponseTemplate::new(302).insert_header("Location", "/loop"))
+            .mount(&long)
+            .await;
+        let err = client
+            .get(format!("{}/loop", long.uri()))
+            .send()
+            .await
+            .unwrap_err();
+        let e = classify_send_error(&err);
+        assert_eq!(e.class(), "redirected", "{e}");
+        assert!(e.to_string().contains("more than 3 redirects"), "{e}");
+        assert_eq!(long.received_requests().await.unwrap().len(), 4);
+
+        let elsewhere = MockServer::start().await;
+        let away = MockServer::start().await;
+        let location = format!("{}/x", away.uri()).replace("http://", "http://user:pw@");
+        Mock::given(path_regex("^/a$"))
+            .respond_with(ResponseTemplate::new(307).insert_header("Location", location.as_str()))
+            .mount(&elsewhere)
+            .await;
+        let err = client
+            .post(format!("{}/a", elsewhere.uri()))
+            .body("password=secret")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(away.received_requests().await.unwrap().is_empty());
+        let e = classify_command_send_error(&err);
+        assert_eq!(e.class(), "redirected", "{e}");
+        assert!(
+            e.to_string().contains(&format!("{}/x", away.uri())),
+            "names the Location: {e}"
+        );
+        assert!(!e.to_string().contains("pw@"), "without its password: {e}");
     }
 
     #[test]

@@ -1156,3 +1156,39 @@ async fn a_429_with_a_huge_retry_after_counts_as_one_hour_and_does_not_panic() {
     assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
     assert!(e.to_string().contains("retry after 3600s"), "{e}");
 }
+
+#[tokio::test]
+async fn a_listing_redirected_to_another_port_sends_no_credential_there_and_names_the_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..3, 0, 500, 2)))
+        .mount(&elsewhere)
+        .await;
+    let location = format!(
+        "{}/API/mdm/devices/search?page=0&pagesize=500",
+        elsewhere.uri()
+    );
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(302).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let e = list_error(&server).await;
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the API key went to another origin"
+    );
+    assert_eq!(e.class(), "redirected", "{e:?}");
+    assert!(e.to_string().contains(&location), "{e}");
+    assert!(!e.to_string().contains(API_KEY) && !e.to_string().contains(PASSWORD));
+
+    // Another scheme on the same host and port is another origin too.
+    let https = server.uri().replace("http://", "https://") + "/API/mdm/devices/search";
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(301).insert_header("Location", https.as_str()))
+        .mount(&server)
+        .await;
+    let e = list_error(&server).await;
+    assert_eq!(e.class(), "redirected", "{e:?}");
+}

@@ -1044,3 +1044,73 @@ async fn a_retry_after_above_one_hour_counts_as_one_hour() {
         listing_error(ResponseTemplate::new(503).insert_header("Retry-After", "99999999")).await;
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
 }
+
+// ---------------------------------------------------------------- redirects
+
+#[tokio::test]
+async fn a_token_request_redirected_to_another_port_sends_nothing_there_and_names_the_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "stolen", "token_type": "bearer", "expires_in": 3600
+        })))
+        .mount(&elsewhere)
+        .await;
+    let location = format!("{}/MobiControl/api/token", elsewhere.uri());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let err = adapter(&server).health_check().await.unwrap_err();
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the password grant went to another origin"
+    );
+    assert_eq!(err.class(), "redirected", "{err:?}");
+    assert!(err.to_string().contains(&location), "{err}");
+    assert!(!err.is_retryable());
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+}
+
+#[tokio::test]
+async fn a_command_redirected_to_another_port_is_not_sent_there() {
+    let elsewhere = MockServer::start().await;
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    let location = format!("{}/MobiControl/api/devices/abc/actions", elsewhere.uri());
+    Mock::given(method("POST"))
+        .and(path_regex_any())
+        .respond_with(ResponseTemplate::new(308).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &device("abc"))
+        .await
+        .unwrap_err();
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    assert_eq!(err.class(), "redirected", "{err:?}");
+    assert!(err.to_string().contains(&location), "{err}");
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_same_origin_is_still_followed() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    Mock::given(method("GET"))
+        .and(path(DEVICES_PATH))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("Location", "/MobiControl/api/devices2?skip=0"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/MobiControl/api/devices2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page_of(2, 0)))
+        .mount(&server)
+        .await;
+    let report = adapter(&server).health_check().await.unwrap();
+    assert_eq!(report.devices_on_first_page, 2);
+}
