@@ -123,20 +123,51 @@ async fn started(kind: SimKind) -> (Env, TestApp) {
 /// One synced device of the store, by a serial no other device shares:
 /// (vendor device id, serial).
 async fn a_device(env: &Env) -> (String, String) {
+    devices(env).await.remove(0)
+}
+
+/// The synced devices an event can name by a serial no other device shares.
+async fn devices(env: &Env) -> Vec<(String, String)> {
     let url = format!("sqlite://{}?mode=ro", env.db_path().display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let row: (String, String) = sqlx::query_as(
+    let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT mdm_device_id, serial FROM devices
          WHERE removed_at IS NULL AND serial IS NOT NULL AND collision = 0
            AND serial NOT IN (SELECT serial FROM devices WHERE serial IS NOT NULL
                               GROUP BY serial HAVING COUNT(*) > 1)
-         ORDER BY id LIMIT 1",
+         ORDER BY id",
     )
-    .fetch_one(&pool)
+    .fetch_all(&pool)
     .await
     .unwrap();
     pool.close().await;
-    row
+    assert!(rows.len() >= 2, "the seed has devices with serials");
+    rows
+}
+
+/// Where each kind's simulator takes device commands.
+fn command_path(kind: SimKind) -> &'static str {
+    match kind {
+        SimKind::Mcms => "/commands",
+        SimKind::Soti | SimKind::Bcdm => "/actions",
+    }
+}
+
+/// The command requests a simulator received for one device: (status answered, fault).
+fn command_requests(env: &Env, kind: SimKind, mdm_device_id: &str) -> Vec<Option<u16>> {
+    env.sim
+        .state(kind)
+        .unwrap()
+        .core()
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.path
+                    .contains(&format!("/{mdm_device_id}{}", command_path(kind)))
+        })
+        .map(|r| r.status)
+        .collect()
 }
 
 async fn post_event(app: &TestApp, id: &str, serial: &str, threat: &str) {
@@ -249,4 +280,67 @@ async fn a_sync_redirected_to_another_port_fails_naming_the_location_and_sends_n
     assert!(error.contains(&location), "{latest:?}");
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
     app.shutdown().await;
+}
+
+// ------------------------------------------------- 502 / 504 to a command
+
+#[tokio::test]
+async fn a_wipe_answered_502_or_504_ends_dead_unrepeated_and_a_lock_is_retried_and_sent() {
+    for (kind, status) in [
+        (SimKind::Soti, 502),
+        (SimKind::Mcms, 504),
+        (SimKind::Bcdm, 502),
+    ] {
+        let (env, app) = started(kind).await;
+        let targets = devices(&env).await;
+        let (wiped, wiped_serial) = &targets[0];
+        let (locked, locked_serial) = &targets[1];
+        let core = env.sim.state(kind).unwrap();
+        for id in [wiped, locked] {
+            let command = format!("/{id}{}", command_path(kind));
+            core.core()
+                .inject(Fault::status(status).times(1).on_paths(command))
+                .unwrap();
+        }
+        post_event(
+            &app,
+            &format!("gw-wipe-{kind}"),
+            wiped_serial,
+            "app.malicious",
+        )
+        .await;
+        post_event(
+            &app,
+            &format!("gw-lock-{kind}"),
+            locked_serial,
+            "device.jailbroken",
+        )
+        .await;
+        let rows = wait_actions(&env, LIMIT, |r| {
+            r.iter()
+                .any(|a| a.kind == "enterprise_wipe" && a.state != "pending" && a.state != "failed")
+                && r.iter().any(|a| a.kind == "lock" && a.state == "sent")
+        })
+        .await;
+        // Long enough for a retry to have gone out, had one been scheduled (fast dispatch).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let wipe = rows.iter().find(|a| a.kind == "enterprise_wipe").unwrap();
+        assert_eq!(wipe.state, "dead", "{kind}: {rows:#?}");
+        let reason = wipe.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("check the MDM console") && reason.contains(&status.to_string()),
+            "{kind}: {wipe:?}"
+        );
+        assert_eq!(
+            command_requests(&env, kind, wiped),
+            vec![Some(status)],
+            "{kind}: the wipe went out once"
+        );
+        assert_eq!(
+            command_requests(&env, kind, locked).len(),
+            2,
+            "{kind}: the lock was repeated once"
+        );
+        app.shutdown().await;
+    }
 }

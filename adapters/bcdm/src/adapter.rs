@@ -13,7 +13,9 @@ use crate::wire::{self, ActionAccepted, DevicesEnvelope, ErrorBody, UsersEnvelop
 use crate::BcdmConfig;
 use async_trait::async_trait;
 use futures::StreamExt;
-use mtd_adapter::http::{body_excerpt, build_client, classify_request_error, error_for_status};
+use mtd_adapter::http::{
+    body_excerpt, build_client, classify_request_error, error_for_request_status,
+};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
     Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind, Page,
@@ -47,6 +49,8 @@ pub struct BcdmAdapter {
 
 /// An answer as received: status, headers and the body as text.
 struct Answer {
+    /// The request's method: a POST is a command (see `error_from`).
+    method: Method,
     status: StatusCode,
     headers: HeaderMap,
     body: String,
@@ -140,6 +144,7 @@ impl BcdmAdapter {
         let headers = response.headers().clone();
         let body = response.text().await.map_err(classify)?;
         Ok(Answer {
+            method,
             status,
             headers,
             body,
@@ -284,7 +289,7 @@ fn error_from(answer: &Answer, setting: Option<&'static str>) -> AdapterError {
         (403, "forbidden") => AdapterError::Forbidden(format!(
             "DM code does not match the access key: check dm_code ({said})"
         )),
-        _ => error_for_status(answer.status, &answer.headers, said),
+        _ => error_for_request_status(&answer.method, answer.status, &answer.headers, said),
     }
 }
 

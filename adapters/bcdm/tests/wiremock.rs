@@ -1005,3 +1005,20 @@ async fn a_command_redirected_to_another_port_is_not_sent_there_and_names_the_lo
     assert!(err.to_string().contains(&location), "{err}");
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+async fn a_command_answered_502_or_504_is_no_answer() {
+    for status in [502u16, 504] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(error_body(status, "bad_gateway", "upstream"))
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .execute(MdmCommand::Wipe, &a_device("d1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "no_answer", "{status}: {err:?}");
+        assert_eq!(received(&server).await.len(), 1, "sent once");
+    }
+}

@@ -50,7 +50,7 @@ pub enum AdapterError {
     /// connection lost mid-answer): the MDM may or may not have acted on it.
     /// Retryable for a command that is idempotent at the MDM; a caller must
     /// not repeat one that is not (a wipe) without checking the MDM first.
-    #[error("no answer to the command (the MDM may have acted on it): {0}")]
+    #[error("no answer to the command (the MDM may have acted on it; check the MDM console): {0}")]
     NoAnswer(String),
     /// The MDM refused this action by its own settings; retrying cannot help.
     /// `setting` names what an admin has to change at the MDM console.

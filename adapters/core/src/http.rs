@@ -271,6 +271,40 @@ pub fn error_for_status(status: StatusCode, headers: &HeaderMap, message: String
     }
 }
 
+/// As [`error_for_status`], for the answer to a command (a POST that changes
+/// something at the MDM). A 502 or 504 comes from a gateway in front of the
+/// MDM that lost its answer or gave up waiting for it: the MDM may have acted,
+/// so it is [`AdapterError::NoAnswer`] (a wipe is then never sent again). Any
+/// other status means what it means for a read.
+pub fn error_for_command_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: String,
+) -> AdapterError {
+    match status.as_u16() {
+        code @ (502 | 504) => AdapterError::NoAnswer(format!(
+            "{code} {} from a gateway in front of the MDM, which may have received the command ({message})",
+            status.canonical_reason().unwrap_or("")
+        )),
+        _ => error_for_status(status, headers, message),
+    }
+}
+
+/// The one rule every adapter follows for a non-success status, as
+/// [`classify_request_error`] for a failed send: a POST is a command.
+pub fn error_for_request_status(
+    method: &reqwest::Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: String,
+) -> AdapterError {
+    if method == reqwest::Method::POST {
+        error_for_command_status(status, headers, message)
+    } else {
+        error_for_status(status, headers, message)
+    }
+}
+
 /// A short, single-line excerpt of a body that is not the vendor's error JSON
 /// (an HTML error page, a proxy's text): enough to recognise it in a log.
 pub fn body_excerpt(body: &str) -> String {
@@ -328,6 +362,24 @@ mod tests {
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         let e = error_for_status(StatusCode::TOO_MANY_REQUESTS, &h, String::new());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        // A command's answer lost behind a gateway: the MDM may have acted.
+        let post = reqwest::Method::POST;
+        for (status, class) in [
+            (StatusCode::BAD_GATEWAY, "no_answer"),
+            (StatusCode::GATEWAY_TIMEOUT, "no_answer"),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "unavailable"),
+        ] {
+            let e = error_for_request_status(&post, status, &h, String::new());
+            assert_eq!(e.class(), class, "{status}");
+        }
+        let e = error_for_request_status(
+            &reqwest::Method::GET,
+            StatusCode::BAD_GATEWAY,
+            &h,
+            String::new(),
+        );
+        assert_eq!(e.class(), "unavailable");
     }
 
     #[test]

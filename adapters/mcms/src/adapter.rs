@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_request_error, error_for_status, retry_after,
+    body_excerpt, build_client, classify_request_error, error_for_request_status, retry_after,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -49,6 +49,8 @@ impl fmt::Debug for McmsAdapter {
 
 /// An answer whose status has not been judged yet.
 struct Answer {
+    /// The request's method: a POST is a command (see `ok_or_error`).
+    method: Method,
     status: StatusCode,
     headers: HeaderMap,
     body: String,
@@ -170,6 +172,7 @@ impl McmsAdapter {
         }
         let body = response.text().await.map_err(classify)?;
         Ok(Answer {
+            method,
             status,
             headers,
             body,
@@ -396,12 +399,14 @@ fn map_page<T>(
 }
 
 /// Passes a 2xx answer on; turns anything else into its error class, with
-/// AirWatch's `{"errorCode","message"}` kept in the message.
+/// AirWatch's `{"errorCode","message"}` kept in the message (a command's 502
+/// or 504 is `NoAnswer`).
 fn ok_or_error(answer: Answer) -> Result<Answer, AdapterError> {
     if answer.status.is_success() {
         return Ok(answer);
     }
-    Err(error_for_status(
+    Err(error_for_request_status(
+        &answer.method,
         answer.status,
         &answer.headers,
         error_message(&answer.body),

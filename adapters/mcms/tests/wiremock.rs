@@ -1192,3 +1192,24 @@ async fn a_listing_redirected_to_another_port_sends_no_credential_there_and_name
     let e = list_error(&server).await;
     assert_eq!(e.class(), "redirected", "{e:?}");
 }
+
+#[tokio::test]
+async fn a_command_answered_502_or_504_is_no_answer() {
+    for status in [502u16, 504] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let e = adapter(&server)
+            .execute(MdmCommand::EnterpriseWipe, &device("42", None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), "no_answer", "{status}: {e:?}");
+        let e = adapter(&server)
+            .execute(MdmCommand::Lock, &device("42", None))
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{e:?}");
+    }
+}

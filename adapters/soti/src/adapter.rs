@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_request_error, classify_send_error, error_for_status,
+    body_excerpt, build_client, classify_request_error, classify_send_error,
+    error_for_request_status, error_for_status,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -179,7 +180,8 @@ impl SotiAdapter {
             let text = resp.text().await.map_err(classify)?;
             if !status.is_success() {
                 let said = soti_error_message(&text).unwrap_or_else(|| body_excerpt(&text));
-                return Err(error_for_status(
+                return Err(error_for_request_status(
+                    &method,
                     status,
                     &headers,
                     format!("{what}: {said}"),

@@ -1114,3 +1114,36 @@ async fn a_redirect_within_the_same_origin_is_still_followed() {
     let report = adapter(&server).health_check().await.unwrap();
     assert_eq!(report.devices_on_first_page, 2);
 }
+
+// ------------------------------------------------- gateway errors to commands
+
+#[tokio::test]
+async fn a_command_answered_502_or_504_is_no_answer_and_a_read_is_unavailable() {
+    for status in [502u16, 504] {
+        let server = MockServer::start().await;
+        mount_tokens(&server).await;
+        Mock::given(method("POST"))
+            .and(path_regex_any())
+            .respond_with(ResponseTemplate::new(status).set_body_raw(
+                "<html><head><title>Bad Gateway</title></head></html>",
+                "text/html",
+            ))
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .execute(MdmCommand::Wipe, &device("abc"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "no_answer", "{status}: {err:?}");
+        assert!(err.to_string().contains(&status.to_string()), "{err}");
+        assert!(err.to_string().contains("check the MDM console"), "{err}");
+        assert!(err.is_retryable(), "an idempotent command may be repeated");
+
+        let (err, _s) = listing_error(ResponseTemplate::new(status)).await;
+        assert_eq!(
+            err.class(),
+            "unavailable",
+            "{status}: a read is just unavailable"
+        );
+    }
+}
