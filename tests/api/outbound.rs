@@ -344,3 +344,60 @@ async fn a_wipe_answered_502_or_504_ends_dead_unrepeated_and_a_lock_is_retried_a
         app.shutdown().await;
     }
 }
+
+// ------------------------------------------------- what counts as sent
+
+#[tokio::test]
+async fn a_command_answered_200_with_an_html_page_is_not_recorded_sent() {
+    for kind in SimKind::ALL {
+        let (env, app) = started(kind).await;
+        let targets = devices(&env).await;
+        let (wiped, wiped_serial) = &targets[0];
+        let (locked, locked_serial) = &targets[1];
+        let core = env.sim.state(kind).unwrap();
+        let wipe_path = format!("/{wiped}{}", command_path(kind));
+        core.core()
+            .inject(Fault::html_page(200).times(1).on_paths(wipe_path))
+            .unwrap();
+        // The lock meets the sign-in page on every attempt.
+        let lock_path = format!("/{locked}{}", command_path(kind));
+        core.core()
+            .inject(Fault::html_page(200).on_paths(lock_path))
+            .unwrap();
+        post_event(
+            &app,
+            &format!("html-wipe-{kind}"),
+            wiped_serial,
+            "app.malicious",
+        )
+        .await;
+        post_event(
+            &app,
+            &format!("html-lock-{kind}"),
+            locked_serial,
+            "device.jailbroken",
+        )
+        .await;
+        let rows = wait_actions(&env, LIMIT, |r| {
+            r.iter()
+                .any(|a| a.kind == "enterprise_wipe" && a.state == "dead")
+                && command_requests(&env, kind, locked).len() >= 2
+        })
+        .await;
+        let wipe = rows.iter().find(|a| a.kind == "enterprise_wipe").unwrap();
+        assert!(
+            wipe.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("HTML page") && r.contains("check the MDM console")),
+            "{kind}: {wipe:?}"
+        );
+        assert_eq!(command_requests(&env, kind, wiped).len(), 1, "{kind}");
+        let lock = rows.iter().find(|a| a.kind == "lock").unwrap();
+        assert_ne!(lock.state, "sent", "{kind}: {lock:?}");
+        assert!(
+            env.sim.state(kind).unwrap().core().actions().is_empty(),
+            "{kind}: the simulator itself never got a command"
+        );
+        app.shutdown().await;
+    }
+}

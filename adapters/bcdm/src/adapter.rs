@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use mtd_adapter::http::{
     body_excerpt, build_client, classify_request_error, error_for_request_status,
+    undocumented_answer,
 };
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
@@ -436,17 +437,22 @@ impl MdmAdapter for BcdmAdapter {
         if !answer.status.is_success() {
             return Err(error_from(&answer, Some(setting)));
         }
-        // The action was accepted: a missing request id must not turn that into a failure.
+        // Only the documented answer counts as sent (CONTRACT §4): 202 with
+        // the request id. Another 2xx (a sign-in page, an empty 202) may
+        // have been acted on or not: the error says so.
         let vendor_reference = serde_json::from_str::<ActionAccepted>(&answer.body)
             .ok()
-            .and_then(|a| a.request_id);
-        if vendor_reference.is_none() {
-            tracing::warn!(
-                status = answer.status.as_u16(),
-                body = %body_excerpt(&answer.body),
-                "BCDM accepted the action but gave no request_id."
-            );
-        }
+            .and_then(|a| a.request_id)
+            .filter(|_| answer.status == StatusCode::ACCEPTED);
+        let Some(vendor_reference) = vendor_reference else {
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                r#"BCDM's 202 with {"request_id":"…"}"#,
+            ));
+        };
+        let vendor_reference = Some(vendor_reference);
         Ok(Receipt {
             request,
             request_body: Some(body),

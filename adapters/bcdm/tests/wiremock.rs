@@ -614,19 +614,35 @@ async fn each_action_sends_its_exact_body_and_keeps_the_request_id() {
     }
 }
 
+/// MDM-APIS.md: an action is accepted with 202 `{"request_id":"…"}`; any
+/// other answer, a 2xx included, does not count as sent (CONTRACT §4). The
+/// MDM may have acted on it, so it is `NoAnswer`: never repeated for a wipe.
 #[tokio::test]
-async fn an_accepted_action_without_a_request_id_is_still_a_receipt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
-    let receipt = adapter(&server)
-        .execute(MdmCommand::Lock, &a_device("d"))
-        .await
-        .unwrap();
-    assert_eq!(receipt.vendor_reference, None);
-    assert_eq!(receipt.response_body, None);
+async fn only_202_with_a_request_id_counts_as_sent() {
+    let answers = [
+        ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><head><title>Sign in</title></head></html>",
+            "text/html",
+        ),
+        ResponseTemplate::new(202),
+        ResponseTemplate::new(202).set_body_json(json!({"status": "queued"})),
+        ResponseTemplate::new(202).set_body_json(json!({"request_id": ""})),
+        ResponseTemplate::new(200).set_body_json(json!({"request_id": "r-1"})),
+        ResponseTemplate::new(204),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .execute(MdmCommand::EnterpriseWipe, &a_device("d"))
+            .await
+            .expect_err(&format!("answer {i} counted as sent"));
+        assert_eq!(err.class(), "no_answer", "answer {i}: {err:?}");
+        assert!(err.to_string().contains("202"), "names what was due: {err}");
+    }
 }
 
 #[tokio::test]

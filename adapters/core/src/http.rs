@@ -305,6 +305,31 @@ pub fn error_for_request_status(
     }
 }
 
+/// The error for an answer to a command that has a success status but is not
+/// the vendor's documented success answer (`documented`, e.g. "MobiControl's
+/// 204 with no body"): a sign-in page of a portal or a proxy, a body where
+/// none is due. It does not count as sent (CONTRACT §4). Whether the MDM acted
+/// on it is unknown, so it is [`AdapterError::NoAnswer`]: a wipe is never sent
+/// again, an idempotent command is retried.
+pub fn undocumented_answer(
+    request: &str,
+    status: StatusCode,
+    body: &str,
+    documented: &str,
+) -> AdapterError {
+    AdapterError::NoAnswer(format!(
+        "{request}: answered {status} with {} instead of {documented}, so it does not count as sent",
+        body_excerpt(body)
+    ))
+}
+
+/// Whether a body is an HTML page (a login portal, a proxy's error page).
+pub fn is_html_page(body: &str) -> bool {
+    let start = body.trim_start();
+    let head = start.get(..14).unwrap_or(start).to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html")
+}
+
 /// A short, single-line excerpt of a body that is not the vendor's error JSON
 /// (an HTML error page, a proxy's text): enough to recognise it in a log.
 pub fn body_excerpt(body: &str) -> String {
@@ -313,7 +338,7 @@ pub fn body_excerpt(body: &str) -> String {
         return "(empty body)".to_string();
     }
     let lower = trimmed.to_ascii_lowercase();
-    if lower.starts_with("<!doctype html") || lower.starts_with("<html") {
+    if is_html_page(trimmed) {
         // The <title> of an error page says most ("404 - File or directory not found").
         if let (Some(a), Some(b)) = (lower.find("<title>"), lower.find("</title>")) {
             if b > a + 7 {

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_request_error, error_for_request_status, retry_after,
+    body_excerpt, build_client, classify_request_error, error_for_request_status, is_html_page,
+    retry_after, undocumented_answer,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -344,13 +345,27 @@ impl McmsAdapter {
         };
         let answer = self.send(Method::POST, url, body.clone()).await?;
         let answer = ok_or_error(answer)?;
-        if looks_like_html(&answer.body) {
-            // A 2xx HTML page is a login portal or proxy, not AirWatch: the
-            // command did not reach the MDM and must not count as sent.
-            return Err(AdapterError::Decode(format!(
-                "{request}: {}",
-                body_excerpt(&answer.body)
-            )));
+        // Only the documented answer counts as sent: a device command is a 2xx
+        // with no body. The profile calls' answer body is not documented, so
+        // there only a page (a login portal, a proxy) is refused.
+        let device_command = body.is_none();
+        let documented = if device_command {
+            answer.body.trim().is_empty()
+        } else {
+            !is_html_page(&answer.body)
+        };
+        if !documented {
+            let expected = if device_command {
+                "AirWatch's 2xx with no body"
+            } else {
+                "AirWatch's 2xx answer (not a page)"
+            };
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                expected,
+            ));
         }
         tracing::info!(
             status = answer.status.as_u16(),
@@ -439,15 +454,6 @@ pub(crate) fn error_message(body: &str) -> String {
 fn parse_json(body: &str) -> Result<Value, AdapterError> {
     serde_json::from_str(body)
         .map_err(|e| AdapterError::Decode(format!("{e}; body: {}", body_excerpt(body))))
-}
-
-fn looks_like_html(body: &str) -> bool {
-    let lower = body
-        .trim_start()
-        .get(..14)
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    lower.starts_with("<!doctype html") || lower.starts_with("<html")
 }
 
 #[async_trait]

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 use mtd_adapter::http::{
     body_excerpt, build_client, classify_request_error, classify_send_error,
-    error_for_request_status, error_for_status,
+    error_for_request_status, error_for_status, undocumented_answer,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -259,11 +259,21 @@ impl SotiAdapter {
         }
     }
 
-    /// `POST` one command and keep the receipt.
+    /// `POST` one command and keep the receipt. Only SOTI's documented
+    /// answer, 204 with no body, counts as sent (a 2xx sign-in page does not).
     async fn post_command(&self, url: Url, body: String) -> Result<Receipt, AdapterError> {
         let answer = self.call(Method::POST, &url, Some(&body)).await?;
+        let request = format!("POST {}", url.path());
+        if answer.status != StatusCode::NO_CONTENT || !answer.body.trim().is_empty() {
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                "MobiControl's 204 with no body",
+            ));
+        }
         Ok(Receipt {
-            request: format!("POST {}", url.path()),
+            request,
             request_body: Some(body),
             status: answer.status.as_u16(),
             response_body: (!answer.body.trim().is_empty()).then_some(answer.body),

@@ -1147,3 +1147,37 @@ async fn a_command_answered_502_or_504_is_no_answer_and_a_read_is_unavailable() 
         );
     }
 }
+
+// ------------------------------------------------- what counts as sent
+
+/// MDM-APIS.md and SOTI's spec: an action and a profile action are answered
+/// 204 with no body. Any other answer, a 2xx HTML page included, does not
+/// count as sent; the MDM may have acted, so it is `NoAnswer`.
+#[tokio::test]
+async fn only_204_without_a_body_counts_as_a_sent_action() {
+    let answers = [
+        ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><head><title>MobiControl - Log In</title></head></html>",
+            "text/html",
+        ),
+        ResponseTemplate::new(200),
+        ResponseTemplate::new(202).set_body_json(json!({"Status": "Queued"})),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        for command in [MdmCommand::EnterpriseWipe, MdmCommand::DisconnectWifi] {
+            let server = MockServer::start().await;
+            mount_tokens(&server).await;
+            Mock::given(method("POST"))
+                .and(path_regex_any())
+                .respond_with(answer.clone())
+                .mount(&server)
+                .await;
+            let err = adapter(&server)
+                .execute(command, &device("abc"))
+                .await
+                .expect_err(&format!("answer {i} to {command} counted as sent"));
+            assert_eq!(err.class(), "no_answer", "answer {i}: {err:?}");
+            assert!(err.to_string().contains("204"), "names what was due: {err}");
+        }
+    }
+}
