@@ -14,7 +14,7 @@ use crate::BcdmConfig;
 use async_trait::async_trait;
 use futures::StreamExt;
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_request_error, error_for_request_status,
+    body_excerpt, build_client, classify_request_error, error_for_request_status, read_body,
     undocumented_answer,
 };
 use mtd_adapter::{
@@ -143,7 +143,7 @@ impl BcdmAdapter {
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(classify)?;
+        let body = read_body(response, &method).await?;
         Ok(Answer {
             method,
             status,

@@ -1038,3 +1038,23 @@ async fn a_command_answered_502_or_504_is_no_answer() {
         assert_eq!(received(&server).await.len(), 1, "sent once");
     }
 }
+
+#[tokio::test]
+async fn an_answer_larger_than_64_mib_fails_the_call_and_a_command_is_not_counted_sent() {
+    let size = 65 * 1024 * 1024;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(br#"{"request_id":"r-1","note":""#);
+    body.resize(size - 2, b'a');
+    body.extend_from_slice(br#""}"#);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("64 MiB"), "{err}");
+    assert_eq!(err.class(), "no_answer", "the MDM may have acted: {err:?}");
+}

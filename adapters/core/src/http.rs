@@ -6,6 +6,10 @@
 //! redirect policy; one classifier so that "cannot connect", "TLS trust" and
 //! "timeout" mean the same for all three MDMs.
 //!
+//! Answers are read by [`read_body`], never by reqwest's unbounded
+//! `text()`/`bytes()`: at most [`MAX_BODY_BYTES`], refused up front by
+//! `Content-Length` and counted chunk by chunk when there is none.
+//!
 //! Redirects: only within the origin (scheme, host, port) of the request's
 //! URL, at most three. A redirect elsewhere is never followed, whatever the
 //! method: reqwest drops `Authorization` on another host, but not a form body
@@ -49,6 +53,75 @@ pub fn check_base_url(url: &url::Url, example: &str) -> Result<(), String> {
         return Err("url must not carry a query or a fragment".to_string());
     }
     Ok(())
+}
+
+/// The largest MDM answer body read (CONTRACT §6); a larger one fails the
+/// call. Pages are far smaller: this bounds memory against a broken or
+/// hostile server, it is not a paging limit.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads an answer's body as text (invalid UTF-8 replaced, as reqwest's
+/// `text()` without a charset does), at most [`MAX_BODY_BYTES`].
+///
+/// `method` classifies a failure as [`classify_request_error`] does. A body
+/// over the limit is [`AdapterError::Decode`] for a read, and
+/// [`AdapterError::NoAnswer`] for a command (a POST): its answer could not be
+/// read, and the MDM may have acted on it.
+pub async fn read_body(
+    response: reqwest::Response,
+    method: &reqwest::Method,
+) -> Result<String, AdapterError> {
+    read_body_limited(response, method, MAX_BODY_BYTES).await
+}
+
+/// [`read_body`] with another limit (tests use a small one).
+pub async fn read_body_limited(
+    mut response: reqwest::Response,
+    method: &reqwest::Method,
+    limit: usize,
+) -> Result<String, AdapterError> {
+    let too_large = |response: &reqwest::Response| {
+        let message = format!(
+            "{method} {}: the answer is larger than {}, the most the connector reads; it was not read further",
+            response.url().path(),
+            human_size(limit)
+        );
+        if method == reqwest::Method::POST {
+            AdapterError::NoAnswer(message)
+        } else {
+            AdapterError::Decode(message)
+        }
+    };
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(&response));
+    }
+    // Not more up front than a typical page, whatever the header claims.
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(1 << 20));
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => return Err(classify_request_error(method, &e)),
+        };
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(&response));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+fn human_size(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// Builds the rustls-based client for one MDM.
@@ -522,6 +595,80 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(build_client(&settings).unwrap_err().class(), "config");
+    }
+
+    /// A server that answers one request with `head` and then `body` in
+    /// chunks of the chunked transfer coding (no Content-Length).
+    async fn chunked_server(status: &'static str, chunks: Vec<Vec<u8>>) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let head = format!("HTTP/1.1 {status}\r\ntransfer-encoding: chunked\r\n\r\n");
+            let _ = socket.write_all(head.as_bytes()).await;
+            for chunk in chunks {
+                let _ = socket
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await;
+                let _ = socket.write_all(&chunk).await;
+                let _ = socket.write_all(b"\r\n").await;
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_fails_with_or_without_content_length() {
+        let client = build_client(&HttpSettings::default()).unwrap();
+        let get = reqwest::Method::GET;
+        let post = reqwest::Method::POST;
+
+        // Without Content-Length: counted while streaming.
+        let addr = chunked_server("200 OK", vec![vec![b'a'; 600], vec![b'b'; 600]]).await;
+        let resp = client
+            .get(format!("http://{addr}/page"))
+            .send()
+            .await
+            .unwrap();
+        let e = read_body_limited(resp, &get, 1024).await.unwrap_err();
+        assert_eq!(e.class(), "decode", "{e}");
+        assert!(e.to_string().contains("larger than 1024 bytes"), "{e}");
+        assert!(e.to_string().contains("GET /page"), "{e}");
+
+        let addr = chunked_server("200 OK", vec![vec![b'a'; 600], vec![b'b'; 424]]).await;
+        let resp = client
+            .get(format!("http://{addr}/page"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            read_body_limited(resp, &get, 1024).await.unwrap().len(),
+            1024
+        );
+
+        // With Content-Length: refused before reading; a command's answer is lost.
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(202).set_body_bytes(vec![b'x'; 2048]))
+            .mount(&server)
+            .await;
+        let resp = client
+            .post(format!("{}/cmd", server.uri()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.content_length(), Some(2048));
+        let e = read_body_limited(resp, &post, 1024).await.unwrap_err();
+        assert_eq!(e.class(), "no_answer", "{e}");
+
+        // Invalid UTF-8 is replaced, not an error.
+        let addr = chunked_server("200 OK", vec![vec![b'o', b'k', 0xff]]).await;
+        let resp = client.get(format!("http://{addr}/")).send().await.unwrap();
+        assert_eq!(read_body(resp, &get).await.unwrap(), "ok\u{fffd}");
     }
 
     #[tokio::test]

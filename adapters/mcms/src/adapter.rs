@@ -13,7 +13,7 @@ use base64::Engine as _;
 use futures::StreamExt as _;
 use mtd_adapter::http::{
     body_excerpt, build_client, classify_request_error, error_for_request_status, is_html_page,
-    retry_after, undocumented_answer,
+    read_body, retry_after, undocumented_answer,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -171,7 +171,7 @@ impl McmsAdapter {
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.limiter.observe_throttled(retry_after(&headers));
         }
-        let body = response.text().await.map_err(classify)?;
+        let body = read_body(response, &method).await?;
         Ok(Answer {
             method,
             status,

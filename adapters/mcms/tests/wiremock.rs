@@ -1265,3 +1265,23 @@ async fn a_command_answered_502_or_504_is_no_answer() {
         assert!(e.is_retryable(), "{e:?}");
     }
 }
+
+#[tokio::test]
+async fn an_answer_larger_than_64_mib_fails_the_call() {
+    let server = MockServer::start().await;
+    let head = br#"{"Id":{"Value":1},"Udid":"u","DeviceFriendlyName":""#;
+    let mut body = Vec::with_capacity(65 * 1024 * 1024);
+    body.extend_from_slice(head);
+    body.resize(65 * 1024 * 1024 - 2, b'a');
+    body.extend_from_slice(br#""}"#);
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let e = adapter(&server)
+        .lookup_device(&DeviceIdentifier::MdmDeviceId("1".into()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("64 MiB"), "{e}");
+}

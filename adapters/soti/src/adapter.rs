@@ -13,7 +13,7 @@ use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 use mtd_adapter::http::{
     body_excerpt, build_client, classify_request_error, classify_send_error,
-    error_for_request_status, error_for_status, undocumented_answer,
+    error_for_request_status, error_for_status, read_body, undocumented_answer,
 };
 use mtd_adapter::{
     AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
@@ -110,7 +110,8 @@ impl SotiAdapter {
             .map_err(|e| classify_send_error(&e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.text().await.map_err(|e| classify_send_error(&e))?;
+        // Classified as a read: a token request changes nothing at the MDM.
+        let body = read_body(resp, &Method::GET).await?;
         if !status.is_success() {
             return Err(token_error(status, &headers, &body));
         }
@@ -177,7 +178,7 @@ impl SotiAdapter {
                 continue;
             }
             let headers = resp.headers().clone();
-            let text = resp.text().await.map_err(classify)?;
+            let text = read_body(resp, &method).await?;
             if !status.is_success() {
                 let said = soti_error_message(&text).unwrap_or_else(|| body_excerpt(&text));
                 return Err(error_for_request_status(

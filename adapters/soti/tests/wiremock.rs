@@ -1181,3 +1181,26 @@ async fn only_204_without_a_body_counts_as_a_sent_action() {
         }
     }
 }
+
+// ------------------------------------------------- answer size
+
+/// A page of one device whose name makes the body `size` bytes: valid JSON,
+/// so only the size can make it fail.
+fn huge_page(size: usize) -> Vec<u8> {
+    let head = br#"[{"DeviceId":"1","Kind":"AndroidPlus","DeviceName":""#;
+    let tail = br#""}]"#;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(head);
+    body.resize(size - tail.len(), b'a');
+    body.extend_from_slice(tail);
+    body
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_64_mib_fails_the_call() {
+    let (err, _s) = listing_error(
+        ResponseTemplate::new(200).set_body_raw(huge_page(65 * 1024 * 1024), "application/json"),
+    )
+    .await;
+    assert!(err.to_string().contains("64 MiB"), "{err}");
+}
