@@ -401,3 +401,45 @@ async fn a_command_answered_200_with_an_html_page_is_not_recorded_sent() {
         app.shutdown().await;
     }
 }
+
+// ------------------------------------------------- listings that never end
+
+async fn live_devices(env: &Env) -> i64 {
+    count(env, "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL").await
+}
+
+#[tokio::test]
+async fn a_sync_of_an_mdm_that_serves_the_same_page_forever_fails_saying_so_and_removes_nothing() {
+    // More devices than one page of each adapter (SOTI and MCMS 500, BCDM 200).
+    for kind in SimKind::ALL {
+        let env = Env::new(&[kind], 600).await;
+        let spec = MdmSpec::new(kind);
+        let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", "")).await;
+        let mdm = app.mdm_id(TENANT, &spec.name).await;
+        app.finished_runs(mdm, 1, LIMIT).await;
+        let before = live_devices(&env).await;
+        assert!(before > 500, "{kind}: {before} devices");
+
+        env.sim
+            .state(kind)
+            .unwrap()
+            .core()
+            .inject(Fault::repeat_page().on_paths("/devices"))
+            .unwrap();
+        app.sync
+            .request_full_sync(TENANT, None, mtd_connector::store::SyncTrigger::Admin)
+            .unwrap();
+        let runs = app.finished_runs(mdm, 2, LIMIT).await;
+        let latest = runs.iter().max_by_key(|r| r.id).unwrap();
+        assert_eq!(
+            latest.outcome,
+            mtd_connector::store::SyncOutcome::Failed,
+            "{kind}: {latest:?}"
+        );
+        let error = latest.error.as_deref().unwrap_or_default();
+        assert!(error.contains("same page"), "{kind}: {latest:?}");
+        assert_eq!(latest.removed, 0, "{kind}");
+        assert_eq!(live_devices(&env).await, before, "{kind}: nothing removed");
+        app.shutdown().await;
+    }
+}

@@ -18,9 +18,9 @@ use mtd_adapter::http::{
     undocumented_answer,
 };
 use mtd_adapter::{
-    normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
-    Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind, Page,
-    PageStream, Receipt, User,
+    guard_listing, normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError,
+    Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind,
+    Page, PageStream, Receipt, User,
 };
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -325,8 +325,10 @@ impl MdmAdapter for BcdmAdapter {
     }
 
     fn devices(&self) -> PageStream<'_, Device> {
-        // The cursor is the next offset, or `None` once `total` is reached.
-        futures::stream::try_unfold(Some(0u64), move |cursor| async move {
+        // The cursor is the next offset, or `None` once `total` is reached;
+        // guarded, so a server that ignores the offset (with a total that
+        // never comes) fails the listing at the first repeated page.
+        let pages = futures::stream::try_unfold(Some(0u64), move |cursor| async move {
             let Some(offset) = cursor else {
                 return Ok(None);
             };
@@ -341,15 +343,17 @@ impl MdmAdapter for BcdmAdapter {
                 return Ok(None);
             }
             let next = offset + envelope.devices.len() as u64;
-            let page = wire::ios_page(envelope.devices);
+            let mut page = wire::ios_page(envelope.devices);
+            page.total = Some(envelope.total);
             Ok(Some((page, (next < envelope.total).then_some(next))))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, "BCDM devices", |d| &d.mdm_device_id)
     }
 
     fn users(&self) -> PageStream<'_, User> {
         let tenant_id = self.config.tenant_id.as_str();
-        futures::stream::try_unfold(Some(0u64), move |cursor| async move {
+        let pages = futures::stream::try_unfold(Some(0u64), move |cursor| async move {
             let Some(offset) = cursor else {
                 return Ok(None);
             };
@@ -369,12 +373,14 @@ impl MdmAdapter for BcdmAdapter {
                 .into_iter()
                 .map(|u| u.into_user(tenant_id))
                 .collect();
-            Ok(Some((
-                Page::of(users),
-                (next < envelope.total).then_some(next),
-            )))
+            let page = Page {
+                total: Some(envelope.total),
+                ..Page::of(users)
+            };
+            Ok(Some((page, (next < envelope.total).then_some(next))))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, "BCDM users", |u| &u.mdm_user_id)
     }
 
     /// BCDM has no groups: every device belongs to the integration.

@@ -1058,3 +1058,24 @@ async fn an_answer_larger_than_64_mib_fails_the_call_and_a_command_is_not_counte
     assert!(err.to_string().contains("64 MiB"), "{err}");
     assert_eq!(err.class(), "no_answer", "the MDM may have acted: {err:?}");
 }
+
+#[tokio::test]
+async fn a_server_that_ignores_the_offset_ends_the_listing_with_an_error_saying_so() {
+    let server = MockServer::start().await;
+    // The same page whatever the offset, with a total that never comes.
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .respond_with(devices_body(u64::MAX, vec![ios("d1"), ios("d2")]))
+        .mount(&server)
+        .await;
+    let bcdm = adapter_with(&server, |c| c.page_size = 2);
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        bcdm.devices().try_collect::<Vec<_>>().await
+    })
+    .await
+    .expect("the listing ends");
+    let err = listed.unwrap_err();
+    assert_eq!(err.class(), "listing", "{err:?}");
+    assert!(err.to_string().contains("same page"), "{err}");
+    assert_eq!(received(&server).await.len(), 2);
+}

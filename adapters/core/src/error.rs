@@ -66,6 +66,11 @@ pub enum AdapterError {
         location: String,
         why: String,
     },
+    /// A listing that would not end: the same page twice, or more records
+    /// than the MDM announced (CONTRACT §6). The sync that reads it fails
+    /// and removes nothing.
+    #[error("listing stopped: {0}")]
+    Listing(String),
     /// Any other 4xx: the request was refused and a repeat would be refused too.
     #[error("rejected ({status}): {message}")]
     Rejected { status: u16, message: String },
@@ -119,6 +124,7 @@ impl AdapterError {
             AdapterError::NoAnswer(_) => "no_answer",
             AdapterError::ActionNotPermitted { .. } => "action_not_permitted",
             AdapterError::Redirected { .. } => "redirected",
+            AdapterError::Listing(_) => "listing",
             AdapterError::Rejected { .. } => "rejected",
             AdapterError::Decode(_) => "decode",
             AdapterError::Unsupported(_) => "unsupported",

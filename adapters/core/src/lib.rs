@@ -13,6 +13,7 @@ mod adapter;
 mod error;
 pub mod http;
 mod ident;
+mod listing;
 mod model;
 mod secret;
 
@@ -21,6 +22,7 @@ pub use error::{AdapterError, MAX_RETRY_AFTER};
 pub use ident::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, DeviceIdentifier,
 };
+pub use listing::{guard_listing, ListingGuard};
 pub use model::{
     ActionKind, Device, Group, Identifiers, MdmCommand, MdmKind, Ownership, Platform, User,
 };

@@ -16,8 +16,8 @@ use mtd_adapter::http::{
     read_body, retry_after, undocumented_answer,
 };
 use mtd_adapter::{
-    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
-    MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
 };
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -221,13 +221,17 @@ impl McmsAdapter {
     /// A listing as a stream of pages, one request per page, so memory holds
     /// one page at most. It ends at a 204, an empty or short page, or once
     /// `(page + 1) * pagesize` reaches `Total`: no request past the end.
+    ///
+    /// The stream is guarded ([`guard_listing`]): a server that ignores the
+    /// page number fails the listing at the first repeated page.
     fn paged<T: Send + 'static>(
         &self,
         listing: Listing,
         map: fn(&Value) -> Result<T, String>,
+        key: fn(&T) -> &str,
     ) -> PageStream<'_, T> {
         let page_size = u64::from(self.config.page_size);
-        futures::stream::unfold(Some(0u32), move |next| async move {
+        let pages = futures::stream::unfold(Some(0u32), move |next| async move {
             let page = next?;
             let span = tracing::debug_span!("mcms_page", mdm = %self.config.name, listing = listing.name(), page);
             let raw = match self.fetch_page(listing, page).instrument(span).await {
@@ -244,10 +248,12 @@ impl McmsAdapter {
                 && raw.total.map_or(true, |total| read_so_far < total)
                 && page < u32::MAX;
             // n > page_size: the server ignored paging and sent everything.
-            let out = map_page(&self.config.name, listing, raw.items, map);
+            let mut out = map_page(&self.config.name, listing, raw.items, map);
+            out.total = raw.total;
             Some((Ok(out), more.then_some(page + 1)))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, format!("MCMS {}", listing.name()), key)
     }
 
     async fn lookup(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
@@ -491,15 +497,15 @@ impl MdmAdapter for McmsAdapter {
     }
 
     fn devices(&self) -> PageStream<'_, Device> {
-        self.paged(Listing::Devices, wire::device)
+        self.paged(Listing::Devices, wire::device, |d| &d.mdm_device_id)
     }
 
     fn users(&self) -> PageStream<'_, User> {
-        self.paged(Listing::Users, wire::user)
+        self.paged(Listing::Users, wire::user, |u| &u.mdm_user_id)
     }
 
     fn groups(&self) -> PageStream<'_, Group> {
-        self.paged(Listing::Groups, wire::group)
+        self.paged(Listing::Groups, wire::group, |g| &g.mdm_group_id)
     }
 
     async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {

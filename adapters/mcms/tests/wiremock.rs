@@ -1285,3 +1285,48 @@ async fn an_answer_larger_than_64_mib_fails_the_call() {
         .unwrap_err();
     assert!(e.to_string().contains("64 MiB"), "{e}");
 }
+
+#[tokio::test]
+async fn a_server_that_ignores_the_page_number_ends_the_listing_with_an_error_saying_so() {
+    // Without a Total, the same full page forever.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": [device_json(1), device_json(2)], "Page": 0, "PageSize": 2
+        })))
+        .mount(&server)
+        .await;
+    let listed = tokio::time::timeout(
+        Duration::from_secs(10),
+        all_pages(&adapter_with(&server, 2)),
+    )
+    .await
+    .expect("the listing ends");
+    let e = listed.unwrap_err();
+    assert_eq!(e.class(), "listing", "{e:?}");
+    assert!(e.to_string().contains("same page"), "{e}");
+
+    // With a Total, the same page up to it is no better.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..3, 0, 2, 6)))
+        .mount(&server)
+        .await;
+    let e = all_pages(&adapter_with(&server, 2)).await.unwrap_err();
+    assert_eq!(e.class(), "listing", "{e:?}");
+}
+
+#[tokio::test]
+async fn a_page_with_more_records_than_the_announced_total_fails_the_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..4, 0, 500, 2)))
+        .mount(&server)
+        .await;
+    let e = all_pages(&adapter(&server)).await.unwrap_err();
+    assert_eq!(e.class(), "listing", "{e:?}");
+    assert!(e.to_string().contains("announced 2"), "{e}");
+}

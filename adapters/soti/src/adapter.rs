@@ -16,8 +16,8 @@ use mtd_adapter::http::{
     error_for_request_status, error_for_status, read_body, undocumented_answer,
 };
 use mtd_adapter::{
-    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
-    MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
 };
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -443,7 +443,9 @@ impl MdmAdapter for SotiAdapter {
     fn devices(&self) -> PageStream<'_, Device> {
         let take = self.config.page_size;
         // State: the next `skip`, or `None` once a short page said it was the last.
-        stream::try_unfold(Some(0u64), move |next| async move {
+        // SOTI announces no total: only a repeated page can show that the
+        // server ignores `skip` (and would answer full pages forever).
+        let pages = stream::try_unfold(Some(0u64), move |next| async move {
             let Some(skip) = next else {
                 return Ok(None);
             };
@@ -456,7 +458,8 @@ impl MdmAdapter for SotiAdapter {
             let next = (read >= u64::from(take)).then_some(skip + read);
             Ok(Some((map_page(records, map_device), next)))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, "MobiControl devices", |d| &d.mdm_device_id)
     }
 
     fn users(&self) -> PageStream<'_, User> {
@@ -563,6 +566,7 @@ fn map_page<T>(
         items,
         skipped,
         skip_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        total: None,
     }
 }
 

@@ -1204,3 +1204,25 @@ async fn an_answer_larger_than_64_mib_fails_the_call() {
     .await;
     assert!(err.to_string().contains("64 MiB"), "{err}");
 }
+
+// ------------------------------------------------- listings that never end
+
+#[tokio::test]
+async fn a_server_that_ignores_skip_ends_the_listing_with_an_error_saying_so() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    // The same full page, whatever `skip` asks for.
+    Mock::given(method("GET"))
+        .and(path(DEVICES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page_of(2, 0)))
+        .mount(&server)
+        .await;
+    let a = adapter_with(&server, |c| c.page_size = 2);
+    let listed = tokio::time::timeout(Duration::from_secs(10), list_all(&a))
+        .await
+        .expect("the listing ends");
+    let err = listed.unwrap_err();
+    assert_eq!(err.class(), "listing", "{err:?}");
+    assert!(err.to_string().contains("same page"), "{err}");
+    assert_eq!(requests_to(&server, DEVICES_PATH).await.len(), 2);
+}
