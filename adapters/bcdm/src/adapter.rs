@@ -4,6 +4,10 @@
 //! Every request goes through [`BcdmAdapter::send`], which waits for the
 //! client-side limiter, then signs the final URL and body, so no request can
 //! leave unsigned or unpaced.
+//!
+//! An action counts as sent only on BCDM's documented 202 with a
+//! `request_id`; any other 2xx, or a 502/504, is `NoAnswer` (it may have
+//! been acted on).
 
 use crate::limiter::RateLimiter;
 use crate::signature::{

@@ -3,8 +3,9 @@
 //! This crate owns the [`MdmAdapter`] trait, the shared model every vendor maps
 //! into ([`Device`], [`User`], [`Group`], [`Ownership`], the identifiers), the
 //! error type whose variants are the decisions callers make ([`AdapterError`]),
-//! the [`Secret`] type for credentials, and the HTTP client builder with the
-//! per-MDM trust anchor and timeouts.
+//! the [`Secret`] type for credentials, the HTTP client builder with the
+//! per-MDM trust anchor, timeouts, redirect policy and answer size limit, and
+//! the [`ListingGuard`] that makes every listing end.
 //!
 //! It knows nothing of sqlx or axum on purpose: a vendor crate depends only on
 //! this crate, so it cannot reach the store or the HTTP layer of the daemon.

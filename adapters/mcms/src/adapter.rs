@@ -4,6 +4,9 @@
 //! limiter, adds the three headers AirWatch wants (Basic auth,
 //! `aw-tenant-code`, `Accept`), reads the whole (page-sized) body, and feeds
 //! the `x-ratelimit-*` headers of every answer back into the limiter.
+//!
+//! A device command counts as sent only on a 2xx with no body (MDM-APIS.md);
+//! any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
 
 use crate::config::McmsConfig;
 use crate::ratelimit::RateLimiter;

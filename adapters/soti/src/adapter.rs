@@ -4,6 +4,11 @@
 //! token, retries exactly once after a 401 with a new token, and turns
 //! transport failures and error statuses into [`AdapterError`] with the
 //! `mtd_adapter::http` helpers, keeping SOTI's `ErrorCode`/`ErrorMessage`.
+//!
+//! A command counts as sent only on SOTI's documented answer, 204 with no
+//! body; any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
+//! The device listing is guarded: SOTI announces no total, so only a repeated
+//! page can show a server that ignores `skip`.
 
 use crate::auth::{CachedToken, TokenCache};
 use crate::wire::{map_device, map_group, soti_error_message, WireToken};
