@@ -1028,3 +1028,72 @@ async fn credentials_are_configurable_through_the_options() {
     assert_eq!(t.send(&call).await.status(), StatusCode::OK);
     t.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_outbound_safety_faults_redirect_answer_html_repeat_the_first_page_and_send_a_huge_retry_after(
+) {
+    let t = spawn(30, 7).await;
+    let state = t.state();
+    let core = state.core();
+
+    // A redirect to another origin, answered as is (the test's client does not follow).
+    core.inject(Fault::redirect("http://127.0.0.1:9/elsewhere").times(1))
+        .unwrap();
+    let no_follow = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let call = Call::get("/bcdm/api/v1/devices");
+    let response = no_follow
+        .get(format!("{}{}", t.origin, call.target))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        response.headers()["location"],
+        "http://127.0.0.1:9/elsewhere"
+    );
+
+    // A 2xx with an HTML page instead of BCDM's answer, even to an action.
+    core.inject(Fault::html_page(200).times(1).on_paths("/actions"))
+        .unwrap();
+    let device_id = t.state().devices()[0].device_id.clone();
+    let response = t.send(&Call::action(&device_id, "lock")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Sign in</title>"));
+    assert!(
+        core.actions().is_empty(),
+        "the page answered instead of BCDM"
+    );
+
+    // The same page whatever the offset (the signature over the sent target still holds).
+    let first = t.get_json("/bcdm/api/v1/devices?offset=0&limit=10").await;
+    core.inject(Fault::repeat_page().on_paths("/devices"))
+        .unwrap();
+    let later = t.get_json("/bcdm/api/v1/devices?offset=20&limit=10").await;
+    assert_eq!(later, first);
+    let recorded = core.requests().pop().unwrap();
+    assert_eq!(recorded.path, "/bcdm/api/v1/devices?offset=20&limit=10");
+    assert_eq!(recorded.fault.as_deref(), Some("repeat_page"));
+    core.clear_faults();
+    assert_ne!(
+        t.get_json("/bcdm/api/v1/devices?offset=20&limit=10").await,
+        first
+    );
+
+    // A Retry-After no client should believe.
+    core.inject(Fault::rate_limited(u64::MAX).times(1)).unwrap();
+    let response = t.send(&Call::get("/bcdm/api/v1/users")).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "18446744073709551615");
+    t.sim.shutdown().await;
+}

@@ -19,7 +19,7 @@ use std::{
 use axum::{
     body::{to_bytes, Body},
     extract::{ConnectInfo, OriginalUri, Request, State},
-    http::StatusCode,
+    http::{header, HeaderValue, StatusCode, Uri},
     middleware::Next,
     response::{IntoResponse, Response},
     routing::{delete, get},
@@ -52,8 +52,9 @@ pub struct RecordedRequest {
     /// The status answered; `None` while in flight or when the connection was
     /// dropped without an answer.
     pub status: Option<u16>,
-    /// Which injected fault, if any, decided the answer (`"status"`, `"drop"`,
-    /// `"drop_after"`).
+    /// Which injected fault, if any, decided the answer (`"status"`, `"html"`,
+    /// `"redirect"`, `"drop"`, `"drop_after"`) or changed how it was served
+    /// (`"repeat_page"`).
     pub fault: Option<String>,
 }
 
@@ -90,15 +91,20 @@ pub struct RecordedAction {
 
 /// An injected fault, as accepted by `POST /_sim/{kind}/faults` and by
 /// [`SimCore::inject`]. Exactly one of `status`, `latency_ms`, `drop`,
-/// `drop_after` is set.
+/// `drop_after`, `redirect_to`, `repeat_page` is set (`redirect_to` may
+/// carry a 3xx `status`).
 ///
 /// ```json
 /// {"status":503,"count":5}
 /// {"status":429,"retry_after":2,"count":1}
+/// {"status":429,"retry_after":18446744073709551615} // a huge Retry-After
 /// {"latency_ms":250}                       // every request until cleared
 /// {"drop":true,"count":1,"path_contains":"/devices"}
 /// {"status":503,"probability":0.1,"seed":7} // 10 % of requests, replayable
 /// {"drop_after":true,"count":1}            // served, then the answer is lost
+/// {"redirect_to":"http://127.0.0.1:9/x"}   // 307 to another origin
+/// {"status":200,"html":true}               // a sign-in page instead of the answer
+/// {"repeat_page":true,"path_contains":"/devices"} // paging ignored: the first page forever
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +127,22 @@ pub struct Fault {
     /// the MDM acted, as when a response is lost on the way back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop_after: bool,
+    /// Answer a redirect to this `Location` (any string a header can carry:
+    /// another origin, or a path on this one) instead of serving the
+    /// request; with `status` (a 3xx) that status, else 307, which keeps the
+    /// method and the body, as a client that follows it would resend them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
+    /// With `status`: the body is an HTML sign-in page (as a login portal or
+    /// a proxy in front of the MDM answers), not the vendor's error JSON.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub html: bool,
+    /// Serve the request as if it asked for the first page: the vendor's
+    /// paging parameter (SOTI `skip`, MCMS `page`, BCDM `offset`) is reset,
+    /// so a listing gets the same page however far it pages, as from an MDM
+    /// that ignores paging.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat_page: bool,
     /// How many matching requests this fault applies to; absent = all of them
     /// until the faults are cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +207,31 @@ impl Fault {
         }
     }
 
+    /// Answer `307 Temporary Redirect` with `Location: location`.
+    pub fn redirect(location: impl Into<String>) -> Self {
+        Self {
+            redirect_to: Some(location.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Answer `status` with an HTML sign-in page.
+    pub fn html_page(status: u16) -> Self {
+        Self {
+            status: Some(status),
+            html: true,
+            ..Self::default()
+        }
+    }
+
+    /// Serve every matching listing request as its first page.
+    pub fn repeat_page() -> Self {
+        Self {
+            repeat_page: true,
+            ..Self::default()
+        }
+    }
+
     /// Limit the fault to the next `count` matching requests.
     pub fn times(mut self, count: u32) -> Self {
         self.count = Some(count);
@@ -220,17 +267,19 @@ impl Fault {
     /// Checks that the fault says one thing and says it sensibly.
     pub fn validate(&self) -> Result<(), String> {
         let kinds = [
-            self.status.is_some(),
+            // A redirect's status is part of the redirect.
+            self.status.is_some() || self.redirect_to.is_some(),
             self.latency_ms.is_some(),
             self.drop,
             self.drop_after,
+            self.repeat_page,
         ]
         .iter()
         .filter(|k| **k)
         .count();
         if kinds != 1 {
             return Err(
-                "a fault needs exactly one of `status`, `latency_ms`, `drop`, `drop_after`".into(),
+                "a fault needs exactly one of `status`, `latency_ms`, `drop`, `drop_after`, `redirect_to`, `repeat_page`".into(),
             );
         }
         if let Some(status) = self.status {
@@ -238,8 +287,21 @@ impl Fault {
                 return Err(format!("`status` {status} is not an HTTP status"));
             }
         }
-        if self.retry_after.is_some() && self.status.is_none() {
+        if let Some(location) = &self.redirect_to {
+            if location.trim().is_empty() || HeaderValue::from_str(location).is_err() {
+                return Err(format!(
+                    "`redirect_to` {location:?} cannot be a Location header"
+                ));
+            }
+            if self.status.is_some_and(|s| !(300..400).contains(&s)) {
+                return Err("`status` with `redirect_to` must be a 3xx".into());
+            }
+        }
+        if self.retry_after.is_some() && (self.status.is_none() || self.redirect_to.is_some()) {
             return Err("`retry_after` only goes with `status`".into());
+        }
+        if self.html && (self.status.is_none() || self.redirect_to.is_some()) {
+            return Err("`html` only goes with `status`".into());
         }
         if let Some(p) = self.probability {
             if !(0.0..=1.0).contains(&p) {
@@ -285,6 +347,8 @@ impl Planned {
 #[derive(Debug, Default)]
 struct Decision {
     latency: Duration,
+    /// Serve the request as its listing's first page.
+    repeat_page: bool,
     outcome: Option<Outcome>,
 }
 
@@ -293,6 +357,11 @@ enum Outcome {
     Status {
         status: u16,
         retry_after: Option<u64>,
+        html: bool,
+    },
+    Redirect {
+        status: u16,
+        location: String,
     },
     Drop,
     /// Serve, then drop the connection instead of answering.
@@ -302,11 +371,16 @@ enum Outcome {
 /// Renders an injected status as the vendor would answer it.
 pub(crate) type FaultResponder = fn(StatusCode, Option<u64>) -> Response;
 
+/// The query parameter that selects a listing's page, and its value for the
+/// first page (`("skip", "0")`), for the `repeat_page` fault.
+pub(crate) type FirstPage = (&'static str, &'static str);
+
 /// The recorder and fault plan of one vendor simulator.
 pub struct SimCore {
     kind: SimKind,
     /// Tells the middleware which path is the vendor's token/auth endpoint.
     is_auth_path: fn(&str) -> bool,
+    first_page: FirstPage,
     fault_responder: FaultResponder,
     next_request_seq: AtomicU64,
     next_action_seq: AtomicU64,
@@ -338,11 +412,13 @@ impl SimCore {
     pub(crate) fn new(
         kind: SimKind,
         is_auth_path: fn(&str) -> bool,
+        first_page: FirstPage,
         fault_responder: FaultResponder,
     ) -> Self {
         Self {
             kind,
             is_auth_path,
+            first_page,
             fault_responder,
             next_request_seq: AtomicU64::new(1),
             next_action_seq: AtomicU64::new(1),
@@ -451,8 +527,10 @@ impl SimCore {
                 continue;
             }
             // An outcome already decided leaves a status or drop fault unused,
-            // so its draw is not spent either.
-            if f.latency_ms.is_none() && decision.outcome.is_some() {
+            // so its draw is not spent either. Latency and repeat_page only
+            // change how a request is served, so they always apply.
+            let modifier = f.latency_ms.is_some() || f.repeat_page;
+            if !modifier && decision.outcome.is_some() {
                 continue;
             }
             if !planned.fires() {
@@ -463,16 +541,25 @@ impl SimCore {
             let consumed = if let Some(ms) = f.latency_ms {
                 decision.latency += Duration::from_millis(ms);
                 true
+            } else if f.repeat_page {
+                decision.repeat_page = true;
+                true
             } else if decision.outcome.is_none() {
                 decision.outcome = Some(if f.drop {
                     Outcome::Drop
                 } else if f.drop_after {
                     Outcome::DropAfter
+                } else if let Some(location) = &f.redirect_to {
+                    Outcome::Redirect {
+                        status: f.status.unwrap_or(307),
+                        location: location.clone(),
+                    }
                 } else {
                     Outcome::Status {
-                        // validate() guarantees one of the three is set.
+                        // validate() guarantees one of the kinds is set.
                         status: f.status.unwrap_or(500),
                         retry_after: f.retry_after,
+                        html: f.html,
                     }
                 });
                 true
@@ -497,7 +584,7 @@ pub(crate) async fn vendor_middleware(
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     // Nested routers see a stripped URI; the original one is what was sent.
     let uri = parts
         .extensions
@@ -537,14 +624,42 @@ pub(crate) async fn vendor_middleware(
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
+    if decision.repeat_page {
+        // The router sees the rewritten query; the record (and BCDM's
+        // signature check, which reads `OriginalUri`) keeps what was sent.
+        parts.uri = with_param(&parts.uri, core.first_page);
+    }
+    let served_fault = decision.repeat_page.then_some("repeat_page");
     match decision.outcome {
         Some(Outcome::Status {
             status,
             retry_after,
+            html,
         }) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            core.finish_request(seq, Some(status), Some("status"));
-            (core.fault_responder)(code, retry_after)
+            core.finish_request(
+                seq,
+                Some(status),
+                Some(if html { "html" } else { "status" }),
+            );
+            if !html {
+                return (core.fault_responder)(code, retry_after);
+            }
+            let mut response = html_page(code);
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+        Some(Outcome::Redirect { status, location }) => {
+            core.finish_request(seq, Some(status), Some("redirect"));
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+            // validate() checked that the location is a header value.
+            let location =
+                HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"));
+            (code, [(header::LOCATION, location)]).into_response()
         }
         Some(Outcome::Drop) => {
             core.finish_request(seq, None, Some("drop"));
@@ -573,10 +688,41 @@ pub(crate) async fn vendor_middleware(
             let response = next
                 .run(Request::from_parts(parts, Body::from(bytes)))
                 .await;
-            core.finish_request(seq, Some(response.status().as_u16()), None);
+            core.finish_request(seq, Some(response.status().as_u16()), served_fault);
             response
         }
     }
+}
+
+/// `uri` with the query parameter `name` (matched case-insensitively, as the
+/// vendors bind them) set to `value`; the rest of the query is kept as sent.
+fn with_param(uri: &Uri, (name, value): FirstPage) -> Uri {
+    let Some(query) = uri.query() else {
+        return uri.clone();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case(name) => format!("{k}={value}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let target = format!("{}?{}", uri.path(), query.join("&"));
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = target.parse().ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// What a login portal or a proxy in front of an MDM answers: a page for a
+/// browser, whatever the status.
+fn html_page(status: StatusCode) -> Response {
+    const PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n<body><form method=\"post\" action=\"/login\"><input name=\"username\"><input type=\"password\" name=\"password\"><button>Sign in</button></form></body></html>\n";
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        PAGE,
+    )
+        .into_response()
 }
 
 /// The control routes every vendor shares, to be nested under `/_sim/{kind}`.
@@ -638,8 +784,92 @@ mod tests {
         SimCore::new(
             SimKind::Soti,
             |p| p.ends_with("/token"),
+            ("skip", "0"),
             |s, _| s.into_response(),
         )
+    }
+
+    #[test]
+    fn the_outbound_safety_faults_parse_and_check_their_companions() {
+        let parsed: Fault =
+            serde_json::from_str(r#"{"redirect_to":"http://127.0.0.1:9/steal","count":1}"#)
+                .unwrap();
+        assert_eq!(parsed, Fault::redirect("http://127.0.0.1:9/steal").times(1));
+        assert!(parsed.validate().is_ok());
+        let mut found = Fault::redirect("/MobiControl/api/devices");
+        found.status = Some(302);
+        assert!(found.validate().is_ok(), "a relative Location and a 3xx");
+        found.status = Some(200);
+        assert!(found.validate().is_err(), "a redirect's status is a 3xx");
+        assert!(Fault::redirect("").validate().is_err());
+        assert!(Fault::redirect("http://a/\nX-Injected: 1")
+            .validate()
+            .is_err());
+        let mut two = Fault::redirect("http://a/");
+        two.drop = true;
+        assert!(two.validate().is_err());
+
+        let parsed: Fault = serde_json::from_str(r#"{"status":200,"html":true}"#).unwrap();
+        assert_eq!(parsed, Fault::html_page(200));
+        assert!(parsed.validate().is_ok());
+        let mut html_alone = Fault::repeat_page();
+        html_alone.html = true;
+        assert!(html_alone.validate().is_err(), "`html` goes with `status`");
+
+        let parsed: Fault =
+            serde_json::from_str(r#"{"repeat_page":true,"path_contains":"/devices"}"#).unwrap();
+        assert_eq!(parsed, Fault::repeat_page().on_paths("/devices"));
+        assert!(parsed.validate().is_ok());
+        let mut repeat_and_status = Fault::repeat_page();
+        repeat_and_status.status = Some(503);
+        assert!(repeat_and_status.validate().is_err());
+
+        let huge: Fault =
+            serde_json::from_str(r#"{"status":429,"retry_after":18446744073709551615}"#).unwrap();
+        assert_eq!(huge, Fault::rate_limited(u64::MAX));
+        assert!(huge.validate().is_ok());
+        let mut redirect_retry = Fault::redirect("http://a/");
+        redirect_retry.retry_after = Some(1);
+        assert!(redirect_retry.validate().is_err());
+    }
+
+    #[test]
+    fn repeat_page_applies_with_a_status_fault_and_a_redirect_decides_the_answer() {
+        let core = core();
+        core.inject(Fault::repeat_page().on_paths("/devices"))
+            .unwrap();
+        core.inject(Fault::redirect("http://127.0.0.1:9/x").times(1))
+            .unwrap();
+        let d = core.decide("/x/api/devices");
+        assert!(d.repeat_page);
+        assert!(matches!(
+            d.outcome,
+            Some(Outcome::Redirect { status: 307, ref location }) if location == "http://127.0.0.1:9/x"
+        ));
+        let d = core.decide("/x/api/devices");
+        assert!(d.repeat_page, "until cleared");
+        assert!(d.outcome.is_none());
+        assert!(!core.decide("/x/api/devicegroups").repeat_page);
+    }
+
+    #[test]
+    fn the_first_page_rewrite_resets_only_the_paging_parameter() {
+        let uri: Uri = "/api/devices?Skip=500&take=100&filter=a%253Db"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            with_param(&uri, ("skip", "0")).to_string(),
+            "/api/devices?Skip=0&take=100&filter=a%253Db"
+        );
+        let uri: Uri = "/API/mdm/devices/search?page=3&pagesize=500"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            with_param(&uri, ("page", "0")).to_string(),
+            "/API/mdm/devices/search?page=0&pagesize=500"
+        );
+        let uri: Uri = "/api/v1/devices".parse().unwrap();
+        assert_eq!(with_param(&uri, ("offset", "0")), uri);
     }
 
     #[test]

@@ -49,10 +49,18 @@ impl IntegrationHealth {
     }
 
     /// The MDM refused a request as rate limited, asking to wait `wait`
-    /// (a short default when it did not say).
+    /// (a short default when it did not say; at most an hour, CONTRACT §4).
     pub fn rate_limited(&self, wait: Option<Duration>) {
-        let wait = wait.unwrap_or(Duration::from_secs(1));
-        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        let wait = wait
+            .unwrap_or(Duration::from_secs(1))
+            .min(mtd_adapter::MAX_RETRY_AFTER);
+        // Cannot fail for an hour; checked all the same, never a panic here.
+        let Some(until) = chrono::Duration::from_std(wait)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+        else {
+            return;
+        };
         self.with(|b| {
             if b.rate_limited_until.map_or(true, |t| t < until) {
                 b.rate_limited_until = Some(until);
@@ -91,5 +99,18 @@ mod tests {
         let h = IntegrationHealth::default();
         h.rate_limited(Some(Duration::ZERO));
         assert_eq!(h.backoff(), None, "an expired rate limit is not shown");
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_shown_as_one_hour_and_does_not_panic() {
+        let h = IntegrationHealth::default();
+        h.rate_limited(Some(Duration::from_secs(u64::MAX)));
+        h.rate_limited(Some(Duration::MAX));
+        let until = h.backoff().unwrap().rate_limited_until.unwrap();
+        let wait = until - Utc::now();
+        assert!(
+            wait > chrono::Duration::minutes(59) && wait <= chrono::Duration::hours(1),
+            "{wait}"
+        );
     }
 }

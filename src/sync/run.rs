@@ -17,7 +17,7 @@ use super::{Integration, ProgressFn};
 use crate::shutdown::CancellationToken;
 use crate::store::{Pii, RunCounts, StoreError, SyncOutcome, SyncTrigger, UpsertCounts};
 use futures::StreamExt;
-use mtd_adapter::{AdapterError, Device, Group, Page, PageStream, User};
+use mtd_adapter::{guard_listing, AdapterError, Device, Group, Page, PageStream, User};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,8 +221,14 @@ impl Drop for AbortOnDrop {
 /// transaction for the previous one. The channel is bounded, so a slow
 /// writer slows the fetching instead of growing memory. The first error
 /// ends the listing (a partial listing must never look complete).
+///
+/// Every listing is guarded here too, whatever the adapter does itself: a
+/// listing that repeats a page or reads past the MDM's announced total fails
+/// the run (CONTRACT §6), so an MDM that ignores paging cannot keep a run,
+/// and the worker of a removed tenant, going forever.
 async fn fetch_all(integration: Arc<Integration>, tx: mpsc::Sender<Result<Fetched, AdapterError>>) {
     let adapter = integration.adapter.as_ref();
+    let name = integration.name.as_str();
     macro_rules! pump {
         ($stream:expr, |$page:ident| $wrap:expr) => {{
             let mut stream: PageStream<'_, _> = $stream;
@@ -236,9 +242,12 @@ async fn fetch_all(integration: Arc<Integration>, tx: mpsc::Sender<Result<Fetche
             }
         }};
     }
-    pump!(adapter.groups(), |page| Fetched::Groups(page));
-    pump!(adapter.users(), |page| Fetched::Users(page));
-    pump!(adapter.devices(), |page| {
+    let groups = guard_listing(adapter.groups(), format!("{name} groups"), group_id);
+    pump!(groups, |page| Fetched::Groups(page));
+    let users = guard_listing(adapter.users(), format!("{name} users"), user_id);
+    pump!(users, |page| Fetched::Users(page));
+    let devices = guard_listing(adapter.devices(), format!("{name} devices"), device_id);
+    pump!(devices, |page| {
         // Masked here, off the writer's path; the store masks users itself.
         if let Some(m) = &integration.masker {
             page.items.iter_mut().for_each(|d| m.mask_device(d));
@@ -246,6 +255,18 @@ async fn fetch_all(integration: Arc<Integration>, tx: mpsc::Sender<Result<Fetche
         Fetched::Devices(page)
     });
     let _ = tx.send(Ok(Fetched::End)).await;
+}
+
+fn group_id(g: &Group) -> &str {
+    &g.mdm_group_id
+}
+
+fn user_id(u: &User) -> &str {
+    &u.mdm_user_id
+}
+
+fn device_id(d: &Device) -> &str {
+    &d.mdm_device_id
 }
 
 /// Writes what [`fetch_all`] lists, one transaction per page, while it

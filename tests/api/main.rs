@@ -9,6 +9,7 @@ mod kinds;
 mod logs;
 mod metrics;
 mod openapi;
+mod outbound;
 mod reload;
 mod safety;
 mod server;

@@ -281,3 +281,58 @@ fn test_connection_tells_an_untrusted_certificate_apart_and_ca_cert_fixes_it() {
         "with ca_cert the same server is trusted:\n{out}"
     );
 }
+
+#[test]
+fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
+    let sims = Sims::start();
+    // Another origin: a listener on another port that counts what reaches it.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = elsewhere.local_addr().unwrap().port();
+    elsewhere.set_nonblocking(true).unwrap();
+    let soti_location = format!("http://127.0.0.1:{port}/MobiControl/api/token");
+    let mcms_location = format!("http://127.0.0.1:{port}/mcms/API/mdm/devices/search");
+    sims.sim()
+        .soti()
+        .unwrap()
+        .core()
+        .inject(Fault::redirect(soti_location.as_str()).including_token())
+        .unwrap();
+    sims.sim()
+        .mcms()
+        .unwrap()
+        .core()
+        .inject(Fault::redirect(mcms_location.as_str()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        &[
+            soti_mdm(
+                "Moved SOTI",
+                &sims.sim().base_url(SimKind::Soti),
+                soti::DEFAULT_PASSWORD,
+            ),
+            mcms_mdm(
+                "Moved MCMS",
+                &sims.sim().base_url(SimKind::Mcms),
+                mtd_connector::sim::mcms::DEFAULT_USERNAME,
+            ),
+        ],
+    );
+    let (code, out) = run(&config, &["test-connection"]);
+    assert_eq!(code, Some(1), "{out}");
+    let soti = line_for(&out, "Moved SOTI");
+    assert!(
+        soti.starts_with("FAIL") && soti.contains(&soti_location),
+        "{out}"
+    );
+    let mcms = line_for(&out, "Moved MCMS");
+    assert!(
+        mcms.starts_with("FAIL") && mcms.contains(&mcms_location),
+        "{out}"
+    );
+    assert!(
+        matches!(elsewhere.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "something connected to the other origin"
+    );
+}

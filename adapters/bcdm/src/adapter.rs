@@ -4,6 +4,10 @@
 //! Every request goes through [`BcdmAdapter::send`], which waits for the
 //! client-side limiter, then signs the final URL and body, so no request can
 //! leave unsigned or unpaced.
+//!
+//! An action counts as sent only on BCDM's documented 202 with a
+//! `request_id`; any other 2xx, or a 502/504, is `NoAnswer` (it may have
+//! been acted on).
 
 use crate::limiter::RateLimiter;
 use crate::signature::{
@@ -13,11 +17,14 @@ use crate::wire::{self, ActionAccepted, DevicesEnvelope, ErrorBody, UsersEnvelop
 use crate::BcdmConfig;
 use async_trait::async_trait;
 use futures::StreamExt;
-use mtd_adapter::http::{body_excerpt, build_client, classify_request_error, error_for_status};
+use mtd_adapter::http::{
+    body_excerpt, build_client, classify_request_error, error_for_request_status, read_body,
+    undocumented_answer,
+};
 use mtd_adapter::{
-    normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError, Capabilities,
-    Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind, Page,
-    PageStream, Receipt, User,
+    guard_listing, normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError,
+    Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind,
+    Page, PageStream, Receipt, User,
 };
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -47,6 +54,8 @@ pub struct BcdmAdapter {
 
 /// An answer as received: status, headers and the body as text.
 struct Answer {
+    /// The request's method: a POST is a command (see `error_from`).
+    method: Method,
     status: StatusCode,
     headers: HeaderMap,
     body: String,
@@ -138,8 +147,9 @@ impl BcdmAdapter {
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(classify)?;
+        let body = read_body(response, &method).await?;
         Ok(Answer {
+            method,
             status,
             headers,
             body,
@@ -284,7 +294,7 @@ fn error_from(answer: &Answer, setting: Option<&'static str>) -> AdapterError {
         (403, "forbidden") => AdapterError::Forbidden(format!(
             "DM code does not match the access key: check dm_code ({said})"
         )),
-        _ => error_for_status(answer.status, &answer.headers, said),
+        _ => error_for_request_status(&answer.method, answer.status, &answer.headers, said),
     }
 }
 
@@ -319,8 +329,10 @@ impl MdmAdapter for BcdmAdapter {
     }
 
     fn devices(&self) -> PageStream<'_, Device> {
-        // The cursor is the next offset, or `None` once `total` is reached.
-        futures::stream::try_unfold(Some(0u64), move |cursor| async move {
+        // The cursor is the next offset, or `None` once `total` is reached;
+        // guarded, so a server that ignores the offset (with a total that
+        // never comes) fails the listing at the first repeated page.
+        let pages = futures::stream::try_unfold(Some(0u64), move |cursor| async move {
             let Some(offset) = cursor else {
                 return Ok(None);
             };
@@ -335,15 +347,17 @@ impl MdmAdapter for BcdmAdapter {
                 return Ok(None);
             }
             let next = offset + envelope.devices.len() as u64;
-            let page = wire::ios_page(envelope.devices);
+            let mut page = wire::ios_page(envelope.devices);
+            page.total = Some(envelope.total);
             Ok(Some((page, (next < envelope.total).then_some(next))))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, "BCDM devices", |d| &d.mdm_device_id)
     }
 
     fn users(&self) -> PageStream<'_, User> {
         let tenant_id = self.config.tenant_id.as_str();
-        futures::stream::try_unfold(Some(0u64), move |cursor| async move {
+        let pages = futures::stream::try_unfold(Some(0u64), move |cursor| async move {
             let Some(offset) = cursor else {
                 return Ok(None);
             };
@@ -363,12 +377,14 @@ impl MdmAdapter for BcdmAdapter {
                 .into_iter()
                 .map(|u| u.into_user(tenant_id))
                 .collect();
-            Ok(Some((
-                Page::of(users),
-                (next < envelope.total).then_some(next),
-            )))
+            let page = Page {
+                total: Some(envelope.total),
+                ..Page::of(users)
+            };
+            Ok(Some((page, (next < envelope.total).then_some(next))))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, "BCDM users", |u| &u.mdm_user_id)
     }
 
     /// BCDM has no groups: every device belongs to the integration.
@@ -431,17 +447,22 @@ impl MdmAdapter for BcdmAdapter {
         if !answer.status.is_success() {
             return Err(error_from(&answer, Some(setting)));
         }
-        // The action was accepted: a missing request id must not turn that into a failure.
+        // Only the documented answer counts as sent (CONTRACT §4): 202 with
+        // the request id. Another 2xx (a sign-in page, an empty 202) may
+        // have been acted on or not: the error says so.
         let vendor_reference = serde_json::from_str::<ActionAccepted>(&answer.body)
             .ok()
-            .and_then(|a| a.request_id);
-        if vendor_reference.is_none() {
-            tracing::warn!(
-                status = answer.status.as_u16(),
-                body = %body_excerpt(&answer.body),
-                "BCDM accepted the action but gave no request_id."
-            );
-        }
+            .and_then(|a| a.request_id)
+            .filter(|_| answer.status == StatusCode::ACCEPTED);
+        let Some(vendor_reference) = vendor_reference else {
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                r#"BCDM's 202 with {"request_id":"…"}"#,
+            ));
+        };
+        let vendor_reference = Some(vendor_reference);
         Ok(Receipt {
             request,
             request_body: Some(body),

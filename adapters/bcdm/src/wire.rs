@@ -206,6 +206,7 @@ pub(crate) fn ios_page(devices: Vec<WireDevice>) -> Page<Device> {
         skipped,
         skip_reason: (skipped > 0)
             .then(|| format!("BCDM supports iOS only: {skipped} Android/other devices skipped")),
+        total: None,
     }
 }
 

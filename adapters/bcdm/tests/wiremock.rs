@@ -614,19 +614,35 @@ async fn each_action_sends_its_exact_body_and_keeps_the_request_id() {
     }
 }
 
+/// MDM-APIS.md: an action is accepted with 202 `{"request_id":"…"}`; any
+/// other answer, a 2xx included, does not count as sent (CONTRACT §4). The
+/// MDM may have acted on it, so it is `NoAnswer`: never repeated for a wipe.
 #[tokio::test]
-async fn an_accepted_action_without_a_request_id_is_still_a_receipt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
-    let receipt = adapter(&server)
-        .execute(MdmCommand::Lock, &a_device("d"))
-        .await
-        .unwrap();
-    assert_eq!(receipt.vendor_reference, None);
-    assert_eq!(receipt.response_body, None);
+async fn only_202_with_a_request_id_counts_as_sent() {
+    let answers = [
+        ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><head><title>Sign in</title></head></html>",
+            "text/html",
+        ),
+        ResponseTemplate::new(202),
+        ResponseTemplate::new(202).set_body_json(json!({"status": "queued"})),
+        ResponseTemplate::new(202).set_body_json(json!({"request_id": ""})),
+        ResponseTemplate::new(200).set_body_json(json!({"request_id": "r-1"})),
+        ResponseTemplate::new(204),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .execute(MdmCommand::EnterpriseWipe, &a_device("d"))
+            .await
+            .expect_err(&format!("answer {i} counted as sent"));
+        assert_eq!(err.class(), "no_answer", "answer {i}: {err:?}");
+        assert!(err.to_string().contains("202"), "names what was due: {err}");
+    }
 }
 
 #[tokio::test]
@@ -960,4 +976,106 @@ fn debug_output_of_the_config_and_adapter_never_shows_the_secret_key() {
     assert!(!format!("{config:?}").contains(SECRET_KEY));
     let adapter = BcdmAdapter::new(config).unwrap();
     assert!(!format!("{adapter:?}").contains(SECRET_KEY));
+}
+
+#[tokio::test]
+async fn a_command_answered_429_with_a_huge_retry_after_counts_as_one_hour() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            error_body(429, "rate_limited", "slow down")
+                .insert_header("Retry-After", "18446744073709551615"),
+        )
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::Lock, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+}
+
+#[tokio::test]
+async fn a_command_redirected_to_another_port_is_not_sent_there_and_names_the_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(202).set_body_json(json!({"request_id": "r-1"})))
+        .mount(&elsewhere)
+        .await;
+    let location = format!("{}/api/v1/devices/d1/actions", elsewhere.uri());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the signed command went to another origin"
+    );
+    assert_eq!(err.class(), "redirected", "{err:?}");
+    assert!(err.to_string().contains(&location), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_command_answered_502_or_504_is_no_answer() {
+    for status in [502u16, 504] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(error_body(status, "bad_gateway", "upstream"))
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .execute(MdmCommand::Wipe, &a_device("d1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "no_answer", "{status}: {err:?}");
+        assert_eq!(received(&server).await.len(), 1, "sent once");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_64_mib_fails_the_call_and_a_command_is_not_counted_sent() {
+    let size = 65 * 1024 * 1024;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(br#"{"request_id":"r-1","note":""#);
+    body.resize(size - 2, b'a');
+    body.extend_from_slice(br#""}"#);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &a_device("d1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("64 MiB"), "{err}");
+    assert_eq!(err.class(), "no_answer", "the MDM may have acted: {err:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_the_offset_ends_the_listing_with_an_error_saying_so() {
+    let server = MockServer::start().await;
+    // The same page whatever the offset, with a total that never comes.
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .respond_with(devices_body(u64::MAX, vec![ios("d1"), ios("d2")]))
+        .mount(&server)
+        .await;
+    let bcdm = adapter_with(&server, |c| c.page_size = 2);
+    let listed = tokio::time::timeout(Duration::from_secs(10), async {
+        bcdm.devices().try_collect::<Vec<_>>().await
+    })
+    .await
+    .expect("the listing ends");
+    let err = listed.unwrap_err();
+    assert_eq!(err.class(), "listing", "{err:?}");
+    assert!(err.to_string().contains("same page"), "{err}");
+    assert_eq!(received(&server).await.len(), 2);
 }

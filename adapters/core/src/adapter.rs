@@ -24,6 +24,10 @@ pub struct Page<T> {
     pub skipped: u64,
     /// Why records were skipped, when any were (for the sync run's record).
     pub skip_reason: Option<String>,
+    /// How many records the whole listing has, where the MDM announces it
+    /// on its pages (MCMS `Total`, BCDM `total`; SOTI says nothing): a
+    /// listing that reads more fails ([`crate::ListingGuard`]).
+    pub total: Option<u64>,
 }
 
 impl<T> Page<T> {
@@ -32,6 +36,7 @@ impl<T> Page<T> {
             items,
             skipped: 0,
             skip_reason: None,
+            total: None,
         }
     }
 }

@@ -7,6 +7,12 @@
 
 use std::time::Duration;
 
+/// The longest an MDM's `Retry-After` is honoured (CONTRACT §4: a value above
+/// one hour counts as one hour, wherever the connector waits for an MDM). A
+/// wait is a promise of the MDM's, not a reason to stop for a day; and every
+/// `Instant + wait` and `DateTime + wait` stays far from overflowing.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     /// No TCP connection: DNS, routing or a firewall.
@@ -28,7 +34,7 @@ pub enum AdapterError {
     #[error("not found (404): {0}")]
     NotFound(String),
     /// 429: slow down, and try again after `retry_after` if the MDM said.
-    #[error("rate limited (429){}: {message}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    #[error("rate limited (429){}: {message}", retry_after.map(|d| format!(", retry after {}s", d.min(MAX_RETRY_AFTER).as_secs())).unwrap_or_default())]
     RateLimited {
         retry_after: Option<Duration>,
         message: String,
@@ -44,12 +50,27 @@ pub enum AdapterError {
     /// connection lost mid-answer): the MDM may or may not have acted on it.
     /// Retryable for a command that is idempotent at the MDM; a caller must
     /// not repeat one that is not (a wipe) without checking the MDM first.
-    #[error("no answer to the command (the MDM may have acted on it): {0}")]
+    #[error("no answer to the command (the MDM may have acted on it; check the MDM console): {0}")]
     NoAnswer(String),
     /// The MDM refused this action by its own settings; retrying cannot help.
     /// `setting` names what an admin has to change at the MDM console.
     #[error("action not permitted by the MDM: change `{setting}` in the MDM console ({message})")]
     ActionNotPermitted { setting: String, message: String },
+    /// The MDM answered a redirect the connector does not follow: to another
+    /// origin (scheme, host or port) than the integration's `url`, or one
+    /// too many. Nothing was sent to `location`; credentials never follow a
+    /// redirect there.
+    #[error("redirect not followed: the MDM answered {status} with Location {location}: {why}; nothing was sent there (if the MDM moved, set `url` to its new address)")]
+    Redirected {
+        status: u16,
+        location: String,
+        why: String,
+    },
+    /// A listing that would not end: the same page twice, or more records
+    /// than the MDM announced (CONTRACT §6). The sync that reads it fails
+    /// and removes nothing.
+    #[error("listing stopped: {0}")]
+    Listing(String),
     /// Any other 4xx: the request was refused and a repeat would be refused too.
     #[error("rejected ({status}): {message}")]
     Rejected { status: u16, message: String },
@@ -77,11 +98,14 @@ impl AdapterError {
         )
     }
 
-    /// The delay the MDM asked for (`Retry-After`), if any.
+    /// The delay the MDM asked for (`Retry-After`), if any, at most
+    /// [`MAX_RETRY_AFTER`] however the error was made.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             AdapterError::RateLimited { retry_after, .. }
-            | AdapterError::Unavailable { retry_after, .. } => *retry_after,
+            | AdapterError::Unavailable { retry_after, .. } => {
+                retry_after.map(|d| d.min(MAX_RETRY_AFTER))
+            }
             _ => None,
         }
     }
@@ -99,6 +123,8 @@ impl AdapterError {
             AdapterError::Unavailable { .. } => "unavailable",
             AdapterError::NoAnswer(_) => "no_answer",
             AdapterError::ActionNotPermitted { .. } => "action_not_permitted",
+            AdapterError::Redirected { .. } => "redirected",
+            AdapterError::Listing(_) => "listing",
             AdapterError::Rejected { .. } => "rejected",
             AdapterError::Decode(_) => "decode",
             AdapterError::Unsupported(_) => "unsupported",
@@ -150,6 +176,11 @@ mod tests {
                 message: String::new(),
             },
             AdapterError::Decode(String::new()),
+            AdapterError::Redirected {
+                status: 307,
+                location: "https://elsewhere.example/".into(),
+                why: String::new(),
+            },
         ] {
             assert!(!e.is_retryable(), "{e}");
             assert_eq!(e.retry_after(), None);

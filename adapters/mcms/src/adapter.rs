@@ -4,6 +4,9 @@
 //! limiter, adds the three headers AirWatch wants (Basic auth,
 //! `aw-tenant-code`, `Accept`), reads the whole (page-sized) body, and feeds
 //! the `x-ratelimit-*` headers of every answer back into the limiter.
+//!
+//! A device command counts as sent only on a 2xx with no body (MDM-APIS.md);
+//! any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
 
 use crate::config::McmsConfig;
 use crate::ratelimit::RateLimiter;
@@ -12,11 +15,12 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt as _;
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_request_error, error_for_status, retry_after,
+    body_excerpt, build_client, classify_request_error, error_for_request_status, is_html_page,
+    read_body, retry_after, undocumented_answer,
 };
 use mtd_adapter::{
-    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
-    MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
 };
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -49,6 +53,8 @@ impl fmt::Debug for McmsAdapter {
 
 /// An answer whose status has not been judged yet.
 struct Answer {
+    /// The request's method: a POST is a command (see `ok_or_error`).
+    method: Method,
     status: StatusCode,
     headers: HeaderMap,
     body: String,
@@ -168,8 +174,9 @@ impl McmsAdapter {
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.limiter.observe_throttled(retry_after(&headers));
         }
-        let body = response.text().await.map_err(classify)?;
+        let body = read_body(response, &method).await?;
         Ok(Answer {
+            method,
             status,
             headers,
             body,
@@ -217,13 +224,17 @@ impl McmsAdapter {
     /// A listing as a stream of pages, one request per page, so memory holds
     /// one page at most. It ends at a 204, an empty or short page, or once
     /// `(page + 1) * pagesize` reaches `Total`: no request past the end.
+    ///
+    /// The stream is guarded ([`guard_listing`]): a server that ignores the
+    /// page number fails the listing at the first repeated page.
     fn paged<T: Send + 'static>(
         &self,
         listing: Listing,
         map: fn(&Value) -> Result<T, String>,
+        key: fn(&T) -> &str,
     ) -> PageStream<'_, T> {
         let page_size = u64::from(self.config.page_size);
-        futures::stream::unfold(Some(0u32), move |next| async move {
+        let pages = futures::stream::unfold(Some(0u32), move |next| async move {
             let page = next?;
             let span = tracing::debug_span!("mcms_page", mdm = %self.config.name, listing = listing.name(), page);
             let raw = match self.fetch_page(listing, page).instrument(span).await {
@@ -240,10 +251,12 @@ impl McmsAdapter {
                 && raw.total.map_or(true, |total| read_so_far < total)
                 && page < u32::MAX;
             // n > page_size: the server ignored paging and sent everything.
-            let out = map_page(&self.config.name, listing, raw.items, map);
+            let mut out = map_page(&self.config.name, listing, raw.items, map);
+            out.total = raw.total;
             Some((Ok(out), more.then_some(page + 1)))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, format!("MCMS {}", listing.name()), key)
     }
 
     async fn lookup(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
@@ -341,13 +354,27 @@ impl McmsAdapter {
         };
         let answer = self.send(Method::POST, url, body.clone()).await?;
         let answer = ok_or_error(answer)?;
-        if looks_like_html(&answer.body) {
-            // A 2xx HTML page is a login portal or proxy, not AirWatch: the
-            // command did not reach the MDM and must not count as sent.
-            return Err(AdapterError::Decode(format!(
-                "{request}: {}",
-                body_excerpt(&answer.body)
-            )));
+        // Only the documented answer counts as sent: a device command is a 2xx
+        // with no body. The profile calls' answer body is not documented, so
+        // there only a page (a login portal, a proxy) is refused.
+        let device_command = body.is_none();
+        let documented = if device_command {
+            answer.body.trim().is_empty()
+        } else {
+            !is_html_page(&answer.body)
+        };
+        if !documented {
+            let expected = if device_command {
+                "AirWatch's 2xx with no body"
+            } else {
+                "AirWatch's 2xx answer (not a page)"
+            };
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                expected,
+            ));
         }
         tracing::info!(
             status = answer.status.as_u16(),
@@ -396,12 +423,14 @@ fn map_page<T>(
 }
 
 /// Passes a 2xx answer on; turns anything else into its error class, with
-/// AirWatch's `{"errorCode","message"}` kept in the message.
+/// AirWatch's `{"errorCode","message"}` kept in the message (a command's 502
+/// or 504 is `NoAnswer`).
 fn ok_or_error(answer: Answer) -> Result<Answer, AdapterError> {
     if answer.status.is_success() {
         return Ok(answer);
     }
-    Err(error_for_status(
+    Err(error_for_request_status(
+        &answer.method,
         answer.status,
         &answer.headers,
         error_message(&answer.body),
@@ -434,15 +463,6 @@ pub(crate) fn error_message(body: &str) -> String {
 fn parse_json(body: &str) -> Result<Value, AdapterError> {
     serde_json::from_str(body)
         .map_err(|e| AdapterError::Decode(format!("{e}; body: {}", body_excerpt(body))))
-}
-
-fn looks_like_html(body: &str) -> bool {
-    let lower = body
-        .trim_start()
-        .get(..14)
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    lower.starts_with("<!doctype html") || lower.starts_with("<html")
 }
 
 #[async_trait]
@@ -480,15 +500,15 @@ impl MdmAdapter for McmsAdapter {
     }
 
     fn devices(&self) -> PageStream<'_, Device> {
-        self.paged(Listing::Devices, wire::device)
+        self.paged(Listing::Devices, wire::device, |d| &d.mdm_device_id)
     }
 
     fn users(&self) -> PageStream<'_, User> {
-        self.paged(Listing::Users, wire::user)
+        self.paged(Listing::Users, wire::user, |u| &u.mdm_user_id)
     }
 
     fn groups(&self) -> PageStream<'_, Group> {
-        self.paged(Listing::Groups, wire::group)
+        self.paged(Listing::Groups, wire::group, |g| &g.mdm_group_id)
     }
 
     async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {

@@ -128,13 +128,14 @@ impl RateLimiter {
             st.limit = limit;
         }
         st.remaining = remaining;
-        st.reset_at = reset.map(|r| {
+        st.reset_at = reset.and_then(|r| {
             let until = if r < Self::EPOCH_FLOOR {
                 Duration::from_secs(r)
             } else {
                 Duration::from_millis(r.saturating_mul(1000).saturating_sub(now_epoch_ms))
             };
-            now + until
+            // A reset centuries ahead is as good as an hour: waits are capped anyway.
+            now.checked_add(until.min(mtd_adapter::MAX_RETRY_AFTER))
         });
     }
 
@@ -142,9 +143,11 @@ impl RateLimiter {
     /// caller of this adapter, not only the one that got it.
     pub fn observe_throttled(&self, retry_after: Option<Duration>) {
         let Some(after) = retry_after else { return };
+        // At most an hour (CONTRACT §4); `checked_add`: no wait can panic here.
+        let after = after.min(mtd_adapter::MAX_RETRY_AFTER);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.remaining = Some(0);
-        st.reset_at = Some(Instant::now() + after);
+        st.reset_at = Instant::now().checked_add(after);
     }
 }
 

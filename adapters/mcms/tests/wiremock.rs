@@ -1104,7 +1104,59 @@ async fn a_command_answered_by_a_login_page_does_not_count_as_sent() {
         .execute(MdmCommand::Lock, &device("42", None))
         .await
         .unwrap_err();
-    assert!(matches!(e, AdapterError::Decode(_)), "{e:?}");
+    // Not sent as far as anyone can tell, but a proxy may have passed it on.
+    assert_eq!(e.class(), "no_answer", "{e:?}");
+    assert!(e.to_string().contains("HTML page: Login"), "{e}");
+}
+
+/// MDM-APIS.md: a device command is answered 2xx with an empty body; any
+/// other answer does not count as sent, and a profile call answered by an
+/// HTML page neither.
+#[tokio::test]
+async fn only_a_2xx_with_an_empty_body_counts_as_a_sent_command() {
+    for (i, answer) in [
+        ResponseTemplate::new(200).set_body_json(json!({"Redirect": "/Login"})),
+        ResponseTemplate::new(202).set_body_string("Please sign in"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let e = adapter(&server)
+            .execute(MdmCommand::EnterpriseWipe, &device("42", None))
+            .await
+            .expect_err(&format!("answer {i} counted as sent"));
+        assert_eq!(e.class(), "no_answer", "answer {i}: {e:?}");
+    }
+    for status in [200u16, 202, 204] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let receipt = adapter(&server)
+            .execute(MdmCommand::Wipe, &device("42", None))
+            .await
+            .unwrap();
+        assert_eq!(receipt.status, status);
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw("<html><title>Login</title></html>", "text/html"),
+        )
+        .mount(&server)
+        .await;
+    let e = adapter(&server)
+        .execute(MdmCommand::DisconnectWifi, &device("42", Some("SN42")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), "no_answer", "{e:?}");
 }
 
 #[tokio::test]
@@ -1137,4 +1189,144 @@ async fn a_base_url_with_a_path_keeps_it_in_front_of_api() {
     let mut c = config(&server);
     c.base_url = Url::parse(&format!("{}/tenant/", server.uri())).unwrap();
     McmsAdapter::new(c).unwrap().health_check().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_429_with_a_huge_retry_after_counts_as_one_hour_and_does_not_panic() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(
+            ResponseTemplate::new(429).insert_header("Retry-After", "18446744073709551615"),
+        )
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let id = DeviceIdentifier::MdmDeviceId("1".into());
+    let e = a.lookup_device(&id).await.unwrap_err();
+    assert!(matches!(e, AdapterError::RateLimited { .. }), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
+    assert!(e.to_string().contains("retry after 3600s"), "{e}");
+}
+
+#[tokio::test]
+async fn a_listing_redirected_to_another_port_sends_no_credential_there_and_names_the_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..3, 0, 500, 2)))
+        .mount(&elsewhere)
+        .await;
+    let location = format!(
+        "{}/API/mdm/devices/search?page=0&pagesize=500",
+        elsewhere.uri()
+    );
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(302).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let e = list_error(&server).await;
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the API key went to another origin"
+    );
+    assert_eq!(e.class(), "redirected", "{e:?}");
+    assert!(e.to_string().contains(&location), "{e}");
+    assert!(!e.to_string().contains(API_KEY) && !e.to_string().contains(PASSWORD));
+
+    // Another scheme on the same host and port is another origin too.
+    let https = server.uri().replace("http://", "https://") + "/API/mdm/devices/search";
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(301).insert_header("Location", https.as_str()))
+        .mount(&server)
+        .await;
+    let e = list_error(&server).await;
+    assert_eq!(e.class(), "redirected", "{e:?}");
+}
+
+#[tokio::test]
+async fn a_command_answered_502_or_504_is_no_answer() {
+    for status in [502u16, 504] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let e = adapter(&server)
+            .execute(MdmCommand::EnterpriseWipe, &device("42", None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), "no_answer", "{status}: {e:?}");
+        let e = adapter(&server)
+            .execute(MdmCommand::Lock, &device("42", None))
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_64_mib_fails_the_call() {
+    let server = MockServer::start().await;
+    let head = br#"{"Id":{"Value":1},"Udid":"u","DeviceFriendlyName":""#;
+    let mut body = Vec::with_capacity(65 * 1024 * 1024);
+    body.extend_from_slice(head);
+    body.resize(65 * 1024 * 1024 - 2, b'a');
+    body.extend_from_slice(br#""}"#);
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/1"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&server)
+        .await;
+    let e = adapter(&server)
+        .lookup_device(&DeviceIdentifier::MdmDeviceId("1".into()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("64 MiB"), "{e}");
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_the_page_number_ends_the_listing_with_an_error_saying_so() {
+    // Without a Total, the same full page forever.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": [device_json(1), device_json(2)], "Page": 0, "PageSize": 2
+        })))
+        .mount(&server)
+        .await;
+    let listed = tokio::time::timeout(
+        Duration::from_secs(10),
+        all_pages(&adapter_with(&server, 2)),
+    )
+    .await
+    .expect("the listing ends");
+    let e = listed.unwrap_err();
+    assert_eq!(e.class(), "listing", "{e:?}");
+    assert!(e.to_string().contains("same page"), "{e}");
+
+    // With a Total, the same page up to it is no better.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..3, 0, 2, 6)))
+        .mount(&server)
+        .await;
+    let e = all_pages(&adapter_with(&server, 2)).await.unwrap_err();
+    assert_eq!(e.class(), "listing", "{e:?}");
+}
+
+#[tokio::test]
+async fn a_page_with_more_records_than_the_announced_total_fails_the_listing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices_page(1..4, 0, 500, 2)))
+        .mount(&server)
+        .await;
+    let e = all_pages(&adapter(&server)).await.unwrap_err();
+    assert_eq!(e.class(), "listing", "{e:?}");
+    assert!(e.to_string().contains("announced 2"), "{e}");
 }

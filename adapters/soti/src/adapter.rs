@@ -4,6 +4,11 @@
 //! token, retries exactly once after a 401 with a new token, and turns
 //! transport failures and error statuses into [`AdapterError`] with the
 //! `mtd_adapter::http` helpers, keeping SOTI's `ErrorCode`/`ErrorMessage`.
+//!
+//! A command counts as sent only on SOTI's documented answer, 204 with no
+//! body; any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
+//! The device listing is guarded: SOTI announces no total, so only a repeated
+//! page can show a server that ignores `skip`.
 
 use crate::auth::{CachedToken, TokenCache};
 use crate::wire::{map_device, map_group, soti_error_message, WireToken};
@@ -12,11 +17,12 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 use mtd_adapter::http::{
-    body_excerpt, build_client, classify_request_error, classify_send_error, error_for_status,
+    body_excerpt, build_client, classify_request_error, classify_send_error,
+    error_for_request_status, error_for_status, read_body, undocumented_answer,
 };
 use mtd_adapter::{
-    AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter,
-    MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
 };
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -109,7 +115,8 @@ impl SotiAdapter {
             .map_err(|e| classify_send_error(&e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.text().await.map_err(|e| classify_send_error(&e))?;
+        // Classified as a read: a token request changes nothing at the MDM.
+        let body = read_body(resp, &Method::GET).await?;
         if !status.is_success() {
             return Err(token_error(status, &headers, &body));
         }
@@ -176,10 +183,11 @@ impl SotiAdapter {
                 continue;
             }
             let headers = resp.headers().clone();
-            let text = resp.text().await.map_err(classify)?;
+            let text = read_body(resp, &method).await?;
             if !status.is_success() {
                 let said = soti_error_message(&text).unwrap_or_else(|| body_excerpt(&text));
-                return Err(error_for_status(
+                return Err(error_for_request_status(
+                    &method,
                     status,
                     &headers,
                     format!("{what}: {said}"),
@@ -257,11 +265,21 @@ impl SotiAdapter {
         }
     }
 
-    /// `POST` one command and keep the receipt.
+    /// `POST` one command and keep the receipt. Only SOTI's documented
+    /// answer, 204 with no body, counts as sent (a 2xx sign-in page does not).
     async fn post_command(&self, url: Url, body: String) -> Result<Receipt, AdapterError> {
         let answer = self.call(Method::POST, &url, Some(&body)).await?;
+        let request = format!("POST {}", url.path());
+        if answer.status != StatusCode::NO_CONTENT || !answer.body.trim().is_empty() {
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                "MobiControl's 204 with no body",
+            ));
+        }
         Ok(Receipt {
-            request: format!("POST {}", url.path()),
+            request,
             request_body: Some(body),
             status: answer.status.as_u16(),
             response_body: (!answer.body.trim().is_empty()).then_some(answer.body),
@@ -430,7 +448,9 @@ impl MdmAdapter for SotiAdapter {
     fn devices(&self) -> PageStream<'_, Device> {
         let take = self.config.page_size;
         // State: the next `skip`, or `None` once a short page said it was the last.
-        stream::try_unfold(Some(0u64), move |next| async move {
+        // SOTI announces no total: only a repeated page can show that the
+        // server ignores `skip` (and would answer full pages forever).
+        let pages = stream::try_unfold(Some(0u64), move |next| async move {
             let Some(skip) = next else {
                 return Ok(None);
             };
@@ -443,7 +463,8 @@ impl MdmAdapter for SotiAdapter {
             let next = (read >= u64::from(take)).then_some(skip + read);
             Ok(Some((map_page(records, map_device), next)))
         })
-        .boxed()
+        .boxed();
+        guard_listing(pages, "MobiControl devices", |d| &d.mdm_device_id)
     }
 
     fn users(&self) -> PageStream<'_, User> {
@@ -550,6 +571,7 @@ fn map_page<T>(
         items,
         skipped,
         skip_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        total: None,
     }
 }
 

@@ -1023,3 +1023,206 @@ async fn a_refused_action_keeps_sotis_error_in_the_message() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_retry_after_above_one_hour_counts_as_one_hour() {
+    for huge in [
+        "18446744073709551615",
+        "86400",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        let (err, _s) =
+            listing_error(ResponseTemplate::new(429).insert_header("Retry-After", huge)).await;
+        assert!(matches!(err, AdapterError::RateLimited { .. }), "{err:?}");
+        assert_eq!(
+            err.retry_after(),
+            Some(Duration::from_secs(3600)),
+            "Retry-After: {huge}"
+        );
+    }
+    let (err, _s) =
+        listing_error(ResponseTemplate::new(503).insert_header("Retry-After", "99999999")).await;
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+}
+
+// ---------------------------------------------------------------- redirects
+
+#[tokio::test]
+async fn a_token_request_redirected_to_another_port_sends_nothing_there_and_names_the_location() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "stolen", "token_type": "bearer", "expires_in": 3600
+        })))
+        .mount(&elsewhere)
+        .await;
+    let location = format!("{}/MobiControl/api/token", elsewhere.uri());
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let err = adapter(&server).health_check().await.unwrap_err();
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the password grant went to another origin"
+    );
+    assert_eq!(err.class(), "redirected", "{err:?}");
+    assert!(err.to_string().contains(&location), "{err}");
+    assert!(!err.is_retryable());
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+}
+
+#[tokio::test]
+async fn a_command_redirected_to_another_port_is_not_sent_there() {
+    let elsewhere = MockServer::start().await;
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    let location = format!("{}/MobiControl/api/devices/abc/actions", elsewhere.uri());
+    Mock::given(method("POST"))
+        .and(path_regex_any())
+        .respond_with(ResponseTemplate::new(308).insert_header("Location", location.as_str()))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .execute(MdmCommand::EnterpriseWipe, &device("abc"))
+        .await
+        .unwrap_err();
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    assert_eq!(err.class(), "redirected", "{err:?}");
+    assert!(err.to_string().contains(&location), "{err}");
+}
+
+#[tokio::test]
+async fn a_redirect_within_the_same_origin_is_still_followed() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    Mock::given(method("GET"))
+        .and(path(DEVICES_PATH))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("Location", "/MobiControl/api/devices2?skip=0"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/MobiControl/api/devices2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page_of(2, 0)))
+        .mount(&server)
+        .await;
+    let report = adapter(&server).health_check().await.unwrap();
+    assert_eq!(report.devices_on_first_page, 2);
+}
+
+// ------------------------------------------------- gateway errors to commands
+
+#[tokio::test]
+async fn a_command_answered_502_or_504_is_no_answer_and_a_read_is_unavailable() {
+    for status in [502u16, 504] {
+        let server = MockServer::start().await;
+        mount_tokens(&server).await;
+        Mock::given(method("POST"))
+            .and(path_regex_any())
+            .respond_with(ResponseTemplate::new(status).set_body_raw(
+                "<html><head><title>Bad Gateway</title></head></html>",
+                "text/html",
+            ))
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .execute(MdmCommand::Wipe, &device("abc"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "no_answer", "{status}: {err:?}");
+        assert!(err.to_string().contains(&status.to_string()), "{err}");
+        assert!(err.to_string().contains("check the MDM console"), "{err}");
+        assert!(err.is_retryable(), "an idempotent command may be repeated");
+
+        let (err, _s) = listing_error(ResponseTemplate::new(status)).await;
+        assert_eq!(
+            err.class(),
+            "unavailable",
+            "{status}: a read is just unavailable"
+        );
+    }
+}
+
+// ------------------------------------------------- what counts as sent
+
+/// MDM-APIS.md and SOTI's spec: an action and a profile action are answered
+/// 204 with no body. Any other answer, a 2xx HTML page included, does not
+/// count as sent; the MDM may have acted, so it is `NoAnswer`.
+#[tokio::test]
+async fn only_204_without_a_body_counts_as_a_sent_action() {
+    let answers = [
+        ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><head><title>MobiControl - Log In</title></head></html>",
+            "text/html",
+        ),
+        ResponseTemplate::new(200),
+        ResponseTemplate::new(202).set_body_json(json!({"Status": "Queued"})),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        for command in [MdmCommand::EnterpriseWipe, MdmCommand::DisconnectWifi] {
+            let server = MockServer::start().await;
+            mount_tokens(&server).await;
+            Mock::given(method("POST"))
+                .and(path_regex_any())
+                .respond_with(answer.clone())
+                .mount(&server)
+                .await;
+            let err = adapter(&server)
+                .execute(command, &device("abc"))
+                .await
+                .expect_err(&format!("answer {i} to {command} counted as sent"));
+            assert_eq!(err.class(), "no_answer", "answer {i}: {err:?}");
+            assert!(err.to_string().contains("204"), "names what was due: {err}");
+        }
+    }
+}
+
+// ------------------------------------------------- answer size
+
+/// A page of one device whose name makes the body `size` bytes: valid JSON,
+/// so only the size can make it fail.
+fn huge_page(size: usize) -> Vec<u8> {
+    let head = br#"[{"DeviceId":"1","Kind":"AndroidPlus","DeviceName":""#;
+    let tail = br#""}]"#;
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(head);
+    body.resize(size - tail.len(), b'a');
+    body.extend_from_slice(tail);
+    body
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_64_mib_fails_the_call() {
+    let (err, _s) = listing_error(
+        ResponseTemplate::new(200).set_body_raw(huge_page(65 * 1024 * 1024), "application/json"),
+    )
+    .await;
+    assert!(err.to_string().contains("64 MiB"), "{err}");
+}
+
+// ------------------------------------------------- listings that never end
+
+#[tokio::test]
+async fn a_server_that_ignores_skip_ends_the_listing_with_an_error_saying_so() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    // The same full page, whatever `skip` asks for.
+    Mock::given(method("GET"))
+        .and(path(DEVICES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page_of(2, 0)))
+        .mount(&server)
+        .await;
+    let a = adapter_with(&server, |c| c.page_size = 2);
+    let listed = tokio::time::timeout(Duration::from_secs(10), list_all(&a))
+        .await
+        .expect("the listing ends");
+    let err = listed.unwrap_err();
+    assert_eq!(err.class(), "listing", "{err:?}");
+    assert!(err.to_string().contains("same page"), "{err}");
+    assert_eq!(requests_to(&server, DEVICES_PATH).await.len(), 2);
+}

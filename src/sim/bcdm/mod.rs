@@ -400,7 +400,12 @@ impl BcdmState {
         let user_ids: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
         let seeded = seeder.devices(devices, &user_ids, None);
         Self {
-            core: Arc::new(SimCore::new(SimKind::Bcdm, |_| false, fault_response)),
+            core: Arc::new(SimCore::new(
+                SimKind::Bcdm,
+                |_| false,
+                ("offset", "0"),
+                fault_response,
+            )),
             options: RwLock::new(options),
             users: RwLock::new(users),
             devices: RwLock::new(seeded),

@@ -324,7 +324,12 @@ impl McmsState {
         };
         Self {
             // AirWatch has no token endpoint: faults apply to every path.
-            core: Arc::new(SimCore::new(SimKind::Mcms, |_| false, fault_response)),
+            core: Arc::new(SimCore::new(
+                SimKind::Mcms,
+                |_| false,
+                ("page", "0"),
+                fault_response,
+            )),
             options: RwLock::new(options),
             devices: RwLock::new(seeded),
             users: RwLock::new(users),

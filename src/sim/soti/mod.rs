@@ -185,7 +185,12 @@ impl SotiState {
         let mut seeder = Seeder::new(seed, devices);
         let seeded = seeder.devices(devices);
         Self {
-            core: Arc::new(SimCore::new(SimKind::Soti, is_token_path, fault_response)),
+            core: Arc::new(SimCore::new(
+                SimKind::Soti,
+                is_token_path,
+                ("skip", "0"),
+                fault_response,
+            )),
             options: RwLock::new(options),
             devices: RwLock::new(seeded),
             tokens: Mutex::new(HashMap::new()),
