@@ -6,6 +6,8 @@
 
 pub mod adapters;
 pub mod app;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -4,8 +4,10 @@
 //! builds the vendor crate's own config (its credentials struct included) and
 //! the result is held as `Arc<dyn MdmAdapter>` (atuin, Vector's closed enums).
 
+mod health;
 mod observed;
 
+pub use health::{Backoff, IntegrationHealth};
 pub use observed::InstrumentedAdapter;
 
 use crate::config::{Credentials, MdmConfig, TenantConfig};
@@ -23,7 +25,7 @@ pub fn build(tenant: &TenantConfig, mdm: &MdmConfig) -> Result<Arc<dyn MdmAdapte
 pub fn build_observed(
     tenant: &TenantConfig,
     mdm: &MdmConfig,
-    health: Option<Arc<crate::sync::IntegrationHealth>>,
+    health: Option<Arc<IntegrationHealth>>,
 ) -> Result<Arc<dyn MdmAdapter>, AdapterError> {
     let http = http_settings(mdm)?;
     let adapter: Arc<dyn MdmAdapter> = match &mdm.credentials {

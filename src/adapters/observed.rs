@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 fn observe<T>(
     kind: MdmKind,
-    health: Option<&crate::sync::IntegrationHealth>,
+    health: Option<&super::IntegrationHealth>,
     operation: &str,
     result: &Result<T, AdapterError>,
     took: Duration,
@@ -44,7 +44,7 @@ pub struct InstrumentedAdapter {
     inner: Arc<dyn MdmAdapter>,
     kind: MdmKind,
     /// Where a rate-limit answer is noted for the status API.
-    health: Option<Arc<crate::sync::IntegrationHealth>>,
+    health: Option<Arc<super::IntegrationHealth>>,
 }
 
 impl InstrumentedAdapter {
@@ -54,7 +54,7 @@ impl InstrumentedAdapter {
 
     pub fn wrap_observed(
         inner: Arc<dyn MdmAdapter>,
-        health: Option<Arc<crate::sync::IntegrationHealth>>,
+        health: Option<Arc<super::IntegrationHealth>>,
     ) -> Arc<dyn MdmAdapter> {
         let kind = inner.kind();
         Arc::new(InstrumentedAdapter {

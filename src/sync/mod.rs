@@ -12,13 +12,12 @@
 //! not queue behind a running full sync: they go straight to the adapters
 //! through [`ondemand`], with single flight and a short miss cache.
 
-mod health;
 pub mod ondemand;
 pub mod pii;
 mod run;
 mod worker;
 
-pub use health::{Backoff, IntegrationHealth};
+pub use crate::adapters::{Backoff, IntegrationHealth};
 pub use ondemand::{LookupError, LookupOutcome};
 pub use run::RunReport;
 
