@@ -5,7 +5,6 @@
 //! ([`mark_collisions_bulk`]); [`Store::refresh_collisions`] (also run by
 //! every removal) recomputes them all, clearing stale ones.
 
-use super::devices::DeviceSlot;
 use super::json_rows;
 use crate::store::{Store, StoreError};
 use sqlx::SqliteConnection;
@@ -32,25 +31,35 @@ pub(super) const COLLISION_PAIRS: &str = "WITH p (id, udid, serial, imei, mac) A
 pub(super) const COLLISIONS_FLAG: &str = "UPDATE devices SET collision = 1
      WHERE collision = 0 AND id IN (SELECT value FROM json_each(?1))";
 
+/// A device of a batch as the collision check sees it.
+pub(super) struct Candidate<'a> {
+    pub(super) id: i64,
+    /// udid, serial, imei and mac, normalised.
+    pub(super) identifiers: [&'a Option<String>; 4],
+    /// Live (stored and not removed) before the batch.
+    pub(super) live_before: bool,
+    /// Flagged as a collision before the batch.
+    pub(super) collision_before: bool,
+    /// Position of its first listing in the batch.
+    pub(super) pos: usize,
+}
+
 /// Flags every device of the batch that shares a udid, serial, imei or mac
 /// with another live device of the tenant, and those devices too, in two
 /// statements. Returns how many devices of the batch the one-at-a-time
-/// writes would have counted as newly flagged: a device counts when, at its
-/// turn in the batch, it had a live peer (devices later in the batch that
-/// were not live yet did not exist then) and no earlier device of the batch
-/// had flagged it already. Flags are only set here;
-/// [`Store::refresh_collisions`] clears stale ones.
+/// writes would have counted as newly flagged (see [`newly_flagged`]).
+/// Flags are only set here; [`Store::refresh_collisions`] clears stale ones.
 pub(super) async fn mark_collisions_bulk(
     conn: &mut SqliteConnection,
     tenant_id: &str,
-    slots: &HashMap<&str, DeviceSlot>,
+    batch: &[Candidate<'_>],
 ) -> Result<u64, StoreError> {
-    let rows: Vec<_> = slots
-        .values()
-        .filter_map(|slot| {
-            let v = &slot.row.values.values;
-            let any = v.udid.is_some() || v.serial.is_some() || v.imei.is_some() || v.mac.is_some();
-            any.then_some((slot.row.id?, &v.udid, &v.serial, &v.imei, &v.mac))
+    let rows: Vec<_> = batch
+        .iter()
+        .filter(|c| c.identifiers.iter().any(|v| v.is_some()))
+        .map(|c| {
+            let [udid, serial, imei, mac] = c.identifiers;
+            (c.id, udid, serial, imei, mac)
         })
         .collect();
     if rows.is_empty() {
@@ -75,14 +84,18 @@ pub(super) async fn mark_collisions_bulk(
         .bind(json_rows(&flagged))
         .execute(&mut *conn)
         .await?;
+    Ok(newly_flagged(batch, &pairs))
+}
 
-    // The order-dependent count (see above).
-    let by_id: HashMap<i64, &DeviceSlot> = slots
-        .values()
-        .filter_map(|s| s.row.id.map(|id| (id, s)))
-        .collect();
+/// How many devices of the batch the one-at-a-time writes would have
+/// counted as newly flagged, given the `(device of the batch, live peer)`
+/// pairs: a device counts when, at its turn in the batch, it had a live
+/// peer (devices later in the batch that were not live yet did not exist
+/// then) and no earlier device of the batch had flagged it already.
+fn newly_flagged(batch: &[Candidate<'_>], pairs: &[(i64, i64)]) -> u64 {
+    let by_id: HashMap<i64, &Candidate> = batch.iter().map(|c| (c.id, c)).collect();
     let mut peers: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (x, o) in &pairs {
+    for (x, o) in pairs {
         peers.entry(*x).or_default().push(*o);
     }
     let existed_at = |o: &i64, pos: usize| match by_id.get(o) {
@@ -97,19 +110,19 @@ pub(super) async fn mark_collisions_bulk(
     };
     let mut counted = 0;
     for (x, ps) in &peers {
-        let slot = by_id[x];
-        if slot.collision_before || !had_peer(x) {
+        let device = by_id[x];
+        if device.collision_before || !had_peer(x) {
             continue;
         }
-        let flagged_earlier = slot.live_before
+        let flagged_earlier = device.live_before
             && ps
                 .iter()
-                .any(|y| by_id.get(y).is_some_and(|o| o.pos < slot.pos) && had_peer(y));
+                .any(|y| by_id.get(y).is_some_and(|o| o.pos < device.pos) && had_peer(y));
         if !flagged_earlier {
             counted += 1;
         }
     }
-    Ok(counted)
+    counted
 }
 
 pub(super) async fn refresh_collisions(
@@ -155,11 +168,69 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::store::sync_runs::testutil::run;
     use crate::store::testutil::*;
     use crate::store::Pii;
     use chrono::{TimeZone, Utc};
     use mtd_adapter::{Device, DeviceIdentifier};
+
+    static NONE: Option<String> = None;
+
+    fn candidate(
+        id: i64,
+        pos: usize,
+        live_before: bool,
+        collision_before: bool,
+    ) -> Candidate<'static> {
+        Candidate {
+            id,
+            identifiers: [&NONE; 4],
+            live_before,
+            collision_before,
+            pos,
+        }
+    }
+
+    /// Every ordered pair of distinct ids, as `COLLISION_PAIRS` returns
+    /// them for devices that all share one identifier.
+    fn all_pairs(ids: &[i64]) -> Vec<(i64, i64)> {
+        ids.iter()
+            .flat_map(|x| ids.iter().filter(move |o| *o != x).map(move |o| (*x, *o)))
+            .collect()
+    }
+
+    #[test]
+    fn new_devices_sharing_an_identifier_count_from_the_second_one_on() {
+        let batch = [
+            candidate(1, 0, false, false),
+            candidate(2, 1, false, false),
+            candidate(3, 2, false, false),
+        ];
+        assert_eq!(newly_flagged(&batch, &all_pairs(&[1, 2, 3])), 2);
+        assert_eq!(newly_flagged(&batch[..1], &[]), 0);
+    }
+
+    #[test]
+    fn a_device_counts_once_at_its_turn_and_not_when_already_flagged() {
+        let batch = [
+            // New, finds the stored 10: counts, and 10 is flagged by it.
+            candidate(11, 0, false, false),
+            candidate(10, 1, true, false),
+            // New, finds a device outside the batch: counts.
+            candidate(12, 2, false, false),
+            // Flagged before the batch: does not count again.
+            candidate(13, 3, true, true),
+            // Stored, its only peer is listed after it and new: it had no
+            // peer at its turn; 15 finds it and counts.
+            candidate(14, 4, true, false),
+            candidate(15, 5, false, false),
+        ];
+        let mut pairs = all_pairs(&[10, 11]);
+        pairs.extend([(12, 99), (13, 98)]);
+        pairs.extend(all_pairs(&[14, 15]));
+        assert_eq!(newly_flagged(&batch, &pairs), 3, "11, 12 and 15");
+    }
 
     #[tokio::test]
     async fn three_devices_sharing_a_serial_in_one_batch_count_as_two_new_collisions() {

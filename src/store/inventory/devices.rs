@@ -2,7 +2,7 @@
 //! listed devices (and of one device an on-demand lookup found), and the
 //! reads by identifier.
 
-use super::collisions::mark_collisions_bulk;
+use super::collisions::{mark_collisions_bulk, Candidate};
 use super::groups::resolve_groups;
 use super::users::{upsert_users_bulk, user_values, UserSource};
 use super::{json_rows, scope, Change, Pii, RowState, Scope, UpsertCounts};
@@ -160,12 +160,14 @@ fn normalised(ids: &Identifiers) -> Identifiers {
     }
 }
 
-#[derive(FromRow, PartialEq)]
-pub(super) struct DeviceValues {
-    pub(super) udid: Option<String>,
-    pub(super) serial: Option<String>,
-    pub(super) imei: Option<String>,
-    pub(super) mac: Option<String>,
+/// A device's stored values (what `DEVICES_STORED` reads back and the
+/// writes take, identifiers normalised).
+#[derive(Debug, FromRow, PartialEq)]
+struct DeviceValues {
+    udid: Option<String>,
+    serial: Option<String>,
+    imei: Option<String>,
+    mac: Option<String>,
     name: Option<String>,
     platform: String,
     model: Option<String>,
@@ -176,25 +178,33 @@ pub(super) struct DeviceValues {
 
 /// What a device's "changed?" compares: its stored values and its set of
 /// groups (sorted ids).
-#[derive(PartialEq)]
-pub(super) struct DeviceState {
-    pub(super) values: DeviceValues,
+#[derive(Debug, PartialEq)]
+struct DeviceState {
+    values: DeviceValues,
     groups: Vec<i64>,
 }
 
-/// One device of a batch on its way through [`upsert_devices_bulk`].
-pub(super) struct DeviceSlot {
-    pub(super) row: RowState<DeviceState>,
-    /// The memberships stored before the batch (`None`: a new device).
-    stored_groups: Option<Vec<i64>>,
-    /// The latest check-in time the batch listed (a listing without one keeps the stored one).
-    checkin: Option<DateTime<Utc>>,
-    /// Live (stored and not removed) before the batch.
-    pub(super) live_before: bool,
-    /// Flagged as a collision before the batch.
-    pub(super) collision_before: bool,
-    /// Position of its first listing in the batch.
-    pub(super) pos: usize,
+impl DeviceValues {
+    /// The row `DEVICES_INSERT` (keyed by `mdm_device_id`) and
+    /// `DEVICES_UPDATE` (keyed by id) read: the key, the identifiers, the
+    /// other values in column order, and the check-in time.
+    fn json_row<'v, K: Serialize + 'v>(
+        &'v self,
+        key: K,
+        checkin: Option<String>,
+    ) -> impl Serialize + 'v {
+        (
+            key,
+            (&self.udid, &self.serial, &self.imei, &self.mac),
+            &self.name,
+            &self.platform,
+            &self.model,
+            &self.os_version,
+            &self.ownership,
+            self.user_id,
+            checkin,
+        )
+    }
 }
 
 /// A timestamp as sqlx's chrono encoding writes it (see the header of
@@ -204,13 +214,12 @@ fn sql_time(t: &DateTime<Utc>) -> String {
 }
 
 /// Writes a batch of devices with their users and group memberships in a
-/// fixed number of statements, whatever the batch size: users and groups
-/// first (see [`upsert_users_bulk`], [`resolve_groups`]), one `SELECT` of
-/// the stored devices with their memberships, then one multi-row statement
-/// each for the new devices, the changed ones, the unchanged ones (stamped
-/// seen, check-in time written), the memberships that changed, and the
-/// collision check. Rows are compared in memory, in batch order, exactly as
-/// the one-device-at-a-time writes did, so the counts do not change.
+/// fixed number of statements, whatever the batch size, in three steps:
+/// [`plan`] (users and groups first, then the row each listing asks for),
+/// [`diff`] (the planned rows against the stored ones, read in one
+/// `SELECT`, in memory and in batch order exactly as the
+/// one-device-at-a-time writes did, so the counts do not change), and
+/// [`write`] (one multi-row statement per kind of write).
 ///
 /// Returns the id and the change of every listed device, in input order,
 /// and the batch's counts.
@@ -220,11 +229,60 @@ async fn upsert_devices_bulk(
     devices: &[Device],
     pii: Pii<'_>,
 ) -> Result<(Vec<(i64, Change)>, UpsertCounts), StoreError> {
-    let mut counts = UpsertCounts::default();
     if devices.is_empty() {
-        return Ok((Vec::new(), counts));
+        return Ok((Vec::new(), UpsertCounts::default()));
     }
+    let planned = plan(conn, s, devices, pii).await?;
+    let stored = stored_devices(conn, s, &planned).await?;
+    write(conn, s, diff(planned, stored)).await
+}
 
+/// One listing of a device as the batch asks to store it (see [`plan`]).
+struct PlannedDevice<'a> {
+    key: &'a str,
+    state: DeviceState,
+    /// The check-in time it lists (`None`: the stored one stays).
+    checkin: Option<DateTime<Utc>>,
+}
+
+impl<'a> PlannedDevice<'a> {
+    /// A listed device as the store keeps it: identifiers normalised, its
+    /// user and groups by their ids (`group_ids` has every group it names).
+    fn new(d: &'a Device, user_id: Option<i64>, group_ids: &HashMap<String, i64>) -> Self {
+        let ids = normalised(&d.identifiers);
+        let mut groups: Vec<i64> = d.groups.iter().map(|g| group_ids[g.as_str()]).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let values = DeviceValues {
+            udid: ids.udid,
+            serial: ids.serial,
+            imei: ids.imei,
+            mac: ids.mac,
+            name: d.name.clone(),
+            platform: d.platform.as_str().to_string(),
+            model: d.model.clone(),
+            os_version: d.os_version.clone(),
+            ownership: d.ownership.as_str().to_string(),
+            user_id,
+        };
+        PlannedDevice {
+            key: d.mdm_device_id.as_str(),
+            state: DeviceState { values, groups },
+            checkin: d.last_checkin_at,
+        }
+    }
+}
+
+/// Step 1, plan: the row each listed device asks for, in batch order. A
+/// device row holds the ids of its user and its groups, so the users
+/// embedded in the devices are written first ([`upsert_users_bulk`]) and
+/// the groups they name resolved ([`resolve_groups`]).
+async fn plan<'a>(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &'a [Device],
+    pii: Pii<'_>,
+) -> Result<Vec<PlannedDevice<'a>>, StoreError> {
     // Users embedded in the devices: written first, their ids linked below.
     let mut user_keys: Vec<Option<String>> = Vec::with_capacity(devices.len());
     let mut users = Vec::new();
@@ -245,54 +303,88 @@ async fn upsert_devices_bulk(
     group_keys.dedup();
     let group_ids = resolve_groups(conn, s, &group_keys).await?;
 
-    let listed: Vec<(&str, DeviceState)> = devices
+    Ok(devices
         .iter()
         .zip(&user_keys)
         .map(|(d, user)| {
-            let ids = normalised(&d.identifiers);
-            let mut groups: Vec<i64> = d.groups.iter().map(|g| group_ids[g.as_str()]).collect();
-            groups.sort_unstable();
-            groups.dedup();
-            let values = DeviceValues {
-                udid: ids.udid,
-                serial: ids.serial,
-                imei: ids.imei,
-                mac: ids.mac,
-                name: d.name.clone(),
-                platform: d.platform.as_str().to_string(),
-                model: d.model.clone(),
-                os_version: d.os_version.clone(),
-                ownership: d.ownership.as_str().to_string(),
-                user_id: user.as_ref().and_then(|k| user_ids.get(k).copied()),
-            };
-            (d.mdm_device_id.as_str(), DeviceState { values, groups })
+            let user_id = user.as_ref().and_then(|k| user_ids.get(k).copied());
+            PlannedDevice::new(d, user_id, &group_ids)
         })
-        .collect();
+        .collect())
+}
 
-    let mut keys: Vec<&str> = listed.iter().map(|(k, _)| *k).collect();
+/// A stored device as `DEVICES_STORED` reads it, with its memberships.
+#[derive(FromRow)]
+struct StoredRow {
+    id: i64,
+    mdm_device_id: String,
+    removed: bool,
+    collision: bool,
+    #[sqlx(flatten)]
+    values: DeviceValues,
+    /// Its group ids, comma-separated (`NULL`: none).
+    group_ids: Option<String>,
+}
+
+/// The stored rows of the devices a plan lists, in one `SELECT`.
+async fn stored_devices(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    planned: &[PlannedDevice<'_>],
+) -> Result<Vec<StoredRow>, StoreError> {
+    let mut keys: Vec<&str> = planned.iter().map(|p| p.key).collect();
     keys.sort_unstable();
     keys.dedup();
-    #[derive(FromRow)]
-    struct Existing {
-        id: i64,
-        mdm_device_id: String,
-        removed: bool,
-        collision: bool,
-        #[sqlx(flatten)]
-        values: DeviceValues,
-        group_ids: Option<String>,
-    }
     // CROSS JOIN: json_each outside, one probe of UNIQUE (mdm_id,
     // mdm_device_id) per key rather than a scan of the MDM's devices.
-    let existing: Vec<Existing> = sqlx::query_as(DEVICES_STORED)
+    Ok(sqlx::query_as(DEVICES_STORED)
         .bind(s.mdm_id)
         .bind(json_rows(&keys))
         .fetch_all(&mut *conn)
-        .await?;
-    let mut slots: HashMap<&str, DeviceSlot> = HashMap::with_capacity(keys.len());
-    let by_key: HashMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    for e in existing {
-        let mut groups: Vec<i64> = e
+        .await?)
+}
+
+/// One device of a batch, every listing of it applied in batch order.
+struct BatchDevice<'a> {
+    key: &'a str,
+    /// Its id (`None` until a new device is inserted) and values as the batch leaves them.
+    row: RowState<DeviceState>,
+    /// The memberships stored before the batch (`None`: a new device).
+    stored_groups: Option<Vec<i64>>,
+    /// The latest check-in time the batch listed (a listing without one keeps the stored one).
+    checkin: Option<DateTime<Utc>>,
+    /// Live (stored and not removed) before the batch.
+    live_before: bool,
+    /// Flagged as a collision before the batch.
+    collision_before: bool,
+    /// Position of its first listing in the batch.
+    pos: usize,
+}
+
+impl<'a> BatchDevice<'a> {
+    /// A device first listed at `pos` that is not stored: inserted with the
+    /// values of its last listing.
+    fn new(first: PlannedDevice<'a>, pos: usize) -> Self {
+        BatchDevice {
+            key: first.key,
+            row: RowState {
+                id: None,
+                removed: false,
+                values: first.state,
+                changed: true,
+                new: true,
+            },
+            stored_groups: None,
+            checkin: first.checkin,
+            live_before: false,
+            collision_before: false,
+            pos,
+        }
+    }
+
+    /// A stored device first listed at `pos`, before any listing is applied.
+    fn stored(key: &'a str, stored: StoredRow, pos: usize) -> Self {
+        let mut groups: Vec<i64> = stored
             .group_ids
             .as_deref()
             .unwrap_or_default()
@@ -300,139 +392,154 @@ async fn upsert_devices_bulk(
             .filter_map(|g| g.parse().ok())
             .collect();
         groups.sort_unstable();
-        let Some(&k) = by_key.get(e.mdm_device_id.as_str()) else {
-            continue;
-        };
-        slots.insert(
-            keys[k],
-            DeviceSlot {
-                row: RowState {
-                    id: Some(e.id),
-                    removed: e.removed,
-                    values: DeviceState {
-                        values: e.values,
-                        groups: groups.clone(),
-                    },
-                    changed: false,
-                    new: false,
+        BatchDevice {
+            key,
+            row: RowState {
+                id: Some(stored.id),
+                removed: stored.removed,
+                values: DeviceState {
+                    values: stored.values,
+                    groups: groups.clone(),
                 },
-                stored_groups: Some(groups),
-                checkin: None,
-                live_before: !e.removed,
-                collision_before: e.collision,
-                pos: usize::MAX,
+                changed: false,
+                new: false,
             },
-        );
+            stored_groups: Some(groups),
+            checkin: None,
+            live_before: !stored.removed,
+            collision_before: stored.collision,
+            pos,
+        }
     }
 
-    // In batch order: what each listing does (a new-check-in time alone is
-    // written but not counted: every active device checks in between two
-    // syncs, and "updated" is meant to show inventory changes).
-    let mut changes = Vec::with_capacity(listed.len());
-    let mut new_keys = Vec::new();
-    for (pos, ((key, state), d)) in listed.into_iter().zip(devices).enumerate() {
-        let change = match slots.get_mut(key) {
-            Some(slot) => {
-                slot.pos = slot.pos.min(pos);
-                slot.checkin = d.last_checkin_at.or(slot.checkin);
-                slot.row.apply(state, false)
-            }
+    /// Applies one more listing (see [`RowState::apply`]). A new check-in
+    /// time alone is written but not counted: every active device checks in
+    /// between two syncs, and "updated" is meant to show inventory changes.
+    fn apply(&mut self, listing: PlannedDevice<'_>) -> Change {
+        self.checkin = listing.checkin.or(self.checkin);
+        self.row.apply(listing.state, false)
+    }
+
+    /// The check-in time as the write statements take it.
+    fn checkin_text(&self) -> Option<String> {
+        self.checkin.as_ref().map(sql_time)
+    }
+}
+
+/// What a batch writes, decided in memory by [`diff`]: every device once,
+/// and which of them (indexes into `devices`) each kind of write takes.
+struct DeviceDiff<'a> {
+    /// Every device of the batch, in the order of its first listing.
+    devices: Vec<BatchDevice<'a>>,
+    /// New devices: inserted with their final values.
+    inserts: Vec<usize>,
+    /// Stored devices whose values or groups changed, or that come back.
+    updates: Vec<usize>,
+    /// Stored devices listed without a change: stamped seen by the run,
+    /// check-in time written.
+    seen: Vec<usize>,
+    /// Devices whose memberships become their listed groups (every new one).
+    memberships: Vec<usize>,
+    /// Of those, the stored devices whose old memberships are deleted first.
+    memberships_cleared: Vec<usize>,
+    /// What each listing did, in input order: its device and its change.
+    listings: Vec<(usize, Change)>,
+    counts: UpsertCounts,
+}
+
+/// Step 2, diff: the planned rows against the stored ones, listing by
+/// listing in batch order, so the counts are those of one-row-at-a-time
+/// writes (a device listed twice counts once as added and then as what its
+/// second listing changed). Pure: no SQL.
+fn diff<'a>(planned: Vec<PlannedDevice<'a>>, stored: Vec<StoredRow>) -> DeviceDiff<'a> {
+    let mut stored: HashMap<String, StoredRow> = stored
+        .into_iter()
+        .map(|mut r| (std::mem::take(&mut r.mdm_device_id), r))
+        .collect();
+    let mut devices: Vec<BatchDevice<'a>> = Vec::with_capacity(planned.len());
+    let mut index: HashMap<&'a str, usize> = HashMap::with_capacity(planned.len());
+    let mut listings = Vec::with_capacity(planned.len());
+    let mut counts = UpsertCounts::default();
+    for (pos, listing) in planned.into_iter().enumerate() {
+        let (i, change) = match index.get(listing.key) {
+            Some(&i) => (i, devices[i].apply(listing)),
             None => {
-                new_keys.push(key);
-                slots.insert(
-                    key,
-                    DeviceSlot {
-                        row: RowState {
-                            id: None,
-                            removed: false,
-                            values: state,
-                            changed: true,
-                            new: true,
-                        },
-                        stored_groups: None,
-                        checkin: d.last_checkin_at,
-                        live_before: false,
-                        collision_before: false,
-                        pos,
-                    },
-                );
-                Change::Added
+                let i = devices.len();
+                index.insert(listing.key, i);
+                let (device, change) = match stored.remove(listing.key) {
+                    Some(row) => {
+                        let mut device = BatchDevice::stored(listing.key, row, pos);
+                        let change = device.apply(listing);
+                        (device, change)
+                    }
+                    None => (BatchDevice::new(listing, pos), Change::Added),
+                };
+                devices.push(device);
+                (i, change)
             }
         };
         counts.count(change);
-        changes.push((key, change));
+        listings.push((i, change));
     }
 
-    if !new_keys.is_empty() {
-        let rows: Vec<_> = new_keys
-            .iter()
-            .map(|k| {
-                let slot = &slots[k];
-                let v = &slot.row.values.values;
-                (
-                    k,
-                    (&v.udid, &v.serial, &v.imei, &v.mac),
-                    &v.name,
-                    &v.platform,
-                    &v.model,
-                    &v.os_version,
-                    &v.ownership,
-                    v.user_id,
-                    slot.checkin.as_ref().map(sql_time),
-                )
-            })
-            .collect();
-        let inserted: Vec<(i64, String)> = sqlx::query_as(DEVICES_INSERT)
-            .bind(&s.tenant_id)
-            .bind(s.mdm_id)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&rows))
-            .fetch_all(&mut *conn)
-            .await?;
-        for (id, key) in inserted {
-            if let Some(slot) = slots.get_mut(key.as_str()) {
-                slot.row.id = Some(id);
-            }
-        }
-    }
-
-    let mut changed = Vec::new();
-    let mut unchanged = Vec::new();
-    let mut memberships_replaced = Vec::new();
-    let mut memberships = Vec::new();
-    for slot in slots.values() {
-        let Some(id) = slot.row.id else {
-            // Not reachable: every new device got its id from the INSERT.
-            continue;
-        };
-        let checkin = slot.checkin.as_ref().map(sql_time);
-        if slot.row.new {
-            // Inserted with its final values above.
-        } else if slot.row.changed {
-            let v = &slot.row.values.values;
-            changed.push((
-                id,
-                (&v.udid, &v.serial, &v.imei, &v.mac),
-                &v.name,
-                &v.platform,
-                &v.model,
-                &v.os_version,
-                &v.ownership,
-                v.user_id,
-                checkin,
-            ));
+    let mut diff = DeviceDiff {
+        devices: Vec::new(),
+        inserts: Vec::new(),
+        updates: Vec::new(),
+        seen: Vec::new(),
+        memberships: Vec::new(),
+        memberships_cleared: Vec::new(),
+        listings,
+        counts,
+    };
+    for (i, d) in devices.iter().enumerate() {
+        if d.row.new {
+            diff.inserts.push(i);
+        } else if d.row.changed {
+            diff.updates.push(i);
         } else {
-            unchanged.push((id, checkin));
+            diff.seen.push(i);
         }
-        let groups = &slot.row.values.groups;
-        if slot.stored_groups.as_ref() != Some(groups) {
-            if slot.stored_groups.as_ref().is_some_and(|g| !g.is_empty()) {
-                memberships_replaced.push(id);
+        if d.stored_groups.as_ref() != Some(&d.row.values.groups) {
+            if d.stored_groups.as_ref().is_some_and(|g| !g.is_empty()) {
+                diff.memberships_cleared.push(i);
             }
-            memberships.extend(groups.iter().map(|g| (id, *g)));
+            diff.memberships.push(i);
         }
     }
+    diff.devices = devices;
+    diff
+}
+
+/// Step 3, write: one multi-row statement per kind of write of a diff, in
+/// this order: the new devices, the changed ones, the unchanged ones, the
+/// memberships that changed, then the collision check
+/// ([`mark_collisions_bulk`]). Returns the id and change of every listing.
+async fn write(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    diff: DeviceDiff<'_>,
+) -> Result<(Vec<(i64, Change)>, UpsertCounts), StoreError> {
+    let DeviceDiff {
+        mut devices,
+        inserts,
+        updates,
+        seen,
+        memberships,
+        memberships_cleared,
+        listings,
+        mut counts,
+    } = diff;
+    insert_devices(conn, s, &mut devices, &inserts).await?;
+    // Each device with its id; a new device the INSERT did not return (not
+    // reachable) is written no further.
+    let with_id = |i: &usize| devices[*i].row.id.map(|id| (id, &devices[*i]));
+
+    let changed: Vec<_> = updates
+        .iter()
+        .filter_map(with_id)
+        .map(|(id, d)| d.row.values.values.json_row(id, d.checkin_text()))
+        .collect();
     if !changed.is_empty() {
         sqlx::query(DEVICES_UPDATE)
             .bind(s.now)
@@ -441,6 +548,11 @@ async fn upsert_devices_bulk(
             .execute(&mut *conn)
             .await?;
     }
+    let unchanged: Vec<_> = seen
+        .iter()
+        .filter_map(with_id)
+        .map(|(id, d)| (id, d.checkin_text()))
+        .collect();
     if !unchanged.is_empty() {
         // Only columns no index covers: the cheapest write there is.
         sqlx::query(DEVICES_SEEN)
@@ -450,25 +562,85 @@ async fn upsert_devices_bulk(
             .execute(&mut *conn)
             .await?;
     }
-    if !memberships_replaced.is_empty() {
+    let cleared: Vec<i64> = memberships_cleared
+        .iter()
+        .filter_map(with_id)
+        .map(|(id, _)| id)
+        .collect();
+    if !cleared.is_empty() {
         sqlx::query(MEMBERSHIPS_DELETE)
-            .bind(json_rows(&memberships_replaced))
+            .bind(json_rows(&cleared))
             .execute(&mut *conn)
             .await?;
     }
-    if !memberships.is_empty() {
+    let rows: Vec<(i64, i64)> = memberships
+        .iter()
+        .filter_map(with_id)
+        .flat_map(|(id, d)| d.row.values.groups.iter().map(move |g| (id, *g)))
+        .collect();
+    if !rows.is_empty() {
         sqlx::query(MEMBERSHIPS_INSERT)
-            .bind(json_rows(&memberships))
+            .bind(json_rows(&rows))
             .execute(&mut *conn)
             .await?;
     }
-    counts.collisions = mark_collisions_bulk(conn, &s.tenant_id, &slots).await?;
+    let candidates: Vec<Candidate<'_>> = devices
+        .iter()
+        .filter_map(|d| {
+            let v = &d.row.values.values;
+            Some(Candidate {
+                id: d.row.id?,
+                identifiers: [&v.udid, &v.serial, &v.imei, &v.mac],
+                live_before: d.live_before,
+                collision_before: d.collision_before,
+                pos: d.pos,
+            })
+        })
+        .collect();
+    counts.collisions = mark_collisions_bulk(conn, &s.tenant_id, &candidates).await?;
 
-    let out = changes
+    let out = listings
         .into_iter()
-        .map(|(key, change)| (slots[key].row.id.unwrap_or_default(), change))
+        .map(|(i, change)| (devices[i].row.id.unwrap_or_default(), change))
         .collect();
     Ok((out, counts))
+}
+
+/// Inserts the new devices of a batch in one statement and gives each its id.
+async fn insert_devices(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &mut [BatchDevice<'_>],
+    inserts: &[usize],
+) -> Result<(), StoreError> {
+    if inserts.is_empty() {
+        return Ok(());
+    }
+    let rows = {
+        let rows: Vec<_> = inserts
+            .iter()
+            .map(|&i| {
+                let d = &devices[i];
+                d.row.values.values.json_row(d.key, d.checkin_text())
+            })
+            .collect();
+        json_rows(&rows)
+    };
+    let inserted: Vec<(i64, String)> = sqlx::query_as(DEVICES_INSERT)
+        .bind(&s.tenant_id)
+        .bind(s.mdm_id)
+        .bind(s.now)
+        .bind(s.run_id)
+        .bind(rows)
+        .fetch_all(&mut *conn)
+        .await?;
+    let by_key: HashMap<&str, usize> = inserts.iter().map(|&i| (devices[i].key, i)).collect();
+    for (id, key) in inserted {
+        if let Some(&i) = by_key.get(key.as_str()) {
+            devices[i].row.id = Some(id);
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -612,6 +784,128 @@ mod tests {
     use crate::store::testutil::*;
     use crate::store::{RemovalCounts, RunCounts, SyncOutcome};
     use chrono::TimeZone;
+
+    fn values(serial: &str) -> DeviceValues {
+        DeviceValues {
+            udid: None,
+            serial: Some(serial.into()),
+            imei: None,
+            mac: None,
+            name: None,
+            platform: "ios".into(),
+            model: None,
+            os_version: None,
+            ownership: "corporate".into(),
+            user_id: None,
+        }
+    }
+
+    /// A listing of `key` with serial `serial` in the groups `groups`.
+    fn listing<'a>(key: &'a str, serial: &str, groups: &[i64]) -> PlannedDevice<'a> {
+        PlannedDevice {
+            key,
+            state: DeviceState {
+                values: values(serial),
+                groups: groups.to_vec(),
+            },
+            checkin: None,
+        }
+    }
+
+    /// A stored device; `groups` as `group_concat` gives them.
+    fn stored(id: i64, key: &str, serial: &str, groups: Option<&str>, removed: bool) -> StoredRow {
+        StoredRow {
+            id,
+            mdm_device_id: key.into(),
+            removed,
+            collision: false,
+            values: values(serial),
+            group_ids: groups.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_diff_sorts_a_batch_into_inserts_updates_seen_and_memberships_in_batch_order() {
+        let stored = vec![
+            stored(5, "ungrouped", "S5", Some("8,7"), false),
+            stored(4, "back", "S4", None, true),
+            stored(3, "regrouped", "S3", Some("7"), false),
+            stored(2, "renamed", "S2", None, false),
+            stored(1, "same", "S1", Some("7"), false),
+        ];
+        let planned = vec![
+            listing("same", "S1", &[7]),
+            listing("new", "N", &[9]),
+            listing("renamed", "S2-renamed", &[]),
+            listing("regrouped", "S3", &[8]),
+            listing("back", "S4", &[]),
+            listing("new", "N2", &[9]),
+            listing("ungrouped", "S5", &[]),
+        ];
+        let d = diff(planned, stored);
+        let keys: Vec<&str> = d.devices.iter().map(|d| d.key).collect();
+        assert_eq!(
+            keys,
+            ["same", "new", "renamed", "regrouped", "back", "ungrouped"],
+            "in the order of their first listing"
+        );
+        assert_eq!(d.inserts, [1]);
+        assert_eq!(d.updates, [2, 3, 4, 5], "changed values, groups, or back");
+        assert_eq!(d.seen, [0]);
+        assert_eq!(d.memberships, [1, 3, 5], "new, regrouped, ungrouped");
+        assert_eq!(d.memberships_cleared, [3, 5], "stored ones that had groups");
+        use Change::*;
+        assert_eq!(
+            d.listings,
+            [
+                (0, Unchanged),
+                (1, Added),
+                (2, Updated),
+                (3, Updated),
+                (4, Added),
+                (1, Updated),
+                (5, Updated)
+            ]
+        );
+        assert_eq!(
+            (d.counts.added, d.counts.updated, d.counts.collisions),
+            (2, 4, 0)
+        );
+        let new = &d.devices[1];
+        assert_eq!(new.row.id, None);
+        assert_eq!(
+            new.row.values.values.serial.as_deref(),
+            Some("N2"),
+            "the last listing wins"
+        );
+        assert_eq!((new.pos, new.live_before), (1, false));
+        let back = &d.devices[4];
+        assert_eq!((back.row.id, back.live_before), (Some(4), false));
+        let ungrouped = &d.devices[5];
+        assert_eq!(ungrouped.stored_groups.as_deref(), Some(&[7, 8][..]));
+        assert_eq!((ungrouped.pos, ungrouped.live_before), (6, true));
+    }
+
+    #[test]
+    fn a_new_check_in_alone_is_a_seen_stamp_and_the_latest_listed_time_is_kept() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let mut first = listing("a", "S", &[]);
+        first.checkin = Some(at);
+        let d = diff(
+            vec![first, listing("a", "S", &[])],
+            vec![stored(1, "a", "S", None, false)],
+        );
+        assert_eq!((d.inserts.len(), d.updates.len(), d.seen), (0, 0, vec![0]));
+        assert!(d.memberships.is_empty());
+        assert_eq!(d.listings, [(0, Change::Unchanged), (0, Change::Unchanged)]);
+        assert_eq!(d.counts, UpsertCounts::default());
+        assert_eq!(
+            d.devices[0].checkin,
+            Some(at),
+            "a listing without one keeps it"
+        );
+        assert_eq!(d.devices[0].checkin_text(), Some(sql_time(&at)));
+    }
 
     #[tokio::test]
     async fn one_batch_mixing_new_changed_unchanged_returning_and_repeated_devices_counts_each_exactly(
