@@ -540,28 +540,14 @@ async fn write(
         .filter_map(with_id)
         .map(|(id, d)| d.row.values.values.json_row(id, d.checkin_text()))
         .collect();
-    if !changed.is_empty() {
-        sqlx::query(DEVICES_UPDATE)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&changed))
-            .execute(&mut *conn)
-            .await?;
-    }
+    s.update(conn, DEVICES_UPDATE, &changed).await?;
     let unchanged: Vec<_> = seen
         .iter()
         .filter_map(with_id)
         .map(|(id, d)| (id, d.checkin_text()))
         .collect();
-    if !unchanged.is_empty() {
-        // Only columns no index covers: the cheapest write there is.
-        sqlx::query(DEVICES_SEEN)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&unchanged))
-            .execute(&mut *conn)
-            .await?;
-    }
+    // Only columns no index covers: the cheapest write there is.
+    s.update(conn, DEVICES_SEEN, &unchanged).await?;
     let cleared: Vec<i64> = memberships_cleared
         .iter()
         .filter_map(with_id)
@@ -616,7 +602,7 @@ async fn insert_devices(
     if inserts.is_empty() {
         return Ok(());
     }
-    let rows = {
+    let inserted = {
         let rows: Vec<_> = inserts
             .iter()
             .map(|&i| {
@@ -624,16 +610,8 @@ async fn insert_devices(
                 d.row.values.values.json_row(d.key, d.checkin_text())
             })
             .collect();
-        json_rows(&rows)
+        s.insert(conn, DEVICES_INSERT, &rows).await?
     };
-    let inserted: Vec<(i64, String)> = sqlx::query_as(DEVICES_INSERT)
-        .bind(&s.tenant_id)
-        .bind(s.mdm_id)
-        .bind(s.now)
-        .bind(s.run_id)
-        .bind(rows)
-        .fetch_all(&mut *conn)
-        .await?;
     let by_key: HashMap<&str, usize> = inserts.iter().map(|&i| (devices[i].key, i)).collect();
     for (id, key) in inserted {
         if let Some(&i) = by_key.get(key.as_str()) {

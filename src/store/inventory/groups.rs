@@ -96,14 +96,7 @@ pub(super) async fn resolve_groups(
             ids.insert(key, id);
         }
     }
-    if !live.is_empty() {
-        sqlx::query(GROUPS_SEEN)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&live))
-            .execute(&mut *conn)
-            .await?;
-    }
+    s.update(conn, GROUPS_SEEN, &live).await?;
     for key in keys {
         if !ids.contains_key(*key) {
             let (id, _) = upsert_group(conn, s, key, None).await?;

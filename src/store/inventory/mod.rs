@@ -95,6 +95,46 @@ impl UpsertCounts {
     }
 }
 
+impl Scope {
+    /// Runs one of the bulk `INSERT`s of new rows (`?1` tenant, `?2` MDM,
+    /// `?3` now, `?4` run, `?5` the rows, see [`json_rows`]); returns the id
+    /// and key of each row inserted.
+    async fn insert<T: Serialize>(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+        rows: &[T],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as(sql)
+            .bind(&self.tenant_id)
+            .bind(self.mdm_id)
+            .bind(self.now)
+            .bind(self.run_id)
+            .bind(json_rows(&rows))
+            .fetch_all(&mut *conn)
+            .await?)
+    }
+
+    /// Runs one of the bulk `UPDATE`s that write rows seen by the batch
+    /// (`?1` now, `?2` run, `?3` the rows), unless there are none.
+    async fn update<T: Serialize>(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+        rows: &[T],
+    ) -> Result<(), StoreError> {
+        if !rows.is_empty() {
+            sqlx::query(sql)
+                .bind(self.now)
+                .bind(self.run_id)
+                .bind(json_rows(&rows))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The scope of a batch of one MDM: its tenant (`NotFound` for an unknown
 /// MDM) and one `now` for every row the batch writes.
 pub(super) async fn scope(

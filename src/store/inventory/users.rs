@@ -127,6 +127,22 @@ pub(super) const USERS_SEEN: &str =
     "UPDATE users SET last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
      WHERE id IN (SELECT value FROM json_each(?3))";
 
+impl UserValues {
+    /// The row `USERS_INSERT` (keyed by `mdm_user_id`) and `USERS_UPDATE`
+    /// (keyed by id) read: the key, then the values in column order.
+    fn json_row<'v, K: Serialize + 'v>(&'v self, key: K) -> impl Serialize + 'v {
+        (
+            key,
+            &self.username,
+            &self.email,
+            &self.first_name,
+            &self.last_name,
+            &self.display_name,
+            &self.pii_hash,
+        )
+    }
+}
+
 /// Where a batch of users comes from: the MDM's user listing says all it
 /// knows of a user; the user embedded in a device record often says less
 /// (BCDM: the id alone; AirWatch: login and e-mail, no names).
@@ -275,29 +291,13 @@ pub(super) async fn upsert_users_bulk(
     }
 
     if !new_keys.is_empty() {
-        let rows: Vec<_> = new_keys
-            .iter()
-            .map(|k| {
-                let v = &state[k].values;
-                (
-                    k,
-                    &v.username,
-                    &v.email,
-                    &v.first_name,
-                    &v.last_name,
-                    &v.display_name,
-                    &v.pii_hash,
-                )
-            })
-            .collect();
-        let inserted: Vec<(i64, String)> = sqlx::query_as(USERS_INSERT)
-            .bind(&s.tenant_id)
-            .bind(s.mdm_id)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&rows))
-            .fetch_all(&mut *conn)
-            .await?;
+        let inserted = {
+            let rows: Vec<_> = new_keys
+                .iter()
+                .map(|k| state[k].values.json_row(k))
+                .collect();
+            s.insert(conn, USERS_INSERT, &rows).await?
+        };
         for (id, key) in inserted {
             if let Some(row) = state.get_mut(&key) {
                 row.id = Some(id);
@@ -305,44 +305,19 @@ pub(super) async fn upsert_users_bulk(
         }
     }
 
-    let mut changed = Vec::new();
-    let mut unchanged = Vec::new();
-    for row in state.values().filter(|r| !r.new) {
-        match row.id {
-            Some(id) if row.changed => changed.push((id, &row.values)),
-            Some(id) => unchanged.push(id),
-            None => {}
+    {
+        // A block: the rows borrow `state`, which gives the ids below.
+        let mut changed = Vec::new();
+        let mut unchanged = Vec::new();
+        for row in state.values().filter(|r| !r.new) {
+            match row.id {
+                Some(id) if row.changed => changed.push(row.values.json_row(id)),
+                Some(id) => unchanged.push(id),
+                None => {}
+            }
         }
-    }
-    if !changed.is_empty() {
-        let rows: Vec<_> = changed
-            .iter()
-            .map(|(id, v)| {
-                (
-                    id,
-                    &v.username,
-                    &v.email,
-                    &v.first_name,
-                    &v.last_name,
-                    &v.display_name,
-                    &v.pii_hash,
-                )
-            })
-            .collect();
-        sqlx::query(USERS_UPDATE)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&rows))
-            .execute(&mut *conn)
-            .await?;
-    }
-    if !unchanged.is_empty() {
-        sqlx::query(USERS_SEEN)
-            .bind(s.now)
-            .bind(s.run_id)
-            .bind(json_rows(&unchanged))
-            .execute(&mut *conn)
-            .await?;
+        s.update(conn, USERS_UPDATE, &changed).await?;
+        s.update(conn, USERS_SEEN, &unchanged).await?;
     }
     let ids = state
         .into_iter()
