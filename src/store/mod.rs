@@ -55,7 +55,7 @@ pub use admin::{
     MdmHealth, Page, Paged, UserFilter,
 };
 pub use error::StoreError;
-pub use events::{EventIdentifiers, EventInsert, NewEvent, StoredEvent};
+pub use events::{EventIdentifiers, NewEvent, StoredEvent};
 pub use inventory::{
     DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts, StoredDevice, StoredUser, UpsertCounts,
 };
