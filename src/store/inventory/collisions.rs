@@ -10,8 +10,8 @@ use crate::store::{Store, StoreError};
 use sqlx::SqliteConnection;
 use std::collections::HashMap;
 
-// The statements of the bulk writes of collision flags, one bound JSON array each
-// (see [`json_rows`]); every one is checked for its query plan by a test.
+// The bulk statements of collision flags: one bound JSON array each (see
+// [`json_rows`]), every one checked for its query plan by a test.
 pub(super) const COLLISION_PAIRS: &str = "WITH p (id, udid, serial, imei, mac) AS MATERIALIZED (
      SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4
      FROM json_each(?2) AS j)

@@ -106,8 +106,8 @@ impl From<DeviceRow> for StoredDevice {
     }
 }
 
-// The statements of the bulk writes of devices and memberships, one bound JSON array each
-// (see [`json_rows`]); every one is checked for its query plan by a test.
+// The bulk statements of devices and memberships: one bound JSON array each (see
+// [`json_rows`]), every one checked for its query plan by a test.
 pub(super) const DEVICES_STORED: &str =
     "SELECT d.id, d.mdm_device_id, d.removed_at IS NOT NULL AS removed, d.collision,
      d.udid, d.serial, d.imei, d.mac, d.name, d.platform, d.model, d.os_version,
@@ -219,7 +219,7 @@ fn sql_time(t: &DateTime<Utc>) -> String {
 /// [`diff`] (the planned rows against the stored ones, read in one
 /// `SELECT`, in memory and in batch order exactly as the
 /// one-device-at-a-time writes did, so the counts do not change), and
-/// [`write`] (one multi-row statement per kind of write).
+/// [`write()`] (one multi-row statement per kind of write).
 ///
 /// Returns the id and the change of every listed device, in input order,
 /// and the batch's counts.

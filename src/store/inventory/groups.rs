@@ -7,8 +7,8 @@ use mtd_adapter::Group;
 use sqlx::SqliteConnection;
 use std::collections::HashMap;
 
-// The statements of the bulk writes of groups, one bound JSON array each
-// (see [`json_rows`]); every one is checked for its query plan by a test.
+// The bulk statements of groups: one bound JSON array each (see
+// [`json_rows`]), every one checked for its query plan by a test.
 pub(super) const GROUPS_STORED: &str = "SELECT g.id, g.mdm_group_id, g.removed_at IS NOT NULL
      FROM json_each(?2) AS j CROSS JOIN groups AS g
      ON g.mdm_id = ?1 AND g.mdm_group_id = j.value";

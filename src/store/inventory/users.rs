@@ -98,8 +98,8 @@ pub(super) struct UserValues {
     pii_hash: Option<String>,
 }
 
-// The statements of the bulk writes of users, one bound JSON array each
-// (see [`json_rows`]); every one is checked for its query plan by a test.
+// The bulk statements of users: one bound JSON array each (see
+// [`json_rows`]), every one checked for its query plan by a test.
 pub(super) const USERS_STORED: &str =
     "SELECT u.id, u.mdm_user_id, u.removed_at IS NOT NULL AS removed, u.username, u.email,
      u.first_name, u.last_name, u.display_name, u.pii_hash
