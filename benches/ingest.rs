@@ -41,10 +41,11 @@
 //!   and a constant-time compare) and a 202, no JSON parsing, no storage.
 //! - `store`: the store work of one `none` event without HTTP as ingest did
 //!   it before the writer (`find_devices`, `begin` (`BEGIN IMMEDIATE`) on a
-//!   pooled connection, `insert_event`, `insert_action`, `commit`, one
-//!   statement at a time), from 1 or 16 tasks, one transaction per event or
-//!   per 100: kept as the reference for that design (BENCHMARKS.md, "Event
-//!   ingest"), which the ingest cells no longer use.
+//!   pooled connection, the event's insert, `insert_action`, `commit`, one
+//!   statement at a time; the one-row `insert_event` is gone since, so the
+//!   cell calls `insert_events` with one event), from 1 or 16 tasks, one
+//!   transaction per event or per 100: kept as the reference for that design
+//!   (BENCHMARKS.md, "Event ingest"), which the ingest cells no longer use.
 //! - `e2a`: event → action. Single `lock` events for distinct devices,
 //!   paced (open loop) at the offered rate; the time from the client's 202
 //!   (`Utc::now()` when the answer's head arrived) to the simulator's
@@ -357,7 +358,7 @@ fn print_lock(rows: &[(u64, Value)]) {
 fn print_store(rows: &[(&str, u64, Value)]) {
     println!();
     println!(
-        "== Store alone (no HTTP): find_devices + BEGIN IMMEDIATE + insert_event + \
+        "== Store alone (no HTTP): find_devices + BEGIN IMMEDIATE + insert_events(1 event) + \
          insert_action(none) + COMMIT per event on pooled connections: the path ingest used before its writer task"
     );
     println!(
@@ -913,8 +914,11 @@ fn store_case(
                     let mut tx = store.begin().await.map_err(|e| e.to_string())?;
                     let t_begin = Instant::now();
                     for (k, (d, device)) in found.into_iter().enumerate() {
-                        let insert = tx
-                            .insert_event(&NewEvent {
+                        // One event per statement, as before the writer (the
+                        // one-row insert is gone; this is the group insert
+                        // with a group of one).
+                        let inserted = tx
+                            .insert_events(&[&NewEvent {
                                 tenant_id: TENANT.into(),
                                 event_id: format!("store-{w}-{seq}-{k}"),
                                 device_id: device.as_ref().map(|x| x.id),
@@ -934,12 +938,12 @@ fn store_case(
                                     json!({"ssid": "CoffeeShop", "bssid": "aa:bb:cc:dd:ee:ff"}),
                                 ),
                                 details: Some(json!({})),
-                            })
+                            }])
                             .await
                             .map_err(|e| e.to_string())?;
                         tx.insert_action(&NewAction {
                             tenant_id: TENANT.into(),
-                            event_id: Some(insert.id),
+                            event_id: inserted.rows[0],
                             device_id: device.as_ref().map(|x| x.id),
                             mdm_id: device.as_ref().map(|x| x.mdm_id),
                             kind: ActionRecordKind::None,

@@ -229,7 +229,7 @@ impl Store {
             q.push(" AND d.removed_at IS NULL");
         }
         if let Some(raw) = &filter.identifier {
-            // One indexed lookup per identifier kind (as in inventory.rs); a
+            // One indexed lookup per identifier kind (as in inventory/collisions.rs); a
             // value that is not valid for a kind binds NULL, which matches nothing.
             q.push(" AND d.id IN (SELECT id FROM devices WHERE tenant_id = ")
                 .push_bind(tenant_id)
@@ -526,6 +526,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ingest::testutil::record_event;
     use super::super::testutil::*;
     use super::super::{
         EventIdentifiers, NewAction, NewEvent, Pii, RunCounts, SyncOutcome, SyncTrigger,
@@ -769,10 +770,11 @@ mod tests {
                 "app.malicious"
             };
             let dev = (i < 4).then_some(found.device.id);
-            store
-                .insert_event(&event(&format!("e{i}"), dev, t, t0 + Duration::hours(i)))
-                .await
-                .unwrap();
+            record_event(
+                &store,
+                &event(&format!("e{i}"), dev, t, t0 + Duration::hours(i)),
+            )
+            .await;
         }
         let f = EventFilter::default();
         let ids = all_ids(

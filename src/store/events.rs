@@ -1,7 +1,8 @@
-//! Threat events from the agents.
+//! Threat events from the agents: what one holds, and the reads.
 //!
-//! `(tenant_id, event_id)` is the idempotency key: inserting a repeat changes
-//! nothing and says so. The identifiers the agent sent are stored on the
+//! Events are written only by the ingest writer, in groups
+//! ([`WriteTx::insert_events`]). `(tenant_id, event_id)` is the idempotency
+//! key: a repeat changes nothing and is reported as one. The identifiers the agent sent are stored on the
 //! event, normalised, so an event still names its device after the device is
 //! removed (its `device_id` then stays, or becomes NULL on a real delete).
 
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 use mtd_adapter::{normalize_imei, normalize_mac, normalize_serial, normalize_udid};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row, SqliteConnection};
+use sqlx::{FromRow, Row};
 
 /// The device identifiers an agent sent with an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -58,15 +59,6 @@ pub struct NewEvent {
     pub received_at: DateTime<Utc>,
     pub network: Option<serde_json::Value>,
     pub details: Option<serde_json::Value>,
-}
-
-/// The outcome of [`Store::insert_event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventInsert {
-    /// The store's id of the event (of the earlier one, for a repeat).
-    pub id: i64,
-    /// False when the tenant already had this `event_id`: nothing changed.
-    pub new: bool,
 }
 
 /// An event as stored.
@@ -130,48 +122,6 @@ pub(super) fn json_text(v: Option<&serde_json::Value>) -> Option<String> {
     v.map(|v| v.to_string())
 }
 
-async fn insert_event(
-    conn: &mut SqliteConnection,
-    e: &NewEvent,
-) -> Result<EventInsert, StoreError> {
-    let ids = &e.identifiers;
-    let inserted: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO threat_events (tenant_id, event_id, device_id, udid, serial, imei, mac,
-             mdm_device_id, threat_type, severity, threat_name, detected_at, received_at,
-             network, details)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (tenant_id, event_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(&e.tenant_id)
-    .bind(&e.event_id)
-    .bind(e.device_id)
-    .bind(ids.normalized_udid())
-    .bind(ids.normalized_serial())
-    .bind(ids.normalized_imei())
-    .bind(ids.normalized_mac())
-    .bind(ids.normalized_mdm_device_id())
-    .bind(&e.threat_type)
-    .bind(&e.severity)
-    .bind(&e.threat_name)
-    .bind(e.detected_at)
-    .bind(e.received_at)
-    .bind(json_text(e.network.as_ref()))
-    .bind(json_text(e.details.as_ref()))
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((id,)) = inserted {
-        return Ok(EventInsert { id, new: true });
-    }
-    let (id,): (i64,) =
-        sqlx::query_as("SELECT id FROM threat_events WHERE tenant_id = ? AND event_id = ?")
-            .bind(&e.tenant_id)
-            .bind(&e.event_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(EventInsert { id, new: false })
-}
-
 impl WriteTx {
     /// Links an event to its device, inside a transaction with its action.
     pub async fn set_event_device(&mut self, id: i64, device_id: i64) -> Result<(), StoreError> {
@@ -182,22 +132,9 @@ impl WriteTx {
             .await?;
         Ok(())
     }
-
-    /// Records an event unless the tenant already has its `event_id`.
-    pub async fn insert_event(&mut self, event: &NewEvent) -> Result<EventInsert, StoreError> {
-        insert_event(&mut self.tx, event).await
-    }
 }
 
 impl Store {
-    /// Records an event unless the tenant already has its `event_id`.
-    pub async fn insert_event(&self, event: &NewEvent) -> Result<EventInsert, StoreError> {
-        let mut tx = self.begin().await?;
-        let inserted = tx.insert_event(event).await?;
-        tx.commit().await?;
-        Ok(inserted)
-    }
-
     /// Links an event to its device once an on-demand lookup found it.
     pub async fn set_event_device(&self, id: i64, device_id: i64) -> Result<(), StoreError> {
         let n = sqlx::query("UPDATE threat_events SET device_id = ? WHERE id = ?")
@@ -240,6 +177,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ingest::testutil::{record_event, record_events};
     use super::super::testutil::*;
     use super::super::{ActionRecordKind, ActionState, NewAction, Pii, SyncTrigger};
     use super::*;
@@ -301,9 +239,9 @@ mod tests {
             network: None,
             details: None,
         };
-        let first = store.insert_event(&e).await.unwrap();
+        let first = record_event(&store, &e).await;
         e.event_id = "u2".into();
-        let second = store.insert_event(&e).await.unwrap();
+        let second = record_event(&store, &e).await;
         let ids: Vec<i64> = store
             .undecided_events(10)
             .await
@@ -311,11 +249,11 @@ mod tests {
             .iter()
             .map(|e| e.id)
             .collect();
-        assert_eq!(ids, vec![first.id, second.id]);
+        assert_eq!(ids, vec![first, second]);
         store
             .insert_action(&crate::store::NewAction {
                 tenant_id: "acme".into(),
-                event_id: Some(first.id),
+                event_id: Some(first),
                 device_id: None,
                 mdm_id: Some(mdm),
                 kind: crate::store::ActionRecordKind::None,
@@ -333,25 +271,18 @@ mod tests {
             .iter()
             .map(|e| e.id)
             .collect();
-        assert_eq!(ids, vec![second.id], "an event with an action is decided");
+        assert_eq!(ids, vec![second], "an event with an action is decided");
     }
 
     #[tokio::test]
     async fn inserting_the_same_event_id_twice_is_one_event_reported_as_a_repeat() {
         let (_dir, store, _) = store_with_mdm().await;
-        let first = store.insert_event(&event("e-1", None)).await.unwrap();
-        assert!(first.new);
+        let first = record_event(&store, &event("e-1", None)).await;
         let mut repeat = event("e-1", None);
         repeat.severity = "low".into();
-        let second = store.insert_event(&repeat).await.unwrap();
-        assert_eq!(
-            second,
-            EventInsert {
-                id: first.id,
-                new: false
-            }
-        );
-        let stored = store.get_event(first.id).await.unwrap().unwrap();
+        let second = record_events(&store, &[&repeat]).await.unwrap();
+        assert_eq!(second, [None], "a repeat");
+        let stored = store.get_event(first).await.unwrap().unwrap();
         assert_eq!(stored.severity, "high", "a repeat changes nothing");
         assert_eq!(stored.identifiers.serial.as_deref(), Some("SN-1"));
         assert_eq!(stored.identifiers.mac.as_deref(), Some("aabbccddeeff"));
@@ -384,8 +315,9 @@ mod tests {
             .unwrap();
         let mut other = event("e-1", None);
         other.tenant_id = "beta".into();
-        assert!(store.insert_event(&event("e-1", None)).await.unwrap().new);
-        assert!(store.insert_event(&other).await.unwrap().new);
+        let acme = record_events(&store, &[&event("e-1", None)]).await.unwrap();
+        let beta = record_events(&store, &[&other]).await.unwrap();
+        assert!(acme[0].is_some() && beta[0].is_some(), "both new");
     }
 
     #[tokio::test]
@@ -393,7 +325,7 @@ mod tests {
         let (_dir, store, _) = store_with_mdm().await;
         let mut e = event("e-1", None);
         e.tenant_id = "nobody".into();
-        let err = store.insert_event(&e).await.unwrap_err();
+        let err = record_events(&store, &[&e]).await.unwrap_err();
         assert!(err.is_constraint_violation(), "{err:?}");
     }
 
@@ -401,35 +333,35 @@ mod tests {
     async fn an_event_and_its_action_commit_together_or_not_at_all() {
         let (_dir, store, mdm) = store_with_mdm().await;
         let mut tx = store.begin().await.unwrap();
-        let e = tx.insert_event(&event("e-1", None)).await.unwrap();
-        tx.insert_action(&action(e.id, None, mdm)).await.unwrap();
+        let e = tx.insert_events(&[&event("e-1", None)]).await.unwrap().rows[0].unwrap();
+        tx.insert_action(&action(e, None, mdm)).await.unwrap();
         drop(tx); // no commit: rolled back
-        assert!(store.get_event(e.id).await.unwrap().is_none());
+        assert!(store.get_event(e).await.unwrap().is_none());
         assert!(store.get_action(1).await.unwrap().is_none());
 
         let mut tx = store.begin().await.unwrap();
-        let e = tx.insert_event(&event("e-1", None)).await.unwrap();
-        assert!(e.new);
-        let a = tx.insert_action(&action(e.id, None, mdm)).await.unwrap();
+        let e = tx.insert_events(&[&event("e-1", None)]).await.unwrap().rows[0];
+        let e = e.expect("new: the first one was rolled back");
+        let a = tx.insert_action(&action(e, None, mdm)).await.unwrap();
         tx.commit().await.unwrap();
-        assert!(store.get_event(e.id).await.unwrap().is_some());
+        assert!(store.get_event(e).await.unwrap().is_some());
         assert_eq!(
             store.get_action(a).await.unwrap().unwrap().event_id,
-            Some(e.id)
+            Some(e)
         );
     }
 
     #[tokio::test]
     async fn an_event_is_linked_to_its_device_once_the_device_is_known() {
         let (_dir, store, mdm) = store_with_mdm().await;
-        let e = store.insert_event(&event("e-1", None)).await.unwrap();
+        let e = record_event(&store, &event("e-1", None)).await;
         let found = store
             .store_found_device(mdm, &device("1"), Pii::Clear)
             .await
             .unwrap();
-        store.set_event_device(e.id, found.device.id).await.unwrap();
+        store.set_event_device(e, found.device.id).await.unwrap();
         assert_eq!(
-            store.get_event(e.id).await.unwrap().unwrap().device_id,
+            store.get_event(e).await.unwrap().unwrap().device_id,
             Some(found.device.id)
         );
         let err = store
@@ -450,11 +382,8 @@ mod tests {
             .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
             .await
             .unwrap();
-        let e = store.insert_event(&event("e-1", Some(1))).await.unwrap();
-        let a = store
-            .insert_action(&action(e.id, Some(1), mdm))
-            .await
-            .unwrap();
+        let e = record_event(&store, &event("e-1", Some(1))).await;
+        let a = store.insert_action(&action(e, Some(1), mdm)).await.unwrap();
 
         // Soft removal by a later sync: everything still points at the device.
         let later = store
@@ -463,7 +392,7 @@ mod tests {
             .unwrap();
         assert_eq!(store.remove_unseen(mdm, later).await.unwrap().devices, 1);
         assert_eq!(
-            store.get_event(e.id).await.unwrap().unwrap().device_id,
+            store.get_event(e).await.unwrap().unwrap().device_id,
             Some(1)
         );
         assert_eq!(
@@ -476,13 +405,13 @@ mod tests {
             .execute(store.pool())
             .await
             .unwrap();
-        let kept = store.get_event(e.id).await.unwrap().unwrap();
+        let kept = store.get_event(e).await.unwrap().unwrap();
         assert_eq!(kept.device_id, None);
         assert_eq!(kept.identifiers.mdm_device_id.as_deref(), Some("1"));
         assert_eq!(kept.identifiers.serial.as_deref(), Some("SN-1"));
         let kept = store.get_action(a).await.unwrap().unwrap();
         assert_eq!(kept.device_id, None);
-        assert_eq!(kept.event_id, Some(e.id));
+        assert_eq!(kept.event_id, Some(e));
         assert_eq!(store.action_audit(a).await.unwrap().len(), 1);
     }
 }

@@ -7,10 +7,11 @@
 //! with `json_each`, so the SQL text never changes with the number of rows:
 //! sqlx prepares it once on the writer's connection and reuses it (a
 //! multi-row `VALUES` list would be a new statement for every group size).
-//! The rows are written exactly as the one-row methods write them
-//! (`insert_event`, `insert_action`): the same normalised identifiers, JSON
-//! text, and timestamps in sqlx's encoding (RFC 3339, see [`timestamp`]),
-//! so queries that compare them as text keep working.
+//! The rows are written as sqlx binds values (actions exactly as the one-row
+//! `insert_action` writes them): normalised identifiers, JSON text, and
+//! timestamps in sqlx's encoding (RFC 3339, see [`timestamp`]), so queries
+//! that compare them as text keep working. This is the only path that
+//! writes events.
 
 use super::{ActionRecordKind, ActionState, NewAction, NewEvent, Store, StoreError, WriteTx};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -235,9 +236,37 @@ impl WriteTx {
 }
 
 #[cfg(test)]
+pub(super) mod testutil {
+    //! Events for the store's tests, written the one way the daemon writes
+    //! them: a group in one transaction, as the ingest writer does.
+
+    use super::super::{NewEvent, Store, StoreError};
+
+    /// Records `events` as one group; for each, its id, or `None` for a repeat.
+    pub async fn record_events(
+        store: &Store,
+        events: &[&NewEvent],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut tx = store.begin().await?;
+        let inserted = tx.insert_events(events).await?;
+        tx.commit().await?;
+        Ok(inserted.rows)
+    }
+
+    /// Records one new event; returns its id.
+    pub async fn record_event(store: &Store, event: &NewEvent) -> i64 {
+        record_events(store, &[event])
+            .await
+            .expect("the event is written")[0]
+            .expect("a new event")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::super::testutil::*;
     use super::super::{EventIdentifiers, Pii, SyncTrigger};
+    use super::testutil::record_event;
     use super::*;
     use chrono::TimeZone;
 
@@ -282,7 +311,7 @@ mod tests {
         }
     }
 
-    /// Every column of a table, as text, for comparing two rows written two ways.
+    /// Every column of a row but `id` and `event_id`, as `value:type`.
     async fn row_text(store: &Store, table: &str, id: i64) -> Vec<Option<String>> {
         let columns: Vec<(String,)> = sqlx::query_as(&format!(
             "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
@@ -320,8 +349,10 @@ mod tests {
         }
     }
 
+    /// Stored as sqlx binds the values (`timestamp` is checked against sqlx
+    /// above), so queries that compare them with bound values keep working.
     #[tokio::test]
-    async fn events_written_as_a_group_are_stored_exactly_as_one_by_one() {
+    async fn an_event_is_stored_with_normalised_identifiers_json_text_and_sqlx_timestamps() {
         let (_dir, store, mdm) = store_with_mdm().await;
         let run = store
             .start_sync_run(mdm, SyncTrigger::Initial)
@@ -331,18 +362,38 @@ mod tests {
             .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
             .await
             .unwrap();
-        let one = store.insert_event(&event("one", Some(1))).await.unwrap();
         let writer = store.open_writer().await.unwrap();
         let mut tx = writer.begin().await.unwrap();
         let group = event("group", Some(1));
         let ids = tx.insert_events(&[&group]).await.unwrap().rows;
         tx.commit().await.unwrap();
         let id = ids[0].expect("new");
-        let a = row_text(&store, "threat_events", one.id).await;
-        let b = row_text(&store, "threat_events", id).await;
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 14, "every column but the two ids: {a:?}");
-        assert_eq!(a[1].as_deref(), Some("1:integer"), "device_id");
+        let text = |v: &str| Some(format!("{v}:text"));
+        assert_eq!(
+            row_text(&store, "threat_events", id).await,
+            [
+                text("acme"),
+                Some("1:integer".into()),
+                text("ABC-DEF"),
+                text("SN-1"),
+                text("352099001761481"),
+                text("aabbccddeeff"),
+                text("1"),
+                text("network.arp_mitm"),
+                text("high"),
+                text("ARP MITM"),
+                text(&timestamp(&group.detected_at)),
+                text(&timestamp(&group.received_at)),
+                text(r#"{"n":1.5,"ssid":"CoffeeShop","x":[1,null]}"#),
+                None,
+            ],
+            "every column but the two ids, details NULL"
+        );
+        assert_eq!(timestamp(&group.detected_at), "2026-11-22T10:00:00+00:00");
+        assert_eq!(
+            timestamp(&group.received_at),
+            "2026-11-18T11:06:40.123456789+00:00"
+        );
         let stored = store.get_event(id).await.unwrap().unwrap();
         assert_eq!(stored.identifiers.serial.as_deref(), Some("SN-1"));
         assert_eq!(stored.identifiers.mdm_device_id.as_deref(), Some("1"));
@@ -354,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_reports_repeats_of_stored_events_and_of_earlier_events_in_the_group() {
         let (_dir, store, _) = store_with_mdm().await;
-        store.insert_event(&event("old", None)).await.unwrap();
+        record_event(&store, &event("old", None)).await;
         let writer = store.open_writer().await.unwrap();
         let mut tx = writer.begin().await.unwrap();
         let mut low = event("b", None);
@@ -387,13 +438,8 @@ mod tests {
     #[tokio::test]
     async fn numbered_actions_get_the_ids_sqlite_would_give_and_the_same_rows_and_audit() {
         let (_dir, store, mdm) = store_with_mdm().await;
-        let e = store.insert_event(&event("e", None)).await.unwrap();
-        let mut single = action(
-            Some(e.id),
-            None,
-            ActionRecordKind::Lock,
-            ActionState::Pending,
-        );
+        let e = record_event(&store, &event("e", None)).await;
+        let mut single = action(Some(e), None, ActionRecordKind::Lock, ActionState::Pending);
         single.mdm_id = Some(mdm);
         let first = store.insert_action(&single).await.unwrap();
         let writer = store.open_writer().await.unwrap();
@@ -403,12 +449,7 @@ mod tests {
         assert_eq!(next, first + 1);
         let repeat = tx.insert_events(&[&event("f", None)]).await.unwrap();
         assert_eq!(repeat.next_action_id, None, "nothing new, no actions");
-        let skipped = action(
-            Some(e.id),
-            None,
-            ActionRecordKind::None,
-            ActionState::Skipped,
-        );
+        let skipped = action(Some(e), None, ActionRecordKind::None, ActionState::Skipped);
         tx.insert_actions_numbered(next, &[single.clone(), skipped], Utc::now())
             .await
             .unwrap();

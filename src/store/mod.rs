@@ -45,6 +45,8 @@ mod error;
 mod events;
 mod ingest;
 mod inventory;
+mod keys;
+mod sync_runs;
 mod tenants;
 
 use sqlx::sqlite::{
@@ -67,11 +69,11 @@ pub use admin::{
     MdmHealth, Page, Paged, UserFilter,
 };
 pub use error::StoreError;
-pub use events::{EventIdentifiers, EventInsert, NewEvent, StoredEvent};
+pub use events::{EventIdentifiers, NewEvent, StoredEvent};
 pub use inventory::{
-    DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts, RunCounts, StoredDevice, StoredUser,
-    SyncOutcome, SyncRun, SyncTrigger, UpsertCounts,
+    DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts, StoredDevice, StoredUser, UpsertCounts,
 };
+pub use sync_runs::{RunCounts, SyncOutcome, SyncRun, SyncTrigger};
 pub use tenants::{IntegrationRef, MdmRecord, StoredIntegration, StoredTenant, TenantRecord};
 
 /// How long a statement waits for another writer before failing as busy.

@@ -296,14 +296,11 @@ async fn every_list_paginates_to_the_end_without_duplicates_or_gaps() {
     }
     let device = first_device_id(&app).await;
     for i in 0..12 {
-        app.store
-            .insert_event(&event(
-                &format!("evt-{i}"),
-                Some(device),
-                "network.arp_mitm",
-            ))
-            .await
-            .unwrap();
+        record_event(
+            &app.store,
+            &event(&format!("evt-{i}"), Some(device), "network.arp_mitm"),
+        )
+        .await;
     }
     for _ in 0..9 {
         insert_action(
@@ -523,10 +520,7 @@ async fn events_filter_by_type_device_and_time_and_actions_by_state_kind_and_dev
         } else {
             ("app.malicious", None)
         };
-        app.store
-            .insert_event(&event(&format!("e{i}"), d, t))
-            .await
-            .unwrap();
+        record_event(&app.store, &event(&format!("e{i}"), d, t)).await;
     }
     let after = Utc::now();
     let base = format!("/v1/admin/tenants/{TENANT}");

@@ -3,7 +3,7 @@
 
 use mtd_connector::app::App;
 use mtd_connector::sim::{SimKind, SimOptions, Simulator};
-use mtd_connector::store::{Store, SyncRun};
+use mtd_connector::store::{NewEvent, Store, SyncRun};
 use mtd_connector::sync::SyncEngine;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -236,6 +236,15 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Records one new event the way the ingest writer does (a group of one,
+/// in one transaction); returns its id.
+pub async fn record_event(store: &Store, event: &NewEvent) -> i64 {
+    let mut tx = store.begin().await.unwrap();
+    let id = tx.insert_events(&[event]).await.unwrap().rows[0].expect("a new event");
+    tx.commit().await.unwrap();
+    id
 }
 
 /// Counts rows in the test's store through a separate read-only connection

@@ -95,9 +95,9 @@ async fn a_device_and_a_user_removed_at_the_mdm_disappear_after_the_next_sync_an
         .await
         .unwrap()
         .remove(0);
-    let event = app
-        .store
-        .insert_event(&NewEvent {
+    let event = record_event(
+        &app.store,
+        &NewEvent {
             tenant_id: TENANT.into(),
             event_id: "evt-before-removal".into(),
             device_id: Some(stored.id),
@@ -112,9 +112,9 @@ async fn a_device_and_a_user_removed_at_the_mdm_disappear_after_the_next_sync_an
             received_at: chrono::Utc::now(),
             network: None,
             details: None,
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
 
     sim.remove_device(&device_id).expect("the device existed");
     let report = sync_now(&app).await;
@@ -138,7 +138,7 @@ async fn a_device_and_a_user_removed_at_the_mdm_disappear_after_the_next_sync_an
     assert_eq!(removed_user, 1, "the user of the removed device is removed");
     let kept = app
         .store
-        .get_event(event.id)
+        .get_event(event)
         .await
         .unwrap()
         .expect("the event is kept");

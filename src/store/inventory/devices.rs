@@ -1,0 +1,1165 @@
+//! Devices and their group memberships: the write path of a batch of
+//! listed devices (and of one device an on-demand lookup found), and the
+//! reads by identifier.
+
+use super::collisions::{mark_collisions_bulk, Candidate};
+use super::groups::resolve_groups;
+use super::users::{upsert_users_bulk, user_values, UserSource};
+use super::{json_rows, scope, Change, Pii, RowState, Scope, UpsertCounts};
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use mtd_adapter::{
+    normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, DeviceIdentifier,
+    Group, Identifiers, Ownership, Platform,
+};
+use serde::Serialize;
+use sqlx::{FromRow, SqliteConnection};
+use std::collections::HashMap;
+
+/// A device as stored, with normalised identifiers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredDevice {
+    pub id: i64,
+    pub tenant_id: String,
+    pub mdm_id: i64,
+    pub mdm_device_id: String,
+    pub identifiers: Identifiers,
+    pub name: Option<String>,
+    pub platform: Platform,
+    pub model: Option<String>,
+    pub os_version: Option<String>,
+    pub ownership: Ownership,
+    pub user_id: Option<i64>,
+    pub last_checkin_at: Option<DateTime<Utc>>,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub removed_at: Option<DateTime<Utc>>,
+    /// Another live device of the tenant shares a udid, serial, imei or mac.
+    pub collision: bool,
+}
+
+/// The result of storing one device found by an on-demand lookup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceUpsert {
+    pub device: StoredDevice,
+    /// True when the device was not in the store (or had been removed).
+    pub added: bool,
+}
+
+#[derive(FromRow)]
+pub(in crate::store) struct DeviceRow {
+    pub(in crate::store) id: i64,
+    tenant_id: String,
+    mdm_id: i64,
+    mdm_device_id: String,
+    udid: Option<String>,
+    serial: Option<String>,
+    imei: Option<String>,
+    mac: Option<String>,
+    name: Option<String>,
+    platform: String,
+    model: Option<String>,
+    os_version: Option<String>,
+    ownership: String,
+    user_id: Option<i64>,
+    last_checkin_at: Option<DateTime<Utc>>,
+    first_seen_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    removed_at: Option<DateTime<Utc>>,
+    collision: bool,
+}
+
+const DEVICE_COLUMNS: &str = "id, tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac, \
+     name, platform, model, os_version, ownership, user_id, last_checkin_at, first_seen_at, \
+     updated_at, last_seen_at, removed_at, collision";
+
+impl From<DeviceRow> for StoredDevice {
+    fn from(r: DeviceRow) -> Self {
+        StoredDevice {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            mdm_id: r.mdm_id,
+            mdm_device_id: r.mdm_device_id,
+            identifiers: Identifiers {
+                udid: r.udid,
+                serial: r.serial,
+                imei: r.imei,
+                mac: r.mac,
+            },
+            name: r.name,
+            // Stored from `as_str`, so this round-trips; anything else is Other.
+            platform: Platform::from_vendor(&r.platform),
+            model: r.model,
+            os_version: r.os_version,
+            // Lenient on purpose: an unreadable value is never "corporate".
+            ownership: Ownership::parse_lenient(&r.ownership),
+            user_id: r.user_id,
+            last_checkin_at: r.last_checkin_at,
+            first_seen_at: r.first_seen_at,
+            updated_at: r.updated_at,
+            last_seen_at: r.last_seen_at,
+            removed_at: r.removed_at,
+            collision: r.collision,
+        }
+    }
+}
+
+// The bulk statements of devices and memberships: one bound JSON array each (see
+// [`json_rows`]), every one checked for its query plan by a test.
+pub(super) const DEVICES_STORED: &str =
+    "SELECT d.id, d.mdm_device_id, d.removed_at IS NOT NULL AS removed, d.collision,
+     d.udid, d.serial, d.imei, d.mac, d.name, d.platform, d.model, d.os_version,
+     d.ownership, d.user_id,
+     (SELECT group_concat(group_id) FROM device_groups WHERE device_id = d.id)
+     AS group_ids
+     FROM json_each(?2) AS j CROSS JOIN devices AS d
+     ON d.mdm_id = ?1 AND d.mdm_device_id = j.value";
+
+pub(super) const DEVICES_INSERT: &str =
+    "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
+     name, platform, model, os_version, ownership, user_id, last_checkin_at,
+     first_seen_at, updated_at, last_seen_at, last_sync_run_id)
+     SELECT ?1, ?2, j.value ->> 0, j.value ->> '$[1][0]', j.value ->> '$[1][1]',
+     j.value ->> '$[1][2]', j.value ->> '$[1][3]', j.value ->> 2, j.value ->> 3,
+     j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8,
+     ?3, ?3, ?3, ?4
+     FROM json_each(?5) AS j WHERE true
+     RETURNING id, mdm_device_id";
+
+pub(super) const DEVICES_UPDATE: &str =
+    "UPDATE devices SET udid = j.value ->> '$[1][0]', serial = j.value ->> '$[1][1]',
+     imei = j.value ->> '$[1][2]', mac = j.value ->> '$[1][3]',
+     name = j.value ->> 2, platform = j.value ->> 3, model = j.value ->> 4,
+     os_version = j.value ->> 5, ownership = j.value ->> 6, user_id = j.value ->> 7,
+     last_checkin_at = COALESCE(j.value ->> 8, last_checkin_at),
+     updated_at = ?1, last_seen_at = ?1,
+     last_sync_run_id = COALESCE(?2, last_sync_run_id), removed_at = NULL
+     FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
+
+pub(super) const DEVICES_SEEN: &str =
+    "UPDATE devices SET last_checkin_at = COALESCE(j.value ->> 1, last_checkin_at),
+     last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
+     FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
+
+pub(super) const MEMBERSHIPS_DELETE: &str =
+    "DELETE FROM device_groups WHERE device_id IN (SELECT value FROM json_each(?1))";
+
+pub(super) const MEMBERSHIPS_INSERT: &str = "INSERT INTO device_groups (device_id, group_id)
+     SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) AS j";
+
+/// The device's identifiers in normal form (idempotent on normalised input,
+/// so the store compares like with like whatever the adapter did).
+fn normalised(ids: &Identifiers) -> Identifiers {
+    Identifiers {
+        udid: ids.udid.as_deref().and_then(normalize_udid),
+        serial: ids.serial.as_deref().and_then(normalize_serial),
+        imei: ids.imei.as_deref().and_then(normalize_imei),
+        mac: ids.mac.as_deref().and_then(normalize_mac),
+    }
+}
+
+/// A device's stored values (what `DEVICES_STORED` reads back and the
+/// writes take, identifiers normalised).
+#[derive(Debug, FromRow, PartialEq)]
+struct DeviceValues {
+    udid: Option<String>,
+    serial: Option<String>,
+    imei: Option<String>,
+    mac: Option<String>,
+    name: Option<String>,
+    platform: String,
+    model: Option<String>,
+    os_version: Option<String>,
+    ownership: String,
+    user_id: Option<i64>,
+}
+
+/// What a device's "changed?" compares: its stored values and its set of
+/// groups (sorted ids).
+#[derive(Debug, PartialEq)]
+struct DeviceState {
+    values: DeviceValues,
+    groups: Vec<i64>,
+}
+
+impl DeviceValues {
+    /// The row `DEVICES_INSERT` (keyed by `mdm_device_id`) and
+    /// `DEVICES_UPDATE` (keyed by id) read: the key, the identifiers, the
+    /// other values in column order, and the check-in time.
+    fn json_row<'v, K: Serialize + 'v>(
+        &'v self,
+        key: K,
+        checkin: Option<String>,
+    ) -> impl Serialize + 'v {
+        (
+            key,
+            (&self.udid, &self.serial, &self.imei, &self.mac),
+            &self.name,
+            &self.platform,
+            &self.model,
+            &self.os_version,
+            &self.ownership,
+            self.user_id,
+            checkin,
+        )
+    }
+}
+
+/// A timestamp as sqlx's chrono encoding writes it (see the header of
+/// `0001_init.sql`), for values passed inside a JSON parameter.
+fn sql_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// Writes a batch of devices with their users and group memberships in a
+/// fixed number of statements, whatever the batch size, in three steps:
+/// [`plan`] (users and groups first, then the row each listing asks for),
+/// [`diff`] (the planned rows against the stored ones, read in one
+/// `SELECT`, in memory and in batch order exactly as the
+/// one-device-at-a-time writes did, so the counts do not change), and
+/// [`write()`] (one multi-row statement per kind of write).
+///
+/// Returns the id and the change of every listed device, in input order,
+/// and the batch's counts.
+async fn upsert_devices_bulk(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &[Device],
+    pii: Pii<'_>,
+) -> Result<(Vec<(i64, Change)>, UpsertCounts), StoreError> {
+    if devices.is_empty() {
+        return Ok((Vec::new(), UpsertCounts::default()));
+    }
+    let planned = plan(conn, s, devices, pii).await?;
+    let stored = stored_devices(conn, s, &planned).await?;
+    write(conn, s, diff(planned, stored)).await
+}
+
+/// One listing of a device as the batch asks to store it (see [`plan`]).
+struct PlannedDevice<'a> {
+    key: &'a str,
+    state: DeviceState,
+    /// The check-in time it lists (`None`: the stored one stays).
+    checkin: Option<DateTime<Utc>>,
+}
+
+impl<'a> PlannedDevice<'a> {
+    /// A listed device as the store keeps it: identifiers normalised, its
+    /// user and groups by their ids (`group_ids` has every group it names).
+    fn new(d: &'a Device, user_id: Option<i64>, group_ids: &HashMap<String, i64>) -> Self {
+        let ids = normalised(&d.identifiers);
+        let mut groups: Vec<i64> = d.groups.iter().map(|g| group_ids[g.as_str()]).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let values = DeviceValues {
+            udid: ids.udid,
+            serial: ids.serial,
+            imei: ids.imei,
+            mac: ids.mac,
+            name: d.name.clone(),
+            platform: d.platform.as_str().to_string(),
+            model: d.model.clone(),
+            os_version: d.os_version.clone(),
+            ownership: d.ownership.as_str().to_string(),
+            user_id,
+        };
+        PlannedDevice {
+            key: d.mdm_device_id.as_str(),
+            state: DeviceState { values, groups },
+            checkin: d.last_checkin_at,
+        }
+    }
+}
+
+/// Step 1, plan: the row each listed device asks for, in batch order. A
+/// device row holds the ids of its user and its groups, so the users
+/// embedded in the devices are written first ([`upsert_users_bulk`]) and
+/// the groups they name resolved ([`resolve_groups`]).
+async fn plan<'a>(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &'a [Device],
+    pii: Pii<'_>,
+) -> Result<Vec<PlannedDevice<'a>>, StoreError> {
+    // Users embedded in the devices: written first, their ids linked below.
+    let mut user_keys: Vec<Option<String>> = Vec::with_capacity(devices.len());
+    let mut users = Vec::new();
+    for d in devices {
+        user_keys.push(d.user.as_ref().map(|u| {
+            let (key, values) = user_values(u, pii);
+            users.push((key.clone(), values));
+            key
+        }));
+    }
+    let (user_ids, _) = upsert_users_bulk(conn, s, users, UserSource::Embedded).await?;
+
+    let mut group_keys: Vec<&str> = devices
+        .iter()
+        .flat_map(|d| d.groups.iter().map(String::as_str))
+        .collect();
+    group_keys.sort_unstable();
+    group_keys.dedup();
+    let group_ids = resolve_groups(conn, s, &group_keys).await?;
+
+    Ok(devices
+        .iter()
+        .zip(&user_keys)
+        .map(|(d, user)| {
+            let user_id = user.as_ref().and_then(|k| user_ids.get(k).copied());
+            PlannedDevice::new(d, user_id, &group_ids)
+        })
+        .collect())
+}
+
+/// A stored device as `DEVICES_STORED` reads it, with its memberships.
+#[derive(FromRow)]
+struct StoredRow {
+    id: i64,
+    mdm_device_id: String,
+    removed: bool,
+    collision: bool,
+    #[sqlx(flatten)]
+    values: DeviceValues,
+    /// Its group ids, comma-separated (`NULL`: none).
+    group_ids: Option<String>,
+}
+
+/// The stored rows of the devices a plan lists, in one `SELECT`.
+async fn stored_devices(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    planned: &[PlannedDevice<'_>],
+) -> Result<Vec<StoredRow>, StoreError> {
+    let mut keys: Vec<&str> = planned.iter().map(|p| p.key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // CROSS JOIN: json_each outside, one probe of UNIQUE (mdm_id,
+    // mdm_device_id) per key rather than a scan of the MDM's devices.
+    Ok(sqlx::query_as(DEVICES_STORED)
+        .bind(s.mdm_id)
+        .bind(json_rows(&keys))
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// One device of a batch, every listing of it applied in batch order.
+struct BatchDevice<'a> {
+    key: &'a str,
+    /// Its id (`None` until a new device is inserted) and values as the batch leaves them.
+    row: RowState<DeviceState>,
+    /// The memberships stored before the batch (`None`: a new device).
+    stored_groups: Option<Vec<i64>>,
+    /// The latest check-in time the batch listed (a listing without one keeps the stored one).
+    checkin: Option<DateTime<Utc>>,
+    /// Live (stored and not removed) before the batch.
+    live_before: bool,
+    /// Flagged as a collision before the batch.
+    collision_before: bool,
+    /// Position of its first listing in the batch.
+    pos: usize,
+}
+
+impl<'a> BatchDevice<'a> {
+    /// A device first listed at `pos` that is not stored: inserted with the
+    /// values of its last listing.
+    fn new(first: PlannedDevice<'a>, pos: usize) -> Self {
+        BatchDevice {
+            key: first.key,
+            row: RowState {
+                id: None,
+                removed: false,
+                values: first.state,
+                changed: true,
+                new: true,
+            },
+            stored_groups: None,
+            checkin: first.checkin,
+            live_before: false,
+            collision_before: false,
+            pos,
+        }
+    }
+
+    /// A stored device first listed at `pos`, before any listing is applied.
+    fn stored(key: &'a str, stored: StoredRow, pos: usize) -> Self {
+        let mut groups: Vec<i64> = stored
+            .group_ids
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        groups.sort_unstable();
+        BatchDevice {
+            key,
+            row: RowState {
+                id: Some(stored.id),
+                removed: stored.removed,
+                values: DeviceState {
+                    values: stored.values,
+                    groups: groups.clone(),
+                },
+                changed: false,
+                new: false,
+            },
+            stored_groups: Some(groups),
+            checkin: None,
+            live_before: !stored.removed,
+            collision_before: stored.collision,
+            pos,
+        }
+    }
+
+    /// Applies one more listing (see [`RowState::apply`]). A new check-in
+    /// time alone is written but not counted: every active device checks in
+    /// between two syncs, and "updated" is meant to show inventory changes.
+    fn apply(&mut self, listing: PlannedDevice<'_>) -> Change {
+        self.checkin = listing.checkin.or(self.checkin);
+        self.row.apply(listing.state, false)
+    }
+
+    /// The check-in time as the write statements take it.
+    fn checkin_text(&self) -> Option<String> {
+        self.checkin.as_ref().map(sql_time)
+    }
+}
+
+/// What a batch writes, decided in memory by [`diff`]: every device once,
+/// and which of them (indexes into `devices`) each kind of write takes.
+struct DeviceDiff<'a> {
+    /// Every device of the batch, in the order of its first listing.
+    devices: Vec<BatchDevice<'a>>,
+    /// New devices: inserted with their final values.
+    inserts: Vec<usize>,
+    /// Stored devices whose values or groups changed, or that come back.
+    updates: Vec<usize>,
+    /// Stored devices listed without a change: stamped seen by the run,
+    /// check-in time written.
+    seen: Vec<usize>,
+    /// Devices whose memberships become their listed groups (every new one).
+    memberships: Vec<usize>,
+    /// Of those, the stored devices whose old memberships are deleted first.
+    memberships_cleared: Vec<usize>,
+    /// What each listing did, in input order: its device and its change.
+    listings: Vec<(usize, Change)>,
+    counts: UpsertCounts,
+}
+
+/// Step 2, diff: the planned rows against the stored ones, listing by
+/// listing in batch order, so the counts are those of one-row-at-a-time
+/// writes (a device listed twice counts once as added and then as what its
+/// second listing changed). Pure: no SQL.
+fn diff<'a>(planned: Vec<PlannedDevice<'a>>, stored: Vec<StoredRow>) -> DeviceDiff<'a> {
+    let mut stored: HashMap<String, StoredRow> = stored
+        .into_iter()
+        .map(|mut r| (std::mem::take(&mut r.mdm_device_id), r))
+        .collect();
+    let mut devices: Vec<BatchDevice<'a>> = Vec::with_capacity(planned.len());
+    let mut index: HashMap<&'a str, usize> = HashMap::with_capacity(planned.len());
+    let mut listings = Vec::with_capacity(planned.len());
+    let mut counts = UpsertCounts::default();
+    for (pos, listing) in planned.into_iter().enumerate() {
+        let (i, change) = match index.get(listing.key) {
+            Some(&i) => (i, devices[i].apply(listing)),
+            None => {
+                let i = devices.len();
+                index.insert(listing.key, i);
+                let (device, change) = match stored.remove(listing.key) {
+                    Some(row) => {
+                        let mut device = BatchDevice::stored(listing.key, row, pos);
+                        let change = device.apply(listing);
+                        (device, change)
+                    }
+                    None => (BatchDevice::new(listing, pos), Change::Added),
+                };
+                devices.push(device);
+                (i, change)
+            }
+        };
+        counts.count(change);
+        listings.push((i, change));
+    }
+
+    let mut diff = DeviceDiff {
+        devices: Vec::new(),
+        inserts: Vec::new(),
+        updates: Vec::new(),
+        seen: Vec::new(),
+        memberships: Vec::new(),
+        memberships_cleared: Vec::new(),
+        listings,
+        counts,
+    };
+    for (i, d) in devices.iter().enumerate() {
+        if d.row.new {
+            diff.inserts.push(i);
+        } else if d.row.changed {
+            diff.updates.push(i);
+        } else {
+            diff.seen.push(i);
+        }
+        if d.stored_groups.as_ref() != Some(&d.row.values.groups) {
+            if d.stored_groups.as_ref().is_some_and(|g| !g.is_empty()) {
+                diff.memberships_cleared.push(i);
+            }
+            diff.memberships.push(i);
+        }
+    }
+    diff.devices = devices;
+    diff
+}
+
+/// Step 3, write: one multi-row statement per kind of write of a diff, in
+/// this order: the new devices, the changed ones, the unchanged ones, the
+/// memberships that changed, then the collision check
+/// ([`mark_collisions_bulk`]). Returns the id and change of every listing.
+async fn write(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    diff: DeviceDiff<'_>,
+) -> Result<(Vec<(i64, Change)>, UpsertCounts), StoreError> {
+    let DeviceDiff {
+        mut devices,
+        inserts,
+        updates,
+        seen,
+        memberships,
+        memberships_cleared,
+        listings,
+        mut counts,
+    } = diff;
+    insert_devices(conn, s, &mut devices, &inserts).await?;
+    // Each device with its id; a new device the INSERT did not return (not
+    // reachable) is written no further.
+    let with_id = |i: &usize| devices[*i].row.id.map(|id| (id, &devices[*i]));
+
+    let changed: Vec<_> = updates
+        .iter()
+        .filter_map(with_id)
+        .map(|(id, d)| d.row.values.values.json_row(id, d.checkin_text()))
+        .collect();
+    s.update(conn, DEVICES_UPDATE, &changed).await?;
+    let unchanged: Vec<_> = seen
+        .iter()
+        .filter_map(with_id)
+        .map(|(id, d)| (id, d.checkin_text()))
+        .collect();
+    // Only columns no index covers: the cheapest write there is.
+    s.update(conn, DEVICES_SEEN, &unchanged).await?;
+    let cleared: Vec<i64> = memberships_cleared
+        .iter()
+        .filter_map(with_id)
+        .map(|(id, _)| id)
+        .collect();
+    if !cleared.is_empty() {
+        sqlx::query(MEMBERSHIPS_DELETE)
+            .bind(json_rows(&cleared))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let rows: Vec<(i64, i64)> = memberships
+        .iter()
+        .filter_map(with_id)
+        .flat_map(|(id, d)| d.row.values.groups.iter().map(move |g| (id, *g)))
+        .collect();
+    if !rows.is_empty() {
+        sqlx::query(MEMBERSHIPS_INSERT)
+            .bind(json_rows(&rows))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let candidates: Vec<Candidate<'_>> = devices
+        .iter()
+        .filter_map(|d| {
+            let v = &d.row.values.values;
+            Some(Candidate {
+                id: d.row.id?,
+                identifiers: [&v.udid, &v.serial, &v.imei, &v.mac],
+                live_before: d.live_before,
+                collision_before: d.collision_before,
+                pos: d.pos,
+            })
+        })
+        .collect();
+    counts.collisions = mark_collisions_bulk(conn, &s.tenant_id, &candidates).await?;
+
+    let out = listings
+        .into_iter()
+        .map(|(i, change)| (devices[i].row.id.unwrap_or_default(), change))
+        .collect();
+    Ok((out, counts))
+}
+
+/// Inserts the new devices of a batch in one statement and gives each its id.
+async fn insert_devices(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &mut [BatchDevice<'_>],
+    inserts: &[usize],
+) -> Result<(), StoreError> {
+    if inserts.is_empty() {
+        return Ok(());
+    }
+    let inserted = {
+        let rows: Vec<_> = inserts
+            .iter()
+            .map(|&i| {
+                let d = &devices[i];
+                d.row.values.values.json_row(d.key, d.checkin_text())
+            })
+            .collect();
+        s.insert(conn, DEVICES_INSERT, &rows).await?
+    };
+    let by_key: HashMap<&str, usize> = inserts.iter().map(|&i| (devices[i].key, i)).collect();
+    for (id, key) in inserted {
+        if let Some(&i) = by_key.get(key.as_str()) {
+            devices[i].row.id = Some(id);
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes a batch of listed devices in one transaction, tagged with the
+    /// run: each device's embedded user is written and linked, its group
+    /// memberships replaced by its `groups` (unknown groups are created with
+    /// their key as name until the group listing names them). Counts are
+    /// devices only.
+    pub async fn upsert_devices(
+        &self,
+        run_id: i64,
+        mdm_id: i64,
+        devices: &[Device],
+        pii: Pii<'_>,
+    ) -> Result<UpsertCounts, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
+        let (_, counts) = upsert_devices_bulk(&mut tx, &s, devices, pii).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
+    /// Stores one device an on-demand lookup found, with its user and
+    /// groups, outside any sync run (the device keeps its run tag, and its
+    /// fresh `last_seen_at` protects it from the removal of a run already
+    /// under way).
+    pub async fn store_found_device(
+        &self,
+        mdm_id: i64,
+        device: &Device,
+        pii: Pii<'_>,
+    ) -> Result<DeviceUpsert, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let s = scope(&mut tx, mdm_id, None).await?;
+        let (written, _) =
+            upsert_devices_bulk(&mut tx, &s, std::slice::from_ref(device), pii).await?;
+        let (id, change) = written[0];
+        let row: DeviceRow = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DeviceUpsert {
+            device: row.into(),
+            added: change == Change::Added,
+        })
+    }
+
+    /// The live devices of a tenant with this identifier (normalised here),
+    /// the most recently checked-in first: with a collision, the first is
+    /// the one to act on.
+    pub async fn find_devices(
+        &self,
+        tenant_id: &str,
+        identifier: &DeviceIdentifier,
+    ) -> Result<Vec<StoredDevice>, StoreError> {
+        let (condition, value) = match identifier {
+            DeviceIdentifier::MdmDeviceId(v) => (
+                // Through the integrations, so the UNIQUE (mdm_id, mdm_device_id) index serves.
+                "+tenant_id = ?1 AND mdm_id IN (SELECT id FROM mdm_integrations WHERE tenant_id = ?1)
+                 AND mdm_device_id = ?2",
+                Some(v.trim().to_string()),
+            ),
+            DeviceIdentifier::Udid(v) => ("tenant_id = ?1 AND udid = ?2", normalize_udid(v)),
+            DeviceIdentifier::Serial(v) => ("tenant_id = ?1 AND serial = ?2", normalize_serial(v)),
+            DeviceIdentifier::Imei(v) => ("tenant_id = ?1 AND imei = ?2", normalize_imei(v)),
+            DeviceIdentifier::Mac(v) => ("tenant_id = ?1 AND mac = ?2", normalize_mac(v)),
+        };
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        // `+removed_at`: keeps the planner on the identifier's index rather
+        // than (tenant_id, removed_at), which would scan the tenant.
+        let rows: Vec<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices
+             WHERE {condition} AND +removed_at IS NULL
+             ORDER BY last_checkin_at DESC NULLS LAST, id DESC"
+        ))
+        .bind(tenant_id)
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(StoredDevice::from).collect())
+    }
+
+    /// One device by the store's id, removed or not.
+    pub async fn get_device(&self, id: i64) -> Result<Option<StoredDevice>, StoreError> {
+        let row: Option<DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(StoredDevice::from))
+    }
+
+    /// The groups of a device as `(mdm_group_id, name)`, by name. The name
+    /// admins see is the MDM's name, a space, and this name.
+    pub async fn device_groups(&self, device_id: i64) -> Result<Vec<Group>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT g.mdm_group_id, g.name FROM device_groups dg
+             JOIN groups g ON g.id = dg.group_id
+             WHERE dg.device_id = ? ORDER BY g.name",
+        )
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(mdm_group_id, name)| Group { mdm_group_id, name })
+            .collect())
+    }
+
+    /// Live devices per tenant (tenants without any are absent).
+    pub async fn live_devices_by_tenant(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, COUNT(*) FROM devices WHERE removed_at IS NULL GROUP BY tenant_id ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(t, n)| (t, n as u64)).collect())
+    }
+
+    /// The number of live devices of an MDM (the base of `max_removal_percent`).
+    pub async fn live_device_count(&self, mdm_id: i64) -> Result<u64, StoreError> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM devices WHERE mdm_id = ? AND removed_at IS NULL")
+                .bind(mdm_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n.try_into().unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sync_runs::testutil::run;
+    use crate::store::testutil::*;
+    use crate::store::{RemovalCounts, RunCounts, SyncOutcome};
+    use chrono::TimeZone;
+
+    fn values(serial: &str) -> DeviceValues {
+        DeviceValues {
+            udid: None,
+            serial: Some(serial.into()),
+            imei: None,
+            mac: None,
+            name: None,
+            platform: "ios".into(),
+            model: None,
+            os_version: None,
+            ownership: "corporate".into(),
+            user_id: None,
+        }
+    }
+
+    /// A listing of `key` with serial `serial` in the groups `groups`.
+    fn listing<'a>(key: &'a str, serial: &str, groups: &[i64]) -> PlannedDevice<'a> {
+        PlannedDevice {
+            key,
+            state: DeviceState {
+                values: values(serial),
+                groups: groups.to_vec(),
+            },
+            checkin: None,
+        }
+    }
+
+    /// A stored device; `groups` as `group_concat` gives them.
+    fn stored(id: i64, key: &str, serial: &str, groups: Option<&str>, removed: bool) -> StoredRow {
+        StoredRow {
+            id,
+            mdm_device_id: key.into(),
+            removed,
+            collision: false,
+            values: values(serial),
+            group_ids: groups.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_diff_sorts_a_batch_into_inserts_updates_seen_and_memberships_in_batch_order() {
+        let stored = vec![
+            stored(5, "ungrouped", "S5", Some("8,7"), false),
+            stored(4, "back", "S4", None, true),
+            stored(3, "regrouped", "S3", Some("7"), false),
+            stored(2, "renamed", "S2", None, false),
+            stored(1, "same", "S1", Some("7"), false),
+        ];
+        let planned = vec![
+            listing("same", "S1", &[7]),
+            listing("new", "N", &[9]),
+            listing("renamed", "S2-renamed", &[]),
+            listing("regrouped", "S3", &[8]),
+            listing("back", "S4", &[]),
+            listing("new", "N2", &[9]),
+            listing("ungrouped", "S5", &[]),
+        ];
+        let d = diff(planned, stored);
+        let keys: Vec<&str> = d.devices.iter().map(|d| d.key).collect();
+        assert_eq!(
+            keys,
+            ["same", "new", "renamed", "regrouped", "back", "ungrouped"],
+            "in the order of their first listing"
+        );
+        assert_eq!(d.inserts, [1]);
+        assert_eq!(d.updates, [2, 3, 4, 5], "changed values, groups, or back");
+        assert_eq!(d.seen, [0]);
+        assert_eq!(d.memberships, [1, 3, 5], "new, regrouped, ungrouped");
+        assert_eq!(d.memberships_cleared, [3, 5], "stored ones that had groups");
+        use Change::*;
+        assert_eq!(
+            d.listings,
+            [
+                (0, Unchanged),
+                (1, Added),
+                (2, Updated),
+                (3, Updated),
+                (4, Added),
+                (1, Updated),
+                (5, Updated)
+            ]
+        );
+        assert_eq!(
+            (d.counts.added, d.counts.updated, d.counts.collisions),
+            (2, 4, 0)
+        );
+        let new = &d.devices[1];
+        assert_eq!(new.row.id, None);
+        assert_eq!(
+            new.row.values.values.serial.as_deref(),
+            Some("N2"),
+            "the last listing wins"
+        );
+        assert_eq!((new.pos, new.live_before), (1, false));
+        let back = &d.devices[4];
+        assert_eq!((back.row.id, back.live_before), (Some(4), false));
+        let ungrouped = &d.devices[5];
+        assert_eq!(ungrouped.stored_groups.as_deref(), Some(&[7, 8][..]));
+        assert_eq!((ungrouped.pos, ungrouped.live_before), (6, true));
+    }
+
+    #[test]
+    fn a_new_check_in_alone_is_a_seen_stamp_and_the_latest_listed_time_is_kept() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        let mut first = listing("a", "S", &[]);
+        first.checkin = Some(at);
+        let d = diff(
+            vec![first, listing("a", "S", &[])],
+            vec![stored(1, "a", "S", None, false)],
+        );
+        assert_eq!((d.inserts.len(), d.updates.len(), d.seen), (0, 0, vec![0]));
+        assert!(d.memberships.is_empty());
+        assert_eq!(d.listings, [(0, Change::Unchanged), (0, Change::Unchanged)]);
+        assert_eq!(d.counts, UpsertCounts::default());
+        assert_eq!(
+            d.devices[0].checkin,
+            Some(at),
+            "a listing without one keeps it"
+        );
+        assert_eq!(d.devices[0].checkin_text(), Some(sql_time(&at)));
+    }
+
+    #[tokio::test]
+    async fn one_batch_mixing_new_changed_unchanged_returning_and_repeated_devices_counts_each_exactly(
+    ) {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let first = run(&store, mdm).await;
+        let mut batch: Vec<Device> = (1..=4).map(|i| device(&i.to_string())).collect();
+        batch[0].user = Some(user("u1"));
+        batch[1].groups = vec!["g1".into()];
+        let c = store
+            .upsert_devices(first, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!((c.added, c.updated), (4, 0));
+        store
+            .finish_sync_run(first, SyncOutcome::Succeeded, RunCounts::default(), None)
+            .await
+            .unwrap();
+        // Device 4 goes away.
+        let second = run(&store, mdm).await;
+        store
+            .upsert_devices(second, mdm, &batch[..3], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(store.remove_unseen(mdm, second).await.unwrap().devices, 1);
+
+        // 1 unchanged, 2 with a new group set, 3 renamed, 4 back, 5 new and
+        // listed twice (the second time with another model), 6 new.
+        let third = run(&store, mdm).await;
+        let mut again = batch.clone();
+        again[1].groups = vec!["g1".into(), "g2".into()];
+        again[2].name = Some("Renamed".into());
+        let mut twice = device("5");
+        again.push(twice.clone());
+        twice.model = Some("iPhone 16".into());
+        again.push(twice);
+        again.push(device("6"));
+        let c = store
+            .upsert_devices(third, mdm, &again, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.added, c.updated),
+            (3, 3),
+            "added: 4 (back), 5, 6; updated: 2, 3, and 5's second listing"
+        );
+        let five = &store
+            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("5".into()))
+            .await
+            .unwrap()[0];
+        assert_eq!(
+            five.model.as_deref(),
+            Some("iPhone 16"),
+            "the last listing wins"
+        );
+        let two = &store
+            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("2".into()))
+            .await
+            .unwrap()[0];
+        assert_eq!(store.device_groups(two.id).await.unwrap().len(), 2);
+        assert_eq!(store.live_device_count(mdm).await.unwrap(), 6);
+        assert_eq!(
+            store.unseen_counts(mdm, third).await.unwrap(),
+            RemovalCounts::default(),
+            "every listed row, changed or not, is stamped with the run"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_second_sync_counts_nothing_added_or_updated() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut d = device("1");
+        d.user = Some(user("u1"));
+        d.groups = vec!["/Acme/Sales".into()];
+        let batch = vec![d, device("2")];
+        let first = store
+            .upsert_devices(run(&store, mdm).await, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!((first.added, first.updated), (2, 0));
+        let second = store
+            .upsert_devices(run(&store, mdm).await, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(second, UpsertCounts::default());
+    }
+
+    #[tokio::test]
+    async fn the_same_mdm_device_id_twice_is_one_row() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let r = run(&store, mdm).await;
+        let counts = store
+            .upsert_devices(r, mdm, &[device("1"), device("1")], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!((counts.added, counts.updated), (1, 0));
+        store
+            .upsert_devices(r, mdm, &[device("1")], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(store.live_device_count(mdm).await.unwrap(), 1);
+        assert_eq!(
+            store.live_user_count(mdm).await.unwrap(),
+            0,
+            "device(\"1\") has no user"
+        );
+        assert_eq!(
+            store.live_devices_by_tenant().await.unwrap(),
+            vec![("acme".to_string(), 1)]
+        );
+        let dup = sqlx::query(
+            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, platform, first_seen_at,
+                 updated_at, last_seen_at) VALUES ('acme', ?, '1', 'ios', 'x', 'x', 'x')",
+        )
+        .bind(mdm)
+        .execute(store.pool())
+        .await
+        .map_err(StoreError::from)
+        .unwrap_err();
+        assert!(dup.is_constraint_violation(), "{dup:?}");
+        assert!(!dup.is_unavailable());
+    }
+
+    #[tokio::test]
+    async fn a_changed_value_counts_updated_but_a_new_check_in_alone_does_not() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut d = device("1");
+        store
+            .upsert_devices(run(&store, mdm).await, mdm, &[d.clone()], Pii::Clear)
+            .await
+            .unwrap();
+        let checkin = Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap();
+        d.last_checkin_at = Some(checkin);
+        let c = store
+            .upsert_devices(run(&store, mdm).await, mdm, &[d.clone()], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(c.updated, 0, "check-in time alone");
+        let stored = &store
+            .find_devices("acme", &DeviceIdentifier::MdmDeviceId("1".into()))
+            .await
+            .unwrap()[0];
+        assert_eq!(stored.last_checkin_at, Some(checkin), "but it is written");
+
+        d.os_version = Some("18.0".into());
+        d.ownership = Ownership::Personal;
+        let c = store
+            .upsert_devices(run(&store, mdm).await, mdm, &[d.clone()], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!((c.added, c.updated), (0, 1));
+        let stored = store.get_device(stored.id).await.unwrap().unwrap();
+        assert_eq!(stored.os_version.as_deref(), Some("18.0"));
+        assert_eq!(stored.ownership, Ownership::Personal);
+        assert!(stored.updated_at > stored.first_seen_at);
+    }
+
+    #[tokio::test]
+    async fn a_device_links_its_user_and_its_group_memberships_are_replaced() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut d = device("1");
+        d.user = Some(user("jdoe"));
+        d.groups = vec!["/Acme/Sales".into(), "/Acme/EU".into(), "/Acme/EU".into()];
+        let r = run(&store, mdm).await;
+        store
+            .upsert_devices(r, mdm, &[d.clone()], Pii::Clear)
+            .await
+            .unwrap();
+        let stored = store.get_device(1).await.unwrap().unwrap();
+        let u = store
+            .get_user(stored.user_id.expect("linked"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.mdm_user_id, "jdoe");
+        assert_eq!(u.display_name, "Jane Doe");
+        assert_eq!(u.email.as_deref(), Some("jdoe@acme.example"));
+        let groups = store.device_groups(stored.id).await.unwrap();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].name, "/Acme/EU", "named by its key until listed");
+
+        // The group listing names it; the membership changes to one group.
+        let g = store
+            .upsert_groups(
+                r,
+                mdm,
+                &[Group {
+                    mdm_group_id: "/Acme/EU".into(),
+                    name: "Europe".into(),
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!((g.added, g.updated), (0, 1));
+        d.groups = vec!["/Acme/EU".into()];
+        let c = store
+            .upsert_devices(r, mdm, &[d.clone()], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(c.updated, 1, "membership changed");
+        let groups = store.device_groups(stored.id).await.unwrap();
+        assert_eq!(
+            groups,
+            vec![Group {
+                mdm_group_id: "/Acme/EU".into(),
+                name: "Europe".into()
+            }]
+        );
+        // A device without a user is unlinked.
+        d.user = None;
+        store
+            .upsert_devices(r, mdm, &[d], Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_device(stored.id).await.unwrap().unwrap().user_id,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_found_on_demand_during_a_run_survives_that_runs_removal() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let r = run(&store, mdm).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let mut d = device("9");
+        d.user = Some(user("u9"));
+        d.groups = vec!["g9".into()];
+        let found = store.store_found_device(mdm, &d, Pii::Clear).await.unwrap();
+        assert!(found.added);
+        assert_eq!(found.device.mdm_device_id, "9");
+        assert_eq!(found.device.identifiers.serial.as_deref(), Some("SN-9"));
+        assert_eq!(
+            store.remove_unseen(mdm, r).await.unwrap(),
+            RemovalCounts::default()
+        );
+        let again = store.store_found_device(mdm, &d, Pii::Clear).await.unwrap();
+        assert!(!again.added);
+        assert_eq!(again.device.id, found.device.id);
+    }
+
+    #[tokio::test]
+    async fn find_devices_normalises_the_identifier_and_skips_removed_devices() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let mut d = device("1");
+        d.identifiers = Identifiers {
+            udid: Some("00008030-001a".into()),
+            serial: Some(" f17xk0abcd ".into()),
+            imei: Some("35-209900-176148-1".into()),
+            mac: Some("A4:67:06:0C:15:3D".into()),
+        };
+        store
+            .upsert_devices(run(&store, mdm).await, mdm, &[d], Pii::Clear)
+            .await
+            .unwrap();
+        for id in [
+            DeviceIdentifier::Udid("00008030-001A".into()),
+            DeviceIdentifier::Serial("F17XK0ABCD".into()),
+            DeviceIdentifier::Serial("f17xk0abcd".into()),
+            DeviceIdentifier::Imei("352099001761481".into()),
+            DeviceIdentifier::Mac("a4-67-06-0c-15-3d".into()),
+            DeviceIdentifier::MdmDeviceId("1".into()),
+        ] {
+            let found = store.find_devices("acme", &id).await.unwrap();
+            assert_eq!(found.len(), 1, "{id}");
+            assert_eq!(found[0].identifiers.mac.as_deref(), Some("a467060c153d"));
+        }
+        assert!(store
+            .find_devices("other", &DeviceIdentifier::MdmDeviceId("1".into()))
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .find_devices("acme", &DeviceIdentifier::Mac("not a mac".into()))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
