@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod app;
 #[cfg(test)]
 mod architecture;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod context;

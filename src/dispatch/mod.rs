@@ -21,7 +21,6 @@ use crate::store::{
 };
 use chrono::Utc;
 use mtd_adapter::{AdapterError, Device, DeviceIdentifier, MdmCommand};
-use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -534,18 +533,19 @@ async fn record_failure(
     Ok(())
 }
 
-/// Exponential backoff with jitter, never shorter than the MDM's `Retry-After`.
+/// The wait before the next attempt: the one back-off ([`crate::backoff`]),
+/// never shorter than the MDM's `Retry-After`.
 pub fn retry_delay(
     settings: &DispatchSettings,
     attempts: u32,
     retry_after: Option<Duration>,
 ) -> Duration {
-    let exp = settings
-        .retry_base
-        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
-        .min(settings.retry_cap);
-    let jittered = exp.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
-    retry_after.map_or(jittered, |ra| jittered.max(ra))
+    crate::backoff::delay(
+        settings.retry_base,
+        settings.retry_cap,
+        attempts,
+        retry_after,
+    )
 }
 
 /// Two records are not the same device if a hardware identifier both know differs.
@@ -595,10 +595,10 @@ mod tests {
             ..Default::default()
         };
         let first = retry_delay(&s, 1, None);
-        assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2));
+        assert!(first >= Duration::from_millis(1500) && first <= Duration::from_millis(2500));
         let fifth = retry_delay(&s, 5, None);
-        assert!(fifth >= Duration::from_secs(16) && fifth <= Duration::from_secs(32));
-        assert!(retry_delay(&s, 30, None) <= Duration::from_secs(60));
+        assert!(fifth >= Duration::from_secs(24) && fifth <= Duration::from_secs(40));
+        assert!(retry_delay(&s, 30, None) <= Duration::from_secs(75));
         assert!(retry_delay(&s, 1, Some(Duration::from_secs(9))) >= Duration::from_secs(9));
     }
 

@@ -187,6 +187,13 @@ impl OnDemand {
                     // never sits unpolled holding an adapter's token lock or
                     // rate limiter, and it leaves the in-flight map itself.
                     let task = tokio::spawn(async move {
+                        // Leaves the in-flight map however the lookup ends,
+                        // a panic included: a key left behind would answer
+                        // every later lookup of the device with that failure.
+                        let _leave = LeaveInflight {
+                            state: state.clone(),
+                            key: key.clone(),
+                        };
                         let result = ask_mdms(&state, &tenant, &ids).await;
                         if matches!(result, Ok(LookupOutcome::NotEnrolled)) {
                             state
@@ -195,8 +202,8 @@ impl OnDemand {
                                 .expect("miss cache lock")
                                 .insert(key.clone());
                         }
-                        // Later callers find the device in the store, or the miss above.
-                        state.inflight.lock().expect("in-flight lock").remove(&key);
+                        // Later callers find the device in the store, or the
+                        // miss above, once `_leave` removes the key.
                         result
                     });
                     async move {
@@ -210,6 +217,22 @@ impl OnDemand {
                 .clone()
         };
         shared.await
+    }
+}
+
+/// Removes a lookup's key from the in-flight map when dropped.
+struct LeaveInflight {
+    state: Arc<State>,
+    key: String,
+}
+
+impl Drop for LeaveInflight {
+    fn drop(&mut self) {
+        self.state
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 

@@ -39,6 +39,9 @@ pub struct RunReport {
     pub error: Option<String>,
     /// The adapter's error class (`unauthorized`, `unavailable`, …), when the MDM failed.
     pub error_class: Option<&'static str>,
+    /// How long the MDM asked to wait (`Retry-After`), when it did.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
     /// Why removals were held, when they were.
     pub held_reason: Option<String>,
     pub collisions: u64,
@@ -97,6 +100,7 @@ pub(crate) async fn full_sync(
         listed: 0,
         error: None,
         error_class: None,
+        retry_after: None,
         held_reason: None,
         collisions: 0,
         duration: Duration::ZERO,
@@ -136,6 +140,10 @@ pub(crate) async fn full_sync(
         Err((e, listed)) => (SyncOutcome::Failed, partial(&listed), Some(e)),
     };
     if let Some(e) = &error {
+        report.retry_after = match e {
+            RunError::Mdm(a) => a.retry_after(),
+            _ => None,
+        };
         report.error_class = match e {
             RunError::Mdm(a) => Some(a.class()),
             RunError::Store(_) => Some("store"),

@@ -65,7 +65,14 @@ pub(crate) async fn run(
             if failed {
                 failures += 1;
                 let retries = i.background_sync && !cancel.is_cancelled();
-                let delay = retries.then(|| backoff(&ctx.settings, failures));
+                let delay = retries.then(|| {
+                    crate::backoff::delay(
+                        ctx.settings.retry_base,
+                        ctx.settings.retry_cap,
+                        failures,
+                        report.retry_after,
+                    )
+                });
                 retry_at = delay.map(|d| Instant::now() + d);
                 i.health.sync_failed(
                     failures,
@@ -102,17 +109,6 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// `base * 2^(failures-1)`, capped, with ±25 % jitter so that many MDMs that
-/// failed together (a network outage) do not retry together.
-pub(crate) fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
-    let exp = settings
-        .retry_base
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let capped = exp.min(settings.retry_cap);
-    let jitter = rand::thread_rng().gen_range(0.75..1.25);
-    capped.mul_f64(jitter)
 }
 
 /// When a repeating schedule is due next, given the slot it just fired for.
@@ -283,31 +279,6 @@ mod tests {
             assert!(
                 pair[1] - pair[0] >= every - Duration::from_millis(500),
                 "no burst of catch-up runs"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let s = SyncSettings {
-            retry_base: Duration::from_secs(10),
-            retry_cap: Duration::from_secs(60),
-            ..Default::default()
-        };
-        let first = backoff(&s, 1);
-        assert!(
-            first >= Duration::from_millis(7500) && first <= Duration::from_millis(12500),
-            "{first:?}"
-        );
-        let third = backoff(&s, 3);
-        assert!(
-            third >= Duration::from_secs(30) && third <= Duration::from_secs(50),
-            "{third:?}"
-        );
-        for n in [5, 20, 40] {
-            assert!(
-                backoff(&s, n) <= Duration::from_secs(75),
-                "capped (with jitter) at failure {n}"
             );
         }
     }
