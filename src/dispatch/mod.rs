@@ -107,6 +107,38 @@ impl Dispatcher {
     }
 }
 
+/// What [`Dispatcher::try_dispatch_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    /// One due action was claimed and sent, or moved on with its reason.
+    One,
+    /// Nothing was due.
+    Empty,
+}
+
+impl Dispatcher {
+    /// Claims the next due action and handles it in this task, the claim
+    /// loop's step without its concurrency: tools and tests drain the queue
+    /// with it (`while … == Dispatched::One {}`) instead of waiting for the
+    /// background loop.
+    pub async fn try_dispatch_next(
+        &self,
+        settings: &DispatchSettings,
+    ) -> Result<Dispatched, StoreError> {
+        let Some(row) = self
+            .store
+            .claim_due_actions(Utc::now(), 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(Dispatched::Empty);
+        };
+        execute(self, settings, row).await;
+        Ok(Dispatched::One)
+    }
+}
+
 /// Recovers rows a crash left claimed, then runs the claim loop until `cancel`.
 pub async fn start(
     state: Dispatcher,
@@ -342,29 +374,10 @@ async fn try_execute(
 
     // Fresh facts before destruction: the device as its MDM knows it now.
     if row.kind.is_destructive() {
-        match integration
-            .adapter
-            .lookup_device(&DeviceIdentifier::MdmDeviceId(device.mdm_device_id.clone()))
-            .await
-        {
-            Ok(Some(fresh)) => {
-                if let Some(reason) = identity_changed(&device, &fresh) {
-                    transition(state, row.id, skip(reason)).await?;
-                    return Ok(());
-                }
-                device.ownership = fresh.ownership;
-                // Stored under `mask_pii` like a sync stores it (device name included).
-                if let Err(e) = integration.store_found_device(&state.store, fresh).await {
-                    tracing::warn!(action_id = row.id, error = %e, "Cannot store the fresh device facts");
-                }
-            }
-            Ok(None) => {
-                transition(
-                    state,
-                    row.id,
-                    skip("the MDM no longer has the device (checked right before sending)".into()),
-                )
-                .await?;
+        match fresh_facts(state, row, &integration, &mut device).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                transition(state, row.id, skip(reason)).await?;
                 return Ok(());
             }
             Err(e) => return record_failure(state, settings, row, &integration.name, e).await,
@@ -378,20 +391,10 @@ async fn try_execute(
     }
 
     let removes_itself = integration.adapter.removes_wifi_profile_itself();
-    let removal_after = chrono::Duration::minutes(i64::from(mdm.wifi_profile_removal_minutes));
     if command == MdmCommand::DisconnectWifi && !removes_itself {
-        if let Some(active) = state.store.active_wifi_removal(device.id).await? {
-            let due = Utc::now() + removal_after;
-            let note = format!("extended to {due} by action {}", row.id);
-            if stored(row.id, || {
-                state.store.reschedule_action(active.id, due, &note)
-            })
-            .await?
-            {
-                let reason = format!("the disconnect-Wi-Fi profile is still installed (removal action {}); its removal was extended to {due}", active.id);
-                transition(state, row.id, skip(reason)).await?;
-                return Ok(());
-            }
+        if let Some(reason) = extend_wifi_removal(state, row, &device, mdm).await? {
+            transition(state, row.id, skip(reason)).await?;
+            return Ok(());
         }
     }
 
@@ -431,39 +434,9 @@ async fn try_execute(
             if command == MdmCommand::DisconnectWifi && !removes_itself {
                 // The removal row first: a crash between the two leaves a removal
                 // of a profile that may not be installed, which is harmless.
-                let removal = NewAction {
-                    tenant_id: row.tenant_id.clone(),
-                    event_id: None,
-                    device_id: Some(device.id),
-                    mdm_id: Some(integration.mdm_id),
-                    kind: ActionRecordKind::RemoveWifiProfile,
-                    parent_action_id: Some(row.id),
-                    state: ActionState::Pending,
-                    reason: Some(format!(
-                        "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
-                        row.id, mdm.wifi_profile_removal_minutes
-                    )),
-                    next_attempt_at: Some(Utc::now() + removal_after),
-                };
-                stored(row.id, || state.store.insert_action(&removal)).await?;
-                crate::metrics::action_entered(
-                    ActionRecordKind::RemoveWifiProfile.as_str(),
-                    ActionState::Pending.as_str(),
-                );
+                schedule_wifi_removal(state, row, &device, &integration, mdm).await?;
             }
-            let receipt_json = serde_json::to_value(&receipt).unwrap_or_default();
-            let note = format!(
-                "sent to MDM `{}` (attempt {}, {} ms)",
-                integration.name,
-                row.attempts,
-                started.elapsed().as_millis()
-            );
-            transition(
-                state,
-                row.id,
-                Transition::new(row.state, ActionState::Sent, note).receipt(receipt_json),
-            )
-            .await?;
+            record_sent(state, row, &integration.name, &receipt, started).await?;
             tracing::info!(
                 tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, device_id = device.id,
                 command = command.as_str(), "Action sent"
@@ -472,6 +445,112 @@ async fn try_execute(
         }
         Err(e) => record_failure(state, settings, row, &integration.name, e).await,
     }
+}
+
+/// Looks the device up at its MDM right before a destructive action and
+/// stores what it learns (under `mask_pii`); `device` takes the fresh
+/// ownership. `Some(reason)`: the action must be skipped (the MDM no longer
+/// has the device, or its record is another device now).
+async fn fresh_facts(
+    state: &Dispatcher,
+    row: &StoredAction,
+    integration: &crate::sync::Integration,
+    device: &mut StoredDevice,
+) -> Result<Option<String>, AdapterError> {
+    let id = DeviceIdentifier::MdmDeviceId(device.mdm_device_id.clone());
+    let Some(fresh) = integration.adapter.lookup_device(&id).await? else {
+        return Ok(Some(
+            "the MDM no longer has the device (checked right before sending)".into(),
+        ));
+    };
+    if let Some(reason) = identity_changed(device, &fresh) {
+        return Ok(Some(reason));
+    }
+    device.ownership = fresh.ownership;
+    // Stored under `mask_pii` like a sync stores it (device name included).
+    if let Err(e) = integration.store_found_device(&state.store, fresh).await {
+        tracing::warn!(action_id = row.id, error = %e, "Cannot store the fresh device facts");
+    }
+    Ok(None)
+}
+
+/// A disconnect while the profile of an earlier one is still installed
+/// extends that profile's removal instead of sending again: `Some(reason)`
+/// to skip this action with, when it did.
+async fn extend_wifi_removal(
+    state: &Dispatcher,
+    row: &StoredAction,
+    device: &StoredDevice,
+    mdm: &crate::config::MdmConfig,
+) -> Result<Option<String>, StoreError> {
+    let Some(active) = state.store.active_wifi_removal(device.id).await? else {
+        return Ok(None);
+    };
+    let due = Utc::now() + removal_delay(mdm);
+    let note = format!("extended to {due} by action {}", row.id);
+    let extended = stored(row.id, || {
+        state.store.reschedule_action(active.id, due, &note)
+    })
+    .await?;
+    Ok(extended.then(|| format!("the disconnect-Wi-Fi profile is still installed (removal action {}); its removal was extended to {due}", active.id)))
+}
+
+fn removal_delay(mdm: &crate::config::MdmConfig) -> chrono::Duration {
+    chrono::Duration::minutes(i64::from(mdm.wifi_profile_removal_minutes))
+}
+
+/// Records the follow-up that removes a disconnect-Wi-Fi profile again
+/// after `wifi_profile_removal_minutes` (a durable row: it survives restarts).
+async fn schedule_wifi_removal(
+    state: &Dispatcher,
+    row: &StoredAction,
+    device: &StoredDevice,
+    integration: &crate::sync::Integration,
+    mdm: &crate::config::MdmConfig,
+) -> Result<(), StoreError> {
+    let removal = NewAction {
+        tenant_id: row.tenant_id.clone(),
+        event_id: None,
+        device_id: Some(device.id),
+        mdm_id: Some(integration.mdm_id),
+        kind: ActionRecordKind::RemoveWifiProfile,
+        parent_action_id: Some(row.id),
+        state: ActionState::Pending,
+        reason: Some(format!(
+            "removes the disconnect-Wi-Fi profile of action {} after {} minutes",
+            row.id, mdm.wifi_profile_removal_minutes
+        )),
+        next_attempt_at: Some(Utc::now() + removal_delay(mdm)),
+    };
+    stored(row.id, || state.store.insert_action(&removal)).await?;
+    crate::metrics::action_entered(
+        ActionRecordKind::RemoveWifiProfile.as_str(),
+        ActionState::Pending.as_str(),
+    );
+    Ok(())
+}
+
+/// Moves a row to `sent` with the MDM's receipt.
+async fn record_sent(
+    state: &Dispatcher,
+    row: &StoredAction,
+    mdm: &str,
+    receipt: &mtd_adapter::Receipt,
+    started: std::time::Instant,
+) -> Result<(), StoreError> {
+    let receipt_json = serde_json::to_value(receipt).unwrap_or_default();
+    let note = format!(
+        "sent to MDM `{mdm}` (attempt {}, {} ms)",
+        row.attempts,
+        started.elapsed().as_millis()
+    );
+    transition(
+        state,
+        row.id,
+        Transition::new(row.state, ActionState::Sent, note).receipt(receipt_json),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn record_failure(

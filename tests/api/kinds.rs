@@ -2,6 +2,7 @@
 //! sync.rs and actions.rs), and the destructive-action safety nets.
 
 use crate::support::*;
+use mtd_connector::dispatch::Dispatched;
 use mtd_connector::sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -332,7 +333,9 @@ async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
         assert!(Instant::now() < deadline, "not all cancelled");
     }
     sim.core().clear_faults();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Drain what is due instead of waiting for the background loop: nothing is.
+    let dispatch = &app.state.dispatch;
+    while dispatch.try_dispatch_next(&fast_dispatch()).await.unwrap() == Dispatched::One {}
     let rows = actions(&env).await;
     assert!(rows.iter().all(|a| a.state == "cancelled"), "{rows:#?}");
     for (_, id, _) in &targets {
