@@ -479,7 +479,7 @@ impl SyncEngine {
         &self,
         tenant: &str,
         ids: &[DeviceIdentifier],
-    ) -> Result<Option<crate::store::StoredDevice>, LookupError> {
+    ) -> Result<Option<crate::store::StoredDevice>, StoreError> {
         self.inner.ondemand.find_known(tenant, ids).await
     }
 }

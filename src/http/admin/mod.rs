@@ -332,9 +332,9 @@ async fn sync(
                 SyncError::UnknownMdm { .. } => {
                     AdminError::param("mdm", "the tenant has no MDM of that name")
                 }
-                SyncError::ShuttingDown => AdminError::Api(super::ApiError::Unavailable(
-                    "the sync engine is shutting down".into(),
-                )),
+                e @ SyncError::ShuttingDown => {
+                    AdminError::Api(super::ApiError::Unavailable(Box::new(e)))
+                }
                 SyncError::Store(e) => e.into(),
             })?
     };
@@ -535,7 +535,5 @@ async fn status(
 }
 
 fn internal(e: serde_json::Error) -> AdminError {
-    AdminError::Api(super::ApiError::Internal(format!(
-        "cannot serialise an action: {e}"
-    )))
+    AdminError::Api(super::ApiError::Internal(Box::new(e)))
 }
