@@ -464,10 +464,7 @@ mod tests {
         )
         .await
         .expect("answered at once");
-        assert!(
-            matches!(&answer, Err(IngestError::QueueFull)),
-            "{answer:?}"
-        );
+        assert!(matches!(&answer, Err(IngestError::QueueFull)), "{answer:?}");
         for w in waiting {
             w.abort();
         }

@@ -166,8 +166,11 @@ pub(crate) async fn full_sync(
     crate::metrics::sync_run(i.kind.as_str(), outcome_label(outcome), report.duration);
     match &report.error {
         None => tracing::info!(
-            added = counts.added, updated = counts.updated, removed = counts.removed,
-            skipped = counts.skipped, held_removals = counts.held_removals,
+            added = counts.added,
+            updated = counts.updated,
+            removed = counts.removed,
+            skipped = counts.skipped,
+            held_removals = counts.held_removals,
             seconds = report.duration.as_secs_f64(),
             "Full sync succeeded"
         ),
@@ -431,7 +434,11 @@ async fn decide_removals(
     let removed = ctx.store.remove_unseen(i.mdm_id, run_id).await?;
     counts.removed = removed.devices;
     if removed.users + removed.groups > 0 {
-        tracing::info!(users = removed.users, groups = removed.groups, "Users and groups no longer listed were removed");
+        tracing::info!(
+            users = removed.users,
+            groups = removed.groups,
+            "Users and groups no longer listed were removed"
+        );
     }
     Ok(counts)
 }
