@@ -152,7 +152,7 @@ async fn list_tenants(_: AdminAuth, State(state): State<AppState>, RawQuery(q): 
         .list_tenants()
         .await?
         .into_iter()
-        .filter(|t| after.as_deref().map_or(true, |a| t.id.as_str() > a))
+        .filter(|t| after.as_deref().is_none_or(|a| t.id.as_str() > a))
         .take(limit + 1)
         .collect();
     let next_cursor = if rows.len() > limit {
