@@ -25,7 +25,7 @@ use tracing::Level;
 /// What every handler can reach: the services, shared.
 pub type AppState = std::sync::Arc<crate::context::Services>;
 
-/// All routes of the daemon, each request in a span of its own (see [`request_span`]).
+/// All routes of the daemon, each request in a span of its own (see `request_span`).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
