@@ -145,10 +145,30 @@ impl App {
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight
     /// requests and background tasks finish within [`GRACE`], closes the store.
+    /// A server that ends before `shutdown` (an error, a panic) is logged at
+    /// ERROR at once and stops the daemon the same way, with that error (the
+    /// CLI exits non-zero).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.run_serving(shutdown, |listener, state, cancel| {
+            let limits = http::ServeLimits::from(&state.config.load().server);
+            http::serve(listener, http::router(state), limits, cancel)
+        })
+        .await
+    }
+
+    /// [`App::run_until`] with the HTTP server `serve` makes (tests give one that fails).
+    async fn run_serving<S, F>(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        serve: S,
+    ) -> std::io::Result<()>
+    where
+        S: FnOnce(TcpListener, std::sync::Arc<Services>, CancellationToken) -> F,
+        F: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
         let App {
             listener,
             state,
@@ -167,13 +187,32 @@ impl App {
         state
             .ingest
             .start(deferred_every, cancel.clone(), writer_stop.clone(), &tasks);
-        let router = http::router(std::sync::Arc::new(state.clone()));
-        let limits = http::ServeLimits::from(&state.config.load().server);
-        let server = tokio::spawn(http::serve(listener, router, limits, cancel.clone()));
+        let mut server = tokio::spawn(serve(
+            listener,
+            std::sync::Arc::new(state.clone()),
+            cancel.clone(),
+        ));
 
-        shutdown.await;
+        // The server ends only when told to: ending before that (an error, a
+        // panic) is noticed now, not at the next restart, and stops the daemon.
+        let died = tokio::select! {
+            _ = shutdown => None,
+            served = &mut server => Some(early_death(served)),
+        };
         cancel.cancel();
         tasks.close();
+        if let Some(error) = died {
+            tracing::error!(error = %error, "The HTTP server stopped on its own; stopping the daemon");
+            writer_stop.cancel();
+            if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
+                tracing::warn!(
+                    grace_seconds = GRACE.as_secs(),
+                    "Background work did not finish within the grace period; stopping anyway"
+                );
+            }
+            state.store.close().await;
+            return Err(error);
+        }
         let drained = tokio::time::timeout(GRACE, async {
             let served = server.await;
             writer_stop.cancel();
@@ -192,5 +231,63 @@ impl App {
         }
         state.store.close().await;
         Ok(())
+    }
+}
+
+/// The error `run_until` returns for a server task that ended before shutdown.
+fn early_death(served: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Error {
+    match served {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => std::io::Error::other("the HTTP server stopped before shutdown"),
+        Err(e) => std::io::Error::other(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    async fn app(dir: &Path) -> App {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let mut config = crate::config::load(&example).expect("the example config loads");
+        config.store.path = dir.join("store.db");
+        // No MDM to sync with: only the server matters here.
+        config.tenants.clear();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        App::build_with_listener(config, Some(listener))
+            .await
+            .expect("the app builds")
+    }
+
+    /// A shutdown that never comes: the daemon must stop on its own.
+    fn never() -> impl Future<Output = ()> + Send + 'static {
+        std::future::pending()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_fails_early_stops_the_daemon_at_once_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        let run = app.run_serving(never(), |_, _, _| async {
+            Err(std::io::Error::other("the listener broke"))
+        });
+        let result = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("noticed at once, not at shutdown");
+        let error = result.expect_err("an error, for a non-zero exit");
+        assert!(error.to_string().contains("the listener broke"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_server_task_that_panics_stops_the_daemon_at_once_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        let run = app.run_serving(never(), |_, _, _| async { panic!("a bug in the server") });
+        let result = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("noticed at once, not at shutdown");
+        assert!(result.is_err());
     }
 }

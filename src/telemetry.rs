@@ -42,5 +42,5 @@ pub fn init_with_default(format: LogFormat, default: &str) {
 
 /// Whether the log may carry ANSI colours: only on a terminal (https://no-color.org).
 fn colours() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -975,7 +975,7 @@ async fn the_data_set_is_deterministic_for_a_seed_and_has_realistic_variety() {
     let users = a.sim.soti().unwrap().users();
     let without_email = users
         .iter()
-        .filter(|u| u.user.get("Email").map_or(true, Value::is_null))
+        .filter(|u| u.user.get("Email").is_none_or(Value::is_null))
         .count();
     assert!(without_email > 20, "{without_email} users without email");
     assert!(count(&|d| d.get("$type").is_some()) > 300);

@@ -62,7 +62,7 @@ impl IntegrationHealth {
             return;
         };
         self.with(|b| {
-            if b.rate_limited_until.map_or(true, |t| t < until) {
+            if b.rate_limited_until.is_none_or(|t| t < until) {
                 b.rate_limited_until = Some(until);
             }
         })

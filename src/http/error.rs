@@ -6,6 +6,7 @@
 //! request span, never to the client.
 
 use crate::ingest::{FieldError, IngestError};
+use crate::store::StoreError;
 use axum::http::header::{CONNECTION, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,9 @@ use std::time::Duration;
 
 /// How long clients are told to wait when the store cannot take writes.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The cause of a server-side failure, kept for the log (and its `source()` chain).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,12 +45,14 @@ pub enum ApiError {
     /// An MDM could not be asked; the client should retry after the delay.
     #[error("MDM unavailable")]
     MdmUnavailable { retry_after: Duration },
-    /// The store cannot take writes (disk full, read-only, locked): try again later.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or an unexpected failure: the client gets a generic body.
+    /// The store cannot take writes (disk full, read-only, locked) or the
+    /// service is stopping: try again later.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// A bug or an unexpected failure (a corrupt row, a panicked task): the
+    /// client gets a generic body.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] BoxError),
 }
 
 impl ApiError {
@@ -86,9 +92,22 @@ impl From<FieldError> for ApiError {
 
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
-        match e {
-            IngestError::Unavailable(cause) => ApiError::Unavailable(cause),
-            IngestError::Internal(cause) => ApiError::Internal(cause),
+        if e.is_unavailable() {
+            ApiError::Unavailable(Box::new(e))
+        } else {
+            ApiError::Internal(Box::new(e))
+        }
+    }
+}
+
+/// 503 when the store cannot take the request now ([`StoreError::is_unavailable`]),
+/// else 500: a corrupt row or a refused write does not get better by retrying.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(Box::new(e))
+        } else {
+            ApiError::Internal(Box::new(e))
         }
     }
 }
@@ -173,4 +192,61 @@ fn with_retry_after(mut response: Response, after: Duration) -> Response {
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn corrupt() -> StoreError {
+        StoreError::Corrupt("action state `sideways`".into())
+    }
+
+    fn locked() -> StoreError {
+        // What sqlx reports when the pool cannot hand out a connection in time.
+        StoreError::Database(sqlx::Error::PoolTimedOut)
+    }
+
+    fn answer(e: impl Into<ApiError>) -> Response {
+        e.into().into_response()
+    }
+
+    #[test]
+    fn a_store_error_that_retrying_cannot_fix_is_a_500_without_retry_after() {
+        for response in [
+            answer(corrupt()),
+            answer(IngestError::from(corrupt())),
+            answer(IngestError::store(Arc::new(corrupt()))),
+        ] {
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(response.headers().get(RETRY_AFTER).is_none());
+        }
+    }
+
+    #[test]
+    fn an_unavailable_store_is_a_503_with_retry_after() {
+        assert!(locked().is_unavailable());
+        for response in [
+            answer(locked()),
+            answer(IngestError::from(locked())),
+            answer(IngestError::QueueFull),
+            answer(IngestError::WriterStopped),
+        ] {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[RETRY_AFTER], "5");
+        }
+    }
+
+    #[test]
+    fn the_cause_is_kept_as_the_source() {
+        let e = ApiError::from(IngestError::from(corrupt()));
+        let ingest = std::error::Error::source(&e).expect("a source");
+        // Shared between the requests of one failed commit, hence the Arc.
+        let store = ingest.source().expect("the store error");
+        assert!(matches!(
+            store.downcast_ref::<Arc<StoreError>>().map(|e| &**e),
+            Some(StoreError::Corrupt(_))
+        ));
+    }
 }

@@ -17,12 +17,15 @@ pub use crate::ingest::sign_agent_request;
 pub use error::ApiError;
 pub use serve::{serve, ServeLimits};
 
+use axum::extract::{MatchedPath, Request};
 use axum::Router;
+use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 /// What every handler can reach: the services, shared.
 pub type AppState = std::sync::Arc<crate::context::Services>;
 
-/// All routes of the daemon.
+/// All routes of the daemon, each request in a span of its own (see `request_span`).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
@@ -30,5 +33,26 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(agent::routes())
         .merge(admin::routes())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // "Started" and "finished" only at DEBUG: no INFO line per request.
+                .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // The handler logs a 500's cause at ERROR and a 503's at WARN;
+                // another line per failed request would only repeat it.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
+}
+
+/// The span of a request: its method and the route it matched (`/v1/admin/tenants/{tenant}`),
+/// never the raw URI (ids, query strings) nor a header (the agent's signature
+/// and the admin token must not reach the log).
+fn request_span(request: &Request) -> tracing::Span {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), path)
 }

@@ -24,6 +24,7 @@ use crate::store::{ActionRecordKind, EventIdentifiers, NewEvent, StoreError, Sto
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
@@ -93,22 +94,53 @@ pub struct IngestOutcome {
     pub duplicates: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why an agent request could not be served. The variant says the answer
+/// (503 with `Retry-After`, or 500); each keeps its cause for the log.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
     /// The store cannot take writes now (disk full, read-only, locked): 503.
+    /// Shared: one failed commit answers every request of its group.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Arc<StoreError>),
+    /// The writer's queue is full: 503.
+    #[error("the ingest queue is full")]
+    QueueFull,
+    /// The writer has stopped (shutdown): 503.
+    #[error("the ingest writer has stopped")]
+    WriterStopped,
+    /// A store error a retry would not fix (a corrupt row, a refused write): 500.
     #[error("internal: {0}")]
-    Internal(String),
+    Internal(#[source] Arc<StoreError>),
+    /// A task doing the request's work panicked (a bug): 500.
+    #[error("internal: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
+}
+
+impl IngestError {
+    /// [`IngestError::Unavailable`] or [`IngestError::Internal`], as
+    /// [`StoreError::is_unavailable`] says.
+    pub fn store(e: Arc<StoreError>) -> Self {
+        if e.is_unavailable() {
+            IngestError::Unavailable(e)
+        } else {
+            IngestError::Internal(e)
+        }
+    }
+
+    /// Whether the client should try again later (503) rather than this being a bug (500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            IngestError::Unavailable(_) | IngestError::QueueFull | IngestError::WriterStopped => {
+                true
+            }
+            IngestError::Internal(_) | IngestError::Task(_) => false,
+        }
+    }
 }
 
 impl From<StoreError> for IngestError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            IngestError::Unavailable(e.to_string())
-        } else {
-            IngestError::Internal(e.to_string())
-        }
+        IngestError::store(Arc::new(e))
     }
 }
 
@@ -129,8 +161,9 @@ pub async fn activate(
         Err(LookupError::Unavailable { retry_after, .. }) => Ok(ActivateOutcome::MdmUnavailable {
             retry_after: retry_after.unwrap_or(Duration::from_secs(30)),
         }),
-        Err(LookupError::Store(e)) => Err(IngestError::Unavailable(e)),
         Err(LookupError::NoIdentifier) => Ok(ActivateOutcome::NotEnrolled),
+        Err(LookupError::Store(e)) => Err(IngestError::store(e)),
+        Err(LookupError::Task(e)) => Err(IngestError::Task(e)),
     }
 }
 
@@ -308,7 +341,7 @@ async fn resolve_all(
                 } else {
                     match state.sync.find_known(tenant, &ids).await {
                         Ok(found) => found.map(|d| Resolved::Found(Box::new(d))),
-                        Err(e) => return Err(IngestError::Unavailable(e.to_string())),
+                        Err(e) => return Err(e.into()),
                     }
                 };
                 distinct.push((ids, known));
@@ -361,7 +394,8 @@ async fn resolve(
         Ok(Ok(LookupOutcome::NotEnrolled)) | Ok(Err(LookupError::NoIdentifier)) => {
             Ok(Resolved::NotEnrolled)
         }
-        Ok(Err(LookupError::Store(e))) => Err(IngestError::Unavailable(e)),
+        Ok(Err(LookupError::Store(e))) => Err(IngestError::store(e)),
+        Ok(Err(LookupError::Task(e))) => Err(IngestError::Task(e)),
         Ok(Err(e)) => {
             tracing::warn!(tenant, error = %e, "Device lookup failed; the event is kept and decided when the device is known");
             Ok(Resolved::Failed)

@@ -99,17 +99,13 @@ impl IngestQueue {
         self.sender
             .try_send(Job { request, reply })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    IngestError::Unavailable("the ingest queue is full".into())
-                }
-                mpsc::error::TrySendError::Closed(_) => {
-                    IngestError::Unavailable("the ingest writer has stopped".into())
-                }
+                mpsc::error::TrySendError::Full(_) => IngestError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => IngestError::WriterStopped,
             })?;
         // The writer answers every job it takes; a dropped sender means it stopped.
         answer
             .await
-            .unwrap_or_else(|_| Err(IngestError::Unavailable("the ingest writer stopped".into())))
+            .unwrap_or_else(|_| Err(IngestError::WriterStopped))
     }
 }
 
@@ -209,7 +205,7 @@ impl Writer {
                 Ok(conn) => self.conn.insert(conn).clone(),
                 Err(e) => {
                     tracing::warn!(error = %e, "The ingest writer cannot open its connection");
-                    return answer_all_failed(group, &e);
+                    return answer_all_failed(group, e);
                 }
             },
         };
@@ -218,7 +214,7 @@ impl Writer {
             Ok(written) => self.answer(group, written),
             Err(e) if e.is_unavailable() || group.len() == 1 => {
                 self.forget_broken_connection(&e).await;
-                answer_all_failed(group, &e);
+                answer_all_failed(group, e);
             }
             Err(e) => {
                 tracing::warn!(requests = group.len(), error = %e, "A group of event posts failed; writing its requests one by one");
@@ -227,7 +223,7 @@ impl Writer {
                         Ok(written) => self.answer(vec![job], written),
                         Err(e) => {
                             self.forget_broken_connection(&e).await;
-                            answer_all_failed(vec![job], &e);
+                            answer_all_failed(vec![job], e);
                         }
                     }
                 }
@@ -274,14 +270,10 @@ impl Writer {
     }
 }
 
-fn answer_all_failed(group: Vec<Job>, e: &StoreError) {
+fn answer_all_failed(group: Vec<Job>, e: StoreError) {
+    let error = IngestError::store(Arc::new(e));
     for job in group {
-        let error = if e.is_unavailable() {
-            IngestError::Unavailable(e.to_string())
-        } else {
-            IngestError::Internal(e.to_string())
-        };
-        let _ = job.reply.send(Err(error));
+        let _ = job.reply.send(Err(error.clone()));
     }
 }
 
@@ -472,10 +464,7 @@ mod tests {
         )
         .await
         .expect("answered at once");
-        assert!(
-            matches!(&answer, Err(IngestError::Unavailable(m)) if m.contains("full")),
-            "{answer:?}"
-        );
+        assert!(matches!(&answer, Err(IngestError::QueueFull)), "{answer:?}");
         for w in waiting {
             w.abort();
         }
@@ -502,7 +491,7 @@ mod tests {
         assert_eq!(queued.await.unwrap().unwrap(), IngestOutcome::default());
         assert!(matches!(
             queue.submit(empty_request()).await,
-            Err(IngestError::Unavailable(_))
+            Err(IngestError::WriterStopped)
         ));
     }
 }

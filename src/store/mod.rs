@@ -231,7 +231,7 @@ impl Store {
     ///
     /// It does not take SQLite's write lock when the daemon's own writers
     /// prove the point: when one took the lock recently, the check waits (at
-    /// most [`WRITER_EVIDENCE_WAIT`]) for the next one to take it after the
+    /// most `WRITER_EVIDENCE_WAIT`) for the next one to take it after the
     /// check began. Otherwise it probes: on its own connection (never one of
     /// the pool's, which serve the API), it takes the lock, writes one row
     /// and rolls back, waiting at most the busy timeout; callers that arrive

@@ -7,7 +7,7 @@
 //! during a run are coalesced into one follow-up run (atuin's sync loop). The
 //! schedule is one timer task per integration on tokio's monotonic clock,
 //! with a random offset (a wall-clock jump cannot stop it; see
-//! [`worker::next_due`]).
+//! `worker::next_due`).
 //! On-demand lookups (agent activation, an event for an unknown device) do
 //! not queue behind a running full sync: they go straight to the adapters
 //! through [`ondemand`], with single flight and a short miss cache.
@@ -478,7 +478,7 @@ impl SyncEngine {
         &self,
         tenant: &str,
         ids: &[DeviceIdentifier],
-    ) -> Result<Option<crate::store::StoredDevice>, LookupError> {
+    ) -> Result<Option<crate::store::StoredDevice>, StoreError> {
         self.inner.ondemand.find_known(tenant, ids).await
     }
 }

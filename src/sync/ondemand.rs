@@ -35,15 +35,20 @@ pub enum LookupError {
         retry_after: Option<Duration>,
         message: String,
     },
+    /// The store failed; [`StoreError::is_unavailable`] tells "try again
+    /// later" from a bug. Shared: every caller of one lookup gets it.
     #[error("store: {0}")]
-    Store(String),
+    Store(#[source] Arc<StoreError>),
+    /// The lookup's task panicked (a bug).
+    #[error("the lookup task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
     #[error("no identifier given")]
     NoIdentifier,
 }
 
 impl From<StoreError> for LookupError {
     fn from(e: StoreError) -> Self {
-        LookupError::Store(e.to_string())
+        LookupError::Store(Arc::new(e))
     }
 }
 
@@ -154,8 +159,8 @@ impl OnDemand {
         &self,
         tenant: &str,
         ids: &[DeviceIdentifier],
-    ) -> Result<Option<StoredDevice>, LookupError> {
-        Ok(find_in_store(&self.state.store, tenant, ids).await?)
+    ) -> Result<Option<StoredDevice>, StoreError> {
+        find_in_store(&self.state.store, tenant, ids).await
     }
 
     pub async fn lookup(
@@ -207,9 +212,8 @@ impl OnDemand {
                         result
                     });
                     async move {
-                        task.await.unwrap_or_else(|e| {
-                            Err(LookupError::Store(format!("the lookup task failed: {e}")))
-                        })
+                        task.await
+                            .unwrap_or_else(|e| Err(LookupError::Task(Arc::new(e))))
                     }
                     .boxed()
                     .shared()

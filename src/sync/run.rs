@@ -81,6 +81,14 @@ struct Listed {
     skipped: u64,
 }
 
+/// One full sync of an integration. Its span carries the tenant, the MDM and
+/// (once recorded) the run's id, so the lines logged inside it (the adapter's
+/// too) need not repeat them.
+#[tracing::instrument(
+    name = "full_sync",
+    skip_all,
+    fields(tenant = %ctx.integration.tenant_id, mdm = %ctx.integration.name, run_id)
+)]
 pub(crate) async fn full_sync(
     ctx: &WorkerCtx,
     trigger: SyncTrigger,
@@ -108,7 +116,7 @@ pub(crate) async fn full_sync(
     let run_id = match ctx.store.start_sync_run(i.mdm_id, trigger).await {
         Ok(id) => id,
         Err(e) => {
-            tracing::error!(tenant = %i.tenant_id, mdm = %i.name, error = %e, "Cannot record the start of a full sync");
+            tracing::error!(error = %e, "Cannot record the start of a full sync");
             report.error = Some(format!("store: {e}"));
             crate::metrics::sync_run(
                 i.kind.as_str(),
@@ -119,7 +127,8 @@ pub(crate) async fn full_sync(
         }
     };
     report.run_id = Some(run_id);
-    tracing::info!(tenant = %i.tenant_id, mdm = %i.name, run_id, trigger = trigger.as_str(), "Full sync started");
+    tracing::Span::current().record("run_id", run_id);
+    tracing::info!(trigger = trigger.as_str(), "Full sync started");
 
     let listed = list_everything(ctx, run_id, progress.as_ref(), cancel).await;
     let (outcome, counts, error) = match listed {
@@ -128,7 +137,7 @@ pub(crate) async fn full_sync(
             report.collisions = listed.counts.collisions;
             if report.collisions > 0 {
                 tracing::warn!(
-                    tenant = %i.tenant_id, mdm = %i.name, run_id, devices = report.collisions,
+                    devices = report.collisions,
                     "Identity collisions: devices share a serial, IMEI, UDID or MAC; both records are kept and flagged, lookups take the most recently checked-in one"
                 );
             }
@@ -159,20 +168,22 @@ pub(crate) async fn full_sync(
         .finish_sync_run(run_id, outcome, counts, report.error.as_deref())
         .await
     {
-        tracing::error!(tenant = %i.tenant_id, mdm = %i.name, run_id, error = %e, "Cannot record the end of a full sync");
+        tracing::error!(error = %e, "Cannot record the end of a full sync");
     }
     report.duration = started.elapsed();
     crate::metrics::sync_run(i.kind.as_str(), outcome_label(outcome), report.duration);
     match &report.error {
         None => tracing::info!(
-            tenant = %i.tenant_id, mdm = %i.name, run_id,
-            added = counts.added, updated = counts.updated, removed = counts.removed,
-            skipped = counts.skipped, held_removals = counts.held_removals,
+            added = counts.added,
+            updated = counts.updated,
+            removed = counts.removed,
+            skipped = counts.skipped,
+            held_removals = counts.held_removals,
             seconds = report.duration.as_secs_f64(),
             "Full sync succeeded"
         ),
         Some(e) => tracing::warn!(
-            tenant = %i.tenant_id, mdm = %i.name, run_id, error_class = report.error_class.unwrap_or("unknown"),
+            error_class = report.error_class.unwrap_or("unknown"),
             error = %e, "Full sync failed; nothing was removed"
         ),
     }
@@ -305,7 +316,7 @@ async fn list_everything(
             listed.total += n;
             listed.skipped += page.skipped;
             if let Some(reason) = &page.skip_reason {
-                tracing::info!(tenant = %i.tenant_id, mdm = %i.name, skipped = page.skipped, reason = %reason, "Records skipped");
+                tracing::info!(skipped = page.skipped, reason = %reason, "Records skipped");
             }
             let $items = &page.items;
             // Not raced with `cancel`: one page's transaction is short, and
@@ -419,19 +430,23 @@ async fn decide_removals(
         if !confirmed {
             counts.held_removals = unseen.devices + unseen.users;
             tracing::error!(
-                tenant = %i.tenant_id, mdm = %i.name, run_id, held_devices = unseen.devices, held_users = unseen.users,
+                held_devices = unseen.devices, held_users = unseen.users,
                 reason = %reason,
                 "Removals held: check the MDM; the next complete sync that confirms the absence applies them"
             );
             report.held_reason = Some(reason);
             return Ok(counts);
         }
-        tracing::warn!(tenant = %i.tenant_id, mdm = %i.name, run_id, reason = %reason, "A second complete sync confirms the held removals; applying them");
+        tracing::warn!(reason = %reason, "A second complete sync confirms the held removals; applying them");
     }
     let removed = ctx.store.remove_unseen(i.mdm_id, run_id).await?;
     counts.removed = removed.devices;
     if removed.users + removed.groups > 0 {
-        tracing::info!(tenant = %i.tenant_id, mdm = %i.name, run_id, users = removed.users, groups = removed.groups, "Users and groups no longer listed were removed");
+        tracing::info!(
+            users = removed.users,
+            groups = removed.groups,
+            "Users and groups no longer listed were removed"
+        );
     }
     Ok(counts)
 }

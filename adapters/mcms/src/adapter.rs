@@ -248,7 +248,7 @@ impl McmsAdapter {
             }
             let read_so_far = (u64::from(page) + 1) * page_size;
             let more = n == page_size
-                && raw.total.map_or(true, |total| read_so_far < total)
+                && raw.total.is_none_or(|total| read_so_far < total)
                 && page < u32::MAX;
             // n > page_size: the server ignored paging and sent everything.
             let mut out = map_page(&self.config.name, listing, raw.items, map);

@@ -45,11 +45,7 @@ impl AdminError {
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
-        AdminError::Api(if e.is_unavailable() {
-            ApiError::Unavailable(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
-        })
+        AdminError::Api(e.into())
     }
 }
 

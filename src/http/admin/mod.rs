@@ -152,7 +152,7 @@ async fn list_tenants(_: AdminAuth, State(state): State<AppState>, RawQuery(q): 
         .list_tenants()
         .await?
         .into_iter()
-        .filter(|t| after.as_deref().map_or(true, |a| t.id.as_str() > a))
+        .filter(|t| after.as_deref().is_none_or(|a| t.id.as_str() > a))
         .take(limit + 1)
         .collect();
     let next_cursor = if rows.len() > limit {
@@ -332,9 +332,9 @@ async fn sync(
                 SyncError::UnknownMdm { .. } => {
                     AdminError::param("mdm", "the tenant has no MDM of that name")
                 }
-                SyncError::ShuttingDown => AdminError::Api(super::ApiError::Unavailable(
-                    "the sync engine is shutting down".into(),
-                )),
+                e @ SyncError::ShuttingDown => {
+                    AdminError::Api(super::ApiError::Unavailable(Box::new(e)))
+                }
                 SyncError::Store(e) => e.into(),
             })?
     };
@@ -535,7 +535,5 @@ async fn status(
 }
 
 fn internal(e: serde_json::Error) -> AdminError {
-    AdminError::Api(super::ApiError::Internal(format!(
-        "cannot serialise an action: {e}"
-    )))
+    AdminError::Api(super::ApiError::Internal(Box::new(e)))
 }

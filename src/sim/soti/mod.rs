@@ -689,7 +689,7 @@ async fn list_devices(
     let group = soti_value(&params, "path");
     let devices = read(&state.devices);
     let matching = devices.iter().filter(|d| {
-        group.as_deref().map_or(true, |g| in_group(d, g, false)) && filter::matches_pairs(d, &pairs)
+        group.as_deref().is_none_or(|g| in_group(d, g, false)) && filter::matches_pairs(d, &pairs)
     });
     Json(page(matching, skip, take)).into_response()
 }
@@ -780,8 +780,8 @@ async fn search_devices(
     let matching = devices.iter().filter(|d| {
         group
             .as_deref()
-            .map_or(true, |g| in_group(d, g, include_subgroups))
-            && expr.as_ref().map_or(true, |e| e.matches(d))
+            .is_none_or(|g| in_group(d, g, include_subgroups))
+            && expr.as_ref().is_none_or(|e| e.matches(d))
     });
     Json(page(matching, skip, take)).into_response()
 }
