@@ -18,7 +18,7 @@ use mtd_adapter::{
     DeviceIdentifier, MdmAdapter, MdmCommand, Platform, Secret,
 };
 use mtd_adapter_soti::{SotiAdapter, SotiConfig, SotiCredentials};
-use mtd_connector::sim::{
+use mtd_sim::{
     soti::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME},
     Fault, RecordedRequest, SimKind, SimOptions, Simulator, SotiState,
 };

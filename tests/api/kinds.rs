@@ -2,7 +2,7 @@
 //! sync.rs and actions.rs), and the destructive-action safety nets.
 
 use crate::support::*;
-use mtd_connector::sim::{Fault, SimKind};
+use mtd_sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

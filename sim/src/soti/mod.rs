@@ -22,7 +22,7 @@
 //! "HelpLink"}`; 401/403/5xx `{"ErrorMessage"}` (the spec's "API Errors").
 //!
 //! Control API under `http://ADDR/_sim/soti` (JSON), besides the shared
-//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::sim::core`]):
+//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `POST /tokens/expire`; `PUT /tokens/lifetime` `{"seconds":N}`;
 //! `GET|POST /devices` (list / add one device object);
 //! `POST /devices/generate` `{"count":N}`; `GET|PUT|PATCH|DELETE

@@ -412,7 +412,7 @@ fn ascii_fold(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::util::normalize_mac;
+    use crate::util::normalize_mac;
 
     #[test]
     fn the_same_seed_gives_the_same_devices_and_another_seed_does_not() {

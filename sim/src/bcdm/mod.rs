@@ -31,7 +31,7 @@
 //! `{"error":"forbidden"}`. Every error is `{"error","message"}`.
 //!
 //! Control API under `http://ADDR/_sim/bcdm` (JSON), besides the shared
-//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::sim::core`]):
+//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `GET|POST /devices` (list / add one device); `POST /devices/generate`
 //! `{"count":N,"platform":"iOS"}` (platform optional: the seeded mix);
 //! `GET|PUT|PATCH|DELETE /devices/{device_id}`; `GET|POST /users`;

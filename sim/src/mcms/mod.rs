@@ -32,7 +32,7 @@
 //! request has none).
 //!
 //! Control API under `http://ADDR/_sim/mcms` (JSON), besides the shared
-//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::sim::core`]):
+//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `GET|PUT /rate-limit` (`{"limit","window_seconds"}`; a PUT starts a fresh
 //! window); `PUT /credentials` (`{"username","password","api_key"}`, each
 //! optional); `GET|POST /devices` (list / add one device object, `Id`

@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use crate::sim::soti::seed::luhn_check_digit;
+use crate::soti::seed::luhn_check_digit;
 
 /// An organisation group: id, name, short code, type, parent id.
 pub(crate) struct OrgGroup {
