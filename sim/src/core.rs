@@ -771,6 +771,28 @@ async fn clear_faults(State(core): State<Arc<SimCore>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// Why a control operation failed (every vendor's control API answers with it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no such device or user")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ControlError::NotFound => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        control_error(status, &self.to_string())
+    }
+}
+
 /// Errors of the control API (not a vendor shape: `{"error": "…"}`).
 pub(crate) fn control_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()

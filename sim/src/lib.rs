@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use self::bcdm::{BcdmOptions, BcdmState};
-pub use self::core::{ActiveFault, Fault, RecordedAction, RecordedRequest, SimCore};
+pub use self::core::{ActiveFault, ControlError, Fault, RecordedAction, RecordedRequest, SimCore};
 pub use self::mcms::{McmsOptions, McmsState};
 pub use self::soti::{SotiOptions, SotiState};
 

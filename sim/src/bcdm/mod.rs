@@ -72,9 +72,11 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+pub use crate::core::ControlError;
+
 use self::seed::Seeder;
 use super::{
-    core::{self, control_error, vendor_middleware, RecordedAction, SimCore},
+    core::{self, vendor_middleware, RecordedAction, SimCore},
     util::normalize_mac,
     SimKind,
 };
@@ -290,28 +292,6 @@ pub struct AcceptedAction {
     pub device_id: String,
     pub action: BcdmAction,
     pub at: DateTime<Utc>,
-}
-
-/// Why a control operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such device or user")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl IntoResponse for ControlError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        };
-        control_error(status, &self.to_string())
-    }
 }
 
 /// The BCDM simulator's state: users, devices, options, rate-limit windows,

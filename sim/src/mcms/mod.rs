@@ -67,9 +67,11 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+pub use crate::core::ControlError;
+
 use self::seed::{Seeder, ORG_GROUPS};
 use super::{
-    core::{self, control_error, vendor_middleware, RecordedAction, SimCore},
+    core::{self, vendor_middleware, RecordedAction, SimCore},
     util::{base64_decode, normalize_mac, strip_prefix_ci},
     SimKind,
 };
@@ -146,28 +148,6 @@ pub struct RateLimitStatus {
     pub remaining: u32,
     /// Epoch seconds when the current window ends.
     pub reset: u64,
-}
-
-/// Why a control operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such device or user")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl IntoResponse for ControlError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        };
-        control_error(status, &self.to_string())
-    }
 }
 
 /// The identifiers `searchby` accepts.

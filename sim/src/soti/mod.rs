@@ -61,9 +61,11 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+pub use crate::core::ControlError;
+
 use self::seed::Seeder;
 use super::{
-    core::{self, control_error, vendor_middleware, RecordedAction, SimCore},
+    core::{self, vendor_middleware, RecordedAction, SimCore},
     util::{base64_decode, normalize_mac, percent_decode, strip_prefix_ci},
     SimKind,
 };
@@ -115,28 +117,6 @@ impl fmt::Debug for SotiOptions {
 pub struct SotiUser {
     pub user: Value,
     pub device_ids: Vec<String>,
-}
-
-/// Why a control operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such device or user")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl IntoResponse for ControlError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        };
-        control_error(status, &self.to_string())
-    }
 }
 
 /// The SOTI simulator's state: devices, tokens, options, recorder and faults.
