@@ -21,6 +21,7 @@ pub mod bcdm;
 mod conn;
 pub mod core;
 pub mod mcms;
+mod seed;
 pub mod soti;
 mod util;
 
