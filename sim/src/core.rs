@@ -11,13 +11,13 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
 use axum::{
-    body::{to_bytes, Body},
+    body::{to_bytes, Body, Bytes},
     extract::{ConnectInfo, OriginalUri, Request, State},
     http::{header, HeaderValue, StatusCode, Uri},
     middleware::Next,
@@ -30,7 +30,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{conn::ConnHandle, SimKind};
+use super::{conn::ConnHandle, util::lock, SimKind};
 
 /// Request bodies larger than this are refused with 413 before recording.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -400,12 +400,6 @@ impl std::fmt::Debug for SimCore {
             .field("faults", &self.faults())
             .finish()
     }
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the
-/// data consistent even if a panic unwinds through it (plain pushes/edits).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SimCore {
@@ -791,6 +785,12 @@ impl IntoResponse for ControlError {
         };
         control_error(status, &self.to_string())
     }
+}
+
+/// Parses a control API request body, a malformed one as [`ControlError::Invalid`].
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 /// Errors of the control API (not a vendor shape: `{"error": "…"}`).

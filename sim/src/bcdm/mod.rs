@@ -51,7 +51,7 @@ pub(crate) mod seed;
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -76,8 +76,8 @@ pub use crate::core::ControlError;
 
 use self::seed::Seeder;
 use super::{
-    core::{self, vendor_middleware, RecordedAction, SimCore},
-    util::normalize_mac,
+    core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
+    util::{lock, normalize_mac, read, write},
     SimKind,
 };
 
@@ -318,17 +318,6 @@ impl fmt::Debug for BcdmState {
             .field("devices", &read(&self.devices).len())
             .finish()
     }
-}
-
-// Poisoning is ignored: every critical section leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The identifiers a device listing can be filtered by.
@@ -1061,11 +1050,6 @@ fn control_router(state: Arc<BcdmState>) -> Router {
         .route("/clock", get(control_clock).put(control_set_clock))
         .route("/accepted-actions", get(control_accepted))
         .with_state(state)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 type S = State<Arc<BcdmState>>;

@@ -50,7 +50,7 @@ pub(crate) mod seed;
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -71,8 +71,8 @@ pub use crate::core::ControlError;
 
 use self::seed::{Seeder, ORG_GROUPS};
 use super::{
-    core::{self, vendor_middleware, RecordedAction, SimCore},
-    util::{base64_decode, normalize_mac, strip_prefix_ci},
+    core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
+    util::{base64_decode, lock, normalize_mac, read, strip_prefix_ci, write},
     SimKind,
 };
 
@@ -266,17 +266,6 @@ impl fmt::Debug for McmsState {
             .field("rate", &*lock(&self.rate))
             .finish()
     }
-}
-
-// Poisoning is ignored: every critical section leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `Id` as AirWatch writes it (`{"Value":n}`), or a bare number.
@@ -1265,11 +1254,6 @@ fn control_router(state: Arc<McmsState>) -> Router {
         )
         .route("/groups", get(control_groups))
         .with_state(state)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 fn device_id_param(id: &str) -> Result<u64, ControlError> {

@@ -41,7 +41,7 @@ pub(crate) mod seed;
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -65,8 +65,8 @@ pub use crate::core::ControlError;
 
 use self::seed::Seeder;
 use super::{
-    core::{self, vendor_middleware, RecordedAction, SimCore},
-    util::{base64_decode, normalize_mac, percent_decode, strip_prefix_ci},
+    core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
+    util::{base64_decode, lock, normalize_mac, percent_decode, read, strip_prefix_ci, write},
     SimKind,
 };
 
@@ -140,17 +140,6 @@ impl fmt::Debug for SotiState {
             .field("tokens", &lock(&self.tokens).len())
             .finish()
     }
-}
-
-// Poisoning is ignored: every critical section leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn is_token_path(path: &str) -> bool {
@@ -1205,11 +1194,6 @@ fn control_router(state: Arc<SotiState>) -> Router {
             axum::routing::patch(control_update_user).delete(control_remove_user),
         )
         .with_state(state)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 async fn control_expire_tokens(State(state): State<Arc<SotiState>>) -> StatusCode {
