@@ -410,22 +410,22 @@ fn write_config(
         let credentials = match kind {
             "soti" => format!(
                 "client_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-                mtd_connector::sim::soti::DEFAULT_CLIENT_ID,
-                mtd_connector::sim::soti::DEFAULT_CLIENT_SECRET,
-                mtd_connector::sim::soti::DEFAULT_USERNAME,
-                mtd_connector::sim::soti::DEFAULT_PASSWORD
+                mtd_sim::soti::DEFAULT_CLIENT_ID,
+                mtd_sim::soti::DEFAULT_CLIENT_SECRET,
+                mtd_sim::soti::DEFAULT_USERNAME,
+                mtd_sim::soti::DEFAULT_PASSWORD
             ),
             "mcms" => format!(
                 "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                mtd_connector::sim::mcms::DEFAULT_USERNAME,
-                mtd_connector::sim::mcms::DEFAULT_PASSWORD,
-                mtd_connector::sim::mcms::DEFAULT_API_KEY
+                mtd_sim::mcms::DEFAULT_USERNAME,
+                mtd_sim::mcms::DEFAULT_PASSWORD,
+                mtd_sim::mcms::DEFAULT_API_KEY
             ),
             _ => format!(
                 "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
-                mtd_connector::sim::bcdm::DEFAULT_ACCESS_KEY,
-                mtd_connector::sim::bcdm::DEFAULT_SECRET_KEY,
-                mtd_connector::sim::bcdm::DEFAULT_DM_CODE
+                mtd_sim::bcdm::DEFAULT_ACCESS_KEY,
+                mtd_sim::bcdm::DEFAULT_SECRET_KEY,
+                mtd_sim::bcdm::DEFAULT_DM_CODE
             ),
         };
         let id = format!("tenant-{t:03}");

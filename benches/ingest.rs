@@ -68,10 +68,10 @@ use common::{f, load_average, machine, thread_cpu};
 use mtd_adapter::DeviceIdentifier;
 use mtd_connector::app::App;
 use mtd_connector::http::sign_agent_request;
-use mtd_connector::sim::{self, SimKind, SimOptions, Simulator};
 use mtd_connector::store::{
     ActionRecordKind, ActionState, EventIdentifiers, NewAction, NewEvent, Store, SyncOutcome,
 };
+use mtd_sim::{self as sim, SimKind, SimOptions, Simulator};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

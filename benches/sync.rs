@@ -45,9 +45,9 @@ use mtd_adapter::{
 };
 use mtd_connector::app::App;
 use mtd_connector::shutdown::CancellationToken;
-use mtd_connector::sim::{self, SimError, SimKind, SimOptions, Simulator};
 use mtd_connector::store::{MdmRecord, Pii, Store, SyncOutcome, SyncTrigger, TenantRecord};
 use mtd_connector::sync::ProgressFn;
+use mtd_sim::{self as sim, SimError, SimKind, SimOptions, Simulator};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};

@@ -217,7 +217,7 @@ async fn run(path: &Path) -> ExitCode {
 }
 
 async fn sim(listen: std::net::SocketAddr, devices: usize, kind: String, seed: u64) -> ExitCode {
-    use crate::sim::{SimKind, SimOptions};
+    use mtd_sim::{SimKind, SimOptions};
     let kinds = if kind.eq_ignore_ascii_case("all") {
         SimKind::ALL.to_vec()
     } else {
@@ -242,7 +242,7 @@ async fn sim(listen: std::net::SocketAddr, devices: usize, kind: String, seed: u
         seed,
         ..SimOptions::default()
     };
-    match crate::sim::serve_until(listener, options, crate::shutdown::signal()).await {
+    match mtd_sim::serve_until(listener, options, crate::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -8,8 +8,8 @@
 //! events go through the agent API and the actions through the MDM APIs.
 
 use crate::app::App;
-use crate::sim::{SimKind, SimOptions, Simulator};
 use crate::store::{Store, SyncOutcome};
+use mtd_sim::{SimKind, SimOptions, Simulator};
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -305,22 +305,22 @@ fn write_config(
         let credentials = match plan.kind {
             SimKind::Soti => format!(
                 "client_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-                crate::sim::soti::DEFAULT_CLIENT_ID,
-                crate::sim::soti::DEFAULT_CLIENT_SECRET,
-                crate::sim::soti::DEFAULT_USERNAME,
-                crate::sim::soti::DEFAULT_PASSWORD
+                mtd_sim::soti::DEFAULT_CLIENT_ID,
+                mtd_sim::soti::DEFAULT_CLIENT_SECRET,
+                mtd_sim::soti::DEFAULT_USERNAME,
+                mtd_sim::soti::DEFAULT_PASSWORD
             ),
             SimKind::Mcms => format!(
                 "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                crate::sim::mcms::DEFAULT_USERNAME,
-                crate::sim::mcms::DEFAULT_PASSWORD,
-                crate::sim::mcms::DEFAULT_API_KEY
+                mtd_sim::mcms::DEFAULT_USERNAME,
+                mtd_sim::mcms::DEFAULT_PASSWORD,
+                mtd_sim::mcms::DEFAULT_API_KEY
             ),
             SimKind::Bcdm => format!(
                 "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
-                crate::sim::bcdm::DEFAULT_ACCESS_KEY,
-                crate::sim::bcdm::DEFAULT_SECRET_KEY,
-                crate::sim::bcdm::DEFAULT_DM_CODE
+                mtd_sim::bcdm::DEFAULT_ACCESS_KEY,
+                mtd_sim::bcdm::DEFAULT_SECRET_KEY,
+                mtd_sim::bcdm::DEFAULT_DM_CODE
             ),
         };
         let wifi = if plan.kind == SimKind::Bcdm {

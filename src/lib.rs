@@ -21,7 +21,10 @@ pub mod ops;
 pub mod policy;
 pub mod reload;
 pub mod shutdown;
-pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+
+/// The MDM simulators, from the `mtd-sim` crate (kept under this name so
+/// `mtd_connector::sim::…` paths keep working).
+pub use mtd_sim as sim;

@@ -1,7 +1,7 @@
 //! Issue 7: events become MDM actions once, safely, and provably.
 
 use crate::support::*;
-use mtd_connector::sim::{Fault, SimKind};
+use mtd_sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ fn event(id: &str, device: Value, threat: &str) -> Value {
 }
 
 /// Accepted (2xx) action calls the SOTI simulator recorded for a device.
-fn soti_actions_for(env: &Env, device_id: &str) -> Vec<mtd_connector::sim::RecordedAction> {
+fn soti_actions_for(env: &Env, device_id: &str) -> Vec<mtd_sim::RecordedAction> {
     env.sim
         .soti()
         .unwrap()

@@ -3,10 +3,10 @@
 
 use crate::support::*;
 use chrono::Utc;
-use mtd_connector::sim::{Fault, SimKind};
 use mtd_connector::store::{
     ActionRecordKind, ActionState, EventIdentifiers, NewAction, NewEvent, SyncOutcome, SyncTrigger,
 };
+use mtd_sim::{Fault, SimKind};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;

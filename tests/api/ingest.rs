@@ -6,7 +6,7 @@
 
 use crate::support::*;
 use futures::future::join_all;
-use mtd_connector::sim::SimKind;
+use mtd_sim::SimKind;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use mtd_connector::dispatch::Dispatched;
-use mtd_connector::sim::{Fault, SimKind};
+use mtd_sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -22,7 +22,7 @@ impl Write for Sink {
 pub fn capture() {
     INSTALLED.get_or_init(|| {
         let filter = tracing_subscriber::EnvFilter::new(
-            "debug,mtd_connector::sim=off,sqlx=warn,hyper=info,reqwest=info",
+            "debug,mtd_sim=off,sqlx=warn,hyper=info,reqwest=info",
         );
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)

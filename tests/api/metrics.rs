@@ -7,7 +7,7 @@
 //! only checked to have moved by at least what this test did.
 
 use crate::support::*;
-use mtd_connector::sim::SimKind;
+use mtd_sim::SimKind;
 use prometheus_parse::{LineInfo, Scrape, Value as PromValue};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -22,8 +22,8 @@
 
 use crate::support::*;
 use chrono::Utc;
-use mtd_connector::sim::SimKind;
 use mtd_connector::store::{ActionRecordKind, ActionState, NewAction, SyncOutcome, SyncTrigger};
+use mtd_sim::SimKind;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! listing that never ends.
 
 use crate::support::*;
-use mtd_connector::sim::{Fault, SimKind};
+use mtd_sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 
 use crate::support::*;
 use mtd_connector::reload::{reload, ReloadError};
-use mtd_connector::sim::{Fault, SimKind};
 use mtd_connector::store::{SyncOutcome, SyncTrigger};
+use mtd_sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use std::time::Duration;
 

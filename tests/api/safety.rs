@@ -3,7 +3,7 @@
 //! before its fix.
 
 use crate::support::*;
-use mtd_connector::sim::SimKind;
+use mtd_sim::SimKind;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -252,7 +252,7 @@ async fn the_lookup_before_a_wipe_stores_the_device_masked_like_a_sync() {
 /// waited for the same device to activate again.
 #[tokio::test]
 async fn an_abandoned_lookup_does_not_hold_up_the_next_sync_of_its_mdm() {
-    use mtd_connector::sim::Fault;
+    use mtd_sim::Fault;
     let spec = MdmSpec::new(SimKind::Soti);
     let (env, app) = started(spec.clone(), 20, "").await;
     let sim = env.sim.soti().unwrap();
@@ -336,7 +336,7 @@ async fn one_request_makes_at_most_sixteen_on_demand_lookups() {
 /// has no device.
 #[tokio::test]
 async fn an_empty_user_listing_with_intact_devices_removes_no_user_until_confirmed() {
-    use mtd_connector::sim::Fault;
+    use mtd_sim::Fault;
     let spec = MdmSpec::new(SimKind::Mcms);
     let (env, app) = started(spec.clone(), 60, "").await;
     let mdm_id = app.mdm_id(TENANT, &spec.name).await;
@@ -416,7 +416,7 @@ fn serials(env: &Env, n: usize) -> Vec<Value> {
 /// its answer said nothing was left waiting.
 #[tokio::test]
 async fn cancel_destructive_stops_wipes_already_claimed_and_waiting_for_their_turn() {
-    use mtd_connector::sim::Fault;
+    use mtd_sim::Fault;
     let (env, app) = started(permitting(SimKind::Mcms), 40, WIPE_POLICY).await;
     let devices = serials(&env, 7);
     let sim = env.sim.mcms().unwrap();

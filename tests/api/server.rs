@@ -2,7 +2,7 @@
 //! the store's connections, and a `none` decision is a DEBUG line.
 
 use crate::support::*;
-use mtd_connector::sim::SimKind;
+use mtd_sim::SimKind;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,9 @@
 //! points at them, the daemon built on port 0 and served until dropped.
 
 use mtd_connector::app::App;
-use mtd_connector::sim::{SimKind, SimOptions, Simulator};
 use mtd_connector::store::{NewEvent, Store, SyncRun};
 use mtd_connector::sync::SyncEngine;
+use mtd_sim::{SimKind, SimOptions, Simulator};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,7 +104,7 @@ impl Env {
 
 /// The simulator's default credentials for a kind, as a `[mdm.credentials]` table.
 pub fn credentials(kind: SimKind) -> String {
-    use mtd_connector::sim::soti;
+    use mtd_sim::soti;
     match kind {
         SimKind::Soti => format!(
             "[mdm.credentials]\nclient_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
@@ -114,7 +114,7 @@ pub fn credentials(kind: SimKind) -> String {
             soti::DEFAULT_PASSWORD
         ),
         SimKind::Mcms => {
-            use mtd_connector::sim::mcms;
+            use mtd_sim::mcms;
             format!(
                 "[mdm.credentials]\nusername = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
                 mcms::DEFAULT_USERNAME,
@@ -123,7 +123,7 @@ pub fn credentials(kind: SimKind) -> String {
             )
         }
         SimKind::Bcdm => {
-            use mtd_connector::sim::bcdm;
+            use mtd_sim::bcdm;
             format!(
                 "[mdm.credentials]\naccess_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
                 bcdm::DEFAULT_ACCESS_KEY,

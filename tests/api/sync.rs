@@ -2,9 +2,9 @@
 
 use crate::support::*;
 use mtd_adapter::DeviceIdentifier;
-use mtd_connector::sim::{Fault, SimKind};
 use mtd_connector::store::{EventIdentifiers, NewEvent, SyncOutcome, SyncTrigger};
 use mtd_connector::sync::LookupOutcome;
+use mtd_sim::{Fault, SimKind};
 use serde_json::Value;
 use std::time::Duration;
 

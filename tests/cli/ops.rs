@@ -1,7 +1,7 @@
 //! `test-connection` and `sync` through the built binary, against the simulators.
 
 use crate::support::bin;
-use mtd_connector::sim::{soti, Fault, SimKind, SimOptions, Simulator};
+use mtd_sim::{soti, Fault, SimKind, SimOptions, Simulator};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -99,7 +99,7 @@ pub(crate) fn soti_mdm(name: &str, url: &str, password: &str) -> String {
 }
 
 pub(crate) fn mcms_mdm(name: &str, url: &str, username: &str) -> String {
-    use mtd_connector::sim::mcms;
+    use mtd_sim::mcms;
     format!(
         "[[mdm]]\nname = \"{name}\"\nkind = \"mcms\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nusername = \"{username}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
         mcms::DEFAULT_PASSWORD,
@@ -168,7 +168,7 @@ fn test_connection_tells_each_failure_apart_in_plain_words() {
             mcms_mdm(
                 "No API role",
                 &mcms_url,
-                mtd_connector::sim::mcms::DEFAULT_NO_API_ROLE_USERNAME,
+                mtd_sim::mcms::DEFAULT_NO_API_ROLE_USERNAME,
             ),
         ],
     );
@@ -315,7 +315,7 @@ fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
             mcms_mdm(
                 "Moved MCMS",
                 &sims.sim().base_url(SimKind::Mcms),
-                mtd_connector::sim::mcms::DEFAULT_USERNAME,
+                mtd_sim::mcms::DEFAULT_USERNAME,
             ),
         ],
     );

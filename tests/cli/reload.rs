@@ -4,7 +4,7 @@
 
 use crate::ops::{mcms_mdm, soti_mdm, Sims};
 use crate::support::{admin_get, get, Daemon, ADMIN_TOKEN};
-use mtd_connector::sim::{mcms, SimKind};
+use mtd_sim::{mcms, SimKind};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -67,11 +67,7 @@ fn sighup_loads_a_new_tenant_and_a_broken_file_keeps_the_old_config() {
     write_tenant(
         root,
         "acme",
-        &soti_mdm(
-            "Acme SOTI",
-            &soti_url,
-            mtd_connector::sim::soti::DEFAULT_PASSWORD,
-        ),
+        &soti_mdm("Acme SOTI", &soti_url, mtd_sim::soti::DEFAULT_PASSWORD),
     );
     let mut d = Daemon::start(&main);
     assert_eq!(wait_synced(&d, "acme")["outcome"], "succeeded");

@@ -57,8 +57,8 @@ impl Target {
             .build()
             .unwrap();
         let (env, app, serial) = rt.block_on(async {
-            let env = env_without_rate_limits(&[mtd_connector::sim::SimKind::Soti], 5).await;
-            let spec = MdmSpec::new(mtd_connector::sim::SimKind::Soti);
+            let env = env_without_rate_limits(&[mtd_sim::SimKind::Soti], 5).await;
+            let spec = MdmSpec::new(mtd_sim::SimKind::Soti);
             let app =
                 spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", POLICY))
                     .await;
@@ -519,7 +519,7 @@ fn write_config(dir: &Path, tenant: &str) -> (PathBuf, PathBuf) {
 
 /// A valid tenant file with every kind, every permit and a policy.
 fn valid_tenant() -> String {
-    use mtd_connector::sim::SimKind;
+    use mtd_sim::SimKind;
     let mut t = format!(
         "id = \"acme\"\ndisplay_name = \"Acme Corp\"\nagent_secret = \"{}\"\n",
         api::AGENT_SECRET

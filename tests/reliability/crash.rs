@@ -18,7 +18,7 @@
 
 use crate::api::{self, MdmSpec};
 use crate::support::*;
-use mtd_connector::sim::{Fault, SimKind};
+use mtd_sim::{Fault, SimKind};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -441,7 +441,7 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
 
 /// Whether an enterprise wipe call (SOTI `Unenroll`, MCMS `EnterpriseWipe`,
 /// BCDM `enterprise_wipe`) is at the simulator now: received, not answered.
-fn wipe_at_mdm(sim: &mtd_connector::sim::Simulator, kind: SimKind) -> bool {
+fn wipe_at_mdm(sim: &mtd_sim::Simulator, kind: SimKind) -> bool {
     sim.state(kind)
         .unwrap()
         .core()

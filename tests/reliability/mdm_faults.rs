@@ -11,7 +11,7 @@
 
 use crate::api::{self, spawn_app, MdmSpec, TestApp};
 use crate::support::*;
-use mtd_connector::sim::{Fault, SimKind, Simulator};
+use mtd_sim::{Fault, SimKind, Simulator};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

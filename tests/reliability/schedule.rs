@@ -8,7 +8,7 @@
 
 use crate::api::MdmSpec;
 use crate::support::*;
-use mtd_connector::sim::SimKind;
+use mtd_sim::SimKind;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@
 
 use crate::api::{self, MdmSpec};
 use crate::support::*;
-use mtd_connector::sim::{soti, SimKind};
+use mtd_sim::{soti, SimKind};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -73,8 +73,8 @@ action = "lock"
         client_id = soti::DEFAULT_CLIENT_ID,
         client_secret = soti::DEFAULT_CLIENT_SECRET,
         username = soti::DEFAULT_USERNAME,
-        mcms_user = mtd_connector::sim::mcms::DEFAULT_USERNAME,
-        api_key = mtd_connector::sim::mcms::DEFAULT_API_KEY,
+        mcms_user = mtd_sim::mcms::DEFAULT_USERNAME,
+        api_key = mtd_sim::mcms::DEFAULT_API_KEY,
     );
     std::fs::write(root.join(format!("tenants.d/{BETA}.toml")), text).unwrap();
 }

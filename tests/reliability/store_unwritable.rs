@@ -13,7 +13,7 @@
 
 use crate::api::{self, MdmSpec};
 use crate::support::*;
-use mtd_connector::sim::{Fault, SimKind};
+use mtd_sim::{Fault, SimKind};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::collections::BTreeSet;

@@ -4,7 +4,7 @@
 //! direct reads of the SQLite store, and the list of every configured secret.
 
 use crate::api::{self, Env, Reply};
-use mtd_connector::sim::{bcdm, mcms, soti, SimKind, SimOptions, Simulator};
+use mtd_sim::{bcdm, mcms, soti, SimKind, SimOptions, Simulator};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use hmac::{Hmac, Mac};
-use mtd_connector::sim::{
+use mtd_sim::{
     bcdm::{BcdmAction, BcdmPermits},
     Fault, SimKind, SimOptions, Simulator,
 };
@@ -132,7 +132,7 @@ impl Call {
 }
 
 impl TestSim {
-    fn state(&self) -> std::sync::Arc<mtd_connector::sim::BcdmState> {
+    fn state(&self) -> std::sync::Arc<mtd_sim::BcdmState> {
         self.sim.bcdm().expect("the BCDM simulator was started")
     }
 

@@ -11,13 +11,13 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
 use axum::{
-    body::{to_bytes, Body},
+    body::{to_bytes, Body, Bytes},
     extract::{ConnectInfo, OriginalUri, Request, State},
     http::{header, HeaderValue, StatusCode, Uri},
     middleware::Next,
@@ -30,7 +30,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{conn::ConnHandle, SimKind};
+use super::{conn::ConnHandle, util::lock, SimKind};
 
 /// Request bodies larger than this are refused with 413 before recording.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -402,12 +402,6 @@ impl std::fmt::Debug for SimCore {
     }
 }
 
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the
-/// data consistent even if a panic unwinds through it (plain pushes/edits).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl SimCore {
     pub(crate) fn new(
         kind: SimKind,
@@ -769,6 +763,34 @@ async fn add_fault(State(core): State<Arc<SimCore>>, body: axum::body::Bytes) ->
 async fn clear_faults(State(core): State<Arc<SimCore>>) -> StatusCode {
     core.clear_faults();
     StatusCode::NO_CONTENT
+}
+
+/// Why a control operation failed (every vendor's control API answers with it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("no such device or user")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ControlError::NotFound => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        control_error(status, &self.to_string())
+    }
+}
+
+/// Parses a control API request body, a malformed one as [`ControlError::Invalid`].
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 /// Errors of the control API (not a vendor shape: `{"error": "…"}`).

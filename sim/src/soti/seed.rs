@@ -17,6 +17,11 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
+use crate::seed::{
+    ascii_fold, imei, random_chars, ANDROID_TACS, APPLE_SERIAL_CHARS, FIRST_NAMES, IOS_MODELS,
+    IOS_TACS, LAST_NAMES, UPPER_ALNUM,
+};
+
 /// The device groups, as SOTI paths. Every device sits in one of the leaves.
 pub(crate) const GROUP_PATHS: &[&str] = &[
     r"\\Acme\Sales",
@@ -25,43 +30,6 @@ pub(crate) const GROUP_PATHS: &[&str] = &[
     r"\\Acme\Engineering\Toronto",
     r"\\Acme\Support",
     r"\\Acme\Executives",
-];
-
-const FIRST_NAMES: &[&str] = &[
-    "Anna", "Ben", "Chloé", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kofi",
-    "Lena", "Marco", "Nora", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tara", "Uma", "Viktor",
-    "Wen", "Yusuf", "Zoe",
-];
-const LAST_NAMES: &[&str] = &[
-    "Schmidt",
-    "Tremblay",
-    "Nguyen",
-    "Müller",
-    "Okafor",
-    "Rossi",
-    "García",
-    "Kowalski",
-    "Sato",
-    "Andersson",
-    "Dubois",
-    "Patel",
-    "O'Brien",
-    "Novak",
-    "Silva",
-    "Kim",
-    "Fischer",
-    "Haddad",
-];
-
-/// (Model, OS versions, is an iPad)
-const IOS_MODELS: &[(&str, &[&str], bool)] = &[
-    ("iPhone 12", &["16.7.8", "17.5.1"], false),
-    ("iPhone 13", &["17.4.1", "17.5.1", "18.0.1"], false),
-    ("iPhone 14 Pro", &["17.5.1", "18.1"], false),
-    ("iPhone 15", &["17.6.1", "18.1", "18.2"], false),
-    ("iPhone SE (3rd generation)", &["16.7.8", "17.5.1"], false),
-    ("iPad Air (5th generation)", &["17.5.1", "18.1"], true),
-    ("iPad (10th generation)", &["17.6.1", "18.0"], true),
 ];
 
 /// (Manufacturer, Model, OS versions, serial prefix)
@@ -74,14 +42,6 @@ const ANDROID_MODELS: &[(&str, &str, &[&str], &str)] = &[
     ("Zebra Technologies", "TC52", &["11", "13"], "2113"),
     ("motorola", "moto g54 5G", &["13", "14"], "ZY2"),
 ];
-
-/// Type allocation codes that start the generated IMEIs.
-const IOS_TACS: &[&str] = &["35325811", "35391110", "35467208"];
-const ANDROID_TACS: &[&str] = &["35274711", "35882109", "35166308", "86791604"];
-
-/// Apple serials avoid easily confused letters.
-const APPLE_SERIAL_CHARS: &[u8] = b"0123456789CDFGHJKLMNPQRTVWXY";
-const UPPER_ALNUM: &[u8] = b"0123456789ABCDEFGHJKLMNPRSTUVWXYZ";
 
 /// Generates devices; keeps its RNG and what it has handed out so more devices
 /// (the control API's "generate") continue the same deterministic sequence
@@ -314,46 +274,6 @@ fn api_level(os: &str) -> u32 {
     }
 }
 
-fn random_chars(rng: &mut StdRng, alphabet: &[u8], n: usize) -> String {
-    (0..n)
-        .map(|_| *alphabet.choose(rng).expect("non-empty") as char)
-        .collect()
-}
-
-/// A 15-digit IMEI: TAC, six random digits, Luhn check digit.
-fn imei(rng: &mut StdRng, tac: &str) -> String {
-    let mut digits: String = tac.to_owned();
-    for _ in 0..6 {
-        digits.push(char::from(b'0' + rng.gen_range(0..10u8)));
-    }
-    let check = luhn_check_digit(&digits);
-    digits.push(char::from(b'0' + check));
-    digits
-}
-
-pub(crate) fn luhn_check_digit(digits: &str) -> u8 {
-    // Double every second digit counting from the right of the payload.
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let dd = d * 2;
-                if dd > 9 {
-                    dd - 9
-                } else {
-                    dd
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    ((10 - sum % 10) % 10) as u8
-}
-
 fn make_user(rng: &mut StdRng, index: usize, used: &mut HashSet<String>) -> Value {
     let first = *FIRST_NAMES.choose(rng).expect("non-empty");
     let last = *LAST_NAMES.choose(rng).expect("non-empty");
@@ -394,25 +314,10 @@ fn make_user(rng: &mut StdRng, index: usize, used: &mut HashSet<String>) -> Valu
     Value::Object(u)
 }
 
-/// Lower-case ASCII rendering of a name for user names and emails.
-fn ascii_fold(s: &str) -> String {
-    s.chars()
-        .filter_map(|c| match c {
-            'é' | 'è' => Some('e'),
-            'ü' => Some('u'),
-            'í' => Some('i'),
-            'á' => Some('a'),
-            '\'' => None,
-            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::util::normalize_mac;
+    use crate::{seed::luhn_check_digit, util::normalize_mac};
 
     #[test]
     fn the_same_seed_gives_the_same_devices_and_another_seed_does_not() {
@@ -452,12 +357,6 @@ mod tests {
                 other => panic!("unexpected Kind {other}"),
             }
         }
-    }
-
-    #[test]
-    fn a_known_imei_has_the_right_check_digit() {
-        // 49015420323751 + 8 is the textbook example.
-        assert_eq!(luhn_check_digit("49015420323751"), 8);
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! `{"error":"forbidden"}`. Every error is `{"error","message"}`.
 //!
 //! Control API under `http://ADDR/_sim/bcdm` (JSON), besides the shared
-//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::sim::core`]):
+//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `GET|POST /devices` (list / add one device); `POST /devices/generate`
 //! `{"count":N,"platform":"iOS"}` (platform optional: the seeded mix);
 //! `GET|PUT|PATCH|DELETE /devices/{device_id}`; `GET|POST /users`;
@@ -51,7 +51,7 @@ pub(crate) mod seed;
 use std::{
     collections::{HashMap, VecDeque},
     fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -72,10 +72,12 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+pub use crate::core::ControlError;
+
 use self::seed::Seeder;
 use super::{
-    core::{self, control_error, vendor_middleware, RecordedAction, SimCore},
-    util::normalize_mac,
+    core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
+    util::{lock, normalize_mac, read, write},
     SimKind,
 };
 
@@ -292,28 +294,6 @@ pub struct AcceptedAction {
     pub at: DateTime<Utc>,
 }
 
-/// Why a control operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such device or user")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl IntoResponse for ControlError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        };
-        control_error(status, &self.to_string())
-    }
-}
-
 /// The BCDM simulator's state: users, devices, options, rate-limit windows,
 /// recorder and faults.
 pub struct BcdmState {
@@ -338,17 +318,6 @@ impl fmt::Debug for BcdmState {
             .field("devices", &read(&self.devices).len())
             .finish()
     }
-}
-
-// Poisoning is ignored: every critical section leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The identifiers a device listing can be filtered by.
@@ -1081,11 +1050,6 @@ fn control_router(state: Arc<BcdmState>) -> Router {
         .route("/clock", get(control_clock).put(control_set_clock))
         .route("/accepted-actions", get(control_accepted))
         .with_state(state)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 type S = State<Arc<BcdmState>>;

@@ -1,4 +1,4 @@
-//! Small decoding helpers the simulators share: percent-decoding (SOTI's
+//! Small helpers the simulators share: poison-ignoring locks, percent-decoding (SOTI's
 //! double URL encoding needs a second pass after the HTTP layer's first) and
 //! base64 for `Authorization: Basic` headers.
 //!
@@ -6,7 +6,10 @@
 //! `base64` crate; the decoder is small, strict about its alphabet, and
 //! covered by the tests below.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+};
 
 /// Decodes `%XX` escapes once. A `+` is left alone (it is only a space in
 /// form bodies, and the first decoding pass already handled that); a `%` not
@@ -97,6 +100,22 @@ pub(crate) fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     } else {
         None
     }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section in the
+/// simulators leaves the data consistent even if a panic unwinds through it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read-locks, ignoring poisoning (see [`lock`]).
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write-locks, ignoring poisoning (see [`lock`]).
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //! "HelpLink"}`; 401/403/5xx `{"ErrorMessage"}` (the spec's "API Errors").
 //!
 //! Control API under `http://ADDR/_sim/soti` (JSON), besides the shared
-//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::sim::core`]):
+//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `POST /tokens/expire`; `PUT /tokens/lifetime` `{"seconds":N}`;
 //! `GET|POST /devices` (list / add one device object);
 //! `POST /devices/generate` `{"count":N}`; `GET|PUT|PATCH|DELETE
@@ -41,7 +41,7 @@ pub(crate) mod seed;
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -61,10 +61,12 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+pub use crate::core::ControlError;
+
 use self::seed::Seeder;
 use super::{
-    core::{self, control_error, vendor_middleware, RecordedAction, SimCore},
-    util::{base64_decode, normalize_mac, percent_decode, strip_prefix_ci},
+    core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
+    util::{base64_decode, lock, normalize_mac, percent_decode, read, strip_prefix_ci, write},
     SimKind,
 };
 
@@ -117,28 +119,6 @@ pub struct SotiUser {
     pub device_ids: Vec<String>,
 }
 
-/// Why a control operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such device or user")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl IntoResponse for ControlError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        };
-        control_error(status, &self.to_string())
-    }
-}
-
 /// The SOTI simulator's state: devices, tokens, options, recorder and faults.
 pub struct SotiState {
     core: Arc<SimCore>,
@@ -160,17 +140,6 @@ impl fmt::Debug for SotiState {
             .field("tokens", &lock(&self.tokens).len())
             .finish()
     }
-}
-
-// Poisoning is ignored: every critical section leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn is_token_path(path: &str) -> bool {
@@ -1225,11 +1194,6 @@ fn control_router(state: Arc<SotiState>) -> Router {
             axum::routing::patch(control_update_user).delete(control_remove_user),
         )
         .with_state(state)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 async fn control_expire_tokens(State(state): State<Arc<SotiState>>) -> StatusCode {

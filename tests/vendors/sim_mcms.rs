@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use mtd_connector::sim::{Fault, McmsOptions, SimKind, SimOptions, Simulator};
+use mtd_sim::{Fault, McmsOptions, SimKind, SimOptions, Simulator};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

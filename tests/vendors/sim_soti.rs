@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mtd_connector::sim::{Fault, SimKind, SimOptions, Simulator};
+use mtd_sim::{Fault, SimKind, SimOptions, Simulator};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

@@ -32,7 +32,7 @@
 //! request has none).
 //!
 //! Control API under `http://ADDR/_sim/mcms` (JSON), besides the shared
-//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::sim::core`]):
+//! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `GET|PUT /rate-limit` (`{"limit","window_seconds"}`; a PUT starts a fresh
 //! window); `PUT /credentials` (`{"username","password","api_key"}`, each
 //! optional); `GET|POST /devices` (list / add one device object, `Id`
@@ -50,7 +50,7 @@ pub(crate) mod seed;
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Arc, Mutex, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -67,10 +67,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+pub use crate::core::ControlError;
+
 use self::seed::{Seeder, ORG_GROUPS};
 use super::{
-    core::{self, control_error, vendor_middleware, RecordedAction, SimCore},
-    util::{base64_decode, normalize_mac, strip_prefix_ci},
+    core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
+    util::{base64_decode, lock, normalize_mac, read, strip_prefix_ci, write},
     SimKind,
 };
 
@@ -146,28 +148,6 @@ pub struct RateLimitStatus {
     pub remaining: u32,
     /// Epoch seconds when the current window ends.
     pub reset: u64,
-}
-
-/// Why a control operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such device or user")]
-    NotFound,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl IntoResponse for ControlError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            ControlError::NotFound => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        };
-        control_error(status, &self.to_string())
-    }
 }
 
 /// The identifiers `searchby` accepts.
@@ -286,17 +266,6 @@ impl fmt::Debug for McmsState {
             .field("rate", &*lock(&self.rate))
             .finish()
     }
-}
-
-// Poisoning is ignored: every critical section leaves the data consistent.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `Id` as AirWatch writes it (`{"Value":n}`), or a bare number.
@@ -1285,11 +1254,6 @@ fn control_router(state: Arc<McmsState>) -> Router {
         )
         .route("/groups", get(control_groups))
         .with_state(state)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ControlError::Invalid(format!("invalid JSON body: {e}")))
 }
 
 fn device_id_param(id: &str) -> Result<u64, ControlError> {

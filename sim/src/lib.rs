@@ -21,6 +21,7 @@ pub mod bcdm;
 mod conn;
 pub mod core;
 pub mod mcms;
+mod seed;
 pub mod soti;
 mod util;
 
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use self::bcdm::{BcdmOptions, BcdmState};
-pub use self::core::{ActiveFault, Fault, RecordedAction, RecordedRequest, SimCore};
+pub use self::core::{ActiveFault, ControlError, Fault, RecordedAction, RecordedRequest, SimCore};
 pub use self::mcms::{McmsOptions, McmsState};
 pub use self::soti::{SotiOptions, SotiState};
 

@@ -15,7 +15,7 @@ use mtd_adapter::{
     Secret,
 };
 use mtd_adapter_bcdm::{BcdmAdapter, BcdmConfig, BcdmCredentials};
-use mtd_connector::sim::{bcdm::BcdmAction, BcdmState, SimKind, SimOptions, Simulator};
+use mtd_sim::{bcdm::BcdmAction, BcdmState, SimKind, SimOptions, Simulator};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;

@@ -18,6 +18,9 @@ use chrono::{DateTime, Duration, FixedOffset, SecondsFormat, TimeZone, Utc};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{BcdmDevice, BcdmOwnership, BcdmUser};
+use crate::seed::{
+    luhn_check_digit, random_chars, APPLE_SERIAL_CHARS, HEX_LOWER, HEX_UPPER, IOS_TACS, UPPER_ALNUM,
+};
 
 /// The platform strings the simulator lists.
 pub const PLATFORM_IOS: &str = "iOS";
@@ -102,10 +105,8 @@ const ANDROID_MODELS: &[(&str, &[&str], &str)] = &[
 ];
 const APPLE_OUIS: &[&str] = &["a4:67:06", "f0:18:98", "3c:22:fb", "bc:d0:74", "88:66:5a"];
 const ANDROID_OUIS: &[&str] = &["d0:87:e2", "5c:e8:83", "a8:9c:ed"];
-const IOS_TACS: &[&str] = &["35325811", "35391110", "35467208"];
+/// BCDM's Android TACs: the shared list without `35166308`.
 const ANDROID_TACS: &[&str] = &["35274711", "35882109", "86791604"];
-const APPLE_SERIAL_CHARS: &[u8] = b"0123456789CDFGHJKLMNPQRTVWXY";
-const UPPER_ALNUM: &[u8] = b"0123456789ABCDEFGHJKLMNPRSTUVWXYZ";
 
 /// Generates users and devices; keeps its RNG and what it has handed out, so
 /// devices generated later (the control API) continue the same deterministic
@@ -288,38 +289,19 @@ impl Seeder {
     }
 
     fn hex(&mut self, len: usize, upper: bool) -> String {
-        let digits: &[u8] = if upper {
-            b"0123456789ABCDEF"
-        } else {
-            b"0123456789abcdef"
-        };
+        let digits = if upper { HEX_UPPER } else { HEX_LOWER };
         self.chars(digits, len)
     }
 
     fn chars(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| *alphabet.choose(&mut self.rng).unwrap() as char)
-            .collect()
+        random_chars(&mut self.rng, alphabet, len)
     }
 
     /// A 15-digit IMEI: a type allocation code, a serial, the Luhn digit.
     fn imei(&mut self, tacs: &[&str]) -> String {
         let tac = tacs.choose(&mut self.rng).unwrap();
         let body = format!("{tac}{:06}", self.rng.gen_range(0..1_000_000));
-        let sum: u32 = body
-            .bytes()
-            .map(|b| u32::from(b - b'0'))
-            .enumerate()
-            .map(|(i, d)| {
-                if i % 2 == 1 {
-                    let x = d * 2;
-                    x / 10 + x % 10
-                } else {
-                    d
-                }
-            })
-            .sum();
-        format!("{body}{}", (10 - sum % 10) % 10)
+        format!("{body}{}", luhn_check_digit(&body))
     }
 
     /// `a4:67:06:0c:15:3d`; about one in five in upper case.

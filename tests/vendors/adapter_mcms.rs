@@ -17,7 +17,7 @@ use mtd_adapter::{
     Page, Platform, Secret,
 };
 use mtd_adapter_mcms::{McmsAdapter, McmsConfig, McmsCredentials};
-use mtd_connector::sim::{Fault, McmsOptions, McmsState, SimKind, SimOptions, Simulator};
+use mtd_sim::{Fault, McmsOptions, McmsState, SimKind, SimOptions, Simulator};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use url::Url;

@@ -18,7 +18,7 @@ use mtd_adapter::{
     DeviceIdentifier, MdmAdapter, MdmCommand, Platform, Secret,
 };
 use mtd_adapter_soti::{SotiAdapter, SotiConfig, SotiCredentials};
-use mtd_connector::sim::{
+use mtd_sim::{
     soti::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PASSWORD, DEFAULT_USERNAME},
     Fault, RecordedRequest, SimKind, SimOptions, Simulator, SotiState,
 };
@@ -30,13 +30,13 @@ const WIFI_PROFILE_ID: &str = "b5f6c0de-1c2d-4e3f-8a9b-0c1d2e3f4a5b";
 
 /// SOTI's spec facts the simulator was written from.
 fn spec_facts() -> Value {
-    serde_json::from_str(include_str!("fixtures/sim/soti-spec-facts.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/sim/soti-spec-facts.json")).unwrap()
 }
 
 /// The requests captured from SOTI's spec that the adapter crate checks.
 fn spec_requests() -> Value {
     serde_json::from_str(include_str!(
-        "../adapters/soti/tests/fixtures/spec-requests.json"
+        "../../adapters/soti/tests/fixtures/spec-requests.json"
     ))
     .unwrap()
 }

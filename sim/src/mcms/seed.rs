@@ -17,7 +17,10 @@ use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use crate::sim::soti::seed::luhn_check_digit;
+use crate::seed::{
+    ascii_fold, imei, random_chars, ANDROID_TACS, APPLE_SERIAL_CHARS, FIRST_NAMES, HEX_LOWER,
+    HEX_UPPER, IOS_MODELS, IOS_TACS, LAST_NAMES, UPPER_ALNUM,
+};
 
 /// An organisation group: id, name, short code, type, parent id.
 pub(crate) struct OrgGroup {
@@ -100,42 +103,6 @@ fn device_groups() -> Vec<&'static OrgGroup> {
     ORG_GROUPS.iter().filter(|g| g.parent.is_some()).collect()
 }
 
-const FIRST_NAMES: &[&str] = &[
-    "Anna", "Ben", "Chloé", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kofi",
-    "Lena", "Marco", "Nora", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tara", "Uma", "Viktor",
-    "Wen", "Yusuf", "Zoe",
-];
-const LAST_NAMES: &[&str] = &[
-    "Schmidt",
-    "Tremblay",
-    "Nguyen",
-    "Müller",
-    "Okafor",
-    "Rossi",
-    "García",
-    "Kowalski",
-    "Sato",
-    "Andersson",
-    "Dubois",
-    "Patel",
-    "O'Brien",
-    "Novak",
-    "Silva",
-    "Kim",
-    "Fischer",
-    "Haddad",
-];
-
-/// (Model, OS versions, is an iPad)
-const APPLE_MODELS: &[(&str, &[&str], bool)] = &[
-    ("iPhone 12", &["16.7.8", "17.5.1"], false),
-    ("iPhone 13", &["17.4.1", "17.5.1", "18.0.1"], false),
-    ("iPhone 14 Pro", &["17.5.1", "18.1"], false),
-    ("iPhone 15", &["17.6.1", "18.1", "18.2"], false),
-    ("iPhone SE (3rd generation)", &["16.7.8", "17.5.1"], false),
-    ("iPad Air (5th generation)", &["17.5.1", "18.1"], true),
-    ("iPad (10th generation)", &["17.6.1", "18.0"], true),
-];
 /// (Model, OS versions, serial prefix)
 const ANDROID_MODELS: &[(&str, &[&str], &str)] = &[
     ("SM-G991B", &["13.0.0", "14.0.0"], "R5C"),
@@ -153,13 +120,6 @@ const WINDOWS_MODELS: &[(&str, &[&str])] = &[
     ("Surface Pro 9", &["10.0.22631", "10.0.26100"]),
     ("Latitude 7440", &["10.0.22631"]),
 ];
-
-const IOS_TACS: &[&str] = &["35325811", "35391110", "35467208"];
-const ANDROID_TACS: &[&str] = &["35274711", "35882109", "35166308", "86791604"];
-const APPLE_SERIAL_CHARS: &[u8] = b"0123456789CDFGHJKLMNPQRTVWXY";
-const UPPER_ALNUM: &[u8] = b"0123456789ABCDEFGHJKLMNPRSTUVWXYZ";
-const HEX_UPPER: &[u8] = b"0123456789ABCDEF";
-const HEX_LOWER: &[u8] = b"0123456789abcdef";
 
 /// The instant seeded `LastSeen` values count back from.
 fn reference_time() -> NaiveDateTime {
@@ -324,8 +284,7 @@ impl Seeder {
         let platform_roll = self.rng.gen_range(0..100);
         let (platform, model, os, udid, serial, imei, cellular) = match platform_roll {
             0..=51 => {
-                let (model, versions, ipad) =
-                    *APPLE_MODELS.choose(&mut self.rng).expect("non-empty");
+                let (model, versions, ipad) = *IOS_MODELS.choose(&mut self.rng).expect("non-empty");
                 let newer = self.rng.gen_bool(0.5);
                 let udid = self.unique("udid", |rng| {
                     if newer {
@@ -530,41 +489,10 @@ fn phone(rng: &mut StdRng) -> String {
     format!("{prefix}{}", random_chars(rng, b"0123456789", 7))
 }
 
-fn random_chars(rng: &mut StdRng, alphabet: &[u8], n: usize) -> String {
-    (0..n)
-        .map(|_| *alphabet.choose(rng).expect("non-empty") as char)
-        .collect()
-}
-
-/// A 15-digit IMEI: TAC, six random digits, Luhn check digit.
-fn imei(rng: &mut StdRng, tac: &str) -> String {
-    let mut digits: String = tac.to_owned();
-    for _ in 0..6 {
-        digits.push(char::from(b'0' + rng.gen_range(0..10u8)));
-    }
-    let check = luhn_check_digit(&digits);
-    digits.push(char::from(b'0' + check));
-    digits
-}
-
-/// Lower-case ASCII rendering of a name for user names and emails.
-fn ascii_fold(s: &str) -> String {
-    s.chars()
-        .filter_map(|c| match c {
-            'é' | 'è' => Some('e'),
-            'ü' => Some('u'),
-            'í' => Some('i'),
-            'á' => Some('a'),
-            '\'' => None,
-            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seed::luhn_check_digit;
 
     fn data(seed: u64, n: usize) -> (Vec<Value>, Vec<Value>) {
         let mut s = Seeder::new(seed);

@@ -1,0 +1,10 @@
+//! The simulators and the real adapters against them, over loopback, in one
+//! test binary (it was six): `sim_*` drive each simulator with a raw HTTP
+//! client, `adapter_*` run each vendor's adapter against its simulator.
+
+mod adapter_bcdm;
+mod adapter_mcms;
+mod adapter_soti;
+mod sim_bcdm;
+mod sim_mcms;
+mod sim_soti;
