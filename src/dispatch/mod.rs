@@ -398,20 +398,22 @@ async fn try_execute(
         }
     }
 
-    // The gate: from here on no cancel takes the row. A non-idempotent call
-    // gets a committed "sending" audit row first: a row still claimed after
-    // a crash with it as its last audit row was perhaps sent, and is not repeated.
-    let cap = row
-        .kind
-        .is_destructive()
-        .then_some(tenant.policy.max_destructive_actions_per_hour);
-    match stored(row.id, || {
-        state
-            .store
-            .begin_sending(row, cap, !is_idempotent(row.kind))
-    })
-    .await?
-    {
+    // The gate of a non-idempotent call (a wipe): from here on no cancel
+    // takes the row, and a committed "sending" audit row comes first (a row
+    // still claimed after a crash with it as its last audit row was perhaps
+    // sent, and is not repeated). Idempotent calls pass no gate: a claimed
+    // lock is already "being sent" for a cancel, and a gate would cost a
+    // write transaction per lock.
+    let gate = if is_idempotent(row.kind) {
+        SendGate::Go
+    } else {
+        let cap = row
+            .kind
+            .is_destructive()
+            .then_some(tenant.policy.max_destructive_actions_per_hour);
+        stored(row.id, || state.store.begin_sending(row, cap, true)).await?
+    };
+    match gate {
         SendGate::Go => {}
         SendGate::Gone(now) => {
             let note = format!("not sent: the action became {now} while it waited for its turn");

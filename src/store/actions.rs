@@ -569,9 +569,13 @@ impl Store {
     ) -> Result<Vec<StoredAction>, StoreError> {
         let now = Utc::now();
         let mut tx = self.begin_write().await?;
-        // Claimed but not handed to the MDM (waiting for its turn, or for
-        // the lookup before it) is still waiting: see `begin_sending`.
-        const WAITING: &str = "state IN ('pending', 'held', 'failed') AND sending_at IS NULL";
+        // Unclaimed, or an enterprise wipe or wipe claimed but not yet handed
+        // to its MDM (waiting for its turn, or for the lookup before it): see
+        // `begin_sending`, the gate such a row passes right before its call.
+        // Other kinds pass no gate (it would cost a write per lock), so a
+        // claimed lock is being sent and is not taken.
+        const WAITING: &str = "state IN ('pending', 'held', 'failed') AND sending_at IS NULL
+             AND (claimed_at IS NULL OR kind IN ('enterprise_wipe', 'wipe'))";
         let before: Vec<(i64, ActionState)> = match which {
             CancelWhich::One(id) => {
                 sqlx::query_as(&format!(
@@ -912,22 +916,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_claimed_row_waiting_for_its_turn_is_cancelled_and_then_never_handed_over() {
+    async fn a_claimed_wipe_waiting_for_its_turn_is_cancelled_and_then_never_handed_over() {
         let (_dir, store, mdm) = store_with_mdm().await;
-        let first = store
-            .insert_action(&new_action(ActionState::Pending, mdm))
-            .await
-            .unwrap();
-        let second = store
-            .insert_action(&new_action(ActionState::Pending, mdm))
-            .await
-            .unwrap();
+        let wipe = NewAction {
+            kind: ActionKind::EnterpriseWipe.into(),
+            ..new_action(ActionState::Pending, mdm)
+        };
+        let first = store.insert_action(&wipe).await.unwrap();
+        let second = store.insert_action(&wipe).await.unwrap();
         let claimed = store.claim_due_actions(Utc::now(), 2).await.unwrap();
         assert_eq!(claimed.len(), 2);
         // One is handed to its MDM; the other still waits for its turn.
         let handed = claimed.iter().find(|a| a.id == first).unwrap();
         assert_eq!(
-            store.begin_sending(handed, None, false).await.unwrap(),
+            store.begin_sending(handed, None, true).await.unwrap(),
             SendGate::Go
         );
         let none = store
@@ -944,9 +946,24 @@ mod tests {
         assert_eq!(cancelled[0].claimed_at, None);
         let waiting = claimed.iter().find(|a| a.id == second).unwrap();
         assert_eq!(
-            store.begin_sending(waiting, None, false).await.unwrap(),
+            store.begin_sending(waiting, None, true).await.unwrap(),
             SendGate::Gone(ActionState::Cancelled)
         );
+    }
+
+    #[tokio::test]
+    async fn a_claimed_lock_is_being_sent_and_is_not_cancelled() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let id = store
+            .insert_action(&new_action(ActionState::Pending, mdm))
+            .await
+            .unwrap();
+        store.claim_due_actions(Utc::now(), 1).await.unwrap();
+        let none = store
+            .cancel_actions("acme", CancelWhich::One(id), "admin")
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "no gate for a lock: claimed is being sent");
     }
 
     #[tokio::test]
