@@ -244,7 +244,14 @@ impl Activity {
     }
 
     /// Resolves when the connection's current phase has lasted longer than its limit.
+    ///
+    /// The phase moves on while this sleeps (a head arrives, a request
+    /// ends), so it looks again at least every quarter of the shorter limit:
+    /// a connection that went idle while a 30 s head deadline was pending
+    /// is still closed about `idle_timeout` after it went idle.
     async fn expired(&self, limits: ServeLimits) {
+        let step = (limits.header_read_timeout.min(limits.idle_timeout) / 4)
+            .max(std::time::Duration::from_millis(10));
         loop {
             let deadline = match *self.phase() {
                 Phase::Head(since) => Some(since + limits.header_read_timeout),
@@ -253,11 +260,9 @@ impl Activity {
             };
             match deadline {
                 Some(at) if at <= Instant::now() => return,
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some(at) => tokio::time::sleep_until(at.min(Instant::now() + step)).await,
                 // Look again later: a request ending moves the phase on.
-                None => {
-                    tokio::time::sleep(limits.header_read_timeout.min(limits.idle_timeout)).await
-                }
+                None => tokio::time::sleep(step).await,
             }
         }
     }
