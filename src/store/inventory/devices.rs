@@ -209,9 +209,8 @@ impl DeviceValues {
 
 /// A timestamp as sqlx's chrono encoding writes it (see the header of
 /// `0001_init.sql`), for values passed inside a JSON parameter.
-fn sql_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
-}
+/// A time as the store writes it (one format for every table).
+use crate::store::ingest::timestamp as sql_time;
 
 /// Writes a batch of devices with their users and group memberships in a
 /// fixed number of statements, whatever the batch size, in three steps:
