@@ -6,6 +6,7 @@
 //! neither names this module and the import graph stays one-directional
 //! (`http` → `context` → `ingest` → `dispatch` → `policy` → `sync` → `store`).
 
+use crate::actions::Actions;
 use crate::config::{Config, LiveConfig};
 use crate::dispatch::{DispatchHandle, Dispatcher};
 use crate::ingest::{Ingest, IngestQueue};
@@ -22,6 +23,8 @@ pub struct Services {
     pub dispatch: Dispatcher,
     /// Activation, event ingest and deferred decisions.
     pub ingest: Ingest,
+    /// What admins do to action records: approve, cancel.
+    pub actions: Actions,
 }
 
 impl Services {
@@ -38,9 +41,10 @@ impl Services {
                 store: store.clone(),
                 config: config.clone(),
                 sync: sync.clone(),
-                wake,
+                wake: wake.clone(),
                 queue: IngestQueue::new(),
             },
+            actions: Actions::new(store.clone(), wake),
             store,
             config,
             sync,

@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is thin: it parses the command line, sets up
 //! tracing and calls one function of this library per command.
 
+pub mod actions;
 pub mod adapters;
 pub mod app;
 #[cfg(test)]

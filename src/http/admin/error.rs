@@ -1,8 +1,9 @@
 //! The admin API's errors: its own codes (unknown tenant or action, an action
 //! in the wrong state) and everything else through the shared [`ApiError`].
 
+use crate::actions::ActionsError;
 use crate::http::ApiError;
-use crate::store::{ActionState, StoreError};
+use crate::store::StoreError;
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,17 +17,9 @@ pub enum AdminError {
     Unauthorized,
     #[error("tenant not found")]
     TenantNotFound,
-    #[error("action not found")]
-    ActionNotFound,
-    /// Approval of an action that is not held.
-    #[error("action is {0}, not held")]
-    NotHeld(ActionState),
-    /// Cancel of an action that was sent, is final, or is being sent right now.
-    #[error("action cannot be cancelled: {message}")]
-    NotCancellable {
-        state: ActionState,
-        message: &'static str,
-    },
+    /// No such action, or one in the wrong state for the operation.
+    #[error(transparent)]
+    Action(ActionsError),
     /// A query parameter that is unknown or has a bad value.
     #[error("invalid parameter {name}: {message}")]
     InvalidParam { name: String, message: String },
@@ -49,6 +42,15 @@ impl From<StoreError> for AdminError {
     }
 }
 
+impl From<ActionsError> for AdminError {
+    fn from(e: ActionsError) -> Self {
+        match e {
+            ActionsError::Store(e) => e.into(),
+            e => AdminError::Action(e),
+        }
+    }
+}
+
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         match self {
@@ -63,21 +65,22 @@ impl IntoResponse for AdminError {
                 Json(json!({"error": "tenant_not_found"})),
             )
                 .into_response(),
-            AdminError::ActionNotFound => (
+            AdminError::Action(ActionsError::NotFound) => (
                 StatusCode::NOT_FOUND,
                 Json(json!({"error": "action_not_found"})),
             )
                 .into_response(),
-            AdminError::NotHeld(state) => (
+            AdminError::Action(ActionsError::NotHeld(state)) => (
                 StatusCode::CONFLICT,
                 Json(json!({"error": "not_held", "state": state})),
             )
                 .into_response(),
-            AdminError::NotCancellable { state, message } => (
+            AdminError::Action(ActionsError::NotCancellable { state, message }) => (
                 StatusCode::CONFLICT,
                 Json(json!({"error": "not_cancellable", "state": state, "message": message})),
             )
                 .into_response(),
+            AdminError::Action(ActionsError::Store(e)) => ApiError::from(e).into_response(),
             AdminError::InvalidParam { name, message } => ApiError::InvalidField {
                 field: name,
                 message,

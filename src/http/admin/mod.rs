@@ -18,10 +18,11 @@ pub use auth::AdminAuth;
 pub use error::AdminError;
 
 use super::AppState;
+use crate::actions::ActionsError;
 use crate::config::TenantConfig;
 use crate::store::{
-    ActionFilter, ActionRecordKind, ActionState, CancelWhich, DeviceFilter, EventFilter, Paged,
-    StoreError, SyncTrigger, Transition, UserFilter,
+    ActionFilter, ActionRecordKind, ActionState, DeviceFilter, EventFilter, Paged, SyncTrigger,
+    UserFilter,
 };
 use crate::sync::{Requested, SyncError};
 use axum::extract::{FromRequestParts, RawQuery, State};
@@ -357,7 +358,7 @@ fn action_id(raw: &str) -> Result<i64, AdminError> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or(AdminError::ActionNotFound)
+        .ok_or(AdminError::Action(ActionsError::NotFound))
 }
 
 /// `POST …/actions/{id}/approve`: held → pending, then wake the dispatcher.
@@ -367,38 +368,10 @@ async fn approve(
     Path((tenant_id, raw_id)): Path<(String, String)>,
 ) -> Reply {
     tenant(&state, &tenant_id)?;
-    let id = action_id(&raw_id)?;
-    let current = state
-        .store
-        .admin_action(&tenant_id, id)
-        .await?
-        .ok_or(AdminError::ActionNotFound)?;
-    if current.action.state != ActionState::Held {
-        return Err(AdminError::NotHeld(current.action.state));
-    }
-    let t = Transition::new(
-        ActionState::Held,
-        ActionState::Pending,
-        "approved by an admin",
-    )
-    // Due now: the row may carry a due time from before it was held.
-    .next_attempt_at(Utc::now());
-    match state.store.transition_action_with(id, t).await {
-        Ok(row) => crate::dispatch::record_moved(&row),
-        // Someone (another admin, a cancel) moved it first.
-        Err(StoreError::ActionStateChanged { actual, .. }) => {
-            return Err(AdminError::NotHeld(actual))
-        }
-        Err(e) => return Err(e.into()),
-    }
     let approved = state
-        .store
-        .admin_action(&tenant_id, id)
-        .await?
-        .ok_or(AdminError::ActionNotFound)?;
-    // After the answer is read, so the answer shows the approval, not a later send.
-    state.dispatch.wake();
-    tracing::info!(tenant = %tenant_id, action_id = id, kind = ?approved.action.kind, "Held action approved by an admin");
+        .actions
+        .approve(&tenant_id, action_id(&raw_id)?)
+        .await?;
     Ok(Json(serde_json::to_value(approved).map_err(internal)?))
 }
 
@@ -410,43 +383,11 @@ async fn cancel(
     Path((tenant_id, raw_id)): Path<(String, String)>,
 ) -> Reply {
     tenant(&state, &tenant_id)?;
-    let id = action_id(&raw_id)?;
-    let current = state
-        .store
-        .admin_action(&tenant_id, id)
-        .await?
-        .ok_or(AdminError::ActionNotFound)?;
     let cancelled = state
-        .store
-        .cancel_actions(&tenant_id, CancelWhich::One(id), "cancelled by an admin")
+        .actions
+        .cancel(&tenant_id, action_id(&raw_id)?)
         .await?;
-    cancelled.iter().for_each(crate::dispatch::record_moved);
-    if cancelled.is_empty() {
-        // Re-read: the state may have moved on since the first read.
-        let now = state
-            .store
-            .admin_action(&tenant_id, id)
-            .await?
-            .map_or(current.action, |a| a.action);
-        let message = if now.state.is_final() {
-            "the action is already final"
-        } else if now.claimed_at.is_some() {
-            "the action is being sent to the MDM right now"
-        } else {
-            "the action changed state meanwhile; try again"
-        };
-        return Err(AdminError::NotCancellable {
-            state: now.state,
-            message,
-        });
-    }
-    let action = state
-        .store
-        .admin_action(&tenant_id, id)
-        .await?
-        .ok_or(AdminError::ActionNotFound)?;
-    tracing::info!(tenant = %tenant_id, action_id = id, kind = ?action.action.kind, "Action cancelled by an admin");
-    Ok(Json(serde_json::to_value(action).map_err(internal)?))
+    Ok(Json(serde_json::to_value(cancelled).map_err(internal)?))
 }
 
 /// `POST …/actions/cancel-destructive`: every pending, held or failed
@@ -457,17 +398,7 @@ async fn cancel_destructive(
     Path(tenant_id): Path<String>,
 ) -> Reply {
     tenant(&state, &tenant_id)?;
-    let cancelled = state
-        .store
-        .cancel_actions(
-            &tenant_id,
-            CancelWhich::Destructive,
-            "cancelled by an admin (cancel-destructive)",
-        )
-        .await?;
-    cancelled.iter().for_each(crate::dispatch::record_moved);
-    let ids: Vec<i64> = cancelled.iter().map(|a| a.id).collect();
-    tracing::warn!(tenant = %tenant_id, cancelled = ids.len(), "Every waiting destructive action cancelled by an admin");
+    let ids = state.actions.cancel_destructive(&tenant_id).await?;
     Ok(Json(json!({"cancelled": ids.len(), "actions": ids})))
 }
 
