@@ -56,7 +56,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::task::TaskTracker;
 
 const DEFAULT_SIZES: [usize; 2] = [10_000, 100_000];
 const TENANT: &str = "bench";
@@ -476,7 +475,7 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
     let s = setup(kind, n).await?;
     let engine = s.app.sync().clone();
     let cancel = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let tasks = mtd_connector::shutdown::Tasks::new();
     engine.start(cancel.clone(), &tasks).await;
     let mdm_id = engine
         .integrations()

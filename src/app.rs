@@ -9,13 +9,12 @@ use crate::config::Config;
 use crate::context::{tenant_records, Services};
 use crate::dispatch::DispatchSettings;
 use crate::http;
-use crate::shutdown::{CancellationToken, GRACE};
+use crate::shutdown::{CancellationToken, Tasks, GRACE};
 use crate::store::Store;
 use crate::sync::SyncEngine;
 use std::future::Future;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +37,9 @@ pub enum BuildError {
 pub struct App {
     listener: TcpListener,
     state: Services,
-    /// Background tasks (sync workers, dispatcher) register here so shutdown can wait for them.
-    tasks: TaskTracker,
+    /// Background tasks (sync workers, dispatcher, ingest writer): shutdown
+    /// waits for them, and one that dies early stops the daemon.
+    tasks: Tasks,
     /// Retry and concurrency of the dispatcher (defaults; tests shorten the delays).
     dispatch: DispatchSettings,
 }
@@ -110,7 +110,7 @@ impl App {
         Ok(App {
             listener,
             state,
-            tasks: TaskTracker::new(),
+            tasks: Tasks::new(),
             dispatch,
         })
     }
@@ -145,9 +145,9 @@ impl App {
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight
     /// requests and background tasks finish within [`GRACE`], closes the store.
-    /// A server that ends before `shutdown` (an error, a panic) is logged at
-    /// ERROR at once and stops the daemon the same way, with that error (the
-    /// CLI exits non-zero).
+    /// A server that ends before `shutdown` (an error, a panic), or a
+    /// background worker that dies, is logged at ERROR at once and stops the
+    /// daemon the same way, with that error (the CLI exits non-zero).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -175,7 +175,7 @@ impl App {
             tasks,
             dispatch,
         } = self;
-        let cancel = CancellationToken::new();
+        let cancel = tasks.cancel_token();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tenants = state.config.load().tenants.len(), "Serving the agent and admin API");
 
@@ -198,11 +198,12 @@ impl App {
         let died = tokio::select! {
             _ = shutdown => None,
             served = &mut server => Some(early_death(served)),
+            death = tasks.died() => Some(std::io::Error::other(death)),
         };
         cancel.cancel();
         tasks.close();
         if let Some(error) = died {
-            tracing::error!(error = %error, "The HTTP server stopped on its own; stopping the daemon");
+            tracing::error!(error = %error, "A part of the daemon stopped on its own; stopping the daemon");
             writer_stop.cancel();
             if tokio::time::timeout(GRACE, tasks.wait()).await.is_err() {
                 tracing::warn!(
@@ -278,6 +279,25 @@ mod tests {
             .expect("noticed at once, not at shutdown");
         let error = result.expect_err("an error, for a non-zero exit");
         assert!(error.to_string().contains("the listener broke"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_background_worker_that_panics_stops_the_daemon_at_once_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        app.tasks
+            .spawn_critical("the test worker", async { panic!("a bug in a worker") });
+        let run = app.run_until(never());
+        let result = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("noticed at once, not at shutdown");
+        let error = result.expect_err("an error, for a non-zero exit");
+        assert!(
+            error
+                .to_string()
+                .contains("the test worker panicked: a bug in a worker"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

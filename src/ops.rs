@@ -10,7 +10,6 @@ use crate::sync::{RunReport, SyncEngine};
 use mtd_adapter::{AdapterError, MdmKind};
 use std::io::IsTerminal;
 use std::sync::Arc;
-use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -148,7 +147,7 @@ pub async fn sync_now(
         integrations,
     );
     let cancel = CancellationToken::new();
-    let tasks = TaskTracker::new();
+    let tasks = crate::shutdown::Tasks::new();
     engine.start_workers(cancel.clone(), &tasks).await;
 
     let terminal = std::io::stderr().is_terminal();

@@ -15,6 +15,7 @@
 use crate::config::LiveConfig;
 use crate::policy;
 use crate::shutdown::CancellationToken;
+use crate::shutdown::Tasks;
 use crate::store::{
     ActionRecordKind, ActionState, NewAction, SendGate, StoreError, StoredAction, StoredDevice,
     Transition,
@@ -25,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
-use tokio_util::task::TaskTracker;
 
 /// Retry and concurrency settings.
 #[derive(Debug, Clone)]
@@ -144,11 +144,11 @@ pub async fn start(
     state: Dispatcher,
     settings: DispatchSettings,
     cancel: CancellationToken,
-    tasks: &TaskTracker,
+    tasks: &Tasks,
 ) {
     recover(&state).await;
     let tracker = tasks.clone();
-    tasks.spawn(run(state, settings, cancel, tracker));
+    tasks.spawn_critical("the dispatcher", run(state, settings, cancel, tracker));
 }
 
 async fn recover(state: &Dispatcher) {
@@ -258,7 +258,7 @@ async fn run(
     state: Dispatcher,
     settings: DispatchSettings,
     cancel: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Tasks,
 ) {
     let settings = Arc::new(settings);
     let per_mdm: Mutex<HashMap<i64, Arc<Semaphore>>> = Mutex::new(HashMap::new());
@@ -313,16 +313,23 @@ async fn run(
 }
 
 /// Sends one claimed row and moves it on. Every error is recorded on the row.
+/// Its span carries the tenant, the MDM (once known) and the action id, so
+/// the log lines inside do not repeat them.
+#[tracing::instrument(
+    name = "dispatch",
+    skip_all,
+    fields(tenant = %row.tenant_id, mdm = tracing::field::Empty, action_id = row.id)
+)]
 async fn execute(state: &Dispatcher, settings: &DispatchSettings, row: StoredAction) {
     match try_execute(state, settings, &row).await {
         Ok(()) => {}
         // Cancelled by an admin while it was being prepared (before the gate).
         Err(StoreError::ActionStateChanged { actual, .. }) => {
-            tracing::info!(action_id = row.id, state = %actual, "Action moved on while it was being prepared; not sent");
+            tracing::info!(state = %actual, "Action moved on while it was being prepared; not sent");
         }
         Err(e) => {
             // The store failed: the row stays claimed; the next start recovers it.
-            tracing::error!(action_id = row.id, error = %e, "Cannot record the outcome of an action");
+            tracing::error!(error = %e, "Cannot record the outcome of an action");
         }
     }
 }
@@ -362,6 +369,7 @@ async fn try_execute(
         .await?;
         return Ok(());
     };
+    tracing::Span::current().record("mdm", integration.name.as_str());
     let Some(command) = row.kind.command() else {
         transition(
             state,
@@ -374,13 +382,13 @@ async fn try_execute(
 
     // Fresh facts before destruction: the device as its MDM knows it now.
     if row.kind.is_destructive() {
-        match fresh_facts(state, row, &integration, &mut device).await {
+        match fresh_facts(state, &integration, &mut device).await {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 transition(state, row.id, skip(reason)).await?;
                 return Ok(());
             }
-            Err(e) => return record_failure(state, settings, row, &integration.name, e).await,
+            Err(e) => return record_failure(state, settings, row, e).await,
         }
     }
     let capabilities = integration.adapter.capabilities();
@@ -417,12 +425,12 @@ async fn try_execute(
         SendGate::Go => {}
         SendGate::Gone(now) => {
             let note = format!("not sent: the action became {now} while it waited for its turn");
-            tracing::info!(tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, state = %now, "Action not sent: it was cancelled or moved on while it waited");
+            tracing::info!(state = %now, "Action not sent: it was cancelled or moved on while it waited");
             stored(row.id, || state.store.note_not_sent(row.id, &note)).await?;
             return Ok(());
         }
         SendGate::Later(due) => {
-            tracing::warn!(tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, due = %due, "Hourly cap of destructive actions reached: the action waits");
+            tracing::warn!(due = %due, "Hourly cap of destructive actions reached: the action waits");
             return Ok(());
         }
     }
@@ -440,12 +448,13 @@ async fn try_execute(
             }
             record_sent(state, row, &integration.name, &receipt, started).await?;
             tracing::info!(
-                tenant = %row.tenant_id, mdm = %integration.name, action_id = row.id, device_id = device.id,
-                command = command.as_str(), "Action sent"
+                device_id = device.id,
+                command = command.as_str(),
+                "Action sent"
             );
             Ok(())
         }
-        Err(e) => record_failure(state, settings, row, &integration.name, e).await,
+        Err(e) => record_failure(state, settings, row, e).await,
     }
 }
 
@@ -455,7 +464,6 @@ async fn try_execute(
 /// has the device, or its record is another device now).
 async fn fresh_facts(
     state: &Dispatcher,
-    row: &StoredAction,
     integration: &crate::sync::Integration,
     device: &mut StoredDevice,
 ) -> Result<Option<String>, AdapterError> {
@@ -471,7 +479,7 @@ async fn fresh_facts(
     device.ownership = fresh.ownership;
     // Stored under `mask_pii` like a sync stores it (device name included).
     if let Err(e) = integration.store_found_device(&state.store, fresh).await {
-        tracing::warn!(action_id = row.id, error = %e, "Cannot store the fresh device facts");
+        tracing::warn!(error = %e, "Cannot store the fresh device facts");
     }
     Ok(None)
 }
@@ -559,14 +567,13 @@ async fn record_failure(
     state: &Dispatcher,
     settings: &DispatchSettings,
     row: &StoredAction,
-    mdm: &str,
     e: AdapterError,
 ) -> Result<(), StoreError> {
     let age = (Utc::now() - row.created_at).to_std().unwrap_or_default();
     let error = e.to_string();
     if matches!(e, AdapterError::NoAnswer(_)) && !is_idempotent(row.kind) {
         // At most once: the MDM may have wiped the device already.
-        tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, error = %error, "No answer to a wipe: it may have reached the MDM and is not sent again; check the MDM console");
+        tracing::error!(error = %error, "No answer to a wipe: it may have reached the MDM and is not sent again; check the MDM console");
         let t = Transition::new(
             row.state,
             ActionState::Dead,
@@ -576,7 +583,7 @@ async fn record_failure(
         .last_error(error);
         transition(state, row.id, t).await?;
     } else if !e.is_retryable() {
-        tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, error_class = e.class(), error = %error, "The MDM refused the action; it is not retried: an operator must act");
+        tracing::error!(error_class = e.class(), error = %error, "The MDM refused the action; it is not retried: an operator must act");
         let t = Transition::new(
             row.state,
             ActionState::Dead,
@@ -586,7 +593,7 @@ async fn record_failure(
         .last_error(error);
         transition(state, row.id, t).await?;
     } else if row.attempts >= settings.max_attempts || age >= settings.give_up_after {
-        tracing::error!(tenant = %row.tenant_id, %mdm, action_id = row.id, attempts = row.attempts, error = %error, "Gave up sending the action: an operator must act");
+        tracing::error!(attempts = row.attempts, error = %error, "Gave up sending the action: an operator must act");
         let reason = format!(
             "gave up after {} attempts over {} minutes: {error}",
             row.attempts,
@@ -598,7 +605,12 @@ async fn record_failure(
         transition(state, row.id, t).await?;
     } else {
         let delay = retry_delay(settings, row.attempts, e.retry_after());
-        tracing::warn!(tenant = %row.tenant_id, %mdm, action_id = row.id, attempt = row.attempts, error_class = e.class(), retry_in_ms = delay.as_millis() as u64, "Action not delivered; retrying later");
+        tracing::warn!(
+            attempt = row.attempts,
+            error_class = e.class(),
+            retry_in_ms = delay.as_millis() as u64,
+            "Action not delivered; retrying later"
+        );
         let due = Utc::now()
             + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::minutes(15));
         let note = format!(

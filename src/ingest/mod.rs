@@ -20,13 +20,13 @@ use crate::config::TenantConfig;
 use crate::dispatch::DispatchHandle;
 use crate::policy::{self, Limits, MdmFacts, Verdict};
 use crate::shutdown::CancellationToken;
+use crate::shutdown::Tasks;
 use crate::store::{ActionRecordKind, EventIdentifiers, NewEvent, StoreError, StoredDevice};
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::task::TaskTracker;
 
 /// What the agent API's work needs: the store, the live config, the sync
 /// engine (on-demand lookups), the dispatcher's wake handle and the queue to
@@ -50,7 +50,7 @@ impl Ingest {
         every: Duration,
         cancel: CancellationToken,
         stop: CancellationToken,
-        tasks: &TaskTracker,
+        tasks: &Tasks,
     ) {
         start_writer(
             &self.queue,
@@ -62,7 +62,7 @@ impl Ingest {
         // Deferred decisions look devices up at MDMs that may be down (up to
         // the lookup budget per event): a task of their own.
         let state = self.clone();
-        tasks.spawn(async move {
+        tasks.spawn_critical("the deferred-decision loop", async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,

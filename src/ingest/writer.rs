@@ -37,12 +37,12 @@ use super::{log_decision, Decision, IngestError, IngestOutcome, Planned};
 use crate::dispatch::DispatchHandle;
 use crate::policy::{cap_since, Limits, Verdict};
 use crate::shutdown::CancellationToken;
+use crate::shutdown::Tasks;
 use crate::store::{ActionRecordKind, ActionState, Store, StoreError};
 use mtd_adapter::ActionKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::task::TaskTracker;
 
 /// Requests that may wait for the writer. Beyond this, a request gets 503
 /// with `Retry-After` at once: the agent retries later instead of piling up
@@ -119,7 +119,7 @@ pub fn start_writer(
     store: Store,
     dispatch: DispatchHandle,
     stop: CancellationToken,
-    tasks: &TaskTracker,
+    tasks: &Tasks,
 ) {
     // Poisoning needs a panic while the lock is held, and nothing in the
     // block below can panic; `take` leaves `None` for a second start.
@@ -128,7 +128,7 @@ pub fn start_writer(
         tracing::error!("The ingest writer was started twice; the second start is ignored");
         return;
     };
-    tasks.spawn(run(receiver, store, dispatch, stop));
+    tasks.spawn_critical("the ingest writer", run(receiver, store, dispatch, stop));
 }
 
 async fn run(
@@ -476,7 +476,7 @@ mod tests {
         let (_dir, store, _) = crate::store::testutil::store_with_mdm().await;
         let queue = IngestQueue::new();
         let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let tasks = Tasks::new();
         let queued = {
             let queue = queue.clone();
             tokio::spawn(async move { queue.submit(empty_request()).await })

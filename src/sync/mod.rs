@@ -22,6 +22,7 @@ pub use ondemand::{LookupError, LookupOutcome};
 pub use run::RunReport;
 
 use crate::shutdown::CancellationToken;
+use crate::shutdown::Tasks;
 use crate::store::{Store, StoreError, SyncTrigger};
 use mtd_adapter::{DeviceIdentifier, MdmAdapter, MdmKind};
 use pii::KeyedMasker;
@@ -29,7 +30,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::task::TaskTracker;
 
 /// One MDM of one tenant, as the engine drives it.
 #[derive(Debug)]
@@ -173,7 +173,7 @@ struct Inner {
 #[derive(Clone)]
 struct Running {
     cancel: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Tasks,
     /// Initial syncs and the schedule (`false` for the `sync` command).
     background: bool,
     /// `full_sync_every`, when scheduled syncs run in this process.
@@ -233,16 +233,16 @@ impl SyncEngine {
     /// Spawns one worker per integration and the schedule, and queues the
     /// initial full sync of every MDM with `background_sync`. Everything stops
     /// when `cancel` fires; the tasks are tracked by `tasks` for the drain.
-    pub async fn start(&self, cancel: CancellationToken, tasks: &TaskTracker) {
+    pub async fn start(&self, cancel: CancellationToken, tasks: &Tasks) {
         self.start_with(cancel, tasks, true).await
     }
 
     /// Only the workers: no initial sync, no schedule (the `sync` command).
-    pub async fn start_workers(&self, cancel: CancellationToken, tasks: &TaskTracker) {
+    pub async fn start_workers(&self, cancel: CancellationToken, tasks: &Tasks) {
         self.start_with(cancel, tasks, false).await
     }
 
-    async fn start_with(&self, cancel: CancellationToken, tasks: &TaskTracker, background: bool) {
+    async fn start_with(&self, cancel: CancellationToken, tasks: &Tasks, background: bool) {
         let running = Running {
             cancel,
             tasks: tasks.clone(),
@@ -278,9 +278,11 @@ impl SyncEngine {
             settings: self.inner.settings.clone(),
             run_lock,
         };
-        running
-            .tasks
-            .spawn(worker::run(ctx, rx, running.cancel.clone()));
+        let (tenant, name) = w.key();
+        running.tasks.spawn_watched(
+            format!("the sync worker of {tenant}/{name}"),
+            worker::run(ctx, rx, running.cancel.clone()),
+        );
         if !running.background {
             return;
         }
@@ -296,13 +298,16 @@ impl SyncEngine {
                 .expect("schedule set")
                 .insert(key.clone())
             {
-                running.tasks.spawn(worker::schedule_one(
-                    Arc::downgrade(&self.inner),
-                    key,
-                    every,
-                    self.inner.settings.max_schedule_offset,
-                    running.cancel.clone(),
-                ));
+                running.tasks.spawn_watched(
+                    format!("the sync schedule of {tenant}/{name}"),
+                    worker::schedule_one(
+                        Arc::downgrade(&self.inner),
+                        key,
+                        every,
+                        self.inner.settings.max_schedule_offset,
+                        running.cancel.clone(),
+                    ),
+                );
             }
         }
     }
