@@ -131,7 +131,7 @@ async fn a_lock_rule_makes_one_vendor_correct_lock_a_repeat_makes_none_and_a_sec
         rows[1].reason.as_deref().unwrap().contains("cool-down"),
         "{rows:#?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
     assert_eq!(
         soti_actions_for(&env, &id).len(),
         1,
@@ -205,7 +205,7 @@ async fn monitor_mode_a_forbidden_permit_and_a_wipe_of_a_non_corporate_device_ar
         rows[1].reason.as_deref().unwrap().contains("corporate"),
         "{rows:#?}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
     assert!(soti_actions_for(&env, &id).is_empty(), "nothing was sent");
     app.shutdown().await;
 }
@@ -329,7 +329,7 @@ async fn a_pending_action_survives_a_restart_and_is_sent_exactly_once_after_it()
         r.iter().any(|a| a.kind == "lock" && a.state == "sent")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
     assert_eq!(
         soti_actions_for(&env, &id).len(),
         1,
@@ -390,7 +390,7 @@ async fn a_wifi_profile_removal_due_during_downtime_is_sent_once_after_the_resta
         r.iter().any(|a| a.id == removal.id && a.state == "sent")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
     let calls = soti_actions_for(&env, &id);
     let installs = calls
         .iter()

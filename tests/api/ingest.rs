@@ -106,7 +106,7 @@ async fn sixty_four_concurrent_events_for_one_device_under_a_cool_down_make_exac
         64,
         "each action has its creation audited"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
     let locks = env
         .sim
         .soti()

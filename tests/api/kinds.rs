@@ -204,7 +204,7 @@ async fn for_mcms_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
             rows[1].reason.as_deref().unwrap().contains("cool-down"),
             "{kind}: {rows:#?}"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        settle(&app, &env).await;
         assert_eq!(
             accepted_actions(&env, kind, &vendor_id),
             vec![want.to_string()],
@@ -387,7 +387,7 @@ async fn a_wipe_rule_on_a_personal_or_shared_device_is_skipped_and_nothing_is_se
             "{rows:#?}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
     assert!(accepted_actions(&env, SimKind::Mcms, &personal.1).is_empty());
     assert!(accepted_actions(&env, SimKind::Mcms, &shared.1).is_empty());
     app.shutdown().await;

@@ -351,6 +351,38 @@ pub async fn actions(env: &Env) -> Vec<Row> {
         .collect()
 }
 
+/// "Nothing more happens": sends every action due now in this task (the
+/// dispatcher's own step), then waits until the background dispatcher holds
+/// no claimed row. Afterwards anything unsent waits for a later due time or
+/// a new event, so a test checks the MDM's calls at once instead of sleeping.
+pub async fn settle(app: &TestApp, env: &Env) {
+    use mtd_connector::dispatch::Dispatched;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while app
+            .state
+            .dispatch
+            .try_dispatch_next(&fast_dispatch())
+            .await
+            .unwrap()
+            == Dispatched::One
+        {}
+        let claimed = count(
+            env,
+            "SELECT COUNT(*) FROM actions WHERE claimed_at IS NOT NULL AND state IN ('pending', 'failed')",
+        )
+        .await;
+        if claimed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{claimed} actions still claimed after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until `pred` holds for the action rows (a condition, not a fixed sleep).
 pub async fn wait_actions(env: &Env, limit: Duration, pred: impl Fn(&[Row]) -> bool) -> Vec<Row> {
     let deadline = Instant::now() + limit;
