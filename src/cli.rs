@@ -25,6 +25,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The tenant (and optionally one of its MDMs) a command works on.
+#[derive(Debug, clap::Args)]
+pub struct TenantTarget {
+    /// The main configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The tenant id.
+    #[arg(long, value_name = "ID")]
+    pub tenant: String,
+    /// Only this MDM of the tenant (its `name`).
+    #[arg(long, value_name = "NAME")]
+    pub mdm: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: agent and admin API, health; until SIGINT/SIGTERM.
@@ -52,29 +66,9 @@ pub enum Command {
         config: PathBuf,
     },
     /// Log in to each MDM of a tenant and read one page; one diagnostic line per MDM.
-    TestConnection {
-        /// The main configuration file (TOML).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// The tenant id.
-        #[arg(long, value_name = "ID")]
-        tenant: String,
-        /// Only this MDM of the tenant (its `name`).
-        #[arg(long, value_name = "NAME")]
-        mdm: Option<String>,
-    },
+    TestConnection(TenantTarget),
     /// A full sync now for one tenant (or one MDM), with progress; then the counts.
-    Sync {
-        /// The main configuration file (TOML).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// The tenant id.
-        #[arg(long, value_name = "ID")]
-        tenant: String,
-        /// Only this MDM of the tenant (its `name`).
-        #[arg(long, value_name = "NAME")]
-        mdm: Option<String>,
-    },
+    Sync(TenantTarget),
     /// Serve the built-in MDM simulators alone (for tests, demos and benchmarks).
     Sim {
         /// Address to listen on; each vendor is served under its own base path.
@@ -110,16 +104,16 @@ pub fn main(cli: Cli) -> ExitCode {
             listen,
             devices,
         } => with_runtime(|| demo(exit_after, listen, devices)),
-        Command::TestConnection {
+        Command::TestConnection(TenantTarget {
             config,
             tenant,
             mdm,
-        } => with_runtime(|| test_connection(&config, tenant, mdm)),
-        Command::Sync {
+        }) => with_runtime(|| test_connection(&config, tenant, mdm)),
+        Command::Sync(TenantTarget {
             config,
             tenant,
             mdm,
-        } => with_runtime(|| sync(&config, tenant, mdm)),
+        }) => with_runtime(|| sync(&config, tenant, mdm)),
         Command::Sim {
             listen,
             devices,

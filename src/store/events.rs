@@ -177,34 +177,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ingest::testutil::{record_event, record_events};
+    use super::super::ingest::testutil::{event, record_event, record_events};
     use super::super::testutil::*;
     use super::super::{ActionRecordKind, ActionState, NewAction, Pii, SyncTrigger};
     use super::*;
-    use chrono::TimeZone;
-    use serde_json::json;
-
-    fn event(event_id: &str, device_id: Option<i64>) -> NewEvent {
-        NewEvent {
-            tenant_id: "acme".into(),
-            event_id: event_id.into(),
-            device_id,
-            identifiers: EventIdentifiers {
-                udid: None,
-                serial: Some(" sn-1 ".into()),
-                imei: None,
-                mac: Some("AA:BB:CC:DD:EE:FF".into()),
-                mdm_device_id: Some("1".into()),
-            },
-            threat_type: "network.arp_mitm".into(),
-            severity: "high".into(),
-            threat_name: Some("ARP MITM".into()),
-            detected_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
-            received_at: Utc::now(),
-            network: Some(json!({"ssid": "CoffeeShop", "bssid": "aa:bb:cc:dd:ee:ff"})),
-            details: Some(json!({})),
-        }
-    }
 
     fn action(event_id: i64, device_id: Option<i64>, mdm_id: i64) -> NewAction {
         NewAction {

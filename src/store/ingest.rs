@@ -240,7 +240,32 @@ pub(super) mod testutil {
     //! Events for the store's tests, written the one way the daemon writes
     //! them: a group in one transaction, as the ingest writer does.
 
-    use super::super::{NewEvent, Store, StoreError};
+    use super::super::{EventIdentifiers, NewEvent, Store, StoreError};
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    /// An event with every identifier, spaced and cased as agents send them.
+    pub fn event(event_id: &str, device_id: Option<i64>) -> NewEvent {
+        NewEvent {
+            tenant_id: "acme".into(),
+            event_id: event_id.into(),
+            device_id,
+            identifiers: EventIdentifiers {
+                udid: Some(" abc-def ".into()),
+                serial: Some(" sn-1 ".into()),
+                imei: Some("35-209900-176148-1".into()),
+                mac: Some("AA:BB:CC:DD:EE:FF".into()),
+                mdm_device_id: Some(" 1 ".into()),
+            },
+            threat_type: "network.arp_mitm".into(),
+            severity: "high".into(),
+            threat_name: Some("ARP MITM".into()),
+            detected_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+            received_at: Utc.timestamp_nanos(1_795_000_000_123_456_789),
+            network: Some(json!({"ssid": "CoffeeShop", "n": 1.5, "x": [1, null]})),
+            details: None,
+        }
+    }
 
     /// Records `events` as one group; for each, its id, or `None` for a repeat.
     pub async fn record_events(
@@ -265,32 +290,10 @@ pub(super) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{EventIdentifiers, Pii, SyncTrigger};
-    use super::testutil::record_event;
+    use super::super::{Pii, SyncTrigger};
+    use super::testutil::{event, record_event};
     use super::*;
     use chrono::TimeZone;
-
-    fn event(event_id: &str, device_id: Option<i64>) -> NewEvent {
-        NewEvent {
-            tenant_id: "acme".into(),
-            event_id: event_id.into(),
-            device_id,
-            identifiers: EventIdentifiers {
-                udid: Some(" abc-def ".into()),
-                serial: Some(" sn-1 ".into()),
-                imei: Some("35-209900-176148-1".into()),
-                mac: Some("AA:BB:CC:DD:EE:FF".into()),
-                mdm_device_id: Some(" 1 ".into()),
-            },
-            threat_type: "network.arp_mitm".into(),
-            severity: "high".into(),
-            threat_name: Some("ARP MITM".into()),
-            detected_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
-            received_at: Utc.timestamp_nanos(1_795_000_000_123_456_789),
-            network: Some(json!({"ssid": "CoffeeShop", "n": 1.5, "x": [1, null]})),
-            details: None,
-        }
-    }
 
     fn action(
         event_id: Option<i64>,

@@ -450,26 +450,29 @@ mod tests {
     async fn open_sets_wal_foreign_keys_and_busy_timeout() {
         let (_dir, store) = temp_store().await;
         let mut conn = store.pool().acquire().await.unwrap();
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        assert_eq!(fk, 1);
-        assert_eq!(busy, 5000);
-        assert_eq!(sync, 1, "NORMAL");
+        use sqlx::Row;
+        let mut values = Vec::new();
+        for name in [
+            "journal_mode",
+            "foreign_keys",
+            "busy_timeout",
+            "synchronous",
+        ] {
+            let row = sqlx::query(&format!("PRAGMA {name}"))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let value = row
+                .try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                .unwrap();
+            values.push(value);
+        }
+        assert_eq!(
+            values,
+            ["wal", "1", "5000", "1"],
+            "journal_mode, foreign_keys, busy_timeout, synchronous (1 = NORMAL)"
+        );
     }
 
     #[tokio::test]

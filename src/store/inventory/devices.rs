@@ -53,16 +53,9 @@ pub(in crate::store) struct DeviceRow {
     tenant_id: String,
     mdm_id: i64,
     mdm_device_id: String,
-    udid: Option<String>,
-    serial: Option<String>,
-    imei: Option<String>,
-    mac: Option<String>,
-    name: Option<String>,
-    platform: String,
-    model: Option<String>,
-    os_version: Option<String>,
-    ownership: String,
-    user_id: Option<i64>,
+    /// The columns a sync writes.
+    #[sqlx(flatten)]
+    values: DeviceValues,
     last_checkin_at: Option<DateTime<Utc>>,
     first_seen_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -77,25 +70,26 @@ const DEVICE_COLUMNS: &str = "id, tenant_id, mdm_id, mdm_device_id, udid, serial
 
 impl From<DeviceRow> for StoredDevice {
     fn from(r: DeviceRow) -> Self {
+        let v = r.values;
         StoredDevice {
             id: r.id,
             tenant_id: r.tenant_id,
             mdm_id: r.mdm_id,
             mdm_device_id: r.mdm_device_id,
             identifiers: Identifiers {
-                udid: r.udid,
-                serial: r.serial,
-                imei: r.imei,
-                mac: r.mac,
+                udid: v.udid,
+                serial: v.serial,
+                imei: v.imei,
+                mac: v.mac,
             },
-            name: r.name,
+            name: v.name,
             // Stored from `as_str`, so this round-trips; anything else is Other.
-            platform: Platform::from_vendor(&r.platform),
-            model: r.model,
-            os_version: r.os_version,
+            platform: Platform::from_vendor(&v.platform),
+            model: v.model,
+            os_version: v.os_version,
             // Lenient on purpose: an unreadable value is never "corporate".
-            ownership: Ownership::parse_lenient(&r.ownership),
-            user_id: r.user_id,
+            ownership: Ownership::parse_lenient(&v.ownership),
+            user_id: v.user_id,
             last_checkin_at: r.last_checkin_at,
             first_seen_at: r.first_seen_at,
             updated_at: r.updated_at,
