@@ -13,7 +13,7 @@
 //! `MdmAdapter::execute`.
 
 use crate::config::{MdmConfig, Permit, PolicyConfig, PolicyMode, TenantConfig};
-use crate::store::{ActionRecordKind, ActionState, NewAction, StoredDevice};
+use crate::store::{ActionId, ActionRecordKind, ActionState, DeviceRef, NewAction, StoredDevice};
 use chrono::{DateTime, Duration, Utc};
 use mtd_adapter::{ActionKind, Capabilities, MdmCommand, MdmKind, Ownership};
 
@@ -43,15 +43,15 @@ impl Verdict {
         &self,
         tenant_id: &str,
         event_row: i64,
-        device: Option<(i64, i64)>,
+        device: Option<DeviceRef>,
         action: Option<ActionKind>,
     ) -> NewAction {
         let (state, reason) = self.state_and_reason();
         NewAction {
             tenant_id: tenant_id.to_owned(),
             event_id: Some(event_row),
-            device_id: device.map(|(d, _)| d),
-            mdm_id: device.map(|(_, m)| m),
+            device_id: device.map(|d| d.device.0),
+            mdm_id: device.map(|d| d.mdm.0),
             kind: action.map_or(ActionRecordKind::None, ActionRecordKind::from),
             parent_action_id: None,
             state,
@@ -147,7 +147,7 @@ pub fn decide(
     device: Option<&StoredDevice>,
     mdm: Option<MdmFacts<'_>>,
     action: ActionKind,
-    recent: Option<(i64, ActionState)>,
+    recent: Option<(ActionId, ActionState)>,
     destructive_last_hour: u64,
 ) -> Verdict {
     if let Some(reason) = static_checks(&tenant.policy, device, mdm, action.into()) {
@@ -193,7 +193,7 @@ impl Limits {
     pub fn verdict(
         self,
         action: ActionKind,
-        recent: Option<(i64, ActionState)>,
+        recent: Option<(ActionId, ActionState)>,
         destructive_last_hour: u64,
     ) -> Verdict {
         if let Some((id, st)) = recent {
@@ -226,7 +226,7 @@ pub fn check_before_send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil;
+    use crate::store::{testutil, DeviceId, MdmId};
     use std::collections::BTreeSet;
 
     fn stored(ownership: Ownership) -> StoredDevice {
@@ -367,7 +367,7 @@ mod tests {
             max_destructive_per_hour: 2,
         };
         assert_eq!(limits.verdict(ActionKind::Lock, None, 99), Verdict::Pending);
-        let repeat = limits.verdict(ActionKind::Lock, Some((4, ActionState::Sent)), 0);
+        let repeat = limits.verdict(ActionKind::Lock, Some((ActionId(4), ActionState::Sent)), 0);
         assert!(
             matches!(&repeat, Verdict::Skipped(r) if r.contains("action 4 is sent")),
             "{repeat:?}"
@@ -380,7 +380,11 @@ mod tests {
         );
         // The cool-down decides first: a repeat is skipped, not held.
         assert!(matches!(
-            limits.verdict(ActionKind::Wipe, Some((1, ActionState::Pending)), 5),
+            limits.verdict(
+                ActionKind::Wipe,
+                Some((ActionId(1), ActionState::Pending)),
+                5
+            ),
             Verdict::Skipped(_)
         ));
     }
@@ -395,7 +399,15 @@ mod tests {
             Verdict::Held("cap".into()).state_and_reason(),
             (ActionState::Held, Some("cap".into()))
         );
-        let row = Verdict::Skipped("why".into()).new_action("acme", 3, Some((5, 6)), None);
+        let row = Verdict::Skipped("why".into()).new_action(
+            "acme",
+            3,
+            Some(DeviceRef {
+                device: DeviceId(5),
+                mdm: MdmId(6),
+            }),
+            None,
+        );
         assert_eq!(
             (
                 row.kind,

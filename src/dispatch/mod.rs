@@ -17,8 +17,8 @@ use crate::policy;
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
 use crate::store::{
-    ActionRecordKind, ActionState, NewAction, SendGate, StoreError, StoredAction, StoredDevice,
-    Transition,
+    ActionRecordKind, ActionState, MdmId, NewAction, SendGate, StoreError, StoredAction,
+    StoredDevice, Transition,
 };
 use chrono::Utc;
 use mtd_adapter::{AdapterError, Device, DeviceIdentifier, MdmCommand};
@@ -261,7 +261,7 @@ async fn run(
     tasks: Tasks,
 ) {
     let settings = Arc::new(settings);
-    let per_mdm: Mutex<HashMap<i64, Arc<Semaphore>>> = Mutex::new(HashMap::new());
+    let per_mdm: Mutex<HashMap<MdmId, Arc<Semaphore>>> = Mutex::new(HashMap::new());
     // Bounds rows claimed but not finished, so a slow MDM cannot make this
     // process claim everything.
     let in_flight = Arc::new(Semaphore::new(settings.batch as usize * 8));
@@ -289,7 +289,7 @@ async fn run(
                 .expect("claimed within the free permits");
             let mdm_limit = {
                 let mut map = per_mdm.lock().expect("semaphore map lock");
-                map.entry(row.mdm_id.unwrap_or(0))
+                map.entry(MdmId(row.mdm_id.unwrap_or(0)))
                     .or_insert_with(|| Arc::new(Semaphore::new(settings.per_mdm_concurrency)))
                     .clone()
             };

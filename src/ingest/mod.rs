@@ -21,7 +21,9 @@ use crate::dispatch::DispatchHandle;
 use crate::policy::{self, Limits, MdmFacts, Verdict};
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
-use crate::store::{ActionRecordKind, EventIdentifiers, NewEvent, StoreError, StoredDevice};
+use crate::store::{
+    ActionRecordKind, DeviceId, DeviceRef, EventIdentifiers, NewEvent, StoreError, StoredDevice,
+};
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
 use serde::Serialize;
@@ -207,7 +209,7 @@ pub async fn ingest_events(
 pub(crate) struct Planned {
     event: NewEvent,
     /// The stored device and its MDM, when known.
-    device: Option<(i64, i64)>,
+    device: Option<DeviceRef>,
     decision: Decision,
 }
 
@@ -277,7 +279,7 @@ fn plan(
             network: e.network.clone(),
             details: e.details.clone(),
         },
-        device: device.map(|d| (d.id, d.mdm_id)),
+        device: device.map(DeviceRef::from),
         decision,
     }
 }
@@ -461,7 +463,7 @@ pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
                     Some(reason) => Verdict::Skipped(reason),
                     None => {
                         // static_checks passes only a known device.
-                        let device_id = device.as_ref().map_or(0, |d| d.id);
+                        let device_id = DeviceId(device.as_ref().map_or(0, |d| d.id));
                         let limits = Limits::of(tenant);
                         let recent = tx
                             .recent_action(device_id, kind, limits.cooldown_since(now))
@@ -481,7 +483,7 @@ pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
         let new_action = verdict.new_action(
             &tenant.id,
             e.id,
-            device.as_ref().map(|d| (d.id, d.mdm_id)),
+            device.as_ref().map(DeviceRef::from),
             Some(action),
         );
         tx.insert_action(&new_action).await?;

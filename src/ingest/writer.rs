@@ -38,7 +38,7 @@ use crate::dispatch::DispatchHandle;
 use crate::policy::{cap_since, Limits, Verdict};
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
-use crate::store::{ActionRecordKind, ActionState, Store, StoreError};
+use crate::store::{ActionId, ActionRecordKind, ActionState, DeviceId, Store, StoreError};
 use mtd_adapter::ActionKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -315,16 +315,15 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
     // The cool-down's view: the latest blocking action per (device, kind)
     // among the new events left to the limits, read once for the group and
     // kept current below as the group's own actions are decided.
-    let mut recent: HashMap<(i64, ActionRecordKind), Option<(i64, ActionState)>> = HashMap::new();
+    let mut recent: HashMap<(DeviceId, ActionRecordKind), Option<(ActionId, ActionState)>> =
+        HashMap::new();
     let mut keys = Vec::new();
     let mut row = rows.iter();
     for r in requests {
         for p in &r.events {
             let new = row.next().is_some_and(Option::is_some);
-            if let (true, Decision::Limited(action), Some((device, _))) =
-                (new, &p.decision, p.device)
-            {
-                let key = (device, ActionRecordKind::from(*action));
+            if let (true, Decision::Limited(action), Some(device)) = (new, &p.decision, p.device) {
+                let key = (device.device, ActionRecordKind::from(*action));
                 if recent.insert(key, None).is_none() {
                     keys.push((key.0, key.1, r.limits.cooldown_since(now)));
                 }
@@ -361,8 +360,8 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
                 ),
                 Decision::Decided(action, verdict) => (Some(*action), verdict.clone()),
                 Decision::Limited(action) => {
-                    let verdict = match p.device {
-                        Some((device, _)) => {
+                    let verdict = match p.device.map(|d| d.device) {
+                        Some(device) => {
                             let kind = ActionRecordKind::from(*action);
                             let seen = recent.get(&(device, kind)).copied().flatten();
                             let count = if action.is_destructive() && seen.is_none() {
@@ -383,15 +382,17 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
                                 Verdict::Pending => {
                                     recent.insert(
                                         (device, kind),
-                                        Some((next_id, ActionState::Pending)),
+                                        Some((ActionId(next_id), ActionState::Pending)),
                                     );
                                     if action.is_destructive() {
                                         *destructive.entry(&r.tenant_id).or_default() += 1;
                                     }
                                 }
                                 Verdict::Held(_) => {
-                                    recent
-                                        .insert((device, kind), Some((next_id, ActionState::Held)));
+                                    recent.insert(
+                                        (device, kind),
+                                        Some((ActionId(next_id), ActionState::Held)),
+                                    );
                                 }
                                 Verdict::Skipped(_) => {}
                             }

@@ -8,7 +8,7 @@
 //! claimed after a crash shows up in [`Store::unfinished_claims`].
 
 use super::events::{json_column, json_text};
-use super::{Store, StoreError, WriteTx};
+use super::{ActionId, DeviceId, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use mtd_adapter::{ActionKind, MdmCommand};
 use serde::Serialize;
@@ -320,10 +320,10 @@ impl WriteTx {
     /// (pending, held, failed) or was sent at or after `since`: the cool-down.
     pub async fn recent_action(
         &mut self,
-        device_id: i64,
+        device_id: DeviceId,
         kind: ActionRecordKind,
         since: DateTime<Utc>,
-    ) -> Result<Option<(i64, ActionState)>, StoreError> {
+    ) -> Result<Option<(ActionId, ActionState)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, state FROM actions
              WHERE device_id = ?1 AND kind = ?2

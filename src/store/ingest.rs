@@ -13,7 +13,10 @@
 //! that compare them as text keep working. This is the only path that
 //! writes events.
 
-use super::{ActionRecordKind, ActionState, NewAction, NewEvent, Store, StoreError, WriteTx};
+use super::{
+    ActionId, ActionRecordKind, ActionState, DeviceId, NewAction, NewEvent, Store, StoreError,
+    WriteTx,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use sqlx::sqlite::SqlitePoolOptions;
@@ -139,8 +142,8 @@ impl WriteTx {
     /// is still waiting (pending, held, failed) or was sent at or after `since`.
     pub async fn recent_actions(
         &mut self,
-        keys: &[(i64, ActionRecordKind, DateTime<Utc>)],
-    ) -> Result<Vec<Option<(i64, ActionState)>>, StoreError> {
+        keys: &[(DeviceId, ActionRecordKind, DateTime<Utc>)],
+    ) -> Result<Vec<Option<(ActionId, ActionState)>>, StoreError> {
         let mut out = vec![None; keys.len()];
         if keys.is_empty() {
             return Ok(out);
@@ -150,7 +153,7 @@ impl WriteTx {
             .map(|(device, kind, since)| json!([device, kind, timestamp(since)]))
             .collect();
         // The same condition as `recent_action`, per key.
-        let found: Vec<(i64, i64, ActionState)> = sqlx::query_as(
+        let found: Vec<(i64, ActionId, ActionState)> = sqlx::query_as(
             "SELECT k.key, a.id, a.state FROM json_each(?1) AS k
              JOIN actions AS a ON a.id = (
                  SELECT id FROM actions
@@ -507,9 +510,9 @@ mod tests {
             .unwrap();
         let now = Utc::now();
         let keys = [
-            (1, ActionRecordKind::Lock, now),
-            (2, ActionRecordKind::Lock, now),
-            (1, ActionRecordKind::Wipe, now),
+            (DeviceId(1), ActionRecordKind::Lock, now),
+            (DeviceId(2), ActionRecordKind::Lock, now),
+            (DeviceId(1), ActionRecordKind::Wipe, now),
         ];
         let mut tx = store.begin().await.unwrap();
         let many = tx.recent_actions(&keys).await.unwrap();
@@ -518,6 +521,9 @@ mod tests {
             one_by_one.push(tx.recent_action(d, k, since).await.unwrap());
         }
         assert_eq!(many, one_by_one);
-        assert_eq!(many, [Some((pending, ActionState::Pending)), None, None]);
+        assert_eq!(
+            many,
+            [Some((ActionId(pending), ActionState::Pending)), None, None]
+        );
     }
 }

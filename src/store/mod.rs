@@ -43,6 +43,7 @@ mod actions;
 mod admin;
 mod error;
 mod events;
+mod ids;
 mod ingest;
 mod inventory;
 mod keys;
@@ -70,6 +71,7 @@ pub use admin::{
 };
 pub use error::StoreError;
 pub use events::{EventIdentifiers, NewEvent, StoredEvent};
+pub use ids::{ActionId, DeviceId, DeviceRef, MdmId};
 pub use inventory::{
     DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts, StoredDevice, StoredUser, UpsertCounts,
 };

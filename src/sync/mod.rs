@@ -23,7 +23,7 @@ pub use run::RunReport;
 
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
-use crate::store::{Store, StoreError, SyncTrigger};
+use crate::store::{MdmId, Store, StoreError, SyncTrigger};
 use mtd_adapter::{DeviceIdentifier, MdmAdapter, MdmKind};
 use pii::KeyedMasker;
 use std::collections::HashMap;
@@ -167,7 +167,7 @@ struct Inner {
     running: std::sync::Mutex<Option<Running>>,
     /// One per MDM (store id): a worker replaced by a reload finishes its run
     /// before the new one starts, so two full syncs of an MDM never overlap.
-    run_locks: std::sync::Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    run_locks: std::sync::Mutex<HashMap<MdmId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Clone)]
@@ -269,7 +269,7 @@ impl SyncEngine {
             .run_locks
             .lock()
             .expect("run lock map")
-            .entry(w.integration.mdm_id)
+            .entry(MdmId(w.integration.mdm_id))
             .or_default()
             .clone();
         let ctx = worker::WorkerCtx {
