@@ -11,7 +11,7 @@
 //!
 //! What a case is: the real daemon (`mtd-connector run`, the release binary
 //! cargo builds for this bench) in its own process, with N tenant files,
-//! each with one MDM (SOTI, MCMS and BCDM in turn) pointing at the
+//! each with one MDM (SOTI, AirWatch and BCDM in turn) pointing at the
 //! simulators, which run in another process (`mtd-connector sim --kind
 //! all`), so they count neither in the daemon's memory nor in its CPU. The
 //! MDMs are configured as an admin would have them: `background_sync =
@@ -54,7 +54,7 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on every Linux ABI
 /// this runs on; reading it properly would need libc, which is not a dependency).
 const USER_HZ: f64 = 100.0;
-const KINDS: [&str; 3] = ["soti", "mcms", "bcdm"];
+const KINDS: [&str; 3] = ["soti", "airwatch", "bcdm"];
 
 fn main() -> ExitCode {
     let mut tenants = std::env::var("IDLE_BENCH_TENANTS").ok();
@@ -415,11 +415,11 @@ fn write_config(
                 mtd_sim::soti::DEFAULT_USERNAME,
                 mtd_sim::soti::DEFAULT_PASSWORD
             ),
-            "mcms" => format!(
+            "airwatch" => format!(
                 "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                mtd_sim::mcms::DEFAULT_USERNAME,
-                mtd_sim::mcms::DEFAULT_PASSWORD,
-                mtd_sim::mcms::DEFAULT_API_KEY
+                mtd_sim::airwatch::DEFAULT_USERNAME,
+                mtd_sim::airwatch::DEFAULT_PASSWORD,
+                mtd_sim::airwatch::DEFAULT_API_KEY
             ),
             _ => format!(
                 "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",

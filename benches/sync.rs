@@ -7,7 +7,7 @@
 //! arguments after `--` or from the environment:
 //!
 //! - `--sizes 10000,100000` / `SYNC_BENCH_SIZES`: devices per case;
-//! - `--kinds soti,mcms,bcdm` / `SYNC_BENCH_KINDS`: simulator kinds (default:
+//! - `--kinds soti,airwatch,bcdm` / `SYNC_BENCH_KINDS`: simulator kinds (default:
 //!   every kind; a kind whose simulator is not implemented yet is skipped
 //!   with a note, so the bench picks new simulators up by itself);
 //! - `RUST_LOG=info`: the engine's logs on stderr (off by default).
@@ -443,11 +443,11 @@ fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, S
             sim::soti::DEFAULT_USERNAME,
             sim::soti::DEFAULT_PASSWORD
         ),
-        SimKind::Mcms => format!(
+        SimKind::Airwatch => format!(
             "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-            sim::mcms::DEFAULT_USERNAME,
-            sim::mcms::DEFAULT_PASSWORD,
-            sim::mcms::DEFAULT_API_KEY
+            sim::airwatch::DEFAULT_USERNAME,
+            sim::airwatch::DEFAULT_PASSWORD,
+            sim::airwatch::DEFAULT_API_KEY
         ),
         SimKind::Bcdm => format!(
             "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",

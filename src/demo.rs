@@ -49,8 +49,8 @@ const PLANS: [TenantPlan; 3] = [
     TenantPlan {
         id: "globex",
         display: "Globex Corporation",
-        kind: SimKind::Mcms,
-        mdm: "Globex MCMS",
+        kind: SimKind::Airwatch,
+        mdm: "Globex AirWatch",
         permits: "lock = true\ndisconnect_wifi = true\nenterprise_wipe = true\nwipe = true\n",
         policy: "[[policy.rule]]\nthreat = \"app.malicious\"\nmin_severity = \"high\"\naction = \"enterprise_wipe\"\n[[policy.rule]]\nthreat = \"network.*\"\naction = \"disconnect_wifi\"\n[[policy.rule]]\nthreat = \"*\"\naction = \"none\"\n",
     },
@@ -310,11 +310,11 @@ fn write_config(
                 mtd_sim::soti::DEFAULT_USERNAME,
                 mtd_sim::soti::DEFAULT_PASSWORD
             ),
-            SimKind::Mcms => format!(
+            SimKind::Airwatch => format!(
                 "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                mtd_sim::mcms::DEFAULT_USERNAME,
-                mtd_sim::mcms::DEFAULT_PASSWORD,
-                mtd_sim::mcms::DEFAULT_API_KEY
+                mtd_sim::airwatch::DEFAULT_USERNAME,
+                mtd_sim::airwatch::DEFAULT_PASSWORD,
+                mtd_sim::airwatch::DEFAULT_API_KEY
             ),
             SimKind::Bcdm => format!(
                 "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
@@ -385,9 +385,9 @@ fn events_for(plan: &TenantPlan, sim: &Simulator) -> Vec<(&'static str, &'static
                 ("phishing.url", "medium", b),
             ]
         }
-        SimKind::Mcms => {
-            let mcms = sim.mcms().expect("MCMS runs");
-            let devices = mcms.devices();
+        SimKind::Airwatch => {
+            let airwatch = sim.airwatch().expect("AirWatch runs");
+            let devices = airwatch.devices();
             let corporate = devices
                 .iter()
                 .find(|d| d["Ownership"] == "C" && d["SerialNumber"].is_string())

@@ -90,7 +90,10 @@ pub fn diagnose(mdm: &MdmConfig, result: Result<usize, AdapterError>) -> Diagnos
     let who = format!("{} ({}, {})", mdm.name, mdm.kind, mdm.url);
     let credentials = match mdm.kind {
         MdmKind::Soti => "client id, client secret, user name or password",
-        MdmKind::Mcms => "user name, password or API key (aw-tenant-code)",
+        MdmKind::Maas360 => {
+            "billing id, app id, app version, platform id, app access key, user name or password"
+        }
+        MdmKind::Airwatch => "user name, password or API key (aw-tenant-code)",
         MdmKind::Bcdm => "access key or secret key",
     };
     let (ok, text) = match result {
@@ -109,6 +112,10 @@ pub fn diagnose(mdm: &MdmConfig, result: Result<usize, AdapterError>) -> Diagnos
                     MdmKind::Soti => "404: wrong URL or instance; `url` must end in /MobiControl".to_string(),
                     _ => "404: wrong URL or instance; check `url`".to_string(),
                 },
+                // MaaS360 refuses a login with HTTP 200 and an error code.
+                AdapterError::Unauthorized(m) if mdm.kind == MdmKind::Maas360 => {
+                    format!("wrong credentials: the login was refused ({m}); check the {credentials}")
+                }
                 AdapterError::Unauthorized(_) => format!("401: wrong {credentials}"),
                 AdapterError::Forbidden(m) => match mdm.kind {
                     MdmKind::Bcdm => format!("403: the DM code does not match the access key, or the key lacks API access ({m})"),

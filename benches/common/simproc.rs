@@ -1,7 +1,7 @@
 //! The MDM simulators in a process of their own (`mtd-connector sim`), so a
 //! bench measures the connector's memory and CPU without the simulator's:
 //! the simulator keeps every seeded record in memory (about 6 KB per SOTI
-//! device, 12 KB per MCMS device) and serialises every page on its own
+//! device, 12 KB per AirWatch device) and serialises every page on its own
 //! threads.
 //!
 //! Used by `benches/sync.rs` and `benches/idle.rs` through
@@ -14,7 +14,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long the simulator may take to seed and print its banner (seeding
-/// 100,000 MCMS devices takes a few seconds on a loaded machine).
+/// 100,000 AirWatch devices takes a few seconds on a loaded machine).
 const STARTUP_LIMIT: Duration = Duration::from_secs(300);
 
 /// The daemon binary: `MTD_CONNECTOR_BIN` if set (to run a copy while the
@@ -41,7 +41,7 @@ pub struct SimProcess {
 impl SimProcess {
     /// Starts `mtd-connector sim --kind KIND --devices N --seed SEED` on a
     /// free port and waits for its banner (printed once the data is seeded
-    /// and the port is bound). `kind` is `soti`, `mcms`, `bcdm` or `all`.
+    /// and the port is bound). `kind` is `soti`, `airwatch`, `bcdm` or `all`.
     pub fn start(kind: &str, devices: usize, seed: u64) -> Result<SimProcess, String> {
         let bin = connector_bin();
         let started = Instant::now();
@@ -78,10 +78,10 @@ impl SimProcess {
                 }
                 Ok(_) => {}
             }
-            // "SOTI MobiControl simulator: …" / "MCMS …" / "BCDM …", then "  url: …".
+            // "SOTI MobiControl simulator: …" / "AirWatch …" / "BCDM …", then "  url: …".
             let lower = line.to_ascii_lowercase();
             if lower.contains("simulator") {
-                current = ["soti", "mcms", "bcdm"]
+                current = ["soti", "airwatch", "bcdm"]
                     .into_iter()
                     .find(|k| lower.contains(k))
                     .map(String::from);

@@ -138,7 +138,7 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub html: bool,
     /// Serve the request as if it asked for the first page: the vendor's
-    /// paging parameter (SOTI `skip`, MCMS `page`, BCDM `offset`) is reset,
+    /// paging parameter (SOTI `skip`, AirWatch `page`, BCDM `offset`) is reset,
     /// so a listing gets the same page however far it pages, as from an MDM
     /// that ignores paging.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -17,10 +17,10 @@
 //! Build binds, run serves: the caller binds the listener (tests bind port 0)
 //! and hands it to [`Simulator::start`] or [`serve_until`].
 
+pub mod airwatch;
 pub mod bcdm;
 mod conn;
 pub mod core;
-pub mod mcms;
 mod seed;
 pub mod soti;
 mod util;
@@ -31,9 +31,9 @@ use axum::{http::StatusCode, response::IntoResponse, Router};
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+pub use self::airwatch::{AirwatchOptions, AirwatchState};
 pub use self::bcdm::{BcdmOptions, BcdmState};
 pub use self::core::{ActiveFault, ControlError, Fault, RecordedAction, RecordedRequest, SimCore};
-pub use self::mcms::{McmsOptions, McmsState};
 pub use self::soti::{SotiOptions, SotiState};
 
 /// The vendors a simulator can play.
@@ -42,21 +42,21 @@ pub use self::soti::{SotiOptions, SotiState};
 pub enum SimKind {
     /// SOTI MobiControl.
     Soti,
-    /// Cisco MCMS (the AirWatch REST API).
-    Mcms,
+    /// VMware AirWatch / Workspace ONE UEM (the AirWatch REST API).
+    Airwatch,
     /// SoftBank Business Concierge Device Management.
     Bcdm,
 }
 
 impl SimKind {
     /// Every kind, in a stable order.
-    pub const ALL: [SimKind; 3] = [SimKind::Soti, SimKind::Mcms, SimKind::Bcdm];
+    pub const ALL: [SimKind; 3] = [SimKind::Soti, SimKind::Airwatch, SimKind::Bcdm];
 
     /// The name used in configuration, the CLI and the control paths.
     pub fn as_str(self) -> &'static str {
         match self {
             SimKind::Soti => "soti",
-            SimKind::Mcms => "mcms",
+            SimKind::Airwatch => "airwatch",
             SimKind::Bcdm => "bcdm",
         }
     }
@@ -66,7 +66,7 @@ impl SimKind {
     pub fn base_path(self) -> &'static str {
         match self {
             SimKind::Soti => "/MobiControl",
-            SimKind::Mcms => "/mcms",
+            SimKind::Airwatch => "/airwatch",
             SimKind::Bcdm => "/bcdm",
         }
     }
@@ -107,8 +107,8 @@ pub struct SimOptions {
     pub soti: SotiOptions,
     /// BCDM credentials, action permits, rate limit and clock skew.
     pub bcdm: BcdmOptions,
-    /// MCMS credentials and rate limit.
-    pub mcms: McmsOptions,
+    /// AirWatch credentials and rate limit.
+    pub airwatch: AirwatchOptions,
 }
 
 impl Default for SimOptions {
@@ -119,7 +119,7 @@ impl Default for SimOptions {
             seed: 1,
             soti: SotiOptions::default(),
             bcdm: BcdmOptions::default(),
-            mcms: McmsOptions::default(),
+            airwatch: AirwatchOptions::default(),
         }
     }
 }
@@ -142,7 +142,7 @@ impl SimOptions {
 pub enum SimError {
     #[error("the {0} simulator is not implemented yet (available: soti)")]
     NotImplemented(SimKind),
-    #[error("unknown simulator kind `{0}` (expected soti, mcms or bcdm)")]
+    #[error("unknown simulator kind `{0}` (expected soti, airwatch or bcdm)")]
     UnknownKind(String),
     #[error("no simulator kind selected")]
     NoKinds,
@@ -156,7 +156,7 @@ pub enum SimError {
 pub enum SimState {
     Soti(Arc<SotiState>),
     Bcdm(Arc<BcdmState>),
-    Mcms(Arc<McmsState>),
+    Airwatch(Arc<AirwatchState>),
 }
 
 impl SimState {
@@ -164,7 +164,7 @@ impl SimState {
         match self {
             SimState::Soti(_) => SimKind::Soti,
             SimState::Bcdm(_) => SimKind::Bcdm,
-            SimState::Mcms(_) => SimKind::Mcms,
+            SimState::Airwatch(_) => SimKind::Airwatch,
         }
     }
 
@@ -173,7 +173,7 @@ impl SimState {
         match self {
             SimState::Soti(s) => s.core(),
             SimState::Bcdm(s) => s.core(),
-            SimState::Mcms(s) => s.core(),
+            SimState::Airwatch(s) => s.core(),
         }
     }
 
@@ -191,9 +191,9 @@ impl SimState {
         }
     }
 
-    pub fn as_mcms(&self) -> Option<&Arc<McmsState>> {
+    pub fn as_airwatch(&self) -> Option<&Arc<AirwatchState>> {
         match self {
-            SimState::Mcms(s) => Some(s),
+            SimState::Airwatch(s) => Some(s),
             _ => None,
         }
     }
@@ -209,9 +209,9 @@ impl SimState {
                 &base_url(addr, SimKind::Bcdm),
                 &control_url(addr, SimKind::Bcdm),
             ),
-            SimState::Mcms(s) => s.banner(
-                &base_url(addr, SimKind::Mcms),
-                &control_url(addr, SimKind::Mcms),
+            SimState::Airwatch(s) => s.banner(
+                &base_url(addr, SimKind::Airwatch),
+                &control_url(addr, SimKind::Airwatch),
             ),
         }
     }
@@ -247,14 +247,14 @@ fn build(options: &SimOptions) -> Result<(Router, Vec<SimState>), SimError> {
                 router = router.merge(soti::router(state.clone()));
                 states.push(SimState::Soti(state));
             }
-            SimKind::Mcms => {
-                let state = Arc::new(McmsState::new(
+            SimKind::Airwatch => {
+                let state = Arc::new(AirwatchState::new(
                     options.seed,
                     options.devices,
-                    options.mcms.clone(),
+                    options.airwatch.clone(),
                 ));
-                router = router.merge(mcms::router(state.clone()));
-                states.push(SimState::Mcms(state));
+                router = router.merge(airwatch::router(state.clone()));
+                states.push(SimState::Airwatch(state));
             }
             SimKind::Bcdm => {
                 let state = Arc::new(BcdmState::new(
@@ -353,9 +353,10 @@ impl Simulator {
         self.state(SimKind::Soti).and_then(|s| s.as_soti().cloned())
     }
 
-    /// Shortcut for the MCMS state.
-    pub fn mcms(&self) -> Option<Arc<McmsState>> {
-        self.state(SimKind::Mcms).and_then(|s| s.as_mcms().cloned())
+    /// Shortcut for the AirWatch state.
+    pub fn airwatch(&self) -> Option<Arc<AirwatchState>> {
+        self.state(SimKind::Airwatch)
+            .and_then(|s| s.as_airwatch().cloned())
     }
 
     /// Base URLs, control URLs and credentials of every started kind.
@@ -433,7 +434,7 @@ mod tests {
     #[test]
     fn kinds_parse_from_their_names_in_any_case() {
         assert_eq!("soti".parse::<SimKind>().unwrap(), SimKind::Soti);
-        assert_eq!("MCMS".parse::<SimKind>().unwrap(), SimKind::Mcms);
+        assert_eq!("AirWatch".parse::<SimKind>().unwrap(), SimKind::Airwatch);
         assert!("airwatch".parse::<SimKind>().is_err());
     }
 

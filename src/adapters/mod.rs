@@ -1,6 +1,6 @@
 //! The adapter registry: one `match` from an MDM's configuration to its adapter.
 //!
-//! Three vendors are a closed set, so there is no plugin machinery: each arm
+//! Four vendors are a closed set, so there is no plugin machinery: each arm
 //! builds the vendor crate's own config (its credentials struct included) and
 //! the result is held as `Arc<dyn MdmAdapter>` (atuin, Vector's closed enums).
 
@@ -49,22 +49,47 @@ pub fn build_observed(
                 page_size: mtd_adapter_soti::SotiConfig::DEFAULT_PAGE_SIZE,
             },
         )?),
-        Credentials::Mcms {
+        Credentials::Maas360 {
+            billing_id,
+            app_id,
+            app_version,
+            platform_id,
+            app_access_key,
+            username,
+            password,
+        } => Arc::new(mtd_adapter_maas360::Maas360Adapter::new(
+            mtd_adapter_maas360::Maas360Config {
+                name: mdm.name.clone(),
+                base_url: mdm.url.clone(),
+                credentials: mtd_adapter_maas360::Maas360Credentials {
+                    billing_id: billing_id.clone(),
+                    app_id: app_id.clone(),
+                    app_version: app_version.clone(),
+                    platform_id: platform_id.clone(),
+                    app_access_key: app_access_key.clone(),
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+                http,
+                page_size: mtd_adapter_maas360::Maas360Config::DEFAULT_PAGE_SIZE,
+            },
+        )?),
+        Credentials::Airwatch {
             username,
             password,
             api_key,
-        } => Arc::new(mtd_adapter_mcms::McmsAdapter::new(
-            mtd_adapter_mcms::McmsConfig {
+        } => Arc::new(mtd_adapter_airwatch::AirwatchAdapter::new(
+            mtd_adapter_airwatch::AirwatchConfig {
                 name: mdm.name.clone(),
                 base_url: mdm.url.clone(),
-                credentials: mtd_adapter_mcms::McmsCredentials {
+                credentials: mtd_adapter_airwatch::AirwatchCredentials {
                     username: username.clone(),
                     password: password.clone(),
                     api_key: api_key.clone(),
                 },
                 http,
                 wifi_disconnect_profile_id: mdm.wifi_disconnect_profile_id.clone(),
-                page_size: mtd_adapter_mcms::McmsConfig::DEFAULT_PAGE_SIZE,
+                page_size: mtd_adapter_airwatch::AirwatchConfig::DEFAULT_PAGE_SIZE,
             },
         )?),
         Credentials::Bcdm {

@@ -157,7 +157,16 @@ struct MainParts {
 fn credential_keys(kind: MdmKind) -> &'static [&'static str] {
     match kind {
         MdmKind::Soti => &["client_id", "client_secret", "username", "password"],
-        MdmKind::Mcms => &["username", "password", "api_key"],
+        MdmKind::Maas360 => &[
+            "billing_id",
+            "app_id",
+            "app_version",
+            "platform_id",
+            "app_access_key",
+            "username",
+            "password",
+        ],
+        MdmKind::Airwatch => &["username", "password", "api_key"],
         MdmKind::Bcdm => &["access_key", "secret_key", "dm_code"],
     }
 }
@@ -179,7 +188,13 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// Credential keys whose values grant access: a literal there draws a warning.
-const SECRET_CREDENTIALS: [&str; 4] = ["client_secret", "password", "api_key", "secret_key"];
+const SECRET_CREDENTIALS: [&str; 5] = [
+    "client_secret",
+    "password",
+    "api_key",
+    "secret_key",
+    "app_access_key",
+];
 
 /// The checks of one file, collecting problems at byte offsets.
 struct FileCheck<'s> {
@@ -706,10 +721,25 @@ impl<'s> FileCheck<'s> {
 
         let kind = match &m.kind {
             None => {
-                self.error(at, "`mdm.kind` is required: soti, mcms or bcdm");
+                self.error(
+                    at,
+                    "`mdm.kind` is required: soti, maas360 (alias: mcms), airwatch or bcdm",
+                );
                 None
             }
             Some(k) => match k.get_ref().parse::<MdmKind>() {
+                // Earlier builds took `mcms` for AirWatch: such a file has AirWatch's `api_key`.
+                Ok(MdmKind::Maas360)
+                    if k.get_ref() == "mcms"
+                        && m.credentials.as_ref().is_some_and(|c| c.api_key.is_some()) =>
+                {
+                    self.error(
+                        k.span().start,
+                        "`mdm.kind`: `mcms` is Cisco MCMS, which is IBM MaaS360, but these are AirWatch \
+                         credentials (`api_key`): for VMware AirWatch / Workspace ONE UEM write `kind = \"airwatch\"`",
+                    );
+                    None
+                }
                 Ok(kind) => Some(kind),
                 Err(msg) => {
                     self.error(k.span().start, format!("`mdm.kind`: {msg}"));
@@ -782,7 +812,12 @@ impl<'s> FileCheck<'s> {
         let mut wifi_ok = true;
         let mut profile_id = None;
         let mut removal_minutes = 120;
-        if kind == Some(MdmKind::Bcdm) {
+        if let Some(kind @ (MdmKind::Bcdm | MdmKind::Maas360)) = kind {
+            let why = if kind == MdmKind::Bcdm {
+                "BCDM removes its own disconnect-Wi-Fi profile (the removal time is set in the BCDM console)"
+            } else {
+                "MaaS360 has no call to take a device off Wi-Fi (a disconnect_wifi action is recorded skipped)"
+            };
             for (key, offset) in [
                 (
                     "wifi_disconnect_profile_id",
@@ -800,10 +835,7 @@ impl<'s> FileCheck<'s> {
                 if let Some(offset) = offset {
                     self.error(
                         offset,
-                        format!(
-                            "`mdm.{key}` is not accepted for kind bcdm: BCDM removes its own \
-                             disconnect-Wi-Fi profile (the removal time is set in the BCDM console)"
-                        ),
+                        format!("`mdm.{key}` is not accepted for kind {kind}: {why}"),
                     );
                     wifi_ok = false;
                 }
@@ -969,7 +1001,16 @@ impl<'s> FileCheck<'s> {
                 username: take("username"),
                 password: Secret::new(take("password")),
             },
-            MdmKind::Mcms => Credentials::Mcms {
+            MdmKind::Maas360 => Credentials::Maas360 {
+                billing_id: take("billing_id"),
+                app_id: take("app_id"),
+                app_version: take("app_version"),
+                platform_id: take("platform_id"),
+                app_access_key: Secret::new(take("app_access_key")),
+                username: take("username"),
+                password: Secret::new(take("password")),
+            },
+            MdmKind::Airwatch => Credentials::Airwatch {
                 username: take("username"),
                 password: Secret::new(take("password")),
                 api_key: Secret::new(take("api_key")),

@@ -195,11 +195,11 @@ pub struct MdmConfig {
     /// Extra trust anchor for this MDM only, resolved against the tenant file's
     /// directory; checked to exist and be readable at load.
     pub ca_cert: Option<PathBuf>,
-    /// soti, mcms: the profile that takes a device off Wi-Fi. Required there
-    /// when `permit.disconnect_wifi`; never set for bcdm.
+    /// soti, airwatch: the profile that takes a device off Wi-Fi. Required there
+    /// when `permit.disconnect_wifi`; never set for maas360 and bcdm.
     pub wifi_disconnect_profile_id: Option<String>,
-    /// soti, mcms: when the connector revokes that profile again. Default 120,
-    /// always > 0. Unused for bcdm, which removes its own profile.
+    /// soti, airwatch: when the connector revokes that profile again. Default 120,
+    /// always > 0. Unused for bcdm (it removes its own profile) and maas360.
     pub wifi_profile_removal_minutes: u32,
     pub credentials: Credentials,
     pub permit: Permit,
@@ -217,7 +217,16 @@ pub enum Credentials {
         username: String,
         password: Secret,
     },
-    Mcms {
+    Maas360 {
+        billing_id: String,
+        app_id: String,
+        app_version: String,
+        platform_id: String,
+        app_access_key: Secret,
+        username: String,
+        password: Secret,
+    },
+    Airwatch {
         username: String,
         password: Secret,
         api_key: Secret,
@@ -233,7 +242,8 @@ impl Credentials {
     pub fn kind(&self) -> MdmKind {
         match self {
             Credentials::Soti { .. } => MdmKind::Soti,
-            Credentials::Mcms { .. } => MdmKind::Mcms,
+            Credentials::Maas360 { .. } => MdmKind::Maas360,
+            Credentials::Airwatch { .. } => MdmKind::Airwatch,
             Credentials::Bcdm { .. } => MdmKind::Bcdm,
         }
     }

@@ -116,11 +116,16 @@ pub(super) struct RawCredentials {
     pub access_key: Option<Spanned<RawSecret>>,
     pub secret_key: Option<Spanned<RawSecret>>,
     pub dm_code: Option<Spanned<RawSecret>>,
+    pub billing_id: Option<Spanned<RawSecret>>,
+    pub app_id: Option<Spanned<RawSecret>>,
+    pub app_version: Option<Spanned<RawSecret>>,
+    pub platform_id: Option<Spanned<RawSecret>>,
+    pub app_access_key: Option<Spanned<RawSecret>>,
 }
 
 impl RawCredentials {
     /// Every key with its value, in a fixed order.
-    pub fn entries(&self) -> [(&'static str, Option<&Spanned<RawSecret>>); 8] {
+    pub fn entries(&self) -> [(&'static str, Option<&Spanned<RawSecret>>); 13] {
         [
             ("client_id", self.client_id.as_ref()),
             ("client_secret", self.client_secret.as_ref()),
@@ -130,6 +135,11 @@ impl RawCredentials {
             ("access_key", self.access_key.as_ref()),
             ("secret_key", self.secret_key.as_ref()),
             ("dm_code", self.dm_code.as_ref()),
+            ("billing_id", self.billing_id.as_ref()),
+            ("app_id", self.app_id.as_ref()),
+            ("app_version", self.app_version.as_ref()),
+            ("platform_id", self.platform_id.as_ref()),
+            ("app_access_key", self.app_access_key.as_ref()),
         ]
     }
 }

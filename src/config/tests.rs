@@ -325,7 +325,7 @@ dm_code = "d"
 api_key = "nope"
 [[mdm]]
 name = "C"
-kind = "mcms"
+kind = "airwatch"
 url = "not a url"
 wifi_profile_removal_minutes = 0
 ca_cert = "missing.pem"
@@ -353,7 +353,7 @@ action = "lock"
     for needle in [
         "main.toml:2:10: `server.listen`: invalid socket address",
         "acme.toml:5:8: `mdm.name` must not be empty",
-        "acme.toml:6:8: `mdm.kind`: unknown MDM kind `intune`, expected one of: soti, mcms, bcdm",
+        "acme.toml:6:8: `mdm.kind`: unknown MDM kind `intune`, expected one of: soti, airwatch, bcdm",
         "acme.toml:7:7: `mdm.url`: scheme `ftp` is not supported",
         "acme.toml:11:7: `mdm.url` must not contain a user name or password",
         "acme.toml:12:30: `mdm.wifi_disconnect_profile_id` is not accepted for kind bcdm",
@@ -363,7 +363,7 @@ action = "lock"
         "acme.toml:23:11: `mdm.ca_cert`: cannot read CA certificate",
         "acme.toml:26:12: `mdm.credentials.password`: environment variable MTD_CONFIG_TEST_SURELY_UNSET is not set",
         "acme.toml:27:11: `mdm.credentials.api_key`: cannot read secret file",
-        "acme.toml:29:19: `mdm.wifi_disconnect_profile_id` is required for kind mcms when `mdm.permit.disconnect_wifi = true`",
+        "acme.toml:29:19: `mdm.wifi_disconnect_profile_id` is required for kind airwatch when `mdm.permit.disconnect_wifi = true`",
         "acme.toml:31:8: `policy.mode`: unknown mode `audit`",
         "acme.toml:33:10: `policy.rule.threat`: invalid threat pattern `Network.ARP`",
         "acme.toml:34:16: `policy.rule.min_severity`: unknown severity `severe`",
@@ -414,7 +414,7 @@ id = "acme"
 agent_secret = { file = "agent" }
 [[mdm]]
 name = "M"
-kind = "mcms"
+kind = "airwatch"
 url = "https://m.example"
 credentials = { username = "u", password = { file = "agent" }, api_key = { file = "agent" } }
 permit = { lock = "yes" }
@@ -563,7 +563,7 @@ username = "u"
 password = {{ env = "MTD_CONFIG_TEST_REDACT_PASSWORD" }}
 [[mdm]]
 name = "M"
-kind = "mcms"
+kind = "airwatch"
 url = "https://m.example"
 [mdm.credentials]
 username = "u"
@@ -613,8 +613,8 @@ dm_code = "dm"
     // secrets written where they do not belong.
     let broken_acme = acme
         .replace(
-            "kind = \"mcms\"",
-            "kind = \"mcms\"\nwifi_profile_removal_minutes = -1",
+            "kind = \"airwatch\"",
+            "kind = \"airwatch\"\nwifi_profile_removal_minutes = -1",
         )
         .replace("name = \"S\"", "name = \"M\"");
     let broken_initech = initech.replace("secret_key = \"", "api_key = \"");

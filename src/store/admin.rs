@@ -895,15 +895,15 @@ mod tests {
                         url: "https://soti.example/MobiControl".into(),
                     },
                     super::super::MdmRecord {
-                        name: "Acme MCMS".into(),
-                        kind: MdmKind::Mcms,
-                        url: "https://mcms.example/".into(),
+                        name: "Acme AirWatch".into(),
+                        kind: MdmKind::Airwatch,
+                        url: "https://airwatch.example/".into(),
                     },
                 ],
             }])
             .await
             .unwrap();
-        let other = refs.iter().find(|r| r.name == "Acme MCMS").unwrap().id;
+        let other = refs.iter().find(|r| r.name == "Acme AirWatch").unwrap().id;
         for i in 0..5 {
             run(&store, if i % 2 == 0 { mdm } else { other }).await;
         }

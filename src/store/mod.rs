@@ -477,6 +477,69 @@ mod tests {
         );
     }
 
+    /// A store written before MaaS360 existed keeps its AirWatch integration
+    /// (stored then as `mcms`) as `airwatch`, with its devices: the table
+    /// rebuild of 0003 must not cascade.
+    #[tokio::test]
+    async fn a_store_with_an_mcms_integration_is_migrated_to_airwatch_and_keeps_its_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        for file in ["0001_init.sql", "0002_action_sending.sql"] {
+            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(file);
+            std::fs::copy(src, old.join(file)).unwrap();
+        }
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let t = "2026-01-01T00:00:00Z";
+        for sql in [
+            "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
+            "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
+             VALUES (7, 'acme', 'Acme AirWatch', 'mcms', 'https://aw.example/', ?1, ?1)",
+            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, platform, first_seen_at, updated_at, last_seen_at) \
+             VALUES ('acme', 7, '42', 'ios', ?1, ?1, ?1)",
+        ] {
+            sqlx::query(sql).bind(t).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(&path).await.expect("the old store opens");
+        let mdms = store.integrations("acme").await.unwrap();
+        assert_eq!(mdms.len(), 1);
+        assert_eq!(mdms[0].kind, mtd_adapter::MdmKind::Airwatch);
+        let (devices,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM devices WHERE mdm_id = 7")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(devices, 1, "the rebuild did not cascade");
+        let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys are on again");
+        sqlx::query(
+            "INSERT INTO mdm_integrations (tenant_id, name, kind, url, first_seen_at, updated_at) \
+             VALUES ('acme', 'Acme MaaS360', 'maas360', 'https://m.example/', ?1, ?1)",
+        )
+        .bind(t)
+        .execute(store.pool())
+        .await
+        .expect("maas360 is a kind the table takes");
+    }
+
     #[tokio::test]
     async fn a_second_open_of_the_same_file_keeps_its_data() {
         let (dir, store, _) = store_with_mdm().await;

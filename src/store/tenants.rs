@@ -242,7 +242,7 @@ mod tests {
         let (_dir, store) = temp_store().await;
         let config = [acme(&[
             ("Acme SOTI", MdmKind::Soti),
-            ("Acme MCMS", MdmKind::Mcms),
+            ("Acme AirWatch", MdmKind::Airwatch),
         ])];
         let first = store.sync_tenants(&config).await.unwrap();
         assert_eq!(first.len(), 2);
@@ -256,9 +256,9 @@ mod tests {
         );
         let stored = store.integrations("acme").await.unwrap();
         assert_eq!(stored.len(), 2);
-        assert_eq!(stored[0].name, "Acme MCMS");
-        assert_eq!(stored[0].kind, MdmKind::Mcms);
-        assert_eq!(stored[0].url, "https://mcms.example/");
+        assert_eq!(stored[0].name, "Acme AirWatch");
+        assert_eq!(stored[0].kind, MdmKind::Airwatch);
+        assert_eq!(stored[0].url, "https://airwatch.example/");
         assert_eq!(
             store.integration(first[0].id).await.unwrap().name,
             "Acme SOTI"

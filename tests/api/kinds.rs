@@ -1,4 +1,4 @@
-//! The sync and the dispatcher for every MDM kind (MCMS and BCDM here; SOTI in
+//! The sync and the dispatcher for every MDM kind (AirWatch and BCDM here; SOTI in
 //! sync.rs and actions.rs), and the destructive-action safety nets.
 
 use crate::support::*;
@@ -73,9 +73,9 @@ async fn admin_post(app: &TestApp, path: &str) -> (u16, Value) {
 /// (the agent's identifiers, the vendor's id) of seeded devices of a kind.
 fn devices(env: &Env, kind: SimKind) -> Vec<(Value, String, Value)> {
     match kind {
-        SimKind::Mcms => env
+        SimKind::Airwatch => env
             .sim
-            .mcms()
+            .airwatch()
             .unwrap()
             .devices()
             .into_iter()
@@ -120,9 +120,9 @@ fn accepted_actions(env: &Env, kind: SimKind, vendor_id: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_initial_sync_brings_every_seeded_mcms_device_and_user() {
-    let (env, app) = started(SimKind::Mcms, 700).await;
-    let sim = env.sim.mcms().unwrap();
+async fn the_initial_sync_brings_every_seeded_airwatch_device_and_user() {
+    let (env, app) = started(SimKind::Airwatch, 700).await;
+    let sim = env.sim.airwatch().unwrap();
     assert_eq!(
         count(
             &env,
@@ -178,8 +178,8 @@ async fn the_initial_sync_brings_every_seeded_ios_bcdm_device_and_reports_the_re
 }
 
 #[tokio::test]
-async fn for_mcms_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
-    for (kind, want) in [(SimKind::Mcms, "Lock"), (SimKind::Bcdm, "lock")] {
+async fn for_airwatch_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
+    for (kind, want) in [(SimKind::Airwatch, "Lock"), (SimKind::Bcdm, "lock")] {
         let (env, app) = started(kind, 40).await;
         let (who, vendor_id, _) = devices(&env, kind).remove(0);
         assert_eq!(
@@ -216,15 +216,15 @@ async fn for_mcms_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
 
 #[tokio::test]
 async fn a_wipe_of_a_device_that_became_personal_at_the_mdm_since_the_sync_is_skipped() {
-    let (env, app) = started(SimKind::Mcms, 60).await;
-    let (who, vendor_id, _) = devices(&env, SimKind::Mcms)
+    let (env, app) = started(SimKind::Airwatch, 60).await;
+    let (who, vendor_id, _) = devices(&env, SimKind::Airwatch)
         .into_iter()
         .find(|(_, _, d)| d["Ownership"] == "C")
         .expect("a corporate device");
     let mut fields = serde_json::Map::new();
     fields.insert("Ownership".into(), json!("E"));
     env.sim
-        .mcms()
+        .airwatch()
         .unwrap()
         .update_device(vendor_id.parse().unwrap(), fields)
         .unwrap();
@@ -244,7 +244,7 @@ async fn a_wipe_of_a_device_that_became_personal_at_the_mdm_since_the_sync_is_sk
         "{rows:#?}"
     );
     assert!(
-        accepted_actions(&env, SimKind::Mcms, &vendor_id).is_empty(),
+        accepted_actions(&env, SimKind::Airwatch, &vendor_id).is_empty(),
         "no wipe was sent"
     );
     app.shutdown().await;
@@ -252,9 +252,11 @@ async fn a_wipe_of_a_device_that_became_personal_at_the_mdm_since_the_sync_is_sk
 
 #[tokio::test]
 async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_it() {
-    let (env, app) = started(SimKind::Mcms, 60).await;
-    let targets: Vec<(Value, String, Value)> =
-        devices(&env, SimKind::Mcms).into_iter().take(11).collect();
+    let (env, app) = started(SimKind::Airwatch, 60).await;
+    let targets: Vec<(Value, String, Value)> = devices(&env, SimKind::Airwatch)
+        .into_iter()
+        .take(11)
+        .collect();
     for (i, (who, _, _)) in targets.iter().enumerate() {
         assert_eq!(
             post(
@@ -279,7 +281,7 @@ async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_
     let held_id = held[0].id;
     let last = &targets[10].1;
     assert!(
-        accepted_actions(&env, SimKind::Mcms, last).is_empty(),
+        accepted_actions(&env, SimKind::Airwatch, last).is_empty(),
         "the held wipe was not sent"
     );
 
@@ -294,7 +296,7 @@ async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_
     })
     .await;
     assert_eq!(
-        accepted_actions(&env, SimKind::Mcms, last),
+        accepted_actions(&env, SimKind::Airwatch, last),
         vec!["EnterpriseWipe".to_string()]
     );
     app.shutdown().await;
@@ -302,13 +304,15 @@ async fn the_eleventh_enterprise_wipe_in_an_hour_is_held_and_approving_it_sends_
 
 #[tokio::test]
 async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
-    let (env, app) = started(SimKind::Mcms, 60).await;
-    let sim = env.sim.mcms().unwrap();
+    let (env, app) = started(SimKind::Airwatch, 60).await;
+    let sim = env.sim.airwatch().unwrap();
     sim.core()
         .inject(Fault::status(503).times(100_000).on_paths("/commands"))
         .unwrap();
-    let targets: Vec<(Value, String, Value)> =
-        devices(&env, SimKind::Mcms).into_iter().take(3).collect();
+    let targets: Vec<(Value, String, Value)> = devices(&env, SimKind::Airwatch)
+        .into_iter()
+        .take(3)
+        .collect();
     for (i, (who, _, _)) in targets.iter().enumerate() {
         assert_eq!(
             post(&app, event(&format!("c-{i}"), who.clone(), "app.malicious")).await,
@@ -340,7 +344,7 @@ async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
     assert!(rows.iter().all(|a| a.state == "cancelled"), "{rows:#?}");
     for (_, id, _) in &targets {
         assert!(
-            accepted_actions(&env, SimKind::Mcms, id).is_empty(),
+            accepted_actions(&env, SimKind::Airwatch, id).is_empty(),
             "nothing was sent"
         );
     }
@@ -349,8 +353,8 @@ async fn cancelling_all_pending_destructive_actions_leaves_none_to_send() {
 
 #[tokio::test]
 async fn a_wipe_rule_on_a_personal_or_shared_device_is_skipped_and_nothing_is_sent() {
-    let (env, app) = started(SimKind::Mcms, 80).await;
-    let all = devices(&env, SimKind::Mcms);
+    let (env, app) = started(SimKind::Airwatch, 80).await;
+    let all = devices(&env, SimKind::Airwatch);
     let personal = all
         .iter()
         .find(|(_, _, d)| d["Ownership"] == "E")
@@ -388,7 +392,7 @@ async fn a_wipe_rule_on_a_personal_or_shared_device_is_skipped_and_nothing_is_se
         );
     }
     settle(&app, &env).await;
-    assert!(accepted_actions(&env, SimKind::Mcms, &personal.1).is_empty());
-    assert!(accepted_actions(&env, SimKind::Mcms, &shared.1).is_empty());
+    assert!(accepted_actions(&env, SimKind::Airwatch, &personal.1).is_empty());
+    assert!(accepted_actions(&env, SimKind::Airwatch, &shared.1).is_empty());
     app.shutdown().await;
 }

@@ -105,7 +105,7 @@ async fn started(kind: SimKind) -> (Env, TestApp) {
     let wifi = match kind {
         SimKind::Bcdm => "",
         SimKind::Soti => "wifi_disconnect_profile_id = \"wifi-off-1\"\n",
-        SimKind::Mcms => "wifi_disconnect_profile_id = \"42\"\n",
+        SimKind::Airwatch => "wifi_disconnect_profile_id = \"42\"\n",
     };
     let spec = MdmSpec {
         extra: format!(
@@ -148,7 +148,7 @@ async fn devices(env: &Env) -> Vec<(String, String)> {
 /// Where each kind's simulator takes device commands.
 fn command_path(kind: SimKind) -> &'static str {
     match kind {
-        SimKind::Mcms => "/commands",
+        SimKind::Airwatch => "/commands",
         SimKind::Soti | SimKind::Bcdm => "/actions",
     }
 }
@@ -256,12 +256,12 @@ async fn a_wipe_redirected_to_another_port_is_not_sent_there_and_ends_dead_namin
 #[tokio::test]
 async fn a_sync_redirected_to_another_port_fails_naming_the_location_and_sends_no_credential_there()
 {
-    let (env, app) = started(SimKind::Mcms).await;
-    let mdm = app.mdm_id(TENANT, "Test MCMS").await;
+    let (env, app) = started(SimKind::Airwatch).await;
+    let mdm = app.mdm_id(TENANT, "Test AirWatch").await;
     let elsewhere = wiremock::MockServer::start().await;
-    let location = format!("{}/mcms/API/mdm/devices/search", elsewhere.uri());
+    let location = format!("{}/airwatch/API/mdm/devices/search", elsewhere.uri());
     env.sim
-        .mcms()
+        .airwatch()
         .unwrap()
         .core()
         .inject(Fault::redirect(location.as_str()))
@@ -288,7 +288,7 @@ async fn a_sync_redirected_to_another_port_fails_naming_the_location_and_sends_n
 async fn a_wipe_answered_502_or_504_ends_dead_unrepeated_and_a_lock_is_retried_and_sent() {
     for (kind, status) in [
         (SimKind::Soti, 502),
-        (SimKind::Mcms, 504),
+        (SimKind::Airwatch, 504),
         (SimKind::Bcdm, 502),
     ] {
         let (env, app) = started(kind).await;
@@ -410,7 +410,7 @@ async fn live_devices(env: &Env) -> i64 {
 
 #[tokio::test]
 async fn a_sync_of_an_mdm_that_serves_the_same_page_forever_fails_saying_so_and_removes_nothing() {
-    // More devices than one page of each adapter (SOTI and MCMS 500, BCDM 200).
+    // More devices than one page of each adapter (SOTI and AirWatch 500, BCDM 200).
     for kind in SimKind::ALL {
         let env = Env::new(&[kind], 600).await;
         let spec = MdmSpec::new(kind);

@@ -35,7 +35,7 @@ fn tenant_ids(app: &TestApp) -> Vec<String> {
 
 #[tokio::test]
 async fn a_reload_adds_a_tenant_whose_mdm_syncs_while_a_running_sync_goes_on() {
-    let env = Env::new(&[SimKind::Soti, SimKind::Mcms], 40).await;
+    let env = Env::new(&[SimKind::Soti, SimKind::Airwatch], 40).await;
     let app =
         spawn_app(&env.write_config("acme", &[MdmSpec::new(SimKind::Soti)], "0", NO_POLICY)).await;
     let acme = app.mdm_id("acme", "Test SOTI").await;
@@ -66,7 +66,7 @@ async fn a_reload_adds_a_tenant_whose_mdm_syncs_while_a_running_sync_goes_on() {
 
     let (status, _) = admin_get(&app, "/v1/admin/tenants/beta/devices").await;
     assert_eq!(status, 404, "beta is not configured yet");
-    env.write_config("beta", &[MdmSpec::new(SimKind::Mcms)], "0", NO_POLICY);
+    env.write_config("beta", &[MdmSpec::new(SimKind::Airwatch)], "0", NO_POLICY);
     let r = reload(&app.state).await.expect("the reload succeeds");
     assert_eq!(r.tenants, 2);
     assert_eq!(r.tenants_added, ["beta"]);
@@ -74,16 +74,16 @@ async fn a_reload_adds_a_tenant_whose_mdm_syncs_while_a_running_sync_goes_on() {
     assert_eq!(r.mdms.kept, 1, "acme's unchanged MDM keeps its worker");
     assert_eq!(
         r.mdms.started,
-        [("beta".to_string(), "Test MCMS".to_string())]
+        [("beta".to_string(), "Test AirWatch".to_string())]
     );
     assert!(r.mdms.stopped.is_empty());
 
     // The new tenant's MDM gets its initial sync, without a restart.
-    let beta = app.mdm_id("beta", "Test MCMS").await;
+    let beta = app.mdm_id("beta", "Test AirWatch").await;
     let runs = app.finished_runs(beta, 1, LIMIT).await;
     assert_eq!(runs[0].outcome, SyncOutcome::Succeeded, "{:?}", runs[0]);
-    let listed = env.sim.mcms().unwrap().devices().len() as u64;
-    assert_eq!(runs[0].added, listed, "every MCMS device is stored");
+    let listed = env.sim.airwatch().unwrap().devices().len() as u64;
+    assert_eq!(runs[0].added, listed, "every AirWatch device is stored");
     let (status, page) = admin_get(&app, "/v1/admin/tenants/beta/devices?limit=1").await;
     assert_eq!(status, 200);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -168,10 +168,11 @@ async fn a_reload_with_a_broken_file_keeps_the_running_config_and_a_good_one_app
 
 #[tokio::test]
 async fn status_shows_the_sync_retry_and_the_rate_limit_the_mdm_asked_for() {
-    let env = Env::new(&[SimKind::Mcms], 20).await;
+    let env = Env::new(&[SimKind::Airwatch], 20).await;
     let app =
-        spawn_app(&env.write_config("acme", &[MdmSpec::new(SimKind::Mcms)], "0", NO_POLICY)).await;
-    let mdm = app.mdm_id("acme", "Test MCMS").await;
+        spawn_app(&env.write_config("acme", &[MdmSpec::new(SimKind::Airwatch)], "0", NO_POLICY))
+            .await;
+    let mdm = app.mdm_id("acme", "Test AirWatch").await;
     app.finished_runs(mdm, 1, LIMIT).await;
     let (_, status) = admin_get(&app, "/v1/admin/tenants/acme/status").await;
     assert_eq!(
@@ -182,7 +183,7 @@ async fn status_shows_the_sync_retry_and_the_rate_limit_the_mdm_asked_for() {
 
     // The MDM says "too many requests, come back in 120 s" to every call.
     env.sim
-        .mcms()
+        .airwatch()
         .unwrap()
         .core()
         .inject(Fault::rate_limited(120))

@@ -74,9 +74,9 @@ type Details = (
 
 fn expected_users(env: &Env, kind: SimKind) -> BTreeMap<String, Details> {
     match kind {
-        SimKind::Mcms => env
+        SimKind::Airwatch => env
             .sim
-            .mcms()
+            .airwatch()
             .unwrap()
             .users()
             .iter()
@@ -124,12 +124,12 @@ fn details(u: &Value) -> Details {
     )
 }
 
-/// Issue 13.1: a device's embedded user (BCDM: the bare id; MCMS: login and
+/// Issue 13.1: a device's embedded user (BCDM: the bare id; AirWatch: login and
 /// e-mail) was written over the full user of the listing, erasing e-mail,
 /// names and login of every user who owns a device.
 #[tokio::test]
 async fn a_full_sync_keeps_what_the_user_listing_gave_for_users_with_devices() {
-    for kind in [SimKind::Mcms, SimKind::Bcdm] {
+    for kind in [SimKind::Airwatch, SimKind::Bcdm] {
         let env = Env::new(&[kind], 300).await;
         let spec = MdmSpec::new(kind);
         let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", "")).await;
@@ -204,10 +204,10 @@ async fn post_events(app: &TestApp, body: Value) -> Reply {
 async fn the_lookup_before_a_wipe_stores_the_device_masked_like_a_sync() {
     let spec = MdmSpec {
         mask_pii: true,
-        ..permitting(SimKind::Mcms)
+        ..permitting(SimKind::Airwatch)
     };
     let (env, app) = started(spec, 40, WIPE_POLICY).await;
-    let sim = env.sim.mcms().unwrap();
+    let sim = env.sim.airwatch().unwrap();
     let device = sim
         .devices()
         .into_iter()
@@ -298,8 +298,8 @@ async fn an_abandoned_lookup_does_not_hold_up_the_next_sync_of_its_mdm() {
 /// kept and decided when their device becomes known.
 #[tokio::test]
 async fn one_request_makes_at_most_sixteen_on_demand_lookups() {
-    let (env, app) = started(permitting(SimKind::Mcms), 20, WIPE_POLICY).await;
-    let sim = env.sim.mcms().unwrap();
+    let (env, app) = started(permitting(SimKind::Airwatch), 20, WIPE_POLICY).await;
+    let sim = env.sim.airwatch().unwrap();
     sim.core().clear_records();
     let events: Vec<Value> = (0..100)
         .map(|i| {
@@ -337,7 +337,7 @@ async fn one_request_makes_at_most_sixteen_on_demand_lookups() {
 #[tokio::test]
 async fn an_empty_user_listing_with_intact_devices_removes_no_user_until_confirmed() {
     use mtd_sim::Fault;
-    let spec = MdmSpec::new(SimKind::Mcms);
+    let spec = MdmSpec::new(SimKind::Airwatch);
     let (env, app) = started(spec.clone(), 60, "").await;
     let mdm_id = app.mdm_id(TENANT, &spec.name).await;
     let live = "SELECT COUNT(*) FROM users WHERE removed_at IS NULL";
@@ -353,7 +353,7 @@ async fn an_empty_user_listing_with_intact_devices_removes_no_user_until_confirm
     );
     // The user search answers "no users" (AirWatch's empty page is a 204).
     env.sim
-        .mcms()
+        .airwatch()
         .unwrap()
         .core()
         .inject(Fault::status(204).on_paths("/users/search"))
@@ -383,10 +383,10 @@ async fn an_empty_user_listing_with_intact_devices_removes_no_user_until_confirm
     app.shutdown().await;
 }
 
-/// The enterprise wipes the MCMS simulator received (answered or not).
+/// The enterprise wipes the AirWatch simulator received (answered or not).
 fn wipes_received(env: &Env) -> usize {
     env.sim
-        .mcms()
+        .airwatch()
         .unwrap()
         .core()
         .requests()
@@ -395,11 +395,11 @@ fn wipes_received(env: &Env) -> usize {
         .count()
 }
 
-/// Devices of the MCMS simulator an agent can name by serial.
+/// Devices of the AirWatch simulator an agent can name by serial.
 fn serials(env: &Env, n: usize) -> Vec<Value> {
     let devices: Vec<Value> = env
         .sim
-        .mcms()
+        .airwatch()
         .unwrap()
         .devices()
         .into_iter()
@@ -417,9 +417,9 @@ fn serials(env: &Env, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn cancel_destructive_stops_wipes_already_claimed_and_waiting_for_their_turn() {
     use mtd_sim::Fault;
-    let (env, app) = started(permitting(SimKind::Mcms), 40, WIPE_POLICY).await;
+    let (env, app) = started(permitting(SimKind::Airwatch), 40, WIPE_POLICY).await;
     let devices = serials(&env, 7);
-    let sim = env.sim.mcms().unwrap();
+    let sim = env.sim.airwatch().unwrap();
     // Every command takes 2 s: four locks fill the MDM's four slots.
     sim.core()
         .inject(Fault::latency(Duration::from_secs(2)).on_paths("/commands"))
@@ -512,7 +512,7 @@ async fn a_backlog_of_wipes_goes_out_no_faster_than_the_hourly_cap() {
         "[policy]\n",
         "[policy]\nmax_destructive_actions_per_hour = 2\n",
     );
-    let (env, app) = started(permitting(SimKind::Mcms), 40, &policy).await;
+    let (env, app) = started(permitting(SimKind::Airwatch), 40, &policy).await;
     // Five enterprise wipes decided over the three hours the MDM was down,
     // all due now: what the store holds when the MDM comes back.
     let url = format!("sqlite://{}", env.db_path().display());

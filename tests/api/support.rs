@@ -113,13 +113,13 @@ pub fn credentials(kind: SimKind) -> String {
             soti::DEFAULT_USERNAME,
             soti::DEFAULT_PASSWORD
         ),
-        SimKind::Mcms => {
-            use mtd_sim::mcms;
+        SimKind::Airwatch => {
+            use mtd_sim::airwatch;
             format!(
                 "[mdm.credentials]\nusername = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                mcms::DEFAULT_USERNAME,
-                mcms::DEFAULT_PASSWORD,
-                mcms::DEFAULT_API_KEY
+                airwatch::DEFAULT_USERNAME,
+                airwatch::DEFAULT_PASSWORD,
+                airwatch::DEFAULT_API_KEY
             )
         }
         SimKind::Bcdm => {

@@ -23,7 +23,7 @@ fn check_config_accepts_the_example_configuration() {
     let (code, stdout, stderr) = check(&example);
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
-    for kind in ["(soti)", "(mcms)", "(bcdm)"] {
+    for kind in ["(soti)", "(airwatch)", "(bcdm)"] {
         assert!(
             stdout.contains(kind),
             "the summary lists no {kind} MDM:\n{stdout}"

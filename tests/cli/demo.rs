@@ -24,7 +24,7 @@ fn demo_exit_after_runs_every_step_and_prints_the_summary() {
     for needle in [
         "1. Initial sync",
         "acme     Acme SOTI",
-        "globex   Globex MCMS",
+        "globex   Globex AirWatch",
         "initech  Initech BCDM",
         "-> 202",
         "3. Actions (device, action, state)",

@@ -23,7 +23,7 @@ impl Sims {
             Simulator::start(
                 listener,
                 SimOptions {
-                    kinds: vec![SimKind::Soti, SimKind::Mcms],
+                    kinds: vec![SimKind::Soti, SimKind::Airwatch],
                     devices: 25,
                     seed: 3,
                     ..Default::default()
@@ -98,12 +98,12 @@ pub(crate) fn soti_mdm(name: &str, url: &str, password: &str) -> String {
     )
 }
 
-pub(crate) fn mcms_mdm(name: &str, url: &str, username: &str) -> String {
-    use mtd_sim::mcms;
+pub(crate) fn airwatch_mdm(name: &str, url: &str, username: &str) -> String {
+    use mtd_sim::airwatch;
     format!(
-        "[[mdm]]\nname = \"{name}\"\nkind = \"mcms\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nusername = \"{username}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-        mcms::DEFAULT_PASSWORD,
-        mcms::DEFAULT_API_KEY
+        "[[mdm]]\nname = \"{name}\"\nkind = \"airwatch\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nusername = \"{username}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
+        airwatch::DEFAULT_PASSWORD,
+        airwatch::DEFAULT_API_KEY
     )
 }
 
@@ -148,7 +148,7 @@ fn line_for<'a>(out: &'a str, mdm: &str) -> &'a str {
 fn test_connection_tells_each_failure_apart_in_plain_words() {
     let sims = Sims::start();
     let soti_url = sims.sim().base_url(SimKind::Soti);
-    let mcms_url = sims.sim().base_url(SimKind::Mcms);
+    let airwatch_url = sims.sim().base_url(SimKind::Airwatch);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!(
@@ -165,10 +165,10 @@ fn test_connection_tells_each_failure_apart_in_plain_words() {
             soti_mdm("Wrong password", &soti_url, "not-the-password"),
             soti_mdm("Wrong path", &wrong_path, soti::DEFAULT_PASSWORD),
             soti_mdm("Closed port", &closed, soti::DEFAULT_PASSWORD),
-            mcms_mdm(
+            airwatch_mdm(
                 "No API role",
-                &mcms_url,
-                mtd_sim::mcms::DEFAULT_NO_API_ROLE_USERNAME,
+                &airwatch_url,
+                mtd_sim::airwatch::DEFAULT_NO_API_ROLE_USERNAME,
             ),
         ],
     );
@@ -290,7 +290,7 @@ fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
     let port = elsewhere.local_addr().unwrap().port();
     elsewhere.set_nonblocking(true).unwrap();
     let soti_location = format!("http://127.0.0.1:{port}/MobiControl/api/token");
-    let mcms_location = format!("http://127.0.0.1:{port}/mcms/API/mdm/devices/search");
+    let airwatch_location = format!("http://127.0.0.1:{port}/airwatch/API/mdm/devices/search");
     sims.sim()
         .soti()
         .unwrap()
@@ -298,10 +298,10 @@ fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
         .inject(Fault::redirect(soti_location.as_str()).including_token())
         .unwrap();
     sims.sim()
-        .mcms()
+        .airwatch()
         .unwrap()
         .core()
-        .inject(Fault::redirect(mcms_location.as_str()))
+        .inject(Fault::redirect(airwatch_location.as_str()))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write(
@@ -312,10 +312,10 @@ fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
                 &sims.sim().base_url(SimKind::Soti),
                 soti::DEFAULT_PASSWORD,
             ),
-            mcms_mdm(
-                "Moved MCMS",
-                &sims.sim().base_url(SimKind::Mcms),
-                mtd_sim::mcms::DEFAULT_USERNAME,
+            airwatch_mdm(
+                "Moved AirWatch",
+                &sims.sim().base_url(SimKind::Airwatch),
+                mtd_sim::airwatch::DEFAULT_USERNAME,
             ),
         ],
     );
@@ -326,9 +326,9 @@ fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
         soti.starts_with("FAIL") && soti.contains(&soti_location),
         "{out}"
     );
-    let mcms = line_for(&out, "Moved MCMS");
+    let airwatch = line_for(&out, "Moved AirWatch");
     assert!(
-        mcms.starts_with("FAIL") && mcms.contains(&mcms_location),
+        airwatch.starts_with("FAIL") && airwatch.contains(&airwatch_location),
         "{out}"
     );
     assert!(

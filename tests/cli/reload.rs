@@ -2,9 +2,9 @@
 //! synced without a restart; a broken file is refused, logged with
 //! `FILE:LINE:COL`, and the daemon keeps serving the config it had.
 
-use crate::ops::{mcms_mdm, soti_mdm, Sims};
+use crate::ops::{airwatch_mdm, soti_mdm, Sims};
 use crate::support::{admin_get, get, Daemon, ADMIN_TOKEN};
-use mtd_sim::{mcms, SimKind};
+use mtd_sim::{airwatch, SimKind};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -74,11 +74,11 @@ fn sighup_loads_a_new_tenant_and_a_broken_file_keeps_the_old_config() {
     assert_eq!(tenant_ids(&d), ["acme"]);
 
     // A new tenant file, then SIGHUP: served and synced without a restart.
-    let mcms_url = sims.sim().base_url(SimKind::Mcms);
+    let airwatch_url = sims.sim().base_url(SimKind::Airwatch);
     write_tenant(
         root,
         "beta",
-        &mcms_mdm("Beta MCMS", &mcms_url, mcms::DEFAULT_USERNAME),
+        &airwatch_mdm("Beta AirWatch", &airwatch_url, airwatch::DEFAULT_USERNAME),
     );
     d.sighup();
     let reloaded = d.wait_for_log(LIMIT, |v| v["message"] == "Config reloaded");

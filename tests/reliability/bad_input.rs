@@ -529,7 +529,7 @@ fn valid_tenant() -> String {
             SimKind::Soti,
             "wifi_disconnect_profile_id = \"wifi-off\"\nwifi_profile_removal_minutes = 30\n",
         ),
-        (SimKind::Mcms, "wifi_disconnect_profile_id = \"42\"\n"),
+        (SimKind::Airwatch, "wifi_disconnect_profile_id = \"42\"\n"),
         (SimKind::Bcdm, ""),
     ] {
         t.push_str(&format!(

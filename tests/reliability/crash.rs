@@ -439,7 +439,7 @@ async fn crash_kill9_while_four_clients_post_2000_events_loses_no_acknowledged_e
     );
 }
 
-/// Whether an enterprise wipe call (SOTI `Unenroll`, MCMS `EnterpriseWipe`,
+/// Whether an enterprise wipe call (SOTI `Unenroll`, AirWatch `EnterpriseWipe`,
 /// BCDM `enterprise_wipe`) is at the simulator now: received, not answered.
 fn wipe_at_mdm(sim: &mtd_sim::Simulator, kind: SimKind) -> bool {
     sim.state(kind)

@@ -34,8 +34,8 @@ fn spec(kind: SimKind) -> MdmSpec {
     let wifi = match kind {
         SimKind::Bcdm => "",
         SimKind::Soti => "wifi_disconnect_profile_id = \"wifi-off-1\"\n",
-        // MCMS profile ids are numbers.
-        SimKind::Mcms => "wifi_disconnect_profile_id = \"42\"\n",
+        // AirWatch profile ids are numbers.
+        SimKind::Airwatch => "wifi_disconnect_profile_id = \"42\"\n",
     };
     MdmSpec {
         extra: format!("{wifi}[mdm.permit]\nlock = true\ndisconnect_wifi = true\n"),
@@ -46,7 +46,7 @@ fn spec(kind: SimKind) -> MdmSpec {
 fn sim_device_count(sim: &Simulator, kind: SimKind) -> usize {
     match kind {
         SimKind::Soti => sim.soti().unwrap().devices().len(),
-        SimKind::Mcms => sim.mcms().unwrap().devices().len(),
+        SimKind::Airwatch => sim.airwatch().unwrap().devices().len(),
         SimKind::Bcdm => sim.bcdm().unwrap().devices().len(),
     }
 }

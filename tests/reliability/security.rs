@@ -20,8 +20,8 @@ const BETA: &str = "beta";
 /// Beta's agent secret, from the environment.
 const BETA_SECRET: &str = "beta-agent-secret-from-env-4c3b2a19";
 const BETA_SECRET_VAR: &str = "RELIAB_BETA_AGENT_SECRET";
-/// A wrong MCMS password, from a file: the MDM refuses it (401).
-const WRONG_PASSWORD: &str = "wrong-mcms-password-from-file-77e1";
+/// A wrong AirWatch password, from a file: the MDM refuses it (401).
+const WRONG_PASSWORD: &str = "wrong-airwatch-password-from-file-77e1";
 
 fn secrets() -> Vec<&'static str> {
     let mut all = configured_secrets();
@@ -29,7 +29,7 @@ fn secrets() -> Vec<&'static str> {
     all
 }
 
-/// Beta: the SOTI simulator with its password from a file, the MCMS one with
+/// Beta: the SOTI simulator with its password from a file, the AirWatch one with
 /// a wrong password; the agent secret from the environment.
 fn write_beta(env: &api::Env) {
     let root = env.dir.path();
@@ -38,7 +38,7 @@ fn write_beta(env: &api::Env) {
         format!("{}\n", soti::DEFAULT_PASSWORD),
     )
     .unwrap();
-    std::fs::write(root.join("mcms-password.txt"), WRONG_PASSWORD).unwrap();
+    std::fs::write(root.join("airwatch-password.txt"), WRONG_PASSWORD).unwrap();
     let text = format!(
         r#"id = "{BETA}"
 display_name = "Beta"
@@ -55,12 +55,12 @@ username = "{username}"
 password = {{ file = "../soti-password.txt" }}
 
 [[mdm]]
-name = "Beta MCMS"
-kind = "mcms"
-url = "{mcms_url}"
+name = "Beta AirWatch"
+kind = "airwatch"
+url = "{airwatch_url}"
 [mdm.credentials]
-username = "{mcms_user}"
-password = {{ file = "../mcms-password.txt" }}
+username = "{airwatch_user}"
+password = {{ file = "../airwatch-password.txt" }}
 api_key = "{api_key}"
 
 [policy]
@@ -69,12 +69,12 @@ threat = "*"
 action = "lock"
 "#,
         soti_url = env.sim.base_url(SimKind::Soti),
-        mcms_url = env.sim.base_url(SimKind::Mcms),
+        airwatch_url = env.sim.base_url(SimKind::Airwatch),
         client_id = soti::DEFAULT_CLIENT_ID,
         client_secret = soti::DEFAULT_CLIENT_SECRET,
         username = soti::DEFAULT_USERNAME,
-        mcms_user = mtd_sim::mcms::DEFAULT_USERNAME,
-        api_key = mtd_sim::mcms::DEFAULT_API_KEY,
+        airwatch_user = mtd_sim::airwatch::DEFAULT_USERNAME,
+        api_key = mtd_sim::airwatch::DEFAULT_API_KEY,
     );
     std::fs::write(root.join(format!("tenants.d/{BETA}.toml")), text).unwrap();
 }
@@ -90,7 +90,7 @@ async fn security_tenants_are_isolated_admin_needs_the_admin_token_and_no_secret
     write_beta(&env);
     let db = env.db_path();
     let mut daemon = Daemon::start_with(&config, "trace", &[(BETA_SECRET_VAR, BETA_SECRET)]).await;
-    // Alpha's three MDMs and Beta's SOTI sync; Beta's MCMS refuses the login.
+    // Alpha's three MDMs and Beta's SOTI sync; Beta's AirWatch refuses the login.
     wait_scalar(
         &db,
         "SELECT COUNT(*) FROM sync_runs WHERE outcome = 'succeeded'",
@@ -342,7 +342,7 @@ async fn security_tenants_are_isolated_admin_needs_the_admin_token_and_no_secret
     let text = beta_status.to_string().to_lowercase();
     assert!(
         text.contains("401") || text.contains("unauthorized") || text.contains("password"),
-        "Beta's status shows the MCMS login refusal: {beta_status}"
+        "Beta's status shows the AirWatch login refusal: {beta_status}"
     );
     let metrics = reqwest::get(daemon.url("/metrics"))
         .await

@@ -4,7 +4,7 @@
 //! direct reads of the SQLite store, and the list of every configured secret.
 
 use crate::api::{self, Env, Reply};
-use mtd_sim::{bcdm, mcms, soti, SimKind, SimOptions, Simulator};
+use mtd_sim::{airwatch, bcdm, soti, SimKind, SimOptions, Simulator};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,8 +38,8 @@ pub fn configured_secrets() -> Vec<&'static str> {
         api::ADMIN_TOKEN,
         soti::DEFAULT_CLIENT_SECRET,
         soti::DEFAULT_PASSWORD,
-        mcms::DEFAULT_PASSWORD,
-        mcms::DEFAULT_API_KEY,
+        airwatch::DEFAULT_PASSWORD,
+        airwatch::DEFAULT_API_KEY,
         bcdm::DEFAULT_SECRET_KEY,
     ]
 }

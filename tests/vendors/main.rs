@@ -2,9 +2,9 @@
 //! test binary (it was six): `sim_*` drive each simulator with a raw HTTP
 //! client, `adapter_*` run each vendor's adapter against its simulator.
 
+mod adapter_airwatch;
 mod adapter_bcdm;
-mod adapter_mcms;
 mod adapter_soti;
+mod sim_airwatch;
 mod sim_bcdm;
-mod sim_mcms;
 mod sim_soti;

@@ -25,7 +25,7 @@ pub struct Page<T> {
     /// Why records were skipped, when any were (for the sync run's record).
     pub skip_reason: Option<String>,
     /// How many records the whole listing has, where the MDM announces it
-    /// on its pages (MCMS `Total`, BCDM `total`; SOTI says nothing): a
+    /// on its pages (AirWatch `Total`, BCDM `total`; SOTI says nothing): a
     /// listing that reads more fails ([`crate::ListingGuard`]).
     pub total: Option<u64>,
 }

@@ -14,19 +14,29 @@ use std::str::FromStr;
 pub enum MdmKind {
     /// SOTI MobiControl.
     Soti,
-    /// Cisco MCMS, an AirWatch-based service (the AirWatch REST API).
-    Mcms,
+    /// IBM MaaS360 (the MaaS360 Web Services API); Cisco's MCMS was MaaS360,
+    /// so `mcms` is accepted for it.
+    #[serde(alias = "mcms")]
+    Maas360,
+    /// VMware AirWatch / Workspace ONE UEM (the AirWatch REST API).
+    Airwatch,
     /// SoftBank Business Concierge Device Management.
     Bcdm,
 }
 
 impl MdmKind {
-    pub const ALL: [MdmKind; 3] = [MdmKind::Soti, MdmKind::Mcms, MdmKind::Bcdm];
+    pub const ALL: [MdmKind; 4] = [
+        MdmKind::Soti,
+        MdmKind::Maas360,
+        MdmKind::Airwatch,
+        MdmKind::Bcdm,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             MdmKind::Soti => "soti",
-            MdmKind::Mcms => "mcms",
+            MdmKind::Maas360 => "maas360",
+            MdmKind::Airwatch => "airwatch",
             MdmKind::Bcdm => "bcdm",
         }
     }
@@ -43,10 +53,11 @@ impl FromStr for MdmKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "soti" => Ok(MdmKind::Soti),
-            "mcms" => Ok(MdmKind::Mcms),
+            "maas360" | "mcms" => Ok(MdmKind::Maas360),
+            "airwatch" => Ok(MdmKind::Airwatch),
             "bcdm" => Ok(MdmKind::Bcdm),
             other => Err(format!(
-                "unknown MDM kind `{other}`, expected one of: soti, mcms, bcdm"
+                "unknown MDM kind `{other}`, expected one of: soti, maas360 (alias: mcms), airwatch, bcdm"
             )),
         }
     }

@@ -1,22 +1,22 @@
-//! The settings of one Cisco MCMS (AirWatch) integration.
+//! The settings of one AirWatch (Workspace ONE UEM) integration.
 //!
 //! The daemon's config layer resolves secrets and builds these; this crate
-//! only validates what it needs to talk to the server ([`McmsConfig::validate`]).
+//! only validates what it needs to talk to the server ([`AirwatchConfig::validate`]).
 
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{AdapterError, Secret};
 use reqwest::header::HeaderValue;
 use url::Url;
 
-/// Everything the adapter needs to reach one MCMS / AirWatch API server.
+/// Everything the adapter needs to reach one AirWatch / Workspace ONE UEM API server.
 #[derive(Debug, Clone)]
-pub struct McmsConfig {
+pub struct AirwatchConfig {
     /// The integration's name in the connector's config (for logs and spans).
     pub name: String,
     /// The API server's base URL (for example `https://as1506.awmdm.com`);
     /// requests go to `{base_url}/API/…`.
     pub base_url: Url,
-    pub credentials: McmsCredentials,
+    pub credentials: AirwatchCredentials,
     /// Timeouts and the extra trust anchor (`ca_cert`).
     pub http: HttpSettings,
     /// The numeric id of the Wi-Fi profile an admin prepared to cut a device
@@ -31,21 +31,21 @@ pub struct McmsConfig {
 /// The AirWatch administrator account the adapter acts as (HTTP Basic) and
 /// the tenant's REST API key (sent as `aw-tenant-code`).
 #[derive(Debug, Clone)]
-pub struct McmsCredentials {
+pub struct AirwatchCredentials {
     pub username: String,
     pub password: Secret,
     pub api_key: Secret,
 }
 
-impl McmsConfig {
+impl AirwatchConfig {
     /// Records per page when the config does not say: AirWatch's own default
     /// page size, and a 10,000-device listing in 20 requests.
     pub const DEFAULT_PAGE_SIZE: u32 = 500;
 
     /// A config with the default transport settings and page size, and no
     /// Wi-Fi profile.
-    pub fn new(name: impl Into<String>, base_url: Url, credentials: McmsCredentials) -> Self {
-        McmsConfig {
+    pub fn new(name: impl Into<String>, base_url: Url, credentials: AirwatchCredentials) -> Self {
+        AirwatchConfig {
             name: name.into(),
             base_url,
             credentials,
@@ -57,7 +57,7 @@ impl McmsConfig {
 
     /// Checks what would otherwise fail only at the first request.
     pub fn validate(&self) -> Result<(), AdapterError> {
-        let prefix = |what: &str| format!("MCMS `{}`: {what}", self.name);
+        let prefix = |what: &str| format!("AirWatch `{}`: {what}", self.name);
         mtd_adapter::http::check_base_url(&self.base_url, "https://as1506.awmdm.com")
             .map_err(|m| AdapterError::Config(prefix(&m)))?;
         if self.credentials.username.trim().is_empty() {
@@ -104,11 +104,11 @@ impl McmsConfig {
 mod tests {
     use super::*;
 
-    fn config() -> McmsConfig {
-        McmsConfig::new(
-            "mcms-eu",
+    fn config() -> AirwatchConfig {
+        AirwatchConfig::new(
+            "airwatch-eu",
             Url::parse("https://as1506.awmdm.com").unwrap(),
-            McmsCredentials {
+            AirwatchCredentials {
                 username: "api-admin".into(),
                 password: Secret::new("password-value"),
                 api_key: Secret::new("tenant-code-value"),

@@ -1,6 +1,6 @@
-//! [`McmsAdapter`]: the AirWatch REST API behind the [`MdmAdapter`] trait.
+//! [`AirwatchAdapter`]: the AirWatch REST API behind the [`MdmAdapter`] trait.
 //!
-//! Every request goes through [`McmsAdapter::send`]: it waits for the rate
+//! Every request goes through [`AirwatchAdapter::send`]: it waits for the rate
 //! limiter, adds the three headers AirWatch wants (Basic auth,
 //! `aw-tenant-code`, `Accept`), reads the whole (page-sized) body, and feeds
 //! the `x-ratelimit-*` headers of every answer back into the limiter.
@@ -8,7 +8,7 @@
 //! A device command counts as sent only on a 2xx with no body (MDM-APIS.md);
 //! any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
 
-use crate::config::McmsConfig;
+use crate::config::AirwatchConfig;
 use crate::ratelimit::RateLimiter;
 use crate::wire;
 use async_trait::async_trait;
@@ -30,22 +30,22 @@ use std::fmt;
 use tracing::Instrument as _;
 use url::Url;
 
-/// One Cisco MCMS (AirWatch) integration. Cheap to share: hold it as
+/// One AirWatch (Workspace ONE UEM) integration. Cheap to share: hold it as
 /// `Arc<dyn MdmAdapter>`; the HTTP connection pool and the rate-limit state
 /// are shared by every caller.
-pub struct McmsAdapter {
-    config: McmsConfig,
+pub struct AirwatchAdapter {
+    config: AirwatchConfig,
     client: reqwest::Client,
     /// `Basic base64(username:password)`, built once.
     authorization: Secret,
     limiter: RateLimiter,
 }
 
-impl fmt::Debug for McmsAdapter {
+impl fmt::Debug for AirwatchAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The config's own Debug redacts the secrets; the client and the
         // limiter say nothing useful.
-        f.debug_struct("McmsAdapter")
+        f.debug_struct("AirwatchAdapter")
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -109,9 +109,9 @@ struct RawPage {
     total: Option<u64>,
 }
 
-impl McmsAdapter {
+impl AirwatchAdapter {
     /// Validates the config and builds the HTTP client; sends nothing.
-    pub fn new(config: McmsConfig) -> Result<Self, AdapterError> {
+    pub fn new(config: AirwatchConfig) -> Result<Self, AdapterError> {
         config.validate()?;
         let client = build_client(&config.http)?;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
@@ -119,7 +119,7 @@ impl McmsAdapter {
             config.credentials.username,
             config.credentials.password.expose()
         ));
-        Ok(McmsAdapter {
+        Ok(AirwatchAdapter {
             config,
             client,
             authorization: Secret::new(format!("Basic {basic}")),
@@ -128,7 +128,7 @@ impl McmsAdapter {
     }
 
     /// The integration's config (the name for logs, the URL for messages).
-    pub fn config(&self) -> &McmsConfig {
+    pub fn config(&self) -> &AirwatchConfig {
         &self.config
     }
 
@@ -236,7 +236,7 @@ impl McmsAdapter {
         let page_size = u64::from(self.config.page_size);
         let pages = futures::stream::unfold(Some(0u32), move |next| async move {
             let page = next?;
-            let span = tracing::debug_span!("mcms_page", mdm = %self.config.name, listing = listing.name(), page);
+            let span = tracing::debug_span!("airwatch_page", mdm = %self.config.name, listing = listing.name(), page);
             let raw = match self.fetch_page(listing, page).instrument(span).await {
                 Err(e) => return Some((Err(e), None)),
                 Ok(None) => return None,
@@ -256,7 +256,7 @@ impl McmsAdapter {
             Some((Ok(out), more.then_some(page + 1)))
         })
         .boxed();
-        guard_listing(pages, format!("MCMS {}", listing.name()), key)
+        guard_listing(pages, format!("AirWatch {}", listing.name()), key)
     }
 
     async fn lookup(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
@@ -326,14 +326,14 @@ impl McmsAdapter {
             MdmCommand::DisconnectWifi | MdmCommand::RemoveWifiProfile => {
                 let profile = self.config.wifi_profile_id().ok_or_else(|| {
                     AdapterError::Config(format!(
-                        "MCMS `{}`: wifi_disconnect_profile_id is not set; `{command}` needs the \
+                        "AirWatch `{}`: wifi_disconnect_profile_id is not set; `{command}` needs the \
                          id of the Wi-Fi profile prepared in the console",
                         self.config.name
                     ))
                 })?;
                 let serial = device.identifiers.serial.as_deref().ok_or_else(|| {
                     AdapterError::Config(format!(
-                        "MCMS `{}`: device {} has no serial number, which `{command}` needs \
+                        "AirWatch `{}`: device {} has no serial number, which `{command}` needs \
                          (the profile call names the device by SerialNumber)",
                         self.config.name, device.mdm_device_id
                     ))
@@ -466,9 +466,9 @@ fn parse_json(body: &str) -> Result<Value, AdapterError> {
 }
 
 #[async_trait]
-impl MdmAdapter for McmsAdapter {
+impl MdmAdapter for AirwatchAdapter {
     fn kind(&self) -> MdmKind {
-        MdmKind::Mcms
+        MdmKind::Airwatch
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -489,7 +489,7 @@ impl MdmAdapter for McmsAdapter {
     }
 
     async fn health_check(&self) -> Result<HealthReport, AdapterError> {
-        let span = tracing::info_span!("mcms_health_check", mdm = %self.config.name);
+        let span = tracing::info_span!("airwatch_health_check", mdm = %self.config.name);
         let page = self
             .fetch_page(Listing::Devices, 0)
             .instrument(span)
@@ -513,13 +513,13 @@ impl MdmAdapter for McmsAdapter {
 
     async fn lookup_device(&self, id: &DeviceIdentifier) -> Result<Option<Device>, AdapterError> {
         let span =
-            tracing::info_span!("mcms_lookup", mdm = %self.config.name, identifier = id.kind());
+            tracing::info_span!("airwatch_lookup", mdm = %self.config.name, identifier = id.kind());
         self.lookup(id).instrument(span).await
     }
 
     async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError> {
         let span = tracing::info_span!(
-            "mcms_command",
+            "airwatch_command",
             mdm = %self.config.name,
             device_id = %device.mdm_device_id,
             command = command.as_str()

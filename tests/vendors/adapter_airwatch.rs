@@ -1,4 +1,4 @@
-//! The real MCMS adapter (`mtd_adapter_mcms::McmsAdapter`) against the MCMS
+//! The real AirWatch adapter (`mtd_adapter_airwatch::AirwatchAdapter`) against the AirWatch
 //! simulator over loopback: the acceptance of issue 4. The simulator is an
 //! independent reading of `MDM-APIS.md`, so a request the adapter gets wrong
 //! shows here as a 4xx or a wrong record, not as a silent agreement.
@@ -16,8 +16,8 @@ use mtd_adapter::{
     http::HttpSettings, AdapterError, Device, DeviceIdentifier, MdmAdapter, MdmCommand, Ownership,
     Page, Platform, Secret,
 };
-use mtd_adapter_mcms::{McmsAdapter, McmsConfig, McmsCredentials};
-use mtd_sim::{Fault, McmsOptions, McmsState, SimKind, SimOptions, Simulator};
+use mtd_adapter_airwatch::{AirwatchAdapter, AirwatchConfig, AirwatchCredentials};
+use mtd_sim::{AirwatchOptions, AirwatchState, Fault, SimKind, SimOptions, Simulator};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use url::Url;
@@ -28,20 +28,24 @@ const API_KEY: &str = "sim-api-key";
 const NO_API_ROLE: &str = "mtd-noapi";
 const PROFILE_ID: &str = "4711";
 
-async fn start(devices: usize, seed: u64, mcms: McmsOptions) -> (Simulator, Arc<McmsState>) {
+async fn start(
+    devices: usize,
+    seed: u64,
+    airwatch: AirwatchOptions,
+) -> (Simulator, Arc<AirwatchState>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut options = SimOptions::new(vec![SimKind::Mcms], devices, seed);
-    options.mcms = mcms;
+    let mut options = SimOptions::new(vec![SimKind::Airwatch], devices, seed);
+    options.airwatch = airwatch;
     let sim = Simulator::start(listener, options).unwrap();
-    let state = sim.mcms().unwrap();
+    let state = sim.airwatch().unwrap();
     (sim, state)
 }
 
-fn config(sim: &Simulator, username: &str, api_key: &str, page_size: u32) -> McmsConfig {
-    let mut c = McmsConfig::new(
-        "mcms-sim",
-        Url::parse(&sim.base_url(SimKind::Mcms)).unwrap(),
-        McmsCredentials {
+fn config(sim: &Simulator, username: &str, api_key: &str, page_size: u32) -> AirwatchConfig {
+    let mut c = AirwatchConfig::new(
+        "airwatch-sim",
+        Url::parse(&sim.base_url(SimKind::Airwatch)).unwrap(),
+        AirwatchCredentials {
             username: username.into(),
             password: Secret::new(PASSWORD),
             api_key: Secret::new(api_key),
@@ -57,17 +61,17 @@ fn config(sim: &Simulator, username: &str, api_key: &str, page_size: u32) -> Mcm
     c
 }
 
-fn adapter(sim: &Simulator) -> McmsAdapter {
-    McmsAdapter::new(config(
+fn adapter(sim: &Simulator) -> AirwatchAdapter {
+    AirwatchAdapter::new(config(
         sim,
         USERNAME,
         API_KEY,
-        McmsConfig::DEFAULT_PAGE_SIZE,
+        AirwatchConfig::DEFAULT_PAGE_SIZE,
     ))
     .unwrap()
 }
 
-async fn all_devices(adapter: &McmsAdapter) -> Vec<Page<Device>> {
+async fn all_devices(adapter: &AirwatchAdapter) -> Vec<Page<Device>> {
     adapter.devices().try_collect().await.unwrap()
 }
 
@@ -84,7 +88,7 @@ fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
 
 #[tokio::test]
 async fn ten_thousand_devices_are_listed_exactly_once_each() {
-    let (sim, state) = start(10_000, 42, McmsOptions::default()).await;
+    let (sim, state) = start(10_000, 42, AirwatchOptions::default()).await;
     let adapter = adapter(&sim);
     let pages = all_devices(&adapter).await;
     let listed: Vec<String> = pages
@@ -113,7 +117,7 @@ async fn ten_thousand_devices_are_listed_exactly_once_each() {
 
 #[tokio::test]
 async fn devices_are_mapped_field_by_field_from_what_the_simulator_serves() {
-    let (sim, state) = start(300, 7, McmsOptions::default()).await;
+    let (sim, state) = start(300, 7, AirwatchOptions::default()).await;
     let adapter = adapter(&sim);
     let served: HashMap<String, Value> = state
         .devices()
@@ -191,7 +195,7 @@ async fn devices_are_mapped_field_by_field_from_what_the_simulator_serves() {
 /// `Other` until the mapping learned `WinRT`.
 #[tokio::test]
 async fn winrt_devices_map_to_windows() {
-    let (sim, state) = start(200, 7, McmsOptions::default()).await;
+    let (sim, state) = start(200, 7, AirwatchOptions::default()).await;
     let winrt: HashSet<String> = state
         .devices()
         .iter()
@@ -213,7 +217,7 @@ async fn winrt_devices_map_to_windows() {
 
 #[tokio::test]
 async fn users_and_organisation_groups_are_listed() {
-    let (sim, state) = start(900, 3, McmsOptions::default()).await;
+    let (sim, state) = start(900, 3, AirwatchOptions::default()).await;
     let adapter = adapter(&sim);
     let users: Vec<_> = adapter
         .users()
@@ -263,7 +267,7 @@ async fn users_and_organisation_groups_are_listed() {
 
 #[tokio::test]
 async fn a_lookup_by_each_identifier_finds_the_right_device_and_an_unknown_one_finds_none() {
-    let (sim, state) = start(200, 11, McmsOptions::default()).await;
+    let (sim, state) = start(200, 11, AirwatchOptions::default()).await;
     let adapter = adapter(&sim);
     let devices = state.devices();
     // An iPhone, an Android phone and an iPad without an IMEI.
@@ -323,13 +327,15 @@ async fn a_lookup_by_each_identifier_finds_the_right_device_and_an_unknown_one_f
             "no searchby={searchby} in {paths:?}"
         );
     }
-    assert!(paths.iter().any(|p| p == "/mcms/API/mdm/devices/99999999"));
+    assert!(paths
+        .iter()
+        .any(|p| p == "/airwatch/API/mdm/devices/99999999"));
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn each_action_arrives_as_the_vendor_correct_request() {
-    let (sim, state) = start(20, 5, McmsOptions::default()).await;
+    let (sim, state) = start(20, 5, AirwatchOptions::default()).await;
     let adapter = adapter(&sim);
     let devices: Vec<Device> = all_devices(&adapter)
         .await
@@ -347,31 +353,31 @@ async fn each_action_arrives_as_the_vendor_correct_request() {
     let cases = [
         (
             MdmCommand::Lock,
-            format!("/mcms/API/mdm/devices/{id}/commands?command=Lock"),
+            format!("/airwatch/API/mdm/devices/{id}/commands?command=Lock"),
             None,
             202,
         ),
         (
             MdmCommand::EnterpriseWipe,
-            format!("/mcms/API/mdm/devices/{id}/commands?command=EnterpriseWipe"),
+            format!("/airwatch/API/mdm/devices/{id}/commands?command=EnterpriseWipe"),
             None,
             202,
         ),
         (
             MdmCommand::Wipe,
-            format!("/mcms/API/mdm/devices/{id}/commands?command=DeviceWipe"),
+            format!("/airwatch/API/mdm/devices/{id}/commands?command=DeviceWipe"),
             None,
             202,
         ),
         (
             MdmCommand::DisconnectWifi,
-            format!("/mcms/API/mdm/profiles/{PROFILE_ID}/install"),
+            format!("/airwatch/API/mdm/profiles/{PROFILE_ID}/install"),
             Some(json!({ "SerialNumber": serial })),
             200,
         ),
         (
             MdmCommand::RemoveWifiProfile,
-            format!("/mcms/API/mdm/profiles/{PROFILE_ID}/remove"),
+            format!("/airwatch/API/mdm/profiles/{PROFILE_ID}/remove"),
             Some(json!({ "SerialNumber": serial })),
             200,
         ),
@@ -429,7 +435,7 @@ async fn each_action_arrives_as_the_vendor_correct_request() {
 
 #[tokio::test]
 async fn ownership_is_mapped_for_all_four_values() {
-    let (sim, state) = start(8, 1, McmsOptions::default()).await;
+    let (sim, state) = start(8, 1, AirwatchOptions::default()).await;
     let ids = state.device_ids();
     let wanted = [
         ("C", Ownership::Corporate),
@@ -468,7 +474,7 @@ async fn ownership_is_mapped_for_all_four_values() {
 
 #[tokio::test]
 async fn injected_faults_surface_as_the_right_error_class() {
-    let (sim, state) = start(10, 1, McmsOptions::default()).await;
+    let (sim, state) = start(10, 1, AirwatchOptions::default()).await;
 
     // 503 (every request until cleared, so adapter-side retries see it too).
     state.core().inject(Fault::status(503)).unwrap();
@@ -507,10 +513,10 @@ async fn injected_faults_surface_as_the_right_error_class() {
 
     // Wrong key, and an account without the API role (no fault needed: the
     // simulator checks the credentials itself).
-    let wrong_key = McmsAdapter::new(config(&sim, USERNAME, "wrong-key", 500)).unwrap();
+    let wrong_key = AirwatchAdapter::new(config(&sim, USERNAME, "wrong-key", 500)).unwrap();
     let err = wrong_key.health_check().await.unwrap_err();
     assert_eq!(err.class(), "unauthorized", "{err}");
-    let no_role = McmsAdapter::new(config(&sim, NO_API_ROLE, API_KEY, 500)).unwrap();
+    let no_role = AirwatchAdapter::new(config(&sim, NO_API_ROLE, API_KEY, 500)).unwrap();
     let err = no_role.health_check().await.unwrap_err();
     assert_eq!(err.class(), "forbidden", "{err}");
     let err = no_role
@@ -527,7 +533,7 @@ async fn injected_faults_surface_as_the_right_error_class() {
 
 #[tokio::test]
 async fn a_command_for_a_device_the_server_no_longer_has_is_not_reported_as_sent() {
-    let (sim, state) = start(5, 1, McmsOptions::default()).await;
+    let (sim, state) = start(5, 1, AirwatchOptions::default()).await;
     let adapter = adapter(&sim);
     let devices: Vec<Device> = all_devices(&adapter)
         .await
@@ -555,14 +561,14 @@ async fn with_a_small_quota_the_adapter_slows_down_instead_of_running_into_429()
     let (sim, state) = start(
         60,
         2,
-        McmsOptions {
+        AirwatchOptions {
             rate_limit: 10,
             rate_limit_window_seconds: 2,
-            ..McmsOptions::default()
+            ..AirwatchOptions::default()
         },
     )
     .await;
-    let adapter = McmsAdapter::new(config(&sim, USERNAME, API_KEY, 5)).unwrap();
+    let adapter = AirwatchAdapter::new(config(&sim, USERNAME, API_KEY, 5)).unwrap();
     let started = Instant::now();
     let pages = all_devices(&adapter).await;
     let elapsed = started.elapsed();

@@ -1,4 +1,4 @@
-//! The MCMS (AirWatch) simulator over loopback, driven by a raw HTTP client:
+//! The AirWatch simulator over loopback, driven by a raw HTTP client:
 //! what an adapter would see. Every test binds port 0 and never waits for the
 //! server by sleeping (`Simulator::start` returns once the socket is bound).
 
@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use mtd_sim::{Fault, McmsOptions, SimKind, SimOptions, Simulator};
+use mtd_sim::{AirwatchOptions, Fault, SimKind, SimOptions, Simulator};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -25,17 +25,17 @@ struct TestSim {
 }
 
 async fn spawn(devices: usize, seed: u64) -> TestSim {
-    spawn_with(devices, seed, McmsOptions::default()).await
+    spawn_with(devices, seed, AirwatchOptions::default()).await
 }
 
-async fn spawn_with(devices: usize, seed: u64, mcms: McmsOptions) -> TestSim {
+async fn spawn_with(devices: usize, seed: u64, airwatch: AirwatchOptions) -> TestSim {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut options = SimOptions::new(vec![SimKind::Mcms], devices, seed);
-    options.mcms = mcms;
+    let mut options = SimOptions::new(vec![SimKind::Airwatch], devices, seed);
+    options.airwatch = airwatch;
     let sim = Simulator::start(listener, options).unwrap();
-    let base = sim.base_url(SimKind::Mcms);
-    let control = sim.control_url(SimKind::Mcms);
-    assert_eq!(base, format!("http://{}/mcms", sim.local_addr()));
+    let base = sim.base_url(SimKind::Airwatch);
+    let control = sim.control_url(SimKind::Airwatch);
+    assert_eq!(base, format!("http://{}/airwatch", sim.local_addr()));
     TestSim {
         sim,
         http: Client::new(),
@@ -154,11 +154,11 @@ async fn the_right_credentials_read_devices_under_both_api_spellings() {
         assert_eq!(body["Devices"].as_array().unwrap().len(), 5);
         assert_eq!(body["Total"], 10);
     }
-    let requests = t.sim.mcms().unwrap().core().requests();
+    let requests = t.sim.airwatch().unwrap().core().requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(
         requests[0].path,
-        "/mcms/API/mdm/devices/search?page=0&pagesize=5"
+        "/airwatch/API/mdm/devices/search?page=0&pagesize=5"
     );
     assert_eq!(requests[0].header("aw-tenant-code"), Some(API_KEY));
     t.sim.shutdown().await;
@@ -197,7 +197,7 @@ async fn a_wrong_password_a_wrong_key_or_missing_credentials_get_401_with_error_
         let body: Value = response.json().await.unwrap();
         assert_aw_error(&body, 1005);
     }
-    assert_eq!(t.sim.mcms().unwrap().rate_limit().remaining, 5000);
+    assert_eq!(t.sim.airwatch().unwrap().rate_limit().remaining, 5000);
     t.sim.shutdown().await;
 }
 
@@ -228,7 +228,7 @@ async fn devices_are_paged_from_page_zero_with_total_and_a_page_past_the_end_is_
     let t = spawn(23, 4).await;
     let (devices, pages) = t.list_all(10).await;
     assert_eq!(pages, vec![10, 10, 3]);
-    let seeded = t.sim.mcms().unwrap().device_ids();
+    let seeded = t.sim.airwatch().unwrap().device_ids();
     let listed: Vec<u64> = devices
         .iter()
         .map(|d| d["Id"]["Value"].as_u64().unwrap())
@@ -274,7 +274,7 @@ async fn a_server_without_devices_answers_the_first_page_with_204() {
 #[tokio::test]
 async fn users_are_paged_like_devices_and_groups_come_as_organisation_groups() {
     let t = spawn(40, 2).await;
-    let users = t.sim.mcms().unwrap().users();
+    let users = t.sim.airwatch().unwrap().users();
     assert_eq!(users.len(), 30);
     let body = t
         .get_json("/API/system/users/search?page=0&pagesize=20")
@@ -308,7 +308,7 @@ async fn users_are_paged_like_devices_and_groups_come_as_organisation_groups() {
     let groups = body["OrganizationGroups"].as_array().unwrap();
     assert_eq!(body["TotalResults"], groups.len());
     let names: HashSet<&str> = groups.iter().map(|g| g["Name"].as_str().unwrap()).collect();
-    for d in t.sim.mcms().unwrap().devices() {
+    for d in t.sim.airwatch().unwrap().devices() {
         assert!(names.contains(d["LocationGroupName"].as_str().unwrap()));
     }
     assert!(names.contains("Global") && names.contains("Acme Corp"));
@@ -318,7 +318,7 @@ async fn users_are_paged_like_devices_and_groups_come_as_organisation_groups() {
 #[tokio::test]
 async fn each_searchby_finds_its_device_in_any_case_and_an_unknown_value_gets_404() {
     let t = spawn(50, 3).await;
-    let devices = t.sim.mcms().unwrap().devices();
+    let devices = t.sim.airwatch().unwrap().devices();
     let with_imei = devices.iter().find(|d| d["Imei"] != "").unwrap();
     let mac = with_imei["MacAddress"].as_str().unwrap();
     let colons = mac
@@ -383,7 +383,7 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn commands_are_accepted_with_202_and_no_body_and_every_call_is_recorded() {
     let t = spawn(10, 5).await;
-    let ids = t.sim.mcms().unwrap().device_ids();
+    let ids = t.sim.airwatch().unwrap().device_ids();
     for (i, command) in ["Lock", "EnterpriseWipe", "DeviceWipe", "SyncDevice"]
         .iter()
         .enumerate()
@@ -412,7 +412,7 @@ async fn commands_are_accepted_with_202_and_no_body_and_every_call_is_recorded()
     assert_aw_error(&response.json().await.unwrap(), 1001);
 
     // The search form of the command call.
-    let serial = t.sim.mcms().unwrap().device(ids[5]).unwrap()["SerialNumber"]
+    let serial = t.sim.airwatch().unwrap().device(ids[5]).unwrap()["SerialNumber"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -424,7 +424,7 @@ async fn commands_are_accepted_with_202_and_no_body_and_every_call_is_recorded()
         .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 
-    let actions = t.sim.mcms().unwrap().core().actions();
+    let actions = t.sim.airwatch().unwrap().core().actions();
     let summary: Vec<(String, Option<String>, u16)> = actions
         .iter()
         .map(|a| (a.action.clone(), a.device_id.clone(), a.status))
@@ -443,7 +443,7 @@ async fn commands_are_accepted_with_202_and_no_body_and_every_call_is_recorded()
     );
     assert!(actions
         .iter()
-        .all(|a| a.kind == SimKind::Mcms && a.profile_id.is_none()));
+        .all(|a| a.kind == SimKind::Airwatch && a.profile_id.is_none()));
     assert_eq!(actions[0].body, json!(""));
     // Read back through the control API too.
     let recorded = t.control_get("/actions").await;
@@ -454,7 +454,7 @@ async fn commands_are_accepted_with_202_and_no_body_and_every_call_is_recorded()
 #[tokio::test]
 async fn profiles_are_installed_and_removed_by_serial_number_and_recorded() {
     let t = spawn(10, 6).await;
-    let device = t.sim.mcms().unwrap().devices()[3].clone();
+    let device = t.sim.airwatch().unwrap().devices()[3].clone();
     let serial = device["SerialNumber"].as_str().unwrap();
     let id = device["Id"]["Value"].as_u64().unwrap().to_string();
     for verb in ["install", "remove"] {
@@ -478,7 +478,7 @@ async fn profiles_are_installed_and_removed_by_serial_number_and_recorded() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_aw_error(&response.json().await.unwrap(), 1000);
 
-    let actions = t.sim.mcms().unwrap().core().actions();
+    let actions = t.sim.airwatch().unwrap().core().actions();
     assert_eq!(actions.len(), 4);
     assert_eq!(actions[0].action, "Install");
     assert_eq!(actions[1].action, "Remove");
@@ -619,7 +619,7 @@ async fn injected_statuses_answer_error_json_or_an_html_gateway_page() {
         StatusCode::OK
     );
 
-    let requests = t.sim.mcms().unwrap().core().requests();
+    let requests = t.sim.airwatch().unwrap().core().requests();
     let faults: Vec<Option<&str>> = requests.iter().map(|r| r.fault.as_deref()).collect();
     assert_eq!(
         faults,
@@ -634,11 +634,13 @@ async fn injected_statuses_answer_error_json_or_an_html_gateway_page() {
 #[tokio::test]
 async fn a_dropped_connection_and_added_latency_are_injected_on_matching_paths() {
     let t = spawn(5, 1).await;
-    let mcms = t.sim.mcms().unwrap();
-    mcms.core()
+    let airwatch = t.sim.airwatch().unwrap();
+    airwatch
+        .core()
         .inject(Fault::drop_connection().times(1).on_paths("/users"))
         .unwrap();
-    mcms.core()
+    airwatch
+        .core()
         .inject(
             Fault::latency(Duration::from_millis(300))
                 .times(1)
@@ -657,7 +659,7 @@ async fn a_dropped_connection_and_added_latency_are_injected_on_matching_paths()
         StatusCode::OK
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert!(mcms.core().faults().is_empty());
+    assert!(airwatch.core().faults().is_empty());
     t.sim.shutdown().await;
 }
 
@@ -731,8 +733,8 @@ async fn the_same_seed_gives_the_same_data_and_the_data_is_varied() {
 async fn devices_and_users_added_changed_or_removed_through_the_control_api_show_in_the_next_listing(
 ) {
     let t = spawn(10, 1).await;
-    let mcms = t.sim.mcms().unwrap();
-    let ids = mcms.device_ids();
+    let airwatch = t.sim.airwatch().unwrap();
+    let ids = airwatch.device_ids();
 
     let removed = t
         .http
@@ -794,7 +796,7 @@ async fn devices_and_users_added_changed_or_removed_through_the_control_api_show
         .any(|g| g["Name"] == "Pop-up Store"));
 
     // Users: add one, rename another, remove a third (its devices lose it).
-    let users = mcms.users();
+    let users = airwatch.users();
     let response = t
         .control_send(
             reqwest::Method::POST,
@@ -822,7 +824,7 @@ async fn devices_and_users_added_changed_or_removed_through_the_control_api_show
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(mcms
+    assert!(airwatch
         .devices()
         .iter()
         .all(|d| d["UserName"] != victim.as_str()));

@@ -1,7 +1,7 @@
-//! The Cisco MCMS simulator: the AirWatch REST API as `MDM-APIS.md`
-//! describes it (written from that file, not from the MCMS adapter).
+//! The AirWatch (Workspace ONE UEM) simulator: the AirWatch REST API as `MDM-APIS.md`
+//! describes it (written from that file, not from the AirWatch adapter).
 //!
-//! Vendor API under `http://ADDR/mcms`, at both `/API/…` and `/api/…`:
+//! Vendor API under `http://ADDR/airwatch`, at both `/API/…` and `/api/…`:
 //!
 //! | Request | Answer |
 //! |---|---|
@@ -31,7 +31,7 @@
 //! quota nor carry the headers (the quota belongs to a tenant, and a refused
 //! request has none).
 //!
-//! Control API under `http://ADDR/_sim/mcms` (JSON), besides the shared
+//! Control API under `http://ADDR/_sim/airwatch` (JSON), besides the shared
 //! `/requests`, `/actions`, `/records`, `/faults` (see [`crate::core`]):
 //! `GET|PUT /rate-limit` (`{"limit","window_seconds"}`; a PUT starts a fresh
 //! window); `PUT /credentials` (`{"username","password","api_key"}`, each
@@ -41,7 +41,7 @@
 //! fields); `GET|POST /users`; `GET|PATCH|DELETE /users/{id or UserName}`
 //! (DELETE also clears the user from its devices); `GET /groups`.
 //!
-//! Default credentials ([`McmsOptions::default`]): user `mtd-api`, password
+//! Default credentials ([`AirwatchOptions::default`]): user `mtd-api`, password
 //! `sim-password`, API key (`aw-tenant-code`) `sim-api-key`; the account
 //! `mtd-noapi` / `sim-password` exists without the API role.
 
@@ -98,7 +98,7 @@ pub mod error_code {
 
 /// Credentials the simulated server accepts, and its rate limit.
 #[derive(Clone, PartialEq, Eq)]
-pub struct McmsOptions {
+pub struct AirwatchOptions {
     pub username: String,
     pub password: String,
     /// The tenant's REST API key, expected in `aw-tenant-code`.
@@ -111,7 +111,7 @@ pub struct McmsOptions {
     pub rate_limit_window_seconds: u64,
 }
 
-impl Default for McmsOptions {
+impl Default for AirwatchOptions {
     fn default() -> Self {
         Self {
             username: DEFAULT_USERNAME.into(),
@@ -125,9 +125,9 @@ impl Default for McmsOptions {
     }
 }
 
-impl fmt::Debug for McmsOptions {
+impl fmt::Debug for AirwatchOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("McmsOptions")
+        f.debug_struct("AirwatchOptions")
             .field("username", &self.username)
             .field("password", &"**REDACTED**")
             .field("api_key", &"**REDACTED**")
@@ -243,11 +243,11 @@ fn epoch_seconds() -> u64 {
         .unwrap_or_default()
 }
 
-/// The MCMS simulator's state: devices, users, options, quota, recorder and
+/// The AirWatch simulator's state: devices, users, options, quota, recorder and
 /// faults.
-pub struct McmsState {
+pub struct AirwatchState {
     core: Arc<SimCore>,
-    options: RwLock<McmsOptions>,
+    options: RwLock<AirwatchOptions>,
     /// Insertion order is the listing order (paging slices it).
     devices: RwLock<Vec<Value>>,
     users: RwLock<Vec<Value>>,
@@ -256,9 +256,9 @@ pub struct McmsState {
     seeder: Mutex<Seeder>,
 }
 
-impl fmt::Debug for McmsState {
+impl fmt::Debug for AirwatchState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("McmsState")
+        f.debug_struct("AirwatchState")
             .field("core", &self.core)
             .field("options", &*read(&self.options))
             .field("devices", &read(&self.devices).len())
@@ -278,10 +278,10 @@ fn str_field<'a>(record: &'a Value, name: &str) -> &'a str {
     record.get(name).and_then(Value::as_str).unwrap_or_default()
 }
 
-impl McmsState {
+impl AirwatchState {
     /// Seeds `devices` devices (and three users for every four devices) from
     /// `seed`.
-    pub fn new(seed: u64, devices: usize, options: McmsOptions) -> Self {
+    pub fn new(seed: u64, devices: usize, options: AirwatchOptions) -> Self {
         let mut seeder = Seeder::new(seed);
         let users = seeder.users((devices * 3 / 4).max(1));
         let seeded = seeder.devices(devices, &users);
@@ -294,7 +294,7 @@ impl McmsState {
         Self {
             // AirWatch has no token endpoint: faults apply to every path.
             core: Arc::new(SimCore::new(
-                SimKind::Mcms,
+                SimKind::Airwatch,
                 |_| false,
                 ("page", "0"),
                 fault_response,
@@ -312,12 +312,12 @@ impl McmsState {
         &self.core
     }
 
-    pub fn options(&self) -> McmsOptions {
+    pub fn options(&self) -> AirwatchOptions {
         read(&self.options).clone()
     }
 
     /// Replaces credentials and the rate limit (a fresh window starts).
-    pub fn set_options(&self, options: McmsOptions) {
+    pub fn set_options(&self, options: AirwatchOptions) {
         self.set_rate_limit(options.rate_limit, options.rate_limit_window_seconds);
         *write(&self.options) = options;
     }
@@ -631,7 +631,7 @@ impl McmsState {
     pub(crate) fn banner(&self, base_url: &str, control_url: &str) -> String {
         let o = read(&self.options);
         format!(
-            "Cisco MCMS (AirWatch) simulator: {} devices, {} users\n  url:           {base_url}\n  username:      {}\n  password:      {}\n  api_key:       {}\n  no API role:   {} / {}\n  rate limit:    {} per {} s\n  control API:   {control_url}",
+            "AirWatch simulator: {} devices, {} users\n  url:           {base_url}\n  username:      {}\n  password:      {}\n  api_key:       {}\n  no API role:   {} / {}\n  rate limit:    {} per {} s\n  control API:   {control_url}",
             read(&self.devices).len(),
             read(&self.users).len(),
             o.username,
@@ -767,9 +767,9 @@ fn unauthorized(message: &str) -> Response {
 
 // --------------------------------------------------------------- vendor API
 
-/// Builds the MCMS routes: the vendor API under `/mcms/API` and `/mcms/api`,
-/// and the control API under `/_sim/mcms`.
-pub(crate) fn router(state: Arc<McmsState>) -> Router {
+/// Builds the AirWatch routes: the vendor API under `/airwatch/API` and `/airwatch/api`,
+/// and the control API under `/_sim/airwatch`.
+pub(crate) fn router(state: Arc<AirwatchState>) -> Router {
     let api = Router::new()
         .route("/mdm/devices/search", get(search_devices))
         .route("/mdm/devices", get(lookup_device))
@@ -791,11 +791,11 @@ pub(crate) fn router(state: Arc<McmsState>) -> Router {
         .with_state(state.clone())
         .layer(from_fn_with_state(state.core.clone(), vendor_middleware));
     let control = control_router(state.clone()).merge(core::control_router(state.core.clone()));
-    let base = SimKind::Mcms.base_path();
+    let base = SimKind::Airwatch.base_path();
     Router::new()
         .nest(&format!("{base}/API"), api.clone())
         .nest(&format!("{base}/api"), api)
-        .nest(&SimKind::Mcms.control_path(), control)
+        .nest(&SimKind::Airwatch.control_path(), control)
 }
 
 /// Whom the request's credentials name.
@@ -805,7 +805,7 @@ enum Caller {
 }
 
 /// `Err` is the 401 answer (boxed: a `Response` is a large error type).
-fn authenticate(options: &McmsOptions, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+fn authenticate(options: &AirwatchOptions, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -849,7 +849,11 @@ fn set_rate_headers(headers: &mut HeaderMap, quota: &Quota) {
 
 /// Checks the credentials, then takes the request from the quota; every
 /// answer to an authenticated request carries the rate-limit headers.
-async fn gatekeeper(State(state): State<Arc<McmsState>>, request: Request, next: Next) -> Response {
+async fn gatekeeper(
+    State(state): State<Arc<AirwatchState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let options = state.options();
     match authenticate(&options, request.headers()) {
         Err(response) => return *response,
@@ -926,7 +930,10 @@ fn paged(records: &[Value], key: &str, page: usize, page_size: usize) -> Respons
     Json(Value::Object(body)).into_response()
 }
 
-async fn search_devices(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQuery) -> Response {
+async fn search_devices(
+    State(state): State<Arc<AirwatchState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params = query_params(raw);
     let (page, size) = match paging(&params, DEFAULT_PAGE_SIZE) {
         Ok(p) => p,
@@ -936,7 +943,10 @@ async fn search_devices(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQ
     paged(&devices, "Devices", page, size)
 }
 
-async fn search_users(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQuery) -> Response {
+async fn search_users(
+    State(state): State<Arc<AirwatchState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params = query_params(raw);
     let (page, size) = match paging(&params, DEFAULT_PAGE_SIZE) {
         Ok(p) => p,
@@ -946,7 +956,10 @@ async fn search_users(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQue
     paged(&users, "Users", page, size)
 }
 
-async fn search_groups(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQuery) -> Response {
+async fn search_groups(
+    State(state): State<Arc<AirwatchState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params = query_params(raw);
     let groups = state.groups();
     let (page, size) = match paging(&params, groups.len().max(1)) {
@@ -982,7 +995,10 @@ fn search_criteria(params: &HashMap<String, String>) -> Result<(SearchBy, String
     }
 }
 
-async fn lookup_device(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQuery) -> Response {
+async fn lookup_device(
+    State(state): State<Arc<AirwatchState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params = query_params(raw);
     let (by, id) = match search_criteria(&params) {
         Ok(c) => c,
@@ -994,7 +1010,7 @@ async fn lookup_device(State(state): State<Arc<McmsState>>, RawQuery(raw): RawQu
     }
 }
 
-async fn get_device(State(state): State<Arc<McmsState>>, Path(id): Path<String>) -> Response {
+async fn get_device(State(state): State<Arc<AirwatchState>>, Path(id): Path<String>) -> Response {
     match id
         .trim()
         .parse::<u64>()
@@ -1025,7 +1041,7 @@ fn body_value(body: &Bytes) -> Value {
 }
 
 fn record(
-    state: &McmsState,
+    state: &AirwatchState,
     device_ref: &str,
     device: Option<&Value>,
     action: &str,
@@ -1036,7 +1052,7 @@ fn record(
     state.core.record_action(RecordedAction {
         seq: 0,
         at: Utc::now(),
-        kind: SimKind::Mcms,
+        kind: SimKind::Airwatch,
         device_ref: device_ref.to_owned(),
         device_id: device.and_then(id_of).map(|id| id.to_string()),
         action: action.to_owned(),
@@ -1049,7 +1065,7 @@ fn record(
 /// Runs `command` on `device` (already resolved from `device_ref`) and
 /// records the call.
 fn run_command(
-    state: &McmsState,
+    state: &AirwatchState,
     device_ref: &str,
     device: Option<Value>,
     params: &HashMap<String, String>,
@@ -1096,7 +1112,7 @@ fn run_command(
 }
 
 async fn device_command(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     body: Bytes,
@@ -1107,7 +1123,7 @@ async fn device_command(
 }
 
 async fn command_by_search(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -1121,7 +1137,7 @@ async fn command_by_search(
 }
 
 async fn profile_install(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(profile_id): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -1129,7 +1145,7 @@ async fn profile_install(
 }
 
 async fn profile_remove(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(profile_id): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -1138,7 +1154,7 @@ async fn profile_remove(
 
 /// Finds the device a profile body names: `SerialNumber`, `DeviceId`, `Udid`
 /// or `MacAddress` (the first present). `Err` when the body names none.
-fn profile_target(state: &McmsState, body: &Value) -> Result<(String, Option<Value>), ()> {
+fn profile_target(state: &AirwatchState, body: &Value) -> Result<(String, Option<Value>), ()> {
     let text = |name: &str| {
         body.get(name)
             .and_then(|v| match v {
@@ -1167,7 +1183,7 @@ fn profile_target(state: &McmsState, body: &Value) -> Result<(String, Option<Val
     Err(())
 }
 
-fn profile_call(state: &McmsState, profile_id: &str, action: &str, body: &Bytes) -> Response {
+fn profile_call(state: &AirwatchState, profile_id: &str, action: &str, body: &Bytes) -> Response {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let valid_profile = profile_id.trim().parse::<u64>().is_ok_and(|id| id > 0);
     let target = parsed
@@ -1229,7 +1245,7 @@ fn profile_call(state: &McmsState, profile_id: &str, action: &str, body: &Bytes)
 
 // -------------------------------------------------------------- control API
 
-fn control_router(state: Arc<McmsState>) -> Router {
+fn control_router(state: Arc<AirwatchState>) -> Router {
     Router::new()
         .route(
             "/rate-limit",
@@ -1260,7 +1276,7 @@ fn device_id_param(id: &str) -> Result<u64, ControlError> {
     id.trim().parse().map_err(|_| ControlError::NotFound)
 }
 
-async fn control_rate_limit(State(state): State<Arc<McmsState>>) -> Json<RateLimitStatus> {
+async fn control_rate_limit(State(state): State<Arc<AirwatchState>>) -> Json<RateLimitStatus> {
     Json(state.rate_limit())
 }
 
@@ -1272,7 +1288,7 @@ struct RateLimitSettings {
 }
 
 async fn control_set_rate_limit(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     body: Bytes,
 ) -> Result<Json<RateLimitStatus>, ControlError> {
     let settings: RateLimitSettings = json_body(&body)?;
@@ -1298,7 +1314,7 @@ struct Credentials {
 }
 
 async fn control_credentials(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     body: Bytes,
 ) -> Result<StatusCode, ControlError> {
     let c: Credentials = json_body(&body)?;
@@ -1315,12 +1331,12 @@ async fn control_credentials(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn control_devices(State(state): State<Arc<McmsState>>) -> Json<Vec<Value>> {
+async fn control_devices(State(state): State<Arc<AirwatchState>>) -> Json<Vec<Value>> {
     Json(state.devices())
 }
 
 async fn control_add_device(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
     let device = state.add_device(json_body(&body)?)?;
@@ -1334,7 +1350,7 @@ struct Generate {
 }
 
 async fn control_generate(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
     let generate: Generate = json_body(&body)?;
@@ -1346,7 +1362,7 @@ async fn control_generate(
 }
 
 async fn control_device(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ControlError> {
     state
@@ -1356,7 +1372,7 @@ async fn control_device(
 }
 
 async fn control_replace_device(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ControlError> {
@@ -1365,7 +1381,7 @@ async fn control_replace_device(
 }
 
 async fn control_update_device(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ControlError> {
@@ -1377,7 +1393,7 @@ async fn control_update_device(
 }
 
 async fn control_remove_device(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ControlError> {
     state
@@ -1386,12 +1402,12 @@ async fn control_remove_device(
         .ok_or(ControlError::NotFound)
 }
 
-async fn control_users(State(state): State<Arc<McmsState>>) -> Json<Vec<Value>> {
+async fn control_users(State(state): State<Arc<AirwatchState>>) -> Json<Vec<Value>> {
     Json(state.users())
 }
 
 async fn control_add_user(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     body: Bytes,
 ) -> Result<Response, ControlError> {
     let user = state.add_user(json_body(&body)?)?;
@@ -1399,7 +1415,7 @@ async fn control_add_user(
 }
 
 async fn control_user(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(reference): Path<String>,
 ) -> Result<Json<Value>, ControlError> {
     state
@@ -1409,7 +1425,7 @@ async fn control_user(
 }
 
 async fn control_update_user(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(reference): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ControlError> {
@@ -1421,7 +1437,7 @@ async fn control_update_user(
 }
 
 async fn control_remove_user(
-    State(state): State<Arc<McmsState>>,
+    State(state): State<Arc<AirwatchState>>,
     Path(reference): Path<String>,
 ) -> Result<Json<Value>, ControlError> {
     state
@@ -1430,7 +1446,7 @@ async fn control_remove_user(
         .ok_or(ControlError::NotFound)
 }
 
-async fn control_groups(State(state): State<Arc<McmsState>>) -> Json<Vec<Value>> {
+async fn control_groups(State(state): State<Arc<AirwatchState>>) -> Json<Vec<Value>> {
     Json(state.groups())
 }
 
@@ -1440,7 +1456,7 @@ mod tests {
 
     #[test]
     fn devices_are_found_by_every_searchby_in_any_case_and_mac_format() {
-        let state = McmsState::new(5, 60, McmsOptions::default());
+        let state = AirwatchState::new(5, 60, AirwatchOptions::default());
         for d in state.devices() {
             let udid = d["Udid"].as_str().unwrap();
             assert_eq!(
@@ -1511,7 +1527,7 @@ mod tests {
 
     #[test]
     fn groups_cover_every_device_group_with_counts() {
-        let state = McmsState::new(2, 200, McmsOptions::default());
+        let state = AirwatchState::new(2, 200, AirwatchOptions::default());
         state
             .update_device(state.device_ids()[0], {
                 let mut m = Map::new();
@@ -1536,7 +1552,7 @@ mod tests {
 
     #[test]
     fn options_never_print_their_secrets() {
-        let text = format!("{:?}", McmsOptions::default());
+        let text = format!("{:?}", AirwatchOptions::default());
         assert!(!text.contains(DEFAULT_PASSWORD));
         assert!(!text.contains(DEFAULT_API_KEY));
     }

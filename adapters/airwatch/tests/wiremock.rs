@@ -1,4 +1,4 @@
-//! The MCMS (AirWatch) adapter against a wiremock server: headers, every
+//! The AirWatch adapter against a wiremock server: headers, every
 //! error class, paging boundaries (with the number of requests), the
 //! rate-limit slowdown, each lookup and each command as sent on the wire.
 
@@ -8,7 +8,7 @@ use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership, Page,
     Platform, Secret,
 };
-use mtd_adapter_mcms::{McmsAdapter, McmsConfig, McmsCredentials};
+use mtd_adapter_airwatch::{AirwatchAdapter, AirwatchConfig, AirwatchCredentials};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use url::Url;
@@ -21,11 +21,11 @@ const API_KEY: &str = "tenant-code-1234";
 /// base64("api-admin:pa55word")
 const BASIC: &str = "Basic YXBpLWFkbWluOnBhNTV3b3Jk";
 
-fn config(server: &MockServer) -> McmsConfig {
-    let mut c = McmsConfig::new(
-        "mcms-test",
+fn config(server: &MockServer) -> AirwatchConfig {
+    let mut c = AirwatchConfig::new(
+        "airwatch-test",
         Url::parse(&server.uri()).unwrap(),
-        McmsCredentials {
+        AirwatchCredentials {
             username: USER.into(),
             password: Secret::new(PASSWORD),
             api_key: Secret::new(API_KEY),
@@ -40,14 +40,14 @@ fn config(server: &MockServer) -> McmsConfig {
     c
 }
 
-fn adapter(server: &MockServer) -> McmsAdapter {
-    McmsAdapter::new(config(server)).unwrap()
+fn adapter(server: &MockServer) -> AirwatchAdapter {
+    AirwatchAdapter::new(config(server)).unwrap()
 }
 
-fn adapter_with(server: &MockServer, page_size: u32) -> McmsAdapter {
+fn adapter_with(server: &MockServer, page_size: u32) -> AirwatchAdapter {
     let mut c = config(server);
     c.page_size = page_size;
-    McmsAdapter::new(c).unwrap()
+    AirwatchAdapter::new(c).unwrap()
 }
 
 fn device_json(id: u64) -> Value {
@@ -99,7 +99,7 @@ fn device(id: &str, serial: Option<&str>) -> Device {
     }
 }
 
-async fn all_pages(a: &McmsAdapter) -> Result<Vec<Page<Device>>, AdapterError> {
+async fn all_pages(a: &AirwatchAdapter) -> Result<Vec<Page<Device>>, AdapterError> {
     a.devices().try_collect().await
 }
 
@@ -347,7 +347,7 @@ async fn a_slow_answer_is_a_timeout() {
     .await;
     let mut c = config(&server);
     c.http.request_timeout = Duration::from_millis(200);
-    let a = McmsAdapter::new(c).unwrap();
+    let a = AirwatchAdapter::new(c).unwrap();
     let e = a.health_check().await.unwrap_err();
     assert!(matches!(e, AdapterError::Timeout(_)), "{e:?}");
     assert!(e.is_retryable());
@@ -359,17 +359,17 @@ async fn a_refused_connection_is_cannot_connect() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut c = McmsConfig::new(
-        "mcms-test",
+    let mut c = AirwatchConfig::new(
+        "airwatch-test",
         Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-        McmsCredentials {
+        AirwatchCredentials {
             username: USER.into(),
             password: Secret::new(PASSWORD),
             api_key: Secret::new(API_KEY),
         },
     );
     c.http.connect_timeout = Duration::from_secs(2);
-    let a = McmsAdapter::new(c).unwrap();
+    let a = AirwatchAdapter::new(c).unwrap();
     let e = a.health_check().await.unwrap_err();
     assert!(matches!(e, AdapterError::Connect(_)), "{e:?}");
 }
@@ -1052,7 +1052,7 @@ async fn profile_commands_without_a_profile_id_or_a_serial_are_config_errors_and
     let server = MockServer::start().await;
     let mut c = config(&server);
     c.wifi_disconnect_profile_id = None;
-    let a = McmsAdapter::new(c).unwrap();
+    let a = AirwatchAdapter::new(c).unwrap();
     let e = a
         .execute(MdmCommand::DisconnectWifi, &device("42", Some("SN42")))
         .await
@@ -1174,7 +1174,7 @@ async fn the_adapter_offers_all_five_commands_groups_and_a_user_listing() {
     }
     assert!(!caps.removes_wifi_profile_itself);
     assert!(caps.groups && caps.user_listing);
-    assert_eq!(adapter(&server).kind(), mtd_adapter::MdmKind::Mcms);
+    assert_eq!(adapter(&server).kind(), mtd_adapter::MdmKind::Airwatch);
 }
 
 #[tokio::test]
@@ -1188,7 +1188,11 @@ async fn a_base_url_with_a_path_keeps_it_in_front_of_api() {
         .await;
     let mut c = config(&server);
     c.base_url = Url::parse(&format!("{}/tenant/", server.uri())).unwrap();
-    McmsAdapter::new(c).unwrap().health_check().await.unwrap();
+    AirwatchAdapter::new(c)
+        .unwrap()
+        .health_check()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
-//! `mtd-adapter-mcms`: Cisco MCMS, spoken as the AirWatch REST API.
+//! `mtd-adapter-airwatch`: VMware AirWatch / Workspace ONE UEM, spoken as the
+//! AirWatch REST API (`kind = "airwatch"`; earlier builds called it `mcms`,
+//! which is MaaS360: see `mtd-adapter-maas360`).
 //!
-//! MCMS was a Cisco-branded AirWatch service, so this crate implements
-//! [`mtd_adapter::MdmAdapter`] against `{base_url}/API/…`. Every request
+//! This crate implements [`mtd_adapter::MdmAdapter`] against `{base_url}/API/…`. Every request
 //! carries `Authorization: Basic base64(username:password)`, the tenant's
 //! REST API key as `aw-tenant-code`, and `Accept: application/json`.
 //!
@@ -56,5 +57,5 @@ mod config;
 mod ratelimit;
 mod wire;
 
-pub use adapter::McmsAdapter;
-pub use config::{McmsConfig, McmsCredentials};
+pub use adapter::AirwatchAdapter;
+pub use config::{AirwatchConfig, AirwatchCredentials};

@@ -152,7 +152,7 @@ pub(crate) struct Seeder {
 impl Seeder {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
-            // Offset so the MCMS data set differs from the SOTI one of the
+            // Offset so the AirWatch data set differs from the SOTI one of the
             // same seed (nobody should mistake one for the other).
             rng: StdRng::seed_from_u64(seed ^ 0x4d43_4d53),
             next_device_id: 1001,
