@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The kinds `sim --kind all` serves, as named in their banners.
+const KINDS: [&str; 4] = ["soti", "airwatch", "bcdm", "maas360"];
+
 /// How long the simulator may take to seed and print its banner (seeding
 /// 100,000 AirWatch devices takes a few seconds on a loaded machine).
 const STARTUP_LIMIT: Duration = Duration::from_secs(300);
@@ -41,7 +44,8 @@ pub struct SimProcess {
 impl SimProcess {
     /// Starts `mtd-connector sim --kind KIND --devices N --seed SEED` on a
     /// free port and waits for its banner (printed once the data is seeded
-    /// and the port is bound). `kind` is `soti`, `airwatch`, `bcdm` or `all`.
+    /// and the port is bound). `kind` is `soti`, `airwatch`, `bcdm`, `maas360`
+    /// or `all`.
     pub fn start(kind: &str, devices: usize, seed: u64) -> Result<SimProcess, String> {
         let bin = connector_bin();
         let started = Instant::now();
@@ -61,7 +65,7 @@ impl SimProcess {
             .map_err(|e| format!("cannot start {} sim: {e}", bin.display()))?;
         let stdout = child.stdout.take().ok_or("the simulator has no stdout")?;
         let mut stdout = BufReader::new(stdout);
-        let wanted = if kind == "all" { 3 } else { 1 };
+        let wanted = if kind == "all" { KINDS.len() } else { 1 };
         let mut urls = Vec::new();
         let mut current: Option<String> = None;
         let mut line = String::new();
@@ -78,10 +82,11 @@ impl SimProcess {
                 }
                 Ok(_) => {}
             }
-            // "SOTI MobiControl simulator: …" / "AirWatch …" / "BCDM …", then "  url: …".
+            // "SOTI MobiControl simulator: …" / "AirWatch …" / "BCDM …" /
+            // "MaaS360 …", then "  url: …".
             let lower = line.to_ascii_lowercase();
             if lower.contains("simulator") {
-                current = ["soti", "airwatch", "bcdm"]
+                current = KINDS
                     .into_iter()
                     .find(|k| lower.contains(k))
                     .map(String::from);

@@ -21,6 +21,7 @@ pub mod airwatch;
 pub mod bcdm;
 mod conn;
 pub mod core;
+pub mod maas360;
 mod seed;
 pub mod soti;
 mod util;
@@ -34,6 +35,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 pub use self::airwatch::{AirwatchOptions, AirwatchState};
 pub use self::bcdm::{BcdmOptions, BcdmState};
 pub use self::core::{ActiveFault, ControlError, Fault, RecordedAction, RecordedRequest, SimCore};
+pub use self::maas360::{Maas360Options, Maas360State};
 pub use self::soti::{SotiOptions, SotiState};
 
 /// The vendors a simulator can play.
@@ -46,11 +48,19 @@ pub enum SimKind {
     Airwatch,
     /// SoftBank Business Concierge Device Management.
     Bcdm,
+    /// IBM MaaS360 (Cisco MCMS), the MaaS360 Web Services API; `mcms` parses
+    /// as this kind.
+    Maas360,
 }
 
 impl SimKind {
     /// Every kind, in a stable order.
-    pub const ALL: [SimKind; 3] = [SimKind::Soti, SimKind::Airwatch, SimKind::Bcdm];
+    pub const ALL: [SimKind; 4] = [
+        SimKind::Soti,
+        SimKind::Airwatch,
+        SimKind::Bcdm,
+        SimKind::Maas360,
+    ];
 
     /// The name used in configuration, the CLI and the control paths.
     pub fn as_str(self) -> &'static str {
@@ -58,6 +68,7 @@ impl SimKind {
             SimKind::Soti => "soti",
             SimKind::Airwatch => "airwatch",
             SimKind::Bcdm => "bcdm",
+            SimKind::Maas360 => "maas360",
         }
     }
 
@@ -68,6 +79,7 @@ impl SimKind {
             SimKind::Soti => "/MobiControl",
             SimKind::Airwatch => "/airwatch",
             SimKind::Bcdm => "/bcdm",
+            SimKind::Maas360 => "/maas360",
         }
     }
 
@@ -86,10 +98,16 @@ impl fmt::Display for SimKind {
 impl FromStr for SimKind {
     type Err = SimError;
 
+    /// A kind's name in any case; `mcms` (Cisco MCMS, which is MaaS360) is
+    /// an alias of `maas360`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
+        if name.eq_ignore_ascii_case("mcms") {
+            return Ok(SimKind::Maas360);
+        }
         SimKind::ALL
             .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+            .find(|k| k.as_str().eq_ignore_ascii_case(name))
             .ok_or_else(|| SimError::UnknownKind(s.to_owned()))
     }
 }
@@ -109,6 +127,8 @@ pub struct SimOptions {
     pub bcdm: BcdmOptions,
     /// AirWatch credentials and rate limit.
     pub airwatch: AirwatchOptions,
+    /// MaaS360 credentials, token lifetime and rate limit.
+    pub maas360: Maas360Options,
 }
 
 impl Default for SimOptions {
@@ -120,6 +140,7 @@ impl Default for SimOptions {
             soti: SotiOptions::default(),
             bcdm: BcdmOptions::default(),
             airwatch: AirwatchOptions::default(),
+            maas360: Maas360Options::default(),
         }
     }
 }
@@ -140,9 +161,9 @@ impl SimOptions {
 /// Why a simulator could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("the {0} simulator is not implemented yet (available: soti)")]
+    #[error("the {0} simulator is not implemented yet")]
     NotImplemented(SimKind),
-    #[error("unknown simulator kind `{0}` (expected soti, airwatch or bcdm)")]
+    #[error("unknown simulator kind `{0}` (expected soti, airwatch, bcdm or maas360)")]
     UnknownKind(String),
     #[error("no simulator kind selected")]
     NoKinds,
@@ -157,6 +178,7 @@ pub enum SimState {
     Soti(Arc<SotiState>),
     Bcdm(Arc<BcdmState>),
     Airwatch(Arc<AirwatchState>),
+    Maas360(Arc<Maas360State>),
 }
 
 impl SimState {
@@ -165,6 +187,7 @@ impl SimState {
             SimState::Soti(_) => SimKind::Soti,
             SimState::Bcdm(_) => SimKind::Bcdm,
             SimState::Airwatch(_) => SimKind::Airwatch,
+            SimState::Maas360(_) => SimKind::Maas360,
         }
     }
 
@@ -174,6 +197,7 @@ impl SimState {
             SimState::Soti(s) => s.core(),
             SimState::Bcdm(s) => s.core(),
             SimState::Airwatch(s) => s.core(),
+            SimState::Maas360(s) => s.core(),
         }
     }
 
@@ -198,6 +222,13 @@ impl SimState {
         }
     }
 
+    pub fn as_maas360(&self) -> Option<&Arc<Maas360State>> {
+        match self {
+            SimState::Maas360(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Lines telling a human how to point an adapter at this simulator.
     fn banner(&self, addr: SocketAddr) -> String {
         match self {
@@ -212,6 +243,10 @@ impl SimState {
             SimState::Airwatch(s) => s.banner(
                 &base_url(addr, SimKind::Airwatch),
                 &control_url(addr, SimKind::Airwatch),
+            ),
+            SimState::Maas360(s) => s.banner(
+                &base_url(addr, SimKind::Maas360),
+                &control_url(addr, SimKind::Maas360),
             ),
         }
     }
@@ -264,6 +299,15 @@ fn build(options: &SimOptions) -> Result<(Router, Vec<SimState>), SimError> {
                 ));
                 router = router.merge(bcdm::router(state.clone()));
                 states.push(SimState::Bcdm(state));
+            }
+            SimKind::Maas360 => {
+                let state = Arc::new(Maas360State::new(
+                    options.seed,
+                    options.devices,
+                    options.maas360.clone(),
+                ));
+                router = router.merge(maas360::router(state.clone()));
+                states.push(SimState::Maas360(state));
             }
         }
     }
@@ -359,6 +403,12 @@ impl Simulator {
             .and_then(|s| s.as_airwatch().cloned())
     }
 
+    /// Shortcut for the MaaS360 state.
+    pub fn maas360(&self) -> Option<Arc<Maas360State>> {
+        self.state(SimKind::Maas360)
+            .and_then(|s| s.as_maas360().cloned())
+    }
+
     /// Base URLs, control URLs and credentials of every started kind.
     pub fn banner(&self) -> String {
         banner(self.addr, &self.states)
@@ -435,7 +485,17 @@ mod tests {
     fn kinds_parse_from_their_names_in_any_case() {
         assert_eq!("soti".parse::<SimKind>().unwrap(), SimKind::Soti);
         assert_eq!("AirWatch".parse::<SimKind>().unwrap(), SimKind::Airwatch);
-        assert!("airwatch".parse::<SimKind>().is_err());
+        assert_eq!(" bcdm ".parse::<SimKind>().unwrap(), SimKind::Bcdm);
+        assert_eq!("maas360".parse::<SimKind>().unwrap(), SimKind::Maas360);
+        assert_eq!("MaaS360".parse::<SimKind>().unwrap(), SimKind::Maas360);
+        // Cisco MCMS is MaaS360.
+        assert_eq!("MCMS".parse::<SimKind>().unwrap(), SimKind::Maas360);
+        assert!("workspaceone".parse::<SimKind>().is_err());
+        for kind in SimKind::ALL {
+            assert_eq!(kind.as_str().parse::<SimKind>().unwrap(), kind);
+        }
+        assert_eq!(SimKind::Maas360.base_path(), "/maas360");
+        assert_eq!(SimKind::Maas360.control_path(), "/_sim/maas360");
     }
 
     #[tokio::test]

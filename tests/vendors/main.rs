@@ -7,4 +7,5 @@ mod adapter_bcdm;
 mod adapter_soti;
 mod sim_airwatch;
 mod sim_bcdm;
+mod sim_maas360;
 mod sim_soti;
