@@ -443,6 +443,19 @@ fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, S
             sim::soti::DEFAULT_USERNAME,
             sim::soti::DEFAULT_PASSWORD
         ),
+        SimKind::Maas360 => {
+            use sim::maas360 as M;
+            format!(
+                "billing_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+                M::DEFAULT_BILLING_ID,
+                M::DEFAULT_APP_ID,
+                M::DEFAULT_APP_VERSION,
+                M::DEFAULT_PLATFORM_ID,
+                M::DEFAULT_APP_ACCESS_KEY,
+                M::DEFAULT_USERNAME,
+                M::DEFAULT_PASSWORD
+            )
+        }
         SimKind::Airwatch => format!(
             "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
             sim::airwatch::DEFAULT_USERNAME,

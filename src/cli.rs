@@ -77,7 +77,7 @@ pub enum Command {
         /// Devices seeded per vendor.
         #[arg(long, value_name = "N", default_value_t = 50)]
         devices: usize,
-        /// Which vendor to simulate: soti, airwatch, bcdm, or all.
+        /// Which vendor to simulate: soti, maas360 (alias mcms), airwatch, bcdm, or all.
         #[arg(long, value_name = "KIND", default_value = "all")]
         kind: String,
         /// Seed of the generated data (the same seed gives the same devices).
@@ -218,7 +218,7 @@ async fn sim(listen: std::net::SocketAddr, devices: usize, kind: String, seed: u
         match kind.parse::<SimKind>() {
             Ok(k) => vec![k],
             Err(e) => {
-                eprintln!("error: {e} (expected soti, airwatch, bcdm or all)");
+                eprintln!("error: {e} (expected soti, maas360, airwatch, bcdm or all)");
                 return ExitCode::from(EXIT_CONFIG);
             }
         }

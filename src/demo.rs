@@ -1,6 +1,6 @@
 //! `mtd-connector demo`: the whole product on one machine in one command.
 //!
-//! Starts the three simulators on loopback, writes a throw-away config with a
+//! Starts the four simulators on loopback, writes a throw-away config with a
 //! tenant per MDM kind (realistic policies), runs the real daemon on it, waits
 //! for the initial syncs, posts signed threat events over real HTTP, waits for
 //! the dispatcher, and prints what happened, including a `curl` line that
@@ -37,7 +37,7 @@ struct TenantPlan {
     policy: &'static str,
 }
 
-const PLANS: [TenantPlan; 3] = [
+const PLANS: [TenantPlan; 4] = [
     TenantPlan {
         id: "acme",
         display: "Acme Corp",
@@ -45,6 +45,14 @@ const PLANS: [TenantPlan; 3] = [
         mdm: "Acme SOTI",
         permits: "lock = true\ndisconnect_wifi = true\nenterprise_wipe = true\nwipe = false\n",
         policy: "[[policy.rule]]\nthreat = \"network.arp_mitm\"\naction = \"disconnect_wifi\"\n[[policy.rule]]\nthreat = \"device.jailbroken_rooted\"\nmin_severity = \"high\"\naction = \"lock\"\n[[policy.rule]]\nthreat = \"*\"\naction = \"none\"\n",
+    },
+    TenantPlan {
+        id: "umbrella",
+        display: "Umbrella Corporation",
+        kind: SimKind::Maas360,
+        mdm: "Umbrella MaaS360",
+        permits: "lock = true\ndisconnect_wifi = false\nenterprise_wipe = true\nwipe = true\n",
+        policy: "[[policy.rule]]\nthreat = \"device.jailbroken_rooted\"\naction = \"lock\"\n[[policy.rule]]\nthreat = \"app.malicious\"\nmin_severity = \"high\"\naction = \"enterprise_wipe\"\n[[policy.rule]]\nthreat = \"device.suspicious_profile\"\nmin_severity = \"critical\"\naction = \"wipe\"\n[[policy.rule]]\nthreat = \"*\"\naction = \"none\"\n",
     },
     TenantPlan {
         id: "globex",
@@ -109,7 +117,7 @@ pub async fn run(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nmtd-connector demo: three simulated MDMs, one tenant each, the real daemon in between\n"
+        "\nmtd-connector demo: four simulated MDMs, one tenant each, the real daemon in between\n"
     );
     let _ = writeln!(
         out,
@@ -118,7 +126,7 @@ pub async fn run(
     for kind in SimKind::ALL {
         let _ = writeln!(
             out,
-            "simulator   {:<5} {}",
+            "simulator   {:<8} {}",
             kind.as_str(),
             sim.base_url(kind)
         );
@@ -138,7 +146,7 @@ pub async fn run(
                 ok &= good;
                 let _ = writeln!(
                     out,
-                    "   {:<8} {:<13} {:>4} devices, {:>4} users{}  {}",
+                    "   {:<8} {:<16} {:>4} devices, {:>4} users{}  {}",
                     plan.id,
                     plan.mdm,
                     devices,
@@ -223,12 +231,12 @@ pub async fn run(
         let state = sim.state(kind).expect("every kind is started");
         let calls = state.core().actions();
         if calls.is_empty() {
-            let _ = writeln!(out, "   {:<5} nothing", kind.as_str());
+            let _ = writeln!(out, "   {:<8} nothing", kind.as_str());
         }
         for a in calls {
             let _ = writeln!(
                 out,
-                "   {:<5} {:<16} device {:<42} -> {}",
+                "   {:<8} {:<20} device {:<42} -> {}",
                 kind.as_str(),
                 a.action,
                 a.device_id.as_deref().unwrap_or(&a.device_ref),
@@ -310,6 +318,19 @@ fn write_config(
                 mtd_sim::soti::DEFAULT_USERNAME,
                 mtd_sim::soti::DEFAULT_PASSWORD
             ),
+            SimKind::Maas360 => {
+                use mtd_sim::maas360 as m;
+                format!(
+                    "billing_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+                    m::DEFAULT_BILLING_ID,
+                    m::DEFAULT_APP_ID,
+                    m::DEFAULT_APP_VERSION,
+                    m::DEFAULT_PLATFORM_ID,
+                    m::DEFAULT_APP_ACCESS_KEY,
+                    m::DEFAULT_USERNAME,
+                    m::DEFAULT_PASSWORD
+                )
+            }
             SimKind::Airwatch => format!(
                 "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
                 mtd_sim::airwatch::DEFAULT_USERNAME,
@@ -323,7 +344,8 @@ fn write_config(
                 mtd_sim::bcdm::DEFAULT_DM_CODE
             ),
         };
-        let wifi = if plan.kind == SimKind::Bcdm {
+        // BCDM removes its own profile; MaaS360 cannot take a device off Wi-Fi.
+        let wifi = if matches!(plan.kind, SimKind::Bcdm | SimKind::Maas360) {
             ""
         } else {
             "wifi_disconnect_profile_id = \"42\"\n"
@@ -407,6 +429,40 @@ fn events_for(plan: &TenantPlan, sim: &Simulator) -> Vec<(&'static str, &'static
                     "high",
                     json!({"serial": other["SerialNumber"]}),
                 ),
+            ]
+        }
+        SimKind::Maas360 => {
+            let maas360 = sim.maas360().expect("MaaS360 runs");
+            let devices = maas360.devices();
+            // What an agent knows: the UDID, else the IMEI (MaaS360 cannot search by serial).
+            let who = |d: &Value| -> Option<Value> {
+                [("udid", "udid"), ("imeiEsn", "imei")]
+                    .into_iter()
+                    .find_map(|(field, key)| {
+                        let v = d[field]
+                            .as_str()
+                            .map(str::to_string)
+                            .or_else(|| d[field].as_u64().map(|n| n.to_string()))?;
+                        (!v.is_empty()).then(|| json!({ key: v }))
+                    })
+            };
+            let owned = |owner: &str| {
+                devices
+                    .iter()
+                    .filter(|d| d["ownership"] == owner)
+                    .filter_map(who)
+                    .collect::<Vec<_>>()
+            };
+            let (corporate, personal) = (owned("Corporate Owned"), owned("Employee Owned"));
+            vec![
+                ("device.jailbroken_rooted", "high", personal[0].clone()),
+                ("app.malicious", "critical", personal[1].clone()),
+                (
+                    "device.suspicious_profile",
+                    "critical",
+                    corporate[0].clone(),
+                ),
+                ("device.suspicious_profile", "critical", personal[2].clone()),
             ]
         }
         SimKind::Bcdm => {

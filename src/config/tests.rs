@@ -353,7 +353,7 @@ action = "lock"
     for needle in [
         "main.toml:2:10: `server.listen`: invalid socket address",
         "acme.toml:5:8: `mdm.name` must not be empty",
-        "acme.toml:6:8: `mdm.kind`: unknown MDM kind `intune`, expected one of: soti, airwatch, bcdm",
+        "acme.toml:6:8: `mdm.kind`: unknown MDM kind `intune`, expected one of: soti, maas360 (alias: mcms), airwatch, bcdm",
         "acme.toml:7:7: `mdm.url`: scheme `ftp` is not supported",
         "acme.toml:11:7: `mdm.url` must not contain a user name or password",
         "acme.toml:12:30: `mdm.wifi_disconnect_profile_id` is not accepted for kind bcdm",
@@ -429,6 +429,124 @@ permit = { lock = "yes" }
         e.message
             .starts_with("`mdm.permit.lock`: invalid type: string \"yes\", expected a boolean"),
         "{e}"
+    );
+}
+
+// ---- MaaS360 (Cisco MCMS) and AirWatch ----------------------------------
+
+const MAAS360_TENANT: &str = r#"
+id = "acme"
+agent_secret = { file = "agent" }
+
+[[mdm]]
+name = "Acme MaaS360"
+kind = "KIND"
+url = "https://services.m3.maas360.com"
+[mdm.credentials]
+billing_id = "30012345"
+app_id = "com.acme.mtd"
+app_version = "1.0"
+platform_id = "3"
+app_access_key = { file = "agent" }
+username = "mtd-api"
+password = { file = "agent" }
+"#;
+
+#[test]
+fn maas360_and_its_alias_mcms_load_with_the_seven_credentials() {
+    for kind in ["maas360", "mcms"] {
+        let tenant = MAAS360_TENANT.replace("KIND", kind);
+        let (_dir, config) = load_tree(&[
+            ("main.toml", ""),
+            ("tenants.d/acme.toml", &tenant),
+            ("tenants.d/agent", "s3cr3t-value"),
+        ]);
+        let config = config.unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let mdm = &config.tenants[0].mdms[0];
+        assert_eq!(mdm.kind, MdmKind::Maas360, "{kind}");
+        match &mdm.credentials {
+            Credentials::Maas360 {
+                billing_id,
+                app_id,
+                app_version,
+                platform_id,
+                app_access_key,
+                username,
+                password,
+            } => {
+                assert_eq!(
+                    (billing_id.as_str(), app_id.as_str(), app_version.as_str()),
+                    ("30012345", "com.acme.mtd", "1.0")
+                );
+                assert_eq!((platform_id.as_str(), username.as_str()), ("3", "mtd-api"));
+                assert_eq!(app_access_key.expose(), "s3cr3t-value");
+                assert_eq!(password.expose(), "s3cr3t-value");
+                assert!(!format!("{:?}", mdm.credentials).contains("s3cr3t"));
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn kind_mcms_with_airwatch_credentials_is_refused_at_the_kind_naming_airwatch() {
+    let tenant = r#"
+id = "acme"
+agent_secret = { file = "agent" }
+[[mdm]]
+name = "Old MCMS"
+kind = "mcms"
+url = "https://as1506.awmdm.com"
+[mdm.credentials]
+username = "api"
+password = { file = "agent" }
+api_key = { file = "agent" }
+"#;
+    let e = only_error(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", tenant),
+        ("tenants.d/agent", "s"),
+    ]);
+    assert_eq!((e.line, e.col), (6, 8), "{e}");
+    assert!(e.message.contains("kind = \"airwatch\""), "{e}");
+    assert!(e.message.contains("MaaS360"), "{e}");
+}
+
+#[test]
+fn a_maas360_entry_refuses_the_wifi_profile_keys_and_airwatch_credentials() {
+    let tenant = MAAS360_TENANT.replace("KIND", "maas360").replace(
+        "[mdm.credentials]",
+        "wifi_disconnect_profile_id = \"7\"\n[mdm.credentials]",
+    );
+    let e = only_error(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "s"),
+    ]);
+    assert_eq!((e.line, e.col), (9, 30), "{e}");
+    assert!(
+        e.message.contains(
+            "not accepted for kind maas360: MaaS360 has no call to take a device off Wi-Fi"
+        ),
+        "{e}"
+    );
+
+    let tenant = MAAS360_TENANT
+        .replace("KIND", "maas360")
+        .replace("platform_id = \"3\"\n", "api_key = \"k\"\n");
+    let text = ConfigErrors(errors_of(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "s"),
+    ]))
+    .to_string();
+    assert!(
+        text.contains("`mdm.credentials.platform_id` is required for kind maas360"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`mdm.credentials.api_key` is not a credential of kind maas360"),
+        "{text}"
     );
 }
 

@@ -47,6 +47,7 @@ mod ids;
 mod ingest;
 mod inventory;
 mod keys;
+mod kinds;
 mod sync_runs;
 mod tenants;
 
@@ -210,6 +211,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        kinds::upgrade(&pool).await?;
         // The -wal and -shm files exist now, with the database's mode; a
         // store an older version left readable gets them narrowed here.
         make_private(path)?;

@@ -1,5 +1,5 @@
-//! The sync and the dispatcher for every MDM kind (AirWatch and BCDM here; SOTI in
-//! sync.rs and actions.rs), and the destructive-action safety nets.
+//! The sync and the dispatcher for every MDM kind (MaaS360, AirWatch and BCDM
+//! here; SOTI in sync.rs and actions.rs), and the destructive-action safety nets.
 
 use crate::support::*;
 use mtd_connector::dispatch::Dispatched;
@@ -22,7 +22,8 @@ action = "wipe"
 "#;
 
 fn spec(kind: SimKind) -> MdmSpec {
-    let wifi = if kind == SimKind::Bcdm {
+    // BCDM removes its own profile; MaaS360 has no Wi-Fi call: neither takes a profile id.
+    let wifi = if matches!(kind, SimKind::Bcdm | SimKind::Maas360) {
         ""
     } else {
         "wifi_disconnect_profile_id = \"42\"\n"
@@ -103,6 +104,21 @@ fn devices(env: &Env, kind: SimKind) -> Vec<(Value, String, Value)> {
                 )
             })
             .collect(),
+        SimKind::Maas360 => env
+            .sim
+            .maas360()
+            .unwrap()
+            .devices()
+            .into_iter()
+            .filter(|d| d["udid"].as_str().is_some_and(|u| !u.is_empty()))
+            .map(|d| {
+                (
+                    json!({"udid": d["udid"]}),
+                    d["maas360DeviceID"].as_str().unwrap().to_string(),
+                    d,
+                )
+            })
+            .collect(),
         SimKind::Soti => unreachable!("covered in actions.rs"),
     }
 }
@@ -178,8 +194,12 @@ async fn the_initial_sync_brings_every_seeded_ios_bcdm_device_and_reports_the_re
 }
 
 #[tokio::test]
-async fn for_airwatch_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
-    for (kind, want) in [(SimKind::Airwatch, "Lock"), (SimKind::Bcdm, "lock")] {
+async fn for_maas360_airwatch_and_bcdm_a_lock_rule_makes_exactly_one_vendor_correct_lock() {
+    for (kind, want) in [
+        (SimKind::Airwatch, "Lock"),
+        (SimKind::Bcdm, "lock"),
+        (SimKind::Maas360, "lockDevice"),
+    ] {
         let (env, app) = started(kind, 40).await;
         let (who, vendor_id, _) = devices(&env, kind).remove(0);
         assert_eq!(
@@ -394,5 +414,222 @@ async fn a_wipe_rule_on_a_personal_or_shared_device_is_skipped_and_nothing_is_se
     settle(&app, &env).await;
     assert!(accepted_actions(&env, SimKind::Airwatch, &personal.1).is_empty());
     assert!(accepted_actions(&env, SimKind::Airwatch, &shared.1).is_empty());
+    app.shutdown().await;
+}
+
+// ---------------------------------------------------------------- MaaS360
+
+/// The normal form the store keeps an identifier in (`""` and absent: none).
+fn normalised(d: &Value, field: &str, norm: fn(&str) -> Option<String>) -> Option<String> {
+    let raw = match &d[field] {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    norm(&raw)
+}
+
+/// 10,001 devices: forty full pages of 250 and a last page of exactly one
+/// device (an object, not an array, on the wire), each device's identifiers
+/// as the MDM gives them; every user; and a token that expires during the
+/// listing is renewed without failing the sync.
+#[tokio::test]
+async fn maas360_a_sync_of_10001_devices_lists_every_device_and_user_exactly_through_a_token_expiry(
+) {
+    use mtd_adapter::{normalize_imei, normalize_mac, normalize_serial, normalize_udid};
+    let env = Env::new(&[SimKind::Maas360], 10_001).await;
+    let sim = env.sim.maas360().unwrap();
+    // Tokens live 2 s: the listing (41 pages at 20 requests per second) outlives one.
+    sim.set_token_lifetime(Duration::from_secs(2));
+    let spec = spec(SimKind::Maas360);
+    let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", POLICY)).await;
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    let runs = app.finished_runs(mdm_id, 1, Duration::from_secs(120)).await;
+    assert_eq!(
+        runs[0].outcome,
+        mtd_connector::store::SyncOutcome::Succeeded,
+        "{:?}",
+        runs[0].error
+    );
+    let expired = sim
+        .core()
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(401) && r.path.contains("/device-apis/"))
+        .count();
+    assert!(expired >= 1, "the token expired during the listing");
+
+    let url = format!("sqlite://{}?mode=ro", env.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    type Ids = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let stored: std::collections::BTreeSet<Ids> = sqlx::query_as(
+        "SELECT mdm_device_id, udid, imei, mac, serial FROM devices WHERE removed_at IS NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE removed_at IS NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let listed: std::collections::BTreeSet<Ids> = sim
+        .devices()
+        .iter()
+        .map(|d| {
+            (
+                d["maas360DeviceID"].as_str().unwrap().to_string(),
+                normalised(d, "udid", normalize_udid),
+                normalised(d, "imeiEsn", normalize_imei),
+                normalised(d, "wifiMacAddress", normalize_mac),
+                normalised(d, "platformSerialNumber", normalize_serial),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 10_001);
+    assert_eq!(stored.len(), listed.len(), "every device, once");
+    assert!(
+        stored == listed,
+        "the stored identifiers are the listed ones"
+    );
+    assert_eq!(users, sim.users().len() as i64, "every user");
+    app.shutdown().await;
+}
+
+/// Sync, then a lock, an enterprise wipe and a wipe of a corporate device
+/// through the daemon, each the right MaaS360 call once; a wipe of an
+/// employee-owned device is skipped; disconnect Wi-Fi is skipped as
+/// unsupported; `actionStatus` 1 ends the action dead with MaaS360's words.
+#[tokio::test]
+async fn maas360_lock_enterprise_wipe_and_corporate_only_wipe_reach_the_mdm_once_each() {
+    let policy =
+        format!("{POLICY}[[policy.rule]]\nthreat = \"network.*\"\naction = \"disconnect_wifi\"\n");
+    let env = Env::new(&[SimKind::Maas360], 120).await;
+    let spec = spec(SimKind::Maas360);
+    let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", &policy)).await;
+    let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+    app.finished_runs(mdm_id, 1, Duration::from_secs(60)).await;
+    let all = devices(&env, SimKind::Maas360);
+    let owned = |o: &str| {
+        all.iter()
+            .filter(|d| d.2["ownership"] == o)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (corporate, personal) = (owned("Corporate Owned"), owned("Employee Owned"));
+    assert!(
+        corporate.len() >= 2 && personal.len() >= 3,
+        "the seed mixes ownership"
+    );
+
+    let cases = [
+        ("m-lock", &personal[0], "device.jailbroken_rooted"),
+        ("m-ewipe", &personal[1], "app.malicious"),
+        ("m-wipe", &corporate[0], "device.suspicious_profile"),
+        ("m-wipe-personal", &personal[2], "device.suspicious_profile"),
+        ("m-wifi", &corporate[1], "network.arp_mitm"),
+    ];
+    for (id, (who, _, _), threat) in &cases {
+        assert_eq!(
+            post(&app, event(id, who.clone(), threat)).await,
+            202,
+            "{id}"
+        );
+    }
+    let rows = wait_actions(&env, Duration::from_secs(20), |r| {
+        r.len() == 5
+            && r.iter()
+                .all(|a| a.state != "pending" && a.state != "failed")
+    })
+    .await;
+    settle(&app, &env).await;
+    let state = |kind: &str| {
+        rows.iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| a.state.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(state("lock"), ["sent"], "{rows:#?}");
+    assert_eq!(state("enterprise_wipe"), ["sent"], "{rows:#?}");
+    assert_eq!(state("wipe"), ["sent", "skipped"], "{rows:#?}");
+    assert_eq!(state("disconnect_wifi"), ["skipped"], "{rows:#?}");
+    let reason = |kind: &str, st: &str| {
+        rows.iter()
+            .find(|a| a.kind == kind && a.state == st)
+            .and_then(|a| a.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason("wipe", "skipped").contains("only sent to corporate-owned devices"),
+        "{rows:#?}"
+    );
+    assert!(
+        reason("disconnect_wifi", "skipped").contains("cannot disconnect_wifi"),
+        "{rows:#?}"
+    );
+
+    assert_eq!(
+        accepted_actions(&env, SimKind::Maas360, &personal[0].1),
+        ["lockDevice"]
+    );
+    assert_eq!(
+        accepted_actions(&env, SimKind::Maas360, &personal[1].1),
+        ["selectiveWipeDevice"]
+    );
+    assert_eq!(
+        accepted_actions(&env, SimKind::Maas360, &corporate[0].1),
+        ["wipeDevice"]
+    );
+    assert!(accepted_actions(&env, SimKind::Maas360, &personal[2].1).is_empty());
+    assert!(accepted_actions(&env, SimKind::Maas360, &corporate[1].1).is_empty());
+
+    // MaaS360 answers a refused action with HTTP 200 and actionStatus 1.
+    let sim = env.sim.maas360().unwrap();
+    let target = &personal[3];
+    sim.fail_next_action(
+        mtd_sim::maas360::ActionFailure::next(target.1.clone())
+            .of("lockDevice")
+            .saying("Device is not reachable for this action"),
+    )
+    .unwrap();
+    assert_eq!(
+        post(
+            &app,
+            event("m-refused", target.0.clone(), "device.jailbroken_rooted")
+        )
+        .await,
+        202
+    );
+    let rows = wait_actions(&env, Duration::from_secs(20), |r| {
+        r.iter().any(|a| a.kind == "lock" && a.state == "dead")
+    })
+    .await;
+    let dead = rows
+        .iter()
+        .find(|a| a.kind == "lock" && a.state == "dead")
+        .unwrap();
+    assert!(
+        dead.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Device is not reachable for this action"),
+        "{dead:?}"
+    );
+    settle(&app, &env).await;
+    let calls = sim
+        .core()
+        .actions()
+        .into_iter()
+        .filter(|a| a.device_id.as_deref() == Some(target.1.as_str()))
+        .count();
+    assert_eq!(calls, 1, "a refusal is not retried");
     app.shutdown().await;
 }

@@ -103,7 +103,7 @@ action = "disconnect_wifi"
 async fn started(kind: SimKind) -> (Env, TestApp) {
     let env = Env::new(&[kind], 20).await;
     let wifi = match kind {
-        SimKind::Bcdm => "",
+        SimKind::Bcdm | SimKind::Maas360 => "",
         SimKind::Soti => "wifi_disconnect_profile_id = \"wifi-off-1\"\n",
         SimKind::Airwatch => "wifi_disconnect_profile_id = \"42\"\n",
     };
@@ -150,6 +150,21 @@ fn command_path(kind: SimKind) -> &'static str {
     match kind {
         SimKind::Airwatch => "/commands",
         SimKind::Soti | SimKind::Bcdm => "/actions",
+        // The device is a form field; the path names the action (see `command_target`).
+        SimKind::Maas360 => "/device-apis/devices/1.0/",
+    }
+}
+
+/// A path fragment that only `action` ("lock" or "enterprise_wipe") for
+/// `mdm_device_id` matches: faults aimed at one command.
+fn command_target(kind: SimKind, mdm_device_id: &str, action: &str) -> String {
+    match kind {
+        // One device per action in these tests: the action's own path.
+        SimKind::Maas360 => match action {
+            "lock" => "/lockDevice/".to_string(),
+            _ => "/selectiveWipeDevice/".to_string(),
+        },
+        _ => format!("/{mdm_device_id}{}", command_path(kind)),
     }
 }
 
@@ -163,8 +178,17 @@ fn command_requests(env: &Env, kind: SimKind, mdm_device_id: &str) -> Vec<Option
         .into_iter()
         .filter(|r| {
             r.method == "POST"
-                && r.path
-                    .contains(&format!("/{mdm_device_id}{}", command_path(kind)))
+                && match kind {
+                    SimKind::Maas360 => {
+                        r.path.contains(command_path(kind))
+                            && r.body
+                                .split('&')
+                                .any(|kv| kv == format!("deviceId={mdm_device_id}"))
+                    }
+                    _ => r
+                        .path
+                        .contains(&format!("/{mdm_device_id}{}", command_path(kind))),
+                }
         })
         .map(|r| r.status)
         .collect()
@@ -257,7 +281,7 @@ async fn a_wipe_redirected_to_another_port_is_not_sent_there_and_ends_dead_namin
 async fn a_sync_redirected_to_another_port_fails_naming_the_location_and_sends_no_credential_there()
 {
     let (env, app) = started(SimKind::Airwatch).await;
-    let mdm = app.mdm_id(TENANT, "Test AirWatch").await;
+    let mdm = app.mdm_id(TENANT, "Test AIRWATCH").await;
     let elsewhere = wiremock::MockServer::start().await;
     let location = format!("{}/airwatch/API/mdm/devices/search", elsewhere.uri());
     env.sim
@@ -290,14 +314,15 @@ async fn a_wipe_answered_502_or_504_ends_dead_unrepeated_and_a_lock_is_retried_a
         (SimKind::Soti, 502),
         (SimKind::Airwatch, 504),
         (SimKind::Bcdm, 502),
+        (SimKind::Maas360, 504),
     ] {
         let (env, app) = started(kind).await;
         let targets = devices(&env).await;
         let (wiped, wiped_serial) = &targets[0];
         let (locked, locked_serial) = &targets[1];
         let core = env.sim.state(kind).unwrap();
-        for id in [wiped, locked] {
-            let command = format!("/{id}{}", command_path(kind));
+        for (id, action) in [(wiped, "enterprise_wipe"), (locked, "lock")] {
+            let command = command_target(kind, id, action);
             core.core()
                 .inject(Fault::status(status).times(1).on_paths(command))
                 .unwrap();
@@ -355,12 +380,12 @@ async fn a_command_answered_200_with_an_html_page_is_not_recorded_sent() {
         let (wiped, wiped_serial) = &targets[0];
         let (locked, locked_serial) = &targets[1];
         let core = env.sim.state(kind).unwrap();
-        let wipe_path = format!("/{wiped}{}", command_path(kind));
+        let wipe_path = command_target(kind, wiped, "enterprise_wipe");
         core.core()
             .inject(Fault::html_page(200).times(1).on_paths(wipe_path))
             .unwrap();
         // The lock meets the sign-in page on every attempt.
-        let lock_path = format!("/{locked}{}", command_path(kind));
+        let lock_path = command_target(kind, locked, "lock");
         core.core()
             .inject(Fault::html_page(200).on_paths(lock_path))
             .unwrap();

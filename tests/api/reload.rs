@@ -74,12 +74,12 @@ async fn a_reload_adds_a_tenant_whose_mdm_syncs_while_a_running_sync_goes_on() {
     assert_eq!(r.mdms.kept, 1, "acme's unchanged MDM keeps its worker");
     assert_eq!(
         r.mdms.started,
-        [("beta".to_string(), "Test AirWatch".to_string())]
+        [("beta".to_string(), "Test AIRWATCH".to_string())]
     );
     assert!(r.mdms.stopped.is_empty());
 
     // The new tenant's MDM gets its initial sync, without a restart.
-    let beta = app.mdm_id("beta", "Test AirWatch").await;
+    let beta = app.mdm_id("beta", "Test AIRWATCH").await;
     let runs = app.finished_runs(beta, 1, LIMIT).await;
     assert_eq!(runs[0].outcome, SyncOutcome::Succeeded, "{:?}", runs[0]);
     let listed = env.sim.airwatch().unwrap().devices().len() as u64;
@@ -172,7 +172,7 @@ async fn status_shows_the_sync_retry_and_the_rate_limit_the_mdm_asked_for() {
     let app =
         spawn_app(&env.write_config("acme", &[MdmSpec::new(SimKind::Airwatch)], "0", NO_POLICY))
             .await;
-    let mdm = app.mdm_id("acme", "Test AirWatch").await;
+    let mdm = app.mdm_id("acme", "Test AIRWATCH").await;
     app.finished_runs(mdm, 1, LIMIT).await;
     let (_, status) = admin_get(&app, "/v1/admin/tenants/acme/status").await;
     assert_eq!(

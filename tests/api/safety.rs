@@ -111,6 +111,29 @@ fn expected_users(env: &Env, kind: SimKind) -> BTreeMap<String, Details> {
                 (u.user_id, details)
             })
             .collect(),
+        SimKind::Maas360 => env
+            .sim
+            .maas360()
+            .unwrap()
+            .users()
+            .iter()
+            .map(|u| {
+                // MaaS360 keys users by `userName`; `fullName` splits at its first space.
+                let name = u["userName"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| u["userName"].to_string());
+                let full = text(&u["fullName"]);
+                let (first, last) = match full.as_deref().and_then(|f| f.split_once(' ')) {
+                    Some((f, l)) => (Some(f.to_owned()), Some(l.trim().to_owned())),
+                    None => (full.clone(), None),
+                };
+                (
+                    name.clone(),
+                    (Some(name), text(&u["emailAddress"]), first, last),
+                )
+            })
+            .collect(),
         SimKind::Soti => unreachable!("SOTI has no user listing"),
     }
 }
@@ -129,7 +152,7 @@ fn details(u: &Value) -> Details {
 /// names and login of every user who owns a device.
 #[tokio::test]
 async fn a_full_sync_keeps_what_the_user_listing_gave_for_users_with_devices() {
-    for kind in [SimKind::Airwatch, SimKind::Bcdm] {
+    for kind in [SimKind::Airwatch, SimKind::Bcdm, SimKind::Maas360] {
         let env = Env::new(&[kind], 300).await;
         let spec = MdmSpec::new(kind);
         let app = spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", "")).await;

@@ -113,6 +113,19 @@ pub fn credentials(kind: SimKind) -> String {
             soti::DEFAULT_USERNAME,
             soti::DEFAULT_PASSWORD
         ),
+        SimKind::Maas360 => {
+            use mtd_sim::maas360 as M;
+            format!(
+                "[mdm.credentials]\nbilling_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
+                M::DEFAULT_BILLING_ID,
+                M::DEFAULT_APP_ID,
+                M::DEFAULT_APP_VERSION,
+                M::DEFAULT_PLATFORM_ID,
+                M::DEFAULT_APP_ACCESS_KEY,
+                M::DEFAULT_USERNAME,
+                M::DEFAULT_PASSWORD
+            )
+        }
         SimKind::Airwatch => {
             use mtd_sim::airwatch;
             format!(

@@ -23,7 +23,7 @@ fn check_config_accepts_the_example_configuration() {
     let (code, stdout, stderr) = check(&example);
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
-    for kind in ["(soti)", "(airwatch)", "(bcdm)"] {
+    for kind in ["(soti)", "(maas360)", "(airwatch)", "(bcdm)"] {
         assert!(
             stdout.contains(kind),
             "the summary lists no {kind} MDM:\n{stdout}"
@@ -69,6 +69,12 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
         "config.toml",
         "6:19",
         "`sync.full_sync_every`",
+    ),
+    (
+        "mcms-with-airwatch-credentials",
+        "tenants.d/acme.toml",
+        "7:8",
+        "kind = \"airwatch\"",
     ),
 ];
 

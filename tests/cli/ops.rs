@@ -23,7 +23,7 @@ impl Sims {
             Simulator::start(
                 listener,
                 SimOptions {
-                    kinds: vec![SimKind::Soti, SimKind::Airwatch],
+                    kinds: vec![SimKind::Soti, SimKind::Airwatch, SimKind::Maas360],
                     devices: 25,
                     seed: 3,
                     ..Default::default()
@@ -107,6 +107,19 @@ pub(crate) fn airwatch_mdm(name: &str, url: &str, username: &str) -> String {
     )
 }
 
+pub(crate) fn maas360_mdm(name: &str, url: &str, password: &str) -> String {
+    use mtd_sim::maas360 as m;
+    format!(
+        "[[mdm]]\nname = \"{name}\"\nkind = \"maas360\"\nurl = \"{url}\"\nbackground_sync = false\n[mdm.credentials]\nbilling_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{password}\"\n",
+        m::DEFAULT_BILLING_ID,
+        m::DEFAULT_APP_ID,
+        m::DEFAULT_APP_VERSION,
+        m::DEFAULT_PLATFORM_ID,
+        m::DEFAULT_APP_ACCESS_KEY,
+        m::DEFAULT_USERNAME,
+    )
+}
+
 fn write(dir: &Path, mdms: &[String]) -> PathBuf {
     std::fs::create_dir_all(dir.join("tenants.d")).unwrap();
     let main = dir.join("connector.toml");
@@ -149,6 +162,7 @@ fn test_connection_tells_each_failure_apart_in_plain_words() {
     let sims = Sims::start();
     let soti_url = sims.sim().base_url(SimKind::Soti);
     let airwatch_url = sims.sim().base_url(SimKind::Airwatch);
+    let maas360_url = sims.sim().base_url(SimKind::Maas360);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!(
@@ -170,6 +184,13 @@ fn test_connection_tells_each_failure_apart_in_plain_words() {
                 &airwatch_url,
                 mtd_sim::airwatch::DEFAULT_NO_API_ROLE_USERNAME,
             ),
+            maas360_mdm(
+                "Good MaaS360",
+                &maas360_url,
+                mtd_sim::maas360::DEFAULT_PASSWORD,
+            ),
+            // MaaS360 refuses a login with HTTP 200 and an error code.
+            maas360_mdm("MaaS360 wrong password", &maas360_url, "not-the-password"),
         ],
     );
     let (code, out) = run(&config, &["test-connection"]);
@@ -195,6 +216,16 @@ fn test_connection_tells_each_failure_apart_in_plain_words() {
     );
     assert!(
         line_for(&out, "No API role").contains("403: the account lacks the API role"),
+        "{out}"
+    );
+    let good = line_for(&out, "Good MaaS360");
+    assert!(
+        good.starts_with("OK") && good.contains("25 devices"),
+        "{out}"
+    );
+    let refused = line_for(&out, "MaaS360 wrong password");
+    assert!(
+        refused.starts_with("FAIL") && refused.contains("wrong credentials"),
         "{out}"
     );
     assert!(!out.contains("not-the-password"), "no secret in the output");

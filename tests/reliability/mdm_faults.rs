@@ -32,7 +32,7 @@ action = "disconnect_wifi"
 
 fn spec(kind: SimKind) -> MdmSpec {
     let wifi = match kind {
-        SimKind::Bcdm => "",
+        SimKind::Bcdm | SimKind::Maas360 => "",
         SimKind::Soti => "wifi_disconnect_profile_id = \"wifi-off-1\"\n",
         // AirWatch profile ids are numbers.
         SimKind::Airwatch => "wifi_disconnect_profile_id = \"42\"\n",
@@ -47,6 +47,7 @@ fn sim_device_count(sim: &Simulator, kind: SimKind) -> usize {
     match kind {
         SimKind::Soti => sim.soti().unwrap().devices().len(),
         SimKind::Airwatch => sim.airwatch().unwrap().devices().len(),
+        SimKind::Maas360 => sim.maas360().unwrap().devices().len(),
         SimKind::Bcdm => sim.bcdm().unwrap().devices().len(),
     }
 }
@@ -125,7 +126,8 @@ async fn mdm_faults_30_percent_failing_requests_of_every_kind_deliver_each_actio
         }
     }
 
-    // Per kind, 8 devices get a lock and 4 others a Wi-Fi disconnect.
+    // Per kind, 8 devices get a lock and 4 others a Wi-Fi disconnect (MaaS360,
+    // which cannot take a device off Wi-Fi, a lock all 12).
     let targets = targets(&db).await;
     let mut expected: HashMap<(SimKind, String), &'static str> = HashMap::new();
     let mut events = Vec::new();
@@ -136,7 +138,7 @@ async fn mdm_faults_30_percent_failing_requests_of_every_kind_deliver_each_actio
             .take(12)
             .enumerate()
         {
-            let (threat, action) = if n < 8 {
+            let (threat, action) = if n < 8 || kind == SimKind::Maas360 {
                 ("device.jailbroken_rooted", "lock")
             } else {
                 ("network.arp_mitm", "disconnect_wifi")
@@ -145,7 +147,11 @@ async fn mdm_faults_30_percent_failing_requests_of_every_kind_deliver_each_actio
             expected.insert((kind, t.mdm_device_id.clone()), action);
         }
     }
-    assert_eq!(expected.len(), 36, "12 distinct devices per kind");
+    assert_eq!(
+        expected.len(),
+        12 * SimKind::ALL.len(),
+        "12 distinct devices per kind"
+    );
     for body in &events {
         let r = api::post_signed(&app, "/v1/agent/events", TENANT, body).await;
         assert_eq!(r.status, 202, "{}", r.text);
