@@ -211,7 +211,7 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
     println!();
     println!("== {kind}: full sync through SyncEngine::full_sync_now vs writing the same rows without HTTP");
     println!(
-        "{:>8} {:>9} {:>10} {:>7} {:>9} {:>10} {:>9} {:>10} {:>7} {:>9} {:>7} {:>8}",
+        "{:>8} {:>9} {:>10} {:>7} {:>9} {:>10} {:>9} {:>10} {:>7} {:>9} {:>7} {:>8} {:>8} {:>7}",
         "N",
         "sync s",
         "devices/s",
@@ -223,7 +223,9 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
         "ratio",
         "raw s",
         "ratio",
-        "raw64 s"
+        "raw64 s",
+        "fetch s",
+        "ratio"
     );
     for (n, s, b) in rows {
         if let Some(e) = s.get("error").or_else(|| b.get("error")) {
@@ -234,7 +236,7 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
         let store_s = f(b, "store_seconds");
         let raw_s = f(b, "raw_seconds");
         println!(
-            "{:>8} {:>9.2} {:>10.0} {:>7.2} {:>9.1} {:>10.1} {:>9.1} {:>10.2} {:>7.2} {:>9.2} {:>7.1} {:>8.2}",
+            "{:>8} {:>9.2} {:>10.0} {:>7.2} {:>9.1} {:>10.1} {:>9.1} {:>10.2} {:>7.2} {:>9.2} {:>7.1} {:>8.2} {:>8.2} {:>7.2}",
             n,
             secs,
             *n as f64 / secs,
@@ -246,7 +248,9 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
             secs / store_s,
             raw_s,
             secs / raw_s,
-            f(b, "raw_cache64_seconds")
+            f(b, "raw_cache64_seconds"),
+            f(b, "list_seconds"),
+            secs / f(b, "list_seconds")
         );
     }
     println!(
@@ -259,7 +263,8 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
          devices written through upsert_groups / upsert_users / upsert_devices (each one \
          transaction) with no HTTP; raw s: plain INSERTs of the same rows in one transaction \
          (SQLite's default 2 MiB page cache, as the store); raw64 s: the same with a 64 MiB page \
-         cache. ratio = sync s / baseline s.",
+         cache. fetch s: the same listing read through the adapter (HTTP, paging, decoding) and \
+         nothing stored: the fetch-only baseline. ratio = sync s / baseline s.",
         if rows
             .iter()
             .all(|(_, s, _)| s.get("hwm_reset").and_then(Value::as_bool) == Some(true))
