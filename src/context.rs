@@ -4,7 +4,8 @@
 //! Why per-service parts instead of one struct everyone takes: ingest and the
 //! dispatcher each take only their own part ([`Ingest`], [`Dispatcher`]), so
 //! neither names this module and the import graph stays one-directional
-//! (`http` → `context` → `ingest` → `dispatch` → `policy` → `sync` → `store`).
+//! (`http` → `context` → `actions`/`ingest` → `dispatch` → `policy` → `sync`
+//! → `store`; `src/architecture.rs` checks it).
 
 use crate::actions::Actions;
 use crate::config::{Config, LiveConfig};

@@ -310,40 +310,57 @@ fn write_config(
     )?;
     for (plan, secret) in PLANS.iter().zip(secrets) {
         std::fs::write(dir.join(format!("secrets/{}-agent", plan.id)), secret)?;
-        let credentials = match plan.kind {
-            SimKind::Soti => format!(
-                "client_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-                mtd_sim::soti::DEFAULT_CLIENT_ID,
-                mtd_sim::soti::DEFAULT_CLIENT_SECRET,
-                mtd_sim::soti::DEFAULT_USERNAME,
-                mtd_sim::soti::DEFAULT_PASSWORD
-            ),
-            SimKind::Maas360 => {
-                use mtd_sim::maas360 as m;
-                format!(
-                    "billing_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-                    m::DEFAULT_BILLING_ID,
-                    m::DEFAULT_APP_ID,
-                    m::DEFAULT_APP_VERSION,
-                    m::DEFAULT_PLATFORM_ID,
-                    m::DEFAULT_APP_ACCESS_KEY,
-                    m::DEFAULT_USERNAME,
-                    m::DEFAULT_PASSWORD
-                )
+        // Every credential that grants access goes into a file of its own,
+        // named in the tenant file, the way production should hold them.
+        let pairs: Vec<(&str, &str, bool)> = match plan.kind {
+            SimKind::Soti => {
+                use mtd_sim::soti as v;
+                vec![
+                    ("client_id", v::DEFAULT_CLIENT_ID, false),
+                    ("client_secret", v::DEFAULT_CLIENT_SECRET, true),
+                    ("username", v::DEFAULT_USERNAME, false),
+                    ("password", v::DEFAULT_PASSWORD, true),
+                ]
             }
-            SimKind::Airwatch => format!(
-                "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                mtd_sim::airwatch::DEFAULT_USERNAME,
-                mtd_sim::airwatch::DEFAULT_PASSWORD,
-                mtd_sim::airwatch::DEFAULT_API_KEY
-            ),
-            SimKind::Bcdm => format!(
-                "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
-                mtd_sim::bcdm::DEFAULT_ACCESS_KEY,
-                mtd_sim::bcdm::DEFAULT_SECRET_KEY,
-                mtd_sim::bcdm::DEFAULT_DM_CODE
-            ),
+            SimKind::Maas360 => {
+                use mtd_sim::maas360 as v;
+                vec![
+                    ("billing_id", v::DEFAULT_BILLING_ID, false),
+                    ("app_id", v::DEFAULT_APP_ID, false),
+                    ("app_version", v::DEFAULT_APP_VERSION, false),
+                    ("platform_id", v::DEFAULT_PLATFORM_ID, false),
+                    ("app_access_key", v::DEFAULT_APP_ACCESS_KEY, true),
+                    ("username", v::DEFAULT_USERNAME, false),
+                    ("password", v::DEFAULT_PASSWORD, true),
+                ]
+            }
+            SimKind::Airwatch => {
+                use mtd_sim::airwatch as v;
+                vec![
+                    ("username", v::DEFAULT_USERNAME, false),
+                    ("password", v::DEFAULT_PASSWORD, true),
+                    ("api_key", v::DEFAULT_API_KEY, true),
+                ]
+            }
+            SimKind::Bcdm => {
+                use mtd_sim::bcdm as v;
+                vec![
+                    ("access_key", v::DEFAULT_ACCESS_KEY, false),
+                    ("secret_key", v::DEFAULT_SECRET_KEY, true),
+                    ("dm_code", v::DEFAULT_DM_CODE, false),
+                ]
+            }
         };
+        let mut credentials = String::new();
+        for (key, value, secret) in pairs {
+            if secret {
+                let file = format!("{}-{key}", plan.id);
+                std::fs::write(dir.join("secrets").join(&file), value)?;
+                let _ = writeln!(credentials, "{key} = {{ file = \"../secrets/{file}\" }}");
+            } else {
+                let _ = writeln!(credentials, "{key} = \"{value}\"");
+            }
+        }
         // BCDM removes its own profile; MaaS360 cannot take a device off Wi-Fi.
         let wifi = if matches!(plan.kind, SimKind::Bcdm | SimKind::Maas360) {
             ""

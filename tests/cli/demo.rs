@@ -24,6 +24,7 @@ fn demo_exit_after_runs_every_step_and_prints_the_summary() {
     for needle in [
         "1. Initial sync",
         "acme     Acme SOTI",
+        "umbrella Umbrella MaaS360",
         "globex   Globex AirWatch",
         "initech  Initech BCDM",
         "-> 202",
@@ -31,6 +32,9 @@ fn demo_exit_after_runs_every_step_and_prints_the_summary() {
         "4. What each simulated MDM received",
         "Lock",
         "EnterpriseWipe",
+        "lockDevice",
+        "selectiveWipeDevice",
+        "wipeDevice",
         "curl -sS -X POST http://",
         "Every step worked.",
     ] {
@@ -40,4 +44,9 @@ fn demo_exit_after_runs_every_step_and_prints_the_summary() {
         );
     }
     assert!(!stdout.contains("FAILED"), "{stdout}");
+    // The demo holds its credentials as files, as it tells admins to.
+    assert!(
+        !stderr.contains("is a literal"),
+        "the demo config has literal secrets:\n{stderr}"
+    );
 }

@@ -90,11 +90,11 @@ async fn security_tenants_are_isolated_admin_needs_the_admin_token_and_no_secret
     write_beta(&env);
     let db = env.db_path();
     let mut daemon = Daemon::start_with(&config, "trace", &[(BETA_SECRET_VAR, BETA_SECRET)]).await;
-    // Alpha's three MDMs and Beta's SOTI sync; Beta's AirWatch refuses the login.
+    // Alpha's MDMs (one per kind) and Beta's SOTI sync; Beta's AirWatch refuses the login.
     wait_scalar(
         &db,
         "SELECT COUNT(*) FROM sync_runs WHERE outcome = 'succeeded'",
-        4,
+        SimKind::ALL.len() as i64 + 1,
         Duration::from_secs(60),
     )
     .await;
