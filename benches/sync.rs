@@ -47,7 +47,7 @@ use mtd_connector::app::App;
 use mtd_connector::shutdown::CancellationToken;
 use mtd_connector::store::{MdmRecord, Pii, Store, SyncOutcome, SyncTrigger, TenantRecord};
 use mtd_connector::sync::ProgressFn;
-use mtd_sim::{self as sim, SimError, SimKind, SimOptions, Simulator};
+use mtd_sim::{SimError, SimKind, SimOptions, Simulator};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
@@ -440,46 +440,13 @@ fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, S
          [sync]\nfull_sync_every = \"0\"\n",
     )
     .map_err(io)?;
-    let credentials = match kind {
-        SimKind::Soti => format!(
-            "client_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-            sim::soti::DEFAULT_CLIENT_ID,
-            sim::soti::DEFAULT_CLIENT_SECRET,
-            sim::soti::DEFAULT_USERNAME,
-            sim::soti::DEFAULT_PASSWORD
-        ),
-        SimKind::Maas360 => {
-            use sim::maas360 as M;
-            format!(
-                "billing_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-                M::DEFAULT_BILLING_ID,
-                M::DEFAULT_APP_ID,
-                M::DEFAULT_APP_VERSION,
-                M::DEFAULT_PLATFORM_ID,
-                M::DEFAULT_APP_ACCESS_KEY,
-                M::DEFAULT_USERNAME,
-                M::DEFAULT_PASSWORD
-            )
-        }
-        SimKind::Airwatch => format!(
-            "username = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-            sim::airwatch::DEFAULT_USERNAME,
-            sim::airwatch::DEFAULT_PASSWORD,
-            sim::airwatch::DEFAULT_API_KEY
-        ),
-        SimKind::Bcdm => format!(
-            "access_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
-            sim::bcdm::DEFAULT_ACCESS_KEY,
-            sim::bcdm::DEFAULT_SECRET_KEY,
-            sim::bcdm::DEFAULT_DM_CODE
-        ),
-    };
+    let credentials = kind.credentials_toml();
     std::fs::write(
         root.join(format!("tenants.d/{TENANT}.toml")),
         format!(
             "id = \"{TENANT}\"\ndisplay_name = \"Bench\"\nagent_secret = \"bench-agent-secret-0123456789\"\n\n\
              [[mdm]]\nname = \"{MDM_NAME}\"\nkind = \"{}\"\nurl = \"{}\"\nbackground_sync = false\n\
-             mask_pii = false\n[mdm.credentials]\n{credentials}",
+             mask_pii = false\n{credentials}",
             kind.as_str(),
             base_url
         ),

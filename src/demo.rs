@@ -312,47 +312,8 @@ fn write_config(
         std::fs::write(dir.join(format!("secrets/{}-agent", plan.id)), secret)?;
         // Every credential that grants access goes into a file of its own,
         // named in the tenant file, the way production should hold them.
-        let pairs: Vec<(&str, &str, bool)> = match plan.kind {
-            SimKind::Soti => {
-                use mtd_sim::soti as v;
-                vec![
-                    ("client_id", v::DEFAULT_CLIENT_ID, false),
-                    ("client_secret", v::DEFAULT_CLIENT_SECRET, true),
-                    ("username", v::DEFAULT_USERNAME, false),
-                    ("password", v::DEFAULT_PASSWORD, true),
-                ]
-            }
-            SimKind::Maas360 => {
-                use mtd_sim::maas360 as v;
-                vec![
-                    ("billing_id", v::DEFAULT_BILLING_ID, false),
-                    ("app_id", v::DEFAULT_APP_ID, false),
-                    ("app_version", v::DEFAULT_APP_VERSION, false),
-                    ("platform_id", v::DEFAULT_PLATFORM_ID, false),
-                    ("app_access_key", v::DEFAULT_APP_ACCESS_KEY, true),
-                    ("username", v::DEFAULT_USERNAME, false),
-                    ("password", v::DEFAULT_PASSWORD, true),
-                ]
-            }
-            SimKind::Airwatch => {
-                use mtd_sim::airwatch as v;
-                vec![
-                    ("username", v::DEFAULT_USERNAME, false),
-                    ("password", v::DEFAULT_PASSWORD, true),
-                    ("api_key", v::DEFAULT_API_KEY, true),
-                ]
-            }
-            SimKind::Bcdm => {
-                use mtd_sim::bcdm as v;
-                vec![
-                    ("access_key", v::DEFAULT_ACCESS_KEY, false),
-                    ("secret_key", v::DEFAULT_SECRET_KEY, true),
-                    ("dm_code", v::DEFAULT_DM_CODE, false),
-                ]
-            }
-        };
         let mut credentials = String::new();
-        for (key, value, secret) in pairs {
+        for (key, value, secret) in plan.kind.default_credentials() {
             if secret {
                 let file = format!("{}-{key}", plan.id);
                 std::fs::write(dir.join("secrets").join(&file), value)?;

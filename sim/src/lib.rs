@@ -62,6 +62,50 @@ impl SimKind {
         SimKind::Maas360,
     ];
 
+    /// The credentials this kind's simulator accepts by default, as the
+    /// `[mdm.credentials]` keys of a connector tenant file: (key, value,
+    /// whether it grants access and belongs in a secret file). One table for
+    /// the demo, the tests and the benchmarks.
+    pub fn default_credentials(self) -> Vec<(&'static str, &'static str, bool)> {
+        match self {
+            SimKind::Soti => vec![
+                ("client_id", soti::DEFAULT_CLIENT_ID, false),
+                ("client_secret", soti::DEFAULT_CLIENT_SECRET, true),
+                ("username", soti::DEFAULT_USERNAME, false),
+                ("password", soti::DEFAULT_PASSWORD, true),
+            ],
+            SimKind::Airwatch => vec![
+                ("username", airwatch::DEFAULT_USERNAME, false),
+                ("password", airwatch::DEFAULT_PASSWORD, true),
+                ("api_key", airwatch::DEFAULT_API_KEY, true),
+            ],
+            SimKind::Bcdm => vec![
+                ("access_key", bcdm::DEFAULT_ACCESS_KEY, false),
+                ("secret_key", bcdm::DEFAULT_SECRET_KEY, true),
+                ("dm_code", bcdm::DEFAULT_DM_CODE, false),
+            ],
+            SimKind::Maas360 => vec![
+                ("billing_id", maas360::DEFAULT_BILLING_ID, false),
+                ("app_id", maas360::DEFAULT_APP_ID, false),
+                ("app_version", maas360::DEFAULT_APP_VERSION, false),
+                ("platform_id", maas360::DEFAULT_PLATFORM_ID, false),
+                ("app_access_key", maas360::DEFAULT_APP_ACCESS_KEY, true),
+                ("username", maas360::DEFAULT_USERNAME, false),
+                ("password", maas360::DEFAULT_PASSWORD, true),
+            ],
+        }
+    }
+
+    /// [`SimKind::default_credentials`] as a `[mdm.credentials]` table with
+    /// literal values (tests and benchmarks; the demo writes secret files).
+    pub fn credentials_toml(self) -> String {
+        let mut t = String::from("[mdm.credentials]\n");
+        for (key, value, _) in self.default_credentials() {
+            t.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+        t
+    }
+
     /// The name used in configuration, the CLI and the control paths.
     pub fn as_str(self) -> &'static str {
         match self {

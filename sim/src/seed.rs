@@ -61,6 +61,26 @@ pub(crate) fn random_chars(rng: &mut StdRng, alphabet: &[u8], n: usize) -> Strin
         .collect()
 }
 
+/// A random version-4 UUID, lower case.
+pub(crate) fn uuid(rng: &mut StdRng) -> String {
+    let h = random_chars(rng, HEX_LOWER, 32);
+    format!(
+        "{}-{}-4{}-{}{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        ["8", "9", "a", "b"][rng.gen_range(0..4)],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// A mobile number in E.164 form (German, Canadian or British).
+pub(crate) fn phone(rng: &mut StdRng) -> String {
+    let prefix = ["+49151", "+49170", "+1416", "+1647", "+4479"][rng.gen_range(0..5)];
+    format!("{prefix}{}", random_chars(rng, b"0123456789", 7))
+}
+
 /// A 15-digit IMEI: TAC, six random digits, Luhn check digit.
 pub(crate) fn imei(rng: &mut StdRng, tac: &str) -> String {
     let mut digits: String = tac.to_owned();

@@ -8,8 +8,12 @@
 
 use std::{
     borrow::Cow,
+    collections::{HashMap, VecDeque},
     sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::Duration,
 };
+// tokio's clock, so tests that pause time move the window too.
+use tokio::time::Instant;
 
 /// Decodes `%XX` escapes once. A `+` is left alone (it is only a space in
 /// form bodies, and the first decoding pass already handled that); a `%` not
@@ -118,9 +122,66 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A per-key limit of requests in any rolling second (BCDM per access key,
+/// MaaS360 per billing id): a sliding log of the admitted requests.
+#[derive(Debug, Default)]
+pub(crate) struct RollingLimit {
+    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RollingLimit {
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    /// Admits one request of `key` under `per_second` (0: no limit), or says
+    /// how many whole seconds to wait (at least 1). Refused requests do not
+    /// count, so a client that waits gets through.
+    pub(crate) fn admit(&self, key: &str, per_second: u32) -> Result<(), u64> {
+        if per_second == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut windows = lock(&self.windows);
+        let window = windows.entry(key.to_owned()).or_default();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Self::WINDOW)
+        {
+            window.pop_front();
+        }
+        if window.len() >= per_second as usize {
+            // The front entry is less than a second old, so this is at most 1.
+            let wait = Self::WINDOW - now.duration_since(window[0]);
+            return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        window.push_back(now);
+        Ok(())
+    }
+
+    /// Forgets every admitted request (a new limit starts afresh).
+    pub(crate) fn clear(&self) {
+        lock(&self.windows).clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rolling_limit_admits_per_key_and_refuses_beyond_it() {
+        let limit = RollingLimit::default();
+        for _ in 0..3 {
+            assert!(limit.admit("a", 3).is_ok());
+        }
+        assert_eq!(limit.admit("a", 3), Err(1));
+        assert!(
+            limit.admit("b", 3).is_ok(),
+            "another key has its own window"
+        );
+        assert!(limit.admit("a", 0).is_ok(), "0 is no limit");
+        limit.clear();
+        assert!(limit.admit("a", 3).is_ok());
+    }
 
     #[test]
     fn percent_decoding_twice_undoes_soti_double_encoding() {

@@ -104,47 +104,7 @@ impl Env {
 
 /// The simulator's default credentials for a kind, as a `[mdm.credentials]` table.
 pub fn credentials(kind: SimKind) -> String {
-    use mtd_sim::soti;
-    match kind {
-        SimKind::Soti => format!(
-            "[mdm.credentials]\nclient_id = \"{}\"\nclient_secret = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-            soti::DEFAULT_CLIENT_ID,
-            soti::DEFAULT_CLIENT_SECRET,
-            soti::DEFAULT_USERNAME,
-            soti::DEFAULT_PASSWORD
-        ),
-        SimKind::Maas360 => {
-            use mtd_sim::maas360 as M;
-            format!(
-                "[mdm.credentials]\nbilling_id = \"{}\"\napp_id = \"{}\"\napp_version = \"{}\"\nplatform_id = \"{}\"\napp_access_key = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n",
-                M::DEFAULT_BILLING_ID,
-                M::DEFAULT_APP_ID,
-                M::DEFAULT_APP_VERSION,
-                M::DEFAULT_PLATFORM_ID,
-                M::DEFAULT_APP_ACCESS_KEY,
-                M::DEFAULT_USERNAME,
-                M::DEFAULT_PASSWORD
-            )
-        }
-        SimKind::Airwatch => {
-            use mtd_sim::airwatch;
-            format!(
-                "[mdm.credentials]\nusername = \"{}\"\npassword = \"{}\"\napi_key = \"{}\"\n",
-                airwatch::DEFAULT_USERNAME,
-                airwatch::DEFAULT_PASSWORD,
-                airwatch::DEFAULT_API_KEY
-            )
-        }
-        SimKind::Bcdm => {
-            use mtd_sim::bcdm;
-            format!(
-                "[mdm.credentials]\naccess_key = \"{}\"\nsecret_key = \"{}\"\ndm_code = \"{}\"\n",
-                bcdm::DEFAULT_ACCESS_KEY,
-                bcdm::DEFAULT_SECRET_KEY,
-                bcdm::DEFAULT_DM_CODE
-            )
-        }
-    }
+    kind.credentials_toml()
 }
 
 pub struct TestApp {

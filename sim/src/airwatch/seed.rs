@@ -18,8 +18,8 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use crate::seed::{
-    ascii_fold, imei, random_chars, ANDROID_TACS, APPLE_SERIAL_CHARS, FIRST_NAMES, HEX_LOWER,
-    HEX_UPPER, IOS_MODELS, IOS_TACS, LAST_NAMES, UPPER_ALNUM,
+    ascii_fold, imei, phone, random_chars, uuid, ANDROID_TACS, APPLE_SERIAL_CHARS, FIRST_NAMES,
+    HEX_LOWER, HEX_UPPER, IOS_MODELS, IOS_TACS, LAST_NAMES, UPPER_ALNUM,
 };
 
 /// An organisation group: id, name, short code, type, parent id.
@@ -469,24 +469,6 @@ pub(crate) fn groups_created_on() -> String {
         .expect("a valid fixed instant")
         .naive_utc();
     airwatch_time(t, false)
-}
-
-fn uuid(rng: &mut StdRng) -> String {
-    let h = random_chars(rng, HEX_LOWER, 32);
-    format!(
-        "{}-{}-4{}-{}{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        ["8", "9", "a", "b"][rng.gen_range(0..4)],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
-fn phone(rng: &mut StdRng) -> String {
-    let prefix = ["+49151", "+49170", "+1416", "+1647", "+4479"][rng.gen_range(0..5)];
-    format!("{prefix}{}", random_chars(rng, b"0123456789", 7))
 }
 
 #[cfg(test)]

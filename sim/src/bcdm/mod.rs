@@ -49,10 +49,9 @@
 pub(crate) mod seed;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     fmt,
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
 };
 
 use axum::{
@@ -70,14 +69,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 pub use crate::core::ControlError;
 
 use self::seed::Seeder;
 use super::{
     core::{self, json_body, vendor_middleware, RecordedAction, SimCore},
-    util::{lock, normalize_mac, read, write},
+    util::{lock, normalize_mac, read, write, RollingLimit},
     SimKind,
 };
 
@@ -101,9 +99,6 @@ pub const SIGNATURE_HEADER: &str = "x-bcdm-signature";
 /// Request bodies are buffered to be hashed; the shared middleware already
 /// refused anything larger.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-/// The rolling window of the rate limit.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Credentials the simulated server accepts, the console's action permits,
 /// the rate limit and the clock skew.
@@ -305,7 +300,7 @@ pub struct BcdmState {
     /// Continues the seeded sequence for generated devices.
     seeder: Mutex<Seeder>,
     /// Per access key, when each admitted request of the last second arrived.
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    limit: RollingLimit,
     accepted: Mutex<Vec<AcceptedAction>>,
 }
 
@@ -379,7 +374,7 @@ impl BcdmState {
             users: RwLock::new(users),
             devices: RwLock::new(seeded),
             seeder: Mutex::new(seeder),
-            windows: Mutex::new(HashMap::new()),
+            limit: RollingLimit::default(),
             accepted: Mutex::new(Vec::new()),
         }
     }
@@ -414,7 +409,7 @@ impl BcdmState {
     /// Requests per access key in any rolling second; 0 turns the limit off.
     pub fn set_rate_limit(&self, per_second: u32) {
         write(&self.options).rate_limit_per_second = per_second;
-        lock(&self.windows).clear();
+        self.limit.clear();
     }
 
     /// Runs the simulator's clock `seconds` off when it checks timestamps.
@@ -614,26 +609,8 @@ impl BcdmState {
     /// to wait: a sliding log of the admitted requests of the last second.
     /// Refused requests do not count, so a client that waits gets through.
     fn admit(&self, access_key: &str) -> Result<(), u64> {
-        let limit = read(&self.options).rate_limit_per_second as usize;
-        if limit == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut windows = lock(&self.windows);
-        let window = windows.entry(access_key.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit {
-            // The front entry is less than a second old, so this is at most 1.
-            let wait = RATE_WINDOW - now.duration_since(window[0]);
-            return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
-        }
-        window.push_back(now);
-        Ok(())
+        let per_second = read(&self.options).rate_limit_per_second;
+        self.limit.admit(access_key, per_second)
     }
 }
 

@@ -92,7 +92,7 @@
 pub(crate) mod seed;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -121,7 +121,7 @@ pub use crate::core::ControlError;
 use self::seed::Seeder;
 use super::{
     core::{self, json_body, vendor_middleware, RecordedAction, RecordedRequest, SimCore},
-    util::{lock, read, strip_prefix_ci, write},
+    util::{lock, read, strip_prefix_ci, write, RollingLimit},
     SimKind,
 };
 
@@ -317,9 +317,6 @@ enum TokenCheck {
 /// expired.` rather than `Token invalid`).
 const EXPIRED_TOKEN_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
-/// The rolling window of the rate limit.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-
 /// The first `actionID` handed out.
 const FIRST_ACTION_ID: u64 = 128_294_549;
 
@@ -337,7 +334,7 @@ pub struct Maas360State {
     /// Refresh token → billing id.
     refresh_tokens: Mutex<HashMap<String, String>>,
     /// Per billing id, when each admitted request of the last second arrived.
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    limit: RollingLimit,
     failures: Mutex<Vec<ActionFailure>>,
     results: Mutex<Vec<ActionResult>>,
     /// Per device id (upper-cased), the custom attributes set, in order.
@@ -450,7 +447,7 @@ impl Maas360State {
             seeder: Mutex::new(seeder),
             tokens: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
-            windows: Mutex::new(HashMap::new()),
+            limit: RollingLimit::default(),
             failures: Mutex::new(Vec::new()),
             results: Mutex::new(Vec::new()),
             attributes: RwLock::new(HashMap::new()),
@@ -471,7 +468,7 @@ impl Maas360State {
     /// limit starts afresh).
     pub fn set_options(&self, options: Maas360Options) {
         *write(&self.options) = options;
-        lock(&self.windows).clear();
+        self.limit.clear();
     }
 
     /// Sets the lifetime of tokens issued from now on.
@@ -547,7 +544,7 @@ impl Maas360State {
     /// Requests per billing id in any rolling second; 0 turns the limit off.
     pub fn set_rate_limit(&self, per_second: u32) {
         write(&self.options).rate_limit_per_second = per_second;
-        lock(&self.windows).clear();
+        self.limit.clear();
     }
 
     /// The recorded requests the rate limit refused (injected 429 faults are
@@ -563,26 +560,8 @@ impl Maas360State {
     /// Admits one request for `billing_id` or says how many seconds to wait:
     /// a sliding log of the admitted requests of the last second.
     fn admit(&self, billing_id: &str) -> Result<(), u64> {
-        let limit = read(&self.options).rate_limit_per_second as usize;
-        if limit == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut windows = lock(&self.windows);
-        let window = windows.entry(billing_id.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= RATE_WINDOW)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit {
-            // The front entry is less than a second old, so this is 1.
-            let wait = RATE_WINDOW - now.duration_since(window[0]);
-            return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
-        }
-        window.push_back(now);
-        Ok(())
+        let per_second = read(&self.options).rate_limit_per_second;
+        self.limit.admit(billing_id, per_second)
     }
 
     /// Plans an `actionStatus` 1 answer for an existing device.
