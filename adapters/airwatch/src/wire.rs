@@ -116,6 +116,7 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
         }),
     };
     Ok(Device {
+        posture: Default::default(),
         mdm_device_id,
         identifiers: Identifiers {
             udid: text(record, "Udid").and_then(|v| normalize_udid(&v)),

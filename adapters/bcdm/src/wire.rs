@@ -162,6 +162,7 @@ impl WireDevice {
     pub(crate) fn into_device(self) -> Device {
         let platform = self.platform();
         Device {
+            posture: Default::default(),
             identifiers: Identifiers {
                 udid: self.udid.as_deref().and_then(normalize_udid),
                 serial: self.serial_number.as_deref().and_then(normalize_serial),

@@ -25,6 +25,6 @@ pub use ident::{
 };
 pub use listing::{guard_listing, ListingGuard};
 pub use model::{
-    ActionKind, Device, Group, Identifiers, MdmCommand, MdmKind, Ownership, Platform, User,
+    ActionKind, Device, Group, Identifiers, MdmCommand, MdmKind, Ownership, Platform, Posture, User,
 };
 pub use secret::Secret;

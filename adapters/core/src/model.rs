@@ -293,6 +293,28 @@ pub struct Device {
     /// The `mdm_group_id`s of the groups the device belongs to.
     pub groups: Vec<String>,
     pub last_checkin_at: Option<DateTime<Utc>>,
+    /// What the MDM reports of the device's state; see [`Posture`].
+    #[serde(default)]
+    pub posture: Posture,
+}
+
+/// What an MDM says about a device's security state (CONTRACT §5, device
+/// detail). Each field is `None` where the MDM does not say; the model,
+/// OS version and last check-in are [`Device`]'s own fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posture {
+    /// The MDM's own compliance verdict.
+    pub compliant: Option<bool>,
+    /// Enrolled (managed) at the MDM.
+    pub enrolled: Option<bool>,
+    /// Storage encryption on.
+    pub encrypted: Option<bool>,
+    /// A passcode (PIN lock) is set.
+    pub passcode: Option<bool>,
+    /// Jailbroken or rooted.
+    pub compromised: Option<bool>,
+    pub manufacturer: Option<String>,
+    pub phone_number: Option<String>,
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
     let mdm_device_id =
         text(record, "maas360DeviceID").ok_or("device without a maas360DeviceID")?;
     Ok(Device {
+        posture: Default::default(),
         mdm_device_id,
         identifiers: Identifiers {
             udid: text(record, "udid").and_then(|v| normalize_udid(&v)),

@@ -121,6 +121,7 @@ pub(crate) fn map_device(raw: serde_json::Value) -> Result<Device, String> {
         .flatten()
         .find_map(|s| normalize_mac(s));
     Ok(Device {
+        posture: Default::default(),
         identifiers: Identifiers {
             udid,
             serial,

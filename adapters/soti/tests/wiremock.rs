@@ -151,6 +151,7 @@ fn fixtures() -> Value {
 
 fn device(id: &str) -> Device {
     Device {
+        posture: Default::default(),
         mdm_device_id: id.into(),
         identifiers: Identifiers::default(),
         name: None,
