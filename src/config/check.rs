@@ -8,7 +8,10 @@
 //! error, so a `None` never goes unreported.
 
 use super::diag::{ConfigError, ConfigErrors, Source};
-use super::policy::{PolicyConfig, PolicyMode, Rule, Severity, ThreatPattern, KNOWN_CATEGORIES};
+use super::policy::{
+    kind_keeps_groups, split_group, PolicyConfig, PolicyMode, Rule, Severity, ThreatPattern,
+    KNOWN_CATEGORIES,
+};
 use super::raw::{
     RawCredentials, RawDuration, RawMain, RawMdm, RawPolicy, RawSecret, RawTenant, DURATION_FORMS,
 };
@@ -671,7 +674,22 @@ impl<'s> FileCheck<'s> {
             }
         }
 
-        let policy = self.check_policy(&raw.policy, all_mdms_ok.then_some(&mdms[..]));
+        // The MDMs whose groups rules may name, as written: an entry with an
+        // error of its own still counts, so its rules are not blamed for it.
+        let mut group_mdms: Vec<(&str, Option<MdmKind>)> = Vec::new();
+        for entry in &raw.mdm {
+            let m = entry.get_ref();
+            let Some(name) = m.name.as_ref().map(|n| n.get_ref().as_str()) else {
+                continue;
+            };
+            if name.trim().is_empty() || group_mdms.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let kind = m.kind.as_ref().and_then(|k| k.get_ref().parse().ok());
+            group_mdms.push((name, kind));
+        }
+
+        let policy = self.check_policy(&raw.policy, all_mdms_ok.then_some(&mdms[..]), &group_mdms);
 
         Some(TenantConfig {
             id: id?,
@@ -882,6 +900,7 @@ impl<'s> FileCheck<'s> {
             name: name?,
             kind: kind?,
             url: url?,
+            enabled: m.enabled.unwrap_or(true),
             background_sync: m.background_sync.unwrap_or(true),
             mask_pii: m.mask_pii.unwrap_or(false),
             ca_cert: ca_cert?,
@@ -1024,11 +1043,14 @@ impl<'s> FileCheck<'s> {
     }
 
     /// `[policy]`. `mdms` is `Some` when every MDM of the tenant checked out,
-    /// so rules whose action no MDM permits can be flagged.
+    /// so rules whose action no MDM permits can be flagged; `group_mdms` are
+    /// the names (and kinds, where valid) of every `[[mdm]]` as written, which
+    /// `groups` are checked against.
     fn check_policy(
         &mut self,
         raw: &RawPolicy,
         mdms: Option<&[MdmConfig]>,
+        group_mdms: &[(&str, Option<MdmKind>)],
     ) -> Option<PolicyConfig> {
         let defaults = PolicyConfig::default();
         let mode = match &raw.mode {
@@ -1093,6 +1115,10 @@ impl<'s> FileCheck<'s> {
                     }
                 },
             };
+            let groups = match &r.groups {
+                None => Some(Vec::new()),
+                Some(items) => self.rule_groups(items, group_mdms),
+            };
             let action = match &r.action {
                 None => {
                     self.error(
@@ -1109,11 +1135,17 @@ impl<'s> FileCheck<'s> {
                     }
                 },
             };
-            match (threat, min_severity, action) {
-                (Some((threat, threat_at)), Some(min_severity), Some((action, action_at))) => {
+            match (threat, min_severity, groups, action) {
+                (
+                    Some((threat, threat_at)),
+                    Some(min_severity),
+                    Some(groups),
+                    Some((action, action_at)),
+                ) => {
                     rules.push(Rule {
                         threat,
                         min_severity,
+                        groups,
                         action,
                     });
                     offsets.push((threat_at, action_at));
@@ -1133,6 +1165,90 @@ impl<'s> FileCheck<'s> {
         })
     }
 
+    /// `policy.rule.groups`: each element a group of an MDM of this tenant
+    /// that keeps groups, written `<MDM name> <the MDM's group name>`. Every
+    /// bad element is reported at its own position; duplicates are harmless.
+    fn rule_groups(
+        &mut self,
+        items: &[Spanned<toml::Value>],
+        mdms: &[(&str, Option<MdmKind>)],
+    ) -> Option<Vec<String>> {
+        const FORM: &str =
+            "the name of an [[mdm]] of this tenant, a space, then the MDM's group name, \
+                            e.g. 'Acme SOTI \\\\Company\\Sales'";
+        let mut groups = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let at = item.span().start;
+            let Some(group) = item.get_ref().as_str() else {
+                self.error(
+                    at,
+                    format!(
+                        "`policy.rule.groups`: a group must be a string ({FORM}), found {}",
+                        a_toml_type(item.get_ref())
+                    ),
+                );
+                ok = false;
+                continue;
+            };
+            if group.trim().is_empty() {
+                self.error(
+                    at,
+                    format!("`policy.rule.groups`: a group must not be empty: write {FORM}"),
+                );
+                ok = false;
+                continue;
+            }
+            match split_group(group, mdms.iter().map(|(name, _)| *name)) {
+                None => {
+                    let known = if mdms.is_empty() {
+                        "this tenant has no [[mdm]]".to_owned()
+                    } else {
+                        let names: Vec<String> =
+                            mdms.iter().map(|(name, _)| format!("`{name}`")).collect();
+                        format!("the MDMs of this tenant: {}", names.join(", "))
+                    };
+                    self.error(
+                        at,
+                        format!(
+                            "`policy.rule.groups`: `{group}` does not start with the name of an MDM of this \
+                             tenant followed by a space ({known})"
+                        ),
+                    );
+                    ok = false;
+                }
+                Some((name, rest)) if rest.trim().is_empty() => {
+                    self.error(
+                        at,
+                        format!(
+                            "`policy.rule.groups`: `{group}` names the MDM `{name}` but none of its groups: \
+                             write the MDM's group name after the space"
+                        ),
+                    );
+                    ok = false;
+                }
+                Some((name, _)) => {
+                    let kind = mdms.iter().find(|(n, _)| *n == name).and_then(|(_, k)| *k);
+                    match kind {
+                        Some(kind) if !kind_keeps_groups(kind) => {
+                            self.error(
+                                at,
+                                format!(
+                                    "`policy.rule.groups`: `{group}` names the MDM `{name}`, of kind {kind}: \
+                                     maas360 and bcdm MDMs keep no groups, so no device would ever match \
+                                     (only groups of soti and airwatch MDMs can be named)"
+                                ),
+                            );
+                            ok = false;
+                        }
+                        _ => groups.push(group.to_owned()),
+                    }
+                }
+            }
+        }
+        ok.then_some(groups)
+    }
+
     /// Rules that can never act: shadowed by an earlier rule, or an action
     /// that no MDM of the tenant permits. Warnings, not errors: the config is
     /// consistent, just probably not what was meant.
@@ -1145,6 +1261,7 @@ impl<'s> FileCheck<'s> {
         for (i, rule) in rules.iter().enumerate() {
             let shadow = rules[..i].iter().zip(offsets).find(|(earlier, _)| {
                 earlier.threat.covers(&rule.threat)
+                    && earlier.scope_covers(rule)
                     && match (earlier.min_severity, rule.min_severity) {
                         (None, _) => true,
                         (Some(_), None) => false,
@@ -1156,18 +1273,35 @@ impl<'s> FileCheck<'s> {
                     offsets[i].0,
                     format!(
                         "`policy.rule.threat`: this rule never matches: the rule `{}` on line {} comes first \
-                         and matches every threat this one does",
+                         and matches every threat (and device) this one does",
                         earlier.threat,
                         self.src.position(*earlier_at).0
                     ),
                 );
             }
             if let Some(mdms) = mdms.filter(|m| !m.is_empty()) {
-                if !mdms.iter().any(|m| m.permit.allows(rule.action)) {
+                // A rule with groups acts only on devices of the MDMs it names.
+                let in_scope = |m: &&MdmConfig| {
+                    rule.groups.is_empty()
+                        || rule.groups.iter().any(|g| {
+                            split_group(g, mdms.iter().map(|m| m.name.as_str()))
+                                .is_some_and(|(name, _)| name == m.name)
+                        })
+                };
+                if !mdms
+                    .iter()
+                    .filter(in_scope)
+                    .any(|m| m.permit.allows(rule.action))
+                {
+                    let whose = if rule.groups.is_empty() {
+                        "any MDM of this tenant"
+                    } else {
+                        "any MDM this rule's groups belong to"
+                    };
                     self.warn(
                         offsets[i].1,
                         format!(
-                            "`policy.rule.action`: `{}` is not permitted on any MDM of this tenant \
+                            "`policy.rule.action`: `{}` is not permitted on {whose} \
                              (see [mdm.permit]); matching threats are recorded as skipped",
                             rule.action
                         ),
@@ -1175,5 +1309,19 @@ impl<'s> FileCheck<'s> {
                 }
             }
         }
+    }
+}
+
+/// A TOML value's type with its article, for "found …" in messages (the value
+/// itself is not quoted).
+fn a_toml_type(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
     }
 }

@@ -32,7 +32,10 @@ use url::Url;
 
 pub use check::load;
 pub use diag::{ConfigError, ConfigErrors};
-pub use policy::{PolicyConfig, PolicyMode, Rule, Severity, ThreatPattern, KNOWN_CATEGORIES};
+pub use policy::{
+    group_contains, kind_keeps_groups, split_group, PolicyConfig, PolicyMode, Rule, Severity,
+    ThreatPattern, KNOWN_CATEGORIES,
+};
 
 /// Everything `run` needs from the config files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +183,18 @@ pub struct TenantConfig {
     pub policy: PolicyConfig,
 }
 
+impl TenantConfig {
+    /// The MDM a group belongs to and the MDM's own group name: for the
+    /// display string `Acme SOTI \\Company\Sales`, the `[[mdm]]` named
+    /// `Acme SOTI` and `\\Company\Sales`. `None` when no MDM of the tenant
+    /// prefixes it. See [`split_group`].
+    pub fn group_mdm<'a>(&self, group: &'a str) -> Option<(&MdmConfig, &'a str)> {
+        let (name, rest) = split_group(group, self.mdms.iter().map(|m| m.name.as_str()))?;
+        let mdm = self.mdms.iter().find(|m| m.name == name)?;
+        Some((mdm, rest))
+    }
+}
+
 /// One `[[mdm]]` of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdmConfig {
@@ -188,7 +203,11 @@ pub struct MdmConfig {
     pub kind: MdmKind,
     /// http or https, with a host, without user info.
     pub url: Url,
-    /// `false`: no initial and no scheduled sync. Default `true`.
+    /// `false`: kept in the config but not synced, looked up or acted on
+    /// (`test-connection` still works). Default `true`.
+    pub enabled: bool,
+    /// `false`: no scheduled sync; the initial sync when the MDM is added or
+    /// enabled still runs. Default `true`.
     pub background_sync: bool,
     /// Default `false`.
     pub mask_pii: bool,

@@ -1,9 +1,16 @@
 //! A tenant's policy: which action a threat leads to (CONTRACT §4).
 //!
 //! Rules are tried in file order; the first whose threat pattern matches the
-//! event's type, and whose `min_severity` (if any) the event reaches, decides.
+//! event's type, whose `min_severity` (if any) the event reaches, and whose
+//! `groups` (if any) hold the device, decides.
+//!
+//! Groups are compared as the admin API shows them: the name of one of the
+//! tenant's `[[mdm]]` entries, one space, then the MDM's own group name (a
+//! SOTI path such as `\\Company\Sales`, an AirWatch organisation group name),
+//! e.g. `Acme SOTI \\Company\Sales`. Comparison is case-sensitive, as the
+//! names are shown.
 
-use mtd_adapter::ActionKind;
+use mtd_adapter::{ActionKind, MdmKind};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -179,18 +186,89 @@ impl FromStr for ThreatPattern {
     }
 }
 
+/// Whether MDMs of this kind keep device groups a rule can name: SOTI (device
+/// group paths) and AirWatch (organisation groups) do; MaaS360 and BCDM keep
+/// none, so a device there is never in a group.
+pub fn kind_keeps_groups(kind: MdmKind) -> bool {
+    match kind {
+        MdmKind::Soti | MdmKind::Airwatch => true,
+        MdmKind::Maas360 | MdmKind::Bcdm => false,
+    }
+}
+
+/// Splits a group display string into the name of the MDM it belongs to and
+/// the MDM's own group name: `Acme SOTI \\Company\Sales` with the MDM names
+/// `Acme` and `Acme SOTI` gives (`Acme SOTI`, `\\Company\Sales`).
+///
+/// An MDM name may be a prefix of another (and contain spaces), so the longest
+/// name followed by a space wins. The group name may be empty (`"Acme SOTI "`);
+/// `None` when no name followed by a space starts the string.
+pub fn split_group<'n, 'g>(
+    group: &'g str,
+    mdm_names: impl IntoIterator<Item = &'n str>,
+) -> Option<(&'n str, &'g str)> {
+    mdm_names
+        .into_iter()
+        .filter(|name| !name.is_empty())
+        .filter_map(|name| Some((name, group.strip_prefix(name)?.strip_prefix(' ')?)))
+        .max_by_key(|(name, _)| name.len())
+}
+
+/// Whether a device in `device_group` is in `group`: the same group, or one of
+/// its subgroups. SOTI paths are `\`-separated, so `… \\Company\Sales\East`
+/// is inside `… \\Company\Sales`, but `… \\Company\SalesX` is not.
+/// Both are full display strings; the comparison is case-sensitive.
+pub fn group_contains(group: &str, device_group: &str) -> bool {
+    match device_group.strip_prefix(group) {
+        Some(rest) => rest.is_empty() || rest.starts_with('\\') || group.ends_with('\\'),
+        None => false,
+    }
+}
+
 /// One `[[policy.rule]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub threat: ThreatPattern,
     /// The rule matches only threats at or above this severity; `None`: any.
     pub min_severity: Option<Severity>,
+    /// The rule matches only devices in one of these groups or their
+    /// subgroups, each a full display string (`Acme SOTI \\Company\Sales`),
+    /// checked at load to name an MDM of the tenant that keeps groups. In file
+    /// order, duplicates kept. Empty: every device.
+    pub groups: Vec<String>,
     pub action: ActionKind,
 }
 
 impl Rule {
-    pub fn matches(&self, threat_type: &str, severity: Severity) -> bool {
-        self.threat.matches(threat_type) && self.min_severity.iter().all(|&min| severity >= min)
+    /// Whether the rule decides a threat of this type and severity on a device
+    /// in `device_groups` (full display strings, as in [`Rule::groups`]).
+    pub fn matches(&self, threat_type: &str, severity: Severity, device_groups: &[String]) -> bool {
+        self.threat.matches(threat_type)
+            && self.min_severity.iter().all(|&min| severity >= min)
+            && self.applies_to(device_groups)
+    }
+
+    /// Whether a device in `device_groups` is in the rule's scope: always for
+    /// a rule without groups; otherwise some device group must be one of the
+    /// rule's groups or inside one. A device in no group is in no scope.
+    pub fn applies_to(&self, device_groups: &[String]) -> bool {
+        self.groups.is_empty()
+            || self
+                .groups
+                .iter()
+                .any(|g| device_groups.iter().any(|d| group_contains(g, d)))
+    }
+
+    /// Whether every device `other` applies to is also in this rule's scope.
+    pub(super) fn scope_covers(&self, other: &Rule) -> bool {
+        if self.groups.is_empty() {
+            return true;
+        }
+        !other.groups.is_empty()
+            && other
+                .groups
+                .iter()
+                .all(|o| self.groups.iter().any(|g| group_contains(g, o)))
     }
 }
 
@@ -218,9 +296,23 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
-    /// The rule that decides a threat: the first matching one in file order.
-    /// `None` when no rule matches (the event is recorded, nothing is sent).
-    pub fn decide(&self, threat_type: &str, severity: Severity) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(threat_type, severity))
+    /// The rule that decides a threat on a device in `device_groups` (full
+    /// display strings): the first matching one in file order. `None` when no
+    /// rule matches (the event is recorded, nothing is sent).
+    pub fn decide(
+        &self,
+        threat_type: &str,
+        severity: Severity,
+        device_groups: &[String],
+    ) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.matches(threat_type, severity, device_groups))
+    }
+
+    /// Whether some rule is limited to groups, so a decision needs the
+    /// device's groups.
+    pub fn has_group_rules(&self) -> bool {
+        self.rules.iter().any(|r| !r.groups.is_empty())
     }
 }

@@ -93,6 +93,7 @@ pub(super) struct RawMdm {
     pub name: Option<Spanned<String>>,
     pub kind: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
     pub background_sync: Option<bool>,
     pub mask_pii: Option<bool>,
     pub ca_cert: Option<Spanned<String>>,
@@ -168,6 +169,9 @@ pub(super) struct RawPolicy {
 pub(super) struct RawRule {
     pub threat: Option<Spanned<String>>,
     pub min_severity: Option<Spanned<String>>,
+    /// Each element as any TOML value, so pass two reports a non-string at
+    /// the element (and keeps checking the others) with a message of ours.
+    pub groups: Option<Vec<Spanned<toml::Value>>>,
     pub action: Option<Spanned<String>>,
 }
 

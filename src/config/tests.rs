@@ -87,11 +87,7 @@ fn the_example_config_and_its_tenants_load_without_errors_or_warnings() {
     for t in &config.tenants {
         assert!(!t.policy.rules.is_empty(), "tenant {} has no rules", t.id);
         for m in &t.mdms {
-            assert!(
-                !m.background_sync,
-                "{}: example URLs point at no real MDM",
-                m.name
-            );
+            assert!(!m.enabled, "{}: example URLs point at no real MDM", m.name);
         }
     }
 }
@@ -104,7 +100,7 @@ fn the_example_policies_decide_as_their_comments_say() {
         .iter()
         .find(|t| t.mdms[0].kind == MdmKind::Soti)
         .unwrap();
-    let decide = |t: &str, s| acme.policy.decide(t, s).map(|r| r.action);
+    let decide = |t: &str, s| acme.policy.decide(t, s, &[]).map(|r| r.action);
     assert_eq!(
         decide("network.arp_mitm", Severity::High),
         Some(ActionKind::DisconnectWifi)
@@ -234,6 +230,23 @@ fn a_bad_duration_is_reported_at_the_value_with_the_accepted_forms() {
     );
     assert!(
         e.message.contains("\"4h\"") && e.message.contains("\"0\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_rule_group_of_an_unknown_mdm_is_reported_at_the_group() {
+    let e = fixture_error("unknown-group-mdm");
+    assert_at(
+        &e,
+        "unknown-group-mdm/tenants.d/acme.toml",
+        17,
+        40,
+        "`policy.rule.groups`: `Globex SOTI \\\\Company\\Sales` does not start with the name of an MDM",
+    );
+    assert!(
+        e.message
+            .ends_with("(the MDMs of this tenant: `Acme SOTI`)"),
         "{e}"
     );
 }
@@ -848,6 +861,7 @@ fn an_empty_main_file_and_a_minimal_tenant_get_every_default() {
     assert_eq!(t.policy.action_cooldown_minutes, 15);
     assert_eq!(t.policy.max_destructive_actions_per_hour, 10);
     let m = &t.mdms[0];
+    assert!(m.enabled);
     assert!(m.background_sync);
     assert!(!m.mask_pii);
     assert_eq!(m.ca_cert, None);
@@ -969,6 +983,7 @@ fn the_first_matching_rule_decides_and_min_severity_is_a_floor() {
     let rule = |threat: &str, min: Option<Severity>, action| Rule {
         threat: threat.parse().unwrap(),
         min_severity: min,
+        groups: Vec::new(),
         action,
     };
     let policy = PolicyConfig {
@@ -984,7 +999,7 @@ fn the_first_matching_rule_decides_and_min_severity_is_a_floor() {
         ],
         ..PolicyConfig::default()
     };
-    let decide = |t, s| policy.decide(t, s).map(|r| r.action);
+    let decide = |t, s| policy.decide(t, s, &[]).map(|r| r.action);
     assert_eq!(
         decide("app.malicious", Severity::High),
         Some(ActionKind::EnterpriseWipe)
@@ -1011,7 +1026,7 @@ fn the_first_matching_rule_decides_and_min_severity_is_a_floor() {
         Some(ActionKind::None)
     );
     assert_eq!(
-        PolicyConfig::default().decide("network.scan", Severity::Low),
+        PolicyConfig::default().decide("network.scan", Severity::Low, &[]),
         None
     );
 }
@@ -1223,4 +1238,425 @@ password = {{ env = "MTD_CONFIG_TEST_SECRET" }}
         let config = result.unwrap_or_else(|e| panic!("{e}"));
         assert!(config.warnings.is_empty(), "{local}: {:?}", config.warnings);
     }
+}
+
+// ---- [[mdm]] enabled ---------------------------------------------------------
+
+#[test]
+fn an_mdm_is_enabled_by_default_and_enabled_false_keeps_it_in_the_config() {
+    let tenant = MINIMAL_TENANT.replace("[mdm.credentials]", "enabled = false\n[mdm.credentials]");
+    let (_dir, result) = load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "agent-secret-0123456789\n"),
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let m = &config.tenants[0].mdms[0];
+    assert!(!m.enabled);
+    assert!(m.background_sync, "enabled does not change background_sync");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let tenant = MINIMAL_TENANT.replace("[mdm.credentials]", "enabled = true\n[mdm.credentials]");
+    let (_dir, result) = load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "agent-secret-0123456789\n"),
+    ]);
+    assert!(result.unwrap_or_else(|e| panic!("{e}")).tenants[0].mdms[0].enabled);
+}
+
+#[test]
+fn a_non_boolean_enabled_is_reported_at_the_value() {
+    for (value, found) in [("\"no\"", "string \"no\""), ("0", "integer `0`")] {
+        let tenant = MINIMAL_TENANT.replace(
+            "[mdm.credentials]",
+            &format!("enabled = {value}\n[mdm.credentials]"),
+        );
+        let e = only_error(&[
+            ("main.toml", ""),
+            ("tenants.d/acme.toml", &tenant),
+            ("tenants.d/agent", "s"),
+        ]);
+        assert_eq!((e.line, e.col), (9, 11), "{e}");
+        assert!(
+            e.message.starts_with(&format!(
+                "`mdm.enabled`: invalid type: {found}, expected a boolean"
+            )),
+            "{e}"
+        );
+    }
+}
+
+// ---- [[policy.rule]] groups ----------------------------------------------------
+
+/// Four MDMs: `Acme` (bcdm) is a prefix of `Acme SOTI` (soti), which keeps groups.
+const GROUPS_TENANT: &str = r#"id = "acme"
+agent_secret = { file = "agent" }
+[[mdm]]
+name = "Acme"
+kind = "bcdm"
+url = "https://acme.bcdm.example"
+[mdm.credentials]
+access_key = "k"
+secret_key = { file = "agent" }
+dm_code = "d"
+[[mdm]]
+name = "Acme SOTI"
+kind = "soti"
+url = "https://acme.mobicontrol.example/MobiControl"
+[mdm.credentials]
+client_id = "cid"
+client_secret = { file = "agent" }
+username = "api"
+password = { file = "agent" }
+[[mdm]]
+name = "Acme AirWatch"
+kind = "airwatch"
+url = "https://acme.awmdm.example"
+[mdm.credentials]
+username = "u"
+password = { file = "agent" }
+api_key = { file = "agent" }
+[[mdm]]
+name = "Acme MaaS360"
+kind = "maas360"
+url = "https://services.m3.maas360.example"
+[mdm.credentials]
+billing_id = "1"
+app_id = "a"
+app_version = "1"
+platform_id = "3"
+app_access_key = { file = "agent" }
+username = "u"
+password = { file = "agent" }
+"#;
+
+/// `GROUPS_TENANT` (39 lines) plus `rules`, which start on line 40.
+fn load_groups(rules: &str) -> (TempDir, Result<Config, ConfigErrors>) {
+    let tenant = format!("{GROUPS_TENANT}{rules}");
+    load_tree(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", &tenant),
+        ("tenants.d/agent", "agent-secret-0123456789\n"),
+    ])
+}
+
+#[test]
+fn rule_groups_load_as_written_in_file_order_with_duplicates() {
+    let (_dir, result) = load_groups(
+        r#"[[policy.rule]]
+threat = "*"
+groups = ['Acme SOTI \\Company\Sales', "Acme AirWatch Sales EMEA", 'Acme SOTI \\Company\Sales']
+action = "lock"
+[[policy.rule]]
+threat = "*"
+action = "none"
+"#,
+    );
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let t = &config.tenants[0];
+    assert_eq!(
+        t.policy.rules[0].groups,
+        [
+            r"Acme SOTI \\Company\Sales",
+            "Acme AirWatch Sales EMEA",
+            r"Acme SOTI \\Company\Sales"
+        ]
+    );
+    assert!(t.policy.rules[1].groups.is_empty());
+    assert!(t.policy.has_group_rules());
+
+    // The longest MDM name wins: `Acme SOTI …` is the SOTI's, not `Acme`'s.
+    let (mdm, group) = t.group_mdm(r"Acme SOTI \\Company\Sales").unwrap();
+    assert_eq!(
+        (mdm.name.as_str(), group),
+        ("Acme SOTI", r"\\Company\Sales")
+    );
+    let (mdm, group) = t.group_mdm("Acme SOTIX").unwrap();
+    assert_eq!((mdm.name.as_str(), group), ("Acme", "SOTIX"));
+    assert!(t.group_mdm("Globex Sales").is_none());
+    assert!(t.group_mdm("AcmeSOTI x").is_none());
+}
+
+#[test]
+fn groups_are_split_at_the_longest_mdm_name_followed_by_a_space() {
+    let names = ["Acme", "Acme SOTI", "Acme SOTI EU"];
+    assert_eq!(
+        split_group(r"Acme SOTI EU \\Co", names),
+        Some(("Acme SOTI EU", r"\\Co"))
+    );
+    assert_eq!(
+        split_group(r"Acme SOTI \\Co", names),
+        Some(("Acme SOTI", r"\\Co"))
+    );
+    assert_eq!(
+        split_group("Acme SOTI EUROPE", names),
+        Some(("Acme SOTI", "EUROPE"))
+    );
+    assert_eq!(split_group("Acme SOTI ", names), Some(("Acme SOTI", "")));
+    assert_eq!(split_group("Acme", names), None);
+    assert_eq!(split_group("acme SOTI x", names), None);
+    assert_eq!(split_group(" x", [""]), None);
+}
+
+#[test]
+fn every_bad_group_is_reported_at_its_own_element() {
+    let errors = errors_of(&[
+        ("main.toml", ""),
+        (
+            "tenants.d/acme.toml",
+            &format!(
+                "{GROUPS_TENANT}{}",
+                r#"[[policy.rule]]
+threat = "*"
+groups = [
+  'Acme SOTI \\Company\Sales',
+  42,
+  "",
+  'Globex SOTI \\Company',
+  'Acme MaaS360 Sales',
+  'Acme Sales',
+  'Acme SOTI ',
+  'Acme SOTI \\Company\Sales',
+]
+action = "lock"
+[[policy.rule]]
+threat = "*"
+groups = ["Acme AirWatch Sales", { name = "x" }]
+action = "none"
+"#
+            ),
+        ),
+        ("tenants.d/agent", "s"),
+    ]);
+    let text = ConfigErrors(errors.clone()).to_string();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(
+        at,
+        [
+            (44, 3),
+            (45, 3),
+            (46, 3),
+            (47, 3),
+            (48, 3),
+            (49, 3),
+            (55, 34)
+        ],
+        "{text}"
+    );
+    let expect = [
+        "`policy.rule.groups`: a group must be a string (the name of an [[mdm]] of this tenant, \
+         a space, then the MDM's group name, e.g. 'Acme SOTI \\\\Company\\Sales'), found an integer",
+        "`policy.rule.groups`: a group must not be empty: write the name of an [[mdm]] of this tenant",
+        "`policy.rule.groups`: `Globex SOTI \\\\Company` does not start with the name of an MDM of this \
+         tenant followed by a space (the MDMs of this tenant: `Acme`, `Acme SOTI`, `Acme AirWatch`, `Acme MaaS360`)",
+        "`policy.rule.groups`: `Acme MaaS360 Sales` names the MDM `Acme MaaS360`, of kind maas360: \
+         maas360 and bcdm MDMs keep no groups, so no device would ever match \
+         (only groups of soti and airwatch MDMs can be named)",
+        "`policy.rule.groups`: `Acme Sales` names the MDM `Acme`, of kind bcdm: \
+         maas360 and bcdm MDMs keep no groups",
+        "`policy.rule.groups`: `Acme SOTI ` names the MDM `Acme SOTI` but none of its groups: \
+         write the MDM's group name after the space",
+        "`policy.rule.groups`: a group must be a string (the name of an [[mdm]] of this tenant, \
+         a space, then the MDM's group name, e.g. 'Acme SOTI \\\\Company\\Sales'), found a table",
+    ];
+    for (e, want) in errors.iter().zip(expect) {
+        assert!(e.message.starts_with(want), "{e}\nexpected: {want}");
+        assert!(e.file.ends_with("tenants.d/acme.toml"), "{e}");
+    }
+}
+
+#[test]
+fn a_group_in_a_tenant_without_mdms_says_there_is_none() {
+    let tenant = r#"id = "acme"
+agent_secret = { file = "agent" }
+[[policy.rule]]
+threat = "*"
+groups = ['Acme SOTI \\Company']
+action = "none"
+"#;
+    let e = only_error(&[
+        ("main.toml", ""),
+        ("tenants.d/acme.toml", tenant),
+        ("tenants.d/agent", "agent-secret-0123456789\n"),
+    ]);
+    assert_eq!((e.line, e.col), (5, 11), "{e}");
+    assert!(
+        e.message
+            .ends_with("followed by a space (this tenant has no [[mdm]])"),
+        "{e}"
+    );
+}
+
+#[test]
+fn groups_that_are_not_an_array_are_a_type_error_at_the_value() {
+    let (_dir, result) = load_groups(
+        "[[policy.rule]]\nthreat = \"*\"\ngroups = 'Acme SOTI \\\\Company'\naction = \"lock\"\n",
+    );
+    let errors = result.expect_err("a string is not an array").0;
+    assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+    let e = &errors[0];
+    assert_eq!((e.line, e.col), (42, 10), "{e}");
+    assert!(
+        e.message
+            .starts_with("`policy.rule.groups`: invalid type: string"),
+        "{e}"
+    );
+}
+
+#[test]
+fn group_rules_shadow_and_permit_warnings_take_the_groups_into_account() {
+    let (_dir, result) = load_groups(
+        r#"[[policy.rule]]
+threat = "network.*"
+groups = ['Acme SOTI \\Company\Sales']
+action = "lock"
+[[policy.rule]]
+threat = "network.*"
+action = "lock"
+[[policy.rule]]
+threat = "network.arp_mitm"
+groups = ['Acme SOTI \\Company\Sales\East']
+action = "lock"
+[[policy.rule]]
+threat = "app.*"
+groups = ["Acme AirWatch Sales"]
+action = "wipe"
+"#,
+    );
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    let w = config.warnings.join("\n");
+    // The rule on line 41 is scoped to a group, so it does not shadow the
+    // unscoped one on line 45; the one on line 48 is inside its group: shadowed.
+    assert_eq!(config.warnings.len(), 2, "{w}");
+    assert!(
+        config.warnings[0].contains(
+            "acme.toml:48:10: `policy.rule.threat`: this rule never matches: the rule `network.*` on line 41"
+        ),
+        "{w}"
+    );
+    assert!(
+        config.warnings[1].contains(
+            "acme.toml:54:10: `policy.rule.action`: `wipe` is not permitted on any MDM this rule's groups belong to"
+        ),
+        "{w}"
+    );
+}
+
+// ---- group matching -----------------------------------------------------------
+
+fn scoped(threat: &str, groups: &[&str], action: ActionKind) -> Rule {
+    Rule {
+        threat: threat.parse().unwrap(),
+        min_severity: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        action,
+    }
+}
+
+fn device(groups: &[&str]) -> Vec<String> {
+    groups.iter().map(|g| g.to_string()).collect()
+}
+
+#[test]
+fn a_rule_with_groups_matches_its_groups_and_their_subgroups_only() {
+    let rule = scoped(
+        "*",
+        &[r"Acme SOTI \\Company\Sales", "Acme AirWatch EMEA"],
+        ActionKind::Lock,
+    );
+    let m = |groups: &[&str]| rule.matches("network.arp_mitm", Severity::Low, &device(groups));
+    // Equal.
+    assert!(m(&[r"Acme SOTI \\Company\Sales"]));
+    assert!(m(&["Acme AirWatch EMEA"]));
+    // A subgroup, at any depth.
+    assert!(m(&[r"Acme SOTI \\Company\Sales\East"]));
+    assert!(m(&[r"Acme SOTI \\Company\Sales\East\Berlin"]));
+    // One of several device groups is enough.
+    assert!(m(&[
+        r"Acme SOTI \\Company\IT",
+        r"Acme SOTI \\Company\Sales\East"
+    ]));
+    // A sibling whose name starts the same is not inside.
+    assert!(!m(&[r"Acme SOTI \\Company\SalesX"]));
+    assert!(!m(&["Acme AirWatch EMEA North"]));
+    // The parent, another group, another MDM, another case.
+    assert!(!m(&[r"Acme SOTI \\Company"]));
+    assert!(!m(&[r"Acme SOTI \\Company\IT"]));
+    assert!(!m(&[r"Acme SOTI2 \\Company\Sales"]));
+    assert!(!m(&[r"Acme SOTI \\company\sales"]));
+    // A device in no group is in no rule's groups.
+    assert!(!m(&[]));
+    // The threat and severity still have to match.
+    let severe = Rule {
+        min_severity: Some(Severity::High),
+        ..scoped("network.*", &[r"Acme SOTI \\Company"], ActionKind::Lock)
+    };
+    let sales = device(&[r"Acme SOTI \\Company\Sales"]);
+    assert!(severe.matches("network.scan", Severity::High, &sales));
+    assert!(!severe.matches("network.scan", Severity::Medium, &sales));
+    assert!(!severe.matches("app.malicious", Severity::Critical, &sales));
+
+    // A root written with its trailing separator contains everything below it.
+    assert!(group_contains(r"Acme SOTI \\", r"Acme SOTI \\Company"));
+    assert!(group_contains(
+        r"Acme SOTI \\Company\",
+        r"Acme SOTI \\Company\Sales"
+    ));
+}
+
+#[test]
+fn a_rule_without_groups_matches_every_device_and_the_first_matching_rule_decides() {
+    let policy = PolicyConfig {
+        rules: vec![
+            scoped(
+                "network.*",
+                &[r"Acme SOTI \\Company\Sales"],
+                ActionKind::DisconnectWifi,
+            ),
+            scoped("network.*", &[r"Acme SOTI \\Company"], ActionKind::Lock),
+            scoped("network.*", &[], ActionKind::None),
+        ],
+        ..PolicyConfig::default()
+    };
+    assert!(policy.has_group_rules());
+    let decide = |groups: &[&str]| {
+        policy
+            .decide("network.arp_mitm", Severity::High, &device(groups))
+            .map(|r| r.action)
+    };
+    // Inside both scoped rules: the first in file order decides.
+    assert_eq!(
+        decide(&[r"Acme SOTI \\Company\Sales\East"]),
+        Some(ActionKind::DisconnectWifi)
+    );
+    assert_eq!(decide(&[r"Acme SOTI \\Company\IT"]), Some(ActionKind::Lock));
+    // In no group of any rule, or in no group at all: the unscoped rule.
+    assert_eq!(decide(&["Acme AirWatch EMEA"]), Some(ActionKind::None));
+    assert_eq!(decide(&[]), Some(ActionKind::None));
+
+    let unscoped = scoped("*", &[], ActionKind::Lock);
+    assert!(unscoped.matches("app.malicious", Severity::Low, &[]));
+    assert!(unscoped.matches(
+        "app.malicious",
+        Severity::Low,
+        &device(&["Acme AirWatch EMEA"])
+    ));
+    assert!(!PolicyConfig {
+        rules: vec![unscoped],
+        ..PolicyConfig::default()
+    }
+    .has_group_rules());
+    assert!(!PolicyConfig::default().has_group_rules());
+
+    // Only scoped rules, and a device outside them: nothing decides.
+    let only_scoped = PolicyConfig {
+        rules: vec![scoped("*", &[r"Acme SOTI \\Company"], ActionKind::Lock)],
+        ..PolicyConfig::default()
+    };
+    assert_eq!(
+        only_scoped.decide("app.malicious", Severity::Critical, &[]),
+        None
+    );
 }

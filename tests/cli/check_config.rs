@@ -76,6 +76,12 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
         "7:8",
         "kind = \"airwatch\"",
     ),
+    (
+        "unknown-group-mdm",
+        "tenants.d/acme.toml",
+        "17:40",
+        "`policy.rule.groups`",
+    ),
 ];
 
 #[test]
@@ -166,6 +172,28 @@ fn a_missing_environment_variable_is_an_error_naming_the_key_not_a_panic() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(PASSWORD_ENV_VAR) && stderr.contains("password"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_a_rule_group_of_an_unknown_mdm_at_the_group_listing_the_tenants_mdms() {
+    let dir = Path::new(FIXTURES).join("unknown-group-mdm");
+    let (code, stdout, stderr) = check(&dir.join("config.toml"));
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let want = format!(
+        "{}:17:40: `policy.rule.groups`: `Globex SOTI \\\\Company\\Sales` does not start with the name \
+         of an MDM of this tenant followed by a space (the MDMs of this tenant: `Acme SOTI`)",
+        dir.join("tenants.d/acme.toml").display()
+    );
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "no line\n{want}\nin:\n{stderr}"
+    );
+    // The valid first group of the same rule is not reported.
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("acme.toml:")).count(),
+        1,
         "{stderr}"
     );
 }
