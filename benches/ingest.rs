@@ -938,6 +938,9 @@ fn store_case(
                                     json!({"ssid": "CoffeeShop", "bssid": "aa:bb:cc:dd:ee:ff"}),
                                 ),
                                 details: Some(json!({})),
+                                status: mtd_connector::store::ThreatStatus::Detected,
+                                threat_key: String::new(),
+                                settled: true,
                             }])
                             .await
                             .map_err(|e| e.to_string())?;

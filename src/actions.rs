@@ -8,7 +8,9 @@
 //! row without the metric or leave an approved wipe waiting for the next poll.
 
 use crate::dispatch::{record_moved, DispatchHandle};
-use crate::store::{ActionState, AdminAction, CancelWhich, Store, StoreError, Transition};
+use crate::store::{
+    ActionState, AdminAction, CancelWhich, RiskLevel, Store, StoreError, StoredThreat, Transition,
+};
 use chrono::Utc;
 
 #[derive(Debug, Clone)]
@@ -31,8 +33,22 @@ pub enum ActionsError {
         state: ActionState,
         message: &'static str,
     },
+    /// No such device in this tenant.
+    #[error("device not found")]
+    DeviceNotFound,
+    /// The threat to resolve is not open on the device.
+    #[error("no open threat of that type and key on the device")]
+    ThreatNotOpen,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What an admin's resolution did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreatResolved {
+    pub threat: StoredThreat,
+    /// The device's risk level after it.
+    pub risk_level: RiskLevel,
 }
 
 impl Actions {
@@ -128,5 +144,34 @@ impl Actions {
             "Every waiting destructive action cancelled by an admin"
         );
         Ok(ids)
+    }
+
+    /// Closes an open threat of a device for an admin (recorded with the
+    /// admin as its source), with the effects of a `resolved` event: the
+    /// device's risk level follows in the same transaction.
+    pub async fn resolve_threat(
+        &self,
+        tenant: &str,
+        device_id: i64,
+        threat_type: &str,
+        key: &str,
+    ) -> Result<ThreatResolved, ActionsError> {
+        let device = self
+            .store
+            .get_device(device_id)
+            .await?
+            .filter(|d| d.tenant_id == tenant)
+            .ok_or(ActionsError::DeviceNotFound)?;
+        let mut tx = self.store.begin().await?;
+        let Some((threat, changes)) = tx
+            .resolve_threat_by_admin(device.id, threat_type, key, Utc::now())
+            .await?
+        else {
+            return Err(ActionsError::ThreatNotOpen);
+        };
+        tx.commit().await?;
+        let risk_level = changes.last().map_or(device.risk_level, |c| c.to);
+        tracing::info!(tenant, device_id, threat = threat_type, %risk_level, "Threat resolved by an admin");
+        Ok(ThreatResolved { threat, risk_level })
     }
 }

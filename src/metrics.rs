@@ -41,6 +41,8 @@
 //!   be more than one HTTP request (a login first).
 //! - `mtd_sync_runs_total{kind,outcome}`, `mtd_sync_run_seconds{kind}`: full syncs.
 //! - `mtd_devices{tenant}`: live devices, read from the store at scrape time.
+//! - `mtd_devices_by_risk{tenant,level}`: live devices at each risk level
+//!   (`secured`, `low` … `critical`), read from the store at scrape time.
 //! - `mtd_build_info{version}`: always 1.
 
 use std::collections::BTreeMap;
@@ -142,7 +144,11 @@ impl Registry {
     /// The whole exposition: every family, then `mtd_devices` from
     /// `devices` (tenant, live devices; `None` when the store could not be
     /// read, which leaves the family without samples) and `mtd_build_info`.
-    pub fn render(&self, devices: Option<&[(String, u64)]>) -> String {
+    pub fn render(
+        &self,
+        devices: Option<&[(String, u64)]>,
+        risk: Option<&[(String, &'static str, u64)]>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         self.events_received.render(&mut out);
         self.events_accepted.render(&mut out);
@@ -162,6 +168,20 @@ impl Registry {
         );
         for (tenant, n) in devices.unwrap_or_default() {
             sample(&mut out, "mtd_devices", &[("tenant", tenant)], *n as f64);
+        }
+        header(
+            &mut out,
+            "mtd_devices_by_risk",
+            "Live devices in the store at each risk level, per tenant.",
+            "gauge",
+        );
+        for (tenant, level, n) in risk.unwrap_or_default() {
+            sample(
+                &mut out,
+                "mtd_devices_by_risk",
+                &[("tenant", tenant), ("level", level)],
+                *n as f64,
+            );
         }
         header(
             &mut out,
@@ -434,7 +454,7 @@ mod tests {
         let r = Registry::new();
         r.events_accepted.inc_by(&["acme"], 2);
         r.events_accepted.inc(&["beta"]);
-        let text = r.render(Some(&[]));
+        let text = r.render(Some(&[]), None);
         assert!(text.contains(
             "# HELP mtd_agent_events_accepted_total Events stored as new.\n# TYPE mtd_agent_events_accepted_total counter\n"
         ));
@@ -449,7 +469,7 @@ mod tests {
         let r = Registry::new();
         r.requests_refused.inc(&["a\"b\\c\nd", "invalid_json"]);
         r.requests_refused.inc(&["", "unauthorized"]);
-        let text = r.render(None);
+        let text = r.render(None, None);
         assert!(
             text.contains(
                 "mtd_agent_requests_refused_total{tenant=\"a\\\"b\\\\c\\nd\",reason=\"invalid_json\"} 1\n"
@@ -465,7 +485,7 @@ mod tests {
         for s in [0.005, 0.01, 0.2, 7.0, 100.0] {
             r.mdm_request_seconds.observe(&["soti", "execute"], s);
         }
-        let text = r.render(None);
+        let text = r.render(None, None);
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("mtd_mdm_request_seconds"))
@@ -494,7 +514,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_even_without_samples() {
-        let text = Registry::new().render(None);
+        let text = Registry::new().render(None, None);
         for (name, kind) in [
             ("mtd_agent_events_received_total", "counter"),
             ("mtd_agent_requests_refused_total", "counter"),
@@ -503,6 +523,7 @@ mod tests {
             ("mtd_mdm_requests_total", "counter"),
             ("mtd_sync_run_seconds", "histogram"),
             ("mtd_devices", "gauge"),
+            ("mtd_devices_by_risk", "gauge"),
             ("mtd_build_info", "gauge"),
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
@@ -512,8 +533,12 @@ mod tests {
 
     #[test]
     fn devices_are_rendered_per_tenant() {
-        let text = Registry::new().render(Some(&[("acme".into(), 12), ("beta".into(), 0)]));
+        let text = Registry::new().render(
+            Some(&[("acme".into(), 12), ("beta".into(), 0)]),
+            Some(&[("acme".into(), "secured", 10), ("acme".into(), "high", 2)]),
+        );
         assert!(text.contains("mtd_devices{tenant=\"acme\"} 12\n"));
         assert!(text.contains("mtd_devices{tenant=\"beta\"} 0\n"));
+        assert!(text.contains("mtd_devices_by_risk{tenant=\"acme\",level=\"high\"} 2\n"));
     }
 }

@@ -69,6 +69,8 @@ pub struct MdmFacts<'a> {
     pub kind: MdmKind,
     pub permit: &'a Permit,
     pub capabilities: &'a Capabilities,
+    /// `enabled = false`: configured, but out of syncs, lookups and actions.
+    pub enabled: bool,
 }
 
 impl<'a> MdmFacts<'a> {
@@ -78,6 +80,7 @@ impl<'a> MdmFacts<'a> {
             kind: config.kind,
             permit: &config.permit,
             capabilities,
+            enabled: config.enabled,
         }
     }
 }
@@ -102,6 +105,12 @@ pub fn static_checks(
     let Some(mdm) = mdm else {
         return Some("the device's MDM is not configured for this tenant any more".into());
     };
+    if !mdm.enabled {
+        return Some(format!(
+            "MDM disabled: `{}` has enabled = false in the tenant file",
+            mdm.name
+        ));
+    }
     let action = match kind {
         ActionRecordKind::None => return Some("policy action is none: recorded only".into()),
         ActionRecordKind::Lock => ActionKind::Lock,
@@ -250,6 +259,9 @@ mod tests {
             last_seen_at: now,
             removed_at: None,
             collision: false,
+            posture: Default::default(),
+            risk_level: crate::store::RiskLevel::Secured,
+            activation: None,
         }
     }
 
@@ -275,7 +287,30 @@ mod tests {
             kind: MdmKind::Soti,
             permit,
             capabilities,
+            enabled: true,
         }
+    }
+
+    #[test]
+    fn every_action_for_a_disabled_mdm_is_skipped_saying_so() {
+        let policy = PolicyConfig::default();
+        let device = stored(Ownership::Corporate);
+        let all = caps(&[MdmCommand::Lock, MdmCommand::Wipe]);
+        let mut disabled = facts(&ALL, &all);
+        disabled.enabled = false;
+        for kind in [ActionRecordKind::Lock, ActionRecordKind::Wipe] {
+            let reason = static_checks(&policy, Some(&device), Some(disabled), kind).unwrap();
+            assert!(reason.starts_with("MDM disabled"), "{reason}");
+        }
+        assert_eq!(
+            static_checks(
+                &policy,
+                Some(&device),
+                Some(facts(&ALL, &all)),
+                ActionRecordKind::Lock
+            ),
+            None
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ async fn integrations(
                 .find(|i| unchanged && i.tenant_id == tenant.id && i.name == mdm.name)
                 .cloned();
             match keep {
-                Some(i) => out.push(i),
+                Some(i) => {
+                    i.rule_groups.replace(tenant, &mdm.name);
+                    out.push(i)
+                }
                 None => {
                     let i = crate::sync::integration_for(tenant, mdm, &state.store, refs).await?;
                     out.push(Arc::new(i));

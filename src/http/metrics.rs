@@ -25,9 +25,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             None
         }
     };
+    let risk = match risk_levels(&state).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot count devices per risk level for /metrics");
+            None
+        }
+    };
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        REGISTRY.render(devices.as_deref()),
+        REGISTRY.render(devices.as_deref(), risk.as_deref()),
     )
 }
 
@@ -46,4 +53,27 @@ async fn live_devices(state: &AppState) -> Result<Vec<(String, u64)>, crate::sto
         .iter()
         .map(|t| (t.id.clone(), counted.get(&t.id).copied().unwrap_or(0)))
         .collect())
+}
+
+/// Live devices at each risk level per configured tenant (every level listed).
+async fn risk_levels(
+    state: &AppState,
+) -> Result<Vec<(String, &'static str, u64)>, crate::store::StoreError> {
+    let counted: std::collections::HashMap<String, Vec<(crate::store::RiskLevel, u64)>> = state
+        .store
+        .risk_counts_by_tenant()
+        .await?
+        .into_iter()
+        .collect();
+    let mut out = Vec::new();
+    for t in &state.config.load().tenants {
+        for level in crate::store::RiskLevel::ALL {
+            let n = counted
+                .get(&t.id)
+                .and_then(|c| c.iter().find(|(l, _)| *l == level))
+                .map_or(0, |(_, n)| *n);
+            out.push((t.id.clone(), level.as_str(), n));
+        }
+    }
+    Ok(out)
 }

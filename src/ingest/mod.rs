@@ -22,7 +22,8 @@ use crate::policy::{self, Limits, MdmFacts, Verdict};
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
 use crate::store::{
-    ActionRecordKind, DeviceId, DeviceRef, EventIdentifiers, NewEvent, StoreError, StoredDevice,
+    ActionRecordKind, ActivationInput, DeviceId, DeviceRef, EventIdentifiers, NewEvent, StoreError,
+    StoredDevice, ThreatEvent, ThreatStatus,
 };
 use crate::sync::{LookupError, LookupOutcome};
 use mtd_adapter::ActionKind;
@@ -158,7 +159,21 @@ pub async fn activate(
 ) -> Result<ActivateOutcome, IngestError> {
     let ids = req.device.identifiers();
     match state.sync.lookup(&tenant.id, &ids).await {
-        Ok(LookupOutcome::Found(device)) => Ok(ActivateOutcome::Found(device)),
+        Ok(LookupOutcome::Found(device)) => {
+            let input = ActivationInput {
+                platform: req.platform.as_deref(),
+                agent_version: req.agent_version.as_deref(),
+                tracking_id_1: req.tracking_id_1.as_deref(),
+                tracking_id_2: req.tracking_id_2.as_deref(),
+            };
+            let stored = state
+                .store
+                .record_activation(device.id, &input, chrono::Utc::now())
+                .await?;
+            Ok(ActivateOutcome::Found(
+                stored.map(Box::new).unwrap_or(device),
+            ))
+        }
         Ok(LookupOutcome::NotEnrolled) => Ok(ActivateOutcome::NotEnrolled),
         Err(LookupError::Unavailable { retry_after, .. }) => Ok(ActivateOutcome::MdmUnavailable {
             retry_after: retry_after.unwrap_or(Duration::from_secs(30)),
@@ -186,12 +201,19 @@ pub async fn ingest_events(
     // Resolve devices before the write transaction: a lookup may call an MDM,
     // and the transaction must not wait on the network.
     let devices = resolve_all(state, &tenant.id, events).await?;
+    let groups = groups_for_rules(state, tenant, devices.iter().filter_map(Resolved::id)).await?;
 
     let now = chrono::Utc::now();
     let planned = events
         .iter()
         .zip(devices)
-        .map(|(e, resolved)| plan(state, tenant, e, resolved, now))
+        .map(|(e, resolved)| {
+            let in_groups = resolved
+                .id()
+                .and_then(|id| groups.get(&id))
+                .map_or(&[][..], Vec::as_slice);
+            plan(state, tenant, e, resolved, in_groups, now)
+        })
         .collect();
     state
         .queue
@@ -221,6 +243,9 @@ enum Decision {
     Deferred,
     /// No policy rule matches: the decision "none", recorded.
     NoRule,
+    /// A `resolved` event: it changes the device's threats, and policy
+    /// rules do not act on it, so there is no action record.
+    Resolution,
     /// A rule's action that a check needing no store already decided
     /// (monitor mode, unknown device, permit, capability, ownership, `none`).
     Decided(ActionKind, Verdict),
@@ -229,11 +254,28 @@ enum Decision {
     Limited(ActionKind),
 }
 
+/// The groups of the devices, as rules name them, when a rule of the
+/// tenant is scoped to groups (else nothing is read).
+async fn groups_for_rules(
+    state: &Ingest,
+    tenant: &TenantConfig,
+    devices: impl Iterator<Item = i64>,
+) -> Result<std::collections::HashMap<i64, Vec<String>>, IngestError> {
+    if !tenant.policy.has_group_rules() {
+        return Ok(Default::default());
+    }
+    let mut ids: Vec<i64> = devices.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(state.store.group_names_of(&ids).await?)
+}
+
 fn plan(
     state: &Ingest,
     tenant: &TenantConfig,
     e: &AgentEvent,
     resolved: Resolved,
+    groups: &[String],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Planned {
     let device = match &resolved {
@@ -242,10 +284,12 @@ fn plan(
     };
     let decision = if resolved == Resolved::Failed {
         Decision::Deferred
+    } else if e.threat.status == ThreatStatus::Resolved {
+        Decision::Resolution
     } else {
         match tenant
             .policy
-            .decide(&e.threat.threat_type, e.threat.severity)
+            .decide(&e.threat.threat_type, e.threat.severity, groups)
         {
             None => Decision::NoRule,
             Some(rule) => match static_checks(state, tenant, device, rule.action.into()) {
@@ -278,6 +322,9 @@ fn plan(
             received_at: now,
             network: e.network.clone(),
             details: e.details.clone(),
+            status: e.threat.status,
+            threat_key: e.threat.key().to_string(),
+            settled: decision != Decision::Deferred,
         },
         device: device.map(DeviceRef::from),
         decision,
@@ -386,6 +433,15 @@ enum Resolved {
     Failed,
 }
 
+impl Resolved {
+    fn id(&self) -> Option<i64> {
+        match self {
+            Resolved::Found(d) => Some(d.id),
+            Resolved::NotEnrolled | Resolved::Failed => None,
+        }
+    }
+}
+
 async fn resolve(
     state: &Ingest,
     tenant: &str,
@@ -444,11 +500,27 @@ pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
             .parse::<crate::config::Severity>()
             .unwrap_or(crate::config::Severity::Low);
         let mut tx = state.store.begin().await?;
+        let now = chrono::Utc::now();
         if let Some(d) = &device {
             tx.set_event_device(e.id, d.id).await?;
+            tx.apply_threat_events(&[ThreatEvent::of_stored(&e, d.id)], now)
+                .await?;
         }
-        let now = chrono::Utc::now();
-        let (action, verdict) = match tenant.policy.decide(&e.threat_type, severity) {
+        if e.status == ThreatStatus::Resolved {
+            // No decision to make: it changed the device's threats, if known.
+            if device.is_none() {
+                tx.settle_event(e.id, now).await?;
+            }
+            tx.commit().await?;
+            decided += 1;
+            continue;
+        }
+        let groups = groups_for_rules(state, tenant, device.iter().map(|d| d.id)).await?;
+        let in_groups = device
+            .as_ref()
+            .and_then(|d| groups.get(&d.id))
+            .map_or(&[][..], Vec::as_slice);
+        let (action, verdict) = match tenant.policy.decide(&e.threat_type, severity, in_groups) {
             None => (
                 ActionKind::None,
                 Verdict::Skipped("no policy rule matches this threat".into()),

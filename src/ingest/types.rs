@@ -1,6 +1,7 @@
 //! The agent's JSON, as CONTRACT §3 fixes it, and its checks beyond shape.
 
 use crate::config::Severity;
+use crate::store::ThreatStatus;
 use chrono::{DateTime, Utc};
 use mtd_adapter::DeviceIdentifier;
 use serde::Deserialize;
@@ -86,6 +87,22 @@ pub struct ActivateRequest {
 
 impl ActivateRequest {
     pub fn validate(&self) -> Result<(), FieldError> {
+        for (field, value) in [
+            ("platform", &self.platform),
+            ("agent_version", &self.agent_version),
+            ("tracking_id_1", &self.tracking_id_1),
+            ("tracking_id_2", &self.tracking_id_2),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.len() > 256 || v.chars().any(char::is_control))
+            {
+                return Err(FieldError::new(
+                    field,
+                    "must be at most 256 bytes of printable characters",
+                ));
+            }
+        }
         self.device.validate()
     }
 }
@@ -99,6 +116,24 @@ pub struct Threat {
     pub severity: Severity,
     #[serde(default)]
     pub name: Option<String>,
+    /// `detected` (the default) or `resolved`.
+    #[serde(default = "detected")]
+    pub status: ThreatStatus,
+    /// Tells two threats of one type on a device apart (an app's package, a
+    /// network's BSSID). A missing key, `null` and `""` are the same key.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+fn detected() -> ThreatStatus {
+    ThreatStatus::Detected
+}
+
+impl Threat {
+    /// The key as stored: `""` for none.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("")
+    }
 }
 
 /// One threat event.
@@ -130,21 +165,35 @@ impl AgentEvent {
         if !valid_threat_type(&self.threat.threat_type) {
             return Err(FieldError::new(
                 "threat.type",
-                "must be `category.name` in lower case (letters, digits, `_`), e.g. `network.arp_mitm`",
+                "must be `category.name` of printable characters, at most 128 long, e.g. `network.arp_mitm`",
+            ));
+        }
+        if self
+            .threat
+            .key
+            .as_deref()
+            .is_some_and(|k| k.len() > MAX_THREAT_KEY || k.chars().any(char::is_control))
+        {
+            return Err(FieldError::new(
+                "threat.key",
+                "must be at most 256 bytes of printable characters",
             ));
         }
         self.device.validate()
     }
 }
 
+/// The longest `threat.key` accepted.
+pub const MAX_THREAT_KEY: usize = 256;
+
+/// `category.name` (CONTRACT §3): printable characters, at most 128, a
+/// category and a name around the first dot. No `*` and no spaces: those
+/// would read as rule patterns or be unreadable in a log line.
 fn valid_threat_type(t: &str) -> bool {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 64
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
-    matches!(t.split_once('.'), Some((c, n)) if part(c) && part(n))
+    let printable = |c: char| !c.is_control() && !c.is_whitespace() && c != '*';
+    t.chars().count() <= 128
+        && t.chars().all(printable)
+        && matches!(t.split_once('.'), Some((c, n)) if !c.is_empty() && !n.is_empty())
 }
 
 /// A field that is present and well-typed but not acceptable: 400 naming it.
@@ -180,6 +229,9 @@ mod tests {
             "app.malicious",
             "device.usb_debugging",
             "future.thing2",
+            "Network.ARP",
+            "a.b.c",
+            "vendor-x.détection",
         ] {
             assert!(valid_threat_type(ok), "{ok}");
         }
@@ -188,10 +240,9 @@ mod tests {
             "network",
             ".x",
             "x.",
-            "Network.ARP",
-            "a.b.c",
             "a b.c",
             "network.*",
+            "net\u{7}.x",
         ] {
             assert!(!valid_threat_type(bad), "{bad}");
         }

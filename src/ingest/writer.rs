@@ -38,7 +38,9 @@ use crate::dispatch::DispatchHandle;
 use crate::policy::{cap_since, Limits, Verdict};
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
-use crate::store::{ActionId, ActionRecordKind, ActionState, DeviceId, Store, StoreError};
+use crate::store::{
+    ActionId, ActionRecordKind, ActionState, DeviceId, Store, StoreError, ThreatEvent,
+};
 use mtd_adapter::ActionKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -312,6 +314,19 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
     let inserted = tx.insert_events(&events).await?;
     let rows = inserted.rows;
 
+    // The threats of the new events of known devices, and their devices'
+    // risk levels, in this transaction (CONTRACT §4: kept current with the event).
+    let threat_events: Vec<ThreatEvent> = requests
+        .iter()
+        .flat_map(|r| r.events.iter())
+        .zip(&rows)
+        .filter_map(|(p, row)| {
+            let device = p.device?;
+            Some(ThreatEvent::of(&p.event, (*row)?, device.device.0))
+        })
+        .collect();
+    tx.apply_threat_events(&threat_events, now).await?;
+
     // The cool-down's view: the latest blocking action per (device, kind)
     // among the new events left to the limits, read once for the group and
     // kept current below as the group's own actions are decided.
@@ -353,7 +368,7 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
             };
             outcome.accepted.push(event_id.clone());
             let (action, verdict) = match &p.decision {
-                Decision::Deferred => continue,
+                Decision::Deferred | Decision::Resolution => continue,
                 Decision::NoRule => (
                     None,
                     Verdict::Skipped("no policy rule matches this threat".into()),

@@ -12,7 +12,8 @@
 //! Everything here reads what the store holds: for an MDM with `mask_pii` that
 //! is already the masked form, and nothing here can add a clear value.
 
-use super::inventory::DeviceRow;
+use super::inventory::{DeviceRow, DEVICE_COLUMNS};
+use super::RiskLevel;
 use super::{ActionRecordKind, ActionState};
 use super::{Store, StoreError, StoredAction, StoredDevice, StoredEvent, StoredUser, SyncRun};
 use chrono::{DateTime, Utc};
@@ -67,6 +68,12 @@ pub struct DeviceFilter {
     /// A group's display name (`"<MDM name> <group name>"`) or its id at the MDM.
     pub group: Option<String>,
     pub mdm_id: Option<i64>,
+    /// Devices at this risk level.
+    pub risk: Option<RiskLevel>,
+    /// Activated by their agent (`true`) or never (`false`).
+    pub activated: Option<bool>,
+    /// One device by the store's id.
+    pub device_id: Option<i64>,
 }
 
 /// A device as the admin API lists it: the stored device, its MDM's name and
@@ -169,6 +176,8 @@ pub struct MdmHealth {
     pub dead_recent: u64,
     /// Wi-Fi profile removals not sent yet (pending or failed).
     pub pending_wifi_removals: u64,
+    /// Live devices whose agent has activated.
+    pub activated_devices: u64,
 }
 
 #[derive(FromRow)]
@@ -213,17 +222,18 @@ impl Store {
         filter: &DeviceFilter,
         page: Page,
     ) -> Result<Paged<AdminDevice>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT d.id, d.tenant_id, d.mdm_id, d.mdm_device_id, d.udid, d.serial, d.imei,
-                    d.mac, d.name, d.platform, d.model, d.os_version, d.ownership, d.user_id,
-                    d.last_checkin_at, d.first_seen_at, d.updated_at, d.last_seen_at,
-                    d.removed_at, d.collision, m.name AS mdm_name,
-                    u.display_name AS user_display_name
+        let columns: Vec<String> = DEVICE_COLUMNS
+            .split(',')
+            .map(|c| format!("d.{}", c.trim()))
+            .collect();
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {}, m.name AS mdm_name, u.display_name AS user_display_name
              FROM devices d
              JOIN mdm_integrations m ON m.id = d.mdm_id
              LEFT JOIN users u ON u.id = d.user_id
              WHERE d.tenant_id = ",
-        );
+            columns.join(", ")
+        ));
         q.push_bind(tenant_id);
         if !filter.include_removed {
             q.push(" AND d.removed_at IS NULL");
@@ -274,6 +284,21 @@ impl Store {
         if let Some(mdm_id) = filter.mdm_id {
             q.push(" AND d.mdm_id = ").push_bind(mdm_id);
         }
+        if let Some(risk) = filter.risk {
+            q.push(" AND d.risk_level = ").push_bind(risk.as_str());
+        }
+        match filter.activated {
+            Some(true) => {
+                q.push(" AND d.activated_last_at IS NOT NULL");
+            }
+            Some(false) => {
+                q.push(" AND d.activated_last_at IS NULL");
+            }
+            None => {}
+        }
+        if let Some(id) = filter.device_id {
+            q.push(" AND d.id = ").push_bind(id);
+        }
         if let Some(after) = page.after {
             q.push(" AND d.id > ").push_bind(after);
         }
@@ -282,22 +307,8 @@ impl Store {
         let rows = Paged::from_rows(rows, page, |r| r.device.id);
 
         // The group names of the whole page in one query.
-        let ids =
-            serde_json::Value::from(rows.items.iter().map(|r| r.device.id).collect::<Vec<_>>());
-        let names: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT dg.device_id, m.name || ' ' || g.name FROM device_groups dg
-             JOIN groups g ON g.id = dg.group_id
-             JOIN mdm_integrations m ON m.id = g.mdm_id
-             WHERE dg.device_id IN (SELECT value FROM json_each(?))
-             ORDER BY dg.device_id, g.name",
-        )
-        .bind(ids.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
-        for (device_id, name) in names {
-            groups.entry(device_id).or_default().push(name);
-        }
+        let ids: Vec<i64> = rows.items.iter().map(|r| r.device.id).collect();
+        let mut groups = self.group_names_of(&ids).await?;
         Ok(Paged {
             items: rows
                 .items
@@ -309,6 +320,32 @@ impl Store {
                 .collect(),
             next_after: rows.next_after,
         })
+    }
+
+    /// The groups of each device as admins see them (`"<MDM name> <group
+    /// name>"`, by name), in one query; devices without a group are absent.
+    pub async fn group_names_of(
+        &self,
+        device_ids: &[i64],
+    ) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+        if device_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let names: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT dg.device_id, m.name || ' ' || g.name FROM device_groups dg
+             JOIN groups g ON g.id = dg.group_id
+             JOIN mdm_integrations m ON m.id = g.mdm_id
+             WHERE dg.device_id IN (SELECT value FROM json_each(?))
+             ORDER BY dg.device_id, g.name",
+        )
+        .bind(serde_json::Value::from(device_ids.to_vec()).to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+        for (device_id, name) in names {
+            groups.entry(device_id).or_default().push(name);
+        }
+        Ok(groups)
     }
 
     /// A page of a tenant's users, by id, with their MDM's name.
@@ -469,8 +506,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let (last_sync_error_at, last_sync_error) = last_error.unwrap_or((None, None));
-        let (devices, collisions): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(collision), 0) FROM devices
+        let (devices, collisions, activated): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(collision), 0),
+                    COUNT(activated_last_at) FROM devices
              WHERE mdm_id = ? AND removed_at IS NULL",
         )
         .bind(mdm_id)
@@ -520,7 +558,56 @@ impl Store {
             dead: state(ActionState::Dead),
             dead_recent: count(dead_recent),
             pending_wifi_removals: count(wifi),
+            activated_devices: count(activated),
         })
+    }
+
+    /// A tenant's live devices at each risk level, every level listed.
+    pub async fn risk_counts(&self, tenant_id: &str) -> Result<Vec<(RiskLevel, u64)>, StoreError> {
+        let all = self
+            .risk_counts_by_tenant()
+            .await?
+            .into_iter()
+            .find(|(t, _)| t == tenant_id)
+            .map(|(_, counts)| counts);
+        Ok(all.unwrap_or_else(|| RiskLevel::ALL.iter().map(|l| (*l, 0)).collect()))
+    }
+
+    /// Live devices at each risk level per tenant (tenants without devices
+    /// are absent). The levels other than `secured` come from the partial
+    /// index of devices at risk; `secured` is the rest.
+    pub async fn risk_counts_by_tenant(
+        &self,
+    ) -> Result<Vec<(String, Vec<(RiskLevel, u64)>)>, StoreError> {
+        let at_risk: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, risk_level, COUNT(*) FROM devices
+             WHERE risk_level <> 'secured' AND removed_at IS NULL
+             GROUP BY tenant_id, risk_level",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let live = self.live_devices_by_tenant().await?;
+        Ok(live
+            .into_iter()
+            .map(|(tenant, total)| {
+                let of = |level: RiskLevel| {
+                    at_risk
+                        .iter()
+                        .filter(|(t, l, _)| *t == tenant && l == level.as_str())
+                        .map(|(_, _, n)| count(*n))
+                        .sum::<u64>()
+                };
+                let risky: u64 = RiskLevel::ALL[1..].iter().map(|l| of(*l)).sum();
+                let counts = RiskLevel::ALL
+                    .iter()
+                    .map(|l| match l {
+                        RiskLevel::Secured => (*l, total.saturating_sub(risky)),
+                        _ => (*l, of(*l)),
+                    })
+                    .collect();
+                (tenant, counts)
+            })
+            .collect())
     }
 }
 
@@ -593,6 +680,9 @@ mod tests {
             received_at: at,
             network: None,
             details: None,
+            status: crate::store::ThreatStatus::Detected,
+            threat_key: String::new(),
+            settled: true,
         }
     }
 

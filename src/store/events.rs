@@ -6,7 +6,7 @@
 //! event, normalised, so an event still names its device after the device is
 //! removed (its `device_id` then stays, or becomes NULL on a real delete).
 
-use super::{Store, StoreError, WriteTx};
+use super::{Store, StoreError, ThreatStatus, WriteTx};
 use chrono::{DateTime, Utc};
 use mtd_adapter::{normalize_imei, normalize_mac, normalize_serial, normalize_udid};
 use serde::Serialize;
@@ -59,6 +59,14 @@ pub struct NewEvent {
     pub received_at: DateTime<Utc>,
     pub network: Option<serde_json::Value>,
     pub details: Option<serde_json::Value>,
+    /// `detected` or `resolved`.
+    pub status: ThreatStatus,
+    /// `""` for none.
+    pub threat_key: String,
+    /// Needs no further decision although it may have neither device nor
+    /// action (`settled_at` = `received_at`): every event but one whose
+    /// device could not be looked up yet.
+    pub settled: bool,
 }
 
 /// An event as stored.
@@ -76,6 +84,9 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
     pub network: Option<serde_json::Value>,
     pub details: Option<serde_json::Value>,
+    pub status: ThreatStatus,
+    /// `None` for no key.
+    pub threat_key: Option<String>,
 }
 
 impl FromRow<'_, SqliteRow> for StoredEvent {
@@ -99,6 +110,11 @@ impl FromRow<'_, SqliteRow> for StoredEvent {
             received_at: row.try_get("received_at")?,
             network: json_column(row, "network")?,
             details: json_column(row, "details")?,
+            status: match row.try_get::<&str, _>("status")? {
+                "resolved" => ThreatStatus::Resolved,
+                _ => ThreatStatus::Detected,
+            },
+            threat_key: Some(row.try_get::<String, _>("threat_key")?).filter(|k| !k.is_empty()),
         })
     }
 }
@@ -123,6 +139,17 @@ pub(super) fn json_text(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 impl WriteTx {
+    /// Marks an event as needing no further decision (a `resolved` event
+    /// whose device no MDM knows).
+    pub async fn settle_event(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE threat_events SET settled_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Links an event to its device, inside a transaction with its action.
     pub async fn set_event_device(&mut self, id: i64, device_id: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE threat_events SET device_id = ? WHERE id = ?")
@@ -158,7 +185,7 @@ impl Store {
     pub async fn undecided_events(&self, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT * FROM threat_events e
-             WHERE e.device_id IS NULL AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.event_id = e.id)
+             WHERE e.device_id IS NULL AND e.settled_at IS NULL AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.event_id = e.id)
              ORDER BY e.id LIMIT ?",
         )
         .bind(limit)
@@ -214,10 +241,17 @@ mod tests {
             received_at: chrono::Utc::now(),
             network: None,
             details: None,
+            status: crate::store::ThreatStatus::Detected,
+            threat_key: String::new(),
+            settled: false,
         };
         let first = record_event(&store, &e).await;
         e.event_id = "u2".into();
         let second = record_event(&store, &e).await;
+        // A settled one (a resolution whose device no MDM knows) is not undecided.
+        e.event_id = "u3".into();
+        e.settled = true;
+        record_event(&store, &e).await;
         let ids: Vec<i64> = store
             .undecided_events(10)
             .await

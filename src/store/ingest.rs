@@ -99,6 +99,9 @@ impl WriteTx {
                     timestamp(&e.received_at),
                     super::events::json_text(e.network.as_ref()),
                     super::events::json_text(e.details.as_ref()),
+                    e.status.as_str(),
+                    e.threat_key,
+                    e.settled.then(|| timestamp(&e.received_at)),
                 ])
             })
             .collect();
@@ -110,10 +113,11 @@ impl WriteTx {
         let inserted: Vec<(i64, String, String, i64)> = sqlx::query_as(
             "INSERT INTO threat_events (tenant_id, event_id, device_id, udid, serial, imei, mac,
                  mdm_device_id, threat_type, severity, threat_name, detected_at, received_at,
-                 network, details)
+                 network, details, status, threat_key, settled_at)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
                  value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9,
-                 value ->> 10, value ->> 11, value ->> 12, value ->> 13, value ->> 14
+                 value ->> 10, value ->> 11, value ->> 12, value ->> 13, value ->> 14,
+                 value ->> 15, value ->> 16, value ->> 17
              FROM json_each(?1) WHERE true ORDER BY key
              ON CONFLICT (tenant_id, event_id) DO NOTHING
              RETURNING id, tenant_id, event_id, (SELECT COALESCE(MAX(id), 0) + 1 FROM actions)",
@@ -267,6 +271,9 @@ pub(super) mod testutil {
             received_at: Utc.timestamp_nanos(1_795_000_000_123_456_789),
             network: Some(json!({"ssid": "CoffeeShop", "n": 1.5, "x": [1, null]})),
             details: None,
+            status: crate::store::ThreatStatus::Detected,
+            threat_key: String::new(),
+            settled: true,
         }
     }
 
@@ -392,6 +399,9 @@ mod tests {
                 text(&timestamp(&group.received_at)),
                 text(r#"{"n":1.5,"ssid":"CoffeeShop","x":[1,null]}"#),
                 None,
+                text("detected"),
+                text(""),
+                text(&timestamp(&group.received_at)),
             ],
             "every column but the two ids, details NULL"
         );

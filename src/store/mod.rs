@@ -50,6 +50,7 @@ mod keys;
 mod kinds;
 mod sync_runs;
 mod tenants;
+mod threats;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -74,10 +75,12 @@ pub use error::StoreError;
 pub use events::{EventIdentifiers, NewEvent, StoredEvent};
 pub use ids::{ActionId, DeviceId, DeviceRef, MdmId};
 pub use inventory::{
-    DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts, StoredDevice, StoredUser, UpsertCounts,
+    Activation, ActivationInput, DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts,
+    RiskLevel, StoredDevice, StoredUser, UpsertCounts,
 };
 pub use sync_runs::{RunCounts, SyncOutcome, SyncRun, SyncTrigger};
 pub use tenants::{IntegrationRef, MdmRecord, StoredIntegration, StoredTenant, TenantRecord};
+pub use threats::{ClosedBy, RiskChange, StoredThreat, ThreatEvent, ThreatKey, ThreatStatus};
 
 /// How long a statement waits for another writer before failing as busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

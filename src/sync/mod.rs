@@ -40,12 +40,78 @@ pub struct Integration {
     pub name: String,
     pub kind: MdmKind,
     pub adapter: Arc<dyn MdmAdapter>,
-    /// `false`: no initial and no scheduled sync (admin-triggered and on-demand still work).
+    /// `false`: no scheduled sync (the initial sync, admin-triggered and
+    /// on-demand syncs still run).
     pub background_sync: bool,
+    /// `false` (`enabled = false`): configured but out of syncs, lookups and
+    /// actions; `test-connection` still works.
+    pub enabled: bool,
     /// Set when the MDM has `mask_pii = true`.
     pub masker: Option<Arc<KeyedMasker>>,
     /// Back-offs in effect, for the status API (shared with the adapter's instrumentation).
     pub health: Arc<IntegrationHealth>,
+    /// The groups of this MDM that policy rules name (as the MDM names
+    /// them), warned about once each when a finished sync did not list
+    /// them. A reload that keeps the integration replaces them.
+    pub rule_groups: RuleGroups,
+}
+
+/// The groups of one MDM that a tenant's rules are scoped to, and those
+/// already warned about as missing.
+#[derive(Debug, Default)]
+pub struct RuleGroups {
+    inner: std::sync::Mutex<(Vec<String>, std::collections::HashSet<String>)>,
+}
+
+impl RuleGroups {
+    /// The groups of `mdm` named by the rules of `tenant`, without the MDM's
+    /// name (a rule group belongs to the MDM with the longest name it starts
+    /// with, followed by a space, as check-config resolves it).
+    pub fn of(tenant: &crate::config::TenantConfig, mdm: &str) -> Self {
+        let groups = Self::named(tenant, mdm);
+        RuleGroups {
+            inner: std::sync::Mutex::new((groups, Default::default())),
+        }
+    }
+
+    fn named(tenant: &crate::config::TenantConfig, mdm: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for g in tenant.policy.rules.iter().flat_map(|r| r.groups.iter()) {
+            let owner = tenant
+                .mdms
+                .iter()
+                .filter(|m| g.starts_with(&format!("{} ", m.name)))
+                .max_by_key(|m| m.name.len());
+            if owner.is_some_and(|m| m.name == mdm) {
+                let name = g[mdm.len() + 1..].to_string();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes the groups of a reloaded config; warnings start afresh.
+    pub fn replace(&self, tenant: &crate::config::TenantConfig, mdm: &str) {
+        let groups = Self::named(tenant, mdm);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner = (groups, Default::default());
+    }
+
+    /// The named groups not in `listed` that were not warned about yet;
+    /// they count as warned from now on.
+    pub(crate) fn newly_missing(&self, listed: &[String]) -> Vec<String> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (groups, warned) = &mut *inner;
+        let missing: Vec<String> = groups
+            .iter()
+            .filter(|g| !listed.contains(g) && !warned.contains(*g))
+            .cloned()
+            .collect();
+        warned.extend(missing.iter().cloned());
+        missing
+    }
 }
 
 impl Integration {
@@ -83,6 +149,10 @@ pub struct SyncSettings {
     pub miss_ttl: Duration,
     /// The largest random offset of the schedule per integration.
     pub max_schedule_offset: Duration,
+    /// Sync each enabled MDM when the engine starts or the MDM is added or
+    /// enabled (`[sync] initial_sync`, default true). Off only for harnesses
+    /// that fill the store through lookups.
+    pub initial_sync: bool,
 }
 
 impl Default for SyncSettings {
@@ -94,6 +164,7 @@ impl Default for SyncSettings {
             retry_cap: Duration::from_secs(30 * 60),
             miss_ttl: Duration::from_secs(60),
             max_schedule_offset: Duration::from_secs(300),
+            initial_sync: true,
         }
     }
 }
@@ -123,6 +194,8 @@ pub enum SyncError {
     UnknownTenant(String),
     #[error("tenant `{tenant}` has no MDM named `{mdm}`")]
     UnknownMdm { tenant: String, mdm: String },
+    #[error("MDM `{mdm}` of tenant `{tenant}` is disabled (enabled = false)")]
+    Disabled { tenant: String, mdm: String },
     #[error("the sync engine is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -286,7 +359,9 @@ impl SyncEngine {
         if !running.background {
             return;
         }
-        if w.integration.background_sync {
+        // The initial sync of an MDM added or enabled always runs (the BCDM
+        // guide's "Finish"); `background_sync = false` turns off the schedule only.
+        if w.integration.enabled && self.inner.settings.initial_sync {
             let _ = self.enqueue(w, first, None, None);
         }
         if let Some(every) = running.every {
@@ -394,7 +469,11 @@ impl SyncEngine {
             return Err(SyncError::UnknownTenant(tenant.to_string()));
         }
         match mdm {
-            None => Ok(of_tenant),
+            // A disabled MDM is left out of a tenant's sync.
+            None => Ok(of_tenant
+                .into_iter()
+                .filter(|w| w.integration.enabled)
+                .collect()),
             Some(name) => {
                 let one: Vec<Arc<Worker>> = of_tenant
                     .into_iter()
@@ -402,6 +481,11 @@ impl SyncEngine {
                     .collect();
                 if one.is_empty() {
                     Err(SyncError::UnknownMdm {
+                        tenant: tenant.to_string(),
+                        mdm: name.to_string(),
+                    })
+                } else if one.iter().all(|w| !w.integration.enabled) {
+                    Err(SyncError::Disabled {
                         tenant: tenant.to_string(),
                         mdm: name.to_string(),
                     })
@@ -573,8 +657,10 @@ pub async fn integration_for(
         kind: mdm.kind,
         adapter,
         background_sync: mdm.background_sync,
+        enabled: mdm.enabled,
         masker,
         health,
+        rule_groups: RuleGroups::of(tenant, &mdm.name),
     })
 }
 

@@ -242,7 +242,8 @@ impl Drop for LeaveInflight {
 
 fn by_tenant(integrations: Vec<Arc<Integration>>) -> HashMap<String, Vec<Arc<Integration>>> {
     let mut by_tenant: HashMap<String, Vec<Arc<Integration>>> = HashMap::new();
-    for i in integrations {
+    // A disabled MDM is not asked about devices (CONTRACT §2 `enabled`).
+    for i in integrations.into_iter().filter(|i| i.enabled) {
         by_tenant.entry(i.tenant_id.clone()).or_default().push(i);
     }
     by_tenant

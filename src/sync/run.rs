@@ -171,6 +171,9 @@ pub(crate) async fn full_sync(
         tracing::error!(error = %e, "Cannot record the end of a full sync");
     }
     report.duration = started.elapsed();
+    if outcome == SyncOutcome::Succeeded {
+        warn_missing_rule_groups(ctx).await;
+    }
     crate::metrics::sync_run(i.kind.as_str(), outcome_label(outcome), report.duration);
     match &report.error {
         None => tracing::info!(
@@ -188,6 +191,26 @@ pub(crate) async fn full_sync(
         ),
     }
     report
+}
+
+/// After a complete sync: a group a policy rule is scoped to that this MDM
+/// did not list is warned about once (a typo in the tenant file, or a group
+/// renamed at the MDM); not an error, since groups appear with syncs.
+async fn warn_missing_rule_groups(ctx: &WorkerCtx) {
+    let i = &ctx.integration;
+    match ctx.store.live_group_names(i.mdm_id).await {
+        Ok(listed) => {
+            for group in i.rule_groups.newly_missing(&listed) {
+                tracing::warn!(
+                    group = %format!("{} {group}", i.name),
+                    "A policy rule is scoped to a group this MDM did not list in its last full sync; the rule matches no device of it"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read the groups of the MDM to check the policy's groups")
+        }
+    }
 }
 
 /// The `outcome` label of `mtd_sync_runs_total`.

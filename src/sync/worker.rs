@@ -64,7 +64,7 @@ pub(crate) async fn run(
             }
             if failed {
                 failures += 1;
-                let retries = i.background_sync && !cancel.is_cancelled();
+                let retries = i.background_sync && i.enabled && !cancel.is_cancelled();
                 let delay = retries.then(|| {
                     crate::backoff::delay(
                         ctx.settings.retry_base,
@@ -169,6 +169,7 @@ pub(crate) async fn schedule_one(
                 w.integration.tenant_id == tenant
                     && w.integration.name == name
                     && w.integration.background_sync
+                    && w.integration.enabled
             })
             .map(|w| w.tx.clone());
         drop(engine);

@@ -147,6 +147,9 @@ fn event(event_id: &str, device_id: Option<i64>, threat_type: &str) -> NewEvent 
         received_at: Utc::now(),
         network: None,
         details: None,
+        status: mtd_connector::store::ThreatStatus::Detected,
+        threat_key: String::new(),
+        settled: true,
     }
 }
 

@@ -112,6 +112,9 @@ async fn a_device_and_a_user_removed_at_the_mdm_disappear_after_the_next_sync_an
             received_at: chrono::Utc::now(),
             network: None,
             details: None,
+            status: mtd_connector::store::ThreatStatus::Detected,
+            threat_key: String::new(),
+            settled: true,
         },
     )
     .await;

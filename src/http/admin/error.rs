@@ -23,6 +23,9 @@ pub enum AdminError {
     /// A query parameter that is unknown or has a bad value.
     #[error("invalid parameter {name}: {message}")]
     InvalidParam { name: String, message: String },
+    /// A sync asked of an MDM with `enabled = false`: 409.
+    #[error("MDM `{0}` is disabled")]
+    MdmDisabled(String),
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -80,12 +83,30 @@ impl IntoResponse for AdminError {
                 Json(json!({"error": "not_cancellable", "state": state, "message": message})),
             )
                 .into_response(),
+            AdminError::Action(ActionsError::DeviceNotFound) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "device_not_found"})),
+            )
+                .into_response(),
+            AdminError::Action(ActionsError::ThreatNotOpen) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "threat_not_open"})),
+            )
+                .into_response(),
             AdminError::Action(ActionsError::Store(e)) => ApiError::from(e).into_response(),
             AdminError::InvalidParam { name, message } => ApiError::InvalidField {
                 field: name,
                 message,
             }
             .into_response(),
+            AdminError::MdmDisabled(mdm) => (
+                StatusCode::CONFLICT,
+                Json(json!({
+                    "error": "mdm_disabled",
+                    "message": format!("MDM `{mdm}` has enabled = false in the tenant file"),
+                })),
+            )
+                .into_response(),
             AdminError::Api(e) => e.into_response(),
         }
     }

@@ -21,8 +21,8 @@ use super::AppState;
 use crate::actions::ActionsError;
 use crate::config::TenantConfig;
 use crate::store::{
-    ActionFilter, ActionRecordKind, ActionState, DeviceFilter, EventFilter, Paged, SyncTrigger,
-    UserFilter,
+    ActionFilter, ActionRecordKind, ActionState, DeviceFilter, EventFilter, Paged, RiskLevel,
+    SyncTrigger, UserFilter,
 };
 use crate::sync::{Requested, SyncError};
 use axum::extract::{FromRequestParts, RawQuery, State};
@@ -42,6 +42,14 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/tenants", get(list_tenants))
         .route("/v1/admin/tenants/{tenant}/devices", get(list_devices))
+        .route(
+            "/v1/admin/tenants/{tenant}/devices/{device_id}",
+            get(device_detail),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant}/devices/{device_id}/threats/resolve",
+            post(resolve_threat),
+        )
         .route("/v1/admin/tenants/{tenant}/users", get(list_users))
         .route("/v1/admin/tenants/{tenant}/events", get(list_events))
         .route("/v1/admin/tenants/{tenant}/actions", get(list_actions))
@@ -81,6 +89,14 @@ const ACTION_KINDS: &[(&str, ActionRecordKind)] = &[
     ("enterprise_wipe", ActionRecordKind::EnterpriseWipe),
     ("wipe", ActionRecordKind::Wipe),
     ("remove_wifi_profile", ActionRecordKind::RemoveWifiProfile),
+];
+
+const RISK_LEVELS: &[(&str, RiskLevel)] = &[
+    ("secured", RiskLevel::Secured),
+    ("low", RiskLevel::Low),
+    ("medium", RiskLevel::Medium),
+    ("high", RiskLevel::High),
+    ("critical", RiskLevel::Critical),
 ];
 
 const PLATFORMS: &[(&str, Platform)] = &[
@@ -206,6 +222,8 @@ async fn list_devices(
             "platform",
             "group",
             "mdm",
+            "risk",
+            "activated",
         ],
     )?;
     let filter = DeviceFilter {
@@ -214,6 +232,9 @@ async fn list_devices(
         platform: params.one_of("platform", PLATFORMS)?,
         group: params.string("group"),
         mdm_id: mdm_param(&state, &tenant_id, &params)?,
+        risk: params.one_of("risk", RISK_LEVELS)?,
+        activated: params.one_of("activated", &[("true", true), ("false", false)])?,
+        device_id: None,
     };
     page(
         state
@@ -221,6 +242,111 @@ async fn list_devices(
             .admin_devices(&tenant_id, &filter, params.page()?)
             .await?,
     )
+}
+
+/// The device id of the path; anything but a positive integer names no device.
+fn device_id(raw: &str) -> Result<i64, AdminError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(AdminError::Action(ActionsError::DeviceNotFound))
+}
+
+/// How many of a device's latest actions and closed threats its detail shows.
+const DETAIL_RECENT: u32 = 20;
+
+/// `GET …/devices/{device_id}`: one device (removed ones too) with its
+/// identifiers, user, groups, ownership, posture, activation, risk level and
+/// open threats, its latest closed threats and its latest actions.
+async fn device_detail(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((tenant_id, raw_id)): Path<(String, String)>,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let id = device_id(&raw_id)?;
+    let filter = DeviceFilter {
+        include_removed: true,
+        device_id: Some(id),
+        ..DeviceFilter::default()
+    };
+    let one = crate::store::Page {
+        after: None,
+        limit: 1,
+    };
+    let device = state
+        .store
+        .admin_devices(&tenant_id, &filter, one)
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or(AdminError::Action(ActionsError::DeviceNotFound))?;
+    let open = state.store.open_threats(id).await?;
+    let history = state.store.threat_history(id, DETAIL_RECENT).await?;
+    let actions = state
+        .store
+        .admin_actions(
+            &tenant_id,
+            &ActionFilter {
+                device_id: Some(id),
+                ..ActionFilter::default()
+            },
+            crate::store::Page {
+                after: None,
+                limit: DETAIL_RECENT,
+            },
+        )
+        .await?
+        .items;
+    let mut body = serde_json::to_value(&device).map_err(internal)?;
+    if let Some(map) = body.as_object_mut() {
+        let level = map.remove("risk_level").unwrap_or(Value::Null);
+        map.insert("risk".into(), json!({"level": level, "open_threats": open}));
+        map.insert("resolved_threats".into(), json!(history));
+        map.insert("recent_actions".into(), json!(actions));
+    }
+    Ok(Json(body))
+}
+
+/// The body of `POST …/threats/resolve`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    #[serde(rename = "type")]
+    threat_type: String,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// `POST …/devices/{device_id}/threats/resolve`: an admin closes an open threat.
+async fn resolve_threat(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((tenant_id, raw_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let id = device_id(&raw_id)?;
+    let req: ResolveBody = serde_json::from_slice(&body).map_err(|e| {
+        AdminError::Api(super::ApiError::InvalidField {
+            field: "body".into(),
+            message: format!("expected {{\"type\": \"…\", \"key\": \"…\" | null}}: {e}"),
+        })
+    })?;
+    if req.threat_type.is_empty() {
+        return Err(AdminError::param("type", "must not be empty"));
+    }
+    let resolved = state
+        .actions
+        .resolve_threat(
+            &tenant_id,
+            id,
+            &req.threat_type,
+            req.key.as_deref().unwrap_or(""),
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(resolved).map_err(internal)?))
 }
 
 async fn list_users(
@@ -333,6 +459,7 @@ async fn sync(
                 SyncError::UnknownMdm { .. } => {
                     AdminError::param("mdm", "the tenant has no MDM of that name")
                 }
+                SyncError::Disabled { mdm, .. } => AdminError::MdmDisabled(mdm),
                 e @ SyncError::ShuttingDown => {
                     AdminError::Api(super::ApiError::Unavailable(Box::new(e)))
                 }
@@ -411,12 +538,17 @@ async fn status(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
 ) -> Reply {
-    tenant(&state, &tenant_id)?;
+    let config = tenant(&state, &tenant_id)?;
     let now = Utc::now();
     let since = now - chrono::Duration::hours(24);
     let mut mdms = Vec::new();
     for i in state.store.integrations(&tenant_id).await? {
         let h = state.store.mdm_health(i.id, since).await?;
+        let enabled = config
+            .mdms
+            .iter()
+            .find(|m| m.name == i.name)
+            .is_some_and(|m| m.enabled);
         let last_sync = h.last_sync.map(|r| {
             json!({
                 "id": r.id,
@@ -437,7 +569,9 @@ async fn status(
         mdms.push(json!({
             "name": i.name,
             "kind": i.kind,
+            "enabled": enabled,
             "devices": h.devices,
+            "activated_devices": h.activated_devices,
             "last_successful_sync_at": i.last_synced_at,
             "last_sync": last_sync,
             "failed_syncs_24h": {
@@ -460,9 +594,19 @@ async fn status(
                 .and_then(|x| x.health.backoff()),
         }));
     }
-    Ok(Json(
-        json!({"tenant": tenant_id, "generated_at": now, "mdms": mdms}),
-    ))
+    let risk: serde_json::Map<String, Value> = state
+        .store
+        .risk_counts(&tenant_id)
+        .await?
+        .into_iter()
+        .map(|(level, n)| (level.as_str().to_string(), json!(n)))
+        .collect();
+    Ok(Json(json!({
+        "tenant": tenant_id,
+        "generated_at": now,
+        "devices_by_risk": risk,
+        "mdms": mdms,
+    })))
 }
 
 fn internal(e: serde_json::Error) -> AdminError {

@@ -10,7 +10,7 @@ use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, DeviceIdentifier,
-    Group, Identifiers, Ownership, Platform,
+    Group, Identifiers, Ownership, Platform, Posture,
 };
 use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection};
@@ -37,6 +37,78 @@ pub struct StoredDevice {
     pub removed_at: Option<DateTime<Utc>>,
     /// Another live device of the tenant shares a udid, serial, imei or mac.
     pub collision: bool,
+    /// What its MDM last reported of its state.
+    pub posture: Posture,
+    /// `secured`, or the highest severity among its open threats.
+    pub risk_level: RiskLevel,
+    /// Its agent's last successful activation (`None`: never activated).
+    pub activation: Option<Activation>,
+}
+
+/// A device's risk level (CONTRACT §4): `secured` when it has no open
+/// threat, else the highest severity among them. Ordered low to high.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RiskLevel {
+    Secured,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl RiskLevel {
+    pub const ALL: [RiskLevel; 5] = [
+        RiskLevel::Secured,
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Secured => "secured",
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+            RiskLevel::Critical => "critical",
+        }
+    }
+
+    /// The stored form; anything unreadable counts as `secured` nowhere:
+    /// the CHECK of the column admits only the five names.
+    pub fn parse(s: &str) -> Option<RiskLevel> {
+        RiskLevel::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RiskLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a device's agent said when it last activated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Activation {
+    pub first_activated_at: DateTime<Utc>,
+    pub last_activated_at: DateTime<Utc>,
+    pub platform: Option<String>,
+    pub agent_version: Option<String>,
+    pub tracking_id_1: Option<String>,
+    pub tracking_id_2: Option<String>,
+}
+
+/// What an agent's activation tells about it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ActivationInput<'a> {
+    pub platform: Option<&'a str>,
+    pub agent_version: Option<&'a str>,
+    pub tracking_id_1: Option<&'a str>,
+    pub tracking_id_2: Option<&'a str>,
 }
 
 /// The result of storing one device found by an on-demand lookup.
@@ -62,11 +134,28 @@ pub(in crate::store) struct DeviceRow {
     last_seen_at: DateTime<Utc>,
     removed_at: Option<DateTime<Utc>>,
     collision: bool,
+    compliant: Option<bool>,
+    enrolled: Option<bool>,
+    encrypted: Option<bool>,
+    passcode: Option<bool>,
+    compromised: Option<bool>,
+    manufacturer: Option<String>,
+    phone_number: Option<String>,
+    risk_level: String,
+    activated_first_at: Option<DateTime<Utc>>,
+    activated_last_at: Option<DateTime<Utc>>,
+    agent_platform: Option<String>,
+    agent_version: Option<String>,
+    tracking_id_1: Option<String>,
+    tracking_id_2: Option<String>,
 }
 
-const DEVICE_COLUMNS: &str = "id, tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac, \
+pub(in crate::store) const DEVICE_COLUMNS: &str =
+    "id, tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac, \
      name, platform, model, os_version, ownership, user_id, last_checkin_at, first_seen_at, \
-     updated_at, last_seen_at, removed_at, collision";
+     updated_at, last_seen_at, removed_at, collision, compliant, enrolled, encrypted, passcode, \
+     compromised, manufacturer, phone_number, risk_level, activated_first_at, activated_last_at, \
+     agent_platform, agent_version, tracking_id_1, tracking_id_2";
 
 impl From<DeviceRow> for StoredDevice {
     fn from(r: DeviceRow) -> Self {
@@ -96,6 +185,28 @@ impl From<DeviceRow> for StoredDevice {
             last_seen_at: r.last_seen_at,
             removed_at: r.removed_at,
             collision: r.collision,
+            posture: Posture {
+                compliant: r.compliant,
+                enrolled: r.enrolled,
+                encrypted: r.encrypted,
+                passcode: r.passcode,
+                compromised: r.compromised,
+                manufacturer: r.manufacturer,
+                phone_number: r.phone_number,
+            },
+            // The column's CHECK admits only the five names.
+            risk_level: RiskLevel::parse(&r.risk_level).unwrap_or(RiskLevel::Secured),
+            activation: r
+                .activated_first_at
+                .zip(r.activated_last_at)
+                .map(|(first, last)| Activation {
+                    first_activated_at: first,
+                    last_activated_at: last,
+                    platform: r.agent_platform,
+                    agent_version: r.agent_version,
+                    tracking_id_1: r.tracking_id_1,
+                    tracking_id_2: r.tracking_id_2,
+                }),
         }
     }
 }
@@ -114,11 +225,15 @@ pub(super) const DEVICES_STORED: &str =
 pub(super) const DEVICES_INSERT: &str =
     "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
      name, platform, model, os_version, ownership, user_id, last_checkin_at,
-     first_seen_at, updated_at, last_seen_at, last_sync_run_id)
+     first_seen_at, updated_at, last_seen_at, last_sync_run_id,
+     compliant, enrolled, encrypted, passcode, compromised, manufacturer, phone_number)
      SELECT ?1, ?2, j.value ->> 0, j.value ->> '$[1][0]', j.value ->> '$[1][1]',
      j.value ->> '$[1][2]', j.value ->> '$[1][3]', j.value ->> 2, j.value ->> 3,
      j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8,
-     ?3, ?3, ?3, ?4
+     ?3, ?3, ?3, ?4,
+     j.value ->> '$[9][0]', j.value ->> '$[9][1]', j.value ->> '$[9][2]',
+     j.value ->> '$[9][3]', j.value ->> '$[9][4]', j.value ->> '$[9][5]',
+     j.value ->> '$[9][6]'
      FROM json_each(?5) AS j WHERE true
      RETURNING id, mdm_device_id";
 
@@ -128,12 +243,20 @@ pub(super) const DEVICES_UPDATE: &str =
      name = j.value ->> 2, platform = j.value ->> 3, model = j.value ->> 4,
      os_version = j.value ->> 5, ownership = j.value ->> 6, user_id = j.value ->> 7,
      last_checkin_at = COALESCE(j.value ->> 8, last_checkin_at),
+     compliant = j.value ->> '$[9][0]', enrolled = j.value ->> '$[9][1]',
+     encrypted = j.value ->> '$[9][2]', passcode = j.value ->> '$[9][3]',
+     compromised = j.value ->> '$[9][4]', manufacturer = j.value ->> '$[9][5]',
+     phone_number = j.value ->> '$[9][6]',
      updated_at = ?1, last_seen_at = ?1,
      last_sync_run_id = COALESCE(?2, last_sync_run_id), removed_at = NULL
      FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
 
 pub(super) const DEVICES_SEEN: &str =
     "UPDATE devices SET last_checkin_at = COALESCE(j.value ->> 1, last_checkin_at),
+     compliant = j.value ->> '$[2][0]', enrolled = j.value ->> '$[2][1]',
+     encrypted = j.value ->> '$[2][2]', passcode = j.value ->> '$[2][3]',
+     compromised = j.value ->> '$[2][4]', manufacturer = j.value ->> '$[2][5]',
+     phone_number = j.value ->> '$[2][6]',
      last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
      FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
 
@@ -186,6 +309,7 @@ impl DeviceValues {
         &'v self,
         key: K,
         checkin: Option<String>,
+        posture: &'v Posture,
     ) -> impl Serialize + 'v {
         (
             key,
@@ -197,8 +321,22 @@ impl DeviceValues {
             &self.ownership,
             self.user_id,
             checkin,
+            posture_row(posture),
         )
     }
+}
+
+/// A posture as the write statements read it (`'$[n][0]'` … `'$[n][6]'`).
+fn posture_row(p: &Posture) -> impl Serialize + '_ {
+    (
+        p.compliant,
+        p.enrolled,
+        p.encrypted,
+        p.passcode,
+        p.compromised,
+        &p.manufacturer,
+        &p.phone_number,
+    )
 }
 
 /// A timestamp as sqlx's chrono encoding writes it (see the header of
@@ -236,6 +374,9 @@ struct PlannedDevice<'a> {
     state: DeviceState,
     /// The check-in time it lists (`None`: the stored one stays).
     checkin: Option<DateTime<Utc>>,
+    /// Its posture: state like the check-in time, written whenever the
+    /// device is listed and not counted as an inventory change.
+    posture: &'a Posture,
 }
 
 impl<'a> PlannedDevice<'a> {
@@ -262,6 +403,7 @@ impl<'a> PlannedDevice<'a> {
             key: d.mdm_device_id.as_str(),
             state: DeviceState { values, groups },
             checkin: d.last_checkin_at,
+            posture: &d.posture,
         }
     }
 }
@@ -346,6 +488,8 @@ struct BatchDevice<'a> {
     stored_groups: Option<Vec<i64>>,
     /// The latest check-in time the batch listed (a listing without one keeps the stored one).
     checkin: Option<DateTime<Utc>>,
+    /// The posture of its last listing.
+    posture: &'a Posture,
     /// Live (stored and not removed) before the batch.
     live_before: bool,
     /// Flagged as a collision before the batch.
@@ -369,6 +513,7 @@ impl<'a> BatchDevice<'a> {
             },
             stored_groups: None,
             checkin: first.checkin,
+            posture: first.posture,
             live_before: false,
             collision_before: false,
             pos,
@@ -376,7 +521,7 @@ impl<'a> BatchDevice<'a> {
     }
 
     /// A stored device first listed at `pos`, before any listing is applied.
-    fn stored(key: &'a str, stored: StoredRow, pos: usize) -> Self {
+    fn stored(key: &'a str, stored: StoredRow, pos: usize, posture: &'a Posture) -> Self {
         let mut groups: Vec<i64> = stored
             .group_ids
             .as_deref()
@@ -399,6 +544,7 @@ impl<'a> BatchDevice<'a> {
             },
             stored_groups: Some(groups),
             checkin: None,
+            posture,
             live_before: !stored.removed,
             collision_before: stored.collision,
             pos,
@@ -408,8 +554,9 @@ impl<'a> BatchDevice<'a> {
     /// Applies one more listing (see [`RowState::apply`]). A new check-in
     /// time alone is written but not counted: every active device checks in
     /// between two syncs, and "updated" is meant to show inventory changes.
-    fn apply(&mut self, listing: PlannedDevice<'_>) -> Change {
+    fn apply(&mut self, listing: PlannedDevice<'a>) -> Change {
         self.checkin = listing.checkin.or(self.checkin);
+        self.posture = listing.posture;
         self.row.apply(listing.state, false)
     }
 
@@ -461,7 +608,8 @@ fn diff<'a>(planned: Vec<PlannedDevice<'a>>, stored: Vec<StoredRow>) -> DeviceDi
                 index.insert(listing.key, i);
                 let (device, change) = match stored.remove(listing.key) {
                     Some(row) => {
-                        let mut device = BatchDevice::stored(listing.key, row, pos);
+                        let mut device =
+                            BatchDevice::stored(listing.key, row, pos, listing.posture);
                         let change = device.apply(listing);
                         (device, change)
                     }
@@ -531,13 +679,18 @@ async fn write(
     let changed: Vec<_> = updates
         .iter()
         .filter_map(with_id)
-        .map(|(id, d)| d.row.values.values.json_row(id, d.checkin_text()))
+        .map(|(id, d)| {
+            d.row
+                .values
+                .values
+                .json_row(id, d.checkin_text(), d.posture)
+        })
         .collect();
     s.update(conn, DEVICES_UPDATE, &changed).await?;
     let unchanged: Vec<_> = seen
         .iter()
         .filter_map(with_id)
-        .map(|(id, d)| (id, d.checkin_text()))
+        .map(|(id, d)| (id, d.checkin_text(), posture_row(d.posture)))
         .collect();
     // Only columns no index covers: the cheapest write there is.
     s.update(conn, DEVICES_SEEN, &unchanged).await?;
@@ -600,7 +753,10 @@ async fn insert_devices(
             .iter()
             .map(|&i| {
                 let d = &devices[i];
-                d.row.values.values.json_row(d.key, d.checkin_text())
+                d.row
+                    .values
+                    .values
+                    .json_row(d.key, d.checkin_text(), d.posture)
             })
             .collect();
         s.insert(conn, DEVICES_INSERT, &rows).await?
@@ -699,6 +855,31 @@ impl Store {
         Ok(rows.into_iter().map(StoredDevice::from).collect())
     }
 
+    /// Records a successful agent activation on a device (the first time
+    /// stays; the rest is the latest) and returns the device as stored.
+    pub async fn record_activation(
+        &self,
+        device_id: i64,
+        activation: &ActivationInput<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredDevice>, StoreError> {
+        let row: Option<DeviceRow> = sqlx::query_as(&format!(
+            "UPDATE devices SET activated_first_at = COALESCE(activated_first_at, ?2),
+                 activated_last_at = ?2, agent_platform = ?3, agent_version = ?4,
+                 tracking_id_1 = ?5, tracking_id_2 = ?6
+             WHERE id = ?1 RETURNING {DEVICE_COLUMNS}"
+        ))
+        .bind(device_id)
+        .bind(now)
+        .bind(activation.platform)
+        .bind(activation.agent_version)
+        .bind(activation.tracking_id_1)
+        .bind(activation.tracking_id_2)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(StoredDevice::from))
+    }
+
     /// One device by the store's id, removed or not.
     pub async fn get_device(&self, id: i64) -> Result<Option<StoredDevice>, StoreError> {
         let row: Option<DeviceRow> = sqlx::query_as(&format!(
@@ -737,6 +918,16 @@ impl Store {
         Ok(rows.into_iter().map(|(t, n)| (t, n as u64)).collect())
     }
 
+    /// The names of an MDM's live groups, as the MDM names them.
+    pub async fn live_group_names(&self, mdm_id: i64) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM groups WHERE mdm_id = ? AND removed_at IS NULL")
+                .bind(mdm_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
     /// The number of live devices of an MDM (the base of `max_removal_percent`).
     pub async fn live_device_count(&self, mdm_id: i64) -> Result<u64, StoreError> {
         let (n,): (i64,) =
@@ -771,6 +962,16 @@ mod tests {
         }
     }
 
+    static NO_POSTURE: Posture = Posture {
+        compliant: None,
+        enrolled: None,
+        encrypted: None,
+        passcode: None,
+        compromised: None,
+        manufacturer: None,
+        phone_number: None,
+    };
+
     /// A listing of `key` with serial `serial` in the groups `groups`.
     fn listing<'a>(key: &'a str, serial: &str, groups: &[i64]) -> PlannedDevice<'a> {
         PlannedDevice {
@@ -780,6 +981,7 @@ mod tests {
                 groups: groups.to_vec(),
             },
             checkin: None,
+            posture: &NO_POSTURE,
         }
     }
 

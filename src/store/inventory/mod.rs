@@ -31,8 +31,8 @@ mod devices;
 mod groups;
 mod users;
 
-pub(super) use devices::DeviceRow;
-pub use devices::{DeviceUpsert, StoredDevice};
+pub use devices::{Activation, ActivationInput, DeviceUpsert, RiskLevel, StoredDevice};
+pub(super) use devices::{DeviceRow, DEVICE_COLUMNS};
 pub use users::{MaskedUser, Pii, PiiMasker, StoredUser};
 
 use super::{Store, StoreError};
@@ -262,6 +262,8 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         refresh_collisions(&mut tx, &tenant_id).await?;
+        // Its threats end with it; the risk changes matter to risk signals (issue 17).
+        let _risk_changes = super::threats::close_for_removed(&mut tx, mdm_id, now).await?;
         tx.commit().await?;
         Ok(RemovalCounts {
             devices: counts[0],

@@ -1,0 +1,584 @@
+//! The threat lifecycle (CONTRACT §3, §4): each device's open threats, their
+//! history, and its risk level, kept current in the transaction that stores
+//! the events that change them.
+//!
+//! A threat is (device, type, key). The events of a group are applied in
+//! memory, in order, on top of what the store holds (one read for the
+//! group), and the result written back with a fixed number of statements:
+//! the same shape as the ingest writer's other statements (JSON rows read by
+//! `json_each`). Events of one threat take effect in `detected_at` order: a
+//! `resolved` dated before the latest detection closes nothing, and a
+//! detection dated at or before the latest resolution (stored before this
+//! group, or an admin's) opens nothing. Why the second half: agents retry,
+//! so a late copy of an old detection must not reopen a threat the agent has
+//! since reported fixed.
+
+use super::ingest::timestamp;
+use super::{RiskLevel, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::FromRow;
+use std::collections::HashMap;
+
+/// An event's `threat.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreatStatus {
+    Detected,
+    Resolved,
+}
+
+impl ThreatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreatStatus::Detected => "detected",
+            ThreatStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// One stored event as the lifecycle takes it: a new event of a known device.
+#[derive(Debug, Clone)]
+pub struct ThreatEvent {
+    /// The store's id of the event.
+    pub event_row: i64,
+    pub tenant_id: String,
+    pub device_id: i64,
+    pub threat_type: String,
+    /// `""` for no key.
+    pub key: String,
+    /// `low` … `critical`.
+    pub severity: String,
+    pub name: Option<String>,
+    pub status: ThreatStatus,
+    pub detected_at: DateTime<Utc>,
+}
+
+impl ThreatEvent {
+    /// The lifecycle's view of an event stored as `event_row` for `device_id`.
+    pub fn of(e: &super::NewEvent, event_row: i64, device_id: i64) -> Self {
+        ThreatEvent {
+            event_row,
+            tenant_id: e.tenant_id.clone(),
+            device_id,
+            threat_type: e.threat_type.clone(),
+            key: e.threat_key.clone(),
+            severity: e.severity.clone(),
+            name: e.threat_name.clone(),
+            status: e.status,
+            detected_at: e.detected_at,
+        }
+    }
+
+    /// The same for an event stored earlier, now linked to `device_id`.
+    pub fn of_stored(e: &super::StoredEvent, device_id: i64) -> Self {
+        ThreatEvent {
+            event_row: e.id,
+            tenant_id: e.tenant_id.clone(),
+            device_id,
+            threat_type: e.threat_type.clone(),
+            key: e.threat_key.clone().unwrap_or_default(),
+            severity: e.severity.clone(),
+            name: e.threat_name.clone(),
+            status: e.status,
+            detected_at: e.detected_at,
+        }
+    }
+}
+
+/// A device whose risk level changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiskChange {
+    pub device_id: i64,
+    pub from: RiskLevel,
+    pub to: RiskLevel,
+}
+
+/// Who closed a threat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClosedBy {
+    Agent,
+    Admin,
+    Removal,
+}
+
+impl ClosedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClosedBy::Agent => "agent",
+            ClosedBy::Admin => "admin",
+            ClosedBy::Removal => "removal",
+        }
+    }
+}
+
+/// A threat as stored, open or closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+pub struct StoredThreat {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub threat_type: String,
+    /// `None` for no key.
+    #[sqlx(try_from = "String")]
+    pub key: ThreatKey,
+    pub severity: String,
+    pub name: Option<String>,
+    pub first_detected_at: DateTime<Utc>,
+    pub last_detected_at: DateTime<Utc>,
+    pub detections: i64,
+    /// The event that opened it and the latest that updated it (store ids).
+    pub opened_by_event: Option<i64>,
+    pub last_event: Option<i64>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub closed_by: Option<String>,
+    pub close_reason: Option<String>,
+}
+
+/// A threat key as the API shows it: `null` for none (stored as `""`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ThreatKey(pub Option<String>);
+
+impl From<String> for ThreatKey {
+    fn from(s: String) -> Self {
+        ThreatKey((!s.is_empty()).then_some(s))
+    }
+}
+
+/// The severities in order, for SQL: the highest open one is the risk level.
+const LEVEL_OF_DEVICE: &str = "COALESCE((SELECT severity FROM threats
+        WHERE device_id = devices.id AND closed_at IS NULL
+        ORDER BY CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3
+                               WHEN 'medium' THEN 2 ELSE 1 END DESC
+        LIMIT 1), 'secured')";
+
+/// What the store holds of one threat before a group (`THREATS_STATE`).
+#[derive(FromRow)]
+struct StateRow {
+    slot: i64,
+    id: Option<i64>,
+    severity: Option<String>,
+    name: Option<String>,
+    first_detected_at: Option<DateTime<Utc>>,
+    last_detected_at: Option<DateTime<Utc>>,
+    opened_by_event: Option<i64>,
+    last_event: Option<i64>,
+    detections: Option<i64>,
+    resolved_by_event: Option<DateTime<Utc>>,
+    resolved_closed: Option<DateTime<Utc>>,
+    device_risk: Option<String>,
+}
+
+/// Per threat of the group: the open row, and the latest resolution,
+/// excluding the group's own events (`?2`), which are applied in order.
+const THREATS_STATE: &str = "SELECT k.key AS slot, t.id, t.severity, t.threat_name AS name,
+        t.first_detected_at, t.last_detected_at, t.opened_by_event, t.last_event, t.detections,
+        (SELECT MAX(e.detected_at) FROM threat_events AS e
+          WHERE e.device_id = k.value ->> 0 AND e.threat_type = k.value ->> 1
+            AND e.threat_key = k.value ->> 2 AND e.status = 'resolved'
+            AND e.id NOT IN (SELECT value FROM json_each(?2))) AS resolved_by_event,
+        (SELECT MAX(c.resolved_at) FROM threats AS c
+          WHERE c.device_id = k.value ->> 0 AND c.threat_type = k.value ->> 1
+            AND c.threat_key = k.value ->> 2 AND c.closed_at IS NOT NULL) AS resolved_closed,
+        (SELECT risk_level FROM devices WHERE id = k.value ->> 0) AS device_risk
+     FROM json_each(?1) AS k
+     LEFT JOIN threats AS t ON t.device_id = k.value ->> 0 AND t.threat_type = k.value ->> 1
+        AND t.threat_key = k.value ->> 2 AND t.closed_at IS NULL";
+
+const THREATS_UPDATE: &str = "UPDATE threats SET severity = j.value ->> 1,
+        threat_name = j.value ->> 2, first_detected_at = j.value ->> 3,
+        last_detected_at = j.value ->> 4, last_event = j.value ->> 5, detections = j.value ->> 6,
+        closed_at = j.value ->> 7, resolved_at = j.value ->> 8, closed_by = j.value ->> 9,
+        closed_by_event = j.value ->> 10, close_reason = j.value ->> 11
+     FROM json_each(?1) AS j WHERE threats.id = j.value ->> 0";
+
+const THREATS_INSERT: &str = "INSERT INTO threats (tenant_id, device_id, threat_type, threat_key,
+        severity, threat_name, first_detected_at, last_detected_at, opened_by_event, last_event,
+        detections, closed_at, resolved_at, closed_by, closed_by_event, close_reason)
+     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+        j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9,
+        j.value ->> 10, j.value ->> 11, j.value ->> 12, j.value ->> 13, j.value ->> 14,
+        j.value ->> 15
+     FROM json_each(?1) AS j ORDER BY j.key";
+
+/// One threat as the group leaves it.
+#[derive(Debug, Clone)]
+struct Row {
+    /// The stored row's id (`None`: opened by this group).
+    id: Option<i64>,
+    severity: String,
+    name: Option<String>,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    opened_by: Option<i64>,
+    last_event: Option<i64>,
+    detections: i64,
+    /// Set once closed: (resolved as of, closing event).
+    closed: Option<(DateTime<Utc>, i64)>,
+    changed: bool,
+}
+
+/// One threat of the group while its events are applied.
+struct Slot<'e> {
+    event: &'e ThreatEvent,
+    open: Option<Row>,
+    /// Rows the group closed (written with their close).
+    done: Vec<Row>,
+    last_resolved: Option<DateTime<Utc>>,
+}
+
+impl Slot<'_> {
+    fn apply(&mut self, e: &ThreatEvent) {
+        match (e.status, &mut self.open) {
+            (ThreatStatus::Detected, Some(open)) => {
+                open.detections += 1;
+                open.first = open.first.min(e.detected_at);
+                if e.detected_at >= open.last {
+                    open.last = e.detected_at;
+                    open.severity = e.severity.clone();
+                    open.name = e.name.clone().or(open.name.take());
+                    open.last_event = Some(e.event_row);
+                }
+                open.changed = true;
+            }
+            (ThreatStatus::Detected, None) => {
+                if self.last_resolved.is_some_and(|r| e.detected_at <= r) {
+                    return; // an old copy of a detection since resolved
+                }
+                self.open = Some(Row {
+                    id: None,
+                    severity: e.severity.clone(),
+                    name: e.name.clone(),
+                    first: e.detected_at,
+                    last: e.detected_at,
+                    opened_by: Some(e.event_row),
+                    last_event: Some(e.event_row),
+                    detections: 1,
+                    closed: None,
+                    changed: true,
+                });
+            }
+            (ThreatStatus::Resolved, open) => {
+                self.last_resolved = Some(
+                    self.last_resolved
+                        .map_or(e.detected_at, |r| r.max(e.detected_at)),
+                );
+                if open.as_ref().is_some_and(|o| e.detected_at >= o.last) {
+                    if let Some(mut row) = open.take() {
+                        row.closed = Some((e.detected_at, e.event_row));
+                        row.changed = true;
+                        self.done.push(row);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl WriteTx {
+    /// Applies new events of known devices to their threats, in order, and
+    /// brings the risk level of every device they touch up to date. Returns
+    /// the devices whose level changed.
+    pub async fn apply_threat_events(
+        &mut self,
+        events: &[ThreatEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RiskChange>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut index: HashMap<(i64, &str, &str), usize> = HashMap::new();
+        let mut slots: Vec<Slot<'_>> = Vec::new();
+        let mut order = Vec::with_capacity(events.len());
+        for e in events {
+            let key = (e.device_id, e.threat_type.as_str(), e.key.as_str());
+            let i = *index.entry(key).or_insert_with(|| {
+                slots.push(Slot {
+                    event: e,
+                    open: None,
+                    done: Vec::new(),
+                    last_resolved: None,
+                });
+                slots.len() - 1
+            });
+            order.push(i);
+        }
+        let keys: Vec<Value> = slots
+            .iter()
+            .map(|s| json!([s.event.device_id, s.event.threat_type, s.event.key]))
+            .collect();
+        let own: Vec<i64> = events.iter().map(|e| e.event_row).collect();
+        let state: Vec<StateRow> = sqlx::query_as(THREATS_STATE)
+            .bind(Value::Array(keys).to_string())
+            .bind(json!(own).to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut old_levels = HashMap::new();
+        for r in state {
+            let Some(slot) = usize::try_from(r.slot).ok().and_then(|i| slots.get_mut(i)) else {
+                continue;
+            };
+            if let Some(level) = r.device_risk.as_deref().and_then(RiskLevel::parse) {
+                old_levels.insert(slot.event.device_id, level);
+            }
+            slot.last_resolved = r.resolved_by_event.max(r.resolved_closed);
+            if let (Some(id), Some(severity), Some(first), Some(last)) =
+                (r.id, r.severity, r.first_detected_at, r.last_detected_at)
+            {
+                slot.open = Some(Row {
+                    id: Some(id),
+                    severity,
+                    name: r.name,
+                    first,
+                    last,
+                    opened_by: r.opened_by_event,
+                    last_event: r.last_event,
+                    detections: r.detections.unwrap_or(1),
+                    closed: None,
+                    changed: false,
+                });
+            }
+        }
+        for (e, i) in events.iter().zip(order) {
+            slots[i].apply(e);
+        }
+
+        let now_text = timestamp(&now);
+        let mut updates = Vec::new();
+        let mut inserts = Vec::new();
+        for slot in &slots {
+            let e = slot.event;
+            for row in slot.done.iter().chain(slot.open.iter()) {
+                if !row.changed {
+                    continue;
+                }
+                let (closed_at, resolved_at, closed_by, closed_by_event, reason) = match row.closed
+                {
+                    Some((at, event)) => (
+                        Some(now_text.clone()),
+                        Some(timestamp(&at)),
+                        Some(ClosedBy::Agent.as_str()),
+                        Some(event),
+                        Some("resolved by the agent"),
+                    ),
+                    None => (None, None, None, None, None),
+                };
+                match row.id {
+                    Some(id) => updates.push(json!([
+                        id,
+                        row.severity,
+                        row.name,
+                        timestamp(&row.first),
+                        timestamp(&row.last),
+                        row.last_event,
+                        row.detections,
+                        closed_at,
+                        resolved_at,
+                        closed_by,
+                        closed_by_event,
+                        reason
+                    ])),
+                    None => inserts.push(json!([
+                        e.tenant_id,
+                        e.device_id,
+                        e.threat_type,
+                        e.key,
+                        row.severity,
+                        row.name,
+                        timestamp(&row.first),
+                        timestamp(&row.last),
+                        row.opened_by,
+                        row.last_event,
+                        row.detections,
+                        closed_at,
+                        resolved_at,
+                        closed_by,
+                        closed_by_event,
+                        reason
+                    ])),
+                }
+            }
+        }
+        // Updates first: a stored open row closed here makes room (the
+        // unique index on open rows) for a new one of the same threat.
+        if !updates.is_empty() {
+            sqlx::query(THREATS_UPDATE)
+                .bind(Value::Array(updates).to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        if !inserts.is_empty() {
+            sqlx::query(THREATS_INSERT)
+                .bind(Value::Array(inserts).to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let mut devices: Vec<i64> = slots.iter().map(|s| s.event.device_id).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        self.refresh_risk(&devices, Some(&old_levels)).await
+    }
+
+    /// Recomputes the risk level of `devices` from their open threats;
+    /// returns the changes.
+    /// `old` has their levels before, when the caller read them already.
+    async fn refresh_risk(
+        &mut self,
+        devices: &[i64],
+        old: Option<&HashMap<i64, RiskLevel>>,
+    ) -> Result<Vec<RiskChange>, StoreError> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json!(devices).to_string();
+        let read;
+        let old = match old {
+            Some(old) => old,
+            None => {
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, risk_level FROM devices WHERE id IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(&ids)
+                .fetch_all(&mut *self.tx)
+                .await?;
+                read = rows
+                    .into_iter()
+                    .filter_map(|(id, l)| Some((id, RiskLevel::parse(&l)?)))
+                    .collect();
+                &read
+            }
+        };
+        // RETURNING sees only the new row: the old level comes from `old`.
+        let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
+            "UPDATE devices SET risk_level = {LEVEL_OF_DEVICE}
+             WHERE id IN (SELECT value FROM json_each(?1)) AND risk_level IS NOT {LEVEL_OF_DEVICE}
+             RETURNING id, risk_level"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(device_id, to)| {
+                Some(RiskChange {
+                    device_id,
+                    from: old.get(&device_id).copied().unwrap_or(RiskLevel::Secured),
+                    to: RiskLevel::parse(&to)?,
+                })
+            })
+            .collect())
+    }
+
+    /// Closes an open threat for an admin: as of now, recorded with the
+    /// admin as its source. `None` when the threat is not open.
+    pub async fn resolve_threat_by_admin(
+        &mut self,
+        device_id: i64,
+        threat_type: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(StoredThreat, Vec<RiskChange>)>, StoreError> {
+        let closed: Option<StoredThreat> = sqlx::query_as(&format!(
+            "UPDATE threats SET closed_at = ?4, resolved_at = ?4, closed_by = 'admin',
+                 close_reason = 'resolved by an admin'
+             WHERE device_id = ?1 AND threat_type = ?2 AND threat_key = ?3 AND closed_at IS NULL
+             RETURNING {THREAT_COLUMNS}"
+        ))
+        .bind(device_id)
+        .bind(threat_type)
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(closed) = closed else {
+            return Ok(None);
+        };
+        let changes = self.refresh_risk(&[device_id], None).await?;
+        Ok(Some((closed, changes)))
+    }
+}
+
+/// The columns of [`StoredThreat`].
+const THREAT_COLUMNS: &str = "id, threat_type, threat_key AS key, severity, threat_name AS name,
+    first_detected_at, last_detected_at, detections, opened_by_event, last_event, closed_at,
+    resolved_at, closed_by, close_reason";
+
+/// Closes the open threats of devices just removed at their MDM (those of
+/// `mdm_id` with `removed_at = at`) and sets them `secured`. Returns the
+/// devices whose level changed.
+pub(super) async fn close_for_removed(
+    conn: &mut sqlx::SqliteConnection,
+    mdm_id: i64,
+    at: DateTime<Utc>,
+) -> Result<Vec<RiskChange>, StoreError> {
+    sqlx::query(
+        "UPDATE threats SET closed_at = ?2, resolved_at = ?2, closed_by = 'removal',
+             close_reason = 'the device was removed at its MDM'
+         WHERE closed_at IS NULL AND device_id IN
+             (SELECT id FROM devices WHERE mdm_id = ?1 AND removed_at = ?2)",
+    )
+    .bind(mdm_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    let old: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, risk_level FROM devices
+         WHERE mdm_id = ?1 AND removed_at = ?2 AND risk_level <> 'secured'",
+    )
+    .bind(mdm_id)
+    .bind(at)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE devices SET risk_level = 'secured'
+         WHERE mdm_id = ?1 AND removed_at = ?2 AND risk_level <> 'secured'",
+    )
+    .bind(mdm_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(old
+        .into_iter()
+        .filter_map(|(device_id, from)| {
+            Some(RiskChange {
+                device_id,
+                from: RiskLevel::parse(&from)?,
+                to: RiskLevel::Secured,
+            })
+        })
+        .collect())
+}
+
+impl super::Store {
+    /// A device's open threats, the most severe and then most recent first.
+    pub async fn open_threats(&self, device_id: i64) -> Result<Vec<StoredThreat>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {THREAT_COLUMNS} FROM threats WHERE device_id = ? AND closed_at IS NULL
+             ORDER BY CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3
+                                    WHEN 'medium' THEN 2 ELSE 1 END DESC,
+                      last_detected_at DESC, id DESC"
+        ))
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A device's closed threats, the latest closed first, at most `limit`.
+    pub async fn threat_history(
+        &self,
+        device_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredThreat>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {THREAT_COLUMNS} FROM threats WHERE device_id = ? AND closed_at IS NOT NULL
+             ORDER BY closed_at DESC, id DESC LIMIT ?"
+        ))
+        .bind(device_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
