@@ -427,7 +427,7 @@ async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
 }
 
 /// `connector.toml` and one tenant with one MDM of `kind` at the simulator:
-/// no initial sync (`background_sync = false`) and no schedule, so the only
+/// no initial sync (`initial_sync = false`) and no schedule, so the only
 /// sync is the one the bench asks for.
 fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, String> {
     let io = |e: std::io::Error| format!("write the config: {e}");
@@ -437,7 +437,7 @@ fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, S
         &main,
         "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n\
          [admin]\ntoken = \"bench-admin-token-abcdef\"\n[tenants]\ndir = \"tenants.d\"\n\
-         [sync]\nfull_sync_every = \"0\"\n",
+         [sync]\nfull_sync_every = \"0\"\ninitial_sync = false\n",
     )
     .map_err(io)?;
     let credentials = kind.credentials_toml();

@@ -380,6 +380,7 @@ impl<'s> FileCheck<'s> {
             (Some(full_sync_every), Some(max_removal_percent)) => Some(SyncConfig {
                 full_sync_every,
                 max_removal_percent,
+                initial_sync: raw.sync.initial_sync.unwrap_or(true),
             }),
             _ => None,
         };

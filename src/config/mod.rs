@@ -136,6 +136,11 @@ pub struct SyncConfig {
     /// A sync that would remove more than this share of an MDM's devices waits
     /// for a second run to confirm. 0..=100, default 20.
     pub max_removal_percent: u8,
+    /// Sync each enabled MDM when the daemon starts (an MDM added or
+    /// enabled by a reload is synced either way). Default true; false for
+    /// harnesses that fill the store through on-demand lookups (not in
+    /// CONTRACT §2: the contract's behaviour is the default).
+    pub initial_sync: bool,
 }
 
 impl Default for SyncConfig {
@@ -143,6 +148,7 @@ impl Default for SyncConfig {
         SyncConfig {
             full_sync_every: Some(Duration::from_secs(4 * 3600)),
             max_removal_percent: 20,
+            initial_sync: true,
         }
     }
 }

@@ -61,6 +61,7 @@ pub(super) struct RawTenants {
 pub(super) struct RawSync {
     pub full_sync_every: Option<Spanned<RawDuration>>,
     pub max_removal_percent: Option<Spanned<i64>>,
+    pub initial_sync: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -149,9 +149,9 @@ pub struct SyncSettings {
     pub miss_ttl: Duration,
     /// The largest random offset of the schedule per integration.
     pub max_schedule_offset: Duration,
-    /// Sync each enabled MDM when the engine starts or the MDM is added or
-    /// enabled (`[sync] initial_sync`, default true). Off only for harnesses
-    /// that fill the store through lookups.
+    /// Sync each enabled MDM when the engine starts (`[sync] initial_sync`,
+    /// default true). An MDM added or enabled by a reload is synced either
+    /// way. Off for harnesses that fill the store through lookups.
     pub initial_sync: bool,
 }
 
@@ -324,16 +324,21 @@ impl SyncEngine {
             scheduled: Default::default(),
         };
         *self.inner.running.lock().expect("running lock") = Some(running.clone());
+        let initial = self
+            .inner
+            .settings
+            .initial_sync
+            .then_some(SyncTrigger::Initial);
         for w in self.workers() {
-            self.launch(&w, &running, SyncTrigger::Initial).await;
+            self.launch(&w, &running, initial).await;
         }
         if let Some(every) = running.every {
             tracing::info!(every_seconds = every.as_secs(), "Full sync scheduled");
         }
     }
 
-    /// Spawns the task of a worker (once), queues its first sync, schedules it.
-    async fn launch(&self, w: &Arc<Worker>, running: &Running, first: SyncTrigger) {
+    /// Spawns the task of a worker (once), queues its first sync (if any), schedules it.
+    async fn launch(&self, w: &Arc<Worker>, running: &Running, first: Option<SyncTrigger>) {
         let Some(rx) = w.rx.lock().expect("worker receiver lock").take() else {
             return; // launched before: the task already owns the receiver
         };
@@ -361,7 +366,7 @@ impl SyncEngine {
         }
         // The initial sync of an MDM added or enabled always runs (the BCDM
         // guide's "Finish"); `background_sync = false` turns off the schedule only.
-        if w.integration.enabled && self.inner.settings.initial_sync {
+        if let Some(first) = first.filter(|_| w.integration.enabled) {
             let _ = self.enqueue(w, first, None, None);
         }
         if let Some(every) = running.every {
@@ -428,8 +433,9 @@ impl SyncEngine {
         self.inner.ondemand.set_integrations(integrations);
         let running = self.inner.running.lock().expect("running lock").clone();
         if let Some(running) = running {
+            // Added, changed or enabled by a reload: synced at once.
             for w in &launch {
-                self.launch(w, &running, SyncTrigger::Initial).await;
+                self.launch(w, &running, Some(SyncTrigger::Initial)).await;
             }
         }
         applied
@@ -601,6 +607,7 @@ pub fn settings_from(config: &crate::config::SyncConfig) -> SyncSettings {
     SyncSettings {
         full_sync_every: config.full_sync_every,
         max_removal_percent: config.max_removal_percent,
+        initial_sync: config.initial_sync,
         ..SyncSettings::default()
     }
 }

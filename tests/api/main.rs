@@ -15,3 +15,4 @@ mod safety;
 mod server;
 mod support;
 mod sync;
+mod threats;

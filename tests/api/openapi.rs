@@ -51,6 +51,10 @@ struct Seeded {
 
 /// A SOTI simulator, a tenant synced from it (twice, so the sync-run list
 /// has a second page), a second tenant without MDM, and held actions.
+/// The seeded device's id, for `{device_id}` in paths (one per process:
+/// every test seeds the same first device of a fresh store).
+static DEVICE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+
 async fn seeded() -> Seeded {
     let env = Env::new(&[SimKind::Soti], 5).await;
     let soti = MdmSpec {
@@ -86,6 +90,10 @@ async fn seeded() -> Seeded {
     .await;
     let device = devices.json().expect("the device list is JSON")["items"][0].clone();
     assert!(device["id"].is_i64(), "a synced device: {device}");
+    DEVICE.store(
+        device["id"].as_i64().unwrap(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let device_id = device["id"].as_i64();
     let mdm_id = app.mdm_id(TENANT, MDM).await;
     let held = |kind| NewAction {
@@ -585,6 +593,8 @@ struct Req {
     what: String,
     tenant: String,
     action_id: Option<i64>,
+    /// The `{device_id}` of the path (`None`: the seeded device's, see [`DEVICE`]).
+    device_id: Option<i64>,
     query: String,
     auth: Auth,
     body: Option<Value>,
@@ -598,6 +608,7 @@ impl Req {
             what: what.into(),
             tenant: TENANT.into(),
             action_id: None,
+            device_id: None,
             query: String::new(),
             auth,
             body: None,
@@ -615,6 +626,10 @@ impl Req {
         if let Some(id) = self.action_id {
             path = path.replace("{action_id}", &id.to_string());
         }
+        let device = self
+            .device_id
+            .unwrap_or_else(|| DEVICE.load(std::sync::atomic::Ordering::Relaxed));
+        path = path.replace("{device_id}", &device.to_string());
         if self.query.is_empty() {
             path
         } else {
@@ -682,6 +697,11 @@ fn valid_requests(op: &Op, s: &Seeded) -> Option<Vec<Req>> {
             action_id: Some(s.cancel_id),
             ..admin("a held action")
         }],
+        "GET /v1/admin/tenants/{tenant}/devices/{device_id}" => vec![admin("a synced device")],
+        // The agent events above opened `network.arp_mitm` (no key) on it.
+        "POST /v1/admin/tenants/{tenant}/devices/{device_id}/threats/resolve" => {
+            vec![admin("an open threat").body(json!({"type": "network.arp_mitm", "key": null}))]
+        }
         _ => return None,
     })
 }
@@ -704,6 +724,8 @@ fn query_value(doc: &Value, op: &Op, name: &str, s: &Seeded) -> Option<String> {
         "since" => (Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
         "until" => (Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
         "state" => "held".to_string(),
+        "activated" => "true".to_string(),
+        "risk" => "high".to_string(),
         _ => {
             // A documented enum: its first value.
             let schema = resolve(doc, op.param_schema(name)).ok()?;
@@ -752,6 +774,24 @@ fn error_requests(op: &Op, s: &Seeded) -> Vec<(Req, u16, &'static str)> {
             },
             404,
             "action_not_found",
+        ));
+    }
+    if path_params.contains("device_id") {
+        out.push((
+            Req {
+                device_id: Some(999_999),
+                ..admin("an unknown device")
+            }
+            .body(json!({"type": "network.arp_mitm"})),
+            404,
+            "device_not_found",
+        ));
+    }
+    if op.path.ends_with("/threats/resolve") {
+        out.push((
+            admin("a body without type").body(json!({"key": "x"})),
+            400,
+            "invalid_field",
         ));
     }
     if op.query_params().contains("limit") {
@@ -819,6 +859,8 @@ fn repeat_errors(op: &Op) -> Option<(u16, &'static str)> {
         Some((409, "not_held"))
     } else if op.path.ends_with("/cancel") {
         Some((409, "not_cancellable"))
+    } else if op.path.ends_with("/threats/resolve") {
+        Some((404, "threat_not_open"))
     } else {
         None
     }
@@ -1202,7 +1244,8 @@ async fn the_documented_routes_are_exactly_the_routes_of_the_router() {
     for path in paths {
         let concrete = path
             .replace("{tenant}", TENANT)
-            .replace("{action_id}", &s.cancel_id.to_string());
+            .replace("{action_id}", &s.cancel_id.to_string())
+            .replace("{device_id}", &s.device["id"].to_string());
         for method in METHODS {
             if documented.contains(&(method.to_string(), path.clone())) {
                 continue;

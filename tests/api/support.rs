@@ -39,6 +39,10 @@ impl MdmSpec {
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub sim: Simulator,
+    /// `[sync] initial_sync`; `None`: false when an MDM has
+    /// `background_sync = false` (the harness's "no automatic sync at all",
+    /// so that the store fills through lookups), else the default.
+    pub initial_sync: Option<bool>,
 }
 
 impl Env {
@@ -57,6 +61,7 @@ impl Env {
         Env {
             dir: tempfile::tempdir().unwrap(),
             sim,
+            initial_sync: None,
         }
     }
 
@@ -74,7 +79,9 @@ impl Env {
         std::fs::write(
             &main,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"{sync_every}\"\n"
+                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"{sync_every}\"\ninitial_sync = {}\n",
+                self.initial_sync
+                    .unwrap_or(mdms.iter().all(|m| m.background_sync))
             ),
         )
         .unwrap();

@@ -256,15 +256,67 @@ async fn an_interval_of_zero_and_background_sync_false_schedule_nothing() {
     );
     app.shutdown().await;
 
-    // background_sync = false: not even the initial one, whatever the interval.
-    let env = Env::new(&[SimKind::Soti], 20).await;
+    // background_sync = false: the initial sync runs (as BCDM's "Finish"
+    // does), and nothing is scheduled after it, whatever the interval.
+    let mut env = Env::new(&[SimKind::Soti], 20).await;
+    env.initial_sync = Some(true);
     let app = spawn_app(&env.write_config(TENANT, &[soti(false)], "1s", NO_POLICY)).await;
     let mdm_id = app.mdm_id(TENANT, "Test SOTI").await;
+    let runs = app.finished_runs(mdm_id, 1, Duration::from_secs(10)).await;
+    assert_eq!(runs[0].trigger, "initial");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.store.sync_runs(mdm_id, 10).await.unwrap().len(),
+        1,
+        "only the initial sync"
+    );
+    app.shutdown().await;
+}
+
+/// `enabled = false`: the MDM stays configured but the daemon sends it
+/// nothing: no initial or scheduled sync, no lookup, no action (decided
+/// `skipped`, "MDM disabled"); an admin's sync of it is refused with 409.
+#[tokio::test]
+async fn a_disabled_mdm_receives_no_request_from_the_daemon() {
+    let mut env = Env::new(&[SimKind::Soti], 20).await;
+    env.initial_sync = Some(true);
+    let mut spec = soti(true);
+    spec.extra = "enabled = false\n".into();
+    let policy = "[[policy.rule]]\nthreat = \"*\"\naction = \"lock\"\n";
+    let app = spawn_app(&env.write_config(TENANT, &[spec], "1s", policy)).await;
+    let mdm_id = app.mdm_id(TENANT, "Test SOTI").await;
+    let sim = env.sim.soti().unwrap();
+    let device = sim.devices()[0].clone();
+    let device_id = device["DeviceId"].as_str().unwrap().to_string();
+
+    // A lookup (activation of a device the store does not know) asks no MDM.
+    let udid = DeviceIdentifier::udid(&device_id).unwrap();
+    assert!(matches!(
+        app.sync.lookup(TENANT, &[udid]).await,
+        Ok(LookupOutcome::NotEnrolled)
+    ));
+    // An admin's sync of it is refused.
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/admin/tenants/{TENANT}/sync?mdm=Test%20SOTI",
+            app.addr
+        ))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.unwrap()["error"],
+        "mdm_disabled"
+    );
+    // Two schedule periods later: no run, no request.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(app.store.sync_runs(mdm_id, 10).await.unwrap().is_empty());
     assert!(
-        env.sim.soti().unwrap().core().requests().is_empty(),
-        "no request reached the MDM"
+        sim.core().requests().is_empty(),
+        "no request reached the MDM: {:?}",
+        sim.core().requests()
     );
     app.shutdown().await;
 }

@@ -35,6 +35,7 @@ token = "{ADMIN_TOKEN}"
 dir = "tenants.d"
 [sync]
 full_sync_every = "0"
+initial_sync = false
 "#
         ),
     )

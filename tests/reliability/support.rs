@@ -26,6 +26,7 @@ pub async fn env_without_rate_limits(kinds: &[SimKind], devices: usize) -> Env {
     Env {
         dir: tempfile::tempdir().unwrap(),
         sim,
+        initial_sync: None,
     }
 }
 
