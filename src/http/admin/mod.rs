@@ -282,6 +282,10 @@ async fn device_detail(
         .into_iter()
         .next()
         .ok_or(AdminError::Action(ActionsError::DeviceNotFound))?;
+    let user = match device.device.user_id {
+        Some(u) => state.store.get_user(u).await?,
+        None => None,
+    };
     let open = state.store.open_threats(id).await?;
     let history = state.store.threat_history(id, DETAIL_RECENT).await?;
     let actions = state
@@ -304,6 +308,13 @@ async fn device_detail(
         let level = map.remove("risk_level").unwrap_or(Value::Null);
         map.insert("risk".into(), json!({"level": level, "open_threats": open}));
         map.insert("resolved_threats".into(), json!(history));
+        // As the user list shows a user: with its MDM's name.
+        let user = user.map(|u| {
+            let mut v = json!(u);
+            v["mdm"] = map.get("mdm").cloned().unwrap_or(Value::Null);
+            v
+        });
+        map.insert("user".into(), json!(user));
         map.insert("recent_actions".into(), json!(actions));
     }
     Ok(Json(body))
