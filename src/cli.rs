@@ -169,7 +169,10 @@ fn check_config(path: &Path) -> ExitCode {
         let mdms: Vec<String> = t
             .mdms
             .iter()
-            .map(|m| format!("\"{}\" ({})", m.name, m.kind))
+            .map(|m| {
+                let off = if m.enabled { "" } else { ", disabled" };
+                format!("\"{}\" ({}{off})", m.name, m.kind)
+            })
             .collect();
         println!(
             "  tenant {} ({}): MDMs {}; policy {} with {} rule(s)",

@@ -23,7 +23,13 @@ fn check_config_accepts_the_example_configuration() {
     let (code, stdout, stderr) = check(&example);
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
-    for kind in ["(soti)", "(maas360)", "(airwatch)", "(bcdm)"] {
+    // The examples point at placeholder URLs: every MDM is listed as disabled.
+    for kind in [
+        "(soti, disabled)",
+        "(maas360, disabled)",
+        "(airwatch, disabled)",
+        "(bcdm, disabled)",
+    ] {
         assert!(
             stdout.contains(kind),
             "the summary lists no {kind} MDM:\n{stdout}"
