@@ -406,3 +406,55 @@ async fn a_rule_scoped_to_a_group_fires_inside_it_and_not_outside() {
     assert_eq!(locked, [Some(udid(inside))]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_device_removed_at_its_mdm_has_its_threats_closed() {
+    let (env, app, devices) = synced("").await;
+    let gone = udid(&devices[0]);
+    post_events(
+        &app,
+        event(
+            "x-1",
+            &gone,
+            json!({"type": "network.rogue_access_point", "severity": "critical", "key": "aa:bb:cc:dd:ee:ff"}),
+            "2026-11-22T10:00:00Z",
+        ),
+    )
+    .await;
+    assert_eq!(level(&detail(&app, &gone).await), "critical");
+    env.sim
+        .soti()
+        .unwrap()
+        .remove_device(&gone)
+        .expect("removed at the MDM");
+    let reports = app
+        .sync
+        .full_sync_now(TENANT, None, mtd_connector::store::SyncTrigger::Cli, None)
+        .await
+        .unwrap();
+    assert_eq!(reports[0].counts.removed, 1);
+    // The removed device is still shown (with its history), secured.
+    let (_, list) = admin(
+        &app,
+        "GET",
+        &format!("/v1/admin/tenants/{TENANT}/devices?identifier={gone}&include_removed=true"),
+        None,
+    )
+    .await;
+    let id = list["items"][0]["id"].as_i64().unwrap();
+    let (_, d) = admin(
+        &app,
+        "GET",
+        &format!("/v1/admin/tenants/{TENANT}/devices/{id}"),
+        None,
+    )
+    .await;
+    assert!(!d["removed_at"].is_null());
+    assert_eq!(level(&d), "secured");
+    assert_eq!(d["resolved_threats"][0]["closed_by"], "removal");
+    assert_eq!(
+        d["resolved_threats"][0]["close_reason"],
+        "the device was removed at its MDM"
+    );
+    app.shutdown().await;
+}
