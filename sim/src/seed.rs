@@ -6,7 +6,7 @@
 //! The tables are data the seeded sequences depend on: changing an entry or
 //! its order changes what every seed produces.
 
-use rand::{rngs::StdRng, seq::SliceRandom, Rng};
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 pub(crate) const FIRST_NAMES: &[&str] = &[
     "Anna", "Ben", "Chloé", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kofi",
@@ -73,6 +73,15 @@ pub(crate) fn uuid(rng: &mut StdRng) -> String {
         &h[17..20],
         &h[20..32]
     )
+}
+
+/// The RNG of a seeder's second stream, for the posture fields (compliance,
+/// jailbreak, phone numbers, …). A stream of its own so that adding posture
+/// left every value the main stream drew before (identifiers, names,
+/// models) exactly as it was: data sets other tests and the benchmarks rely
+/// on did not move.
+pub(crate) fn posture_rng(seed: u64, salt: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ salt ^ 0x5053_5455_5245) // "PSTURE"
 }
 
 /// A mobile number in E.164 form (German, Canadian or British).

@@ -14,7 +14,7 @@ use chrono::{NaiveDateTime, TimeZone, Utc};
 use futures::TryStreamExt as _;
 use mtd_adapter::{
     http::HttpSettings, AdapterError, Device, DeviceIdentifier, MdmAdapter, MdmCommand, Ownership,
-    Page, Platform, Secret,
+    Page, Platform, Posture, Secret,
 };
 use mtd_adapter_airwatch::{AirwatchAdapter, AirwatchConfig, AirwatchCredentials};
 use mtd_sim::{AirwatchOptions, AirwatchState, Fault, SimKind, SimOptions, Simulator};
@@ -186,6 +186,91 @@ async fn devices_are_mapped_field_by_field_from_what_the_simulator_serves() {
             }
         }
         assert_eq!(device.groups, vec![text("LocationGroupName")]);
+    }
+    sim.shutdown().await;
+}
+
+/// The posture a served AirWatch device should map to, by this test's own
+/// reading of MDM-APIS.md: `Enrolled` = enrolled, `Compliant` /
+/// `NonCompliant` a verdict and anything else none, `CompromisedStatus` as
+/// it is, `OEMInfo` the manufacturer, encryption and passcode not said.
+fn expected_posture(raw: &Value) -> Posture {
+    let text = |f: &str| raw[f].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+    Posture {
+        compliant: match raw["ComplianceStatus"].as_str() {
+            Some("Compliant") => Some(true),
+            Some("NonCompliant") => Some(false),
+            _ => None,
+        },
+        enrolled: text("EnrollmentStatus").map(|s| s == "Enrolled"),
+        encrypted: None,
+        passcode: None,
+        compromised: raw["CompromisedStatus"].as_bool(),
+        manufacturer: text("OEMInfo"),
+        phone_number: text("PhoneNumber"),
+    }
+}
+
+fn assert_state_fields(d: &Device, raw: &Value) {
+    assert_eq!(d.posture, expected_posture(raw), "{raw}");
+    assert_eq!(d.model.as_deref(), raw["Model"].as_str());
+    assert_eq!(d.os_version.as_deref(), raw["OperatingSystem"].as_str());
+    let last_seen =
+        NaiveDateTime::parse_from_str(raw["LastSeen"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap();
+    assert_eq!(d.last_checkin_at, Some(Utc.from_utc_datetime(&last_seen)));
+}
+
+#[tokio::test]
+async fn the_listing_maps_every_served_posture_field_of_every_device() {
+    let (sim, state) = start(1000, 21, AirwatchOptions::default()).await;
+    let served: HashMap<String, Value> = state
+        .devices()
+        .into_iter()
+        .map(|d| (id_of(&d), d))
+        .collect();
+    let devices: Vec<Device> = all_devices(&adapter(&sim))
+        .await
+        .into_iter()
+        .flat_map(|p| p.items)
+        .collect();
+    assert_eq!(devices.len(), 1000);
+    for device in &devices {
+        assert_state_fields(device, &served[&device.mdm_device_id]);
+    }
+    let count = |f: &dyn Fn(&Posture) -> bool| devices.iter().filter(|d| f(&d.posture)).count();
+    assert!(count(&|p| p.compliant == Some(false)) > 0);
+    assert!(count(&|p| p.compliant.is_none()) > 0, "NotAvailable");
+    assert!(count(&|p| p.enrolled == Some(false)) > 0);
+    assert!(count(&|p| p.compromised == Some(true)) > 0);
+    assert!(count(&|p| p.phone_number.is_none()) > 0);
+    assert!(count(&|p| p.encrypted.is_some() || p.passcode.is_some()) == 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lookup_maps_the_served_posture_of_a_sample_of_devices() {
+    let (sim, state) = start(300, 22, AirwatchOptions::default()).await;
+    let adapter = adapter(&sim);
+    let devices = state.devices();
+    let mut sample: Vec<&Value> = devices.iter().step_by(30).collect();
+    for rare in [
+        devices.iter().find(|d| d["CompromisedStatus"] == true),
+        devices.iter().find(|d| d["EnrollmentStatus"] != "Enrolled"),
+        devices
+            .iter()
+            .find(|d| d["ComplianceStatus"] == "NotAvailable"),
+        devices.iter().find(|d| d["PhoneNumber"] == ""),
+    ] {
+        sample.push(rare.expect("the seed has one"));
+    }
+    for raw in sample {
+        let by_id = DeviceIdentifier::mdm_device_id(&id_of(raw)).unwrap();
+        let found = adapter.lookup_device(&by_id).await.unwrap().unwrap();
+        assert_state_fields(&found, raw);
+        let by_serial = DeviceIdentifier::serial(raw["SerialNumber"].as_str().unwrap()).unwrap();
+        let found = adapter.lookup_device(&by_serial).await.unwrap().unwrap();
+        assert_state_fields(&found, raw);
     }
     sim.shutdown().await;
 }

@@ -7,15 +7,21 @@
 //! default page size the acceptance names; everything else uses small data
 //! sets or page size 200.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::TryStreamExt;
 use mtd_adapter::{
     normalize_mac, AdapterError, Device, DeviceIdentifier, MdmAdapter, MdmCommand, Page, Platform,
-    Secret,
+    Posture, Secret,
 };
 use mtd_adapter_bcdm::{BcdmAdapter, BcdmConfig, BcdmCredentials};
-use mtd_sim::{bcdm::BcdmAction, BcdmState, SimKind, SimOptions, Simulator};
+use mtd_sim::{
+    bcdm::{BcdmAction, BcdmDevice},
+    BcdmState, SimKind, SimOptions, Simulator,
+};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use url::Url;
@@ -159,6 +165,96 @@ async fn users_without_an_email_get_the_tenant_placeholder_and_concurrent_listin
         }
     }
     assert!(placeholders > 0, "the data set has users without an email");
+    assert_no_429(&state);
+    sim.shutdown().await;
+}
+
+/// The posture a served BCDM device should map to, from the raw JSON the
+/// simulator serves: the booleans as they are (`null` = not said), no
+/// enrolment flag, blank text = none.
+fn expected_posture(raw: &Value) -> Posture {
+    let text = |f: &str| raw[f].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+    Posture {
+        compliant: raw["compliant"].as_bool(),
+        enrolled: None,
+        encrypted: raw["encrypted"].as_bool(),
+        passcode: raw["passcode_enabled"].as_bool(),
+        compromised: raw["jailbroken"].as_bool(),
+        manufacturer: text("manufacturer"),
+        phone_number: text("phone_number"),
+    }
+}
+
+fn assert_state_fields(d: &Device, raw: &Value) {
+    assert_eq!(d.posture, expected_posture(raw), "{raw}");
+    assert_eq!(d.model.as_deref(), raw["model"].as_str());
+    assert_eq!(d.os_version.as_deref(), raw["os_version"].as_str());
+    let checkin = raw["last_checkin_at"]
+        .as_str()
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap().into());
+    assert_eq!(d.last_checkin_at, checkin);
+}
+
+/// The devices exactly as the simulator serves them, by id.
+fn served(state: &BcdmState) -> HashMap<String, Value> {
+    state
+        .devices()
+        .into_iter()
+        .map(|d| (d.device_id.clone(), serde_json::to_value(d).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_listing_maps_every_served_posture_field_of_every_ios_device() {
+    let (sim, state) = start(1000, 21).await;
+    let served = served(&state);
+    let devices: Vec<Device> = adapter(&sim, 200)
+        .devices()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|p| p.items)
+        .collect();
+    assert!(devices.len() > 750);
+    for d in &devices {
+        assert_state_fields(d, &served[&d.mdm_device_id]);
+    }
+    let count = |f: &dyn Fn(&Posture) -> bool| devices.iter().filter(|d| f(&d.posture)).count();
+    assert!(count(&|p| p.compliant == Some(false)) > 0);
+    assert!(count(&|p| p.passcode == Some(false)) > 0);
+    assert!(count(&|p| p.passcode.is_none()) > 0, "null is not said");
+    assert!(count(&|p| p.compromised == Some(true)) > 0);
+    assert!(count(&|p| p.phone_number.is_none()) > 0);
+    assert!(devices.iter().all(
+        |d| d.posture.manufacturer.as_deref() == Some("Apple") && d.posture.enrolled.is_none()
+    ));
+    assert_no_429(&state);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lookup_maps_the_served_posture_of_a_sample_of_devices() {
+    let (sim, state) = start(600, 22).await;
+    let served = served(&state);
+    let adapter = adapter(&sim, 100);
+    let ios: Vec<BcdmDevice> = state.devices().into_iter().filter(|d| d.is_ios()).collect();
+    let mut sample: Vec<&BcdmDevice> = ios.iter().step_by(60).collect();
+    for rare in [
+        ios.iter().find(|d| d.jailbroken == Some(true)),
+        ios.iter().find(|d| d.passcode_enabled == Some(false)),
+        ios.iter().find(|d| d.last_checkin_at.is_none()),
+        ios.iter().find(|d| d.phone_number.is_none()),
+    ] {
+        sample.push(rare.expect("the seed has one"));
+    }
+    for d in sample {
+        let raw = &served[&d.device_id];
+        assert_state_fields(&device(&adapter, &d.device_id).await, raw);
+        let by_serial = DeviceIdentifier::serial(d.serial_number.as_deref().unwrap()).unwrap();
+        let found = adapter.lookup_device(&by_serial).await.unwrap().unwrap();
+        assert_state_fields(&found, raw);
+    }
     assert_no_429(&state);
     sim.shutdown().await;
 }

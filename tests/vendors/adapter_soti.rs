@@ -15,7 +15,7 @@ use std::{
 use futures::TryStreamExt;
 use mtd_adapter::{
     http::HttpSettings, normalize_imei, normalize_mac, normalize_serial, AdapterError, Device,
-    DeviceIdentifier, MdmAdapter, MdmCommand, Platform, Secret,
+    DeviceIdentifier, MdmAdapter, MdmCommand, Platform, Posture, Secret,
 };
 use mtd_adapter_soti::{SotiAdapter, SotiConfig, SotiCredentials};
 use mtd_sim::{
@@ -286,6 +286,93 @@ async fn a_listing_that_is_not_a_multiple_of_the_page_size_ends_at_its_short_pag
             "/MobiControl/api/devices?skip=200&take=100",
         ]
     );
+}
+
+/// The posture a served SOTI device should map to, read from the raw JSON
+/// by this test's own reading of the spec: booleans as they are, `Mode`
+/// `Active` = enrolled, `IsOSSecure` false = compromised, blank text = none.
+fn expected_posture(raw: &Value) -> Posture {
+    let flag = |f: &str| raw.get(f).and_then(Value::as_bool);
+    let text = |f: &str| {
+        str_field(raw, f)
+            .filter(|v| !v.trim().is_empty())
+            .map(str::to_owned)
+    };
+    Posture {
+        compliant: flag("ComplianceStatus"),
+        enrolled: str_field(raw, "Mode").map(|m| m == "Active"),
+        encrypted: flag("IsEncrypted"),
+        passcode: flag("PasscodeEnabled"),
+        compromised: flag("IsOSSecure").map(|secure| !secure),
+        manufacturer: text("Manufacturer"),
+        phone_number: text("PhoneNumber"),
+    }
+}
+
+fn assert_state_fields(d: &Device, raw: &Value) {
+    let id = device_id(raw);
+    assert_eq!(d.posture, expected_posture(raw), "{id}: {raw}");
+    assert_eq!(d.model.as_deref(), str_field(raw, "Model"), "{id}");
+    assert_eq!(d.os_version.as_deref(), str_field(raw, "OSVersion"), "{id}");
+    let checkin =
+        chrono::DateTime::parse_from_rfc3339(str_field(raw, "LastCheckInTime").unwrap()).unwrap();
+    assert_eq!(d.last_checkin_at, Some(checkin.into()), "{id}");
+}
+
+#[tokio::test]
+async fn the_listing_maps_every_served_posture_field_of_every_device() {
+    let sim = start_sim(1000, 21).await;
+    let seeded = state(&sim).devices();
+    let listed = list_all(&adapter(config(&sim))).await.unwrap();
+    let by_id: HashMap<&str, &Device> = listed
+        .iter()
+        .map(|d| (d.mdm_device_id.as_str(), d))
+        .collect();
+    for raw in &seeded {
+        assert_state_fields(by_id[device_id(raw)], raw);
+    }
+    // The mapped set shows each value, the unsaid ones included.
+    let count = |f: &dyn Fn(&Posture) -> bool| listed.iter().filter(|d| f(&d.posture)).count();
+    assert!(count(&|p| p.compliant == Some(false)) > 0);
+    assert!(count(&|p| p.enrolled == Some(false)) > 0);
+    assert!(count(&|p| p.encrypted == Some(false)) > 0);
+    assert!(count(&|p| p.passcode == Some(false)) > 0);
+    assert!(count(&|p| p.compromised == Some(true)) > 0);
+    assert!(count(&|p| p.compromised == Some(true) && p.compliant == Some(true)) == 0);
+    assert!(count(&|p| p.phone_number.is_some()) > 0);
+    assert!(count(&|p| p.phone_number.is_none()) > 0);
+    assert!(listed
+        .iter()
+        .filter(|d| d.platform == Platform::Ios)
+        .all(|d| d.posture.manufacturer.as_deref() == Some("Apple")));
+}
+
+#[tokio::test]
+async fn a_lookup_maps_the_served_posture_of_a_sample_of_devices() {
+    let sim = start_sim(400, 22).await;
+    let seeded = state(&sim).devices();
+    let adapter = adapter(config(&sim));
+    // Every 40th device, plus one of each value that is rare.
+    let mut sample: Vec<&Value> = seeded.iter().step_by(40).collect();
+    for rare in [
+        seeded.iter().find(|d| d["IsOSSecure"] == false),
+        seeded.iter().find(|d| d["Mode"] != "Active"),
+        seeded.iter().find(|d| d["PhoneNumber"].is_null()),
+        seeded.iter().find(|d| d["PhoneNumber"] == ""),
+        seeded.iter().find(|d| d["IsEncrypted"] == false),
+    ] {
+        sample.push(rare.expect("the seed has one"));
+    }
+    for raw in sample {
+        let id = DeviceIdentifier::mdm_device_id(device_id(raw)).unwrap();
+        let found = adapter.lookup_device(&id).await.unwrap().unwrap();
+        assert_state_fields(&found, raw);
+    }
+    // By IMEI (the search path) too.
+    let android = seeded.iter().find(|d| is_android(d)).unwrap();
+    let imei = DeviceIdentifier::imei(str_field(android, "IMEI_MEID_ESN").unwrap()).unwrap();
+    let found = adapter.lookup_device(&imei).await.unwrap().unwrap();
+    assert_state_fields(&found, android);
 }
 
 // ------------------------------------------------------------------ lookups

@@ -4,6 +4,7 @@
 
 mod adapter_airwatch;
 mod adapter_bcdm;
+mod adapter_maas360;
 mod adapter_soti;
 mod sim_airwatch;
 mod sim_bcdm;

@@ -730,6 +730,55 @@ async fn the_same_seed_gives_the_same_data_and_the_data_is_varied() {
 }
 
 #[tokio::test]
+async fn a_thousand_seeded_devices_serve_every_posture_field_with_realistic_variety() {
+    let t = spawn(1000, 21).await;
+    let (devices, _) = t.list_all(500).await;
+    assert_eq!(devices.len(), 1000);
+    let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+    for d in &devices {
+        assert!(
+            ["Enrolled", "Unenrolled", "EnrollmentInProgress"]
+                .contains(&d["EnrollmentStatus"].as_str().unwrap()),
+            "{d}"
+        );
+        assert!(
+            ["Compliant", "NonCompliant", "NotAvailable"]
+                .contains(&d["ComplianceStatus"].as_str().unwrap()),
+            "{d}"
+        );
+        assert!(d["CompromisedStatus"].is_boolean(), "{d}");
+        if d["CompromisedStatus"] == true {
+            assert_eq!(d["ComplianceStatus"], "NonCompliant", "{d}");
+        }
+        let oem = d["OEMInfo"].as_str().unwrap();
+        match d["Platform"].as_str().unwrap() {
+            "Apple" | "AppleOsX" => assert_eq!(oem, "Apple", "{d}"),
+            "Android" => assert!(
+                ["Samsung", "Google", "Zebra Technologies", "motorola"].contains(&oem),
+                "{d}"
+            ),
+            _ => assert!(["Microsoft Corporation", "Dell Inc."].contains(&oem), "{d}"),
+        }
+        let phone = d["PhoneNumber"].as_str().unwrap();
+        if d["Imei"] == "" {
+            assert_eq!(phone, "", "no SIM, no number: {d}");
+        } else {
+            assert!(phone.starts_with('+') && phone.len() > 10, "{d}");
+        }
+        assert!(!d["LastSeen"].as_str().unwrap().is_empty());
+    }
+    assert!(count(&|d| d["EnrollmentStatus"] == "Enrolled") > 850);
+    assert!(count(&|d| d["EnrollmentStatus"] != "Enrolled") > 20);
+    assert!(count(&|d| d["ComplianceStatus"] == "Compliant") > 700);
+    assert!(count(&|d| d["ComplianceStatus"] == "NonCompliant") > 80);
+    assert!(count(&|d| d["ComplianceStatus"] == "NotAvailable") > 20);
+    assert!(count(&|d| d["CompromisedStatus"] == true) > 5);
+    assert!(count(&|d| d["PhoneNumber"] == "") > 50);
+    assert!(count(&|d| d["PhoneNumber"] != "") > 600);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn devices_and_users_added_changed_or_removed_through_the_control_api_show_in_the_next_listing(
 ) {
     let t = spawn(10, 1).await;

@@ -444,6 +444,13 @@ async fn devices_and_users_have_every_documented_field_and_realistic_variety() {
         "user_id",
         "ownership",
         "last_checkin_at",
+        "compliant",
+        "passcode_enabled",
+        "encrypted",
+        "jailbroken",
+        "manufacturer",
+        "phone_number",
+        "mtd_risk_level",
     ];
     for d in &devices {
         let object = d.as_object().unwrap();
@@ -507,6 +514,60 @@ async fn devices_and_users_have_every_documented_field_and_realistic_variety() {
     let distinct: HashSet<&str> = owners.iter().copied().collect();
     assert!(distinct.len() < owners.len());
     assert!(distinct.len() < users.len());
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_thousand_seeded_devices_serve_every_posture_field_with_realistic_variety() {
+    let t = spawn(1000, 21).await;
+    let (devices, _, _) = t.list_all("devices", 200).await;
+    assert_eq!(devices.len(), 1000);
+    let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+    for d in &devices {
+        assert!(d["compliant"].is_boolean(), "{d}");
+        for field in ["passcode_enabled", "encrypted", "jailbroken"] {
+            assert!(
+                d[field].is_boolean() || d[field].is_null(),
+                "{field} in {d}"
+            );
+        }
+        assert!(d["mtd_risk_level"].is_null(), "present and null: {d}");
+        let ios = d["platform"] == "iOS";
+        let manufacturer = d["manufacturer"].as_str().unwrap();
+        if ios {
+            assert_eq!(manufacturer, "Apple", "{d}");
+            assert_eq!(
+                d["encrypted"], d["passcode_enabled"],
+                "data protection: {d}"
+            );
+        } else {
+            assert!(
+                ["samsung", "Google", "SHARP", "Sony"].contains(&manufacturer),
+                "{d}"
+            );
+        }
+        if d["jailbroken"] == true || d["passcode_enabled"] == false {
+            assert_eq!(d["compliant"], false, "{d}");
+        }
+        if d["last_checkin_at"].is_null() {
+            assert_eq!(d["compliant"], false, "never checked in: {d}");
+        }
+        match d["phone_number"].as_str() {
+            Some(phone) => {
+                assert!(phone.starts_with("+81") && phone[1..].chars().all(|c| c.is_ascii_digit()));
+                assert!(!d["imei"].is_null(), "a number needs a SIM: {d}");
+            }
+            None => assert!(d["phone_number"].is_null()),
+        }
+    }
+    assert!(count(&|d| d["compliant"] == true) > 700);
+    assert!(count(&|d| d["compliant"] == false) > 60);
+    assert!(count(&|d| d["passcode_enabled"] == false) > 30);
+    assert!(count(&|d| d["encrypted"] == false) > 30);
+    assert!(count(&|d| d["jailbroken"] == true) > 5);
+    assert!(count(&|d| d["jailbroken"].is_null()) > 5);
+    assert!(count(&|d| d["phone_number"].is_string()) > 400);
+    assert!(count(&|d| d["phone_number"].is_null()) > 100);
     t.sim.shutdown().await;
 }
 
@@ -959,7 +1020,9 @@ async fn devices_and_users_change_between_syncs_through_the_control_api() {
     let device = json!({
         "device_id": "D-TEST-1", "udid": "00008101-0000AAAABBBBCCCC", "serial_number": "F2LXQ0TESTAA",
         "imei": null, "wifi_mac": "a4:67:06:00:00:01", "model": "iPad Pro", "os_version": "18.2",
-        "platform": "iOS", "user_id": "U-TEST", "ownership": "corporate", "last_checkin_at": null
+        "platform": "iOS", "user_id": "U-TEST", "ownership": "corporate", "last_checkin_at": null,
+        "compliant": false, "passcode_enabled": true, "encrypted": true, "jailbroken": null,
+        "manufacturer": "Apple", "phone_number": null, "mtd_risk_level": null
     });
     let response = t
         .control(Method::POST, "/devices", Some(device.clone()))

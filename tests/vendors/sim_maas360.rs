@@ -501,6 +501,96 @@ async fn paging_ten_thousand_devices_at_250_returns_each_exactly_once_with_exact
 }
 
 #[tokio::test]
+async fn a_thousand_seeded_devices_serve_every_posture_field_in_maas360s_words_with_variety() {
+    let t = spawn(1000, 21).await;
+    let (token, _) = t.login().await;
+    let mut devices = Vec::new();
+    for page in 1..=4 {
+        let body = t
+            .get_json(
+                &token,
+                &devices_path(&format!("pageSize=250&pageNumber={page}")),
+            )
+            .await;
+        devices.extend(items(&body, "devices", "device"));
+    }
+    assert_eq!(devices.len(), 1000);
+    let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+    let words =
+        |field: &str| -> HashSet<String> { devices.iter().map(|d| text(&d[field])).collect() };
+    let known = |field: &str, allowed: &[&str]| {
+        for w in words(field) {
+            assert!(allowed.contains(&w.as_str()), "{field}: {w:?}");
+        }
+    };
+    known(
+        "policyComplianceState",
+        &["In Compliance", "Out of Compliance"],
+    );
+    known(
+        "maas360ManagedStatus",
+        &[
+            "Enrolled",
+            "Activated",
+            "Control Removed",
+            "Pending Control Removed",
+            "Not Enrolled",
+        ],
+    );
+    known(
+        "encryptionStatus",
+        &["Encryption Complete", "Not Encrypted"],
+    );
+    known("passcodeCompliance", &["Compliant", "Not Compliant", ""]);
+    known("jailbreakStatus", &["Yes", "No"]);
+    assert!(count(&|d| d["policyComplianceState"] == "In Compliance") > 700);
+    assert!(count(&|d| d["policyComplianceState"] == "Out of Compliance") > 50);
+    assert!(
+        count(&|d| matches!(
+            d["maas360ManagedStatus"].as_str(),
+            Some("Enrolled" | "Activated")
+        )) > 850
+    );
+    assert!(count(&|d| d["maas360ManagedStatus"] == "Control Removed") > 5);
+    assert!(count(&|d| d["encryptionStatus"] == "Not Encrypted") > 20);
+    assert!(count(&|d| d["passcodeCompliance"] == "Not Compliant") > 50);
+    assert!(count(&|d| d["jailbreakStatus"] == "Yes") > 5);
+    assert!(count(&|d| text(&d["phoneNumber"]).is_empty()) > 200);
+    assert!(count(&|d| !text(&d["phoneNumber"]).is_empty()) > 300);
+    assert!(
+        count(&|d| d["phoneNumber"].is_u64()) > 10,
+        "numbers as JSON numbers"
+    );
+    for d in &devices {
+        if d["jailbreakStatus"] == "Yes" {
+            assert_eq!(d["policyComplianceState"], "Out of Compliance", "{d}");
+        }
+        let manufacturer = d["manufacturer"].as_str().unwrap();
+        match d["platformName"].as_str().unwrap() {
+            "iOS" | "Mac" => assert_eq!(manufacturer, "Apple", "{d}"),
+            "Android" => assert!(
+                ["samsung", "Google", "Zebra Technologies", "motorola"].contains(&manufacturer),
+                "{d}"
+            ),
+            _ => assert!(
+                ["Microsoft Corporation", "Dell Inc."].contains(&manufacturer),
+                "{d}"
+            ),
+        }
+        if d["deviceType"] == "Tablet"
+            || d["platformName"] == "Windows"
+            || d["platformName"] == "Mac"
+        {
+            assert_eq!(d["phoneNumber"], "", "no SIM: {d}");
+        }
+        assert!(!d["model"].as_str().unwrap().is_empty());
+        assert!(!text(&d["osVersion"]).is_empty());
+        assert!(!d["lastReported"].as_str().unwrap().is_empty());
+    }
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_page_with_exactly_one_device_has_it_as_an_object_and_an_empty_one_has_no_device_key() {
     let t = spawn(251, 4).await;
     let (token, _) = t.login().await;

@@ -1021,6 +1021,90 @@ async fn the_data_set_is_deterministic_for_a_seed_and_has_realistic_variety() {
 }
 
 #[tokio::test]
+async fn a_thousand_seeded_devices_serve_every_posture_field_with_realistic_variety() {
+    let t = spawn(1000, 21).await;
+    let token = t.token().await;
+    let (devices, _) = t.list_all(&token, 500).await;
+    assert_eq!(devices.len(), 1000);
+    let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+    // The spec's types: booleans, the DeviceMode enum, strings.
+    for d in &devices {
+        for field in [
+            "ComplianceStatus",
+            "IsEncrypted",
+            "PasscodeEnabled",
+            "IsOSSecure",
+        ] {
+            assert!(d[field].is_boolean(), "{field} in {d}");
+        }
+        assert!(
+            [
+                "Active",
+                "Disabled",
+                "UnenrollPendingUser",
+                "UnenrollPendingAdmin",
+                "UnenrolledByUser",
+                "UnenrolledByAdmin"
+            ]
+            .contains(&d["Mode"].as_str().unwrap()),
+            "{d}"
+        );
+        assert!(d["PhoneNumber"].is_string() || d["PhoneNumber"].is_null());
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(d["LastCheckInTime"].as_str().unwrap()).is_ok()
+        );
+        let ios = d["Kind"].as_str().unwrap().eq_ignore_ascii_case("ios");
+        let manufacturer = d["Manufacturer"].as_str().unwrap();
+        if ios {
+            assert_eq!(manufacturer, "Apple", "{d}");
+        } else {
+            assert!(
+                ["samsung", "Google", "Zebra Technologies", "motorola"].contains(&manufacturer),
+                "{d}"
+            );
+        }
+        // Jailbroken or rooted devices are never compliant.
+        if d["IsOSSecure"] == false {
+            assert_eq!(d["ComplianceStatus"], false, "{d}");
+        }
+        if let Some(phone) = d["PhoneNumber"].as_str().filter(|p| !p.is_empty()) {
+            assert!(phone.starts_with('+') && phone[1..].chars().all(|c| c.is_ascii_digit()));
+            assert!(!d["Model"].as_str().unwrap().starts_with("iPad"), "{d}");
+        }
+    }
+    // Most compliant, some not; most active, a few not; a few of each bad value.
+    assert!(count(&|d| d["ComplianceStatus"] == true) > 700);
+    assert!(count(&|d| d["ComplianceStatus"] == false) > 50);
+    assert!(count(&|d| d["Mode"] == "Active") > 800);
+    assert!(count(&|d| d["Mode"] != "Active") > 50);
+    assert!(count(&|d| d["IsEncrypted"] == false) > 10);
+    assert!(count(&|d| d["PasscodeEnabled"] == false) > 30);
+    assert!(count(&|d| d["IsOSSecure"] == false) > 5);
+    assert!(count(&|d| d["IsOSSecure"] == true) > 900);
+    assert!(
+        count(&|d| d["PhoneNumber"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('+')))
+            > 400
+    );
+    assert!(count(&|d| d["PhoneNumber"] == "") > 50);
+    assert!(count(&|d| d["PhoneNumber"].is_null()) > 50);
+    let manufacturers: HashSet<&str> = devices
+        .iter()
+        .map(|d| d["Manufacturer"].as_str().unwrap())
+        .collect();
+    assert!(manufacturers.len() >= 4, "{manufacturers:?}");
+    // A lookup serves the same posture as the listing.
+    let one = &devices[7];
+    let id = one["DeviceId"].as_str().unwrap();
+    assert_eq!(
+        &t.get_json(&token, &format!("/api/devices/{id}")).await,
+        one
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn requests_are_recorded_as_sent_and_can_be_cleared() {
     let t = spawn(5, 1).await;
     let token = t.token().await;

@@ -14,6 +14,12 @@
 //!   (`Apple` → iOS), `Model`, `OperatingSystem`, `Ownership` (`C` corporate,
 //!   `E` personal, `S` shared, anything else unknown), `LastSeen`, the user
 //!   (`UserName`, `UserEmailAddress`) and the group (`LocationGroupName`).
+//! - **Posture** (listing and lookup alike): `EnrollmentStatus` `Enrolled` →
+//!   enrolled (any other status → not); `ComplianceStatus` `Compliant` /
+//!   `NonCompliant` → compliant (`NotAvailable`, `PendingComplianceCheck`, …
+//!   → `None`); `CompromisedStatus` (a boolean, also read from text) →
+//!   compromised; `OEMInfo` → manufacturer; `PhoneNumber`. Encryption and
+//!   passcode are `None`: MDM-APIS.md takes the listing not to say.
 //! - **Users** from `GET /API/system/users/search` (same paging).
 //! - **Groups** from `GET /API/system/groups/search`, the organisation groups.
 //!   The adapter returns the group name as AirWatch has it; the connector

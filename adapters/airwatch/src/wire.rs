@@ -9,7 +9,7 @@
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Group, Identifiers,
-    Ownership, Platform, User,
+    Ownership, Platform, Posture, User,
 };
 use serde_json::Value;
 
@@ -116,7 +116,7 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
         }),
     };
     Ok(Device {
-        posture: Default::default(),
+        posture: posture(record),
         mdm_device_id,
         identifiers: Identifiers {
             udid: text(record, "Udid").and_then(|v| normalize_udid(&v)),
@@ -135,6 +135,43 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
         groups: text(record, "LocationGroupName").into_iter().collect(),
         last_checkin_at: text(record, "LastSeen").and_then(|t| timestamp(&t)),
     })
+}
+
+/// What the device record says of the device's state.
+///
+/// - `EnrollmentStatus` `Enrolled` is enrolled; any other status
+///   (`Unenrolled`, `EnrollmentInProgress`, `EnterpriseWipePending`, …) is
+///   not, or no longer.
+/// - `ComplianceStatus` `Compliant` / `NonCompliant`; `NotAvailable`,
+///   `PendingComplianceCheck` and anything else are not a verdict (`None`).
+/// - `CompromisedStatus` is a boolean in the device search; event payloads
+///   write it as text, so `"true"`/`"false"` are read too and `""` is `None`.
+/// - Encryption and passcode: `None`, per MDM-APIS.md (the listing is not
+///   taken to say; `DataEncryptionYN` is left unread on purpose).
+/// - The manufacturer is `OEMInfo` (`"Samsung"`, `"Dell Inc."` in the
+///   public examples of the device search answer).
+fn posture(record: &Value) -> Posture {
+    let word = |key: &str| text(record, key).map(|t| t.to_ascii_lowercase());
+    Posture {
+        compliant: word("ComplianceStatus").and_then(|w| match w.as_str() {
+            "compliant" => Some(true),
+            "noncompliant" | "non compliant" | "non-compliant" => Some(false),
+            _ => None,
+        }),
+        enrolled: word("EnrollmentStatus").map(|w| w == "enrolled"),
+        encrypted: None,
+        passcode: None,
+        compromised: match record.get("CompromisedStatus") {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => word("CompromisedStatus").and_then(|w| match w.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            }),
+        },
+        manufacturer: text(record, "OEMInfo"),
+        phone_number: text(record, "PhoneNumber"),
+    }
 }
 
 /// One user of `/API/system/users/search`, keyed by `UserName` (not `Id.Value`):
@@ -210,6 +247,95 @@ mod tests {
             d.last_checkin_at.unwrap().to_rfc3339(),
             "2018-03-15T08:08:09.460+00:00"
         );
+    }
+
+    #[test]
+    fn posture_maps_enrollment_compliance_compromise_oem_and_phone() {
+        let d = device(&json!({
+            "Id": {"Value": 17},
+            "Platform": "Android",
+            "Model": "SM-G991B",
+            "OperatingSystem": "14.0.0",
+            "LastSeen": "2018-03-15T08:08:09.460",
+            "EnrollmentStatus": "Enrolled",
+            "ComplianceStatus": "NonCompliant",
+            "CompromisedStatus": true,
+            "OEMInfo": "Samsung",
+            "PhoneNumber": "+14045550100",
+            "DataEncryptionYN": "Y"
+        }))
+        .unwrap();
+        assert_eq!(
+            d.posture,
+            Posture {
+                compliant: Some(false),
+                enrolled: Some(true),
+                encrypted: None,
+                passcode: None,
+                compromised: Some(true),
+                manufacturer: Some("Samsung".into()),
+                phone_number: Some("+14045550100".into()),
+            }
+        );
+        assert_eq!(d.model.as_deref(), Some("SM-G991B"));
+        assert_eq!(d.os_version.as_deref(), Some("14.0.0"));
+        assert!(d.last_checkin_at.is_some());
+    }
+
+    #[test]
+    fn every_status_word_maps_or_is_none_and_compromised_is_read_from_text_too() {
+        let p = |pairs: serde_json::Value| {
+            let mut record = json!({"Id": {"Value": 1}});
+            for (k, v) in pairs.as_object().unwrap() {
+                record[k] = v.clone();
+            }
+            device(&record).unwrap().posture
+        };
+        for (raw, want) in [
+            ("Enrolled", Some(true)),
+            ("enrolled", Some(true)),
+            ("Unenrolled", Some(false)),
+            ("EnrollmentInProgress", Some(false)),
+            ("EnterpriseWipePending", Some(false)),
+            ("", None),
+        ] {
+            assert_eq!(
+                p(json!({"EnrollmentStatus": raw})).enrolled,
+                want,
+                "{raw:?}"
+            );
+        }
+        for (raw, want) in [
+            ("Compliant", Some(true)),
+            ("NonCompliant", Some(false)),
+            ("noncompliant", Some(false)),
+            ("NotAvailable", None),
+            ("PendingComplianceCheck", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                p(json!({"ComplianceStatus": raw})).compliant,
+                want,
+                "{raw:?}"
+            );
+        }
+        for (raw, want) in [
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!("True"), Some(true)),
+            (json!("false"), Some(false)),
+            (json!(""), None),
+            (json!(null), None),
+            (json!("Unknown"), None),
+        ] {
+            assert_eq!(
+                p(json!({"CompromisedStatus": raw})).compromised,
+                want,
+                "{raw}"
+            );
+        }
+        let blank = p(json!({"OEMInfo": "", "PhoneNumber": "  ", "EnrollmentStatus": null}));
+        assert_eq!(blank, Posture::default());
     }
 
     #[test]

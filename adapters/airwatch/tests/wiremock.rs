@@ -6,7 +6,7 @@ use futures::TryStreamExt as _;
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership, Page,
-    Platform, Secret,
+    Platform, Posture, Secret,
 };
 use mtd_adapter_airwatch::{AirwatchAdapter, AirwatchConfig, AirwatchCredentials};
 use serde_json::{json, Value};
@@ -637,6 +637,140 @@ async fn android_and_a_device_without_user_map_too() {
         d.last_checkin_at.unwrap().to_rfc3339(),
         "2024-01-02T02:04:05+00:00"
     );
+}
+
+/// The posture fields of the device search on three records: compliant,
+/// non-compliant and compromised (its flag as text, as event payloads write
+/// it), and one that gives no verdict.
+fn posture_records() -> Vec<Value> {
+    let with = |id: u64, pairs: &[(&str, Value)]| {
+        let mut d = device_json(id);
+        for (k, v) in pairs {
+            d[*k] = v.clone();
+        }
+        d
+    };
+    vec![
+        with(
+            1,
+            &[
+                ("EnrollmentStatus", json!("Enrolled")),
+                ("ComplianceStatus", json!("Compliant")),
+                ("CompromisedStatus", json!(false)),
+                ("OEMInfo", json!("Apple")),
+                ("PhoneNumber", json!("+14045550100")),
+                ("DataEncryptionYN", json!("Y")),
+            ],
+        ),
+        with(
+            2,
+            &[
+                ("Platform", json!("Android")),
+                ("Model", json!("SM-G991B")),
+                ("OperatingSystem", json!("14.0.0")),
+                ("LastSeen", json!("2026-11-20T08:08:09")),
+                ("EnrollmentStatus", json!("Unenrolled")),
+                ("ComplianceStatus", json!("NonCompliant")),
+                ("CompromisedStatus", json!("true")),
+                ("OEMInfo", json!("samsung")),
+                ("PhoneNumber", json!("")),
+            ],
+        ),
+        with(
+            3,
+            &[
+                ("EnrollmentStatus", json!("")),
+                ("ComplianceStatus", json!("NotAvailable")),
+                ("CompromisedStatus", json!(null)),
+                ("OEMInfo", json!("")),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn the_listing_maps_posture_and_says_nothing_of_encryption_or_passcode() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "Devices": posture_records(), "Page": 0, "PageSize": 500, "Total": 3
+        })))
+        .mount(&server)
+        .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    let [good, bad, unsaid] = &pages[0].items[..] else {
+        panic!("{:?}", pages[0].items);
+    };
+    assert_eq!(
+        good.posture,
+        Posture {
+            compliant: Some(true),
+            enrolled: Some(true),
+            encrypted: None,
+            passcode: None,
+            compromised: Some(false),
+            manufacturer: Some("Apple".into()),
+            phone_number: Some("+14045550100".into()),
+        }
+    );
+    assert_eq!(
+        bad.posture,
+        Posture {
+            compliant: Some(false),
+            enrolled: Some(false),
+            encrypted: None,
+            passcode: None,
+            compromised: Some(true),
+            manufacturer: Some("samsung".into()),
+            phone_number: None,
+        }
+    );
+    assert_eq!(bad.model.as_deref(), Some("SM-G991B"));
+    assert_eq!(bad.os_version.as_deref(), Some("14.0.0"));
+    assert_eq!(
+        bad.last_checkin_at.unwrap().to_rfc3339(),
+        "2026-11-20T08:08:09+00:00"
+    );
+    assert_eq!(unsaid.posture, Posture::default());
+}
+
+#[tokio::test]
+async fn a_lookup_maps_posture_as_the_listing_does() {
+    let server = MockServer::start().await;
+    let records = posture_records();
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices/2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(records[1].clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/devices"))
+        .and(query_param("searchby", "Serialnumber"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(records[0].clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let bad = a
+        .lookup_device(&DeviceIdentifier::MdmDeviceId("2".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bad.posture.compromised, Some(true));
+    assert_eq!(bad.posture.compliant, Some(false));
+    assert_eq!(bad.posture.enrolled, Some(false));
+    assert_eq!(bad.posture.manufacturer.as_deref(), Some("samsung"));
+    let good = a
+        .lookup_device(&DeviceIdentifier::serial("SN00000001").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(good.posture.compliant, Some(true));
+    assert_eq!(good.posture.compromised, Some(false));
+    assert_eq!(good.posture.encrypted, None, "DataEncryptionYN is not read");
+    assert_eq!(good.posture.phone_number.as_deref(), Some("+14045550100"));
 }
 
 #[tokio::test]

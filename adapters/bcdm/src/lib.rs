@@ -19,6 +19,11 @@
 //!   silently dropped. Users without an email get `<tenant_id>-user@qmpr.com`.
 //!   A device carries only its user's id; the user's details come from the
 //!   user listing;
+//! - posture from the device object (listing and lookup alike): `compliant`,
+//!   `passcode_enabled`, `encrypted`, `jailbroken` (booleans, `null` = not
+//!   said; `"true"`/`"false"` and 1/0 are read too), `manufacturer`,
+//!   `phone_number`. BCDM has no enrolment flag (`enrolled` is `None`).
+//!   `mtd_risk_level` (the level last written) is accepted and not used yet;
 //! - lookups by `udid`, `serial_number`, `imei`, `wifi_mac` (sent
 //!   colon-separated in lower case, `a4:67:06:0c:15:3d`, the form iOS
 //!   reports) and by `device_id`. A device BCDM knows but that is not iOS is

@@ -8,7 +8,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Identifiers,
-    Ownership, Page, Platform, User,
+    Ownership, Page, Platform, Posture, User,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -52,6 +52,27 @@ pub(crate) struct WireDevice {
     pub ownership: Option<String>,
     #[serde(default)]
     pub last_checkin_at: Option<String>,
+    // Posture. Read leniently (see [`flag`] and [`lenient_text`]): these
+    // fields are our own design, not a published schema, and a value of an
+    // unexpected type must cost that field, never the page.
+    /// The MDM's compliance verdict (a boolean).
+    #[serde(default, deserialize_with = "flag")]
+    pub compliant: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
+    pub passcode_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
+    pub encrypted: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
+    pub jailbroken: Option<bool>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub manufacturer: Option<String>,
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub phone_number: Option<String>,
+    /// The risk level last written (`PUT …/risk`), `null` if never. Accepted
+    /// and not used yet: nothing reads the level back so far.
+    #[allow(dead_code)]
+    #[serde(default, deserialize_with = "lenient_text")]
+    pub mtd_risk_level: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +129,35 @@ fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         .filter(|s| !s.is_empty()))
 }
 
+/// A boolean, or its text (`"true"`, `"False"`, `"1"`, `"0"`), or 0/1;
+/// `null`, `""` and anything else are `None` (not said). Never an error.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Some(b),
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
+        },
+        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Text, trimmed (a number is its decimal text); blank, `null` and
+/// anything else are `None`. Never an error.
+fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => non_empty(Some(s)),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 /// The MAC form sent in `wifi_mac=` lookups: colon-separated lower case
 /// (`a4:67:06:0c:15:3d`), the form iOS itself reports (`WiFiMAC`). The design
 /// does not fix it; reading is lenient either way ([`normalize_mac`]).
@@ -162,7 +212,16 @@ impl WireDevice {
     pub(crate) fn into_device(self) -> Device {
         let platform = self.platform();
         Device {
-            posture: Default::default(),
+            posture: Posture {
+                compliant: self.compliant,
+                // BCDM manages what it lists: there is no enrolment flag.
+                enrolled: None,
+                encrypted: self.encrypted,
+                passcode: self.passcode_enabled,
+                compromised: self.jailbroken,
+                manufacturer: self.manufacturer,
+                phone_number: self.phone_number,
+            },
             identifiers: Identifiers {
                 udid: self.udid.as_deref().and_then(normalize_udid),
                 serial: self.serial_number.as_deref().and_then(normalize_serial),
@@ -285,6 +344,70 @@ mod tests {
         assert_eq!(d.user, None);
         assert_eq!(d.ownership, Ownership::Personal);
         assert_eq!(d.last_checkin_at, None);
+    }
+
+    #[test]
+    fn posture_maps_from_the_device_object_and_the_risk_level_is_accepted() {
+        let d = device(serde_json::json!({
+            "device_id": "dev-1", "platform": "iOS", "model": "iPhone 14", "os_version": "17.4",
+            "last_checkin_at": "2024-03-01T19:00:00+09:00",
+            "compliant": false, "passcode_enabled": true, "encrypted": true, "jailbroken": true,
+            "manufacturer": "Apple", "phone_number": "+819012345678", "mtd_risk_level": "high"
+        }));
+        assert_eq!(d.mtd_risk_level.as_deref(), Some("high"));
+        let d = d.into_device();
+        assert_eq!(
+            d.posture,
+            Posture {
+                compliant: Some(false),
+                enrolled: None,
+                encrypted: Some(true),
+                passcode: Some(true),
+                compromised: Some(true),
+                manufacturer: Some("Apple".into()),
+                phone_number: Some("+819012345678".into()),
+            }
+        );
+        assert_eq!(d.model.as_deref(), Some("iPhone 14"));
+        assert_eq!(d.os_version.as_deref(), Some("17.4"));
+        assert_eq!(
+            d.last_checkin_at.unwrap().to_rfc3339(),
+            "2024-03-01T10:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn posture_values_are_read_leniently_and_null_blank_or_odd_ones_are_none() {
+        let lenient = device(serde_json::json!({
+            "device_id": "a", "platform": "iOS",
+            "compliant": "true", "passcode_enabled": "False", "encrypted": 1, "jailbroken": "0",
+            "manufacturer": " Apple ", "phone_number": 819012345678u64, "mtd_risk_level": 3
+        }));
+        assert_eq!(lenient.mtd_risk_level.as_deref(), Some("3"));
+        let p = lenient.into_device().posture;
+        assert_eq!(
+            (p.compliant, p.passcode, p.encrypted, p.compromised),
+            (Some(true), Some(false), Some(true), Some(false))
+        );
+        assert_eq!(p.manufacturer.as_deref(), Some("Apple"));
+        assert_eq!(p.phone_number.as_deref(), Some("819012345678"));
+        for odd in [
+            serde_json::json!({
+                "device_id": "b", "platform": "iOS", "compliant": null, "passcode_enabled": null,
+                "encrypted": null, "jailbroken": null, "manufacturer": null, "phone_number": null,
+                "mtd_risk_level": null
+            }),
+            serde_json::json!({
+                "device_id": "c", "platform": "iOS", "compliant": "yes?", "passcode_enabled": "",
+                "encrypted": 7, "jailbroken": {"nested": true}, "manufacturer": "",
+                "phone_number": "  ", "mtd_risk_level": ["high"]
+            }),
+            serde_json::json!({"device_id": "d", "platform": "iOS"}),
+        ] {
+            let d = device(odd.clone());
+            assert_eq!(d.mtd_risk_level, None, "{odd}");
+            assert_eq!(d.into_device().posture, Posture::default(), "{odd}");
+        }
     }
 
     #[test]

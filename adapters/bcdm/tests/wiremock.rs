@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use hmac::{Hmac, Mac};
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership,
-    Platform, Secret, User,
+    Platform, Posture, Secret, User,
 };
 use mtd_adapter_bcdm::{BcdmAdapter, BcdmConfig, BcdmCredentials};
 use serde_json::{json, Value};
@@ -467,6 +467,122 @@ async fn there_are_no_groups_and_the_capabilities_say_so() {
     );
     assert_eq!(bcdm.kind(), mtd_adapter::MdmKind::Bcdm);
     assert!(received(&server).await.is_empty());
+}
+
+// ---- posture ---------------------------------------------------------------
+
+/// Three iOS devices: a healthy one, a jailbroken one whose flags come as
+/// text and whose risk level was written, and one that says nothing.
+fn posture_devices() -> Vec<Value> {
+    let with = |id: &str, pairs: Value| {
+        let mut d = ios(id);
+        for (k, v) in pairs.as_object().unwrap() {
+            d[k] = v.clone();
+        }
+        d
+    };
+    vec![
+        with(
+            "p1",
+            json!({"compliant": true, "passcode_enabled": true, "encrypted": true,
+                   "jailbroken": false, "manufacturer": "Apple",
+                   "phone_number": "+819012345678", "mtd_risk_level": null}),
+        ),
+        with(
+            "p2",
+            json!({"compliant": "false", "passcode_enabled": "false", "encrypted": 0,
+                   "jailbroken": "true", "manufacturer": "Apple", "phone_number": "",
+                   "mtd_risk_level": "high", "model": "iPhone 12", "os_version": "16.7.8",
+                   "last_checkin_at": "2025-03-03T09:30:00+09:00"}),
+        ),
+        with(
+            "p3",
+            json!({"compliant": null, "passcode_enabled": null, "encrypted": null,
+                   "jailbroken": null, "manufacturer": null, "phone_number": null}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn the_listing_maps_posture_with_lenient_and_null_values() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .and(Signed)
+        .respond_with(devices_body(3, posture_devices()))
+        .mount(&server)
+        .await;
+    let pages = all_devices(&adapter(&server)).await.unwrap();
+    let [healthy, jailbroken, unsaid] = &pages[0].items[..] else {
+        panic!("{:?}", pages[0].items);
+    };
+    assert_eq!(
+        healthy.posture,
+        Posture {
+            compliant: Some(true),
+            enrolled: None,
+            encrypted: Some(true),
+            passcode: Some(true),
+            compromised: Some(false),
+            manufacturer: Some("Apple".into()),
+            phone_number: Some("+819012345678".into()),
+        }
+    );
+    assert_eq!(
+        jailbroken.posture,
+        Posture {
+            compliant: Some(false),
+            enrolled: None,
+            encrypted: Some(false),
+            passcode: Some(false),
+            compromised: Some(true),
+            manufacturer: Some("Apple".into()),
+            phone_number: None,
+        }
+    );
+    assert_eq!(jailbroken.model.as_deref(), Some("iPhone 12"));
+    assert_eq!(jailbroken.os_version.as_deref(), Some("16.7.8"));
+    assert_eq!(
+        jailbroken.last_checkin_at.unwrap().to_rfc3339(),
+        "2025-03-03T00:30:00+00:00"
+    );
+    assert_eq!(unsaid.posture, Posture::default());
+}
+
+#[tokio::test]
+async fn a_lookup_maps_posture_as_the_listing_does_by_id_and_by_identifier() {
+    let server = MockServer::start().await;
+    let devices = posture_devices();
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices/p2"))
+        .and(Signed)
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices[1].clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .and(query_param("serial_number", "SNP1"))
+        .and(Signed)
+        .respond_with(devices_body(1, vec![devices[0].clone()]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let bcdm = adapter(&server);
+    let by_id = DeviceIdentifier::mdm_device_id("p2").unwrap();
+    let jailbroken = bcdm.lookup_device(&by_id).await.unwrap().unwrap();
+    assert_eq!(jailbroken.posture.compromised, Some(true));
+    assert_eq!(jailbroken.posture.compliant, Some(false));
+    assert_eq!(jailbroken.posture.phone_number, None);
+    let by_serial = DeviceIdentifier::serial("snp1").unwrap();
+    let healthy = bcdm.lookup_device(&by_serial).await.unwrap().unwrap();
+    assert_eq!(healthy.mdm_device_id, "p1");
+    assert_eq!(healthy.posture.compromised, Some(false));
+    assert_eq!(healthy.posture.passcode, Some(true));
+    assert_eq!(
+        healthy.posture.phone_number.as_deref(),
+        Some("+819012345678")
+    );
 }
 
 // ---- lookups ---------------------------------------------------------------

@@ -19,6 +19,17 @@
 //!   `ownership` `Corporate Owned` is corporate, `Employee Owned` personal,
 //!   anything else unknown; `lastReported` has no zone and is UTC; the user
 //!   is `username` (else `emailAddress`).
+//! - **Posture** (listing and lookup alike, both are the search):
+//!   `policyComplianceState` `In Compliance` / `Out of Compliance` →
+//!   compliant; `maas360ManagedStatus` `Enrolled`, `Activated` → enrolled,
+//!   `Control Removed`, `Pending Control Removed`, `User Removed Control`,
+//!   `Not Enrolled`, `Inactive` → not; `encryptionStatus` `Encryption
+//!   Complete`, `Encrypted` → encrypted, `Not Encrypted`, `Unencrypted`,
+//!   `Not Supported` → not; `passcodeCompliance` `Compliant` → passcode,
+//!   `Non Compliant`, `Not Compliant` → no passcode; `jailbreakStatus` `Yes`
+//!   / `No` → compromised; `manufacturer`; `phoneNumber` (a number is its digits).
+//!   Words are compared without case, spaces or punctuation; a blank or
+//!   unknown word is `None`.
 //! - **Users**: `GET /user-apis/user/1.0/search/{billingId}?includeAllUsers=1
 //!   &pageSize=&pageNumber=`, keyed by `userName`, the key devices name
 //!   their user by. **No groups**: the search answer names none.

@@ -9,7 +9,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, DeviceIdentifier,
-    Identifiers, Ownership, Platform, User,
+    Identifiers, Ownership, Platform, Posture, User,
 };
 use serde_json::Value;
 
@@ -132,7 +132,7 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
     let mdm_device_id =
         text(record, "maas360DeviceID").ok_or("device without a maas360DeviceID")?;
     Ok(Device {
-        posture: Default::default(),
+        posture: posture(record),
         mdm_device_id,
         identifiers: Identifiers {
             udid: text(record, "udid").and_then(|v| normalize_udid(&v)),
@@ -152,6 +152,67 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
         groups: Vec::new(),
         last_checkin_at: last_reported(record),
     })
+}
+
+/// What the search says of a device's state. MaaS360 writes words
+/// (`In Compliance`, `Encryption Complete`, `Yes`); they are compared
+/// without case, spaces or punctuation ([`word`]), so `Out of Compliance`,
+/// `OUT_OF_COMPLIANCE` and `OutOfCompliance` are one value. A value that is
+/// blank or not one of the known words is `None`: not said, never guessed.
+fn posture(record: &Value) -> Posture {
+    Posture {
+        compliant: known(record, "policyComplianceState", |w| match w {
+            "incompliance" | "compliant" => Some(true),
+            "outofcompliance" | "noncompliant" | "notcompliant" => Some(false),
+            _ => None,
+        }),
+        enrolled: known(record, "maas360ManagedStatus", |w| match w {
+            "enrolled" | "activated" => Some(true),
+            // `Pending Control Removed` is on its way out: the admin (or
+            // the user) has already ended management.
+            "controlremoved"
+            | "pendingcontrolremoved"
+            | "userremovedcontrol"
+            | "notenrolled"
+            | "inactive" => Some(false),
+            _ => None,
+        }),
+        encrypted: known(record, "encryptionStatus", |w| match w {
+            "encryptioncomplete" | "encrypted" => Some(true),
+            "notencrypted" | "unencrypted" | "notsupported" | "encryptionnotsupported" => {
+                Some(false)
+            }
+            _ => None,
+        }),
+        passcode: known(record, "passcodeCompliance", |w| match w {
+            "compliant" => Some(true),
+            "noncompliant" | "notcompliant" => Some(false),
+            _ => None,
+        }),
+        compromised: match record.get("jailbreakStatus") {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => known(record, "jailbreakStatus", |w| match w {
+                "yes" | "true" | "jailbroken" | "rooted" => Some(true),
+                "no" | "false" => Some(false),
+                _ => None,
+            }),
+        },
+        manufacturer: text(record, "manufacturer"),
+        phone_number: text(record, "phoneNumber"),
+    }
+}
+
+/// The field `key` as a [`word`], mapped by `map`.
+fn known(record: &Value, key: &str, map: impl Fn(&str) -> Option<bool>) -> Option<bool> {
+    text(record, key).and_then(|t| map(&word(&t)))
+}
+
+/// Lower case, letters and digits only: `Out of Compliance` → `outofcompliance`.
+fn word(s: &str) -> String {
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// A device's user, keyed by `username` as the user listing keys its users
@@ -402,6 +463,139 @@ mod tests {
         );
         let d = device(&json!({"maas360DeviceID": "x", "emailAddress": "e@example.com"})).unwrap();
         assert_eq!(d.user.unwrap().mdm_user_id, "e@example.com");
+    }
+
+    #[test]
+    fn posture_maps_the_documented_words_of_the_search_answer() {
+        let mut record = full_device();
+        for (k, v) in [
+            ("policyComplianceState", json!("In Compliance")),
+            ("maas360ManagedStatus", json!("Enrolled")),
+            ("encryptionStatus", json!("Encryption Complete")),
+            ("passcodeCompliance", json!("Compliant")),
+            ("jailbreakStatus", json!("No")),
+            ("phoneNumber", json!("+14165550123")),
+        ] {
+            record[k] = v;
+        }
+        let d = device(&record).unwrap();
+        assert_eq!(
+            d.posture,
+            Posture {
+                compliant: Some(true),
+                enrolled: Some(true),
+                encrypted: Some(true),
+                passcode: Some(true),
+                compromised: Some(false),
+                manufacturer: Some("Apple".into()),
+                phone_number: Some("+14165550123".into()),
+            }
+        );
+        assert_eq!(d.model.as_deref(), Some("iPhone 15"));
+        assert_eq!(d.os_version.as_deref(), Some("17.4"));
+        assert!(d.last_checkin_at.is_some());
+    }
+
+    #[test]
+    fn every_known_word_of_each_posture_field_maps_without_case_and_others_are_none() {
+        let p = |key: &str, v: Value| {
+            device(&json!({"maas360DeviceID": "x", key: v}))
+                .unwrap()
+                .posture
+        };
+        for (raw, want) in [
+            ("In Compliance", Some(true)),
+            ("in compliance", Some(true)),
+            ("Out of Compliance", Some(false)),
+            ("OUT OF COMPLIANCE", Some(false)),
+            ("", None),
+            ("Pending", None),
+        ] {
+            assert_eq!(
+                p("policyComplianceState", json!(raw)).compliant,
+                want,
+                "{raw:?}"
+            );
+        }
+        for (raw, want) in [
+            ("Enrolled", Some(true)),
+            ("Activated", Some(true)),
+            ("Control Removed", Some(false)),
+            ("Pending Control Removed", Some(false)),
+            ("User Removed Control", Some(false)),
+            ("Not Enrolled", Some(false)),
+            ("Inactive", Some(false)),
+            ("", None),
+            ("Something New", None),
+        ] {
+            assert_eq!(
+                p("maas360ManagedStatus", json!(raw)).enrolled,
+                want,
+                "{raw:?}"
+            );
+        }
+        for (raw, want) in [
+            ("Encryption Complete", Some(true)),
+            ("Encrypted", Some(true)),
+            ("Not Encrypted", Some(false)),
+            ("Unencrypted", Some(false)),
+            ("Not Supported", Some(false)),
+            ("", None),
+            ("Encryption In Progress", None),
+        ] {
+            assert_eq!(p("encryptionStatus", json!(raw)).encrypted, want, "{raw:?}");
+        }
+        for (raw, want) in [
+            ("Compliant", Some(true)),
+            ("compliant", Some(true)),
+            ("Non Compliant", Some(false)),
+            ("Not Compliant", Some(false)),
+            ("Noncompliant", Some(false)),
+            ("Non-Compliant", Some(false)),
+            ("", None),
+            ("N/A", None),
+        ] {
+            assert_eq!(
+                p("passcodeCompliance", json!(raw)).passcode,
+                want,
+                "{raw:?}"
+            );
+        }
+        for (raw, want) in [
+            (json!("Yes"), Some(true)),
+            (json!("yes"), Some(true)),
+            (json!("No"), Some(false)),
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!(""), None),
+            (json!("Unknown"), None),
+            (json!(null), None),
+        ] {
+            assert_eq!(p("jailbreakStatus", raw.clone()).compromised, want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_phone_number_given_as_a_number_is_its_digits_and_blank_posture_is_none() {
+        let d = device(&json!({
+            "maas360DeviceID": "x",
+            "phoneNumber": 4915112345678u64,
+            "manufacturer": 42
+        }))
+        .unwrap();
+        assert_eq!(d.posture.phone_number.as_deref(), Some("4915112345678"));
+        assert_eq!(d.posture.manufacturer.as_deref(), Some("42"));
+        let d = device(&json!({
+            "maas360DeviceID": "x", "manufacturer": "", "phoneNumber": "",
+            "policyComplianceState": "", "maas360ManagedStatus": "", "encryptionStatus": "",
+            "passcodeCompliance": "", "jailbreakStatus": ""
+        }))
+        .unwrap();
+        assert_eq!(d.posture, Posture::default());
+        assert_eq!(
+            device(&json!({"maas360DeviceID": "x"})).unwrap().posture,
+            Posture::default()
+        );
     }
 
     #[test]

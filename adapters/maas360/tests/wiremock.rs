@@ -7,7 +7,7 @@ use futures::TryStreamExt as _;
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership, Page,
-    Platform, Secret, User,
+    Platform, Posture, Secret, User,
 };
 use mtd_adapter_maas360::{Maas360Adapter, Maas360Config, Maas360Credentials};
 use serde_json::{json, Value};
@@ -679,6 +679,128 @@ async fn devices_map_with_lenient_fields_and_every_ownership() {
         (Platform::Macos, Ownership::Unknown)
     );
     assert_eq!(mac.user, None);
+}
+
+/// Three search records: a healthy iPhone in MaaS360's own words, a rooted
+/// Android phone whose words come in other cases and its phone number as a
+/// JSON number, and a Windows laptop with blank and unknown values.
+fn posture_records() -> Vec<Value> {
+    let mut healthy = device_json(7);
+    for (k, v) in [
+        ("policyComplianceState", json!("In Compliance")),
+        ("maas360ManagedStatus", json!("Enrolled")),
+        ("encryptionStatus", json!("Encryption Complete")),
+        ("passcodeCompliance", json!("Compliant")),
+        ("jailbreakStatus", json!("No")),
+        ("phoneNumber", json!("+14165550123")),
+    ] {
+        healthy[k] = v;
+    }
+    vec![
+        healthy,
+        json!({
+            "maas360DeviceID": "Androidc0123456789",
+            "platformName": "Android",
+            "manufacturer": "samsung",
+            "model": "SM-G991B",
+            "osVersion": 14,
+            "imeiEsn": 352099001761481u64,
+            "lastReported": "2026-11-20T16:11:23",
+            "policyComplianceState": "OUT OF COMPLIANCE",
+            "maas360ManagedStatus": "control removed",
+            "encryptionStatus": "Not Encrypted",
+            "passcodeCompliance": "Not Compliant",
+            "jailbreakStatus": "yes",
+            "phoneNumber": 4915112345678u64
+        }),
+        json!({
+            "maas360DeviceID": "WIN0123456789ABC",
+            "platformName": "Windows",
+            "manufacturer": "",
+            "phoneNumber": "",
+            "policyComplianceState": "",
+            "maas360ManagedStatus": "Something Newer",
+            "encryptionStatus": "",
+            "passcodeCompliance": "",
+            "jailbreakStatus": ""
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn the_listing_maps_posture_from_maas360s_words_with_lenient_and_unsaid_values() {
+    let server = MockServer::start().await;
+    mount_login(&server).await;
+    mount_devices(
+        &server,
+        search_answer("devices", "device", posture_records(), 3),
+    )
+    .await;
+    let pages = all_pages(&adapter(&server)).await.unwrap();
+    let [ios, android, windows] = &pages[0].items[..] else {
+        panic!("{:?}", pages[0].items);
+    };
+    assert_eq!(
+        ios.posture,
+        Posture {
+            compliant: Some(true),
+            enrolled: Some(true),
+            encrypted: Some(true),
+            passcode: Some(true),
+            compromised: Some(false),
+            manufacturer: Some("Apple".into()),
+            phone_number: Some("+14165550123".into()),
+        }
+    );
+    assert_eq!(
+        android.posture,
+        Posture {
+            compliant: Some(false),
+            enrolled: Some(false),
+            encrypted: Some(false),
+            passcode: Some(false),
+            compromised: Some(true),
+            manufacturer: Some("samsung".into()),
+            phone_number: Some("4915112345678".into()),
+        }
+    );
+    assert_eq!(android.model.as_deref(), Some("SM-G991B"));
+    assert_eq!(android.os_version.as_deref(), Some("14"));
+    assert_eq!(
+        android.last_checkin_at.unwrap().to_rfc3339(),
+        "2026-11-20T16:11:23+00:00"
+    );
+    assert_eq!(windows.posture, Posture::default());
+}
+
+#[tokio::test]
+async fn a_lookup_maps_posture_as_the_listing_does() {
+    let server = MockServer::start().await;
+    mount_login(&server).await;
+    let rooted = posture_records().remove(1);
+    Mock::given(method("GET"))
+        .and(path(DEVICES_PATH))
+        .and(query_param("imeiMeid", "352099001761481"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(search_answer(
+            "devices",
+            "device",
+            vec![rooted],
+            1,
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let id = DeviceIdentifier::imei("352099001761481").unwrap();
+    let found = adapter(&server).lookup_device(&id).await.unwrap().unwrap();
+    assert_eq!(found.mdm_device_id, "Androidc0123456789");
+    assert_eq!(found.posture.compromised, Some(true));
+    assert_eq!(found.posture.compliant, Some(false));
+    assert_eq!(found.posture.enrolled, Some(false));
+    assert_eq!(found.posture.encrypted, Some(false));
+    assert_eq!(found.posture.passcode, Some(false));
+    assert_eq!(found.posture.manufacturer.as_deref(), Some("samsung"));
+    assert_eq!(found.posture.phone_number.as_deref(), Some("4915112345678"));
+    assert_eq!(found.model.as_deref(), Some("SM-G991B"));
 }
 
 // ---------------------------------------------------------------- users and groups

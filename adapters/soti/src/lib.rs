@@ -36,6 +36,15 @@
 //!   managed, not who owns it). Since the connector only ever sends a full
 //!   wipe to corporate devices, **a wipe is never sent to a SOTI device** by
 //!   the connector's policy; enterprise wipe and the other actions are.
+//! - **Posture** (listing and lookup alike): `ComplianceStatus` → compliant;
+//!   `Mode` `Active` → enrolled, any other mode (`Disabled`,
+//!   `UnenrollPending…`, `Unenrolled…`) → not enrolled; `IsEncrypted` →
+//!   encrypted; `PasscodeEnabled` → passcode; `IsOSSecure` `false` →
+//!   compromised (jailbroken or rooted); `Manufacturer`; `PhoneNumber`. The
+//!   spec has `IsEncrypted` and `IsOSSecure` on the iOS and Android kinds
+//!   only, so Windows and Mac devices say nothing there (`None`). Booleans are
+//!   read leniently (`true`, `"True"`, `1`); a blank or unreadable value is
+//!   `None`, never a skipped record.
 //! - **Lookups.** By `mdm_device_id`: `GET /api/devices/{id}`; by UDID: the
 //!   same with the UDID in lower case (an iOS `DeviceId`); by MAC:
 //!   `GET /api/devices/mac:{12 upper-case hex digits}` (the spec documents the

@@ -9,7 +9,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Group, Identifiers,
-    Ownership, Platform, User,
+    Ownership, Platform, Posture, User,
 };
 use serde::Deserialize;
 
@@ -42,6 +42,22 @@ pub(crate) struct WireDevice {
     hardware_serial_number: Option<String>,
     last_check_in_time: Option<String>,
     device_user_info: Option<WireUser>,
+    // Posture. Read as raw JSON and parsed leniently (see [`flag`]): a `"true"`
+    // where the spec says boolean must cost the field, never the record.
+    /// `DeviceBase.ComplianceStatus` (boolean).
+    compliance_status: Option<serde_json::Value>,
+    /// `DeviceMode` (`Active`, `Disabled`, `UnenrollPendingUser`,
+    /// `UnenrollPendingAdmin`, `UnenrolledByUser`, `UnenrolledByAdmin`).
+    mode: Option<serde_json::Value>,
+    /// iOS and Android kinds only.
+    is_encrypted: Option<serde_json::Value>,
+    /// iOS, Android and Windows kinds.
+    passcode_enabled: Option<serde_json::Value>,
+    /// iOS and Android kinds only; `false` means jailbroken or rooted.
+    #[serde(rename = "IsOSSecure")]
+    is_os_secure: Option<serde_json::Value>,
+    manufacturer: Option<serde_json::Value>,
+    phone_number: Option<serde_json::Value>,
 }
 
 /// `DeviceUser`.
@@ -120,8 +136,18 @@ pub(crate) fn map_device(raw: serde_json::Value) -> Result<Device, String> {
         .into_iter()
         .flatten()
         .find_map(|s| normalize_mac(s));
+    let posture = Posture {
+        compliant: flag(w.compliance_status.as_ref()),
+        enrolled: enrolled(w.mode.as_ref()),
+        encrypted: flag(w.is_encrypted.as_ref()),
+        passcode: flag(w.passcode_enabled.as_ref()),
+        // SOTI says whether the OS is secure; the model asks the opposite.
+        compromised: flag(w.is_os_secure.as_ref()).map(|secure| !secure),
+        manufacturer: text(w.manufacturer.as_ref()),
+        phone_number: text(w.phone_number.as_ref()),
+    };
     Ok(Device {
-        posture: Default::default(),
+        posture,
         identifiers: Identifiers {
             udid,
             serial,
@@ -195,6 +221,47 @@ pub(crate) fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok())
         .map(|t| t.and_utc())
+}
+
+/// A boolean as SOTI sends it (`true`), or as text (`"True"`, `"false"`,
+/// `"1"`, `"0"`) or 0/1 from a proxy that rewrote it; anything else
+/// (`null`, `""`, an unknown word) is `None`: not said.
+fn flag(raw: Option<&serde_json::Value>) -> Option<bool> {
+    match raw? {
+        serde_json::Value::Bool(b) => Some(*b),
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
+        },
+        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `Mode`: `Active` is enrolled; every other mode (`Disabled`, the
+/// `UnenrollPending…` and `Unenrolled…` modes, and any newer one) means the
+/// device is not, or no longer, actively managed. Absent, blank or not a
+/// string (an enum's number, whose order the spec does not fix): `None`.
+fn enrolled(raw: Option<&serde_json::Value>) -> Option<bool> {
+    let serde_json::Value::String(mode) = raw? else {
+        return None;
+    };
+    let mode = mode.trim();
+    (!mode.is_empty()).then(|| mode.eq_ignore_ascii_case("Active"))
+}
+
+/// A text field, trimmed; a number is its decimal text; blank is `None`.
+fn text(raw: Option<&serde_json::Value>) -> Option<String> {
+    match raw? {
+        serde_json::Value::String(s) => nonblank(Some(s.clone())),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 fn nonblank(s: Option<String>) -> Option<String> {
@@ -309,6 +376,113 @@ mod tests {
         assert!(looks_like_udid("00008030-001A2D3E4F5A6B7C"));
         assert!(!looks_like_udid("352099001761481"));
         assert!(!looks_like_udid("{0F4C1B2A-1111-2222-3333-444455556666}"));
+    }
+
+    #[test]
+    fn posture_maps_from_the_spec_fields_and_is_os_secure_false_is_compromised() {
+        let d = map_device(json!({
+            "DeviceId": "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+            "Kind": "Ios",
+            "Manufacturer": "Apple",
+            "Model": "iPhone 15",
+            "OSVersion": "17.4",
+            "LastCheckInTime": "2024-05-01T10:20:30Z",
+            "ComplianceStatus": false,
+            "Mode": "Active",
+            "IsEncrypted": true,
+            "PasscodeEnabled": false,
+            "IsOSSecure": false,
+            "PhoneNumber": " +4915112345678 "
+        }))
+        .unwrap();
+        assert_eq!(
+            d.posture,
+            Posture {
+                compliant: Some(false),
+                enrolled: Some(true),
+                encrypted: Some(true),
+                passcode: Some(false),
+                compromised: Some(true),
+                manufacturer: Some("Apple".into()),
+                phone_number: Some("+4915112345678".into()),
+            }
+        );
+        assert_eq!(d.model.as_deref(), Some("iPhone 15"));
+        assert_eq!(d.os_version.as_deref(), Some("17.4"));
+        assert!(d.last_checkin_at.is_some());
+        let secure =
+            map_device(json!({"DeviceId": "x", "IsOSSecure": true, "ComplianceStatus": true}))
+                .unwrap()
+                .posture;
+        assert_eq!(
+            (secure.compromised, secure.compliant),
+            (Some(false), Some(true))
+        );
+    }
+
+    #[test]
+    fn every_mode_but_active_is_not_enrolled_and_a_missing_one_is_not_said() {
+        let mode = |m: serde_json::Value| {
+            map_device(json!({"DeviceId": "x", "Mode": m}))
+                .unwrap()
+                .posture
+                .enrolled
+        };
+        assert_eq!(mode(json!("Active")), Some(true));
+        assert_eq!(mode(json!(" active ")), Some(true));
+        for other in [
+            "Disabled",
+            "UnenrollPendingUser",
+            "UnenrollPendingAdmin",
+            "UnenrolledByUser",
+            "UnenrolledByAdmin",
+            "Unenrolled",
+        ] {
+            assert_eq!(mode(json!(other)), Some(false), "{other}");
+        }
+        assert_eq!(mode(json!("")), None);
+        assert_eq!(mode(json!(null)), None);
+        assert_eq!(
+            mode(json!(0)),
+            None,
+            "an enum number has no documented order"
+        );
+    }
+
+    #[test]
+    fn posture_is_read_leniently_and_unsaid_or_blank_values_are_none() {
+        let d = map_device(json!({
+            "DeviceId": "352099001761481",
+            "Kind": "AndroidPlus",
+            "ComplianceStatus": "True",
+            "IsEncrypted": "false",
+            "PasscodeEnabled": 1,
+            "IsOSSecure": "0",
+            "Manufacturer": "  ",
+            "PhoneNumber": ""
+        }))
+        .unwrap();
+        assert_eq!(d.posture.compliant, Some(true));
+        assert_eq!(d.posture.encrypted, Some(false));
+        assert_eq!(d.posture.passcode, Some(true));
+        assert_eq!(d.posture.compromised, Some(true));
+        assert_eq!(d.posture.manufacturer, None);
+        assert_eq!(d.posture.phone_number, None);
+        // A Windows device: the spec's DeviceWindows* have no IsEncrypted or IsOSSecure.
+        let d = map_device(json!({
+            "DeviceId": "{0F4C1B2A-1111-2222-3333-444455556666}",
+            "Kind": "WindowsDesktop",
+            "ComplianceStatus": null,
+            "IsEncrypted": "maybe",
+            "IsOSSecure": 7,
+            "PasscodeEnabled": {"nested": true}
+        }))
+        .unwrap();
+        assert_eq!(
+            d.posture,
+            Posture::default(),
+            "a bad posture field never costs the record"
+        );
     }
 
     #[test]

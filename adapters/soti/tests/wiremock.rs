@@ -5,7 +5,7 @@ use futures::TryStreamExt;
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership,
-    Platform, Secret,
+    Platform, Posture, Secret,
 };
 use mtd_adapter_soti::{SotiAdapter, SotiConfig, SotiCredentials};
 use serde_json::{json, Value};
@@ -646,6 +646,163 @@ async fn devices_map_both_mac_formats_both_serial_fields_any_kind_spelling_and_n
     assert_eq!(
         android.last_checkin_at.unwrap().to_rfc3339(),
         "2024-05-01T10:20:30+00:00"
+    );
+}
+
+/// The posture fields of the SOTI spec on an iOS device, an Android+ device
+/// with lenient and unenrolled values, and a Windows device that says nothing.
+fn posture_devices() -> Value {
+    json!([
+        {
+            "$type": "DeviceIos",
+            "DeviceId": "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+            "Kind": "Ios",
+            "Manufacturer": "Apple",
+            "Model": "iPhone 15",
+            "OSVersion": "17.4.1",
+            "ManufacturerSerialNumber": "F17XK0ABCD",
+            "LastCheckInTime": "2024-05-01T10:20:30.123Z",
+            "ComplianceStatus": true,
+            "Mode": "Active",
+            "IsEncrypted": true,
+            "PasscodeEnabled": true,
+            "IsOSSecure": true,
+            "PhoneNumber": "+14165550123",
+            "DeviceUserInfo": null
+        },
+        {
+            "$type": "DeviceAndroidPlus",
+            "DeviceId": "352099001761482",
+            "Kind": "AndroidPlus",
+            "Manufacturer": "samsung",
+            "Model": "SM-G991B",
+            "OSVersion": "14",
+            "LastCheckInTime": "2024-05-01T10:20:30",
+            "ComplianceStatus": "False",
+            "Mode": "UnenrolledByUser",
+            "IsEncrypted": "false",
+            "PasscodeEnabled": 0,
+            "IsOSSecure": false,
+            "PhoneNumber": "",
+            "DeviceUserInfo": null
+        },
+        {
+            "$type": "DeviceWindowsDesktop",
+            "DeviceId": "{0F4C1B2A-1111-2222-3333-444455556666}",
+            "Kind": "WindowsDesktop",
+            "Manufacturer": "",
+            "ComplianceStatus": null,
+            "Mode": "",
+            "PasscodeEnabled": "unknown",
+            "DeviceUserInfo": null
+        }
+    ])
+}
+
+fn posture_of(devices: &[Device], id: &str) -> Posture {
+    devices
+        .iter()
+        .find(|d| d.mdm_device_id == id)
+        .unwrap_or_else(|| panic!("{id} not listed"))
+        .posture
+        .clone()
+}
+
+#[tokio::test]
+async fn the_listing_maps_posture_field_by_field_with_lenient_and_unsaid_values() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    Mock::given(method("GET"))
+        .and(path(DEVICES_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(posture_devices()))
+        .mount(&server)
+        .await;
+    let devices = list_all(&adapter(&server)).await.unwrap();
+    assert_eq!(
+        devices.len(),
+        3,
+        "no record is lost to an odd posture value"
+    );
+    assert_eq!(
+        posture_of(&devices, "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"),
+        Posture {
+            compliant: Some(true),
+            enrolled: Some(true),
+            encrypted: Some(true),
+            passcode: Some(true),
+            compromised: Some(false),
+            manufacturer: Some("Apple".into()),
+            phone_number: Some("+14165550123".into()),
+        }
+    );
+    assert_eq!(
+        posture_of(&devices, "352099001761482"),
+        Posture {
+            compliant: Some(false),
+            enrolled: Some(false),
+            encrypted: Some(false),
+            passcode: Some(false),
+            compromised: Some(true),
+            manufacturer: Some("samsung".into()),
+            phone_number: None,
+        }
+    );
+    assert_eq!(
+        posture_of(&devices, "{0F4C1B2A-1111-2222-3333-444455556666}"),
+        Posture::default()
+    );
+    let android = devices
+        .iter()
+        .find(|d| d.mdm_device_id == "352099001761482")
+        .unwrap();
+    assert_eq!(android.model.as_deref(), Some("SM-G991B"));
+    assert_eq!(android.os_version.as_deref(), Some("14"));
+    assert_eq!(
+        android.last_checkin_at.unwrap().to_rfc3339(),
+        "2024-05-01T10:20:30+00:00"
+    );
+}
+
+#[tokio::test]
+async fn a_lookup_maps_posture_as_the_listing_does_by_device_path_and_by_search() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    let devices = posture_devices();
+    Mock::given(method("GET"))
+        .and(path("/MobiControl/api/devices/352099001761482"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(devices[1].clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/MobiControl/api/devices/search"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([devices[0].clone()])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let android = a
+        .lookup_device(&DeviceIdentifier::mdm_device_id("352099001761482").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(android.posture.enrolled, Some(false));
+    assert_eq!(android.posture.compromised, Some(true));
+    assert_eq!(android.posture.compliant, Some(false));
+    assert_eq!(android.posture.manufacturer.as_deref(), Some("samsung"));
+    assert_eq!(android.posture.phone_number, None);
+    let ios = a
+        .lookup_device(&DeviceIdentifier::serial("F17XK0ABCD").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ios.posture.compromised, Some(false));
+    assert_eq!(ios.posture.phone_number.as_deref(), Some("+14165550123"));
+    assert_eq!(ios.model.as_deref(), Some("iPhone 15"));
+    assert_eq!(ios.os_version.as_deref(), Some("17.4.1"));
+    assert_eq!(
+        ios.last_checkin_at.unwrap().to_rfc3339(),
+        "2024-05-01T10:20:30.123+00:00"
     );
 }
 

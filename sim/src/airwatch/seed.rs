@@ -10,6 +10,15 @@
 //! `UserEmailAddress`, no `UserId`); ~12 % of users without an email (`""`);
 //! users with more than one device; `LastSeen` without a zone, mostly with
 //! milliseconds and sometimes without a fraction.
+//!
+//! Posture, as the device search carries it: `EnrollmentStatus` (`Enrolled`
+//! ~93 %, `Unenrolled`, `EnrollmentInProgress`), `ComplianceStatus`
+//! (`Compliant` ~80 %, `NonCompliant`, `NotAvailable`), `CompromisedStatus`
+//! (a boolean, `true` for ~3 %, and those are always `NonCompliant`),
+//! `PhoneNumber` (E.164 on every device with a SIM, `""` on Wi-Fi iPads,
+//! Macs and PCs), `OEMInfo` (`Apple`; `Samsung`, `Google`, `Zebra
+//! Technologies`, `motorola`; `Microsoft Corporation`, `Dell Inc.`),
+//! `DataEncryptionYN` (`Y` ~95 %) and `LastSeen`.
 
 use std::collections::HashSet;
 
@@ -103,22 +112,27 @@ fn device_groups() -> Vec<&'static OrgGroup> {
     ORG_GROUPS.iter().filter(|g| g.parent.is_some()).collect()
 }
 
-/// (Model, OS versions, serial prefix)
-const ANDROID_MODELS: &[(&str, &[&str], &str)] = &[
-    ("SM-G991B", &["13.0.0", "14.0.0"], "R5C"),
-    ("SM-A536B", &["13.0.0", "14.0.0"], "R58"),
-    ("Pixel 7", &["14.0.0", "15.0.0"], "2B1"),
-    ("Pixel 8", &["14.0.0", "15.0.0"], "3A0"),
-    ("TC52", &["11.0.0", "13.0.0"], "2113"),
-    ("moto g54 5G", &["13.0.0", "14.0.0"], "ZY2"),
+/// (Model, OS versions, serial prefix, `OEMInfo`)
+const ANDROID_MODELS: &[(&str, &[&str], &str, &str)] = &[
+    ("SM-G991B", &["13.0.0", "14.0.0"], "R5C", "Samsung"),
+    ("SM-A536B", &["13.0.0", "14.0.0"], "R58", "Samsung"),
+    ("Pixel 7", &["14.0.0", "15.0.0"], "2B1", "Google"),
+    ("Pixel 8", &["14.0.0", "15.0.0"], "3A0", "Google"),
+    ("TC52", &["11.0.0", "13.0.0"], "2113", "Zebra Technologies"),
+    ("moto g54 5G", &["13.0.0", "14.0.0"], "ZY2", "motorola"),
 ];
 const MAC_MODELS: &[(&str, &[&str])] = &[
     ("MacBook Pro (14-inch, 2023)", &["14.6.1", "15.1"]),
     ("MacBook Air (M2, 2022)", &["14.6.1", "15.1"]),
 ];
-const WINDOWS_MODELS: &[(&str, &[&str])] = &[
-    ("Surface Pro 9", &["10.0.22631", "10.0.26100"]),
-    ("Latitude 7440", &["10.0.22631"]),
+/// (Model, OS versions, `OEMInfo`)
+const WINDOWS_MODELS: &[(&str, &[&str], &str)] = &[
+    (
+        "Surface Pro 9",
+        &["10.0.22631", "10.0.26100"],
+        "Microsoft Corporation",
+    ),
+    ("Latitude 7440", &["10.0.22631"], "Dell Inc."),
 ];
 
 /// The instant seeded `LastSeen` values count back from.
@@ -282,7 +296,7 @@ impl Seeder {
             bytes.iter().map(|b| format!("{b:02X}")).collect()
         });
         let platform_roll = self.rng.gen_range(0..100);
-        let (platform, model, os, udid, serial, imei, cellular) = match platform_roll {
+        let (platform, model, os, udid, serial, imei, cellular, oem) = match platform_roll {
             0..=51 => {
                 let (model, versions, ipad) = *IOS_MODELS.choose(&mut self.rng).expect("non-empty");
                 let newer = self.rng.gen_bool(0.5);
@@ -305,10 +319,10 @@ impl Seeder {
                     self.unique("imei", |rng| imei(rng, tac))
                 };
                 let os = *versions.choose(&mut self.rng).expect("non-empty");
-                ("Apple", model, os, udid, serial, imei, !ipad)
+                ("Apple", model, os, udid, serial, imei, !ipad, "Apple")
             }
             52..=89 => {
-                let (model, versions, prefix) =
+                let (model, versions, prefix, oem) =
                     *ANDROID_MODELS.choose(&mut self.rng).expect("non-empty");
                 let udid = self.unique("udid", |rng| random_chars(rng, HEX_LOWER, 32));
                 let serial = self.unique("serial", |rng| {
@@ -320,21 +334,32 @@ impl Seeder {
                 let tac = *ANDROID_TACS.choose(&mut self.rng).expect("non-empty");
                 let imei = self.unique("imei", |rng| imei(rng, tac));
                 let os = *versions.choose(&mut self.rng).expect("non-empty");
-                ("Android", model, os, udid, serial, imei, true)
+                ("Android", model, os, udid, serial, imei, true, oem)
             }
             90..=94 => {
                 let (model, versions) = *MAC_MODELS.choose(&mut self.rng).expect("non-empty");
                 let udid = self.unique("udid", |rng| uuid(rng).to_ascii_uppercase());
                 let serial = self.unique("serial", |rng| random_chars(rng, APPLE_SERIAL_CHARS, 10));
                 let os = *versions.choose(&mut self.rng).expect("non-empty");
-                ("AppleOsX", model, os, udid, serial, String::new(), false)
+                let oem = "Apple";
+                (
+                    "AppleOsX",
+                    model,
+                    os,
+                    udid,
+                    serial,
+                    String::new(),
+                    false,
+                    oem,
+                )
             }
             _ => {
-                let (model, versions) = *WINDOWS_MODELS.choose(&mut self.rng).expect("non-empty");
+                let (model, versions, oem) =
+                    *WINDOWS_MODELS.choose(&mut self.rng).expect("non-empty");
                 let udid = self.unique("udid", |rng| random_chars(rng, HEX_UPPER, 32));
                 let serial = self.unique("serial", |rng| random_chars(rng, UPPER_ALNUM, 12));
                 let os = *versions.choose(&mut self.rng).expect("non-empty");
-                ("WinRT", model, os, udid, serial, String::new(), false)
+                ("WinRT", model, os, udid, serial, String::new(), false, oem)
             }
         };
         let last_seen = reference_time()
@@ -422,8 +447,16 @@ impl Seeder {
             json!(airwatch_time(last_seen, with_fraction)),
         );
         d.insert("EnrollmentStatus".into(), json!(enrollment));
+        let compromised = self.rng.gen_bool(0.03);
+        // A compliance policy with the compromised-status rule (AirWatch's
+        // usual one) marks a jailbroken or rooted device non-compliant.
+        let compliance = if compromised {
+            "NonCompliant"
+        } else {
+            compliance
+        };
         d.insert("ComplianceStatus".into(), json!(compliance));
-        d.insert("CompromisedStatus".into(), json!(self.rng.gen_bool(0.03)));
+        d.insert("CompromisedStatus".into(), json!(compromised));
         d.insert(
             "LastEnrolledOn".into(),
             json!(airwatch_time(enrolled_on, true)),
@@ -437,6 +470,7 @@ impl Seeder {
             json!(if self.rng.gen_bool(0.95) { "Y" } else { "N" }),
         );
         d.insert("AcLineStatus".into(), json!(0));
+        d.insert("OEMInfo".into(), json!(oem));
         Value::Object(d)
     }
 }
@@ -521,6 +555,35 @@ mod tests {
                 "{last_seen}"
             );
             assert!(NaiveDateTime::parse_from_str(last_seen, "%Y-%m-%dT%H:%M:%S%.f").is_ok());
+        }
+    }
+
+    #[test]
+    fn posture_is_varied_and_consistent_with_platform_and_compromise() {
+        let (_, devices) = data(11, 1000);
+        let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+        for (field, value, at_least) in [
+            ("EnrollmentStatus", json!("Enrolled"), 850),
+            ("EnrollmentStatus", json!("Unenrolled"), 10),
+            ("ComplianceStatus", json!("Compliant"), 700),
+            ("ComplianceStatus", json!("NonCompliant"), 80),
+            ("ComplianceStatus", json!("NotAvailable"), 20),
+            ("CompromisedStatus", json!(true), 5),
+            ("CompromisedStatus", json!(false), 900),
+            ("PhoneNumber", json!(""), 50),
+        ] {
+            assert!(count(&|d| d[field] == value) > at_least, "{field} {value}");
+        }
+        assert!(count(&|d| d["PhoneNumber"].as_str().unwrap().starts_with('+')) > 600);
+        for d in &devices {
+            if d["CompromisedStatus"] == true {
+                assert_eq!(d["ComplianceStatus"], "NonCompliant", "{d}");
+            }
+            let oem = d["OEMInfo"].as_str().unwrap();
+            match d["Platform"].as_str().unwrap() {
+                "Apple" | "AppleOsX" => assert_eq!(oem, "Apple"),
+                _ => assert!(!oem.is_empty() && oem != "Apple", "{d}"),
+            }
         }
     }
 

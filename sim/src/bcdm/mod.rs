@@ -10,7 +10,7 @@
 //! |---|---|
 //! | any request, before anything else | the signature check below; then the rate limit: more than 10 verified requests in any rolling second per access key → 429 `{"error":"rate_limited"}` with `Retry-After` (seconds) |
 //! | `GET /api/v1/users?offset&limit` | `{"total":N,"users":[{"user_id","login_id","name","email"}]}` (`email` may be null) |
-//! | `GET /api/v1/devices?offset&limit` | `{"total":N,"devices":[{"device_id","udid","serial_number","imei","wifi_mac","model","os_version","platform","user_id","ownership","last_checkin_at"}]}` |
+//! | `GET /api/v1/devices?offset&limit` | `{"total":N,"devices":[{"device_id","udid","serial_number","imei","wifi_mac","model","os_version","platform","user_id","ownership","last_checkin_at","compliant","passcode_enabled","encrypted","jailbroken","manufacturer","phone_number","mtd_risk_level"}]}` (`compliant` a boolean; the other posture fields boolean or string, or `null`; `mtd_risk_level` always `null`: the simulator has no `PUT …/risk` yet) |
 //! | `GET /api/v1/devices?udid=\|serial_number=\|imei=\|wifi_mac=` | the same envelope with the 0 or 1 matching device (identifiers compared ignoring case, MACs in any separator form) |
 //! | `GET /api/v1/devices/{device_id}` | the bare device, or 404 `{"error":"not_found"}` |
 //! | `POST /api/v1/devices/{device_id}/actions` `{"action":"lock"\|"disconnect_wifi"\|"enterprise_wipe"\|"remote_wipe"}` | 202 `{"request_id"}`; unknown device 404; unknown action or bad body 400 `{"error":"invalid_action"}`; an action the console forbids ([`BcdmPermits`]) 403 `{"error":"action_not_permitted"}` |
@@ -261,6 +261,29 @@ pub struct BcdmDevice {
     /// RFC 3339.
     #[serde(default)]
     pub last_checkin_at: Option<String>,
+    /// The MDM's compliance verdict; `true` when a device added through the
+    /// control API does not say.
+    #[serde(default = "compliant_unless_said")]
+    pub compliant: bool,
+    #[serde(default)]
+    pub passcode_enabled: Option<bool>,
+    #[serde(default)]
+    pub encrypted: Option<bool>,
+    #[serde(default)]
+    pub jailbroken: Option<bool>,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    /// E.164.
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    /// The risk level last written; `null` until the simulator serves
+    /// `PUT /api/v1/devices/{device_id}/risk`.
+    #[serde(default)]
+    pub mtd_risk_level: Option<String>,
+}
+
+fn compliant_unless_said() -> bool {
+    true
 }
 
 impl BcdmDevice {

@@ -11,6 +11,19 @@
 //! five without an email, some with several devices and some with none. MACs
 //! come mostly as `a4:67:06:0c:15:3d`, some in upper case; check-in times in
 //! UTC (`Z`) or Japan time (`+09:00`), both RFC 3339.
+//!
+//! Posture (our design, `MDM-APIS.md`): `passcode_enabled` (~90 % `true`,
+//! some `false`, a few `null`), `encrypted` (on iOS the same as the
+//! passcode: data protection needs one; on Android ~90 %), `jailbroken`
+//! (~2 % `true`, a few `null`), `compliant` (`false` whenever a device is
+//! jailbroken, has no passcode or never checked in; else ~93 % `true`),
+//! `manufacturer` (`Apple` for every iOS device; `samsung`, `Google`,
+//! `SHARP`, `Sony` for Android), `phone_number` (Japanese mobile numbers in
+//! E.164, `+8190…`, for ~3 in 4 phones; `null` for iPads and the rest) and
+//! `mtd_risk_level` (`null`: nothing has written one). A device that never
+//! checked in has reported nothing: its booleans are `null`. The posture
+//! draws come from a second RNG stream ([`posture_rng`]), so every other
+//! value is what it was before they were added.
 
 use std::collections::HashSet;
 
@@ -19,8 +32,12 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{BcdmDevice, BcdmOwnership, BcdmUser};
 use crate::seed::{
-    luhn_check_digit, random_chars, APPLE_SERIAL_CHARS, HEX_LOWER, HEX_UPPER, IOS_TACS, UPPER_ALNUM,
+    luhn_check_digit, posture_rng, random_chars, APPLE_SERIAL_CHARS, HEX_LOWER, HEX_UPPER,
+    IOS_TACS, UPPER_ALNUM,
 };
+
+/// Salts the posture stream of BCDM's seeder (`"BCDM"`).
+const POSTURE_SALT: u64 = 0x4243_444d;
 
 /// The platform strings the simulator lists.
 pub const PLATFORM_IOS: &str = "iOS";
@@ -95,13 +112,13 @@ const IOS_MODELS: &[(&str, &[&str], bool, bool)] = &[
     ("iPad (10th generation)", &["17.6.1", "18.0"], false, true),
     ("iPad (6th generation)", &["17.7"], false, false),
 ];
-/// (model, OS versions, serial prefix)
-const ANDROID_MODELS: &[(&str, &[&str], &str)] = &[
-    ("SM-S918B", &["14"], "R3C"),
-    ("SM-A536B", &["13", "14"], "R58"),
-    ("Pixel 8", &["14", "15"], "3A0"),
-    ("SH-53C", &["13", "14"], "SH5"),
-    ("SO-51D", &["14"], "QV7"),
+/// (model, OS versions, serial prefix, manufacturer as Android reports it)
+const ANDROID_MODELS: &[(&str, &[&str], &str, &str)] = &[
+    ("SM-S918B", &["14"], "R3C", "samsung"),
+    ("SM-A536B", &["13", "14"], "R58", "samsung"),
+    ("Pixel 8", &["14", "15"], "3A0", "Google"),
+    ("SH-53C", &["13", "14"], "SH5", "SHARP"),
+    ("SO-51D", &["14"], "QV7", "Sony"),
 ];
 const APPLE_OUIS: &[&str] = &["a4:67:06", "f0:18:98", "3c:22:fb", "bc:d0:74", "88:66:5a"];
 const ANDROID_OUIS: &[&str] = &["d0:87:e2", "5c:e8:83", "a8:9c:ed"];
@@ -114,6 +131,8 @@ const ANDROID_TACS: &[&str] = &["35274711", "35882109", "86791604"];
 #[derive(Debug)]
 pub(crate) struct Seeder {
     rng: StdRng,
+    /// The posture fields' own stream (see [`posture_rng`]).
+    posture: StdRng,
     next_user: u64,
     next_device: u64,
     used: HashSet<String>,
@@ -124,6 +143,7 @@ impl Seeder {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
+            posture: posture_rng(seed, POSTURE_SALT),
             next_user: 1,
             next_device: 1,
             used: HashSet::new(),
@@ -218,45 +238,51 @@ impl Seeder {
             BcdmOwnership::Personal
         };
         let last_checkin_at = self.checkin();
-        let (udid, serial_number, imei, wifi_mac, model, os_version, platform) = if ios {
-            let (model, versions, cellular, new_udid) = *IOS_MODELS.choose(&mut self.rng).unwrap();
-            let udid = self.unique_with(|s| {
-                if new_udid {
-                    let chip = ["8030", "8101", "8110", "8120"].choose(&mut s.rng).unwrap();
-                    format!("0000{chip}-{}", s.hex(16, true))
-                } else {
-                    s.hex(40, false)
-                }
-            });
-            let serial = self.unique_with(|s| s.chars(APPLE_SERIAL_CHARS, 12));
-            let imei = cellular.then(|| self.unique_with(|s| s.imei(IOS_TACS)));
-            let mac = self.unique_with(|s| s.mac(APPLE_OUIS));
-            let version = versions.choose(&mut self.rng).unwrap().to_string();
-            (
-                Some(udid),
-                Some(serial),
-                imei,
-                Some(mac),
-                model,
-                version,
-                platform.unwrap_or(PLATFORM_IOS),
-            )
-        } else {
-            let (model, versions, prefix) = *ANDROID_MODELS.choose(&mut self.rng).unwrap();
-            let serial = self.unique_with(|s| format!("{prefix}{}", s.chars(UPPER_ALNUM, 8)));
-            let imei = self.unique_with(|s| s.imei(ANDROID_TACS));
-            let mac = self.unique_with(|s| s.mac(ANDROID_OUIS));
-            let version = versions.choose(&mut self.rng).unwrap().to_string();
-            (
-                None,
-                Some(serial),
-                Some(imei),
-                Some(mac),
-                model,
-                version,
-                platform.unwrap_or(PLATFORM_ANDROID),
-            )
-        };
+        let (udid, serial_number, imei, wifi_mac, model, os_version, platform, manufacturer) =
+            if ios {
+                let (model, versions, cellular, new_udid) =
+                    *IOS_MODELS.choose(&mut self.rng).unwrap();
+                let udid = self.unique_with(|s| {
+                    if new_udid {
+                        let chip = ["8030", "8101", "8110", "8120"].choose(&mut s.rng).unwrap();
+                        format!("0000{chip}-{}", s.hex(16, true))
+                    } else {
+                        s.hex(40, false)
+                    }
+                });
+                let serial = self.unique_with(|s| s.chars(APPLE_SERIAL_CHARS, 12));
+                let imei = cellular.then(|| self.unique_with(|s| s.imei(IOS_TACS)));
+                let mac = self.unique_with(|s| s.mac(APPLE_OUIS));
+                let version = versions.choose(&mut self.rng).unwrap().to_string();
+                (
+                    Some(udid),
+                    Some(serial),
+                    imei,
+                    Some(mac),
+                    model,
+                    version,
+                    platform.unwrap_or(PLATFORM_IOS),
+                    "Apple",
+                )
+            } else {
+                let (model, versions, prefix, manufacturer) =
+                    *ANDROID_MODELS.choose(&mut self.rng).unwrap();
+                let serial = self.unique_with(|s| format!("{prefix}{}", s.chars(UPPER_ALNUM, 8)));
+                let imei = self.unique_with(|s| s.imei(ANDROID_TACS));
+                let mac = self.unique_with(|s| s.mac(ANDROID_OUIS));
+                let version = versions.choose(&mut self.rng).unwrap().to_string();
+                (
+                    None,
+                    Some(serial),
+                    Some(imei),
+                    Some(mac),
+                    model,
+                    version,
+                    platform.unwrap_or(PLATFORM_ANDROID),
+                    manufacturer,
+                )
+            };
+        let posture = self.posture(ios, imei.is_some(), last_checkin_at.is_some());
         BcdmDevice {
             device_id: format!("D{n:09}"),
             udid,
@@ -269,6 +295,54 @@ impl Seeder {
             user_id,
             ownership,
             last_checkin_at,
+            compliant: posture.compliant,
+            passcode_enabled: posture.passcode_enabled,
+            encrypted: posture.encrypted,
+            jailbroken: posture.jailbroken,
+            manufacturer: Some(manufacturer.to_owned()),
+            phone_number: posture.phone_number,
+            mtd_risk_level: None,
+        }
+    }
+
+    /// The posture of one device, from the posture stream. `cellular`: it
+    /// has a SIM (an IMEI); `reported`: it has checked in at least once (a
+    /// device that never did has told BCDM nothing, and is not compliant).
+    fn posture(&mut self, ios: bool, cellular: bool, reported: bool) -> Posture {
+        let rng = &mut self.posture;
+        let tri = |rng: &mut StdRng, p_true: f64, p_null: f64| {
+            if rng.gen_bool(p_null) {
+                None
+            } else {
+                Some(rng.gen_bool(p_true))
+            }
+        };
+        let passcode_enabled = tri(rng, 0.92, 0.02);
+        let android_encrypted = tri(rng, 0.9, 0.02);
+        let jailbroken = tri(rng, 0.02, 0.02);
+        let verdict = rng.gen_bool(0.93);
+        let phone_number = (cellular && rng.gen_bool(0.75)).then(|| japanese_mobile(rng));
+        if !reported {
+            return Posture {
+                compliant: false,
+                passcode_enabled: None,
+                encrypted: None,
+                jailbroken: None,
+                phone_number,
+            };
+        }
+        Posture {
+            compliant: verdict && jailbroken != Some(true) && passcode_enabled != Some(false),
+            passcode_enabled,
+            // iOS encrypts user data with a key tied to the passcode (data
+            // protection): no passcode, no encryption to speak of.
+            encrypted: if ios {
+                passcode_enabled
+            } else {
+                android_encrypted
+            },
+            jailbroken,
+            phone_number,
         }
     }
 
@@ -331,6 +405,22 @@ impl Seeder {
     }
 }
 
+/// What [`Seeder::posture`] draws for one device.
+struct Posture {
+    compliant: bool,
+    passcode_enabled: Option<bool>,
+    encrypted: Option<bool>,
+    jailbroken: Option<bool>,
+    phone_number: Option<String>,
+}
+
+/// A Japanese mobile number in E.164 form: `+81` and a `070`, `080` or `090`
+/// number without its leading 0.
+fn japanese_mobile(rng: &mut StdRng) -> String {
+    let prefix = ["+8170", "+8180", "+8190"][rng.gen_range(0..3)];
+    format!("{prefix}{}", random_chars(rng, b"0123456789", 8))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +445,44 @@ mod tests {
                 })
                 .sum();
             assert_eq!(sum % 10, 0, "{imei}");
+        }
+    }
+
+    #[test]
+    fn posture_is_varied_and_consistent_with_platform_jailbreak_and_check_in() {
+        let mut s = Seeder::new(5);
+        let users = s.users(750);
+        let ids: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
+        let devices = s.devices(1000, &ids, None);
+        let count = |f: &dyn Fn(&BcdmDevice) -> bool| devices.iter().filter(|d| f(d)).count();
+        assert!(count(&|d| d.compliant) > 700);
+        assert!(count(&|d| !d.compliant) > 60);
+        assert!(count(&|d| d.passcode_enabled == Some(false)) > 30);
+        assert!(count(&|d| d.passcode_enabled.is_none()) > 5);
+        assert!(count(&|d| d.encrypted == Some(false)) > 30);
+        assert!(count(&|d| d.jailbroken == Some(true)) > 5);
+        assert!(count(&|d| d.phone_number.is_some()) > 400);
+        assert!(count(&|d| d.phone_number.is_none()) > 100);
+        for d in &devices {
+            assert_eq!(d.mtd_risk_level, None);
+            if d.jailbroken == Some(true) || d.passcode_enabled == Some(false) {
+                assert!(!d.compliant, "{d:?}");
+            }
+            if d.last_checkin_at.is_none() {
+                assert!(!d.compliant && d.jailbroken.is_none(), "{d:?}");
+            }
+            if d.is_ios() {
+                assert_eq!(d.manufacturer.as_deref(), Some("Apple"));
+                assert_eq!(d.encrypted, d.passcode_enabled, "{d:?}");
+            } else {
+                assert_ne!(d.manufacturer.as_deref(), Some("Apple"));
+            }
+            if d.imei.is_none() {
+                assert_eq!(d.phone_number, None, "no SIM, no number");
+            }
+            if let Some(p) = &d.phone_number {
+                assert!(p.starts_with("+81") && p.len() == 13, "{p}");
+            }
         }
     }
 

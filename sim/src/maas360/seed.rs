@@ -15,6 +15,19 @@
 //! number for ~40 % of the devices that have one and `""` for the others,
 //! `phoneNumber` sometimes a number, `mailboxLastReportedInEpochms` `""`.
 //! `lastReported` has no zone (UTC) and agrees with `lastReportedInEpochms`.
+//!
+//! Posture, in MaaS360's words: `policyComplianceState` (`In Compliance`
+//! ~85 %, else `Out of Compliance`), `maas360ManagedStatus` (`Enrolled` ~86
+//! %, `Activated`, `Control Removed`, `Pending Control Removed`, `Not
+//! Enrolled`), `encryptionStatus` (`Encryption Complete` for every iOS
+//! device and ~85 % of the others, else `Not Encrypted`),
+//! `passcodeCompliance` (`Compliant` ~82 %, `Not Compliant`, `""`),
+//! `jailbreakStatus` (`Yes` for ~3 % of phones and tablets, and those are
+//! always `Out of Compliance`), `manufacturer` (`Apple` for iOS and Mac;
+//! `samsung`, `Google`, `Zebra Technologies`, `motorola` for Android;
+//! `Microsoft Corporation`, `Dell Inc.` for Windows), `phoneNumber` (~70 %
+//! of devices with a SIM, E.164, sometimes as a JSON number without the
+//! `+`; `""` otherwise).
 
 use std::collections::HashSet;
 
@@ -504,6 +517,13 @@ impl Seeder {
             _ => "Not Encrypted",
         };
         let jailbroken = matches!(p.name, "iOS" | "Android") && self.rng.gen_bool(0.03);
+        // MaaS360's default policy takes a jailbroken or rooted device out of
+        // compliance.
+        let policy = if jailbroken {
+            "Out of Compliance"
+        } else {
+            policy
+        };
         let device_name = match (&user, p.name) {
             (Some(_), "iOS") => format!("{first_name}'s {}", p.model),
             (Some(_), "Android") => format!("{user_name}-{}", p.model),
@@ -732,6 +752,40 @@ mod tests {
         assert!(users
             .iter()
             .any(|u| !per_user.contains_key(u["userName"].as_str().unwrap())));
+    }
+
+    #[test]
+    fn posture_is_varied_and_consistent_with_platform_and_jailbreak() {
+        let (_, devices) = data(11, 1000);
+        let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+        for (field, value, at_least) in [
+            ("policyComplianceState", "In Compliance", 700),
+            ("policyComplianceState", "Out of Compliance", 60),
+            ("maas360ManagedStatus", "Enrolled", 750),
+            ("maas360ManagedStatus", "Activated", 10),
+            ("maas360ManagedStatus", "Control Removed", 10),
+            ("maas360ManagedStatus", "Not Enrolled", 5),
+            ("encryptionStatus", "Encryption Complete", 800),
+            ("encryptionStatus", "Not Encrypted", 20),
+            ("passcodeCompliance", "Compliant", 700),
+            ("passcodeCompliance", "Not Compliant", 60),
+            ("passcodeCompliance", "", 10),
+            ("jailbreakStatus", "Yes", 5),
+            ("jailbreakStatus", "No", 900),
+        ] {
+            assert!(count(&|d| d[field] == value) > at_least, "{field} {value}");
+        }
+        for d in &devices {
+            if d["jailbreakStatus"] == "Yes" {
+                assert_eq!(d["policyComplianceState"], "Out of Compliance", "{d}");
+            }
+            match d["platformName"].as_str().unwrap() {
+                "iOS" | "Mac" => assert_eq!(d["manufacturer"], "Apple"),
+                _ => assert_ne!(d["manufacturer"], "Apple"),
+            }
+            assert!(d["lastReported"].as_str().is_some_and(|t| !t.is_empty()));
+        }
+        assert!(count(&|d| d["phoneNumber"] != "") > 300);
     }
 
     #[test]

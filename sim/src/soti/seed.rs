@@ -10,6 +10,18 @@
 //! several group paths; ~10 % of devices without a user (`DeviceUserInfo:
 //! null`); ~15 % of users without an email (field absent or null); users with
 //! more than one device; `"$type"` on some devices as newer servers send.
+//!
+//! Posture, as the spec's device kinds carry it: `ComplianceStatus` (~85 %
+//! `true`), `Mode` (~88 % `Active`, the others `UnenrolledByUser`,
+//! `UnenrollPendingAdmin`, `UnenrolledByAdmin`, `Disabled`),
+//! `PasscodeEnabled` (~90 %), `IsEncrypted` (~95 %), `IsOSSecure` (~3 %
+//! `false`: jailbroken or rooted, and then never compliant), `Manufacturer`
+//! (`Apple` for every iOS device; `samsung`, `Google`, `Zebra Technologies`,
+//! `motorola` as Android reports them), `PhoneNumber` (E.164 for ~3 in 4
+//! phones; iPads and the rest `""` or `null`) and `LastCheckInTime` (the
+//! last 30 days). The posture draws come from a second RNG stream
+//! ([`posture_rng`]), so every other value is what it was before they were
+//! added.
 
 use std::collections::HashSet;
 
@@ -18,9 +30,12 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use crate::seed::{
-    ascii_fold, imei, random_chars, ANDROID_TACS, APPLE_SERIAL_CHARS, FIRST_NAMES, IOS_MODELS,
-    IOS_TACS, LAST_NAMES, UPPER_ALNUM,
+    ascii_fold, imei, phone, posture_rng, random_chars, ANDROID_TACS, APPLE_SERIAL_CHARS,
+    FIRST_NAMES, IOS_MODELS, IOS_TACS, LAST_NAMES, UPPER_ALNUM,
 };
+
+/// Salts the posture stream of SOTI's seeder (`"SOTI"`).
+const POSTURE_SALT: u64 = 0x534f_5449;
 
 /// The device groups, as SOTI paths. Every device sits in one of the leaves.
 pub(crate) const GROUP_PATHS: &[&str] = &[
@@ -49,6 +64,8 @@ const ANDROID_MODELS: &[(&str, &str, &[&str], &str)] = &[
 #[derive(Debug)]
 pub(crate) struct Seeder {
     rng: StdRng,
+    /// The posture fields' own stream (see [`posture_rng`]).
+    posture: StdRng,
     next_index: usize,
     used: HashSet<String>,
     users: Vec<Value>,
@@ -65,6 +82,7 @@ impl Seeder {
             .collect();
         Self {
             rng,
+            posture: posture_rng(seed, POSTURE_SALT),
             next_index: 0,
             used,
             users,
@@ -135,8 +153,11 @@ impl Seeder {
         let with_type = self.rng.gen_bool(0.35);
 
         let mut d = Map::new();
+        // Whether the device has a SIM (iPads here are Wi-Fi models).
+        let cellular;
         if ios {
             let (model, versions, ipad) = *IOS_MODELS.choose(&mut self.rng).expect("non-empty");
+            cellular = !ipad;
             let device_id = self.unique(|rng| {
                 (0..20)
                     .map(|_| format!("{:02x}", rng.gen::<u8>()))
@@ -191,6 +212,7 @@ impl Seeder {
         } else {
             let (manufacturer, model, versions, prefix) =
                 *ANDROID_MODELS.choose(&mut self.rng).expect("non-empty");
+            cellular = true;
             let tac = *ANDROID_TACS.choose(&mut self.rng).expect("non-empty");
             let imei = self.unique(|rng| imei(rng, tac));
             let serial = self.unique(|rng| {
@@ -254,7 +276,29 @@ impl Seeder {
             json!(self.rng.gen_range(1_000..2_000_000)),
         );
         d.insert("DeviceUserInfo".into(), user.unwrap_or(Value::Null));
+        self.posture(&mut d, cellular);
         Value::Object(d)
+    }
+
+    /// `IsOSSecure` and `PhoneNumber`, from the posture stream; a jailbroken
+    /// or rooted device is never compliant (MobiControl's compliance policy
+    /// checks it), whatever the main stream drew.
+    fn posture(&mut self, d: &mut Map<String, Value>, cellular: bool) {
+        let rng = &mut self.posture;
+        let compromised = rng.gen_bool(0.03);
+        let number = (cellular && rng.gen_bool(0.75)).then(|| phone(rng));
+        let phone_number = match number {
+            Some(n) => json!(n),
+            // Servers differ: an empty string or null.
+            None if rng.gen_bool(0.5) => json!(""),
+            None => Value::Null,
+        };
+        d.insert("IsOSSecure".into(), json!(!compromised));
+        d.insert("PhoneNumber".into(), phone_number);
+        if compromised {
+            d.insert("ComplianceStatus".into(), json!(false));
+            d.insert("CompliancePolicyStatus".into(), json!("NonCompliant"));
+        }
     }
 }
 
@@ -356,6 +400,46 @@ mod tests {
                 }
                 other => panic!("unexpected Kind {other}"),
             }
+        }
+    }
+
+    #[test]
+    fn posture_is_varied_and_consistent_with_platform_and_compromise() {
+        let devices = Seeder::new(11, 1000).devices(1000);
+        let count = |f: &dyn Fn(&Value) -> bool| devices.iter().filter(|d| f(d)).count();
+        for (field, value, at_least) in [
+            ("ComplianceStatus", json!(true), 700),
+            ("ComplianceStatus", json!(false), 60),
+            ("Mode", json!("Active"), 800),
+            ("PasscodeEnabled", json!(false), 30),
+            ("IsEncrypted", json!(false), 10),
+            ("IsOSSecure", json!(false), 10),
+            ("IsOSSecure", json!(true), 900),
+            ("PhoneNumber", json!(""), 50),
+            ("PhoneNumber", Value::Null, 50),
+        ] {
+            assert!(count(&|d| d[field] == value) > at_least, "{field} {value}");
+        }
+        assert!(count(&|d| d["Mode"] != "Active") > 50);
+        assert!(
+            count(&|d| d["PhoneNumber"]
+                .as_str()
+                .is_some_and(|p| p.starts_with('+')))
+                > 400
+        );
+        for d in &devices {
+            if d["IsOSSecure"] == false {
+                assert_eq!(d["ComplianceStatus"], false, "{d}");
+                assert_eq!(d["CompliancePolicyStatus"], "NonCompliant");
+            }
+            match d["Kind"].as_str().unwrap() {
+                "Ios" | "iOS" => assert_eq!(d["Manufacturer"], "Apple"),
+                _ => assert_ne!(d["Manufacturer"], "Apple"),
+            }
+            if d["Model"].as_str().unwrap().starts_with("iPad") {
+                assert!(d["PhoneNumber"].as_str().is_none_or(str::is_empty));
+            }
+            assert!(d["LastCheckInTime"].is_string());
         }
     }
 
