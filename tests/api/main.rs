@@ -10,6 +10,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod outbound;
+mod posture;
 mod reload;
 mod safety;
 mod server;
