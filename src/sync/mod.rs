@@ -684,3 +684,44 @@ pub enum BuildIntegrationError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RuleGroups;
+
+    /// A tenant with two MDMs whose names share a prefix, and rules naming
+    /// groups of both.
+    fn tenant() -> (tempfile::TempDir, crate::config::TenantConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tenants.d")).unwrap();
+        std::fs::write(dir.path().join("c.toml"), "[store]\npath = \"x.db\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("tenants.d/acme.toml"),
+            "id = \"acme\"\nagent_secret = \"0123456789abcdef0123\"\n\
+             [[mdm]]\nname = \"Acme\"\nkind = \"airwatch\"\nurl = \"https://aw.example\"\n\
+             [mdm.credentials]\nusername = \"u\"\npassword = \"p\"\napi_key = \"k\"\n\
+             [[mdm]]\nname = \"Acme SOTI\"\nkind = \"soti\"\nurl = \"https://s.example/MobiControl\"\n\
+             [mdm.credentials]\nclient_id = \"c\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n\
+             [[policy.rule]]\nthreat = \"*\"\ngroups = ['Acme SOTI \\\\Acme\\Sales', 'Acme Berlin']\naction = \"none\"\n\
+             [[policy.rule]]\nthreat = \"app.*\"\ngroups = ['Acme SOTI \\\\Acme\\Sales', 'Acme SOTI \\\\Acme\\Ops']\naction = \"none\"\n",
+        )
+        .unwrap();
+        let config = crate::config::load(&dir.path().join("c.toml")).unwrap();
+        (dir, config.tenants[0].clone())
+    }
+
+    #[test]
+    fn a_missing_rule_group_is_reported_once_per_mdm_until_a_reload() {
+        let (_dir, tenant) = tenant();
+        let soti = RuleGroups::of(&tenant, "Acme SOTI");
+        let aw = RuleGroups::of(&tenant, "Acme");
+        // Each group goes to the MDM with the longest name it starts with.
+        assert_eq!(aw.newly_missing(&[]), ["Berlin"]);
+        let listed = [r"\\Acme\Sales".to_string()];
+        assert_eq!(soti.newly_missing(&listed), [r"\\Acme\Ops"]);
+        assert!(soti.newly_missing(&listed).is_empty(), "warned once");
+        assert!(aw.newly_missing(&[]).is_empty());
+        soti.replace(&tenant, "Acme SOTI");
+        assert_eq!(soti.newly_missing(&[]), [r"\\Acme\Sales", r"\\Acme\Ops"]);
+    }
+}
