@@ -663,6 +663,7 @@ fn identity_changed(stored: &StoredDevice, fresh: &Device) -> Option<String> {
 
 fn to_adapter_device(d: &StoredDevice) -> Device {
     Device {
+        reported_risk: None,
         posture: Default::default(),
         mdm_device_id: d.mdm_device_id.clone(),
         identifiers: d.identifiers.clone(),

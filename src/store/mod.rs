@@ -383,6 +383,7 @@ pub(crate) mod testutil {
     /// A device with a serial, a MAC written with separators, and no user.
     pub fn device(mdm_device_id: &str) -> mtd_adapter::Device {
         mtd_adapter::Device {
+            reported_risk: None,
             posture: Default::default(),
             mdm_device_id: mdm_device_id.into(),
             identifiers: mtd_adapter::Identifiers {

@@ -116,6 +116,7 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
         }),
     };
     Ok(Device {
+        reported_risk: None,
         posture: posture(record),
         mdm_device_id,
         identifiers: Identifiers {

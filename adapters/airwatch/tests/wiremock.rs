@@ -83,6 +83,7 @@ fn devices_page(ids: std::ops::Range<u64>, page: u32, page_size: u32, total: u64
 
 fn device(id: &str, serial: Option<&str>) -> Device {
     Device {
+        reported_risk: None,
         posture: Default::default(),
         mdm_device_id: id.into(),
         identifiers: Identifiers {

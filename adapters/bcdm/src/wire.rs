@@ -212,6 +212,7 @@ impl WireDevice {
     pub(crate) fn into_device(self) -> Device {
         let platform = self.platform();
         Device {
+            reported_risk: None,
             posture: Posture {
                 compliant: self.compliant,
                 // BCDM manages what it lists: there is no enrolment flag.

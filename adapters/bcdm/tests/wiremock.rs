@@ -144,6 +144,7 @@ fn error_body(status: u16, error: &str, message: &str) -> ResponseTemplate {
 
 fn a_device(id: &str) -> Device {
     Device {
+        reported_risk: None,
         posture: Default::default(),
         mdm_device_id: id.into(),
         identifiers: Identifiers::default(),

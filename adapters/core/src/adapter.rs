@@ -10,7 +10,10 @@
 //! Adapters are held as `Arc<dyn MdmAdapter>`, hence `async_trait` (native async
 //! fns in traits are not object safe).
 
-use crate::{AdapterError, Device, DeviceIdentifier, Group, MdmCommand, MdmKind, User};
+use crate::{
+    AdapterError, Device, DeviceIdentifier, Group, MdmCommand, MdmKind, RiskReadBack, SignalLevel,
+    User,
+};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -114,4 +117,48 @@ pub trait MdmAdapter: Send + Sync + std::fmt::Debug {
 
     /// Sends one command for one device (`device` as last read from this MDM).
     async fn execute(&self, command: MdmCommand, device: &Device) -> Result<Receipt, AdapterError>;
+
+    /// Writes the device's risk level into the MDM under `name` (SOTI and
+    /// MaaS360: the custom attribute; AirWatch: the tag prefix, one tag
+    /// `{name}_{Level}` per level; BCDM: ignored). Idempotent: writing the
+    /// level the MDM already holds changes nothing, so a retry after a
+    /// crash is safe. A missing attribute or tag is a permanent refusal
+    /// ([`AdapterError::ActionNotPermitted`] naming what to create).
+    async fn signal_risk(
+        &self,
+        device: &Device,
+        level: SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let _ = (device, level, name);
+        Err(AdapterError::Rejected {
+            status: 0,
+            message: format!("{} takes no risk signal", self.kind()),
+        })
+    }
+
+    /// How this MDM reports the level back, if it does.
+    fn risk_read_back(&self) -> Option<RiskReadBack> {
+        None
+    }
+
+    /// The level the MDM holds for each of `devices` under `name`, in order
+    /// (`None`: nothing written, or a value that is no level). For
+    /// [`RiskReadBack::Bulk`] the MDM is asked once for all of them; for
+    /// [`RiskReadBack::PerDevice`] once per device.
+    async fn read_risk(
+        &self,
+        devices: &[Device],
+        name: &str,
+    ) -> Result<Vec<Option<SignalLevel>>, AdapterError> {
+        let _ = name;
+        Ok(devices.iter().map(|d| d.reported_risk).collect())
+    }
+
+    /// For `test-connection`: the attributes or tags `name` needs that the
+    /// MDM does not have (empty: all there, or nothing to check).
+    async fn missing_risk_signal(&self, name: &str) -> Result<Vec<String>, AdapterError> {
+        let _ = name;
+        Ok(Vec::new())
+    }
 }

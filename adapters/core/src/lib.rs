@@ -25,6 +25,7 @@ pub use ident::{
 };
 pub use listing::{guard_listing, ListingGuard};
 pub use model::{
-    ActionKind, Device, Group, Identifiers, MdmCommand, MdmKind, Ownership, Platform, Posture, User,
+    ActionKind, Device, Group, Identifiers, MdmCommand, MdmKind, Ownership, Platform, Posture,
+    RiskReadBack, SignalLevel, User,
 };
 pub use secret::Secret;

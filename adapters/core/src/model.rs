@@ -296,6 +296,76 @@ pub struct Device {
     /// What the MDM reports of the device's state; see [`Posture`].
     #[serde(default)]
     pub posture: Posture,
+    /// The risk level the MDM holds for the device, where its listing says
+    /// (BCDM's `mtd_risk_level`); `None` elsewhere or when never written.
+    #[serde(default)]
+    pub reported_risk: Option<SignalLevel>,
+}
+
+/// A device's risk level as the connector writes it into an MDM (CONTRACT
+/// §4 "Risk level"): `Secured` when it has no open threat, else the highest
+/// severity among them. Vendors see the capitalised names (`High`); BCDM's
+/// endpoint takes the lower-case ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SignalLevel {
+    Secured,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl SignalLevel {
+    pub const ALL: [SignalLevel; 5] = [
+        SignalLevel::Secured,
+        SignalLevel::Low,
+        SignalLevel::Medium,
+        SignalLevel::High,
+        SignalLevel::Critical,
+    ];
+
+    /// `Secured`, `Low`, `Medium`, `High`, `Critical`: the value of a custom
+    /// attribute, and the suffix of an AirWatch level tag.
+    pub fn as_vendor(self) -> &'static str {
+        match self {
+            SignalLevel::Secured => "Secured",
+            SignalLevel::Low => "Low",
+            SignalLevel::Medium => "Medium",
+            SignalLevel::High => "High",
+            SignalLevel::Critical => "Critical",
+        }
+    }
+
+    /// `secured`, `low`, …: the connector's own names (and BCDM's).
+    pub fn as_lower(self) -> &'static str {
+        match self {
+            SignalLevel::Secured => "secured",
+            SignalLevel::Low => "low",
+            SignalLevel::Medium => "medium",
+            SignalLevel::High => "high",
+            SignalLevel::Critical => "critical",
+        }
+    }
+
+    /// Either spelling, any case, surrounding spaces ignored.
+    pub fn parse(s: &str) -> Option<SignalLevel> {
+        let s = s.trim();
+        SignalLevel::ALL
+            .into_iter()
+            .find(|l| l.as_vendor().eq_ignore_ascii_case(s))
+    }
+}
+
+/// How an MDM can tell the connector which level it holds for a device
+/// (drift repair, issue 17). The cost decides which devices a sync asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RiskReadBack {
+    /// The listing carries it ([`Device::reported_risk`], BCDM): free.
+    Listing,
+    /// One request per device (SOTI custom attributes, MaaS360 identity).
+    PerDevice,
+    /// A few requests for all devices (AirWatch: the members of each level tag).
+    Bulk,
 }
 
 /// What an MDM says about a device's security state (CONTRACT §5, device

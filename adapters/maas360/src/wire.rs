@@ -132,6 +132,7 @@ pub(crate) fn device(record: &Value) -> Result<Device, String> {
     let mdm_device_id =
         text(record, "maas360DeviceID").ok_or("device without a maas360DeviceID")?;
     Ok(Device {
+        reported_risk: None,
         posture: posture(record),
         mdm_device_id,
         identifiers: Identifiers {

@@ -180,6 +180,7 @@ async fn all_pages(a: &Maas360Adapter) -> Result<Vec<Page<Device>>, AdapterError
 
 fn device(id: &str) -> Device {
     Device {
+        reported_risk: None,
         posture: Default::default(),
         mdm_device_id: id.into(),
         identifiers: Identifiers::default(),

@@ -147,6 +147,7 @@ pub(crate) fn map_device(raw: serde_json::Value) -> Result<Device, String> {
         phone_number: text(w.phone_number.as_ref()),
     };
     Ok(Device {
+        reported_risk: None,
         posture,
         identifiers: Identifiers {
             udid,

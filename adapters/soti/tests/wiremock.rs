@@ -151,6 +151,7 @@ fn fixtures() -> Value {
 
 fn device(id: &str) -> Device {
     Device {
+        reported_risk: None,
         posture: Default::default(),
         mdm_device_id: id.into(),
         identifiers: Identifiers::default(),
