@@ -149,13 +149,18 @@ impl Actions {
     /// Closes an open threat of a device for an admin (recorded with the
     /// admin as its source), with the effects of a `resolved` event: the
     /// device's risk level follows in the same transaction.
+    /// `signal_mdms` are the tenant's MDMs that take risk signals (a change
+    /// of level there enqueues one, in the same transaction).
     pub async fn resolve_threat(
         &self,
-        tenant: &str,
+        tenant: &crate::config::TenantConfig,
+        signal_mdms: &[i64],
         device_id: i64,
         threat_type: &str,
         key: &str,
     ) -> Result<ThreatResolved, ActionsError> {
+        let monitor = tenant.policy.mode == crate::config::PolicyMode::Monitor;
+        let tenant = tenant.id.as_str();
         let device = self
             .store
             .get_device(device_id)
@@ -169,7 +174,21 @@ impl Actions {
         else {
             return Err(ActionsError::ThreatNotOpen);
         };
+        let now = Utc::now();
+        let signalled = tx
+            .signal_risk_changes(tenant, &changes, signal_mdms, monitor, now)
+            .await?;
         tx.commit().await?;
+        for (state, _) in &signalled.new {
+            crate::metrics::action_entered("signal_risk", state.as_str());
+        }
+        if signalled
+            .new
+            .iter()
+            .any(|(s, _)| *s == ActionState::Pending)
+        {
+            self.wake.wake();
+        }
         let risk_level = changes.last().map_or(device.risk_level, |c| c.to);
         tracing::info!(tenant, device_id, threat = threat_type, %risk_level, "Threat resolved by an admin");
         Ok(ThreatResolved { threat, risk_level })

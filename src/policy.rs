@@ -48,6 +48,7 @@ impl Verdict {
     ) -> NewAction {
         let (state, reason) = self.state_and_reason();
         NewAction {
+            signal_level: None,
             tenant_id: tenant_id.to_owned(),
             event_id: Some(event_row),
             device_id: device.map(|d| d.device.0),
@@ -71,6 +72,8 @@ pub struct MdmFacts<'a> {
     pub capabilities: &'a Capabilities,
     /// `enabled = false`: configured, but out of syncs, lookups and actions.
     pub enabled: bool,
+    /// `[mdm.risk_signal] enabled = true`.
+    pub risk_signal: bool,
 }
 
 impl<'a> MdmFacts<'a> {
@@ -81,6 +84,7 @@ impl<'a> MdmFacts<'a> {
             permit: &config.permit,
             capabilities,
             enabled: config.enabled,
+            risk_signal: config.risk_signal.is_some(),
         }
     }
 }
@@ -120,6 +124,15 @@ pub fn static_checks(
         ActionRecordKind::RemoveWifiProfile => {
             return (!mdm.capabilities.supports(MdmCommand::RemoveWifiProfile))
                 .then(|| format!("MDM `{}` removes its own Wi-Fi profile", mdm.name));
+        }
+        // The risk signal is the opt-in itself: no permit, no ownership rule.
+        ActionRecordKind::SignalRisk => {
+            return (!mdm.risk_signal).then(|| {
+                format!(
+                    "[mdm.risk_signal] is not enabled on MDM `{}` any more",
+                    mdm.name
+                )
+            });
         }
     };
     if !mdm.permit.allows(action) {
@@ -288,6 +301,7 @@ mod tests {
             permit,
             capabilities,
             enabled: true,
+            risk_signal: true,
         }
     }
 

@@ -897,6 +897,37 @@ impl<'s> FileCheck<'s> {
             None => None,
         };
 
+        let mut risk_ok = true;
+        let risk_signal = match &m.risk_signal {
+            Some(r) if r.enabled.unwrap_or(false) => {
+                let name = match &r.name {
+                    None => Some(crate::config::DEFAULT_RISK_SIGNAL_NAME.to_string()),
+                    Some(n) => {
+                        let v = n.get_ref().trim();
+                        let valid = !v.is_empty()
+                            && v.len() <= 64
+                            && v.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                        if valid {
+                            Some(v.to_string())
+                        } else {
+                            self.error(
+                                n.span().start,
+                                "`mdm.risk_signal.name`: 1 to 64 letters, digits, `_`, `-` or `.`                                  (the custom attribute, or the AirWatch tag prefix)",
+                            );
+                            risk_ok = false;
+                            None
+                        }
+                    }
+                };
+                name.map(|name| crate::config::RiskSignalConfig { name })
+            }
+            _ => None,
+        };
+        if !risk_ok {
+            return None;
+        }
+
         Some(MdmConfig {
             name: name?,
             kind: kind?,
@@ -909,6 +940,7 @@ impl<'s> FileCheck<'s> {
             wifi_profile_removal_minutes: removal_minutes,
             credentials: credentials?,
             permit,
+            risk_signal,
         })
     }
 

@@ -228,7 +228,21 @@ pub struct MdmConfig {
     pub wifi_profile_removal_minutes: u32,
     pub credentials: Credentials,
     pub permit: Permit,
+    /// `[mdm.risk_signal]` with `enabled = true`: the connector keeps each
+    /// device's risk level written in this MDM (CONTRACT §4). `None`: off.
+    pub risk_signal: Option<RiskSignalConfig>,
 }
+
+/// `[mdm.risk_signal]`, when enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskSignalConfig {
+    /// soti, maas360: the device custom attribute; airwatch: the tag prefix
+    /// (`{name}_High`); bcdm: unused. Default `MTD_Threat_Level`.
+    pub name: String,
+}
+
+/// The attribute or tag prefix when `[mdm.risk_signal]` gives none.
+pub const DEFAULT_RISK_SIGNAL_NAME: &str = "MTD_Threat_Level";
 
 /// `[mdm.credentials]`, complete for the entry's kind (see MDM-APIS.md).
 ///

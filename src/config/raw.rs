@@ -103,6 +103,15 @@ pub(super) struct RawMdm {
     pub credentials: Option<RawCredentials>,
     #[serde(default)]
     pub permit: RawPermit,
+    pub risk_signal: Option<RawRiskSignal>,
+}
+
+/// `[mdm.risk_signal]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRiskSignal {
+    pub enabled: Option<bool>,
+    pub name: Option<Spanned<String>>,
 }
 
 /// The union of every kind's credential keys; pass two checks which belong to

@@ -251,6 +251,8 @@ fn is_idempotent(kind: ActionRecordKind) -> bool {
         ActionRecordKind::Lock
             | ActionRecordKind::DisconnectWifi
             | ActionRecordKind::RemoveWifiProfile
+            // Writing a level the MDM already holds changes nothing.
+            | ActionRecordKind::SignalRisk
     )
 }
 
@@ -370,6 +372,9 @@ async fn try_execute(
         return Ok(());
     };
     tracing::Span::current().record("mdm", integration.name.as_str());
+    if row.kind == ActionRecordKind::SignalRisk {
+        return send_risk_signal(state, settings, row, tenant, &device, &integration, mdm).await;
+    }
     let Some(command) = row.kind.command() else {
         transition(
             state,
@@ -458,6 +463,69 @@ async fn try_execute(
     }
 }
 
+/// The per-device locks of risk signals: two signals of one device are never
+/// in flight at once, so an older level cannot reach the MDM after a newer
+/// one (each waits, then checks that no newer signal exists).
+static SIGNAL_LOCKS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn signal_lock(device_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = SIGNAL_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    // Forget locks nobody holds (only this map refers to them).
+    if locks.len() > 1024 {
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+    locks.entry(device_id).or_default().clone()
+}
+
+/// Sends a `signal_risk` row: the device's level into its MDM (CONTRACT §4).
+async fn send_risk_signal(
+    state: &Dispatcher,
+    settings: &DispatchSettings,
+    row: &StoredAction,
+    tenant: &crate::config::TenantConfig,
+    device: &StoredDevice,
+    integration: &crate::sync::Integration,
+    mdm: &crate::config::MdmConfig,
+) -> Result<(), StoreError> {
+    let skip = |reason: String| {
+        Transition::new(row.state, ActionState::Skipped, "skipped before sending").reason(reason)
+    };
+    let capabilities = integration.adapter.capabilities();
+    let facts = policy::MdmFacts::of(mdm, &capabilities);
+    if let Some(reason) = policy::check_before_send(tenant, device, facts, row.kind) {
+        return transition(state, row.id, skip(reason)).await.map(drop);
+    }
+    let (Some(level), Some(signal)) = (row.signal_level, mdm.risk_signal.as_ref()) else {
+        return transition(state, row.id, skip("no level to write".into()))
+            .await
+            .map(drop);
+    };
+    let lock = signal_lock(device.id);
+    let _in_flight = lock.lock().await;
+    if stored(row.id, || state.store.newer_risk_signal(device.id, row.id)).await? {
+        let reason =
+            "superseded: a newer level of the device was recorded before this one was sent";
+        return transition(state, row.id, skip(reason.into()))
+            .await
+            .map(drop);
+    }
+    let started = std::time::Instant::now();
+    match integration
+        .adapter
+        .signal_risk(&to_adapter_device(device), level.signal(), &signal.name)
+        .await
+    {
+        Ok(receipt) => {
+            record_sent(state, row, &integration.name, &receipt, started).await?;
+            tracing::info!(device_id = device.id, level = %level, "Risk level written to the MDM");
+            Ok(())
+        }
+        Err(e) => record_failure(state, settings, row, e).await,
+    }
+}
+
 /// Looks the device up at its MDM right before a destructive action and
 /// stores what it learns (under `mask_pii`); `device` takes the fresh
 /// ownership. `Some(reason)`: the action must be skipped (the MDM no longer
@@ -519,6 +587,7 @@ async fn schedule_wifi_removal(
     mdm: &crate::config::MdmConfig,
 ) -> Result<(), StoreError> {
     let removal = NewAction {
+        signal_level: None,
         tenant_id: row.tenant_id.clone(),
         event_id: None,
         device_id: Some(device.id),

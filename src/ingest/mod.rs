@@ -221,6 +221,8 @@ pub async fn ingest_events(
             tenant_id: tenant.id.clone(),
             limits: Limits::of(tenant),
             events: planned,
+            signal_mdms: state.sync.risk_signal_mdms(tenant),
+            monitor: tenant.policy.mode == crate::config::PolicyMode::Monitor,
         })
         .await
 }
@@ -465,6 +467,20 @@ async fn resolve(
     }
 }
 
+/// Committed risk signals: their metric, and the dispatcher woken for pending ones.
+fn signalled_metrics(wake: &DispatchHandle, signalled: &crate::store::Signalled) {
+    for (state, _) in &signalled.new {
+        crate::metrics::action_entered("signal_risk", state.as_str());
+    }
+    if signalled
+        .new
+        .iter()
+        .any(|(s, _)| *s == crate::store::ActionState::Pending)
+    {
+        wake.wake();
+    }
+}
+
 /// How long an event may wait for its device to become known.
 const DEFER_LIMIT: chrono::Duration = chrono::Duration::hours(24);
 
@@ -501,17 +517,25 @@ pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
             .unwrap_or(crate::config::Severity::Low);
         let mut tx = state.store.begin().await?;
         let now = chrono::Utc::now();
+        let mut risk_changes = Vec::new();
         if let Some(d) = &device {
             tx.set_event_device(e.id, d.id).await?;
-            tx.apply_threat_events(&[ThreatEvent::of_stored(&e, d.id)], now)
+            risk_changes = tx
+                .apply_threat_events(&[ThreatEvent::of_stored(&e, d.id)], now)
                 .await?;
         }
+        let monitor = tenant.policy.mode == crate::config::PolicyMode::Monitor;
+        let signal_mdms = state.sync.risk_signal_mdms(tenant);
         if e.status == ThreatStatus::Resolved {
             // No decision to make: it changed the device's threats, if known.
             if device.is_none() {
                 tx.settle_event(e.id, now).await?;
             }
+            let signalled = tx
+                .signal_risk_changes(&tenant.id, &risk_changes, &signal_mdms, monitor, now)
+                .await?;
             tx.commit().await?;
+            signalled_metrics(&state.wake, &signalled);
             decided += 1;
             continue;
         }
@@ -559,7 +583,11 @@ pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
             Some(action),
         );
         tx.insert_action(&new_action).await?;
+        let signalled = tx
+            .signal_risk_changes(&tenant.id, &risk_changes, &signal_mdms, monitor, now)
+            .await?;
         tx.commit().await?;
+        signalled_metrics(&state.wake, &signalled);
         crate::metrics::action_entered(new_action.kind.as_str(), new_action.state.as_str());
         if verdict == Verdict::Pending {
             state.wake.wake();

@@ -62,6 +62,10 @@ pub(crate) struct Request {
     pub tenant_id: String,
     pub limits: Limits,
     pub events: Vec<Planned>,
+    /// The tenant's MDMs that take risk signals (see `SyncEngine::risk_signal_mdms`).
+    pub signal_mdms: Vec<i64>,
+    /// Monitor mode: risk signals are recorded `skipped`.
+    pub monitor: bool,
 }
 
 /// A request and where its answer goes.
@@ -325,7 +329,7 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
             Some(ThreatEvent::of(&p.event, (*row)?, device.device.0))
         })
         .collect();
-    tx.apply_threat_events(&threat_events, now).await?;
+    let risk_changes = tx.apply_threat_events(&threat_events, now).await?;
 
     // The cool-down's view: the latest blocking action per (device, kind)
     // among the new events left to the limits, read once for the group and
@@ -440,6 +444,33 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
         outcomes.push(outcome);
     }
     tx.insert_actions_numbered(first_id, &actions, now).await?;
+    // After the numbered rows: the risk signals of the level changes.
+    if !risk_changes.is_empty() {
+        // Once per tenant (a group may hold several requests of one tenant;
+        // MDM ids are the store's, unique across tenants).
+        let mut seen: Vec<&str> = Vec::new();
+        for r in requests {
+            if seen.contains(&r.tenant_id.as_str()) {
+                continue;
+            }
+            seen.push(&r.tenant_id);
+            let mine: Vec<_> = risk_changes
+                .iter()
+                .filter(|c| r.signal_mdms.contains(&c.mdm_id))
+                .copied()
+                .collect();
+            let signalled = tx
+                .signal_risk_changes(&r.tenant_id, &mine, &r.signal_mdms, r.monitor, now)
+                .await?;
+            for (state, _) in signalled.new {
+                decided.push(Decided {
+                    kind: ActionRecordKind::SignalRisk,
+                    state,
+                    log: None,
+                });
+            }
+        }
+    }
     tx.commit().await?;
     Ok(Written { outcomes, decided })
 }
@@ -456,6 +487,8 @@ mod tests {
                 max_destructive_per_hour: 10,
             },
             events: Vec::new(),
+            signal_mdms: Vec::new(),
+            monitor: false,
         }
     }
 

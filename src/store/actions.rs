@@ -8,7 +8,7 @@
 //! claimed after a crash shows up in [`Store::unfinished_claims`].
 
 use super::events::{json_column, json_text};
-use super::{ActionId, DeviceId, Store, StoreError, WriteTx};
+use super::{ActionId, DeviceId, RiskLevel, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use mtd_adapter::{ActionKind, MdmCommand};
 use serde::Serialize;
@@ -77,6 +77,9 @@ pub enum ActionRecordKind {
     EnterpriseWipe,
     Wipe,
     RemoveWifiProfile,
+    /// Writes the device's risk level into its MDM (`[mdm.risk_signal]`);
+    /// the level is the row's `signal_level`.
+    SignalRisk,
 }
 
 impl ActionRecordKind {
@@ -88,6 +91,7 @@ impl ActionRecordKind {
             ActionRecordKind::EnterpriseWipe => "enterprise_wipe",
             ActionRecordKind::Wipe => "wipe",
             ActionRecordKind::RemoveWifiProfile => "remove_wifi_profile",
+            ActionRecordKind::SignalRisk => "signal_risk",
         }
     }
 
@@ -100,6 +104,8 @@ impl ActionRecordKind {
             ActionRecordKind::EnterpriseWipe => Some(MdmCommand::EnterpriseWipe),
             ActionRecordKind::Wipe => Some(MdmCommand::Wipe),
             ActionRecordKind::RemoveWifiProfile => Some(MdmCommand::RemoveWifiProfile),
+            // Not a command: the dispatcher calls the adapter's `signal_risk`.
+            ActionRecordKind::SignalRisk => None,
         }
     }
 
@@ -139,6 +145,8 @@ pub struct NewAction {
     pub reason: Option<String>,
     /// When a pending row is due; `None` means now.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// `signal_risk` only: the level it writes.
+    pub signal_level: Option<RiskLevel>,
 }
 
 /// An action as stored.
@@ -163,6 +171,8 @@ pub struct StoredAction {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// `signal_risk` only: the level it writes.
+    pub signal_level: Option<RiskLevel>,
 }
 
 impl FromRow<'_, SqliteRow> for StoredAction {
@@ -186,6 +196,10 @@ impl FromRow<'_, SqliteRow> for StoredAction {
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             sent_at: row.try_get("sent_at")?,
+            signal_level: row
+                .try_get::<Option<String>, _>("signal_level")?
+                .as_deref()
+                .and_then(RiskLevel::parse),
         })
     }
 }
@@ -256,7 +270,7 @@ impl Transition {
 
 const ACTION_COLUMNS: &str = "id, tenant_id, event_id, device_id, mdm_id, kind, \
      parent_action_id, state, reason, attempts, next_attempt_at, claimed_at, last_error, \
-     receipt, created_at, updated_at, sent_at";
+     receipt, created_at, updated_at, sent_at, signal_level";
 
 async fn audit(
     conn: &mut SqliteConnection,
@@ -289,8 +303,8 @@ async fn insert_action(conn: &mut SqliteConnection, a: &NewAction) -> Result<i64
     };
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO actions (tenant_id, event_id, device_id, mdm_id, kind, parent_action_id,
-             state, reason, next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING id",
+             state, reason, next_attempt_at, created_at, updated_at, signal_level)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) RETURNING id",
     )
     .bind(&a.tenant_id)
     .bind(a.event_id)
@@ -302,6 +316,7 @@ async fn insert_action(conn: &mut SqliteConnection, a: &NewAction) -> Result<i64
     .bind(&a.reason)
     .bind(due)
     .bind(now)
+    .bind(a.signal_level.map(RiskLevel::as_str))
     .fetch_one(&mut *conn)
     .await?;
     audit(conn, id, now, None, a.state, a.reason.as_deref()).await?;
@@ -632,6 +647,20 @@ pub enum CancelWhich {
 }
 
 impl Store {
+    /// Whether a `signal_risk` row newer than `than` exists for the device
+    /// (and was not itself superseded or skipped): then `than` must not be sent.
+    pub async fn newer_risk_signal(&self, device_id: i64, than: i64) -> Result<bool, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM actions
+             WHERE device_id = ?1 AND kind = 'signal_risk' AND id > ?2 AND state <> 'skipped'",
+        )
+        .bind(device_id)
+        .bind(than)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
     /// Records an action and its first audit row; returns its id.
     pub async fn insert_action(&self, action: &NewAction) -> Result<i64, StoreError> {
         let mut tx = self.begin().await?;
@@ -785,6 +814,7 @@ mod tests {
 
     fn new_action(state: ActionState, mdm: i64) -> NewAction {
         NewAction {
+            signal_level: None,
             tenant_id: "acme".into(),
             event_id: None,
             device_id: None,
@@ -1157,6 +1187,7 @@ mod summary_tests {
         ] {
             store
                 .insert_action(&NewAction {
+                    signal_level: None,
                     tenant_id: "acme".into(),
                     event_id: None,
                     device_id: Some(stored.id),

@@ -655,6 +655,7 @@ mod tests {
 
     fn action(kind: ActionRecordKind, state: ActionState, mdm: Option<i64>) -> NewAction {
         NewAction {
+            signal_level: None,
             tenant_id: "acme".into(),
             event_id: None,
             device_id: None,

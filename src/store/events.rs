@@ -211,6 +211,7 @@ mod tests {
 
     fn action(event_id: i64, device_id: Option<i64>, mdm_id: i64) -> NewAction {
         NewAction {
+            signal_level: None,
             tenant_id: "acme".into(),
             event_id: Some(event_id),
             device_id,
@@ -262,6 +263,7 @@ mod tests {
         assert_eq!(ids, vec![first, second]);
         store
             .insert_action(&crate::store::NewAction {
+                signal_level: None,
                 tenant_id: "acme".into(),
                 event_id: Some(first),
                 device_id: None,

@@ -211,6 +211,7 @@ impl WriteTx {
                 a.state.as_str(),
                 a.reason,
                 due.as_ref().map(timestamp),
+                a.signal_level.map(super::RiskLevel::as_str),
             ]));
             audits.push(json!([id, a.state.as_str(), a.reason]));
         }
@@ -218,9 +219,11 @@ impl WriteTx {
         // query; `?N` parameters are bound by number in each).
         let written = sqlx::query(
             "INSERT INTO actions (id, tenant_id, event_id, device_id, mdm_id, kind,
-                 parent_action_id, state, reason, next_attempt_at, created_at, updated_at)
+                 parent_action_id, state, reason, next_attempt_at, created_at, updated_at,
+                 signal_level)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
-                 value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, ?2, ?2
+                 value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, ?2, ?2,
+                 value ->> 10
              FROM json_each(?1) ORDER BY key;
              INSERT INTO action_audit (action_id, at, from_state, to_state, note)
              SELECT value ->> 0, ?2, NULL, value ->> 1, value ->> 2
@@ -312,6 +315,7 @@ mod tests {
         state: ActionState,
     ) -> NewAction {
         NewAction {
+            signal_level: None,
             tenant_id: "acme".into(),
             event_id,
             device_id: device,

@@ -9,6 +9,10 @@
 //! is a no-op inside a transaction, where sqlx runs every SQLite migration.
 //! So this runs after the migrations, on one connection, once: a store whose
 //! table already takes `airwatch` is left alone.
+//!
+//! The same holds for `actions.kind` (issue 17): its CHECK gains
+//! `signal_risk`, and the table gains `signal_level` (the level a
+//! `signal_risk` row writes), in one rebuild ([`upgrade_actions`]).
 
 use super::StoreError;
 use sqlx::{Connection, SqliteConnection, SqlitePool};
@@ -73,6 +77,98 @@ async fn rebuild(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     if let Some((table,)) = broken.first() {
         return Err(StoreError::Corrupt(format!(
             "rebuilding mdm_integrations would leave rows of {table} without their MDM"
+        )));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+const NEW_ACTIONS: &str = "CREATE TABLE actions_new (
+    id                INTEGER PRIMARY KEY,
+    tenant_id         TEXT NOT NULL REFERENCES tenants (id),
+    event_id          INTEGER REFERENCES threat_events (id) ON DELETE SET NULL,
+    device_id         INTEGER REFERENCES devices (id) ON DELETE SET NULL,
+    mdm_id            INTEGER REFERENCES mdm_integrations (id) ON DELETE SET NULL,
+    kind              TEXT NOT NULL CHECK (kind IN ('none', 'lock', 'disconnect_wifi',
+                          'enterprise_wipe', 'wipe', 'remove_wifi_profile', 'signal_risk')),
+    parent_action_id  INTEGER REFERENCES actions (id) ON DELETE SET NULL,
+    state             TEXT NOT NULL CHECK (state IN ('skipped', 'held', 'pending', 'sent',
+                          'failed', 'dead', 'cancelled')),
+    reason            TEXT,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   TEXT,
+    claimed_at        TEXT,
+    last_error        TEXT,
+    receipt           TEXT CHECK (receipt IS NULL OR json_valid(receipt)),
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL,
+    sent_at           TEXT,
+    sending_at        TEXT,
+    -- signal_risk only: the level it writes (secured, low, medium, high, critical).
+    signal_level      TEXT CHECK (signal_level IN ('secured', 'low', 'medium', 'high', 'critical'))
+) STRICT";
+
+const COPY_ACTIONS: &str = "INSERT INTO actions_new
+    (id, tenant_id, event_id, device_id, mdm_id, kind, parent_action_id, state, reason,
+     attempts, next_attempt_at, claimed_at, last_error, receipt, created_at, updated_at,
+     sent_at, sending_at)
+SELECT id, tenant_id, event_id, device_id, mdm_id, kind, parent_action_id, state, reason,
+     attempts, next_attempt_at, claimed_at, last_error, receipt, created_at, updated_at,
+     sent_at, sending_at
+FROM actions";
+
+/// The indexes of `actions` (0001 and 0002), dropped with the old table,
+/// and the one `signal_risk` needs: a device's unsent signals, to supersede.
+const ACTION_INDEXES: &[&str] = &[
+    "CREATE INDEX actions_due ON actions (state, next_attempt_at)",
+    "CREATE INDEX actions_device ON actions (device_id, kind, created_at)",
+    "CREATE INDEX actions_event ON actions (event_id)",
+    "CREATE INDEX actions_mdm ON actions (mdm_id)",
+    "CREATE INDEX actions_parent ON actions (parent_action_id)",
+    "CREATE INDEX actions_tenant_time ON actions (tenant_id, created_at)",
+    "CREATE INDEX actions_tenant_sent ON actions (tenant_id, sent_at) WHERE sent_at IS NOT NULL",
+];
+
+/// Rebuilds `actions` with `signal_risk` and `signal_level`, once.
+pub(super) async fn upgrade_actions(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let sql: String = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'actions'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if sql.contains("'signal_risk'") {
+        return Ok(());
+    }
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let rebuilt = rebuild_actions(&mut conn).await;
+    let on = sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await;
+    rebuilt?;
+    on?;
+    Ok(())
+}
+
+async fn rebuild_actions(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(NEW_ACTIONS).execute(&mut *tx).await?;
+    sqlx::query(COPY_ACTIONS).execute(&mut *tx).await?;
+    sqlx::query("DROP TABLE actions").execute(&mut *tx).await?;
+    sqlx::query("ALTER TABLE actions_new RENAME TO actions")
+        .execute(&mut *tx)
+        .await?;
+    for index in ACTION_INDEXES {
+        sqlx::query(index).execute(&mut *tx).await?;
+    }
+    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+        .fetch_all(&mut *tx)
+        .await?;
+    if let Some((table,)) = broken.first() {
+        return Err(StoreError::Corrupt(format!(
+            "rebuilding actions would leave rows of {table} without their action"
         )));
     }
     tx.commit().await?;

@@ -80,7 +80,9 @@ pub use inventory::{
 };
 pub use sync_runs::{RunCounts, SyncOutcome, SyncRun, SyncTrigger};
 pub use tenants::{IntegrationRef, MdmRecord, StoredIntegration, StoredTenant, TenantRecord};
-pub use threats::{ClosedBy, RiskChange, StoredThreat, ThreatEvent, ThreatKey, ThreatStatus};
+pub use threats::{
+    ClosedBy, RiskChange, Signalled, StoredThreat, ThreatEvent, ThreatKey, ThreatStatus,
+};
 
 /// How long a statement waits for another writer before failing as busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,6 +217,7 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         kinds::upgrade(&pool).await?;
+        kinds::upgrade_actions(&pool).await?;
         // The -wal and -shm files exist now, with the database's mode; a
         // store an older version left readable gets them narrowed here.
         make_private(path)?;

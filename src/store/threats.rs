@@ -91,6 +91,8 @@ impl ThreatEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RiskChange {
     pub device_id: i64,
+    /// The device's MDM integration.
+    pub mdm_id: i64,
     pub from: RiskLevel,
     pub to: RiskLevel,
 }
@@ -452,19 +454,20 @@ impl WriteTx {
             }
         };
         // RETURNING sees only the new row: the old level comes from `old`.
-        let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(&format!(
             "UPDATE devices SET risk_level = {LEVEL_OF_DEVICE}
              WHERE id IN (SELECT value FROM json_each(?1)) AND risk_level IS NOT {LEVEL_OF_DEVICE}
-             RETURNING id, risk_level"
+             RETURNING id, mdm_id, risk_level"
         ))
         .bind(&ids)
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(device_id, to)| {
+            .filter_map(|(device_id, mdm_id, to)| {
                 Some(RiskChange {
                     device_id,
+                    mdm_id,
                     from: old.get(&device_id).copied().unwrap_or(RiskLevel::Secured),
                     to: RiskLevel::parse(&to)?,
                 })
@@ -501,6 +504,109 @@ impl WriteTx {
     }
 }
 
+/// What [`WriteTx::signal_risk_changes`] recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signalled {
+    /// New `signal_risk` rows: (state, level).
+    pub new: Vec<(super::ActionState, RiskLevel)>,
+    /// Unsent older rows superseded (moved to `skipped`).
+    pub superseded: usize,
+}
+
+impl WriteTx {
+    /// The risk signal of level changes (issue 17, CONTRACT §4): for each
+    /// change of a device whose MDM is in `signal_mdms`, the unsent
+    /// `signal_risk` rows of that device that no dispatcher holds are
+    /// superseded (`skipped`, with the reason) and a new one carries the new
+    /// level: `pending`, or `skipped` in monitor mode. In the caller's
+    /// transaction, so the signal is as durable as the change. Call it after
+    /// every other action row of the transaction is written (the ingest
+    /// writer numbers its rows in advance).
+    pub async fn signal_risk_changes(
+        &mut self,
+        tenant_id: &str,
+        changes: &[RiskChange],
+        signal_mdms: &[i64],
+        monitor: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Signalled, StoreError> {
+        let changes: Vec<&RiskChange> = changes
+            .iter()
+            .filter(|c| signal_mdms.contains(&c.mdm_id))
+            .collect();
+        if changes.is_empty() {
+            return Ok(Signalled::default());
+        }
+        let devices: Vec<i64> = changes.iter().map(|c| c.device_id).collect();
+        let now_text = timestamp(&now);
+        let older: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT a.id, a.state, a.device_id FROM actions AS a
+             WHERE a.device_id IN (SELECT value FROM json_each(?1)) AND a.kind = 'signal_risk'
+               AND a.state IN ('pending', 'failed') AND a.claimed_at IS NULL",
+        )
+        .bind(json!(devices).to_string())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let level_of: HashMap<i64, RiskLevel> =
+            changes.iter().map(|c| (c.device_id, c.to)).collect();
+        let superseded: Vec<Value> = older
+            .iter()
+            .map(|(id, state, device)| {
+                let to = level_of.get(device).map_or("?", |l| l.as_str());
+                json!([
+                    id,
+                    state,
+                    format!(
+                        "superseded: the device's level changed to {to} before this one was sent"
+                    )
+                ])
+            })
+            .collect();
+        if !superseded.is_empty() {
+            sqlx::query(
+                "UPDATE actions SET state = 'skipped', reason = j.value ->> 2, next_attempt_at = NULL,
+                     updated_at = ?2
+                 FROM json_each(?1) AS j WHERE actions.id = j.value ->> 0;
+                 INSERT INTO action_audit (action_id, at, from_state, to_state, note)
+                 SELECT value ->> 0, ?2, value ->> 1, 'skipped', value ->> 2 FROM json_each(?1)",
+            )
+            .bind(Value::Array(superseded).to_string())
+            .bind(&now_text)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let mut new = Vec::with_capacity(changes.len());
+        for c in &changes {
+            let (state, reason) = if monitor {
+                (
+                    super::ActionState::Skipped,
+                    Some("monitor mode: the decision is recorded, nothing is sent".to_string()),
+                )
+            } else {
+                (super::ActionState::Pending, None)
+            };
+            self.insert_action(&super::NewAction {
+                tenant_id: tenant_id.to_string(),
+                event_id: None,
+                device_id: Some(c.device_id),
+                mdm_id: Some(c.mdm_id),
+                kind: super::ActionRecordKind::SignalRisk,
+                parent_action_id: None,
+                state,
+                reason,
+                next_attempt_at: Some(now),
+                signal_level: Some(c.to),
+            })
+            .await?;
+            new.push((state, c.to));
+        }
+        Ok(Signalled {
+            new,
+            superseded: older.len(),
+        })
+    }
+}
+
 /// The columns of [`StoredThreat`].
 const THREAT_COLUMNS: &str = "id, threat_type, threat_key AS key, severity, threat_name AS name,
     first_detected_at, last_detected_at, detections, opened_by_event, last_event, closed_at,
@@ -524,8 +630,8 @@ pub(super) async fn close_for_removed(
     .bind(at)
     .execute(&mut *conn)
     .await?;
-    let old: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, risk_level FROM devices
+    let old: Vec<(i64, i64, String)> = sqlx::query_as(
+        "SELECT id, mdm_id, risk_level FROM devices
          WHERE mdm_id = ?1 AND removed_at = ?2 AND risk_level <> 'secured'",
     )
     .bind(mdm_id)
@@ -542,9 +648,10 @@ pub(super) async fn close_for_removed(
     .await?;
     Ok(old
         .into_iter()
-        .filter_map(|(device_id, from)| {
+        .filter_map(|(device_id, mdm_id, from)| {
             Some(RiskChange {
                 device_id,
+                mdm_id,
                 from: RiskLevel::parse(&from)?,
                 to: RiskLevel::Secured,
             })

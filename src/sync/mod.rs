@@ -454,6 +454,22 @@ impl SyncEngine {
             .map(|w| w.integration.clone())
     }
 
+    /// The store's ids of a tenant's MDMs that take risk signals: enabled,
+    /// with `[mdm.risk_signal] enabled = true`.
+    pub fn risk_signal_mdms(&self, tenant: &crate::config::TenantConfig) -> Vec<i64> {
+        self.workers()
+            .into_iter()
+            .filter(|w| w.integration.tenant_id == tenant.id && w.integration.enabled)
+            .filter(|w| {
+                tenant
+                    .mdms
+                    .iter()
+                    .any(|m| m.name == w.integration.name && m.risk_signal.is_some())
+            })
+            .map(|w| w.integration.mdm_id)
+            .collect()
+    }
+
     /// The integration (adapter) and the `[[mdm]]` config of a device's MDM.
     pub fn mdm_of<'a>(
         &self,

@@ -89,6 +89,7 @@ const ACTION_KINDS: &[(&str, ActionRecordKind)] = &[
     ("enterprise_wipe", ActionRecordKind::EnterpriseWipe),
     ("wipe", ActionRecordKind::Wipe),
     ("remove_wifi_profile", ActionRecordKind::RemoveWifiProfile),
+    ("signal_risk", ActionRecordKind::SignalRisk),
 ];
 
 const RISK_LEVELS: &[(&str, RiskLevel)] = &[
@@ -337,7 +338,7 @@ async fn resolve_threat(
     Path((tenant_id, raw_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Reply {
-    tenant(&state, &tenant_id)?;
+    let t = tenant(&state, &tenant_id)?;
     let id = device_id(&raw_id)?;
     let req: ResolveBody = serde_json::from_slice(&body).map_err(|e| {
         AdminError::Api(super::ApiError::InvalidField {
@@ -351,7 +352,8 @@ async fn resolve_threat(
     let resolved = state
         .actions
         .resolve_threat(
-            &tenant_id,
+            &t,
+            &state.sync.risk_signal_mdms(&t),
             id,
             &req.threat_type,
             req.key.as_deref().unwrap_or(""),

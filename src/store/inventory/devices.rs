@@ -85,6 +85,19 @@ impl RiskLevel {
     }
 }
 
+impl RiskLevel {
+    /// The same level as adapters write it.
+    pub fn signal(self) -> mtd_adapter::SignalLevel {
+        match self {
+            RiskLevel::Secured => mtd_adapter::SignalLevel::Secured,
+            RiskLevel::Low => mtd_adapter::SignalLevel::Low,
+            RiskLevel::Medium => mtd_adapter::SignalLevel::Medium,
+            RiskLevel::High => mtd_adapter::SignalLevel::High,
+            RiskLevel::Critical => mtd_adapter::SignalLevel::Critical,
+        }
+    }
+}
+
 impl std::fmt::Display for RiskLevel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
