@@ -421,7 +421,64 @@ impl WriteTx {
         let mut devices: Vec<i64> = slots.iter().map(|s| s.event.device_id).collect();
         devices.sort_unstable();
         devices.dedup();
+        let mut closed: Vec<i64> = slots
+            .iter()
+            .filter(|s| !s.done.is_empty())
+            .map(|s| s.event.device_id)
+            .collect();
+        closed.sort_unstable();
+        closed.dedup();
+        self.hasten_wifi_removals(&closed, now).await?;
         self.refresh_risk(&devices, Some(&old_levels)).await
+    }
+
+    /// CONTRACT §4 "Resolution reverts": for devices a threat of which was
+    /// just closed, a pending Wi-Fi profile removal becomes due now when the
+    /// threat that caused its disconnect is closed and no `network.*` threat
+    /// of the device is open. Returns how many removals became due (the
+    /// caller wakes the dispatcher). Audited on each row.
+    pub async fn hasten_wifi_removals(
+        &mut self,
+        devices: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if devices.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "UPDATE actions SET next_attempt_at = ?2, updated_at = ?2
+             WHERE kind = 'remove_wifi_profile' AND state IN ('pending', 'failed')
+               AND claimed_at IS NULL AND next_attempt_at > ?2
+               AND device_id IN (SELECT value FROM json_each(?1))
+               AND NOT EXISTS (SELECT 1 FROM threats AS t
+                   WHERE t.device_id = actions.device_id AND t.closed_at IS NULL
+                     AND t.threat_type LIKE 'network.%')
+               AND NOT EXISTS (SELECT 1 FROM actions AS p
+                   JOIN threat_events AS e ON e.id = p.event_id
+                   JOIN threats AS t ON t.device_id = p.device_id
+                        AND t.threat_type = e.threat_type AND t.threat_key = e.threat_key
+                        AND t.closed_at IS NULL
+                   WHERE p.id = actions.parent_action_id)
+             RETURNING id, state",
+        )
+        .bind(json!(devices).to_string())
+        .bind(now)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        if !rows.is_empty() {
+            let audit: Vec<Value> = rows.iter().map(|(id, state)| json!([id, state])).collect();
+            sqlx::query(
+                "INSERT INTO action_audit (action_id, at, from_state, to_state, note)
+                 SELECT value ->> 0, ?2, value ->> 1, value ->> 1,
+                     'due now: the threat that caused the disconnect was resolved and no network threat is open'
+                 FROM json_each(?1)",
+            )
+            .bind(Value::Array(audit).to_string())
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(rows.len() as u64)
     }
 
     /// Recomputes the risk level of `devices` from their open threats;
@@ -499,6 +556,7 @@ impl WriteTx {
         let Some(closed) = closed else {
             return Ok(None);
         };
+        self.hasten_wifi_removals(&[device_id], now).await?;
         let changes = self.refresh_risk(&[device_id], None).await?;
         Ok(Some((closed, changes)))
     }

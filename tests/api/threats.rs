@@ -458,3 +458,132 @@ async fn a_device_removed_at_its_mdm_has_its_threats_closed() {
     );
     app.shutdown().await;
 }
+
+/// CONTRACT §4 "Resolution reverts", on both MDMs where the connector
+/// removes the disconnect-Wi-Fi profile itself: the removal waits while a
+/// network threat is open, and is sent at once, once, when the last one is
+/// resolved (instead of after `wifi_profile_removal_minutes`).
+#[tokio::test]
+async fn resolving_the_network_threats_removes_the_wifi_profile_at_once() {
+    for kind in [SimKind::Soti, SimKind::Airwatch] {
+        let env = Env::new(&[kind], 20).await;
+        let spec = MdmSpec {
+            extra: "wifi_disconnect_profile_id = \"42\"\n[mdm.permit]\ndisconnect_wifi = true\n"
+                .into(),
+            ..MdmSpec::new(kind)
+        };
+        let policy = "[policy]\naction_cooldown_minutes = 0\n[[policy.rule]]\nthreat = \"network.*\"\naction = \"disconnect_wifi\"\n";
+        let app =
+            spawn_app(&env.write_config(TENANT, std::slice::from_ref(&spec), "0", policy)).await;
+        let mdm_id = app.mdm_id(TENANT, &spec.name).await;
+        app.finished_runs(mdm_id, 1, Duration::from_secs(30)).await;
+        let (device_ref, sim_id) = match kind {
+            SimKind::Soti => {
+                let d = env.sim.soti().unwrap().devices()[0].clone();
+                let id = d["DeviceId"].as_str().unwrap().to_string();
+                (json!({"mdm_device_id": id}), id)
+            }
+            _ => {
+                let d = env.sim.airwatch().unwrap().devices()[0].clone();
+                let id = d["Id"]["Value"].to_string();
+                (json!({"mdm_device_id": id}), id)
+            }
+        };
+        let ev = |id: &str, threat: &str, status: &str, at: &str| {
+            json!({"event_id": id, "detected_at": at, "device": device_ref,
+                   "threat": {"type": threat, "severity": "high", "key": "aa:bb:cc:dd:ee:ff", "status": status}})
+        };
+        let profile_calls = || {
+            let core = match kind {
+                SimKind::Soti => env.sim.soti().unwrap().core().actions(),
+                _ => env.sim.airwatch().unwrap().core().actions(),
+            };
+            let calls: Vec<String> = core
+                .into_iter()
+                .filter(|a| {
+                    a.device_id.as_deref() == Some(sim_id.as_str())
+                        && a.profile_id.is_some()
+                        && (200..300).contains(&a.status)
+                })
+                .map(|a| a.action.to_ascii_lowercase())
+                .collect();
+            calls
+        };
+        post_events(
+            &app,
+            ev(
+                "n-1",
+                "network.arp_mitm",
+                "detected",
+                "2026-11-22T10:00:00Z",
+            ),
+        )
+        .await;
+        post_events(
+            &app,
+            ev(
+                "n-2",
+                "network.rogue_access_point",
+                "detected",
+                "2026-11-22T10:01:00Z",
+            ),
+        )
+        .await;
+        settle(&app, &env).await;
+        assert_eq!(
+            profile_calls(),
+            ["install"],
+            "{kind:?}: one install; rows {:?}; sim {:?}",
+            actions(&env).await,
+            env.sim.airwatch().map(|a| a.core().actions())
+        );
+        let removal = || async {
+            actions(&env)
+                .await
+                .into_iter()
+                .find(|a| a.kind == "remove_wifi_profile")
+                .expect("a removal is scheduled")
+        };
+        assert_eq!(removal().await.state, "pending");
+
+        // The threat that caused it is resolved, but another network threat is open: it waits.
+        post_events(
+            &app,
+            ev(
+                "n-3",
+                "network.arp_mitm",
+                "resolved",
+                "2026-11-22T10:05:00Z",
+            ),
+        )
+        .await;
+        settle(&app, &env).await;
+        assert_eq!(removal().await.state, "pending", "{kind:?}");
+        assert_eq!(profile_calls(), ["install"]);
+
+        // The last one resolved: the profile is removed within seconds, once.
+        post_events(
+            &app,
+            ev(
+                "n-4",
+                "network.rogue_access_point",
+                "resolved",
+                "2026-11-22T10:06:00Z",
+            ),
+        )
+        .await;
+        wait_actions(&env, Duration::from_secs(5), |rows| {
+            rows.iter()
+                .any(|a| a.kind == "remove_wifi_profile" && a.state == "sent")
+        })
+        .await;
+        settle(&app, &env).await;
+        let calls = profile_calls();
+        assert_eq!(calls.len(), 2, "{kind:?}: {calls:?}");
+        assert!(
+            calls[1] == "revoke" || calls[1] == "remove",
+            "{kind:?}: {calls:?}"
+        );
+        app.shutdown().await;
+    }
+}
