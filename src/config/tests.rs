@@ -1660,3 +1660,41 @@ fn a_rule_without_groups_matches_every_device_and_the_first_matching_rule_decide
         None
     );
 }
+
+#[test]
+fn the_risk_signal_section_is_off_by_default_named_by_default_and_its_name_checked() {
+    let base = MAAS360_TENANT.replace("KIND", "maas360");
+    let load = |extra: &str| {
+        load_tree(&[
+            ("main.toml", ""),
+            ("tenants.d/acme.toml", &format!("{base}{extra}")),
+            ("tenants.d/agent", "s3cr3t-value"),
+        ])
+    };
+    let (_d, off) = load("");
+    assert_eq!(off.unwrap().tenants[0].mdms[0].risk_signal, None);
+    let (_d, disabled) = load("[mdm.risk_signal]\nenabled = false\nname = \"X\"\n");
+    assert_eq!(disabled.unwrap().tenants[0].mdms[0].risk_signal, None);
+    let (_d, default) = load("[mdm.risk_signal]\nenabled = true\n");
+    assert_eq!(
+        default.unwrap().tenants[0].mdms[0].risk_signal,
+        Some(crate::config::RiskSignalConfig {
+            name: "MTD_Threat_Level".into()
+        })
+    );
+    let (_d, named) = load("[mdm.risk_signal]\nenabled = true\nname = \"Acme_Risk\"\n");
+    assert_eq!(
+        named.unwrap().tenants[0].mdms[0]
+            .risk_signal
+            .as_ref()
+            .unwrap()
+            .name,
+        "Acme_Risk"
+    );
+    let (_d, bad) = load("[mdm.risk_signal]\nenabled = true\nname = \"a b\"\n");
+    let errors = bad.unwrap_err();
+    let e = &errors.0[0];
+    assert!(e.message.contains("mdm.risk_signal.name"), "{e}");
+    let (_d, unknown) = load("[mdm.risk_signal]\nenabled = true\ncolour = \"red\"\n");
+    assert!(unknown.is_err());
+}
