@@ -73,14 +73,43 @@ pub async fn test_connection(
     let tenant = tenant(config, tenant_id)?;
     let mut out = Vec::new();
     for mdm in mdms(tenant, only)? {
-        let result = match crate::adapters::build(tenant, mdm) {
-            Ok(adapter) => adapter
-                .health_check()
-                .await
-                .map(|r| r.devices_on_first_page),
-            Err(e) => Err(e),
+        let (adapter, result) = match crate::adapters::build(tenant, mdm) {
+            Ok(adapter) => {
+                let result = adapter
+                    .health_check()
+                    .await
+                    .map(|r| r.devices_on_first_page);
+                (Some(adapter), result)
+            }
+            Err(e) => (None, Err(e)),
         };
-        out.push(diagnose(mdm, result));
+        let mut d = diagnose(mdm, result);
+        // With `[mdm.risk_signal]`: the attribute or tags it writes must exist.
+        if let (true, Some(adapter), Some(signal)) = (d.ok, &adapter, &mdm.risk_signal) {
+            match adapter.missing_risk_signal(&signal.name).await {
+                Ok(missing) if missing.is_empty() => {}
+                Ok(missing) => {
+                    d.ok = false;
+                    d.line = d.line.replacen("OK  ", "FAIL", 1);
+                    d.line.push_str(&format!(
+                        "; risk signal: create {} in the MDM console (missing: {})",
+                        match mdm.kind {
+                            MdmKind::Airwatch => "the tags",
+                            _ => "the device custom attribute",
+                        },
+                        missing.join(", ")
+                    ));
+                }
+                Err(e) => {
+                    d.ok = false;
+                    d.line = d.line.replacen("OK  ", "FAIL", 1);
+                    d.line.push_str(&format!(
+                        "; risk signal: cannot check the attribute or tags ({e})"
+                    ));
+                }
+            }
+        }
+        out.push(d);
     }
     Ok(out)
 }
