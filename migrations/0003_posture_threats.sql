@@ -9,6 +9,9 @@ ALTER TABLE devices ADD COLUMN passcode INTEGER CHECK (passcode IN (0, 1));
 ALTER TABLE devices ADD COLUMN compromised INTEGER CHECK (compromised IN (0, 1));
 ALTER TABLE devices ADD COLUMN manufacturer TEXT;
 ALTER TABLE devices ADD COLUMN phone_number TEXT;
+-- The risk level the MDM's listing reports it holds (BCDM's mtd_risk_level),
+-- for drift repair; NULL where the listing does not say.
+ALTER TABLE devices ADD COLUMN reported_risk TEXT;
 
 -- The last successful POST /v1/agent/activate of the device (NULL: never).
 ALTER TABLE devices ADD COLUMN activated_first_at TEXT;

@@ -730,6 +730,11 @@ fn identity_changed(stored: &StoredDevice, fresh: &Device) -> Option<String> {
     })
 }
 
+/// A stored device as adapters take it (what the store knows; no user or groups).
+pub fn adapter_device(d: &StoredDevice) -> Device {
+    to_adapter_device(d)
+}
+
 fn to_adapter_device(d: &StoredDevice) -> Device {
     Device {
         reported_risk: None,

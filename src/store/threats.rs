@@ -747,3 +747,90 @@ impl super::Store {
         .await?)
     }
 }
+
+/// Devices of an MDM without an unsent `signal_risk` (one is coming anyway).
+const NO_UNSENT_SIGNAL: &str = "NOT EXISTS (SELECT 1 FROM actions AS a
+    WHERE a.device_id = d.id AND a.kind = 'signal_risk' AND a.state IN ('pending', 'failed'))";
+
+impl super::Store {
+    /// Drift repair where the listing reports the level (BCDM): the live
+    /// devices of `mdm_id` whose reported level (none: `secured`) differs
+    /// from the stored one, as changes from the reported to the stored level.
+    pub async fn listing_risk_drift(&self, mdm_id: i64) -> Result<Vec<RiskChange>, StoreError> {
+        let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(&format!(
+            "SELECT d.id, d.reported_risk, d.risk_level FROM devices AS d
+             WHERE d.mdm_id = ?1 AND d.removed_at IS NULL
+               AND COALESCE(d.reported_risk, 'secured') <> d.risk_level AND {NO_UNSENT_SIGNAL}"
+        ))
+        .bind(mdm_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(device_id, reported, level)| {
+                Some(RiskChange {
+                    device_id,
+                    mdm_id,
+                    from: reported
+                        .as_deref()
+                        .and_then(RiskLevel::parse)
+                        .unwrap_or(RiskLevel::Secured),
+                    to: RiskLevel::parse(&level)?,
+                })
+            })
+            .collect())
+    }
+
+    /// The live devices of `mdm_id` whose level the MDM is asked for: with
+    /// `all`, every one (a bulk read costs the same); else only those whose
+    /// level is not `secured` or whose latest signal was not confirmed sent
+    /// (a read costs one request per device). Devices with an unsent signal
+    /// are left out.
+    pub async fn devices_to_verify(
+        &self,
+        mdm_id: i64,
+        all: bool,
+    ) -> Result<Vec<super::StoredDevice>, StoreError> {
+        let which = if all {
+            "1"
+        } else {
+            "(d.risk_level <> 'secured' OR EXISTS (SELECT 1 FROM actions AS s
+                 WHERE s.id = (SELECT MAX(id) FROM actions
+                               WHERE device_id = d.id AND kind = 'signal_risk')
+                   AND s.state <> 'sent'))"
+        };
+        let columns: Vec<String> = super::inventory::DEVICE_COLUMNS
+            .split(',')
+            .map(|c| format!("d.{}", c.trim()))
+            .collect();
+        let rows: Vec<super::inventory::DeviceRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM devices AS d
+             WHERE d.mdm_id = ?1 AND d.removed_at IS NULL AND {which} AND {NO_UNSENT_SIGNAL}
+             ORDER BY d.id",
+            columns.join(", ")
+        ))
+        .bind(mdm_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Enqueues a `signal_risk` for each drifted device (the stored level,
+    /// `to`), in one transaction. Returns how many.
+    pub async fn repair_risk_drift(
+        &self,
+        tenant_id: &str,
+        mdm_id: i64,
+        drift: &[RiskChange],
+    ) -> Result<usize, StoreError> {
+        if drift.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let signalled = tx
+            .signal_risk_changes(tenant_id, drift, &[mdm_id], false, Utc::now())
+            .await?;
+        tx.commit().await?;
+        Ok(signalled.new.len())
+    }
+}

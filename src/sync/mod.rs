@@ -46,6 +46,9 @@ pub struct Integration {
     /// `false` (`enabled = false`): configured but out of syncs, lookups and
     /// actions; `test-connection` still works.
     pub enabled: bool,
+    /// `[mdm.risk_signal]` enabled: the attribute or tag prefix. A full sync
+    /// then repairs levels the MDM holds that differ from the stored ones.
+    pub risk_signal: Option<String>,
     /// Set when the MDM has `mask_pii = true`.
     pub masker: Option<Arc<KeyedMasker>>,
     /// Back-offs in effect, for the status API (shared with the adapter's instrumentation).
@@ -681,6 +684,7 @@ pub async fn integration_for(
         adapter,
         background_sync: mdm.background_sync,
         enabled: mdm.enabled,
+        risk_signal: mdm.risk_signal.as_ref().map(|r| r.name.clone()),
         masker,
         health,
         rule_groups: RuleGroups::of(tenant, &mdm.name),

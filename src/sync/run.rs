@@ -173,6 +173,9 @@ pub(crate) async fn full_sync(
     report.duration = started.elapsed();
     if outcome == SyncOutcome::Succeeded {
         warn_missing_rule_groups(ctx).await;
+        if let Err(e) = repair_risk_drift(ctx).await {
+            tracing::warn!(error = %e, "Cannot compare the risk levels the MDM holds with the stored ones; the next full sync tries again");
+        }
     }
     crate::metrics::sync_run(i.kind.as_str(), outcome_label(outcome), report.duration);
     match &report.error {
@@ -210,6 +213,73 @@ async fn warn_missing_rule_groups(ctx: &WorkerCtx) {
         Err(e) => {
             tracing::warn!(error = %e, "Cannot read the groups of the MDM to check the policy's groups")
         }
+    }
+}
+
+/// Drift repair (issue 17): after a complete sync, the levels the MDM holds
+/// (where it reports them) are compared with the stored ones, and each
+/// difference (changed in the MDM's console, or a write lost) gets a new
+/// `signal_risk`. The cost is bounded by how the MDM reports: free from the
+/// listing, a few requests in bulk, or one request per device, and then
+/// only for devices not `secured` or whose last signal is unconfirmed.
+async fn repair_risk_drift(ctx: &WorkerCtx) -> Result<(), RunError> {
+    let i = &ctx.integration;
+    let (Some(name), Some(read_back)) = (&i.risk_signal, i.adapter.risk_read_back()) else {
+        return Ok(());
+    };
+    let drift = match read_back {
+        mtd_adapter::RiskReadBack::Listing => ctx.store.listing_risk_drift(i.mdm_id).await?,
+        kind => {
+            let all = kind == mtd_adapter::RiskReadBack::Bulk;
+            let devices = ctx.store.devices_to_verify(i.mdm_id, all).await?;
+            let mut drift = Vec::new();
+            // Bulk: one read for every device; per device: in slices, so a
+            // long read shows progress in the logs and memory stays flat.
+            let chunk = if all { devices.len().max(1) } else { 200 };
+            for slice in devices.chunks(chunk) {
+                let asked: Vec<Device> =
+                    slice.iter().map(crate::dispatch::adapter_device).collect();
+                let held = i
+                    .adapter
+                    .read_risk(&asked, name)
+                    .await
+                    .map_err(RunError::Mdm)?;
+                for (d, held) in slice.iter().zip(held) {
+                    let held = held.map_or(crate::store::RiskLevel::Secured, level_of);
+                    if held != d.risk_level {
+                        drift.push(crate::store::RiskChange {
+                            device_id: d.id,
+                            mdm_id: i.mdm_id,
+                            from: held,
+                            to: d.risk_level,
+                        });
+                    }
+                }
+            }
+            drift
+        }
+    };
+    let repaired = ctx
+        .store
+        .repair_risk_drift(&i.tenant_id, i.mdm_id, &drift)
+        .await?;
+    if repaired > 0 {
+        tracing::warn!(
+            devices = repaired,
+            "The MDM held other risk levels than the connector for some devices (changed at the MDM, or a write lost); writing them again"
+        );
+    }
+    Ok(())
+}
+
+fn level_of(l: mtd_adapter::SignalLevel) -> crate::store::RiskLevel {
+    use crate::store::RiskLevel;
+    match l {
+        mtd_adapter::SignalLevel::Secured => RiskLevel::Secured,
+        mtd_adapter::SignalLevel::Low => RiskLevel::Low,
+        mtd_adapter::SignalLevel::Medium => RiskLevel::Medium,
+        mtd_adapter::SignalLevel::High => RiskLevel::High,
+        mtd_adapter::SignalLevel::Critical => RiskLevel::Critical,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, DeviceIdentifier,
-    Group, Identifiers, Ownership, Platform, Posture,
+    Group, Identifiers, Ownership, Platform, Posture, SignalLevel,
 };
 use serde::Serialize;
 use sqlx::{FromRow, SqliteConnection};
@@ -239,14 +239,15 @@ pub(super) const DEVICES_INSERT: &str =
     "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
      name, platform, model, os_version, ownership, user_id, last_checkin_at,
      first_seen_at, updated_at, last_seen_at, last_sync_run_id,
-     compliant, enrolled, encrypted, passcode, compromised, manufacturer, phone_number)
+     compliant, enrolled, encrypted, passcode, compromised, manufacturer, phone_number,
+     reported_risk)
      SELECT ?1, ?2, j.value ->> 0, j.value ->> '$[1][0]', j.value ->> '$[1][1]',
      j.value ->> '$[1][2]', j.value ->> '$[1][3]', j.value ->> 2, j.value ->> 3,
      j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8,
      ?3, ?3, ?3, ?4,
      j.value ->> '$[9][0]', j.value ->> '$[9][1]', j.value ->> '$[9][2]',
      j.value ->> '$[9][3]', j.value ->> '$[9][4]', j.value ->> '$[9][5]',
-     j.value ->> '$[9][6]'
+     j.value ->> '$[9][6]', j.value ->> '$[9][7]'
      FROM json_each(?5) AS j WHERE true
      RETURNING id, mdm_device_id";
 
@@ -259,7 +260,7 @@ pub(super) const DEVICES_UPDATE: &str =
      compliant = j.value ->> '$[9][0]', enrolled = j.value ->> '$[9][1]',
      encrypted = j.value ->> '$[9][2]', passcode = j.value ->> '$[9][3]',
      compromised = j.value ->> '$[9][4]', manufacturer = j.value ->> '$[9][5]',
-     phone_number = j.value ->> '$[9][6]',
+     phone_number = j.value ->> '$[9][6]', reported_risk = j.value ->> '$[9][7]',
      updated_at = ?1, last_seen_at = ?1,
      last_sync_run_id = COALESCE(?2, last_sync_run_id), removed_at = NULL
      FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
@@ -269,7 +270,7 @@ pub(super) const DEVICES_SEEN: &str =
      compliant = j.value ->> '$[2][0]', enrolled = j.value ->> '$[2][1]',
      encrypted = j.value ->> '$[2][2]', passcode = j.value ->> '$[2][3]',
      compromised = j.value ->> '$[2][4]', manufacturer = j.value ->> '$[2][5]',
-     phone_number = j.value ->> '$[2][6]',
+     phone_number = j.value ->> '$[2][6]', reported_risk = j.value ->> '$[2][7]',
      last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
      FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
 
@@ -323,6 +324,7 @@ impl DeviceValues {
         key: K,
         checkin: Option<String>,
         posture: &'v Posture,
+        reported: Option<SignalLevel>,
     ) -> impl Serialize + 'v {
         (
             key,
@@ -334,13 +336,14 @@ impl DeviceValues {
             &self.ownership,
             self.user_id,
             checkin,
-            posture_row(posture),
+            posture_row(posture, reported),
         )
     }
 }
 
-/// A posture as the write statements read it (`'$[n][0]'` … `'$[n][6]'`).
-fn posture_row(p: &Posture) -> impl Serialize + '_ {
+/// A posture as the write statements read it (`'$[n][0]'` … `'$[n][6]'`),
+/// then the level the MDM reports (`'$[n][7]'`).
+fn posture_row(p: &Posture, reported: Option<SignalLevel>) -> impl Serialize + '_ {
     (
         p.compliant,
         p.enrolled,
@@ -349,6 +352,7 @@ fn posture_row(p: &Posture) -> impl Serialize + '_ {
         p.compromised,
         &p.manufacturer,
         &p.phone_number,
+        reported.map(|l| l.as_lower()),
     )
 }
 
@@ -390,6 +394,8 @@ struct PlannedDevice<'a> {
     /// Its posture: state like the check-in time, written whenever the
     /// device is listed and not counted as an inventory change.
     posture: &'a Posture,
+    /// The risk level the listing reports (BCDM), stored like the posture.
+    reported: Option<SignalLevel>,
 }
 
 impl<'a> PlannedDevice<'a> {
@@ -417,6 +423,7 @@ impl<'a> PlannedDevice<'a> {
             state: DeviceState { values, groups },
             checkin: d.last_checkin_at,
             posture: &d.posture,
+            reported: d.reported_risk,
         }
     }
 }
@@ -503,6 +510,7 @@ struct BatchDevice<'a> {
     checkin: Option<DateTime<Utc>>,
     /// The posture of its last listing.
     posture: &'a Posture,
+    reported: Option<SignalLevel>,
     /// Live (stored and not removed) before the batch.
     live_before: bool,
     /// Flagged as a collision before the batch.
@@ -527,6 +535,7 @@ impl<'a> BatchDevice<'a> {
             stored_groups: None,
             checkin: first.checkin,
             posture: first.posture,
+            reported: first.reported,
             live_before: false,
             collision_before: false,
             pos,
@@ -534,7 +543,13 @@ impl<'a> BatchDevice<'a> {
     }
 
     /// A stored device first listed at `pos`, before any listing is applied.
-    fn stored(key: &'a str, stored: StoredRow, pos: usize, posture: &'a Posture) -> Self {
+    fn stored(
+        key: &'a str,
+        stored: StoredRow,
+        pos: usize,
+        posture: &'a Posture,
+        reported: Option<SignalLevel>,
+    ) -> Self {
         let mut groups: Vec<i64> = stored
             .group_ids
             .as_deref()
@@ -558,6 +573,7 @@ impl<'a> BatchDevice<'a> {
             stored_groups: Some(groups),
             checkin: None,
             posture,
+            reported,
             live_before: !stored.removed,
             collision_before: stored.collision,
             pos,
@@ -570,6 +586,7 @@ impl<'a> BatchDevice<'a> {
     fn apply(&mut self, listing: PlannedDevice<'a>) -> Change {
         self.checkin = listing.checkin.or(self.checkin);
         self.posture = listing.posture;
+        self.reported = listing.reported;
         self.row.apply(listing.state, false)
     }
 
@@ -621,8 +638,13 @@ fn diff<'a>(planned: Vec<PlannedDevice<'a>>, stored: Vec<StoredRow>) -> DeviceDi
                 index.insert(listing.key, i);
                 let (device, change) = match stored.remove(listing.key) {
                     Some(row) => {
-                        let mut device =
-                            BatchDevice::stored(listing.key, row, pos, listing.posture);
+                        let mut device = BatchDevice::stored(
+                            listing.key,
+                            row,
+                            pos,
+                            listing.posture,
+                            listing.reported,
+                        );
                         let change = device.apply(listing);
                         (device, change)
                     }
@@ -696,14 +718,14 @@ async fn write(
             d.row
                 .values
                 .values
-                .json_row(id, d.checkin_text(), d.posture)
+                .json_row(id, d.checkin_text(), d.posture, d.reported)
         })
         .collect();
     s.update(conn, DEVICES_UPDATE, &changed).await?;
     let unchanged: Vec<_> = seen
         .iter()
         .filter_map(with_id)
-        .map(|(id, d)| (id, d.checkin_text(), posture_row(d.posture)))
+        .map(|(id, d)| (id, d.checkin_text(), posture_row(d.posture, d.reported)))
         .collect();
     // Only columns no index covers: the cheapest write there is.
     s.update(conn, DEVICES_SEEN, &unchanged).await?;
@@ -769,7 +791,7 @@ async fn insert_devices(
                 d.row
                     .values
                     .values
-                    .json_row(d.key, d.checkin_text(), d.posture)
+                    .json_row(d.key, d.checkin_text(), d.posture, d.reported)
             })
             .collect();
         s.insert(conn, DEVICES_INSERT, &rows).await?
@@ -995,6 +1017,7 @@ mod tests {
             },
             checkin: None,
             posture: &NO_POSTURE,
+            reported: None,
         }
     }
 
