@@ -945,6 +945,7 @@ fn store_case(
                             .await
                             .map_err(|e| e.to_string())?;
                         tx.insert_action(&NewAction {
+                            signal_level: None,
                             tenant_id: TENANT.into(),
                             event_id: inserted.rows[0],
                             device_id: device.as_ref().map(|x| x.id),

@@ -165,6 +165,7 @@ async fn insert_action(
     let mdm_id = app.mdm_id(TENANT, MDM).await;
     app.store
         .insert_action(&NewAction {
+            signal_level: None,
             tenant_id: TENANT.into(),
             event_id: None,
             device_id,

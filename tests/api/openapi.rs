@@ -97,6 +97,7 @@ async fn seeded() -> Seeded {
     let device_id = device["id"].as_i64();
     let mdm_id = app.mdm_id(TENANT, MDM).await;
     let held = |kind| NewAction {
+        signal_level: None,
         tenant_id: TENANT.into(),
         event_id: None,
         device_id,
