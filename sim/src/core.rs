@@ -79,7 +79,11 @@ pub struct RecordedAction {
     /// The vendor's id of the device it resolved to, if it exists.
     pub device_id: Option<String>,
     /// The action name: SOTI's `Action` field, or `Install`/`Revoke` for a
-    /// profile call.
+    /// profile call (each vendor module says what it records). A risk
+    /// signal write is named after what it writes: `SetCustomAttribute:{name}={value}`
+    /// (SOTI, MaaS360; SOTI also `ClearCustomAttribute:{name}`),
+    /// `AddTag:{tag}` / `RemoveTag:{tag}` (AirWatch, one per device),
+    /// `Risk:{level}` (BCDM).
     pub action: String,
     /// For profile calls, the profile id.
     pub profile_id: Option<String>,

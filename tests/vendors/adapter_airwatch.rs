@@ -14,7 +14,7 @@ use chrono::{NaiveDateTime, TimeZone, Utc};
 use futures::TryStreamExt as _;
 use mtd_adapter::{
     http::HttpSettings, AdapterError, Device, DeviceIdentifier, MdmAdapter, MdmCommand, Ownership,
-    Page, Platform, Posture, Secret,
+    Page, Platform, Posture, RiskReadBack, Secret, SignalLevel,
 };
 use mtd_adapter_airwatch::{AirwatchAdapter, AirwatchConfig, AirwatchCredentials};
 use mtd_sim::{AirwatchOptions, AirwatchState, Fault, SimKind, SimOptions, Simulator};
@@ -673,4 +673,225 @@ async fn with_a_small_quota_the_adapter_slows_down_instead_of_running_into_429()
     // It waited for at least one window reset, and not absurdly long.
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ risk signal
+
+const RISK: &str = "MTD_Threat_Level";
+
+async fn listed(adapter: &AirwatchAdapter) -> Vec<Device> {
+    all_devices(adapter)
+        .await
+        .into_iter()
+        .flat_map(|p| p.items)
+        .collect()
+}
+
+fn tag_searches(state: &AirwatchState) -> usize {
+    state
+        .core()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/mdm/tags/search"))
+        .count()
+}
+
+#[tokio::test]
+async fn each_level_written_through_the_adapter_is_one_tag_and_read_back_through_it() {
+    let (sim, state) = start(4, 5, AirwatchOptions::default()).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    assert_eq!(a.risk_read_back(), Some(RiskReadBack::Bulk));
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Secured); 4],
+        "the seeded tags hold nobody"
+    );
+    let target = &devices[1];
+    let id: u64 = target.mdm_device_id.parse().unwrap();
+    for level in SignalLevel::ALL
+        .into_iter()
+        .rev()
+        .chain([SignalLevel::High])
+    {
+        a.signal_risk(target, level, RISK).await.unwrap();
+        let want: Vec<String> = match level {
+            SignalLevel::Secured => vec![],
+            other => vec![other.as_vendor().to_string()],
+        };
+        assert_eq!(state.risk_levels(id, RISK), want, "{level:?}");
+        let read = a.read_risk(&devices, RISK).await.unwrap();
+        assert_eq!(read[1], Some(level));
+        assert!(read
+            .iter()
+            .enumerate()
+            .all(|(i, l)| i == 1 || *l == Some(SignalLevel::Secured)));
+    }
+    // Four tag searches for the whole test: the ids are cached.
+    assert_eq!(tag_searches(&state), 4);
+    // Every write is one add and three removes (Secured: four removes), per device.
+    let writes: Vec<String> = state
+        .core()
+        .actions()
+        .into_iter()
+        .filter(|w| w.device_id.as_deref() == Some(target.mdm_device_id.as_str()))
+        .map(|w| {
+            assert_eq!(w.status, 200, "{w:?}");
+            w.action
+        })
+        .collect();
+    assert_eq!(writes.len(), 6 * 4);
+    assert_eq!(
+        writes[..4],
+        [
+            "AddTag:MTD_Threat_Level_Critical",
+            "RemoveTag:MTD_Threat_Level_Low",
+            "RemoveTag:MTD_Threat_Level_Medium",
+            "RemoveTag:MTD_Threat_Level_High",
+        ]
+    );
+    assert!(
+        writes[16..20].iter().all(|w| w.starts_with("RemoveTag:")),
+        "Secured"
+    );
+}
+
+#[tokio::test]
+async fn tags_changed_behind_the_connectors_back_are_what_it_reads_back() {
+    let (sim, state) = start(4, 5, AirwatchOptions::default()).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    let ids: Vec<u64> = devices
+        .iter()
+        .map(|d| d.mdm_device_id.parse().unwrap())
+        .collect();
+    a.signal_risk(&devices[0], SignalLevel::Low, RISK)
+        .await
+        .unwrap();
+    state.untag_device("MTD_Threat_Level_Low", ids[0]).unwrap();
+    state.tag_device("MTD_Threat_Level_Medium", ids[1]).unwrap();
+    state.tag_device("MTD_Threat_Level_Low", ids[2]).unwrap();
+    state
+        .tag_device("MTD_Threat_Level_Critical", ids[2])
+        .unwrap();
+    state.tag_device("VIP", ids[3]).unwrap();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![
+            Some(SignalLevel::Secured),
+            Some(SignalLevel::Medium),
+            Some(SignalLevel::Critical),
+            Some(SignalLevel::Secured),
+        ]
+    );
+    // Writing the level repairs a device left in two tags.
+    a.signal_risk(&devices[2], SignalLevel::Low, RISK)
+        .await
+        .unwrap();
+    assert_eq!(state.risk_levels(ids[2], RISK), vec!["Low"]);
+    assert_eq!(
+        state.device_tags(ids[3]),
+        vec!["VIP"],
+        "other tags are left alone"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_tag_is_reported_and_refused_and_a_recreated_one_is_found_again() {
+    let (sim, state) = start(2, 5, AirwatchOptions::default()).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    assert!(a.missing_risk_signal(RISK).await.unwrap().is_empty());
+    // Cached, then deleted: the write finds out and refuses.
+    a.signal_risk(&devices[0], SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    assert!(state.remove_tag("MTD_Threat_Level_High"));
+    assert_eq!(
+        a.missing_risk_signal(RISK).await.unwrap(),
+        vec!["MTD_Threat_Level_High"]
+    );
+    let err = a
+        .signal_risk(&devices[1], SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::ActionNotPermitted { setting, .. } => {
+            assert!(setting.contains("`MTD_Threat_Level_High`"), "{setting}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+    // Other levels still work; reading back skips the missing tag.
+    a.signal_risk(&devices[1], SignalLevel::Medium, RISK)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Secured), Some(SignalLevel::Medium)]
+    );
+    // A renamed tag is as missing; recreated (a new id), it is found again.
+    state
+        .rename_tag("MTD_Threat_Level_Low", "Threat_Low")
+        .unwrap();
+    assert_eq!(
+        a.missing_risk_signal(RISK).await.unwrap(),
+        vec!["MTD_Threat_Level_Low", "MTD_Threat_Level_High"]
+    );
+    state.add_tag("MTD_Threat_Level_High").unwrap();
+    state.add_tag("MTD_Threat_Level_Low").unwrap();
+    assert!(a.missing_risk_signal(RISK).await.unwrap().is_empty());
+    a.signal_risk(&devices[1], SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    let id: u64 = devices[1].mdm_device_id.parse().unwrap();
+    assert_eq!(state.risk_levels(id, RISK), vec!["High"]);
+    // With no level tag at all, AirWatch holds no level.
+    for level in ["Low", "Medium", "High", "Critical"] {
+        assert!(state.remove_tag(&format!("MTD_Threat_Level_{level}")));
+    }
+    assert_eq!(a.read_risk(&devices, RISK).await.unwrap(), vec![None, None]);
+}
+
+#[tokio::test]
+async fn faults_on_a_tag_call_are_retryable_and_the_next_attempt_lands() {
+    let (sim, state) = start(1, 5, AirwatchOptions::default()).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    state
+        .core()
+        .inject(Fault::status(503).times(1).on_paths("/adddevices"))
+        .unwrap();
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::Critical, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "unavailable", "{err:?}");
+    assert!(err.is_retryable());
+    state
+        .core()
+        .inject(Fault::status(502).times(1).on_paths("/removedevices"))
+        .unwrap();
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::Critical, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "no_answer", "{err:?}");
+    assert!(err.is_retryable());
+    a.signal_risk(&devices[0], SignalLevel::Critical, RISK)
+        .await
+        .unwrap();
+    state
+        .core()
+        .inject(Fault::status(500).times(1).on_paths("/devices"))
+        .unwrap();
+    assert!(a
+        .read_risk(&devices, RISK)
+        .await
+        .unwrap_err()
+        .is_retryable());
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Critical)]
+    );
 }

@@ -15,12 +15,12 @@ use std::{
 use futures::TryStreamExt;
 use mtd_adapter::{
     normalize_mac, AdapterError, Device, DeviceIdentifier, MdmAdapter, MdmCommand, Page, Platform,
-    Posture, Secret,
+    Posture, RiskReadBack, Secret, SignalLevel,
 };
 use mtd_adapter_bcdm::{BcdmAdapter, BcdmConfig, BcdmCredentials};
 use mtd_sim::{
     bcdm::{BcdmAction, BcdmDevice},
-    BcdmState, SimKind, SimOptions, Simulator,
+    BcdmState, Fault, SimKind, SimOptions, Simulator,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -433,4 +433,159 @@ async fn wrong_credentials_and_a_skewed_clock_are_reported_as_such() {
         other => panic!("expected Unauthorized, got {other:?}"),
     }
     sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ risk level
+
+/// The adapter's listing of three iOS devices generated for the test.
+async fn three_ios(adapter: &BcdmAdapter, state: &BcdmState) -> Vec<Device> {
+    let ids: Vec<String> = state
+        .generate_devices(3, Some("iOS"))
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    let pages: Vec<Page<Device>> = adapter.devices().try_collect().await.unwrap();
+    let listed: Vec<Device> = pages.into_iter().flat_map(|p| p.items).collect();
+    ids.iter()
+        .map(|id| {
+            listed
+                .iter()
+                .find(|d| &d.mdm_device_id == id)
+                .cloned()
+                .expect("listed")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_level_written_through_the_adapter_comes_back_in_the_listing() {
+    let (sim, state) = start(0, 6).await;
+    let bcdm = adapter(&sim, 200);
+    let devices = three_ios(&bcdm, &state).await;
+    assert_eq!(bcdm.risk_read_back(), Some(RiskReadBack::Listing));
+    assert!(devices.iter().all(|d| d.reported_risk.is_none()));
+    for level in SignalLevel::ALL {
+        let receipt = bcdm
+            .signal_risk(&devices[1], level, "MTD_Threat_Level")
+            .await
+            .unwrap();
+        assert_eq!(receipt.status, 204);
+        assert_eq!(
+            state.risk_level(&devices[1].mdm_device_id).as_deref(),
+            Some(level.as_lower())
+        );
+        let listed = three_again(&bcdm, &devices).await;
+        assert_eq!(
+            listed.iter().map(|d| d.reported_risk).collect::<Vec<_>>(),
+            vec![None, Some(level), None]
+        );
+        assert_eq!(
+            bcdm.read_risk(&listed, "MTD_Threat_Level").await.unwrap(),
+            vec![None, Some(level), None]
+        );
+        // The lookup says the same as the listing.
+        assert_eq!(
+            device(&bcdm, &devices[1].mdm_device_id).await.reported_risk,
+            Some(level)
+        );
+    }
+    let writes: Vec<String> = state
+        .core()
+        .actions()
+        .into_iter()
+        .filter(|w| w.device_id.as_deref() == Some(devices[1].mdm_device_id.as_str()))
+        .map(|w| w.action)
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "Risk:secured",
+            "Risk:low",
+            "Risk:medium",
+            "Risk:high",
+            "Risk:critical"
+        ]
+    );
+    assert_no_429(&state);
+}
+
+/// The same devices, listed again.
+async fn three_again(bcdm: &BcdmAdapter, devices: &[Device]) -> Vec<Device> {
+    let pages: Vec<Page<Device>> = bcdm.devices().try_collect().await.unwrap();
+    let listed: Vec<Device> = pages.into_iter().flat_map(|p| p.items).collect();
+    devices
+        .iter()
+        .map(|d| {
+            listed
+                .iter()
+                .find(|l| l.mdm_device_id == d.mdm_device_id)
+                .cloned()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_level_changed_behind_the_connectors_back_is_what_the_listing_reports() {
+    let (sim, state) = start(0, 6).await;
+    let bcdm = adapter(&sim, 200);
+    let devices = three_ios(&bcdm, &state).await;
+    bcdm.signal_risk(&devices[0], SignalLevel::High, "MTD_Threat_Level")
+        .await
+        .unwrap();
+    state
+        .set_risk_level(&devices[0].mdm_device_id, Some("low"))
+        .unwrap();
+    state
+        .set_risk_level(&devices[2].mdm_device_id, Some("orange"))
+        .unwrap();
+    let listed = three_again(&bcdm, &devices).await;
+    assert_eq!(
+        listed.iter().map(|d| d.reported_risk).collect::<Vec<_>>(),
+        vec![Some(SignalLevel::Low), None, None]
+    );
+    assert!(bcdm
+        .missing_risk_signal("MTD_Threat_Level")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn faults_on_a_risk_write_are_retryable_and_an_unknown_device_is_not_found() {
+    let (sim, state) = start(0, 6).await;
+    let bcdm = adapter(&sim, 200);
+    let devices = three_ios(&bcdm, &state).await;
+    state
+        .core()
+        .inject(Fault::status(503).times(1).on_paths("/risk"))
+        .unwrap();
+    let err = bcdm
+        .signal_risk(&devices[0], SignalLevel::Medium, "x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "unavailable", "{err:?}");
+    assert!(err.is_retryable());
+    state
+        .core()
+        .inject(Fault::rate_limited(5).times(1).on_paths("/risk"))
+        .unwrap();
+    let err = bcdm
+        .signal_risk(&devices[0], SignalLevel::Medium, "x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(5)));
+    bcdm.signal_risk(&devices[0], SignalLevel::Medium, "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        state.risk_level(&devices[0].mdm_device_id).as_deref(),
+        Some("medium")
+    );
+    state.remove_device(&devices[1].mdm_device_id).unwrap();
+    let err = bcdm
+        .signal_risk(&devices[1], SignalLevel::Medium, "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::NotFound(_)), "{err:?}");
 }

@@ -8,14 +8,17 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use futures::TryStreamExt as _;
-use mtd_adapter::{http::HttpSettings, Device, DeviceIdentifier, MdmAdapter, Posture, Secret};
+use mtd_adapter::{
+    http::HttpSettings, AdapterError, Device, DeviceIdentifier, MdmAdapter, Posture, RiskReadBack,
+    Secret, SignalLevel,
+};
 use mtd_adapter_maas360::{Maas360Adapter, Maas360Config, Maas360Credentials};
 use mtd_sim::{
     maas360::{
         DEFAULT_APP_ACCESS_KEY, DEFAULT_APP_ID, DEFAULT_APP_VERSION, DEFAULT_BILLING_ID,
         DEFAULT_PASSWORD, DEFAULT_PLATFORM_ID, DEFAULT_USERNAME,
     },
-    Maas360Options, Maas360State, SimKind, SimOptions, Simulator,
+    Fault, Maas360Options, Maas360State, SimKind, SimOptions, Simulator,
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -182,4 +185,158 @@ async fn a_lookup_maps_the_served_posture_of_a_sample_of_devices() {
         assert_state_fields(&found, raw);
     }
     sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ risk signal
+
+const RISK: &str = "MTD_Threat_Level";
+
+async fn listed(adapter: &Maas360Adapter) -> Vec<Device> {
+    let pages: Vec<_> = adapter.devices().try_collect().await.unwrap();
+    pages.into_iter().flat_map(|p| p.items).collect()
+}
+
+#[tokio::test]
+async fn each_level_written_through_the_adapter_is_stored_and_read_back_through_it() {
+    let (sim, state) = start(3, 4).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    assert_eq!(a.risk_read_back(), Some(RiskReadBack::PerDevice));
+    assert_eq!(a.read_risk(&devices, RISK).await.unwrap(), vec![None; 3]);
+    let target = &devices[2];
+    for level in SignalLevel::ALL {
+        let receipt = a.signal_risk(target, level, RISK).await.unwrap();
+        assert!(receipt.vendor_reference.is_some());
+        assert_eq!(
+            state
+                .custom_attribute(&target.mdm_device_id, RISK)
+                .as_deref(),
+            Some(level.as_vendor())
+        );
+        assert_eq!(
+            a.read_risk(&devices, RISK).await.unwrap(),
+            vec![None, None, Some(level)]
+        );
+    }
+    a.signal_risk(target, SignalLevel::Critical, RISK)
+        .await
+        .unwrap();
+    let writes: Vec<String> = state
+        .core()
+        .actions()
+        .into_iter()
+        .filter(|w| w.device_id.as_deref() == Some(target.mdm_device_id.as_str()))
+        .map(|w| w.action)
+        .collect();
+    assert_eq!(writes.len(), 6);
+    assert_eq!(writes[3], "SetCustomAttribute:MTD_Threat_Level=High");
+    assert!(state.action_results().iter().all(|r| r.action_status == 0));
+    // A second attribute on the device turns the identity's one object into a list.
+    state.define_custom_attribute("Office").unwrap();
+    state
+        .set_custom_attribute_value(&target.mdm_device_id, "Office", Some("Berlin"))
+        .unwrap();
+    assert_eq!(
+        a.read_risk(&devices[2..], RISK).await.unwrap(),
+        vec![Some(SignalLevel::Critical)]
+    );
+}
+
+#[tokio::test]
+async fn a_value_changed_behind_the_connectors_back_is_what_it_reads_back() {
+    let (sim, state) = start(2, 4).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    a.signal_risk(&devices[0], SignalLevel::Critical, RISK)
+        .await
+        .unwrap();
+    state
+        .set_custom_attribute_value(&devices[0].mdm_device_id, RISK, Some("Medium"))
+        .unwrap();
+    state
+        .set_custom_attribute_value(&devices[1].mdm_device_id, RISK, Some("none"))
+        .unwrap();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Medium), None]
+    );
+    // A device removed from MaaS360 holds nothing (its identity is a 400).
+    state.remove_device(&devices[0].mdm_device_id).unwrap();
+    assert_eq!(a.read_risk(&devices[..1], RISK).await.unwrap(), vec![None]);
+}
+
+#[tokio::test]
+async fn a_missing_attribute_is_refused_naming_it_and_cannot_be_reported_ahead() {
+    let (sim, state) = start(1, 4).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    assert!(state.remove_custom_attribute(RISK));
+    assert!(
+        a.missing_risk_signal(RISK).await.unwrap().is_empty(),
+        "no MaaS360 call lists the definitions"
+    );
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::ActionNotPermitted { setting, .. } => {
+            assert!(setting.contains("`MTD_Threat_Level`"), "{setting}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+    state.define_custom_attribute(RISK).unwrap();
+    a.signal_risk(&devices[0], SignalLevel::High, RISK)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn faults_on_a_risk_write_or_read_are_retryable_and_the_next_attempt_lands() {
+    let (sim, state) = start(1, 4).await;
+    let a = adapter(&sim);
+    let devices = listed(&a).await;
+    state
+        .core()
+        .inject(
+            Fault::status(503)
+                .times(1)
+                .on_paths("/setCustomAttributeValue/"),
+        )
+        .unwrap();
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::Low, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "unavailable", "{err:?}");
+    state
+        .core()
+        .inject(
+            Fault::rate_limited(30)
+                .times(1)
+                .on_paths("/setCustomAttributeValue/"),
+        )
+        .unwrap();
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::Low, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)), "{err:?}");
+    a.signal_risk(&devices[0], SignalLevel::Low, RISK)
+        .await
+        .unwrap();
+    state
+        .core()
+        .inject(Fault::status(500).times(1).on_paths("/identity/"))
+        .unwrap();
+    assert!(a
+        .read_risk(&devices, RISK)
+        .await
+        .unwrap_err()
+        .is_retryable());
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Low)]
+    );
 }

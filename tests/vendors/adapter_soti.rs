@@ -15,7 +15,7 @@ use std::{
 use futures::TryStreamExt;
 use mtd_adapter::{
     http::HttpSettings, normalize_imei, normalize_mac, normalize_serial, AdapterError, Device,
-    DeviceIdentifier, MdmAdapter, MdmCommand, Platform, Posture, Secret,
+    DeviceIdentifier, MdmAdapter, MdmCommand, Platform, Posture, RiskReadBack, Secret, SignalLevel,
 };
 use mtd_adapter_soti::{SotiAdapter, SotiConfig, SotiCredentials};
 use mtd_sim::{
@@ -1092,4 +1092,182 @@ async fn health_check_against_the_simulator_returns_the_devices_on_the_first_pag
     let last = device_list_requests(&sim).pop().unwrap();
     assert_eq!(last.path, "/MobiControl/api/devices?skip=0&take=50");
     assert_eq!(last.status, Some(200));
+}
+
+// ------------------------------------------------------------ risk signal
+
+const RISK: &str = "MTD_Threat_Level";
+
+#[tokio::test]
+async fn each_level_written_through_the_adapter_is_stored_and_read_back_through_it() {
+    let sim = start_sim(4, 3).await;
+    let a = adapter(config(&sim));
+    let devices = list_all(&a).await.unwrap();
+    assert_eq!(a.risk_read_back(), Some(RiskReadBack::PerDevice));
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![None; devices.len()],
+        "nothing written yet"
+    );
+    let target = &devices[1];
+    for level in SignalLevel::ALL {
+        let receipt = a.signal_risk(target, level, RISK).await.unwrap();
+        assert_eq!(receipt.status, 200);
+        assert_eq!(
+            state(&sim)
+                .custom_attribute(&target.mdm_device_id, RISK)
+                .as_deref(),
+            Some(level.as_vendor())
+        );
+        let read = a.read_risk(&devices, RISK).await.unwrap();
+        assert_eq!(read[1], Some(level), "{level:?}");
+        assert!(read[0].is_none() && read[2].is_none() && read[3].is_none());
+    }
+    // The same level again changes nothing and is one more recorded write.
+    a.signal_risk(target, SignalLevel::Critical, RISK)
+        .await
+        .unwrap();
+    let writes: Vec<String> = state(&sim)
+        .core()
+        .actions()
+        .into_iter()
+        .filter(|w| w.device_id.as_deref() == Some(target.mdm_device_id.as_str()))
+        .map(|w| {
+            assert_eq!(w.status, 200);
+            w.action
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "SetCustomAttribute:MTD_Threat_Level=Secured",
+            "SetCustomAttribute:MTD_Threat_Level=Low",
+            "SetCustomAttribute:MTD_Threat_Level=Medium",
+            "SetCustomAttribute:MTD_Threat_Level=High",
+            "SetCustomAttribute:MTD_Threat_Level=Critical",
+            "SetCustomAttribute:MTD_Threat_Level=Critical",
+        ]
+    );
+    // Each request as SOTI's spec shapes it.
+    let put = state(&sim)
+        .core()
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "PUT")
+        .unwrap();
+    assert_eq!(
+        put.path,
+        format!(
+            "/MobiControl/api/devices/{}/customAttributes",
+            target.mdm_device_id
+        )
+    );
+    let body: Value = serde_json::from_str(&put.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"Attributes": [{"AttributeName": RISK, "AttributeValue": "Critical"}]})
+    );
+    assert_eq!(
+        spec_requests()["custom_attributes"]["put"]["path"],
+        "/api/devices/{deviceId}/customAttributes"
+    );
+}
+
+#[tokio::test]
+async fn a_value_changed_behind_the_connectors_back_is_what_it_reads_back() {
+    let sim = start_sim(3, 3).await;
+    let a = adapter(config(&sim));
+    let devices = list_all(&a).await.unwrap();
+    a.signal_risk(&devices[0], SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    let s = state(&sim);
+    s.set_custom_attribute(&devices[0].mdm_device_id, RISK, Some("Low"))
+        .unwrap();
+    s.set_custom_attribute(&devices[2].mdm_device_id, RISK, Some("not a level"))
+        .unwrap();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Low), None, None]
+    );
+    s.set_custom_attribute(&devices[0].mdm_device_id, RISK, None)
+        .unwrap();
+    assert_eq!(a.read_risk(&devices[..1], RISK).await.unwrap(), vec![None]);
+}
+
+#[tokio::test]
+async fn a_missing_attribute_is_reported_and_refused_until_it_is_defined_again() {
+    let sim = start_sim(2, 3).await;
+    let a = adapter(config(&sim));
+    let devices = list_all(&a).await.unwrap();
+    assert!(a.missing_risk_signal(RISK).await.unwrap().is_empty());
+    let s = state(&sim);
+    assert!(s.remove_custom_attribute(RISK));
+    assert_eq!(a.missing_risk_signal(RISK).await.unwrap(), vec![RISK]);
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::ActionNotPermitted { setting, .. } => {
+            assert!(setting.contains("`MTD_Threat_Level`"), "{setting}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+    // Renamed rather than removed: just as missing.
+    s.define_custom_attribute(RISK, "Text", &[]).unwrap();
+    s.rename_custom_attribute(RISK, "MTD_Risk").unwrap();
+    assert_eq!(a.missing_risk_signal(RISK).await.unwrap(), vec![RISK]);
+    assert!(a.missing_risk_signal("MTD_Risk").await.unwrap().is_empty());
+    s.define_custom_attribute(RISK, "Text", &[]).unwrap();
+    a.signal_risk(&devices[0], SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::High), None]
+    );
+}
+
+#[tokio::test]
+async fn faults_on_a_risk_write_or_read_are_retryable_and_the_next_attempt_lands() {
+    let sim = start_sim(2, 3).await;
+    let a = adapter(config(&sim));
+    let devices = list_all(&a).await.unwrap();
+    let s = state(&sim);
+    s.core()
+        .inject(Fault::status(503).times(1).on_paths("/customAttributes"))
+        .unwrap();
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::Medium, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "unavailable", "{err:?}");
+    assert!(err.is_retryable());
+    s.core()
+        .inject(
+            Fault::rate_limited(2)
+                .times(1)
+                .on_paths("/customAttributes"),
+        )
+        .unwrap();
+    let err = a
+        .signal_risk(&devices[0], SignalLevel::Medium, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(2)), "{err:?}");
+    assert_eq!(s.custom_attribute(&devices[0].mdm_device_id, RISK), None);
+    a.signal_risk(&devices[0], SignalLevel::Medium, RISK)
+        .await
+        .unwrap();
+    s.core()
+        .inject(Fault::status(502).times(1).on_paths("/customAttributes"))
+        .unwrap();
+    let err = a.read_risk(&devices, RISK).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Medium), None]
+    );
 }

@@ -920,3 +920,324 @@ async fn an_unknown_vendor_path_gets_404_in_the_vendor_error_shape() {
     assert_aw_error(&response.json().await.unwrap(), 1001);
     t.sim.shutdown().await;
 }
+
+// ------------------------------------------------------------ tags
+
+fn bulk(ids: &[&str]) -> Value {
+    json!({"BulkValues": {"Value": ids}})
+}
+
+/// The id of the seeded tag named exactly `name`, from the vendor's search.
+async fn tag_id(t: &TestSim, name: &str) -> u64 {
+    let body = t
+        .get_json(&format!("/API/mdm/tags/search?name={name}"))
+        .await;
+    body["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tag| tag["TagName"] == name)
+        .and_then(|tag| tag["Id"]["Value"].as_u64())
+        .unwrap_or_else(|| panic!("{name} not in {body}"))
+}
+
+async fn members(t: &TestSim, tag: u64) -> Vec<u64> {
+    let body = t.get_json(&format!("/API/mdm/tags/{tag}/devices")).await;
+    body["Device"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["DeviceId"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_level_tags_are_seeded_and_found_by_a_search_that_matches_part_of_the_name() {
+    let t = spawn(3, 1).await;
+    let body = t
+        .get_json("/API/mdm/tags/search?name=MTD_Threat_Level")
+        .await;
+    let names: Vec<&str> = body["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| {
+            assert!(tag["Id"]["Value"].is_u64(), "{tag}");
+            tag["TagName"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "MTD_Threat_Level_Low",
+            "MTD_Threat_Level_Medium",
+            "MTD_Threat_Level_High",
+            "MTD_Threat_Level_Critical"
+        ]
+    );
+    // Parameter names and values ignore case; no match is a 204.
+    let body = t
+        .get_json("/API/mdm/tags/search?Name=mtd_threat_level_high")
+        .await;
+    assert_eq!(body["Tags"].as_array().unwrap().len(), 1);
+    let response = t.get("/API/mdm/tags/search?name=NoSuchTag").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.bytes().await.unwrap().is_empty());
+    let all = t.get_json("/API/mdm/tags/search").await;
+    assert_eq!(all["Tags"].as_array().unwrap().len(), 6);
+    // Without credentials, as every call.
+    let response = t
+        .http
+        .get(format!("{}/API/mdm/tags/search", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn devices_are_added_to_and_removed_from_tags_and_each_change_is_recorded() {
+    let t = spawn(4, 1).await;
+    let state = t.sim.airwatch().unwrap();
+    let ids = state.device_ids();
+    let (a, b) = (ids[0].to_string(), ids[1].to_string());
+    let high = tag_id(&t, "MTD_Threat_Level_High").await;
+    let low = tag_id(&t, "MTD_Threat_Level_Low").await;
+    assert!(members(&t, high).await.is_empty());
+
+    let response = t
+        .post(
+            &format!("/API/mdm/tags/{high}/adddevices"),
+            Some(bulk(&[&a, &b])),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"TotalItems": 2, "AcceptedItems": 2, "FailedItems": 0, "Faults": {"Fault": []}})
+    );
+    assert_eq!(members(&t, high).await, vec![ids[0], ids[1]]);
+    // Adding again is harmless; so is removing a device that is not in the tag.
+    let response = t
+        .post(
+            &format!("/API/mdm/tags/{high}/adddevices"),
+            Some(bulk(&[&a])),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = t
+        .post(
+            &format!("/API/mdm/tags/{low}/removedevices"),
+            Some(bulk(&[&a])),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = t
+        .post(
+            &format!("/API/mdm/tags/{high}/removedevices"),
+            Some(bulk(&[&b])),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(members(&t, high).await, vec![ids[0]]);
+    assert_eq!(state.device_tags(ids[0]), vec!["MTD_Threat_Level_High"]);
+    assert_eq!(state.risk_levels(ids[0], "MTD_Threat_Level"), vec!["High"]);
+    assert!(state.risk_levels(ids[1], "MTD_Threat_Level").is_empty());
+
+    // An unknown device is a failed item; an unknown tag a 404; a bad body a 400.
+    let answer: Value = t
+        .post(
+            &format!("/API/mdm/tags/{high}/adddevices"),
+            Some(bulk(&["999999"])),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["FailedItems"], 1);
+    assert_eq!(answer["Faults"]["Fault"][0]["ItemValue"], "999999");
+    let response = t
+        .post("/API/mdm/tags/424242/adddevices", Some(bulk(&[&a])))
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_aw_error(&response.json().await.unwrap(), 1001);
+    assert_eq!(
+        t.get("/API/mdm/tags/424242/devices").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let response = t
+        .post(
+            &format!("/API/mdm/tags/{high}/adddevices"),
+            Some(json!({"Value": [a]})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let recorded: Vec<(String, String, Option<String>, u16)> = state
+        .core()
+        .actions()
+        .into_iter()
+        .map(|r| (r.action, r.device_ref, r.device_id, r.status))
+        .collect();
+    let (sa, sb) = (Some(a.clone()), Some(b.clone()));
+    assert_eq!(
+        recorded,
+        vec![
+            (
+                "AddTag:MTD_Threat_Level_High".into(),
+                a.clone(),
+                sa.clone(),
+                200
+            ),
+            (
+                "AddTag:MTD_Threat_Level_High".into(),
+                b.clone(),
+                sb.clone(),
+                200
+            ),
+            (
+                "AddTag:MTD_Threat_Level_High".into(),
+                a.clone(),
+                sa.clone(),
+                200
+            ),
+            (
+                "RemoveTag:MTD_Threat_Level_Low".into(),
+                a.clone(),
+                sa.clone(),
+                200
+            ),
+            ("RemoveTag:MTD_Threat_Level_High".into(), b.clone(), sb, 200),
+            (
+                "AddTag:MTD_Threat_Level_High".into(),
+                "999999".into(),
+                None,
+                404
+            ),
+            ("AddTag:#424242".into(), a.clone(), sa, 404),
+            (
+                "AddTag:MTD_Threat_Level_High".into(),
+                String::new(),
+                None,
+                400
+            ),
+        ]
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_control_api_tags_devices_behind_the_apis_back_and_renames_or_removes_tags() {
+    use reqwest::Method;
+    let t = spawn(3, 1).await;
+    let state = t.sim.airwatch().unwrap();
+    let id = state.device_ids()[2];
+    let response = t
+        .control_send(
+            Method::PUT,
+            &format!("/tags/MTD_Threat_Level_Critical/devices/{id}"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let critical = tag_id(&t, "MTD_Threat_Level_Critical").await;
+    assert_eq!(members(&t, critical).await, vec![id]);
+    assert!(
+        state.core().actions().is_empty(),
+        "a drift is not an API call"
+    );
+    assert_eq!(
+        t.control_get(&format!("/devices/{id}/tags")).await,
+        json!(["MTD_Threat_Level_Critical"])
+    );
+    state.tag_device("MTD_Threat_Level_Low", id).unwrap();
+    assert_eq!(
+        state.risk_levels(id, "MTD_Threat_Level"),
+        vec!["Low", "Critical"]
+    );
+    state.untag_device("MTD_Threat_Level_Low", id).unwrap();
+    assert!(state.tag_device("MTD_Threat_Level_Low", 999_999).is_err());
+
+    // A rename keeps the id and the devices; the old name finds nothing.
+    let response = t
+        .control_send(
+            Method::PATCH,
+            "/tags/MTD_Threat_Level_Critical",
+            json!({"name": "Threat_Critical"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.get("/API/mdm/tags/search?name=MTD_Threat_Level_Critical")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(members(&t, critical).await, vec![id]);
+    // A removed tag is gone with its id.
+    let response = t
+        .control_send(Method::DELETE, "/tags/Threat_Critical", json!(null))
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.get(&format!("/API/mdm/tags/{critical}/devices"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // Created again, it has a new id and no device.
+    let response = t
+        .control_send(
+            Method::POST,
+            "/tags",
+            json!({"name": "MTD_Threat_Level_Critical"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let tag: Value = response.json().await.unwrap();
+    assert_ne!(tag["id"], critical);
+    assert_eq!(
+        tag_id(&t, "MTD_Threat_Level_Critical").await,
+        tag["id"].as_u64().unwrap()
+    );
+    assert!(state.device_tags(id).is_empty());
+    assert_eq!(
+        t.control_send(Method::POST, "/tags", json!({"name": "vip"}))
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_apply_to_the_tag_paths_too() {
+    let t = spawn(2, 1).await;
+    let state = t.sim.airwatch().unwrap();
+    let id = state.device_ids()[0].to_string();
+    let high = tag_id(&t, "MTD_Threat_Level_High").await;
+    state
+        .core()
+        .inject(Fault::status(503).times(1).on_paths("/mdm/tags/"))
+        .unwrap();
+    state
+        .core()
+        .inject(Fault::rate_limited(2).times(1).on_paths("/adddevices"))
+        .unwrap();
+    let path = format!("/API/mdm/tags/{high}/adddevices");
+    assert_eq!(
+        t.post(&path, Some(bulk(&[&id]))).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let response = t.post(&path, Some(bulk(&[&id]))).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert!(state.device_tags(id.parse().unwrap()).is_empty());
+    assert_eq!(
+        t.post(&path, Some(bulk(&[&id]))).await.status(),
+        StatusCode::OK
+    );
+    t.sim.shutdown().await;
+}

@@ -1160,3 +1160,159 @@ async fn the_outbound_safety_faults_redirect_answer_html_repeat_the_first_page_a
     assert_eq!(response.headers()["retry-after"], "18446744073709551615");
     t.sim.shutdown().await;
 }
+
+// ------------------------------------------------------------ risk level
+
+fn put_risk(device_id: &str, body: &Value) -> Call {
+    Call {
+        method: Method::PUT,
+        body: body.to_string().into_bytes(),
+        ..Call::get(&format!("/bcdm/api/v1/devices/{device_id}/risk"))
+    }
+}
+
+#[tokio::test]
+async fn a_written_risk_level_is_served_in_the_listing_and_the_lookup_and_recorded() {
+    let t = spawn(3, 1).await;
+    let state = t.state();
+    let ids: Vec<String> = state.devices().into_iter().map(|d| d.device_id).collect();
+    let listed = t.get_json("/bcdm/api/v1/devices").await;
+    assert!(listed["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d.get("mtd_risk_level") == Some(&Value::Null)));
+    for level in ["secured", "low", "medium", "high", "critical", "critical"] {
+        let response = t.send(&put_risk(&ids[1], &json!({ "level": level }))).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert!(response.bytes().await.unwrap().is_empty());
+        let device = t
+            .get_json(&format!("/bcdm/api/v1/devices/{}", ids[1]))
+            .await;
+        assert_eq!(device["mtd_risk_level"], level);
+        assert_eq!(state.risk_level(&ids[1]).as_deref(), Some(level));
+    }
+    let listed = t.get_json("/bcdm/api/v1/devices").await;
+    let levels: Vec<Value> = listed["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["mtd_risk_level"].clone())
+        .collect();
+    assert_eq!(levels, vec![Value::Null, json!("critical"), Value::Null]);
+    let writes: Vec<(String, Option<String>, u16)> = state
+        .core()
+        .actions()
+        .into_iter()
+        .map(|a| (a.action, a.device_id, a.status))
+        .collect();
+    assert_eq!(
+        writes,
+        ["secured", "low", "medium", "high", "critical", "critical"]
+            .iter()
+            .map(|l| (format!("Risk:{l}"), Some(ids[1].clone()), 204))
+            .collect::<Vec<_>>()
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_risk_level_that_is_not_one_or_an_unknown_device_is_refused_and_changes_nothing() {
+    let t = spawn(2, 1).await;
+    let state = t.state();
+    let id = state.devices()[0].device_id.clone();
+    for bad in [
+        json!({"level": "High"}),
+        json!({"level": "severe"}),
+        json!({"level": 3}),
+        json!({}),
+    ] {
+        t.expect(
+            &put_risk(&id, &bad),
+            StatusCode::BAD_REQUEST,
+            "invalid_level",
+        )
+        .await;
+    }
+    assert_eq!(state.risk_level(&id), None);
+    t.expect(
+        &put_risk("no-such-device", &json!({"level": "high"})),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // Signed like every request.
+    let mut unsigned = put_risk(&id, &json!({"level": "high"}));
+    unsigned.signed_body = Some(b"{}".to_vec());
+    t.expect(&unsigned, StatusCode::UNAUTHORIZED, "unauthorized")
+        .await;
+    let statuses: Vec<(String, u16)> = state
+        .core()
+        .actions()
+        .into_iter()
+        .map(|a| (a.action, a.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("Risk:High".into(), 400),
+            ("Risk:severe".into(), 400),
+            ("Risk".into(), 400),
+            ("Risk".into(), 400),
+            ("Risk:high".into(), 404),
+        ]
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_control_api_sets_a_level_behind_the_apis_back_and_faults_apply_to_the_risk_path() {
+    let t = spawn(2, 1).await;
+    let state = t.state();
+    let id = state.devices()[0].device_id.clone();
+    let response = t
+        .control(
+            Method::PUT,
+            &format!("/devices/{id}/risk"),
+            Some(json!({"level": "medium"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let device = t.get_json(&format!("/bcdm/api/v1/devices/{id}")).await;
+    assert_eq!(device["mtd_risk_level"], "medium");
+    assert!(
+        state.core().actions().is_empty(),
+        "a drift is not an API write"
+    );
+    let body: Value = t
+        .control(Method::GET, &format!("/devices/{id}/risk"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body, json!({"level": "medium"}));
+    state.set_risk_level(&id, None).unwrap();
+    assert_eq!(state.risk_level(&id), None);
+    assert_eq!(
+        t.control(
+            Method::PUT,
+            "/devices/nope/risk",
+            Some(json!({"level": "low"}))
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    state
+        .core()
+        .inject(Fault::rate_limited(3).times(1).on_paths("/risk"))
+        .unwrap();
+    let response = t.send(&put_risk(&id, &json!({"level": "high"}))).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert_eq!(state.risk_level(&id), None);
+    let response = t.send(&put_risk(&id, &json!({"level": "high"}))).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    t.sim.shutdown().await;
+}

@@ -996,12 +996,28 @@ async fn custom_attributes_set_through_the_api_are_read_back_by_identity() {
         body["deviceIdentity"]["customAttributes"]["customAttribute"],
         json!({"customAttributeName": "MTD_Threat_Level", "customAttributeValue": "High"})
     );
-    t.action_json(
-        &token,
-        "setCustomAttributeValue",
-        &format!("deviceId={id}&attributeName=Other&attributeValue=x"),
-    )
-    .await;
+    // Only attributes the customer defined can be set.
+    let answer = t
+        .action_json(
+            &token,
+            "setCustomAttributeValue",
+            &format!("deviceId={id}&attributeName=Other&attributeValue=x"),
+        )
+        .await;
+    assert_eq!(answer["actionStatus"], 1, "{answer}");
+    t.sim
+        .maas360()
+        .unwrap()
+        .define_custom_attribute("Other")
+        .unwrap();
+    let answer = t
+        .action_json(
+            &token,
+            "setCustomAttributeValue",
+            &format!("deviceId={id}&attributeName=Other&attributeValue=x"),
+        )
+        .await;
+    assert_eq!(answer["actionStatus"], 0, "{answer}");
     t.action_json(
         &token,
         "setCustomAttributeValue",
@@ -1310,4 +1326,236 @@ async fn the_same_seed_gives_the_same_data_and_the_banner_names_what_to_configur
     a.sim.shutdown().await;
     b.sim.shutdown().await;
     c.sim.shutdown().await;
+}
+
+// ------------------------------------------------------------ risk signal
+
+#[tokio::test]
+async fn the_risk_attribute_is_defined_at_start_and_its_writes_are_recorded_per_device() {
+    let t = spawn(4, 2).await;
+    let (token, _) = t.login().await;
+    let state = t.sim.maas360().unwrap();
+    assert_eq!(state.custom_attribute_names(), vec!["MTD_Threat_Level"]);
+    let ids = state.device_ids();
+    for value in ["Secured", "Low", "Medium", "High", "Critical", "Critical"] {
+        let answer = t
+            .action_json(
+                &token,
+                "setCustomAttributeValue",
+                &format!(
+                    "deviceId={}&attributeName=MTD_Threat_Level&attributeValue={value}",
+                    ids[1]
+                ),
+            )
+            .await;
+        assert_eq!(answer["actionStatus"], 0, "{answer}");
+        assert!(answer["actionID"].is_number());
+        assert_eq!(
+            state
+                .custom_attribute(&ids[1], "MTD_Threat_Level")
+                .as_deref(),
+            Some(value)
+        );
+    }
+    assert_eq!(state.custom_attribute(&ids[0], "MTD_Threat_Level"), None);
+    let writes: Vec<(String, Option<String>, u16)> = state
+        .core()
+        .actions()
+        .into_iter()
+        .map(|a| (a.action, a.device_id, a.status))
+        .collect();
+    let id = Some(ids[1].clone());
+    assert_eq!(
+        writes,
+        ["Secured", "Low", "Medium", "High", "Critical", "Critical"]
+            .iter()
+            .map(|v| (
+                format!("SetCustomAttribute:MTD_Threat_Level={v}"),
+                id.clone(),
+                200
+            ))
+            .collect::<Vec<_>>()
+    );
+    // The identity shows the value; the attribute name is matched ignoring case.
+    let answer = t
+        .action_json(
+            &token,
+            "setCustomAttributeValue",
+            &format!(
+                "deviceId={}&attributeName=mtd_threat_level&attributeValue=Low",
+                ids[1]
+            ),
+        )
+        .await;
+    assert_eq!(answer["actionStatus"], 0);
+    let body = t
+        .get_json(
+            &token,
+            &format!(
+                "/device-apis/devices/1.0/identity/{BILLING_ID}?deviceId={}",
+                ids[1]
+            ),
+        )
+        .await;
+    assert_eq!(
+        body["deviceIdentity"]["customAttributes"]["customAttribute"],
+        json!({"customAttributeName": "MTD_Threat_Level", "customAttributeValue": "Low"})
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undefined_attribute_is_refused_with_action_status_1_naming_it() {
+    let t = spawn(2, 2).await;
+    let (token, _) = t.login().await;
+    let state = t.sim.maas360().unwrap();
+    let id = state.device_ids()[0].clone();
+    assert!(state.remove_custom_attribute("MTD_Threat_Level"));
+    let answer = t
+        .action_json(
+            &token,
+            "setCustomAttributeValue",
+            &format!("deviceId={id}&attributeName=MTD_Threat_Level&attributeValue=High"),
+        )
+        .await;
+    assert_eq!(answer["actionStatus"], 1, "{answer}");
+    assert!(answer.get("actionID").is_none());
+    let description = answer["description"].as_str().unwrap();
+    assert!(
+        description.contains("MTD_Threat_Level") && description.contains("not defined"),
+        "{description}"
+    );
+    assert_eq!(state.custom_attribute(&id, "MTD_Threat_Level"), None);
+    // Recorded as received (HTTP 200); the action results tell the refusal.
+    let recorded = state.core().actions();
+    assert_eq!(
+        recorded[0].action,
+        "SetCustomAttribute:MTD_Threat_Level=High"
+    );
+    assert_eq!(recorded[0].status, 200);
+    assert_eq!(state.action_results()[0].action_status, 1);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_control_api_drifts_values_and_renames_or_removes_definitions() {
+    use reqwest::Method;
+    let t = spawn(2, 2).await;
+    let (token, _) = t.login().await;
+    let state = t.sim.maas360().unwrap();
+    let id = state.device_ids()[0].clone();
+    let identity = format!("/device-apis/devices/1.0/identity/{BILLING_ID}?deviceId={id}");
+
+    let response = t
+        .control(
+            Method::PUT,
+            &format!("/devices/{id}/custom-attributes/MTD_Threat_Level"),
+            json!("High"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let body = t.get_json(&token, &identity).await;
+    assert_eq!(
+        body["deviceIdentity"]["customAttributes"]["customAttribute"]["customAttributeValue"],
+        "High"
+    );
+    assert!(
+        state.core().actions().is_empty(),
+        "a drift is not an API write"
+    );
+    assert_eq!(
+        t.control_get(&format!("/devices/{id}/custom-attributes"))
+            .await,
+        json!({"MTD_Threat_Level": "High"})
+    );
+    assert_eq!(
+        t.control(
+            Method::PUT,
+            &format!("/devices/{id}/custom-attributes/Nope"),
+            json!("x")
+        )
+        .await
+        .status(),
+        StatusCode::BAD_REQUEST
+    );
+    state
+        .set_custom_attribute_value(&id, "MTD_Threat_Level", None)
+        .unwrap();
+    assert_eq!(state.custom_attribute(&id, "MTD_Threat_Level"), None);
+    state
+        .set_custom_attribute_value(&id, "MTD_Threat_Level", Some("Medium"))
+        .unwrap();
+
+    let response = t
+        .control(
+            Method::PATCH,
+            "/custom-attribute-definitions/MTD_Threat_Level",
+            json!({"name": "MTD_Risk"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        state.custom_attribute(&id, "MTD_Risk").as_deref(),
+        Some("Medium")
+    );
+    assert_eq!(
+        t.control_get("/custom-attribute-definitions").await,
+        json!(["MTD_Risk"])
+    );
+    let response = t
+        .control(
+            Method::DELETE,
+            "/custom-attribute-definitions/MTD_Risk",
+            json!(null),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(state.custom_attribute(&id, "MTD_Risk"), None);
+    let response = t
+        .control(
+            Method::POST,
+            "/custom-attribute-definitions",
+            json!({"name": "MTD_Threat_Level"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(state.custom_attribute_names(), vec!["MTD_Threat_Level"]);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_apply_to_the_custom_attribute_write_and_the_identity() {
+    let t = spawn(2, 2).await;
+    let (token, _) = t.login().await;
+    let state = t.sim.maas360().unwrap();
+    let id = state.device_ids()[0].clone();
+    state
+        .core()
+        .inject(
+            Fault::rate_limited(3)
+                .times(1)
+                .on_paths("/setCustomAttributeValue/"),
+        )
+        .unwrap();
+    state
+        .core()
+        .inject(Fault::status(503).times(1).on_paths("/identity/"))
+        .unwrap();
+    let form = format!("deviceId={id}&attributeName=MTD_Threat_Level&attributeValue=High");
+    let response = t.action(&token, "setCustomAttributeValue", &form).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert_eq!(state.custom_attribute(&id, "MTD_Threat_Level"), None);
+    let identity = format!("/device-apis/devices/1.0/identity/{BILLING_ID}?deviceId={id}");
+    assert_eq!(
+        t.get(&token, &identity).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        t.action_json(&token, "setCustomAttributeValue", &form)
+            .await["actionStatus"],
+        0
+    );
+    assert_eq!(t.get(&token, &identity).await.status(), StatusCode::OK);
+    t.sim.shutdown().await;
 }

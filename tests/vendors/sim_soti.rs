@@ -1151,3 +1151,434 @@ async fn requests_are_recorded_as_sent_and_can_be_cleared() {
     assert!(t.sim.soti().unwrap().core().requests().is_empty());
     t.sim.shutdown().await;
 }
+
+// ------------------------------------------------------------ custom attributes
+
+impl TestSim {
+    async fn put_json(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .put(format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{}", self.control, path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The value of `name` in the device's `GET …/customAttributes`.
+    async fn attribute(&self, token: &str, device_id: &str, name: &str) -> Value {
+        let list = self
+            .get_json(token, &format!("/api/devices/{device_id}/customAttributes"))
+            .await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Name"] == name)
+            .map(|a| a["Value"].clone())
+            .unwrap_or_else(|| panic!("{name} not in {list}"))
+    }
+}
+
+fn risk_body(name: &str, value: Value) -> Value {
+    json!({"Attributes": [{"AttributeName": name, "AttributeValue": value}]})
+}
+
+#[tokio::test]
+async fn custom_attributes_are_listed_written_per_device_and_read_back_in_the_spec_shapes() {
+    let t = spawn(5, 1).await;
+    let token = t.token().await;
+    let state = t.sim.soti().unwrap();
+    let ids: Vec<String> = state
+        .devices()
+        .iter()
+        .map(|d| d["DeviceId"].as_str().unwrap().to_owned())
+        .collect();
+
+    let definitions = t.get_json(&token, "/api/customattributes").await;
+    let risk = definitions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["Name"] == "MTD_Threat_Level")
+        .expect("seeded");
+    assert_eq!(risk["CustomAttributeDataType"], "Text");
+    for d in definitions.as_array().unwrap() {
+        for field in ["Name", "CustomAttributeDataType", "PropagateToDevice"] {
+            assert!(d.get(field).is_some(), "{field} in {d}");
+        }
+    }
+
+    let before = t
+        .get_json(&token, &format!("/api/devices/{}/customAttributes", ids[0]))
+        .await;
+    for info in before.as_array().unwrap() {
+        for field in ["Name", "Value", "DataType", "IsInherited"] {
+            assert!(info.get(field).is_some(), "{field} in {info}");
+        }
+        assert_eq!(info["IsInherited"], false);
+        assert_eq!(info["Value"], Value::Null, "nothing set yet");
+    }
+    assert_eq!(
+        before.as_array().unwrap().len(),
+        definitions.as_array().unwrap().len(),
+        "one per definition"
+    );
+
+    let path = format!("/api/devices/{}/customAttributes", ids[0]);
+    let response = t
+        .put_json(&token, &path, &risk_body("MTD_Threat_Level", json!("High")))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        t.attribute(&token, &ids[0], "MTD_Threat_Level").await,
+        "High"
+    );
+    assert_eq!(
+        t.attribute(&token, &ids[1], "MTD_Threat_Level").await,
+        Value::Null
+    );
+    assert_eq!(
+        state
+            .custom_attribute(&ids[0], "MTD_Threat_Level")
+            .as_deref(),
+        Some("High")
+    );
+    // Names ignore case and keep the defined spelling; the same value again is harmless.
+    for _ in 0..2 {
+        let response = t
+            .put_json(
+                &token,
+                &path,
+                &risk_body("mtd_threat_level", json!("Secured")),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        t.attribute(&token, &ids[0], "MTD_Threat_Level").await,
+        "Secured"
+    );
+    // The lower-case path spelling is the same resource; `null` clears.
+    let response = t
+        .put_json(
+            &token,
+            &format!("/api/devices/{}/customattributes", ids[0]),
+            &risk_body("MTD_Threat_Level", Value::Null),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(state.custom_attribute(&ids[0], "MTD_Threat_Level"), None);
+
+    let actions: Vec<(String, Option<String>, u16)> = state
+        .core()
+        .actions()
+        .into_iter()
+        .map(|a| (a.action, a.device_id, a.status))
+        .collect();
+    let id = Some(ids[0].clone());
+    assert_eq!(
+        actions,
+        vec![
+            (
+                "SetCustomAttribute:MTD_Threat_Level=High".into(),
+                id.clone(),
+                200
+            ),
+            (
+                "SetCustomAttribute:mtd_threat_level=Secured".into(),
+                id.clone(),
+                200
+            ),
+            (
+                "SetCustomAttribute:mtd_threat_level=Secured".into(),
+                id.clone(),
+                200
+            ),
+            ("ClearCustomAttribute:MTD_Threat_Level".into(), id, 200),
+        ]
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undefined_attribute_a_wrong_type_or_a_bad_body_is_a_soti_400_and_writes_nothing() {
+    let t = spawn(3, 1).await;
+    let token = t.token().await;
+    let state = t.sim.soti().unwrap();
+    let id = state.devices()[0]["DeviceId"].as_str().unwrap().to_owned();
+    let path = format!("/api/devices/{id}/customAttributes");
+
+    let both = json!({"Attributes": [
+        {"AttributeName": "MTD_Threat_Level", "AttributeValue": "High"},
+        {"AttributeName": "Nope", "AttributeValue": "x"}
+    ]});
+    let response = t.put_json(&token, &path, &both).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_soti_400(&body);
+    assert_eq!(body["Data"], json!(["Nope"]));
+    assert!(body["ErrorMessage"].as_str().unwrap().contains("Nope"));
+    assert_eq!(
+        state.custom_attribute(&id, "MTD_Threat_Level"),
+        None,
+        "all or nothing"
+    );
+
+    // The seeded enumerator takes only its values.
+    let response = t
+        .put_json(&token, &path, &risk_body("Cost_Center", json!("Marketing")))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_soti_400(&response.json().await.unwrap());
+    let response = t
+        .put_json(&token, &path, &risk_body("Cost_Center", json!("Sales")))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    for bad in [
+        json!({"Attrs": []}),
+        json!([1, 2]),
+        json!({"Attributes": [{"AttributeValue": "x"}]}),
+    ] {
+        let response = t.put_json(&token, &path, &bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_soti_400(&response.json().await.unwrap());
+    }
+    let response = t
+        .put_json(
+            &token,
+            "/api/devices/no-such-device/customAttributes",
+            &risk_body("MTD_Threat_Level", json!("High")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        t.get(&token, "/api/devices/no-such-device/customAttributes")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // Without a token, as every API call.
+    let response = t
+        .http
+        .put(format!("{}{path}", t.base))
+        .json(&risk_body("MTD_Threat_Level", json!("High")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let statuses: Vec<(String, u16)> = state
+        .core()
+        .actions()
+        .into_iter()
+        .map(|a| (a.action, a.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("SetCustomAttribute:MTD_Threat_Level=High".into(), 400),
+            ("SetCustomAttribute:Nope=x".into(), 400),
+            ("SetCustomAttribute:Cost_Center=Marketing".into(), 400),
+            ("SetCustomAttribute:Cost_Center=Sales".into(), 200),
+            ("SetCustomAttribute".into(), 400),
+            ("SetCustomAttribute".into(), 400),
+            ("SetCustomAttribute".into(), 400),
+            ("SetCustomAttribute:MTD_Threat_Level=High".into(), 404),
+        ]
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_control_api_sets_values_behind_the_apis_back_and_renames_and_removes_definitions() {
+    use reqwest::Method;
+    let t = spawn(3, 1).await;
+    let token = t.token().await;
+    let state = t.sim.soti().unwrap();
+    let id = state.devices()[1]["DeviceId"].as_str().unwrap().to_owned();
+
+    let response = t
+        .control(
+            Method::PUT,
+            &format!("/devices/{id}/custom-attributes/MTD_Threat_Level"),
+            Some(json!("Critical")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.attribute(&token, &id, "MTD_Threat_Level").await,
+        "Critical"
+    );
+    assert!(
+        state.core().actions().is_empty(),
+        "a drift is not an API write"
+    );
+    let values: Value = t
+        .control(
+            Method::GET,
+            &format!("/devices/{id}/custom-attributes"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(values["MTD_Threat_Level"], "Critical");
+    assert_eq!(values["Cost_Center"], Value::Null);
+    assert_eq!(
+        t.control(
+            Method::PUT,
+            &format!("/devices/{id}/custom-attributes/Undefined"),
+            Some(json!("x"))
+        )
+        .await
+        .status(),
+        StatusCode::BAD_REQUEST
+    );
+    state
+        .set_custom_attribute(&id, "MTD_Threat_Level", None)
+        .unwrap();
+    assert_eq!(state.custom_attribute(&id, "MTD_Threat_Level"), None);
+    state
+        .set_custom_attribute(&id, "MTD_Threat_Level", Some("Low"))
+        .unwrap();
+
+    // A rename: the value follows, the old name is unknown.
+    let response = t
+        .control(
+            Method::PATCH,
+            "/custom-attribute-definitions/MTD_Threat_Level",
+            Some(json!({"Name": "MTD_Risk"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(t.attribute(&token, &id, "MTD_Risk").await, "Low");
+    let response = t
+        .put_json(
+            &token,
+            &format!("/api/devices/{id}/customAttributes"),
+            &risk_body("MTD_Threat_Level", json!("High")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A removal takes the values along.
+    let response = t
+        .control(
+            Method::DELETE,
+            "/custom-attribute-definitions/MTD_Risk",
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let names: Vec<Value> = t
+        .get_json(&token, "/api/customattributes")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("Cost_Center")]);
+    assert_eq!(
+        t.control(
+            Method::DELETE,
+            "/custom-attribute-definitions/MTD_Risk",
+            None
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Defined again (type Text by default), it starts empty.
+    let response = t
+        .control(
+            Method::POST,
+            "/custom-attribute-definitions",
+            Some(json!({"Name": "MTD_Threat_Level"})),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        t.attribute(&token, &id, "MTD_Threat_Level").await,
+        Value::Null
+    );
+    assert_eq!(
+        t.control(
+            Method::POST,
+            "/custom-attribute-definitions",
+            Some(json!({"Name": "mtd_threat_level"}))
+        )
+        .await
+        .status(),
+        StatusCode::CONFLICT
+    );
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_apply_to_the_custom_attribute_paths_too() {
+    let t = spawn(3, 1).await;
+    let token = t.token().await;
+    let state = t.sim.soti().unwrap();
+    let id = state.devices()[0]["DeviceId"].as_str().unwrap().to_owned();
+    let path = format!("/api/devices/{id}/customAttributes");
+    state
+        .core()
+        .inject(Fault::status(503).times(1).on_paths("/customAttributes"))
+        .unwrap();
+    state
+        .core()
+        .inject(
+            Fault::rate_limited(2)
+                .times(1)
+                .on_paths("/customAttributes"),
+        )
+        .unwrap();
+    let body = risk_body("MTD_Threat_Level", json!("High"));
+    let response = t.put_json(&token, &path, &body).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let response = t.put_json(&token, &path, &body).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(state.custom_attribute(&id, "MTD_Threat_Level"), None);
+    assert!(
+        state.core().actions().is_empty(),
+        "a faulted request reaches no handler"
+    );
+    assert_eq!(
+        t.put_json(&token, &path, &body).await.status(),
+        StatusCode::OK
+    );
+    state
+        .core()
+        .inject(
+            Fault::status(500)
+                .times(1)
+                .on_paths("/api/customattributes"),
+        )
+        .unwrap();
+    assert_eq!(
+        t.get(&token, "/api/customattributes").await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    t.sim.shutdown().await;
+}

@@ -7,6 +7,9 @@
 //!
 //! A device command counts as sent only on a 2xx with no body (MDM-APIS.md);
 //! any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
+//!
+//! The risk signal is one tag per level (`{name}_Low` … `{name}_Critical`,
+//! created by the admin): see [`AirwatchAdapter::signal_risk`].
 
 use crate::config::AirwatchConfig;
 use crate::ratelimit::RateLimiter;
@@ -20,13 +23,15 @@ use mtd_adapter::http::{
 };
 use mtd_adapter::{
     guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
-    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, RiskReadBack, Secret, SignalLevel,
+    User,
 };
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::sync::Mutex;
 use tracing::Instrument as _;
 use url::Url;
 
@@ -39,6 +44,12 @@ pub struct AirwatchAdapter {
     /// `Basic base64(username:password)`, built once.
     authorization: Secret,
     limiter: RateLimiter,
+    /// Level tag name → AirWatch tag id, for the risk signal's tags: found
+    /// once by `tags/search`, then reused. A tag not found is not cached (the
+    /// admin may create it any time); an id the server no longer knows (404)
+    /// is dropped and searched again. A std `Mutex`: held for a map access,
+    /// never across a request.
+    tag_ids: Mutex<HashMap<String, u64>>,
 }
 
 impl fmt::Debug for AirwatchAdapter {
@@ -124,6 +135,7 @@ impl AirwatchAdapter {
             client,
             authorization: Secret::new(format!("Basic {basic}")),
             limiter: RateLimiter::default(),
+            tag_ids: Mutex::new(HashMap::new()),
         })
     }
 
@@ -390,6 +402,317 @@ impl AirwatchAdapter {
     }
 }
 
+/// The four level tags of the risk signal `name`, lowest level first:
+/// `{name}_Low`, `{name}_Medium`, `{name}_High`, `{name}_Critical`
+/// (`Secured` is being in none of them).
+fn level_tags(name: &str) -> [(SignalLevel, String); 4] {
+    [
+        SignalLevel::Low,
+        SignalLevel::Medium,
+        SignalLevel::High,
+        SignalLevel::Critical,
+    ]
+    .map(|level| (level, format!("{name}_{}", level.as_vendor())))
+}
+
+/// One tag change as made: its request line, and the status and body answered.
+struct TagCall {
+    request: String,
+    status: u16,
+    body: String,
+}
+
+/// The request line of a receipt: `POST /path` (with its query, if any).
+fn request_line(method: &Method, url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{method} {}?{q}", url.path()),
+        None => format!("{method} {}", url.path()),
+    }
+}
+
+/// The tag whose `TagName` is exactly `name` in a `tags/search` answer
+/// (`{"Tags":[{"Id":{"Value":n},"TagName":"…"}]}`; the search matches more
+/// than the exact name).
+fn tag_in_search(body: &Value, name: &str) -> Option<u64> {
+    body.get("Tags")?
+        .as_array()?
+        .iter()
+        .filter(|t| wire::text(t, "TagName").as_deref() == Some(name))
+        .find_map(|t| wire::id(t, "Id")?.parse().ok())
+}
+
+/// The device ids of a `tags/{id}/devices` answer (`{"Device":[{"DeviceId":n}]}`).
+fn tagged_devices(body: &Value) -> HashSet<String> {
+    body.get("Device")
+        .and_then(Value::as_array)
+        .map(|devices| {
+            devices
+                .iter()
+                .filter_map(|d| wire::id(d, "DeviceId"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `adddevices`/`removedevices` answer: a 2xx that is not a page, and,
+/// when it is AirWatch's bulk result (`TotalItems`, `AcceptedItems`,
+/// `FailedItems`, `Faults`), one without failed items.
+fn judge_bulk(request: &str, answer: &Answer) -> Result<(), AdapterError> {
+    if is_html_page(&answer.body) {
+        return Err(undocumented_answer(
+            request,
+            answer.status,
+            &answer.body,
+            "AirWatch's 2xx answer (not a page)",
+        ));
+    }
+    let Ok(value) = serde_json::from_str::<Value>(&answer.body) else {
+        return Ok(());
+    };
+    if wire::count(&value, "FailedItems").unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let faults: Vec<String> = value
+        .pointer("/Faults/Fault")
+        .and_then(Value::as_array)
+        .map(|faults| {
+            faults
+                .iter()
+                .map(|f| error_message(&f.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(AdapterError::Rejected {
+        status: answer.status.as_u16(),
+        message: format!(
+            "{request}: AirWatch did not take the device: {}",
+            if faults.is_empty() {
+                body_excerpt(&answer.body)
+            } else {
+                faults.join("; ")
+            }
+        ),
+    })
+}
+
+impl AirwatchAdapter {
+    fn cached_tag(&self, tag: &str) -> Option<u64> {
+        self.tag_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tag)
+            .copied()
+    }
+
+    fn forget_tag(&self, tag: &str) {
+        self.tag_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tag);
+    }
+
+    /// The id of the tag named exactly `tag`: from the cache, else from
+    /// `GET /API/mdm/tags/search?name=…` (cached when found). `None`: no
+    /// such tag (a 204 or no exact match).
+    async fn tag_id(&self, tag: &str) -> Result<Option<u64>, AdapterError> {
+        if let Some(id) = self.cached_tag(tag) {
+            return Ok(Some(id));
+        }
+        let mut url = self.url(&["mdm", "tags", "search"]);
+        url.query_pairs_mut().append_pair("name", tag);
+        let answer = ok_or_error(self.send(Method::GET, url, None).await?)?;
+        if answer.status == StatusCode::NO_CONTENT || answer.body.trim().is_empty() {
+            return Ok(None);
+        }
+        let id = tag_in_search(&parse_json(&answer.body)?, tag);
+        if let Some(id) = id {
+            self.tag_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(tag.to_string(), id);
+        }
+        Ok(id)
+    }
+
+    /// Adds the device to (`adddevices`) or removes it from
+    /// (`removedevices`) the tag named `tag`, body
+    /// `{"BulkValues":{"Value":["<device Id>"]}}`; the call as made. `Ok(None)`
+    /// when the tag does not exist; a cached id the server answers 404 for
+    /// is searched again once (the tag may have been deleted or recreated).
+    async fn tag_call(
+        &self,
+        tag: &str,
+        verb: &str,
+        device_id: &str,
+        body: &str,
+    ) -> Result<Option<TagCall>, AdapterError> {
+        let mut searched_again = false;
+        loop {
+            let Some(id) = self.tag_id(tag).await? else {
+                return Ok(None);
+            };
+            let url = self.url(&["mdm", "tags", &id.to_string(), verb]);
+            let request = request_line(&Method::POST, &url);
+            let answer = self.send(Method::POST, url, Some(body.to_string())).await?;
+            if answer.status == StatusCode::NOT_FOUND && !searched_again {
+                tracing::info!(mdm = %self.config.name, tag, tag_id = id, "AirWatch no longer knows the tag id; searching the tag again");
+                self.forget_tag(tag);
+                searched_again = true;
+                continue;
+            }
+            if answer.status == StatusCode::NOT_FOUND {
+                self.forget_tag(tag);
+                return Ok(None);
+            }
+            let answer = ok_or_error(answer)?;
+            judge_bulk(&request, &answer)?;
+            tracing::debug!(
+                device_id,
+                tag,
+                verb,
+                status = answer.status.as_u16(),
+                "AirWatch took the tag change"
+            );
+            return Ok(Some(TagCall {
+                request,
+                status: answer.status.as_u16(),
+                body: answer.body,
+            }));
+        }
+    }
+
+    /// The ids of the devices in the tag `tag_id`
+    /// (`GET /API/mdm/tags/{tagId}/devices`); `None` when the server no
+    /// longer knows the tag (404).
+    async fn tag_members(&self, tag_id: u64) -> Result<Option<HashSet<String>>, AdapterError> {
+        let url = self.url(&["mdm", "tags", &tag_id.to_string(), "devices"]);
+        let answer = self.send(Method::GET, url, None).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let answer = ok_or_error(answer)?;
+        if answer.status == StatusCode::NO_CONTENT || answer.body.trim().is_empty() {
+            return Ok(Some(HashSet::new()));
+        }
+        Ok(Some(tagged_devices(&parse_json(&answer.body)?)))
+    }
+
+    async fn write_level(
+        &self,
+        device: &Device,
+        level: SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let device_id = device.mdm_device_id.trim();
+        if device_id.is_empty() || !device_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(AdapterError::Config(format!(
+                "AirWatch device ids are numbers; `{}` is not one",
+                device.mdm_device_id
+            )));
+        }
+        if name.trim().is_empty() {
+            return Err(AdapterError::Config(
+                "the risk signal needs the prefix of the AirWatch level tags".into(),
+            ));
+        }
+        let body = serde_json::json!({ "BulkValues": { "Value": [device_id] } }).to_string();
+        let tags = level_tags(name);
+        let mut calls: Vec<TagCall> = Vec::new();
+        // First into the new level's tag, then out of the others: in between
+        // the device is in two tags and reads as the higher level, never as
+        // `Secured`.
+        if let Some((_, tag)) = tags.iter().find(|(l, _)| *l == level) {
+            match self.tag_call(tag, "adddevices", device_id, &body).await? {
+                Some(call) => calls.push(call),
+                None => {
+                    return Err(AdapterError::ActionNotPermitted {
+                        setting: format!("create the device tag `{tag}` in Workspace ONE UEM"),
+                        message: format!("AirWatch has no tag named `{tag}`"),
+                    })
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for (_, tag) in tags.iter().filter(|(l, _)| *l != level) {
+            match self
+                .tag_call(tag, "removedevices", device_id, &body)
+                .await?
+            {
+                Some(call) => calls.push(call),
+                // A tag that does not exist holds no device.
+                None => missing.push(tag.as_str()),
+            }
+        }
+        let Some(first) = calls.first() else {
+            // `Secured` and not one level tag: the risk signal is not set up.
+            return Err(AdapterError::ActionNotPermitted {
+                setting: format!(
+                    "create the device tags `{}` in Workspace ONE UEM",
+                    missing.join("`, `")
+                ),
+                message: format!("AirWatch has none of the level tags of `{name}`"),
+            });
+        };
+        // The status is the first call's: the one that put the device into
+        // its level (or, for `Secured`, took it out of the first tag).
+        let status = first.status;
+        let answers: Vec<&str> = calls
+            .iter()
+            .map(|c| c.body.trim())
+            .filter(|b| !b.is_empty())
+            .collect();
+        Ok(Receipt {
+            request: calls
+                .iter()
+                .map(|c| c.request.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            request_body: Some(body),
+            status,
+            response_body: (!answers.is_empty()).then(|| answers.join("; ")),
+            vendor_reference: None,
+        })
+    }
+
+    async fn read_levels(
+        &self,
+        devices: &[Device],
+        name: &str,
+    ) -> Result<Vec<Option<SignalLevel>>, AdapterError> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Per level (lowest first), the devices in its tag; a tag that does
+        // not exist holds none.
+        let mut members: Vec<(SignalLevel, HashSet<String>)> = Vec::new();
+        for (level, tag) in level_tags(name) {
+            let Some(id) = self.tag_id(&tag).await? else {
+                continue;
+            };
+            match self.tag_members(id).await? {
+                Some(ids) => members.push((level, ids)),
+                None => self.forget_tag(&tag),
+            }
+        }
+        if members.is_empty() {
+            // No level tag at all: AirWatch holds no level for anyone.
+            return Ok(vec![None; devices.len()]);
+        }
+        Ok(devices
+            .iter()
+            .map(|d| {
+                let id = d.mdm_device_id.trim();
+                let highest = members
+                    .iter()
+                    .rev()
+                    .find(|(_, ids)| ids.contains(id))
+                    .map(|(level, _)| *level);
+                Some(highest.unwrap_or(SignalLevel::Secured))
+            })
+            .collect())
+    }
+}
+
 /// Maps the records of one page, counting (not failing on) those that cannot be mapped.
 fn map_page<T>(
     mdm: &str,
@@ -526,11 +849,137 @@ impl MdmAdapter for AirwatchAdapter {
         );
         self.run_command(command, device).instrument(span).await
     }
+
+    /// Puts the device into the tag `{name}_{Level}` and takes it out of the
+    /// other three level tags (`Secured`: out of all four), with
+    /// `POST /API/mdm/tags/{tagId}/adddevices` and `…/removedevices`, body
+    /// `{"BulkValues":{"Value":["<device Id>"]}}`. The new level's tag comes
+    /// first. Repeating it changes nothing. The new level's tag missing is
+    /// [`AdapterError::ActionNotPermitted`] naming the tag to create; the
+    /// other tags missing hold no device and are skipped (all four missing:
+    /// refused too). The receipt lists every call made, `; `-separated.
+    async fn signal_risk(
+        &self,
+        device: &Device,
+        level: SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let span = tracing::info_span!(
+            "airwatch_signal_risk",
+            mdm = %self.config.name,
+            device_id = %device.mdm_device_id,
+            level = level.as_vendor()
+        );
+        let receipt = self
+            .write_level(device, level, name)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| tracing::info!("AirWatch tagged the device with its risk level."));
+        Ok(receipt)
+    }
+
+    /// The members of the four level tags, one request per tag.
+    fn risk_read_back(&self) -> Option<RiskReadBack> {
+        Some(RiskReadBack::Bulk)
+    }
+
+    /// Reads the members of each level tag once (`GET
+    /// /API/mdm/tags/{tagId}/devices`), then each device's level: the
+    /// highest tag it is in, `Secured` in none. With no level tag at all
+    /// AirWatch holds no level: `None` for every device.
+    async fn read_risk(
+        &self,
+        devices: &[Device],
+        name: &str,
+    ) -> Result<Vec<Option<SignalLevel>>, AdapterError> {
+        let span = tracing::info_span!("airwatch_read_risk", mdm = %self.config.name, devices = devices.len());
+        self.read_levels(devices, name).instrument(span).await
+    }
+
+    /// The level tags AirWatch does not have, lowest level first. Searched
+    /// afresh (not from the cache), so a tag deleted since it was found is
+    /// reported; the cache is updated with what the search says.
+    async fn missing_risk_signal(&self, name: &str) -> Result<Vec<String>, AdapterError> {
+        let mut missing = Vec::new();
+        for (_, tag) in level_tags(name) {
+            self.forget_tag(&tag);
+            if self.tag_id(&tag).await?.is_none() {
+                missing.push(tag);
+            }
+        }
+        Ok(missing)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_level_tags_are_the_prefix_and_the_capitalised_level_lowest_first() {
+        let tags = level_tags("MTD_Threat_Level");
+        assert_eq!(
+            tags.map(|(l, n)| (l, n)),
+            [
+                (SignalLevel::Low, "MTD_Threat_Level_Low".to_string()),
+                (SignalLevel::Medium, "MTD_Threat_Level_Medium".to_string()),
+                (SignalLevel::High, "MTD_Threat_Level_High".to_string()),
+                (
+                    SignalLevel::Critical,
+                    "MTD_Threat_Level_Critical".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tag_search_answer_gives_the_id_of_the_exact_name_only() {
+        let body = serde_json::json!({"Tags": [
+            {"Id": {"Value": 7}, "TagName": "Risk_High_Old"},
+            {"Id": 8, "TagName": "risk_high"},
+            {"Id": {"Value": "9"}, "TagName": "Risk_High"},
+        ]});
+        assert_eq!(tag_in_search(&body, "Risk_High"), Some(9));
+        assert_eq!(tag_in_search(&body, "Risk_Low"), None);
+        assert_eq!(tag_in_search(&serde_json::json!({}), "Risk_High"), None);
+    }
+
+    #[test]
+    fn tag_members_are_read_in_every_id_shape() {
+        let body = serde_json::json!({"Device": [
+            {"DeviceId": 1}, {"DeviceId": {"Value": 2}}, {"DeviceId": "3"}, {"DeviceId": null}
+        ]});
+        let ids = tagged_devices(&body);
+        assert_eq!(ids.len(), 3);
+        assert!(["1", "2", "3"].iter().all(|id| ids.contains(*id)));
+        assert!(tagged_devices(&serde_json::json!({"Device": null})).is_empty());
+    }
+
+    #[test]
+    fn a_bulk_answer_counts_only_without_failed_items() {
+        let answer = |body: &str| Answer {
+            method: Method::POST,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: body.to_string(),
+        };
+        for ok in [
+            "",
+            r#"{"TotalItems":1,"AcceptedItems":1,"FailedItems":0}"#,
+            "true",
+        ] {
+            judge_bulk("POST /x", &answer(ok)).unwrap();
+        }
+        let e = judge_bulk(
+            "POST /x",
+            &answer(r#"{"TotalItems":1,"AcceptedItems":0,"FailedItems":1,"Faults":{"Fault":[{"ErrorCode":1001,"ItemValue":"4","Message":"Device not found."}]}}"#),
+        )
+        .unwrap_err();
+        assert_eq!(e.class(), "rejected");
+        assert!(e.to_string().contains("Device not found."), "{e}");
+        let e = judge_bulk("POST /x", &answer("<html><title>Sign in</title></html>")).unwrap_err();
+        assert_eq!(e.class(), "no_answer");
+    }
 
     #[test]
     fn error_json_keeps_code_and_message_and_other_bodies_are_excerpted() {

@@ -6,7 +6,7 @@ use futures::TryStreamExt as _;
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership, Page,
-    Platform, Posture, Secret,
+    Platform, Posture, RiskReadBack, Secret, SignalLevel,
 };
 use mtd_adapter_airwatch::{AirwatchAdapter, AirwatchConfig, AirwatchCredentials};
 use serde_json::{json, Value};
@@ -1469,4 +1469,484 @@ async fn a_page_with_more_records_than_the_announced_total_fails_the_listing() {
     let e = all_pages(&adapter(&server)).await.unwrap_err();
     assert_eq!(e.class(), "listing", "{e:?}");
     assert!(e.to_string().contains("announced 2"), "{e}");
+}
+
+// ------------------------------------------------------------ risk signal
+
+const RISK: &str = "MTD_Threat_Level";
+
+/// The level tags and the ids the test server gives them.
+const TAGS: [(SignalLevel, &str, u64); 4] = [
+    (SignalLevel::Low, "MTD_Threat_Level_Low", 11),
+    (SignalLevel::Medium, "MTD_Threat_Level_Medium", 12),
+    (SignalLevel::High, "MTD_Threat_Level_High", 13),
+    (SignalLevel::Critical, "MTD_Threat_Level_Critical", 14),
+];
+
+fn bulk_ok() -> Value {
+    json!({"TotalItems": 1, "AcceptedItems": 1, "FailedItems": 0, "Faults": {"Fault": []}})
+}
+
+/// Mounts `tags/search` for each level tag but those in `missing` (204),
+/// each expected `searches` times (`None`: any number). The search also
+/// answers a tag whose name only starts with the level tag's, as a contains
+/// search does.
+async fn mount_tag_search(server: &MockServer, missing: &[&str], searches: Option<u64>) {
+    for (_, name, id) in TAGS {
+        let answer = if missing.contains(&name) {
+            ResponseTemplate::new(204)
+        } else {
+            ResponseTemplate::new(200).set_body_json(json!({"Tags": [
+                {"Id": {"Value": 90 + id}, "TagName": format!("{name}_Old")},
+                {"Id": {"Value": id}, "TagName": name, "TagType": 1},
+            ], "Page": 0, "PageSize": 500, "Total": 2}))
+        };
+        let mock = Mock::given(method("GET"))
+            .and(path("/API/mdm/tags/search"))
+            .and(query_param("name", name))
+            .respond_with(answer);
+        match searches {
+            Some(n) => mock.expect(n).mount(server).await,
+            None => mock.mount(server).await,
+        }
+    }
+}
+
+async fn mount_tag_changes(server: &MockServer, answer: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path_regex(
+            r"^/API/mdm/tags/\d+/(adddevices|removedevices)$",
+        ))
+        .respond_with(answer)
+        .mount(server)
+        .await;
+}
+
+async fn tag_server(missing: &[&str]) -> MockServer {
+    let server = MockServer::start().await;
+    mount_tag_search(&server, missing, None).await;
+    mount_tag_changes(&server, ResponseTemplate::new(200).set_body_json(bulk_ok())).await;
+    server
+}
+
+/// The tag changes sent, in order: (path, JSON body).
+async fn tag_posts(server: &MockServer) -> Vec<(String, Value)> {
+    requests(server)
+        .await
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| {
+            (
+                r.url.path().to_string(),
+                serde_json::from_slice(&r.body).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn searches_for(server: &MockServer, name: &str) -> usize {
+    requests(server)
+        .await
+        .iter()
+        .filter(|r| {
+            r.url.path() == "/API/mdm/tags/search"
+                && r.url.query_pairs().any(|(k, v)| k == "name" && v == name)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn each_level_goes_into_its_tag_first_and_out_of_the_other_three() {
+    let body = json!({"BulkValues": {"Value": ["42"]}});
+    for level in SignalLevel::ALL {
+        let server = tag_server(&[]).await;
+        let receipt = adapter(&server)
+            .signal_risk(&device("42", None), level, RISK)
+            .await
+            .unwrap();
+        let mut want: Vec<(String, Value)> = Vec::new();
+        if let Some((_, _, id)) = TAGS.iter().find(|(l, _, _)| *l == level) {
+            want.push((format!("/API/mdm/tags/{id}/adddevices"), body.clone()));
+        }
+        for (l, _, id) in TAGS {
+            if l != level {
+                want.push((format!("/API/mdm/tags/{id}/removedevices"), body.clone()));
+            }
+        }
+        let sent = tag_posts(&server).await;
+        assert_eq!(sent, want, "{level:?}");
+        assert_eq!(
+            receipt.request,
+            want.iter()
+                .map(|(p, _)| format!("POST {p}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(receipt.request_body.as_deref().unwrap()).unwrap(),
+            body
+        );
+        assert_eq!(receipt.status, 200);
+        let answers = vec![bulk_ok().to_string(); want.len()].join("; ");
+        assert_eq!(receipt.response_body.as_deref(), Some(answers.as_str()));
+        for r in requests(&server).await {
+            assert_eq!(r.headers.get("authorization").unwrap(), BASIC);
+            assert_eq!(r.headers.get("aw-tenant-code").unwrap(), API_KEY);
+            if r.method.as_str() == "POST" {
+                assert_eq!(r.headers.get("content-type").unwrap(), "application/json");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tag_ids_are_searched_once_per_name_across_calls_and_taken_by_exact_name() {
+    let server = MockServer::start().await;
+    mount_tag_search(&server, &[], Some(1)).await;
+    mount_tag_changes(&server, ResponseTemplate::new(200).set_body_json(bulk_ok())).await;
+    for (_, _, id) in TAGS {
+        Mock::given(method("GET"))
+            .and(path(format!("/API/mdm/tags/{id}/devices")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Device": []})))
+            .mount(&server)
+            .await;
+    }
+    let a = adapter(&server);
+    for level in SignalLevel::ALL {
+        a.signal_risk(&device("7", None), level, RISK)
+            .await
+            .unwrap();
+    }
+    a.signal_risk(&device("8", None), SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    a.read_risk(&[device("7", None)], RISK).await.unwrap();
+    // `expect(1)` on each search is checked when the server drops; the ids
+    // used are the exact names', never the `_Old` look-alikes'.
+    assert!(tag_posts(&server)
+        .await
+        .iter()
+        .all(|(p, _)| ["/11/", "/12/", "/13/", "/14/"]
+            .iter()
+            .any(|id| p.contains(id))));
+}
+
+#[tokio::test]
+async fn writing_the_same_level_twice_sends_the_same_calls_and_changes_nothing_more() {
+    let server = tag_server(&[]).await;
+    let a = adapter(&server);
+    let first = a
+        .signal_risk(&device("42", None), SignalLevel::Medium, RISK)
+        .await
+        .unwrap();
+    let second = a
+        .signal_risk(&device("42", None), SignalLevel::Medium, RISK)
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    let sent = tag_posts(&server).await;
+    assert_eq!(sent.len(), 8);
+    assert_eq!(sent[..4], sent[4..]);
+}
+
+#[tokio::test]
+async fn a_missing_level_tag_is_not_permitted_naming_it_and_is_searched_again_next_time() {
+    let server = tag_server(&["MTD_Threat_Level_High"]).await;
+    let a = adapter(&server);
+    for _ in 0..2 {
+        let err = a
+            .signal_risk(&device("42", None), SignalLevel::High, RISK)
+            .await
+            .unwrap_err();
+        match &err {
+            AdapterError::ActionNotPermitted { setting, .. } => assert_eq!(
+                setting,
+                "create the device tag `MTD_Threat_Level_High` in Workspace ONE UEM"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(!err.is_retryable());
+    }
+    assert!(tag_posts(&server).await.is_empty(), "nothing was changed");
+    assert_eq!(searches_for(&server, "MTD_Threat_Level_High").await, 2);
+    // Another level still works; the missing tag holds no device to remove.
+    a.signal_risk(&device("42", None), SignalLevel::Low, RISK)
+        .await
+        .unwrap();
+    let sent: Vec<String> = tag_posts(&server)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "/API/mdm/tags/11/adddevices",
+            "/API/mdm/tags/12/removedevices",
+            "/API/mdm/tags/14/removedevices"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn secured_without_any_level_tag_is_not_permitted_and_names_all_four() {
+    let names: Vec<&str> = TAGS.iter().map(|(_, n, _)| *n).collect();
+    let server = tag_server(&names).await;
+    let err = adapter(&server)
+        .signal_risk(&device("42", None), SignalLevel::Secured, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::ActionNotPermitted { setting, .. } => {
+            for name in names {
+                assert!(setting.contains(name), "{setting}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tag_deleted_since_its_id_was_cached_is_searched_again_once() {
+    let server = MockServer::start().await;
+    // The first search finds id 13; once the tag is recreated, id 23.
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/tags/search"))
+        .and(query_param("name", "MTD_Threat_Level_High"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"Tags": [{"Id": {"Value": 13}, "TagName": "MTD_Threat_Level_High"}]}),
+        ))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/tags/search"))
+        .and(query_param("name", "MTD_Threat_Level_High"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"Tags": [{"Id": {"Value": 23}, "TagName": "MTD_Threat_Level_High"}]}),
+        ))
+        .mount(&server)
+        .await;
+    for other in [
+        "MTD_Threat_Level_Low",
+        "MTD_Threat_Level_Medium",
+        "MTD_Threat_Level_Critical",
+    ] {
+        Mock::given(method("GET"))
+            .and(path("/API/mdm/tags/search"))
+            .and(query_param("name", other))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/tags/13/adddevices"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(bulk_ok()))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/tags/13/adddevices"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"errorCode": 1001, "message": "Tag '13' was not found."})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/API/mdm/tags/23/adddevices"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(bulk_ok()))
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    a.signal_risk(&device("42", None), SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    let receipt = a
+        .signal_risk(&device("42", None), SignalLevel::High, RISK)
+        .await
+        .unwrap();
+    assert_eq!(receipt.request, "POST /API/mdm/tags/23/adddevices");
+    assert_eq!(searches_for(&server, "MTD_Threat_Level_High").await, 2);
+}
+
+#[tokio::test]
+async fn a_device_the_tag_call_fails_is_a_permanent_refusal_with_the_fault() {
+    let server = MockServer::start().await;
+    mount_tag_search(&server, &[], None).await;
+    mount_tag_changes(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "TotalItems": 1, "AcceptedItems": 0, "FailedItems": 1,
+            "Faults": {"Fault": [{"ErrorCode": 1001, "ItemValue": "42", "Message": "Device not found."}]}
+        })),
+    )
+    .await;
+    let err = adapter(&server)
+        .signal_risk(&device("42", None), SignalLevel::Low, RISK)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::Rejected { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("Device not found"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tag_call_answered_5xx_429_or_a_page_maps_as_a_command_does() {
+    for (answer, class) in [
+        (ResponseTemplate::new(503), "unavailable"),
+        (ResponseTemplate::new(500), "unavailable"),
+        (ResponseTemplate::new(502), "no_answer"),
+        (ResponseTemplate::new(504), "no_answer"),
+        (
+            ResponseTemplate::new(429).insert_header("Retry-After", "1"),
+            "rate_limited",
+        ),
+        (
+            ResponseTemplate::new(200)
+                .set_body_raw("<html><title>Sign in</title></html>", "text/html"),
+            "no_answer",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        mount_tag_search(&server, &[], None).await;
+        mount_tag_changes(&server, answer).await;
+        let err = adapter(&server)
+            .signal_risk(&device("42", None), SignalLevel::High, RISK)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), class, "{err:?}");
+        assert!(err.is_retryable(), "{err:?}");
+        if class == "rate_limited" {
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+        }
+        assert_eq!(
+            tag_posts(&server).await.len(),
+            1,
+            "the first failure ends the write"
+        );
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/tags/search"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .signal_risk(&device("42", None), SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "unavailable", "a failed search: {err:?}");
+}
+
+#[tokio::test]
+async fn a_device_id_that_is_no_number_is_a_config_error_and_sends_nothing() {
+    let server = tag_server(&[]).await;
+    let err = adapter(&server)
+        .signal_risk(&device("abc", None), SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "config", "{err:?}");
+    assert!(requests(&server).await.is_empty());
+}
+
+async fn mount_members(server: &MockServer, id: u64, members: Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("/API/mdm/tags/{id}/devices")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(members))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn the_levels_are_read_back_from_each_tags_members_once_the_highest_winning() {
+    let server = MockServer::start().await;
+    mount_tag_search(&server, &[], None).await;
+    mount_members(
+        &server,
+        11,
+        json!({"Device": [{"DeviceId": 1}, {"DeviceId": 3}]}),
+    )
+    .await;
+    mount_members(&server, 12, json!({"Device": []})).await;
+    mount_members(
+        &server,
+        13,
+        json!({"Device": [{"DeviceId": {"Value": 2}}, {"DeviceId": "3", "FriendlyName": "x"}]}),
+    )
+    .await;
+    mount_members(&server, 14, json!({"Device": [{"DeviceId": 5}]})).await;
+    let a = adapter(&server);
+    assert_eq!(a.risk_read_back(), Some(RiskReadBack::Bulk));
+    let devices: Vec<Device> = ["1", "2", "3", "4", "5"]
+        .into_iter()
+        .map(|id| device(id, None))
+        .collect();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![
+            Some(SignalLevel::Low),
+            Some(SignalLevel::High),
+            Some(SignalLevel::High),
+            Some(SignalLevel::Secured),
+            Some(SignalLevel::Critical),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_missing_level_tag_reads_as_holding_nobody_and_no_tag_at_all_as_no_level() {
+    let server = MockServer::start().await;
+    mount_tag_search(
+        &server,
+        &["MTD_Threat_Level_Medium", "MTD_Threat_Level_Critical"],
+        None,
+    )
+    .await;
+    mount_members(&server, 11, json!({"Device": [{"DeviceId": 1}]})).await;
+    Mock::given(method("GET"))
+        .and(path("/API/mdm/tags/13/devices"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let devices = [device("1", None), device("2", None)];
+    assert_eq!(
+        adapter(&server).read_risk(&devices, RISK).await.unwrap(),
+        vec![Some(SignalLevel::Low), Some(SignalLevel::Secured)]
+    );
+
+    let names: Vec<&str> = TAGS.iter().map(|(_, n, _)| *n).collect();
+    let empty = MockServer::start().await;
+    mount_tag_search(&empty, &names, None).await;
+    assert_eq!(
+        adapter(&empty).read_risk(&devices, RISK).await.unwrap(),
+        vec![None, None]
+    );
+    assert!(requests(&empty)
+        .await
+        .iter()
+        .all(|r| r.url.path() == "/API/mdm/tags/search"));
+}
+
+#[tokio::test]
+async fn the_missing_risk_signal_lists_the_level_tags_not_found_searching_afresh() {
+    let server = MockServer::start().await;
+    mount_tag_search(
+        &server,
+        &["MTD_Threat_Level_Medium", "MTD_Threat_Level_Critical"],
+        Some(2),
+    )
+    .await;
+    let a = adapter(&server);
+    for _ in 0..2 {
+        assert_eq!(
+            a.missing_risk_signal(RISK).await.unwrap(),
+            vec![
+                "MTD_Threat_Level_Medium".to_string(),
+                "MTD_Threat_Level_Critical".to_string()
+            ]
+        );
+    }
 }

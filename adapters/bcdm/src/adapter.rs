@@ -7,7 +7,9 @@
 //!
 //! An action counts as sent only on BCDM's documented 202 with a
 //! `request_id`; any other 2xx, or a 502/504, is `NoAnswer` (it may have
-//! been acted on).
+//! been acted on). A risk level counts as written only on the documented
+//! 204; being a `PUT` of a value, it is safe to repeat, so its 502/504 is
+//! `Unavailable` like a read's.
 
 use crate::limiter::RateLimiter;
 use crate::signature::{
@@ -24,7 +26,7 @@ use mtd_adapter::http::{
 use mtd_adapter::{
     guard_listing, normalize_imei, normalize_mac, normalize_serial, normalize_udid, AdapterError,
     Capabilities, Device, DeviceIdentifier, Group, HealthReport, MdmAdapter, MdmCommand, MdmKind,
-    Page, PageStream, Receipt, User,
+    Page, PageStream, Receipt, RiskReadBack, SignalLevel, User,
 };
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -470,5 +472,58 @@ impl MdmAdapter for BcdmAdapter {
             response_body: (!answer.body.is_empty()).then_some(answer.body),
             vendor_reference,
         })
+    }
+
+    /// `PUT /api/v1/devices/{device_id}/risk` with `{"level":"high"}` (the
+    /// lower-case names), signed like every request; only BCDM's 204 counts
+    /// as written. `name` is not used: BCDM keeps one level per device.
+    #[instrument(skip_all, fields(mdm = %self.config.name, device_id = %device.mdm_device_id, level = level.as_lower()))]
+    async fn signal_risk(
+        &self,
+        device: &Device,
+        level: SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let _ = name;
+        if device.mdm_device_id.trim().is_empty() {
+            return Err(AdapterError::Config(
+                "the device has no BCDM device_id".into(),
+            ));
+        }
+        let body = serde_json::json!({ "level": level.as_lower() }).to_string();
+        let url = self.endpoint(&["devices", &device.mdm_device_id, "risk"], &[]);
+        let request = format!("PUT {}", signature::request_target(&url));
+        let answer = self
+            .send(Method::PUT, url, body.clone().into_bytes())
+            .await?;
+        if !answer.status.is_success() {
+            return Err(error_from(&answer, None));
+        }
+        if answer.status != StatusCode::NO_CONTENT || !answer.body.trim().is_empty() {
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                "BCDM's 204 with no body",
+            ));
+        }
+        tracing::info!(
+            status = answer.status.as_u16(),
+            "BCDM stored the risk level"
+        );
+        Ok(Receipt {
+            request,
+            request_body: Some(body),
+            status: answer.status.as_u16(),
+            response_body: None,
+            vendor_reference: None,
+        })
+    }
+
+    /// The listing says: each device object's `mtd_risk_level` is read into
+    /// [`Device::reported_risk`], so [`MdmAdapter::read_risk`]'s default
+    /// (the devices' own `reported_risk`) costs no request.
+    fn risk_read_back(&self) -> Option<RiskReadBack> {
+        Some(RiskReadBack::Listing)
     }
 }

@@ -22,8 +22,13 @@
 //! - posture from the device object (listing and lookup alike): `compliant`,
 //!   `passcode_enabled`, `encrypted`, `jailbroken` (booleans, `null` = not
 //!   said; `"true"`/`"false"` and 1/0 are read too), `manufacturer`,
-//!   `phone_number`. BCDM has no enrolment flag (`enrolled` is `None`).
-//!   `mtd_risk_level` (the level last written) is accepted and not used yet;
+//!   `phone_number`. BCDM has no enrolment flag (`enrolled` is `None`);
+//! - the risk signal: `PUT /api/v1/devices/{device_id}/risk` with
+//!   `{"level":"secured"|"low"|"medium"|"high"|"critical"}` → 204, and read
+//!   back from the listing: each device object's `mtd_risk_level` (the level
+//!   last written, `null` if never) becomes `Device::reported_risk`
+//!   ([`RiskReadBack::Listing`](mtd_adapter::RiskReadBack)); there is nothing
+//!   to set up at BCDM, so `missing_risk_signal` is always empty;
 //! - lookups by `udid`, `serial_number`, `imei`, `wifi_mac` (sent
 //!   colon-separated in lower case, `a4:67:06:0c:15:3d`, the form iOS
 //!   reports) and by `device_id`. A device BCDM knows but that is not iOS is

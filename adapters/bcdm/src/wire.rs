@@ -8,7 +8,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Identifiers,
-    Ownership, Page, Platform, Posture, User,
+    Ownership, Page, Platform, Posture, SignalLevel, User,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -68,9 +68,8 @@ pub(crate) struct WireDevice {
     pub manufacturer: Option<String>,
     #[serde(default, deserialize_with = "lenient_text")]
     pub phone_number: Option<String>,
-    /// The risk level last written (`PUT …/risk`), `null` if never. Accepted
-    /// and not used yet: nothing reads the level back so far.
-    #[allow(dead_code)]
+    /// The risk level last written (`PUT …/risk`), `null` if never; read
+    /// into [`Device::reported_risk`] (a value that is no level is `None`).
     #[serde(default, deserialize_with = "lenient_text")]
     pub mtd_risk_level: Option<String>,
 }
@@ -212,7 +211,7 @@ impl WireDevice {
     pub(crate) fn into_device(self) -> Device {
         let platform = self.platform();
         Device {
-            reported_risk: None,
+            reported_risk: self.mtd_risk_level.as_deref().and_then(SignalLevel::parse),
             posture: Posture {
                 compliant: self.compliant,
                 // BCDM manages what it lists: there is no enrolment flag.
@@ -348,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn posture_maps_from_the_device_object_and_the_risk_level_is_accepted() {
+    fn posture_and_the_reported_risk_level_map_from_the_device_object() {
         let d = device(serde_json::json!({
             "device_id": "dev-1", "platform": "iOS", "model": "iPhone 14", "os_version": "17.4",
             "last_checkin_at": "2024-03-01T19:00:00+09:00",
@@ -357,6 +356,7 @@ mod tests {
         }));
         assert_eq!(d.mtd_risk_level.as_deref(), Some("high"));
         let d = d.into_device();
+        assert_eq!(d.reported_risk, Some(SignalLevel::High));
         assert_eq!(
             d.posture,
             Posture {
@@ -385,7 +385,9 @@ mod tests {
             "manufacturer": " Apple ", "phone_number": 819012345678u64, "mtd_risk_level": 3
         }));
         assert_eq!(lenient.mtd_risk_level.as_deref(), Some("3"));
-        let p = lenient.into_device().posture;
+        let lenient = lenient.into_device();
+        assert_eq!(lenient.reported_risk, None, "3 is no level");
+        let p = lenient.posture;
         assert_eq!(
             (p.compliant, p.passcode, p.encrypted, p.compromised),
             (Some(true), Some(false), Some(true), Some(false))
@@ -407,7 +409,26 @@ mod tests {
         ] {
             let d = device(odd.clone());
             assert_eq!(d.mtd_risk_level, None, "{odd}");
-            assert_eq!(d.into_device().posture, Posture::default(), "{odd}");
+            let d = d.into_device();
+            assert_eq!(d.posture, Posture::default(), "{odd}");
+            assert_eq!(d.reported_risk, None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn the_reported_risk_level_is_read_in_either_spelling_and_any_case() {
+        for (raw, want) in [
+            ("secured", Some(SignalLevel::Secured)),
+            ("Low", Some(SignalLevel::Low)),
+            (" MEDIUM ", Some(SignalLevel::Medium)),
+            ("critical", Some(SignalLevel::Critical)),
+            ("none", None),
+            ("", None),
+        ] {
+            let d = device(serde_json::json!({
+                "device_id": "r", "platform": "iOS", "mtd_risk_level": raw
+            }));
+            assert_eq!(d.into_device().reported_risk, want, "{raw:?}");
         }
     }
 

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use hmac::{Hmac, Mac};
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership,
-    Platform, Posture, Secret, User,
+    Platform, Posture, RiskReadBack, Secret, SignalLevel, User,
 };
 use mtd_adapter_bcdm::{BcdmAdapter, BcdmConfig, BcdmCredentials};
 use serde_json::{json, Value};
@@ -1196,4 +1196,180 @@ async fn a_server_that_ignores_the_offset_ends_the_listing_with_an_error_saying_
     assert_eq!(err.class(), "listing", "{err:?}");
     assert!(err.to_string().contains("same page"), "{err}");
     assert_eq!(received(&server).await.len(), 2);
+}
+
+// ---- the risk signal -------------------------------------------------------
+
+#[tokio::test]
+async fn each_level_secured_included_is_a_signed_put_of_its_lower_case_name() {
+    let server = MockServer::start().await;
+    for level in SignalLevel::ALL {
+        Mock::given(Signed)
+            .and(method("PUT"))
+            .and(path("/api/v1/devices/dev-9/risk"))
+            .and(body_json(json!({ "level": level.as_lower() })))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let bcdm = adapter(&server);
+    for level in SignalLevel::ALL {
+        // The name is BCDM's to ignore: one level per device.
+        let receipt = bcdm
+            .signal_risk(&a_device("dev-9"), level, "MTD_Threat_Level")
+            .await
+            .unwrap();
+        assert_eq!(receipt.request, "PUT /api/v1/devices/dev-9/risk");
+        let body = format!(r#"{{"level":"{}"}}"#, level.as_lower());
+        assert_eq!(receipt.request_body.as_deref(), Some(body.as_str()));
+        assert_eq!(receipt.status, 204);
+        assert_eq!(receipt.response_body, None);
+        assert_eq!(receipt.vendor_reference, None);
+    }
+    let requests = all_signed(&server).await;
+    assert_eq!(requests.len(), 5);
+    assert!(requests
+        .iter()
+        .all(|r| r.headers.get("content-type").unwrap() == "application/json"));
+}
+
+#[tokio::test]
+async fn writing_the_same_level_twice_is_the_same_put_twice() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let bcdm = adapter(&server);
+    let first = bcdm
+        .signal_risk(&a_device("d"), SignalLevel::High, "x")
+        .await
+        .unwrap();
+    let second = bcdm
+        .signal_risk(&a_device("d"), SignalLevel::High, "x")
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    let requests = all_signed(&server).await;
+    assert_eq!(requests[0].body, requests[1].body);
+}
+
+#[tokio::test]
+async fn only_a_204_counts_as_a_written_level() {
+    for answer in [
+        ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><head><title>Sign in</title></head></html>",
+            "text/html",
+        ),
+        ResponseTemplate::new(200),
+        ResponseTemplate::new(202).set_body_json(json!({"request_id": "r-1"})),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .signal_risk(&a_device("d"), SignalLevel::Low, "x")
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "no_answer", "{err:?}");
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("204"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_level_write_maps_errors_as_every_request_does() {
+    for (answer, class, retryable) in [
+        (
+            error_body(503, "service_unavailable", "down"),
+            "unavailable",
+            true,
+        ),
+        (
+            error_body(500, "internal_error", "oops"),
+            "unavailable",
+            true,
+        ),
+        // A PUT of a value is safe to repeat: its lost answer is just unavailable.
+        (ResponseTemplate::new(502), "unavailable", true),
+        (
+            error_body(429, "rate_limited", "slow down").insert_header("Retry-After", "4"),
+            "rate_limited",
+            true,
+        ),
+        (
+            error_body(404, "not_found", "Device 'd' was not found."),
+            "not_found",
+            false,
+        ),
+        (error_body(400, "invalid_level", "bad"), "rejected", false),
+        (error_body(401, "unauthorized", "no"), "unauthorized", false),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let err = adapter(&server)
+            .signal_risk(&a_device("d"), SignalLevel::Low, "x")
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), class, "{err:?}");
+        assert_eq!(err.is_retryable(), retryable, "{err:?}");
+        if class == "rate_limited" {
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(4)));
+            assert_eq!(received(&server).await.len(), 1, "a write is not repeated");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_level_is_read_back_from_the_listings_mtd_risk_level_at_no_cost() {
+    let server = MockServer::start().await;
+    let mut high = ios("d1");
+    high["mtd_risk_level"] = json!("high");
+    let mut secured = ios("d2");
+    secured["mtd_risk_level"] = json!("secured");
+    let mut never = ios("d3");
+    never["mtd_risk_level"] = Value::Null;
+    let mut odd = ios("d4");
+    odd["mtd_risk_level"] = json!("orange");
+    Mock::given(method("GET"))
+        .and(path("/api/v1/devices"))
+        .respond_with(devices_body(4, vec![high, secured, never, odd]))
+        .mount(&server)
+        .await;
+    let bcdm = adapter(&server);
+    assert_eq!(bcdm.risk_read_back(), Some(RiskReadBack::Listing));
+    let devices: Vec<Device> = all_devices(&bcdm)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|p| p.items)
+        .collect();
+    let reported: Vec<Option<SignalLevel>> = devices.iter().map(|d| d.reported_risk).collect();
+    assert_eq!(
+        reported,
+        vec![
+            Some(SignalLevel::High),
+            Some(SignalLevel::Secured),
+            None,
+            None
+        ]
+    );
+    let before = received(&server).await.len();
+    assert_eq!(
+        bcdm.read_risk(&devices, "MTD_Threat_Level").await.unwrap(),
+        reported
+    );
+    assert_eq!(received(&server).await.len(), before, "no request");
+    assert!(bcdm
+        .missing_risk_signal("MTD_Threat_Level")
+        .await
+        .unwrap()
+        .is_empty());
 }

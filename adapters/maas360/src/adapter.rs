@@ -8,6 +8,7 @@
 //! A command counts as sent only on MaaS360's documented answer, 200 with
 //! `actionResponse.actionStatus` 0; `actionStatus` 1 is a permanent refusal,
 //! any other answer (or a 502/504) is `NoAnswer` (the MDM may have acted).
+//! The risk signal's `setCustomAttributeValue` is answered the same way.
 
 use crate::auth::{TokenCache, Tokens};
 use crate::wire::{self, AuthAnswer, SearchPage};
@@ -20,7 +21,8 @@ use mtd_adapter::http::{
 };
 use mtd_adapter::{
     guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
-    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, RiskReadBack, Secret, SignalLevel,
+    User,
 };
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -543,6 +545,97 @@ impl Maas360Adapter {
     }
 }
 
+impl Maas360Adapter {
+    /// `POST /device-apis/devices/1.0/setCustomAttributeValue/{billingId}`
+    /// with the form `deviceId`, `attributeName`, `attributeValue`, answered
+    /// as an action. A refusal (`actionStatus` 1) whose description says the
+    /// attribute does not exist is the admin's to fix: `ActionNotPermitted`.
+    async fn set_custom_attribute(
+        &self,
+        device: &Device,
+        name: &str,
+        value: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let device_id = device.mdm_device_id.trim();
+        if device_id.is_empty() {
+            return Err(AdapterError::Config(
+                "the device has no maas360DeviceID".into(),
+            ));
+        }
+        if name.trim().is_empty() {
+            return Err(AdapterError::Config(
+                "the risk signal needs the name of a MaaS360 custom attribute".into(),
+            ));
+        }
+        let url = self.url(&[
+            "device-apis",
+            "devices",
+            "1.0",
+            "setCustomAttributeValue",
+            self.billing_id(),
+        ]);
+        let request = format!("POST {}", url.path());
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("deviceId", device_id)
+            .append_pair("attributeName", name)
+            .append_pair("attributeValue", value)
+            .finish();
+        let answer = self.call(Method::POST, &url, Some(&form)).await?;
+        let description = wire::action_answer(&answer.body)
+            .filter(|a| answer.status == StatusCode::OK && a.status == Some(1))
+            .and_then(|a| a.description);
+        match judge_action(&request, answer, form) {
+            Err(AdapterError::Rejected { message, .. })
+                if description
+                    .as_deref()
+                    .is_some_and(wire::says_attribute_unknown) =>
+            {
+                Err(AdapterError::ActionNotPermitted {
+                    setting: format!(
+                        "create the device custom attribute `{name}` (text) in the MaaS360 portal"
+                    ),
+                    message,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The value of `name` on one device, from
+    /// `GET /device-apis/devices/1.0/identity/{billingId}?deviceId=…`. A
+    /// device MaaS360 does not know (its answer is a 400 with no body) holds
+    /// nothing.
+    async fn custom_attribute_of(
+        &self,
+        device_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, AdapterError> {
+        let mut url = self.url(&[
+            "device-apis",
+            "devices",
+            "1.0",
+            "identity",
+            self.billing_id(),
+        ]);
+        url.query_pairs_mut().append_pair("deviceId", device_id);
+        let answer = match self.call(Method::GET, &url, None).await {
+            Ok(answer) => answer,
+            Err(AdapterError::Rejected { status: 400, .. }) => {
+                tracing::debug!(mdm = %self.config.name, device_id, "MaaS360 has no identity for the device (400)");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        wire::identity_attribute(&answer.body, name).map_err(|why| {
+            AdapterError::Decode(format!(
+                "GET {}: not a MaaS360 device identity ({why}); the answer began: {}",
+                url.path(),
+                body_excerpt(&answer.body)
+            ))
+        })
+    }
+}
+
 /// The wait before repeating a read answered 429, if short enough to wait here.
 fn short_wait(headers: &HeaderMap) -> Option<Duration> {
     let wait = retry_after(headers).unwrap_or(DEFAULT_READ_RETRY_WAIT);
@@ -668,6 +761,68 @@ impl MdmAdapter for Maas360Adapter {
             command = command.as_str()
         );
         self.run_command(command, device).instrument(span).await
+    }
+
+    /// Writes the level (`Secured`, `Low`, …) into the device custom
+    /// attribute `name` with `setCustomAttributeValue`.
+    async fn signal_risk(
+        &self,
+        device: &Device,
+        level: SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let span = tracing::info_span!(
+            "maas360_signal_risk",
+            mdm = %self.config.name,
+            device_id = %device.mdm_device_id,
+            level = level.as_vendor()
+        );
+        let receipt = self
+            .set_custom_attribute(device, name, level.as_vendor())
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| tracing::info!(status = receipt.status, "MaaS360 stored the risk level"));
+        Ok(receipt)
+    }
+
+    /// One identity request per device.
+    fn risk_read_back(&self) -> Option<RiskReadBack> {
+        Some(RiskReadBack::PerDevice)
+    }
+
+    /// The custom attribute `name` of each device, from its identity, one
+    /// request per device, in order. `None`: never written, blank, no level,
+    /// or a device MaaS360 no longer knows.
+    async fn read_risk(
+        &self,
+        devices: &[Device],
+        name: &str,
+    ) -> Result<Vec<Option<SignalLevel>>, AdapterError> {
+        let span = tracing::info_span!("maas360_read_risk", mdm = %self.config.name, devices = devices.len());
+        async {
+            let mut levels = Vec::with_capacity(devices.len());
+            for device in devices {
+                let id = device.mdm_device_id.trim();
+                let value = if id.is_empty() {
+                    None
+                } else {
+                    self.custom_attribute_of(id, name).await?
+                };
+                levels.push(value.as_deref().and_then(SignalLevel::parse));
+            }
+            Ok(levels)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Always empty: no public MaaS360 call lists the custom attribute
+    /// definitions of a customer (the identity of a device shows only the
+    /// attributes set on it), so a missing attribute shows only when a
+    /// write is refused (`ActionNotPermitted` naming it).
+    async fn missing_risk_signal(&self, name: &str) -> Result<Vec<String>, AdapterError> {
+        let _ = name;
+        Ok(Vec::new())
     }
 }
 

@@ -43,6 +43,17 @@
 //!   Only 200 with `actionStatus` 0 counts as sent (the `actionID` is the
 //!   receipt's vendor reference); `actionStatus` 1 and a 400 are permanent
 //!   refusals. Disconnect Wi-Fi has no MaaS360 call: it is not offered.
+//! - **Risk signal**: the device custom attribute `risk_signal.name` (type
+//!   text, defined once by the admin in the portal), written with
+//!   `POST /device-apis/devices/1.0/setCustomAttributeValue/{billingId}` and
+//!   the form `deviceId`, `attributeName`, `attributeValue` (`Secured`,
+//!   `Low`, `Medium`, `High`, `Critical`), answered like a command; a
+//!   refusal saying the attribute does not exist is `ActionNotPermitted`
+//!   naming it. Read back per device from
+//!   `GET /device-apis/devices/1.0/identity/{billingId}?deviceId=…`
+//!   (`deviceIdentity.customAttributes.customAttribute`, one object or a
+//!   list). No public call lists the attribute definitions, so
+//!   `missing_risk_signal` is always empty.
 //!
 //! The lenient reading (numbers as strings, `""` as none, a list of one as
 //! a bare object, a missing list as empty) is in `wire`.

@@ -329,6 +329,58 @@ pub(crate) fn action_answer(body: &str) -> Option<ActionAnswer> {
     })
 }
 
+/// The value of the custom attribute `name` in the answer of
+/// `GET /device-apis/devices/1.0/identity/{billingId}?deviceId=…`:
+/// `{"deviceIdentity":{…,"customAttributes":{"customAttribute":[{"customAttributeName","customAttributeValue"}]}}}`,
+/// a list of one given as a bare object, none as no key (or `""`). The name
+/// is matched exactly, else ignoring case. `Ok(None)`: not set, or blank;
+/// `Err`: the answer is not an identity.
+pub(crate) fn identity_attribute(body: &str, name: &str) -> Result<Option<String>, String> {
+    let mut value: Value = serde_json::from_str(body).map_err(|e| format!("not JSON ({e})"))?;
+    let Some(identity) = value.get_mut("deviceIdentity").filter(|v| v.is_object()) else {
+        return Err("no `deviceIdentity` object".into());
+    };
+    let list = match identity.get_mut("customAttributes") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::Object(o)) => o.remove("customAttribute"),
+        Some(_) => return Err("`customAttributes` is not an object".into()),
+    };
+    let attributes = one_or_many(list).map_err(|what| format!("`customAttribute` is {what}"))?;
+    let name_of = |a: &Value| text(a, "customAttributeName");
+    let name = name.trim();
+    let found = attributes
+        .iter()
+        .find(|a| name_of(a).as_deref() == Some(name))
+        .or_else(|| {
+            attributes
+                .iter()
+                .find(|a| name_of(a).is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        });
+    Ok(found.and_then(|a| text(a, "customAttributeValue")))
+}
+
+/// Whether an action's failure `description` says the custom attribute
+/// does not exist for the customer. MaaS360 documents no wording
+/// (**\[ours\]**): a description that mentions an attribute together with
+/// "not defined", "not found", "does not exist", "no such", "unknown" or
+/// "invalid attribute" counts.
+pub(crate) fn says_attribute_unknown(description: &str) -> bool {
+    let d = description.to_ascii_lowercase();
+    d.contains("attribute")
+        && [
+            "not defined",
+            "not found",
+            "does not exist",
+            "doesn't exist",
+            "no such",
+            "unknown",
+            "invalid attribute",
+        ]
+        .iter()
+        .any(|p| d.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,6 +744,74 @@ mod tests {
         assert_eq!(failed.status, Some(1));
         assert_eq!(action_answer("<html></html>"), None);
         assert_eq!(action_answer(r#"{"status":"ok"}"#), None);
+    }
+
+    #[test]
+    fn an_identity_gives_the_attribute_value_from_a_list_or_a_single_object() {
+        let many = r#"{"deviceIdentity":{"maas360DeviceID":"a","customAttributes":{"customAttribute":[
+            {"customAttributeName":"Office","customAttributeValue":"Berlin"},
+            {"customAttributeName":"mtd_threat_level","customAttributeValue":" High "}]}}}"#;
+        assert_eq!(
+            identity_attribute(many, "MTD_Threat_Level")
+                .unwrap()
+                .as_deref(),
+            Some("High")
+        );
+        assert_eq!(
+            identity_attribute(many, "Office").unwrap().as_deref(),
+            Some("Berlin")
+        );
+        assert_eq!(identity_attribute(many, "Missing").unwrap(), None);
+        let one = r#"{"deviceIdentity":{"customAttributes":{"customAttribute":
+            {"customAttributeName":"MTD_Threat_Level","customAttributeValue":"Critical"}}}}"#;
+        assert_eq!(
+            identity_attribute(one, "MTD_Threat_Level")
+                .unwrap()
+                .as_deref(),
+            Some("Critical")
+        );
+        for none in [
+            r#"{"deviceIdentity":{"maas360DeviceID":"a","customAttributes":{}}}"#,
+            r#"{"deviceIdentity":{"maas360DeviceID":"a","customAttributes":""}}"#,
+            r#"{"deviceIdentity":{"maas360DeviceID":"a"}}"#,
+            r#"{"deviceIdentity":{"customAttributes":{"customAttribute":{"customAttributeName":"MTD_Threat_Level","customAttributeValue":""}}}}"#,
+        ] {
+            assert_eq!(
+                identity_attribute(none, "MTD_Threat_Level").unwrap(),
+                None,
+                "{none}"
+            );
+        }
+        for bad in [
+            "<html></html>",
+            r#"{"actionResponse":{}}"#,
+            r#"{"deviceIdentity":{"customAttributes":7}}"#,
+            r#"{"deviceIdentity":{"customAttributes":{"customAttribute":7}}}"#,
+        ] {
+            assert!(
+                identity_attribute(bad, "MTD_Threat_Level").is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_that_names_an_unknown_attribute_is_recognised() {
+        for yes in [
+            "Invalid attribute name: custom attribute MTD_Threat_Level is not defined for this customer.",
+            "Custom Attribute not found",
+            "The attribute does not exist.",
+            "Unknown custom attribute 'x'",
+        ] {
+            assert!(says_attribute_unknown(yes), "{yes}");
+        }
+        for no in [
+            "Invalid device ID: no such device for this customer.",
+            "Custom attribute names and values cannot contain . < > \\ \" or '.",
+            "The action could not be executed on the device. Please try again later.",
+        ] {
+            assert!(!says_attribute_unknown(no), "{no}");
+        }
     }
 
     #[test]

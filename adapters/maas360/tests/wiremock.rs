@@ -7,7 +7,7 @@ use futures::TryStreamExt as _;
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership, Page,
-    Platform, Posture, Secret, User,
+    Platform, Posture, RiskReadBack, Secret, SignalLevel, User,
 };
 use mtd_adapter_maas360::{Maas360Adapter, Maas360Config, Maas360Credentials};
 use serde_json::{json, Value};
@@ -1325,4 +1325,259 @@ async fn a_base_url_with_a_path_keeps_it_in_front_of_every_api_path() {
         .await
         .unwrap();
     assert_eq!(report.devices_on_first_page, 1);
+}
+
+// ------------------------------------------------------------ risk signal
+
+const RISK: &str = "MTD_Threat_Level";
+const SET_ATTRIBUTE_PATH: &str = "/device-apis/devices/1.0/setCustomAttributeValue/30012345";
+const IDENTITY_PATH: &str = "/device-apis/devices/1.0/identity/30012345";
+
+/// A server whose `setCustomAttributeValue` answers `answer`.
+async fn attribute_server(answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    mount_login(&server).await;
+    Mock::given(method("POST"))
+        .and(path(SET_ATTRIBUTE_PATH))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn each_level_secured_included_is_posted_as_the_custom_attribute_form() {
+    let server = MockServer::start().await;
+    mount_login(&server).await;
+    for level in SignalLevel::ALL {
+        let form = format!(
+            "deviceId=Appl00000001&attributeName=MTD_Threat_Level&attributeValue={}",
+            level.as_vendor()
+        );
+        Mock::given(method("POST"))
+            .and(path(SET_ATTRIBUTE_PATH))
+            .and(header("content-type", "application/x-www-form-urlencoded"))
+            .and(header("accept", "application/json"))
+            .and(header("authorization", maas_token(1).as_str()))
+            .and(body_string(form.as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(action_ok("Appl00000001")))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let a = adapter(&server);
+    for level in SignalLevel::ALL {
+        let receipt = a
+            .signal_risk(&device("Appl00000001"), level, RISK)
+            .await
+            .unwrap();
+        assert_eq!(receipt.request, format!("POST {SET_ATTRIBUTE_PATH}"));
+        assert_eq!(
+            receipt.request_body.unwrap(),
+            format!(
+                "deviceId=Appl00000001&attributeName=MTD_Threat_Level&attributeValue={}",
+                level.as_vendor()
+            )
+        );
+        assert_eq!(receipt.status, 200);
+        assert_eq!(receipt.vendor_reference.as_deref(), Some("128294549"));
+    }
+}
+
+#[tokio::test]
+async fn writing_the_same_level_twice_is_accepted_twice() {
+    let server =
+        attribute_server(ResponseTemplate::new(200).set_body_json(action_ok("Appl00000001"))).await;
+    let a = adapter(&server);
+    let d = device("Appl00000001");
+    let first = a.signal_risk(&d, SignalLevel::High, RISK).await.unwrap();
+    let second = a.signal_risk(&d, SignalLevel::High, RISK).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(requests_to(&server, SET_ATTRIBUTE_PATH).await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_attribute_the_customer_has_not_defined_is_not_permitted_and_names_it() {
+    let server = attribute_server(ResponseTemplate::new(200).set_body_json(json!({"actionResponse": {
+        "actionStatus": 1,
+        "description": "Invalid attribute name: custom attribute MTD_Threat_Level is not defined for this customer.",
+        "maas360DeviceID": "Appl00000001"
+    }})))
+    .await;
+    let err = adapter(&server)
+        .signal_risk(&device("Appl00000001"), SignalLevel::Low, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::ActionNotPermitted { setting, message } => {
+            assert_eq!(
+                setting,
+                "create the device custom attribute `MTD_Threat_Level` (text) in the MaaS360 portal"
+            );
+            assert!(message.contains("not defined"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn another_action_status_1_is_a_permanent_refusal_with_its_description() {
+    let server = attribute_server(ResponseTemplate::new(200).set_body_json(
+        json!({"actionResponse": {
+            "actionStatus": 1,
+            "description": "Invalid device ID: no such device for this customer.",
+            "maas360DeviceID": "Appl00000001"
+        }}),
+    ))
+    .await;
+    let err = adapter(&server)
+        .signal_risk(&device("Appl00000001"), SignalLevel::Low, RISK)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::Rejected { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("no such device"), "{err}");
+}
+
+#[tokio::test]
+async fn a_write_answered_5xx_429_or_a_page_maps_as_a_command_does() {
+    for (answer, class) in [
+        (ResponseTemplate::new(503), "unavailable"),
+        (ResponseTemplate::new(500), "unavailable"),
+        (ResponseTemplate::new(502), "no_answer"),
+        (
+            ResponseTemplate::new(429).insert_header("Retry-After", "9"),
+            "rate_limited",
+        ),
+        (
+            ResponseTemplate::new(200)
+                .set_body_raw("<html><title>Sign in</title></html>", "text/html"),
+            "no_answer",
+        ),
+    ] {
+        let server = attribute_server(answer).await;
+        let err = adapter(&server)
+            .signal_risk(&device("Appl00000001"), SignalLevel::Critical, RISK)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), class, "{err:?}");
+        assert!(err.is_retryable(), "{err:?}");
+        if class == "rate_limited" {
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(9)));
+            assert_eq!(
+                requests_to(&server, SET_ATTRIBUTE_PATH).await.len(),
+                1,
+                "a write is not repeated by the adapter"
+            );
+        }
+    }
+    let server = attribute_server(ResponseTemplate::new(400)).await;
+    let err = adapter(&server)
+        .signal_risk(&device("Appl00000001"), SignalLevel::Critical, RISK)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AdapterError::Rejected { status: 400, .. }),
+        "{err:?}"
+    );
+}
+
+fn identity(attributes: Option<Value>) -> Value {
+    let mut identity =
+        json!({"maas360DeviceID": "x", "ownership": "Corporate Owned", "vendor": ""});
+    if let Some(list) = attributes {
+        identity["customAttributes"] = json!({ "customAttribute": list });
+    } else {
+        identity["customAttributes"] = json!({});
+    }
+    json!({ "deviceIdentity": identity })
+}
+
+#[tokio::test]
+async fn the_level_is_read_back_from_each_identity_with_the_one_object_quirk() {
+    let server = MockServer::start().await;
+    mount_login(&server).await;
+    let attr = |name: &str, value: &str| json!({"customAttributeName": name, "customAttributeValue": value});
+    for (id, answer) in [
+        // One attribute: a bare object, not a list.
+        ("d-one", identity(Some(attr(RISK, "Critical")))),
+        (
+            "d-many",
+            identity(Some(json!([
+                attr("Office", "Berlin"),
+                attr("mtd_threat_level", "secured")
+            ]))),
+        ),
+        ("d-none", identity(None)),
+        ("d-other", identity(Some(attr("Office", "Berlin")))),
+        ("d-odd", identity(Some(attr(RISK, "None")))),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(IDENTITY_PATH))
+            .and(query_param("deviceId", id))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&server)
+            .await;
+    }
+    // MaaS360 answers an unknown device id with a 400 and no body.
+    Mock::given(method("GET"))
+        .and(path(IDENTITY_PATH))
+        .and(query_param("deviceId", "d-gone"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    assert_eq!(a.risk_read_back(), Some(RiskReadBack::PerDevice));
+    let devices: Vec<Device> = ["d-one", "d-many", "d-none", "d-other", "d-odd", "d-gone"]
+        .into_iter()
+        .map(device)
+        .collect();
+    assert_eq!(
+        a.read_risk(&devices, RISK).await.unwrap(),
+        vec![
+            Some(SignalLevel::Critical),
+            Some(SignalLevel::Secured),
+            None,
+            None,
+            None,
+            None
+        ]
+    );
+    let gets = requests_to(&server, IDENTITY_PATH).await;
+    assert_eq!(gets.len(), 6, "one identity per device");
+    assert!(gets
+        .iter()
+        .all(|r| r.headers.get("accept").unwrap() == "application/json"));
+}
+
+#[tokio::test]
+async fn an_identity_that_is_not_one_is_a_decode_error_and_a_5xx_unavailable() {
+    let server = MockServer::start().await;
+    mount_login(&server).await;
+    Mock::given(method("GET"))
+        .and(path(IDENTITY_PATH))
+        .and(query_param("deviceId", "d-page"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("<html></html>", "text/html"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(IDENTITY_PATH))
+        .and(query_param("deviceId", "d-down"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    let err = a.read_risk(&[device("d-page")], RISK).await.unwrap_err();
+    assert_eq!(err.class(), "decode", "{err:?}");
+    let err = a.read_risk(&[device("d-down")], RISK).await.unwrap_err();
+    assert_eq!(err.class(), "unavailable", "{err:?}");
+}
+
+#[tokio::test]
+async fn nothing_can_tell_a_missing_attribute_ahead_so_none_is_reported() {
+    let server = MockServer::start().await;
+    let a = adapter(&server);
+    assert!(a.missing_risk_signal(RISK).await.unwrap().is_empty());
+    assert!(server.received_requests().await.unwrap().is_empty());
 }

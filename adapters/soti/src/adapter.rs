@@ -7,22 +7,28 @@
 //!
 //! A command counts as sent only on SOTI's documented answer, 204 with no
 //! body; any other 2xx, or a 502/504, is `NoAnswer` (the MDM may have acted).
+//! A risk level (a device custom attribute, `PUT …/customAttributes`) counts
+//! as written only on the spec's 200 that is not a page; being a `PUT` of a
+//! value it is safe to repeat, so its 502/504 is `Unavailable` like a read's.
 //! The device listing is guarded: SOTI announces no total, so only a repeated
 //! page can show a server that ignores `skip`.
 
 use crate::auth::{CachedToken, TokenCache};
-use crate::wire::{map_device, map_group, soti_error_message, WireToken};
+use crate::wire::{
+    attribute_is_defined, attribute_value, map_device, map_group, soti_error_message, WireToken,
+};
 use crate::SotiConfig;
 use async_trait::async_trait;
 use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 use mtd_adapter::http::{
     body_excerpt, build_client, classify_request_error, classify_send_error,
-    error_for_request_status, error_for_status, read_body, undocumented_answer,
+    error_for_request_status, error_for_status, is_html_page, read_body, undocumented_answer,
 };
 use mtd_adapter::{
     guard_listing, AdapterError, Capabilities, Device, DeviceIdentifier, Group, HealthReport,
-    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, Secret, User,
+    MdmAdapter, MdmCommand, MdmKind, Page, PageStream, Receipt, RiskReadBack, Secret, SignalLevel,
+    User,
 };
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -288,6 +294,93 @@ impl SotiAdapter {
     }
 }
 
+impl SotiAdapter {
+    /// `PUT /api/devices/{id}/customAttributes` with one attribute (the
+    /// spec's `CustomAttributeParameters`). Only the spec's 200 counts as
+    /// written (its body is not described: anything but a page is taken); a
+    /// 400 or 422 for an attribute the server does not define is the admin's
+    /// to fix, so it asks the definitions before it says so.
+    async fn put_custom_attribute(
+        &self,
+        id: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let url = self.api_url(&["devices", id, "customAttributes"]);
+        let request = format!("PUT {}", url.path());
+        let body = serde_json::json!({
+            "Attributes": [{ "AttributeName": name, "AttributeValue": value }]
+        })
+        .to_string();
+        let answer = match self.call(Method::PUT, &url, Some(&body)).await {
+            Ok(answer) => answer,
+            Err(AdapterError::Rejected { status, message }) if matches!(status, 400 | 422) => {
+                return Err(self.refused_attribute(name, status, message).await)
+            }
+            Err(e) => return Err(e),
+        };
+        if answer.status != StatusCode::OK || is_html_page(&answer.body) {
+            return Err(undocumented_answer(
+                &request,
+                answer.status,
+                &answer.body,
+                "MobiControl's 200",
+            ));
+        }
+        Ok(Receipt {
+            request,
+            request_body: Some(body),
+            status: answer.status.as_u16(),
+            response_body: (!answer.body.trim().is_empty()).then_some(answer.body),
+            vendor_reference: None,
+        })
+    }
+
+    /// The error for a 400/422 answer to a custom attribute write: a
+    /// permanent refusal naming what to create when the attribute is not
+    /// defined at MobiControl, else the refusal as it came (also when the
+    /// definitions cannot be read: nothing is guessed).
+    async fn refused_attribute(&self, name: &str, status: u16, message: String) -> AdapterError {
+        match self.custom_attribute_defined(name).await {
+            Ok(false) => AdapterError::ActionNotPermitted {
+                setting: format!(
+                    "create the device custom attribute `{name}` (text) in MobiControl"
+                ),
+                message,
+            },
+            Ok(true) => AdapterError::Rejected { status, message },
+            Err(e) => {
+                tracing::debug!(mdm = %self.config.name, error = %e, "Could not read MobiControl's custom attribute definitions");
+                AdapterError::Rejected { status, message }
+            }
+        }
+    }
+
+    /// Whether `GET /api/customattributes` lists a definition named `name`.
+    async fn custom_attribute_defined(&self, name: &str) -> Result<bool, AdapterError> {
+        let url = self.api_url(&["customattributes"]);
+        let records = self.get_records(&url).await?;
+        Ok(attribute_is_defined(&records, name))
+    }
+
+    /// The value of `name` on one device, from
+    /// `GET /api/devices/{id}/customAttributes` (the spec's
+    /// `CustomAttributeInfo` list). A device MobiControl does not know
+    /// (404) holds nothing.
+    async fn custom_attribute_of(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<String>, AdapterError> {
+        let url = self.api_url(&["devices", id, "customAttributes"]);
+        match self.get_records(&url).await {
+            Ok(records) => Ok(attribute_value(&records, name)),
+            Err(AdapterError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The token endpoint's refusals. OAuth2 says 400 `invalid_grant` for a wrong
 /// user/password and `invalid_client` for a wrong client; SOTI documents
 /// neither, so those and 401 all mean "the credentials were refused".
@@ -542,6 +635,71 @@ impl MdmAdapter for SotiAdapter {
         let receipt = self.post_command(url, body).await?;
         tracing::info!(status = receipt.status, "MobiControl accepted the command");
         Ok(receipt)
+    }
+
+    /// Writes the level (`Secured`, `Low`, …) into the device custom
+    /// attribute `name`: `PUT /api/devices/{id}/customAttributes` with
+    /// `{"Attributes":[{"AttributeName":name,"AttributeValue":"High"}]}`.
+    #[tracing::instrument(skip_all, fields(mdm = %self.config.name, device_id = %device.mdm_device_id, level = level.as_vendor()))]
+    async fn signal_risk(
+        &self,
+        device: &Device,
+        level: SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let id = device.mdm_device_id.as_str();
+        if id.trim().is_empty() {
+            return Err(AdapterError::Config(
+                "the device has no MobiControl DeviceId".into(),
+            ));
+        }
+        if name.trim().is_empty() {
+            return Err(AdapterError::Config(
+                "the risk signal needs the name of a MobiControl custom attribute".into(),
+            ));
+        }
+        let receipt = self
+            .put_custom_attribute(id, name, level.as_vendor())
+            .await?;
+        tracing::info!(status = receipt.status, "MobiControl stored the risk level");
+        Ok(receipt)
+    }
+
+    /// One `GET /api/devices/{id}/customAttributes` per device.
+    fn risk_read_back(&self) -> Option<RiskReadBack> {
+        Some(RiskReadBack::PerDevice)
+    }
+
+    /// The value of the custom attribute `name` on each device, one request
+    /// per device, in order. `None`: never written, blank, no level, or a
+    /// device MobiControl no longer knows.
+    #[tracing::instrument(skip_all, fields(mdm = %self.config.name, devices = devices.len()))]
+    async fn read_risk(
+        &self,
+        devices: &[Device],
+        name: &str,
+    ) -> Result<Vec<Option<SignalLevel>>, AdapterError> {
+        let mut levels = Vec::with_capacity(devices.len());
+        for device in devices {
+            let id = device.mdm_device_id.as_str();
+            let value = if id.trim().is_empty() {
+                None
+            } else {
+                self.custom_attribute_of(id, name).await?
+            };
+            levels.push(value.as_deref().and_then(SignalLevel::parse));
+        }
+        Ok(levels)
+    }
+
+    /// `[name]` when `GET /api/customattributes` has no definition of it.
+    #[tracing::instrument(skip_all, fields(mdm = %self.config.name))]
+    async fn missing_risk_signal(&self, name: &str) -> Result<Vec<String>, AdapterError> {
+        Ok(if self.custom_attribute_defined(name).await? {
+            Vec::new()
+        } else {
+            vec![name.to_string()]
+        })
     }
 }
 

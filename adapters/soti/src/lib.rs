@@ -61,6 +61,18 @@
 //!   required fields. Disconnecting Wi-Fi installs the configured profile
 //!   (`POST /api/devices/{id}/profiles/{profileId}/actions`, body `"Install"`);
 //!   removing it later is a separate command with body `"Revoke"`.
+//! - **Risk signal** (CONTRACT §4): a device custom attribute of type text,
+//!   defined once by the admin, named by `risk_signal.name`. Written with
+//!   `PUT /api/devices/{id}/customAttributes`
+//!   `{"Attributes":[{"AttributeName":"MTD_Threat_Level","AttributeValue":"High"}]}`
+//!   (the spec's `CustomAttributeParameters`; values `Secured`, `Low`,
+//!   `Medium`, `High`, `Critical`); only the spec's 200 counts. A 400 or 422
+//!   for an attribute that `GET /api/customattributes` does not define is
+//!   [`AdapterError::ActionNotPermitted`](mtd_adapter::AdapterError::ActionNotPermitted)
+//!   naming the attribute to create.
+//!   Read back per device with `GET /api/devices/{id}/customAttributes` (the
+//!   `Value` of the entry whose `Name` is the attribute's, exactly or else
+//!   ignoring case); `missing_risk_signal` asks the definitions.
 //! - **Errors** keep SOTI's `ErrorCode`/`ErrorMessage` in the message (HTML
 //!   error pages are reduced to their title) and map to [`AdapterError`]
 //!   through `mtd_adapter::http`.

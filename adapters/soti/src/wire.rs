@@ -110,6 +110,43 @@ pub(crate) fn soti_error_message(body: &str) -> Option<String> {
     })
 }
 
+/// The record among `records` whose `Name` is `name`: spelled exactly so,
+/// else the one that matches ignoring case (MobiControl's names are kept in
+/// a case-insensitive database; two such records are ambiguous: none).
+fn named<'a>(records: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
+    fn name_of(r: &serde_json::Value) -> Option<&str> {
+        r.get("Name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+    }
+    let name = name.trim();
+    if let Some(exact) = records.iter().find(|r| name_of(r) == Some(name)) {
+        return Some(exact);
+    }
+    let mut loose = records
+        .iter()
+        .filter(|r| name_of(r).is_some_and(|n| n.eq_ignore_ascii_case(name)));
+    match (loose.next(), loose.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+/// Whether the custom attribute definitions (`GET /api/customattributes`,
+/// the spec's `CustomAttribute`: `Name`, `CustomAttributeDataType`, …)
+/// define `name`.
+pub(crate) fn attribute_is_defined(definitions: &[serde_json::Value], name: &str) -> bool {
+    named(definitions, name).is_some()
+}
+
+/// The value of `name` in a device's custom attributes
+/// (`GET /api/devices/{id}/customAttributes`, the spec's
+/// `CustomAttributeInfo`: `Name`, `Value`, `DataType`, `IsInherited`);
+/// `None` when absent, `null` or blank.
+pub(crate) fn attribute_value(attributes: &[serde_json::Value], name: &str) -> Option<String> {
+    text(named(attributes, name)?.get("Value"))
+}
+
 /// Maps one record of a device listing or lookup; `Err` says why it was skipped.
 pub(crate) fn map_device(raw: serde_json::Value) -> Result<Device, String> {
     let w: WireDevice =
@@ -484,6 +521,37 @@ mod tests {
             Posture::default(),
             "a bad posture field never costs the record"
         );
+    }
+
+    #[test]
+    fn custom_attributes_are_found_by_name_exactly_then_ignoring_case() {
+        let values = vec![
+            json!({"Name": "Owner", "Value": "ops", "DataType": "Text", "IsInherited": true}),
+            json!({"Name": "mtd_threat_level", "Value": "High", "DataType": "Text", "IsInherited": false}),
+            json!({"Name": "Blank", "Value": "  ", "DataType": "Text", "IsInherited": false}),
+            json!({"Name": "Unset", "Value": null, "DataType": "Text", "IsInherited": false}),
+        ];
+        assert_eq!(
+            attribute_value(&values, "MTD_Threat_Level").as_deref(),
+            Some("High")
+        );
+        assert_eq!(attribute_value(&values, "Owner").as_deref(), Some("ops"));
+        assert_eq!(attribute_value(&values, "Blank"), None);
+        assert_eq!(attribute_value(&values, "Unset"), None);
+        assert_eq!(attribute_value(&values, "Missing"), None);
+        let two = vec![
+            json!({"Name": "Level", "Value": "Low"}),
+            json!({"Name": "LEVEL", "Value": "High"}),
+        ];
+        assert_eq!(attribute_value(&two, "Level").as_deref(), Some("Low"));
+        assert_eq!(attribute_value(&two, "level"), None, "ambiguous");
+        let definitions = vec![
+            json!({"Name": "MTD_Threat_Level", "CustomAttributeDataType": "Text", "PropagateToDevice": false}),
+        ];
+        assert!(attribute_is_defined(&definitions, "MTD_Threat_Level"));
+        assert!(attribute_is_defined(&definitions, "mtd_threat_level"));
+        assert!(!attribute_is_defined(&definitions, "MTD_Risk"));
+        assert!(!attribute_is_defined(&[], "MTD_Threat_Level"));
     }
 
     #[test]

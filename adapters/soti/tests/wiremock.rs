@@ -5,7 +5,7 @@ use futures::TryStreamExt;
 use mtd_adapter::http::HttpSettings;
 use mtd_adapter::{
     AdapterError, Device, DeviceIdentifier, Identifiers, MdmAdapter, MdmCommand, Ownership,
-    Platform, Posture, Secret,
+    Platform, Posture, RiskReadBack, Secret, SignalLevel,
 };
 use mtd_adapter_soti::{SotiAdapter, SotiConfig, SotiCredentials};
 use serde_json::{json, Value};
@@ -1384,4 +1384,322 @@ async fn a_server_that_ignores_skip_ends_the_listing_with_an_error_saying_so() {
     assert_eq!(err.class(), "listing", "{err:?}");
     assert!(err.to_string().contains("same page"), "{err}");
     assert_eq!(requests_to(&server, DEVICES_PATH).await.len(), 2);
+}
+
+// ------------------------------------------------------------ risk signal
+
+const RISK: &str = "MTD_Threat_Level";
+
+fn attributes_path(id: &str) -> String {
+    format!("/MobiControl/api/devices/{id}/customAttributes")
+}
+
+const DEFINITIONS_PATH: &str = "/MobiControl/api/customattributes";
+
+/// A server that stores nothing and answers every custom attribute `PUT`
+/// with `answer`.
+async fn risk_server(answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    Mock::given(method("PUT"))
+        .and(wiremock::matchers::path_regex(
+            r"^/MobiControl/api/devices/[^/]+/customAttributes$",
+        ))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn puts(server: &MockServer) -> Vec<Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .collect()
+}
+
+async fn mount_definitions(server: &MockServer, names: &[&str]) {
+    let definitions: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"Name": n, "CustomAttributeDataType": "Text", "PropagateToDevice": false}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(DEFINITIONS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(definitions))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn each_level_secured_included_is_the_specs_custom_attribute_put() {
+    let server = risk_server(ResponseTemplate::new(200)).await;
+    let a = adapter(&server);
+    let fx = fixtures();
+    for level in SignalLevel::ALL {
+        let receipt = a
+            .signal_risk(&device("352099001761482"), level, RISK)
+            .await
+            .unwrap();
+        let want =
+            json!({"Attributes": [{"AttributeName": RISK, "AttributeValue": level.as_vendor()}]});
+        assert_eq!(
+            receipt.request,
+            "PUT /MobiControl/api/devices/352099001761482/customAttributes"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(receipt.request_body.as_deref().unwrap()).unwrap(),
+            want
+        );
+        assert_eq!(receipt.status, 200);
+        assert_eq!(receipt.response_body, None);
+        assert_eq!(receipt.vendor_reference, None);
+        let sent = puts(&server).await.pop().unwrap();
+        assert_eq!(sent.url.path(), attributes_path("352099001761482"));
+        assert_eq!(serde_json::from_slice::<Value>(&sent.body).unwrap(), want);
+        assert_eq!(
+            sent.headers.get("content-type").unwrap(),
+            "application/json"
+        );
+        assert!(sent
+            .headers
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer tok-"));
+    }
+    assert_eq!(puts(&server).await.len(), 5);
+    // The spec's path and body, as captured in the fixture.
+    let high = &puts(&server).await[3];
+    assert_eq!(
+        serde_json::from_slice::<Value>(&high.body).unwrap(),
+        fx["requests"]["risk_high"]["body"]
+    );
+    assert_eq!(fx["requests"]["risk_high"]["method"], "PUT");
+    assert_eq!(fx["custom_attributes"]["put"]["success_status"], 200);
+    assert_eq!(
+        format!(
+            "/MobiControl{}",
+            fx["custom_attributes"]["put"]["path"]
+                .as_str()
+                .unwrap()
+                .replace("{deviceId}", "352099001761482")
+        ),
+        high.url.path()
+    );
+}
+
+#[tokio::test]
+async fn writing_the_same_level_twice_is_the_same_harmless_put_twice() {
+    let server = risk_server(ResponseTemplate::new(200)).await;
+    let a = adapter(&server);
+    let d = device("abc");
+    let first = a.signal_risk(&d, SignalLevel::Medium, RISK).await.unwrap();
+    let second = a.signal_risk(&d, SignalLevel::Medium, RISK).await.unwrap();
+    assert_eq!(first, second);
+    let sent = puts(&server).await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].body, sent[1].body);
+}
+
+#[tokio::test]
+async fn an_undefined_attribute_is_not_permitted_and_names_the_attribute_to_create() {
+    let server = risk_server(ResponseTemplate::new(400).set_body_json(json!({
+        "ErrorCode": 0,
+        "ErrorMessage": "Custom attribute 'MTD_Threat_Level' does not exist.",
+        "Data": ["MTD_Threat_Level"],
+        "HelpLink": null
+    })))
+    .await;
+    mount_definitions(&server, &["Cost_Center"]).await;
+    let err = adapter(&server)
+        .signal_risk(&device("abc"), SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::ActionNotPermitted { setting, message } => {
+            assert_eq!(
+                setting,
+                "create the device custom attribute `MTD_Threat_Level` (text) in MobiControl"
+            );
+            assert!(message.contains("does not exist"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_422_for_an_attribute_that_is_defined_stays_a_plain_refusal() {
+    let server = risk_server(ResponseTemplate::new(422).set_body_json(json!({
+        "ErrorCode": 7,
+        "ErrorMessage": "The value is not valid.",
+        "Data": [],
+        "HelpLink": null
+    })))
+    .await;
+    mount_definitions(&server, &["mtd_threat_level"]).await;
+    let err = adapter(&server)
+        .signal_risk(&device("abc"), SignalLevel::High, RISK)
+        .await
+        .unwrap_err();
+    match &err {
+        AdapterError::Rejected { status, message } => {
+            assert_eq!(*status, 422);
+            assert!(message.contains("ErrorCode 7"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_5xx_a_429_and_a_gateway_error_on_the_write_are_retryable_as_for_reads() {
+    for (answer, class) in [
+        (ResponseTemplate::new(500), "unavailable"),
+        (ResponseTemplate::new(503), "unavailable"),
+        // A PUT of a value may be repeated: a lost answer is just unavailable.
+        (ResponseTemplate::new(502), "unavailable"),
+        (ResponseTemplate::new(504), "unavailable"),
+        (
+            ResponseTemplate::new(429).insert_header("Retry-After", "7"),
+            "rate_limited",
+        ),
+        (
+            ResponseTemplate::new(200).set_body_raw(
+                "<!DOCTYPE html><html><head><title>Log In</title></head></html>",
+                "text/html",
+            ),
+            "no_answer",
+        ),
+        (ResponseTemplate::new(204), "no_answer"),
+    ] {
+        let server = risk_server(answer).await;
+        let err = adapter(&server)
+            .signal_risk(&device("abc"), SignalLevel::Low, RISK)
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), class, "{err:?}");
+        assert!(err.is_retryable(), "{err:?}");
+        if class == "rate_limited" {
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_write_is_a_retryable_timeout() {
+    let server = risk_server(ResponseTemplate::new(200).set_delay(Duration::from_secs(3))).await;
+    let a = adapter_with(&server, |c| {
+        c.http.request_timeout = Duration::from_millis(300)
+    });
+    let err = a
+        .signal_risk(&device("abc"), SignalLevel::Low, RISK)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::Timeout(_)), "{err:?}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn the_level_is_read_back_per_device_from_its_custom_attributes() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    let info = |name: &str, value: Value| json!({"Name": name, "OriginName": name, "Value": value, "DataType": "Text", "IsInherited": false});
+    for (id, attributes) in [
+        (
+            "d-high",
+            json!([
+                info("Cost_Center", json!("Sales")),
+                info(RISK, json!("High"))
+            ]),
+        ),
+        (
+            "d-secured",
+            json!([info("mtd_threat_level", json!("secured"))]),
+        ),
+        ("d-unset", json!([info(RISK, Value::Null)])),
+        ("d-odd", json!([info(RISK, json!("banana"))])),
+        ("d-none", json!([])),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(attributes_path(id)))
+            .respond_with(ResponseTemplate::new(200).set_body_json(attributes))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(attributes_path("d-gone")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "ErrorCode": 0, "ErrorMessage": "Device 'd-gone' was not found.", "Data": []
+        })))
+        .mount(&server)
+        .await;
+    let a = adapter(&server);
+    assert_eq!(a.risk_read_back(), Some(RiskReadBack::PerDevice));
+    let devices: Vec<Device> = [
+        "d-high",
+        "d-secured",
+        "d-unset",
+        "d-odd",
+        "d-none",
+        "d-gone",
+    ]
+    .into_iter()
+    .map(device)
+    .collect();
+    let levels = a.read_risk(&devices, RISK).await.unwrap();
+    assert_eq!(
+        levels,
+        vec![
+            Some(SignalLevel::High),
+            Some(SignalLevel::Secured),
+            None,
+            None,
+            None,
+            None
+        ]
+    );
+    let gets: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(gets.len(), 6, "one request per device: {gets:?}");
+}
+
+#[tokio::test]
+async fn a_read_back_that_fails_is_the_error_of_its_request() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    Mock::given(method("GET"))
+        .and(path(attributes_path("d1")))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let err = adapter(&server)
+        .read_risk(&[device("d1")], RISK)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), "unavailable", "{err:?}");
+}
+
+#[tokio::test]
+async fn the_missing_risk_signal_is_the_attribute_the_definitions_lack() {
+    let server = MockServer::start().await;
+    mount_tokens(&server).await;
+    mount_definitions(&server, &["Cost_Center", "MTD_Threat_Level"]).await;
+    let a = adapter(&server);
+    assert!(a.missing_risk_signal(RISK).await.unwrap().is_empty());
+    assert_eq!(
+        a.missing_risk_signal("MTD_Risk").await.unwrap(),
+        vec!["MTD_Risk".to_string()]
+    );
+    let gets = requests_to(&server, DEFINITIONS_PATH).await;
+    assert_eq!(gets.len(), 2);
 }

@@ -15,6 +15,7 @@
 //! | `POST /API/mdm/profiles/{profileId}/install` and `/remove`, body `{"SerialNumber":"…"}` (or `DeviceId`, `Udid`, `MacAddress`) | 200, no body; unknown device → 404; no identifier → 400 |
 //! | `GET /API/system/users/search?page&pagesize` | `{"Users":[…],"Page","PageSize","Total"}`; empty page → 204 |
 //! | `GET /API/system/groups/search?page&pagesize` (default: all) | `{"OrganizationGroups":[…],"TotalResults"}`; empty page → 204 |
+//! | `GET /API/mdm/tags/search?name=…`, `POST /API/mdm/tags/{tagId}/adddevices` and `…/removedevices`, `GET /API/mdm/tags/{tagId}/devices` | the device tags: see [`tags`] |
 //!
 //! Query parameter names, `searchby` and `command` values, and looked-up
 //! values are matched case-insensitively (ASP.NET binds them that way); a MAC
@@ -39,13 +40,23 @@
 //! assigned when absent); `POST /devices/generate` `{"count":N}`;
 //! `GET|PUT|PATCH|DELETE /devices/{id}` (PATCH sets the given top-level
 //! fields); `GET|POST /users`; `GET|PATCH|DELETE /users/{id or UserName}`
-//! (DELETE also clears the user from its devices); `GET /groups`.
+//! (DELETE also clears the user from its devices); `GET /groups`;
+//! `GET|POST /tags` (POST `{"name"}` creates one → 201 the tag);
+//! `GET|PATCH|DELETE /tags/{name}` (PATCH `{"name":"new"}` renames, id and
+//! devices stay); `PUT|DELETE /tags/{name}/devices/{id}` (tag or untag a
+//! device behind the API's back, not recorded); `GET /devices/{id}/tags`
+//! (the names of its tags). In-process: [`AirwatchState::tags`],
+//! [`AirwatchState::device_tags`], [`AirwatchState::risk_levels`],
+//! [`AirwatchState::tag_device`], [`AirwatchState::untag_device`],
+//! [`AirwatchState::add_tag`], [`AirwatchState::rename_tag`],
+//! [`AirwatchState::remove_tag`].
 //!
 //! Default credentials ([`AirwatchOptions::default`]): user `mtd-api`, password
 //! `sim-password`, API key (`aw-tenant-code`) `sim-api-key`; the account
 //! `mtd-noapi` / `sim-password` exists without the API role.
 
 pub(crate) mod seed;
+pub mod tags;
 
 use std::{
     collections::HashMap,
@@ -254,6 +265,8 @@ pub struct AirwatchState {
     rate: Mutex<RateWindow>,
     /// Continues the seeded sequence for generated devices and assigned ids.
     seeder: Mutex<Seeder>,
+    /// The device tags and their members (the risk signal's level tags).
+    tags: RwLock<tags::Tags>,
 }
 
 impl fmt::Debug for AirwatchState {
@@ -304,6 +317,7 @@ impl AirwatchState {
             users: RwLock::new(users),
             rate: Mutex::new(rate),
             seeder: Mutex::new(seeder),
+            tags: RwLock::new(tags::Tags::seeded()),
         }
     }
 
@@ -418,11 +432,16 @@ impl AirwatchState {
         new
     }
 
-    /// Removes a device; later devices move up one place in the listing.
+    /// Removes a device (and takes it out of every tag); later devices move
+    /// up one place in the listing.
     pub fn remove_device(&self, id: u64) -> Option<Value> {
-        let mut devices = write(&self.devices);
-        let i = devices.iter().position(|d| id_of(d) == Some(id))?;
-        Some(devices.remove(i))
+        let removed = {
+            let mut devices = write(&self.devices);
+            let i = devices.iter().position(|d| id_of(d) == Some(id))?;
+            devices.remove(i)
+        };
+        write(&self.tags).forget_device(id);
+        Some(removed)
     }
 
     /// Sets the given top-level fields of a device; returns the updated one.
@@ -780,6 +799,13 @@ pub(crate) fn router(state: Arc<AirwatchState>) -> Router {
         .route("/mdm/profiles/{profile_id}/remove", post(profile_remove))
         .route("/system/users/search", get(search_users))
         .route("/system/groups/search", get(search_groups))
+        .route("/mdm/tags/search", get(tags::search_tags))
+        .route("/mdm/tags/{tag_id}/adddevices", post(tags::add_devices))
+        .route(
+            "/mdm/tags/{tag_id}/removedevices",
+            post(tags::remove_devices),
+        )
+        .route("/mdm/tags/{tag_id}/devices", get(tags::tag_devices))
         .fallback(|| async {
             aw_error(
                 StatusCode::NOT_FOUND,
@@ -1269,6 +1295,18 @@ fn control_router(state: Arc<AirwatchState>) -> Router {
                 .delete(control_remove_user),
         )
         .route("/groups", get(control_groups))
+        .route("/tags", get(tags::control_tags).post(tags::control_add_tag))
+        .route(
+            "/tags/{name}",
+            get(tags::control_tag)
+                .patch(tags::control_rename_tag)
+                .delete(tags::control_remove_tag),
+        )
+        .route(
+            "/tags/{name}/devices/{id}",
+            put(tags::control_tag_device).delete(tags::control_untag_device),
+        )
+        .route("/devices/{id}/tags", get(tags::control_device_tags))
         .with_state(state)
 }
 

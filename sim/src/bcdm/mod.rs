@@ -10,10 +10,11 @@
 //! |---|---|
 //! | any request, before anything else | the signature check below; then the rate limit: more than 10 verified requests in any rolling second per access key → 429 `{"error":"rate_limited"}` with `Retry-After` (seconds) |
 //! | `GET /api/v1/users?offset&limit` | `{"total":N,"users":[{"user_id","login_id","name","email"}]}` (`email` may be null) |
-//! | `GET /api/v1/devices?offset&limit` | `{"total":N,"devices":[{"device_id","udid","serial_number","imei","wifi_mac","model","os_version","platform","user_id","ownership","last_checkin_at","compliant","passcode_enabled","encrypted","jailbroken","manufacturer","phone_number","mtd_risk_level"}]}` (`compliant` a boolean; the other posture fields boolean or string, or `null`; `mtd_risk_level` always `null`: the simulator has no `PUT …/risk` yet) |
+//! | `GET /api/v1/devices?offset&limit` | `{"total":N,"devices":[{"device_id","udid","serial_number","imei","wifi_mac","model","os_version","platform","user_id","ownership","last_checkin_at","compliant","passcode_enabled","encrypted","jailbroken","manufacturer","phone_number","mtd_risk_level"}]}` (`compliant` a boolean; the other posture fields boolean or string, or `null`; `mtd_risk_level` the level last written, `null` if never) |
 //! | `GET /api/v1/devices?udid=\|serial_number=\|imei=\|wifi_mac=` | the same envelope with the 0 or 1 matching device (identifiers compared ignoring case, MACs in any separator form) |
 //! | `GET /api/v1/devices/{device_id}` | the bare device, or 404 `{"error":"not_found"}` |
 //! | `POST /api/v1/devices/{device_id}/actions` `{"action":"lock"\|"disconnect_wifi"\|"enterprise_wipe"\|"remote_wipe"}` | 202 `{"request_id"}`; unknown device 404; unknown action or bad body 400 `{"error":"invalid_action"}`; an action the console forbids ([`BcdmPermits`]) 403 `{"error":"action_not_permitted"}` |
+//! | `PUT /api/v1/devices/{device_id}/risk` `{"level":"secured"\|"low"\|"medium"\|"high"\|"critical"}` | 204, no body; the device's `mtd_risk_level` is the level from then on (listing and lookup); unknown device 404; another level (the names are exact, lower case) or a bad body 400 `{"error":"invalid_level"}` |
 //!
 //! `offset` defaults to 0, `limit` to 100 and may be at most 200: anything
 //! else that is not a non-negative integer (or a `limit` of 0 or over 200) is
@@ -41,7 +42,15 @@
 //! turns the limit off; GET also says how many requests it refused);
 //! `GET|PUT /clock` `{"skew_seconds":N}` (the simulator's clock runs N
 //! seconds off, so correct clients look stale); `GET /accepted-actions`
-//! (every 202 with its `request_id`; not cleared by `DELETE /records`).
+//! (every 202 with its `request_id`; not cleared by `DELETE /records`);
+//! `GET|PUT /devices/{device_id}/risk` (`{"level":"high"}` or
+//! `{"level":null}`: the stored `mtd_risk_level`, set behind the API's back
+//! and not recorded). In-process: [`BcdmState::risk_level`],
+//! [`BcdmState::set_risk_level`].
+//!
+//! Recorded actions: an action is recorded under its `action` value, a risk
+//! write as `Risk:{level}` (the `level` as sent; `Risk` when the body has
+//! none), each with the status answered.
 //!
 //! Default credentials ([`BcdmOptions::default`]): access key
 //! `sim-access-key`, secret key `sim-secret-key`, DM code `SIM-DM-001`.
@@ -60,7 +69,7 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::{from_fn_with_state, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
     Json, Router,
 };
 use chrono::{DateTime, Utc};
@@ -276,8 +285,8 @@ pub struct BcdmDevice {
     /// E.164.
     #[serde(default)]
     pub phone_number: Option<String>,
-    /// The risk level last written; `null` until the simulator serves
-    /// `PUT /api/v1/devices/{device_id}/risk`.
+    /// The risk level last written (`PUT /api/v1/devices/{device_id}/risk`),
+    /// `null` if never.
     #[serde(default)]
     pub mtd_risk_level: Option<String>,
 }
@@ -616,6 +625,23 @@ impl BcdmState {
         self.update_device(device_id, fields).map(|_| ())
     }
 
+    /// The device's `mtd_risk_level` (`None`: never written, or no such device).
+    pub fn risk_level(&self, device_id: &str) -> Option<String> {
+        self.device(device_id)?.mtd_risk_level
+    }
+
+    /// Sets (or clears) a device's `mtd_risk_level` behind the API's back
+    /// (not recorded, any text: a test can serve what no level is).
+    pub fn set_risk_level(&self, device_id: &str, level: Option<&str>) -> Result<(), ControlError> {
+        let mut devices = write(&self.devices);
+        let device = devices
+            .iter_mut()
+            .find(|d| d.device_id == device_id)
+            .ok_or(ControlError::NotFound)?;
+        device.mtd_risk_level = level.map(str::to_owned);
+        Ok(())
+    }
+
     pub(crate) fn banner(&self, base_url: &str, control_url: &str) -> String {
         let o = read(&self.options);
         format!(
@@ -838,6 +864,7 @@ pub(crate) fn router(state: Arc<BcdmState>) -> Router {
         .route("/api/v1/devices", get(list_devices))
         .route("/api/v1/devices/{device_id}", get(get_device))
         .route("/api/v1/devices/{device_id}/actions", post(device_action))
+        .route("/api/v1/devices/{device_id}/risk", put(put_risk))
         .fallback(|| async {
             bcdm_error(StatusCode::NOT_FOUND, "not_found", "No such API resource.")
         })
@@ -1002,6 +1029,56 @@ async fn device_action(
     response
 }
 
+/// The levels `PUT …/risk` takes, exactly as spelled.
+pub const RISK_LEVELS: [&str; 5] = ["secured", "low", "medium", "high", "critical"];
+
+/// `PUT /api/v1/devices/{device_id}/risk` `{"level":"high"}` → 204.
+async fn put_risk(
+    State(state): State<Arc<BcdmState>>,
+    Path(device_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let level = parsed
+        .as_ref()
+        .and_then(|b| b.get("level"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let known = state.device(&device_id).is_some();
+    let response = match &level {
+        _ if !known => device_not_found(&device_id),
+        Some(level) if RISK_LEVELS.contains(&level.as_str()) => {
+            // The device is known; it cannot vanish between the two locks
+            // in a way that matters (then nothing is stored).
+            let _ = state.set_risk_level(&device_id, Some(level));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => bcdm_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_level",
+            &format!(
+                "'level' must be one of {} (got {level:?}).",
+                RISK_LEVELS.join(", ")
+            ),
+        ),
+    };
+    state.core.record_action(RecordedAction {
+        seq: 0,
+        at: Utc::now(),
+        kind: SimKind::Bcdm,
+        device_ref: device_id.clone(),
+        device_id: known.then_some(device_id),
+        action: match &level {
+            Some(level) => format!("Risk:{level}"),
+            None => "Risk".to_owned(),
+        },
+        profile_id: None,
+        body: parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&body).into_owned())),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
 /// A random UUID-shaped id (version 4 layout).
 fn new_request_id() -> String {
     let b: [u8; 16] = rand::thread_rng().gen();
@@ -1049,6 +1126,10 @@ fn control_router(state: Arc<BcdmState>) -> Router {
         )
         .route("/clock", get(control_clock).put(control_set_clock))
         .route("/accepted-actions", get(control_accepted))
+        .route(
+            "/devices/{device_id}/risk",
+            get(control_risk).put(control_set_risk),
+        )
         .with_state(state)
 }
 
@@ -1110,6 +1191,30 @@ async fn control_remove_device(
         .remove_device(&id)
         .map(Json)
         .ok_or(ControlError::NotFound)
+}
+
+async fn control_risk(
+    State(state): S,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ControlError> {
+    let device = state.device(&id).ok_or(ControlError::NotFound)?;
+    Ok(Json(json!({ "level": device.mtd_risk_level })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RiskLevel {
+    level: Option<String>,
+}
+
+async fn control_set_risk(
+    State(state): S,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let risk: RiskLevel = json_body(&body)?;
+    state.set_risk_level(&id, risk.level.as_deref())?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn control_users(State(state): S) -> Json<Vec<BcdmUser>> {

@@ -18,7 +18,7 @@
 //! | `GET /device-apis/devices/1.0/identity/{billingId}?deviceId=` | `{"deviceIdentity":{…,"customAttributes":{"customAttribute":…}}}`; unknown or missing id → 400, empty body |
 //! | `GET /user-apis/user/1.0/search/{billingId}?includeAllUsers&pageSize&pageNumber` | `{"users":{"count","pageNumber","pageSize","user":[…]}}` |
 //! | `POST /device-apis/devices/1.0/{lockDevice\|selectiveWipeDevice\|wipeDevice\|cancelPendingWipe\|revokeSelectiveWipe}/{billingId}`, form `deviceId` (`wipeDevice` also `notifyMe`, `notifyUser`: `Yes`/`No`, `notifyOthers`) | 200 `{"actionResponse":{"actionID":n,"actionStatus":0,"description","maas360DeviceID"}}`; unknown device → **200 with `actionStatus` 1** and a description; no `deviceId`, a bad `notify*` value or a body that is not `application/x-www-form-urlencoded` → 400, empty body |
-//! | `POST /device-apis/devices/1.0/setCustomAttributeValue/{billingId}`, form `deviceId`, `attributeName`, `attributeValue` | `actionResponse` as above; the value is read back by `identity`; a name or value with `.` `<` `>` `\` `"` `'` → `actionStatus` 1 |
+//! | `POST /device-apis/devices/1.0/setCustomAttributeValue/{billingId}`, form `deviceId`, `attributeName`, `attributeValue` | `actionResponse` as above; the value is read back by `identity`; a name or value with `.` `<` `>` `\` `"` `'` → `actionStatus` 1; a name the customer has not defined (matched ignoring case; seeded: `MTD_Threat_Level`) → `actionStatus` 1, `Invalid attribute name: custom attribute NAME is not defined for this customer.` (**\[ours\]**) |
 //!
 //! Listings: `pageSize` only 25, 50, 100, 200 or 250 (default 250 for
 //! devices, 50 for users), `pageNumber` from 1 (default 1); anything else →
@@ -82,7 +82,22 @@
 //! (default 1) matching actions on that device answer `actionStatus` 1 even
 //! though it exists; `action` absent = any action); `GET /action-results`
 //! (every `actionResponse` answered, not cleared by `DELETE /records`);
-//! `GET /custom-attributes` (the values set, per device).
+//! `GET /custom-attributes` (the values set, per device);
+//! `GET|POST /custom-attribute-definitions` (the defined names; POST
+//! `{"name"}` defines one); `PATCH|DELETE /custom-attribute-definitions/{name}`
+//! (PATCH `{"name":"new"}` renames, the values follow; DELETE also drops the
+//! values); `GET /devices/{id}/custom-attributes` (`{"name":"value"}`);
+//! `PUT /devices/{id}/custom-attributes/{name}` with a JSON string or `null`
+//! (a change behind the API's back, not recorded). In-process:
+//! [`Maas360State::custom_attribute`], [`Maas360State::set_custom_attribute_value`],
+//! [`Maas360State::define_custom_attribute`], [`Maas360State::rename_custom_attribute`],
+//! [`Maas360State::remove_custom_attribute`].
+//!
+//! Recorded actions are named as in the path (`lockDevice`, …), except a
+//! custom attribute write: `SetCustomAttribute:{attributeName}={attributeValue}`
+//! (`SetCustomAttribute` when either is missing). A write MaaS360 refuses
+//! with `actionStatus` 1 is still an HTTP 200 (and recorded so):
+//! [`Maas360State::action_results`] tells them apart.
 //!
 //! Default credentials ([`Maas360Options::default`]): billing id `30012345`,
 //! platform id `3`, app id `com.30012345.api`, app version `1.0`, app access
@@ -149,6 +164,8 @@ pub const ACTIONS: &[&str] = &[
     "revokeSelectiveWipe",
 ];
 pub const SET_CUSTOM_ATTRIBUTE: &str = "setCustomAttributeValue";
+/// The custom attribute the connector writes by default, defined at start.
+pub const RISK_ATTRIBUTE: &str = "MTD_Threat_Level";
 
 /// The body of a 401 for an unknown (or missing) token.
 pub const TOKEN_INVALID: &str = "Token invalid";
@@ -158,6 +175,9 @@ pub const TOKEN_EXPIRED: &str = "Token expired.";
 pub const ACTION_DONE: &str = "The action was executed successfully on the device.";
 /// What an action on an unknown device answers (**\[ours\]**).
 pub const UNKNOWN_DEVICE: &str = "Invalid device ID: no such device for this customer.";
+/// What setting an attribute the customer has not defined answers
+/// (**\[ours\]**), after `Invalid attribute name: custom attribute `.
+pub const UNDEFINED_ATTRIBUTE: &str = "is not defined for this customer.";
 /// What a failure planned by the control API answers unless it says otherwise.
 pub const DEFAULT_ACTION_FAILURE: &str =
     "The action could not be executed on the device. Please try again later.";
@@ -339,6 +359,9 @@ pub struct Maas360State {
     results: Mutex<Vec<ActionResult>>,
     /// Per device id (upper-cased), the custom attributes set, in order.
     attributes: RwLock<HashMap<String, Vec<(String, String)>>>,
+    /// The custom attributes the customer has defined (in the portal); only
+    /// these can be set. Seeded with [`RISK_ATTRIBUTE`].
+    attribute_names: RwLock<Vec<String>>,
     next_action_id: AtomicU64,
 }
 
@@ -451,6 +474,7 @@ impl Maas360State {
             failures: Mutex::new(Vec::new()),
             results: Mutex::new(Vec::new()),
             attributes: RwLock::new(HashMap::new()),
+            attribute_names: RwLock::new(vec![RISK_ATTRIBUTE.to_owned()]),
             next_action_id: AtomicU64::new(FIRST_ACTION_ID),
         }
     }
@@ -611,6 +635,120 @@ impl Maas360State {
             .get(&device_id.trim().to_ascii_uppercase())
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The value of the custom attribute `name` (ignoring case) on a device;
+    /// `None` when it was never set (or there is no such device).
+    pub fn custom_attribute(&self, device_id: &str, name: &str) -> Option<String> {
+        self.custom_attributes(device_id)
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.trim()))
+            .map(|(_, v)| v)
+    }
+
+    /// Sets (`Some`) or clears (`None`) a device's custom attribute behind
+    /// the API's back, as an admin in the portal would: not recorded. The
+    /// device must exist and the attribute be defined.
+    pub fn set_custom_attribute_value(
+        &self,
+        device_id: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let id = self
+            .device(device_id)
+            .map(|d| device_id_of(&d))
+            .ok_or(ControlError::NotFound)?;
+        let name = self.defined_name(name).ok_or_else(|| {
+            ControlError::Invalid(format!("custom attribute {name} is not defined"))
+        })?;
+        let mut attributes = write(&self.attributes);
+        let list = attributes.entry(id.to_ascii_uppercase()).or_default();
+        match value {
+            Some(value) => match list.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                Some(slot) => slot.1 = value.to_owned(),
+                None => list.push((name, value.to_owned())),
+            },
+            None => list.retain(|(n, _)| !n.eq_ignore_ascii_case(&name)),
+        }
+        Ok(())
+    }
+
+    /// The custom attributes the customer has defined, in creation order.
+    pub fn custom_attribute_names(&self) -> Vec<String> {
+        read(&self.attribute_names).clone()
+    }
+
+    /// The defined spelling of `name` (matched ignoring case), if defined.
+    fn defined_name(&self, name: &str) -> Option<String> {
+        read(&self.attribute_names)
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(name.trim()))
+            .cloned()
+    }
+
+    /// Defines a custom attribute, as an admin does in the portal.
+    pub fn define_custom_attribute(&self, name: &str) -> Result<(), ControlError> {
+        let name = name.trim();
+        if name.is_empty() || name.contains(FORBIDDEN_ATTRIBUTE_CHARS) {
+            return Err(ControlError::Invalid(
+                "a custom attribute name is not empty and has none of . < > \\ \" '".into(),
+            ));
+        }
+        let mut names = write(&self.attribute_names);
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return Err(ControlError::Conflict(format!(
+                "custom attribute {name} exists"
+            )));
+        }
+        names.push(name.to_owned());
+        Ok(())
+    }
+
+    /// Deletes a custom attribute and its value on every device; `false`
+    /// when it was not defined.
+    pub fn remove_custom_attribute(&self, name: &str) -> bool {
+        let Some(name) = self.defined_name(name) else {
+            return false;
+        };
+        write(&self.attribute_names).retain(|n| *n != name);
+        for list in write(&self.attributes).values_mut() {
+            list.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        }
+        true
+    }
+
+    /// Renames a custom attribute; the values set on devices follow it.
+    pub fn rename_custom_attribute(&self, from: &str, to: &str) -> Result<(), ControlError> {
+        let to = to.trim();
+        if to.is_empty() || to.contains(FORBIDDEN_ATTRIBUTE_CHARS) {
+            return Err(ControlError::Invalid(
+                "a custom attribute name is not empty and has none of . < > \\ \" '".into(),
+            ));
+        }
+        let from = self.defined_name(from).ok_or(ControlError::NotFound)?;
+        {
+            let mut names = write(&self.attribute_names);
+            if names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(to) && !n.eq_ignore_ascii_case(&from))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "custom attribute {to} exists"
+                )));
+            }
+            for n in names.iter_mut().filter(|n| **n == from) {
+                *n = to.to_owned();
+            }
+        }
+        for list in write(&self.attributes).values_mut() {
+            for (n, _) in list.iter_mut() {
+                if n.eq_ignore_ascii_case(&from) {
+                    *n = to.to_owned();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// All devices, in listing order.
@@ -1412,6 +1550,20 @@ async fn device_post(
         .unwrap_or_default()
         .to_owned();
     let device = state.device(&device_ref);
+    // A custom attribute write is recorded as what it writes.
+    let recorded_name = match &params {
+        Some(p) if action == SET_CUSTOM_ATTRIBUTE => match (
+            p.get("attributeName").map(|v| v.trim()),
+            p.get("attributeValue").map(|v| v.trim()),
+        ) {
+            (Some(name), Some(value)) if !name.is_empty() => {
+                format!("SetCustomAttribute:{name}={value}")
+            }
+            _ => "SetCustomAttribute".to_owned(),
+        },
+        None if action == SET_CUSTOM_ATTRIBUTE => "SetCustomAttribute".to_owned(),
+        _ => action.to_owned(),
+    };
     let record = |status: StatusCode| {
         state.core.record_action(RecordedAction {
             seq: 0,
@@ -1419,7 +1571,7 @@ async fn device_post(
             kind: SimKind::Maas360,
             device_ref: device_ref.clone(),
             device_id: device.as_ref().map(device_id_of),
-            action: action.to_owned(),
+            action: recorded_name.clone(),
             profile_id: None,
             body: Value::String(String::from_utf8_lossy(&body).into_owned()),
             status: status.as_u16(),
@@ -1504,6 +1656,12 @@ fn set_custom_attribute(
             "Custom attribute names and values cannot contain . < > \\ \" or '.".to_owned(),
         );
     }
+    let Some(name) = state.defined_name(name) else {
+        return Err(format!(
+            "Invalid attribute name: custom attribute {name} {UNDEFINED_ATTRIBUTE}"
+        ));
+    };
+    let name = name.as_str();
     let mut attributes = write(&state.attributes);
     let list = attributes
         .entry(device_id.to_ascii_uppercase())
@@ -1551,6 +1709,22 @@ fn control_router(state: Arc<Maas360State>) -> Router {
         )
         .route("/action-results", get(control_results))
         .route("/custom-attributes", get(control_custom_attributes))
+        .route(
+            "/custom-attribute-definitions",
+            get(control_attribute_names).post(control_define_attribute),
+        )
+        .route(
+            "/custom-attribute-definitions/{name}",
+            axum::routing::patch(control_rename_attribute).delete(control_remove_attribute),
+        )
+        .route(
+            "/devices/{id}/custom-attributes",
+            get(control_device_attributes),
+        )
+        .route(
+            "/devices/{id}/custom-attributes/{name}",
+            put(control_set_attribute),
+        )
         .with_state(state)
 }
 
@@ -1760,6 +1934,80 @@ async fn control_custom_attributes(State(state): S) -> Json<Value> {
         }
     }
     Json(Value::Object(out))
+}
+
+/// `GET /custom-attribute-definitions`: the defined names.
+async fn control_attribute_names(State(state): S) -> Json<Vec<String>> {
+    Json(state.custom_attribute_names())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttributeName {
+    name: String,
+}
+
+/// `POST /custom-attribute-definitions` `{"name"}`.
+async fn control_define_attribute(State(state): S, body: Bytes) -> Result<Response, ControlError> {
+    let new: AttributeName = json_body(&body)?;
+    state.define_custom_attribute(&new.name)?;
+    Ok((StatusCode::CREATED, Json(state.custom_attribute_names())).into_response())
+}
+
+/// `PATCH /custom-attribute-definitions/{name}` `{"name":"new"}`.
+async fn control_rename_attribute(
+    State(state): S,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let rename: AttributeName = json_body(&body)?;
+    state.rename_custom_attribute(&name, &rename.name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /custom-attribute-definitions/{name}`.
+async fn control_remove_attribute(
+    State(state): S,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ControlError> {
+    if state.remove_custom_attribute(&name) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ControlError::NotFound)
+    }
+}
+
+/// `GET /devices/{id}/custom-attributes`: `{"name": "value"}`.
+async fn control_device_attributes(
+    State(state): S,
+    Path(id): Path<String>,
+) -> Result<Json<Map<String, Value>>, ControlError> {
+    if state.device(&id).is_none() {
+        return Err(ControlError::NotFound);
+    }
+    Ok(Json(
+        state
+            .custom_attributes(&id)
+            .into_iter()
+            .map(|(n, v)| (n, Value::String(v)))
+            .collect(),
+    ))
+}
+
+/// `PUT /devices/{id}/custom-attributes/{name}` with a JSON string or `null`.
+async fn control_set_attribute(
+    State(state): S,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let value: Value = json_body(&body)?;
+    let value = match &value {
+        Value::Null => None,
+        Value::String(s) => Some(s.as_str()),
+        _ => return Err(ControlError::Invalid("a JSON string or null".into())),
+    };
+    state.set_custom_attribute_value(&id, &name, value)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //! | `GET /api/devicegroups?parentPath` | `[{"Name","Path","Icon","Kind","ReferenceId"}]` |
 //! | `POST /api/devices/{id}/actions` | 204 when the body has the spec's required fields for its `Action`, else 400 |
 //! | `POST /api/devices/{id}/profiles/{profileId}/actions` body `"Install"`/`"Revoke"` | 204 |
+//! | `GET /api/customattributes` | the custom attribute definitions `[{"Name","CustomAttributeDataType","EnumValues","PropagateToDevice","ReferenceId"}]` |
+//! | `GET /api/devices/{id}/customAttributes` | `[{"Name","OriginName","Value","DataType","IsInherited"}]`, one per definition (`Value` `null` when unset); unknown device → 404 |
+//! | `PUT /api/devices/{id}/customAttributes` `{"Attributes":[{"AttributeName","AttributeValue"}]}` | 200, empty body; an undefined name or a value its type refuses → 400 (nothing written); unknown device → 404 (see [`attributes`]) |
 //!
 //! Paging is plain slicing of the device list in insertion order: `skip`
 //! (default 0) devices are left out and at most `take` (default: all) are
@@ -29,12 +32,22 @@
 //! /devices/{ref}` (PATCH sets the given top-level fields, `null` included);
 //! `PUT /devices/{ref}/user` (a `DeviceUserInfo` object or `null`);
 //! `GET /users`; `PATCH|DELETE /users/{UserName}` (edit the user on every
-//! device it has / set those devices' `DeviceUserInfo` to null).
+//! device it has / set those devices' `DeviceUserInfo` to null);
+//! `GET|POST /custom-attribute-definitions` (POST `{"Name",
+//! "CustomAttributeDataType","EnumValues"}`, type `Text` when absent);
+//! `PATCH|DELETE /custom-attribute-definitions/{name}` (PATCH `{"Name":"new"}`
+//! renames; the values follow); `GET /devices/{ref}/custom-attributes`
+//! (`{"Name": value or null}`); `PUT /devices/{ref}/custom-attributes/{name}`
+//! with a JSON string or `null` (a change behind the API's back, not
+//! recorded). The same in-process: [`SotiState::custom_attribute`],
+//! [`SotiState::set_custom_attribute`], [`SotiState::define_custom_attribute`],
+//! [`SotiState::rename_custom_attribute`], [`SotiState::remove_custom_attribute`].
 //!
 //! Default credentials ([`SotiOptions::default`]): client id `mtd-sim`,
 //! client secret `sim-secret`, user `mtd-api`, password `sim-password`,
 //! tokens valid 3600 s.
 
+pub mod attributes;
 pub(crate) mod filter;
 pub(crate) mod seed;
 
@@ -129,6 +142,8 @@ pub struct SotiState {
     tokens: Mutex<HashMap<String, Instant>>,
     /// Continues the seeded sequence for generated devices.
     seeder: Mutex<Seeder>,
+    /// Custom attribute definitions and the values set per device.
+    attributes: RwLock<attributes::CustomAttributes>,
 }
 
 impl fmt::Debug for SotiState {
@@ -164,6 +179,7 @@ impl SotiState {
             devices: RwLock::new(seeded),
             tokens: Mutex::new(HashMap::new()),
             seeder: Mutex::new(seeder),
+            attributes: RwLock::new(attributes::CustomAttributes::seeded()),
         }
     }
 
@@ -252,10 +268,17 @@ impl SotiState {
         new
     }
 
-    /// Removes a device; later devices move up one place in the listing.
+    /// Removes a device (and its custom attribute values); later devices
+    /// move up one place in the listing.
     pub fn remove_device(&self, reference: &str) -> Option<Value> {
-        let mut devices = write(&self.devices);
-        find_device(&devices, reference).map(|i| devices.remove(i))
+        let removed = {
+            let mut devices = write(&self.devices);
+            find_device(&devices, reference).map(|i| devices.remove(i))
+        };
+        if let Some(id) = removed.as_ref().and_then(device_id_of) {
+            write(&self.attributes).forget_device(&id);
+        }
+        removed
     }
 
     /// Sets the given top-level fields of a device (a `null` value is stored
@@ -529,6 +552,17 @@ pub(crate) fn router(state: Arc<SotiState>) -> Router {
             post(profile_action),
         )
         .route("/api/devicegroups", get(device_groups))
+        .route(
+            "/api/devices/{id}/customAttributes",
+            get(attributes::device_attributes).put(attributes::put_device_attributes),
+        )
+        // IIS matches paths ignoring case; clients spell these both ways.
+        .route(
+            "/api/devices/{id}/customattributes",
+            get(attributes::device_attributes).put(attributes::put_device_attributes),
+        )
+        .route("/api/customattributes", get(attributes::list_definitions))
+        .route("/api/customAttributes", get(attributes::list_definitions))
         .fallback(|| async {
             soti_error(
                 StatusCode::NOT_FOUND,
@@ -1188,6 +1222,22 @@ fn control_router(state: Arc<SotiState>) -> Router {
                 .delete(control_remove_device),
         )
         .route("/devices/{id}/user", put(control_set_user))
+        .route(
+            "/devices/{id}/custom-attributes",
+            get(attributes::control_device_attributes),
+        )
+        .route(
+            "/devices/{id}/custom-attributes/{name}",
+            put(attributes::control_set_attribute),
+        )
+        .route(
+            "/custom-attribute-definitions",
+            get(attributes::control_definitions).post(attributes::control_define),
+        )
+        .route(
+            "/custom-attribute-definitions/{name}",
+            axum::routing::patch(attributes::control_rename).delete(attributes::control_remove),
+        )
         .route("/users", get(control_users))
         .route(
             "/users/{user_name}",
