@@ -137,4 +137,38 @@ impl MdmAdapter for InstrumentedAdapter {
         self.observe("execute", &result, started.elapsed());
         result
     }
+
+    async fn signal_risk(
+        &self,
+        device: &Device,
+        level: mtd_adapter::SignalLevel,
+        name: &str,
+    ) -> Result<Receipt, AdapterError> {
+        let started = Instant::now();
+        let result = self.inner.signal_risk(device, level, name).await;
+        self.observe("signal_risk", &result, started.elapsed());
+        result
+    }
+
+    fn risk_read_back(&self) -> Option<mtd_adapter::RiskReadBack> {
+        self.inner.risk_read_back()
+    }
+
+    async fn read_risk(
+        &self,
+        devices: &[Device],
+        name: &str,
+    ) -> Result<Vec<Option<mtd_adapter::SignalLevel>>, AdapterError> {
+        let started = Instant::now();
+        let result = self.inner.read_risk(devices, name).await;
+        self.observe("read_risk", &result, started.elapsed());
+        result
+    }
+
+    async fn missing_risk_signal(&self, name: &str) -> Result<Vec<String>, AdapterError> {
+        let started = Instant::now();
+        let result = self.inner.missing_risk_signal(name).await;
+        self.observe("missing_risk_signal", &result, started.elapsed());
+        result
+    }
 }

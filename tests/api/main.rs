@@ -14,6 +14,7 @@ mod posture;
 mod reload;
 mod safety;
 mod server;
+mod signals;
 mod support;
 mod sync;
 mod threats;
