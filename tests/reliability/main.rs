@@ -32,5 +32,6 @@ mod crash;
 mod mdm_faults;
 mod schedule;
 mod security;
+mod signal_crash;
 mod store_unwritable;
 mod support;
