@@ -15,6 +15,8 @@
 //! - `bad_input`: property tests at the agent API and the config loader.
 //! - `security`: tenant isolation, admin authentication, and no secret in
 //!   logs, metrics or admin API answers.
+//! - `signal_crash`: `kill -9` between a risk-level change and its write to
+//!   the MDM; after the restart the level reaches the MDM once.
 //!
 //! The in-process helpers of `tests/api` are reused as they are; `support`
 //! adds the real binary, signing with any key, and direct store reads.
