@@ -367,3 +367,54 @@ fn test_connection_names_a_redirect_to_another_port_and_sends_nothing_there() {
         "something connected to the other origin"
     );
 }
+
+/// Issue 17: with `[mdm.risk_signal]`, test-connection checks that what the
+/// signal writes exists at the MDM, and names what is missing.
+#[test]
+fn test_connection_names_a_missing_risk_signal_attribute_or_tag() {
+    let sims = Sims::start();
+    let dir = tempfile::tempdir().unwrap();
+    let signal = "[mdm.risk_signal]\nenabled = true\n";
+    let config = write(
+        dir.path(),
+        &[
+            soti_mdm(
+                "Acme SOTI",
+                &sims.sim().base_url(SimKind::Soti),
+                soti::DEFAULT_PASSWORD,
+            ) + signal,
+            airwatch_mdm(
+                "Acme AirWatch",
+                &sims.sim().base_url(SimKind::Airwatch),
+                mtd_sim::airwatch::DEFAULT_USERNAME,
+            ) + signal,
+        ],
+    );
+    let (code, out) = run(&config, &["test-connection"]);
+    assert_eq!(code, Some(0), "everything exists at first:\n{out}");
+
+    // Someone deletes the attribute and a tag in the consoles.
+    assert!(sims
+        .sim()
+        .soti()
+        .unwrap()
+        .remove_custom_attribute("MTD_Threat_Level"));
+    assert!(sims
+        .sim()
+        .airwatch()
+        .unwrap()
+        .remove_tag("MTD_Threat_Level_High"));
+    let (code, out) = run(&config, &["test-connection"]);
+    assert_ne!(code, Some(0), "{out}");
+    let soti_line = line_for(&out, "Acme SOTI");
+    assert!(
+        soti_line.starts_with("FAIL") && soti_line.contains("missing: MTD_Threat_Level"),
+        "{out}"
+    );
+    let aw_line = line_for(&out, "Acme AirWatch");
+    assert!(
+        aw_line.starts_with("FAIL") && aw_line.contains("MTD_Threat_Level_High"),
+        "{out}"
+    );
+    assert!(!aw_line.contains("MTD_Threat_Level_Low"), "{out}");
+}
