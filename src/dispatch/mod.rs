@@ -730,26 +730,8 @@ fn identity_changed(stored: &StoredDevice, fresh: &Device) -> Option<String> {
     })
 }
 
-/// A stored device as adapters take it (what the store knows; no user or groups).
-pub fn adapter_device(d: &StoredDevice) -> Device {
-    to_adapter_device(d)
-}
-
 fn to_adapter_device(d: &StoredDevice) -> Device {
-    Device {
-        reported_risk: None,
-        posture: Default::default(),
-        mdm_device_id: d.mdm_device_id.clone(),
-        identifiers: d.identifiers.clone(),
-        name: d.name.clone(),
-        platform: d.platform,
-        model: d.model.clone(),
-        os_version: d.os_version.clone(),
-        ownership: d.ownership,
-        user: None,
-        groups: Vec::new(),
-        last_checkin_at: d.last_checkin_at,
-    }
+    d.to_adapter_device()
 }
 
 #[cfg(test)]

@@ -237,8 +237,10 @@ async fn repair_risk_drift(ctx: &WorkerCtx) -> Result<(), RunError> {
             // long read shows progress in the logs and memory stays flat.
             let chunk = if all { devices.len().max(1) } else { 200 };
             for slice in devices.chunks(chunk) {
-                let asked: Vec<Device> =
-                    slice.iter().map(crate::dispatch::adapter_device).collect();
+                let asked: Vec<Device> = slice
+                    .iter()
+                    .map(crate::store::StoredDevice::to_adapter_device)
+                    .collect();
                 let held = i
                     .adapter
                     .read_risk(&asked, name)

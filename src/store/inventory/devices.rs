@@ -45,6 +45,27 @@ pub struct StoredDevice {
     pub activation: Option<Activation>,
 }
 
+impl StoredDevice {
+    /// The device as adapters take it: what the store knows (no user,
+    /// groups or posture), enough for a command or a read at its MDM.
+    pub fn to_adapter_device(&self) -> Device {
+        Device {
+            reported_risk: None,
+            posture: Default::default(),
+            mdm_device_id: self.mdm_device_id.clone(),
+            identifiers: self.identifiers.clone(),
+            name: self.name.clone(),
+            platform: self.platform,
+            model: self.model.clone(),
+            os_version: self.os_version.clone(),
+            ownership: self.ownership,
+            user: None,
+            groups: Vec::new(),
+            last_checkin_at: self.last_checkin_at,
+        }
+    }
+}
+
 /// A device's risk level (CONTRACT §4): `secured` when it has no open
 /// threat, else the highest severity among them. Ordered low to high.
 #[derive(
