@@ -236,13 +236,45 @@ pub async fn run(
         for a in calls {
             let _ = writeln!(
                 out,
-                "   {:<8} {:<20} device {:<42} -> {}",
+                "   {:<8} {:<46} device {:<42} -> {}",
                 kind.as_str(),
                 a.action,
                 a.device_id.as_deref().unwrap_or(&a.device_ref),
                 a.status
             );
         }
+    }
+
+    // 5. A device's risk level, written into its MDM and taken back.
+    let _ = writeln!(
+        out,
+        "\n5. Risk level at each MDM ([mdm.risk_signal]): a threat detected, then resolved"
+    );
+    for (n, (plan, secret)) in PLANS.iter().zip(&secrets).enumerate() {
+        let (device, id) = signal_device(plan.kind, &sim);
+        let mut line = format!("   {:<8} device {:<42}", plan.id, truncate(&id, 42));
+        for (step, status, want) in [
+            ("detected", "detected", "high"),
+            ("resolved", "resolved", "secured"),
+        ] {
+            let body = json!({
+                "event_id": format!("demo-risk-{n}-{step}"),
+                "detected_at": chrono::Utc::now().to_rfc3339(),
+                "device": device,
+                "threat": {"type": "network.rogue_access_point", "severity": "high",
+                           "key": "demo-rogue-ap", "status": status},
+            })
+            .to_string();
+            ok &= post_signed(&client, addr, plan.id, secret, &body).await == Some(202);
+            let held = wait_level(&sim, plan.kind, &id, want, Duration::from_secs(15)).await;
+            ok &= held.as_deref() == Some(want);
+            let _ = write!(
+                line,
+                " {step}: MDM holds {}",
+                held.as_deref().unwrap_or("nothing")
+            );
+        }
+        let _ = writeln!(out, "{line}");
     }
 
     let (device, _) = sim_first_ios_soti(&sim);
@@ -287,6 +319,64 @@ pub async fn run(
     Ok(ok)
 }
 
+/// A device of each simulated MDM for the risk-level step (not one of the
+/// step 2 devices): as an agent names it, and its id at the MDM.
+fn signal_device(kind: SimKind, sim: &Simulator) -> (Value, String) {
+    let id = match kind {
+        SimKind::Soti => sim.soti().expect("SOTI runs").devices()[5]["DeviceId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        SimKind::Maas360 => sim.maas360().expect("MaaS360 runs").device_ids()[5].clone(),
+        SimKind::Airwatch => {
+            sim.airwatch().expect("AirWatch runs").devices()[5]["Id"]["Value"].to_string()
+        }
+        SimKind::Bcdm => sim
+            .bcdm()
+            .expect("BCDM runs")
+            .devices()
+            .into_iter()
+            .filter(|d| d.platform == "iOS")
+            .nth(5)
+            .map(|d| d.device_id)
+            .unwrap_or_default(),
+    };
+    (json!({ "mdm_device_id": id }), id)
+}
+
+/// The level a simulated MDM holds for a device, in the connector's words.
+fn held_level(sim: &Simulator, kind: SimKind, id: &str) -> Option<String> {
+    const NAME: &str = crate::config::DEFAULT_RISK_SIGNAL_NAME;
+    match kind {
+        SimKind::Soti => sim.soti()?.custom_attribute(id, NAME),
+        SimKind::Maas360 => sim.maas360()?.custom_attribute(id, NAME),
+        SimKind::Airwatch => {
+            let levels = sim.airwatch()?.risk_levels(id.parse().ok()?, NAME);
+            Some(levels.first().cloned().unwrap_or_else(|| "Secured".into()))
+        }
+        SimKind::Bcdm => sim.bcdm()?.risk_level(id),
+    }
+    .map(|l| l.to_lowercase())
+}
+
+/// Waits until the MDM holds `want` (or `limit` passes); returns what it holds.
+async fn wait_level(
+    sim: &Simulator,
+    kind: SimKind,
+    id: &str,
+    want: &str,
+    limit: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let held = held_level(sim, kind, id);
+        if held.as_deref() == Some(want) || Instant::now() > deadline {
+            return held;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut b);
@@ -329,7 +419,7 @@ fn write_config(
             "wifi_disconnect_profile_id = \"42\"\n"
         };
         let text = format!(
-            "id = \"{}\"\ndisplay_name = \"{}\"\nagent_secret = {{ file = \"../secrets/{}-agent\" }}\n\n[[mdm]]\nname = \"{}\"\nkind = \"{}\"\nurl = \"{}\"\n{wifi}[mdm.credentials]\n{credentials}[mdm.permit]\n{}\n[policy]\nmode = \"enforce\"\n{}",
+            "id = \"{}\"\ndisplay_name = \"{}\"\nagent_secret = {{ file = \"../secrets/{}-agent\" }}\n\n[[mdm]]\nname = \"{}\"\nkind = \"{}\"\nurl = \"{}\"\n{wifi}[mdm.credentials]\n{credentials}[mdm.permit]\n{}\n[mdm.risk_signal]\nenabled = true\n\n[policy]\nmode = \"enforce\"\n{}",
             plan.id,
             plan.display,
             plan.id,

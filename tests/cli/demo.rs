@@ -35,6 +35,8 @@ fn demo_exit_after_runs_every_step_and_prints_the_summary() {
         "lockDevice",
         "selectiveWipeDevice",
         "wipeDevice",
+        "5. Risk level at each MDM",
+        "detected: MDM holds high resolved: MDM holds secured",
         "curl -sS -X POST http://",
         "Every step worked.",
     ] {
