@@ -1,0 +1,257 @@
+//! Risk signals at scale (issue 17): 10,000 devices each go from `secured`
+//! to `high` (one signed event per device, posted in batches of 100 by 16
+//! clients), and the bench measures how long until the SOTI simulator holds
+//! `High` for all 10,000, against the same ingest with `[mdm.risk_signal]`
+//! off (the ingest path's own time is the baseline: signals must not slow
+//! the 202s beyond noise).
+//!
+//! `cargo bench --bench signals` (`-- --devices N` to change the size). One
+//! process: the simulator and the daemon (`App::build_with_listener`, real
+//! router, store, dispatcher with its default settings) on one runtime, the
+//! clients on the same runtime. Figures depend on the machine's load: the
+//! load average is printed with them.
+
+use mtd_connector::app::App;
+use mtd_connector::http::sign_agent_request;
+use mtd_connector::store::SyncOutcome;
+use mtd_sim::{SimKind, SimOptions, Simulator};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const TENANT: &str = "bench";
+const SECRET: &str = "bench-agent-secret-0123456789";
+const BATCH: usize = 100;
+const CLIENTS: usize = 16;
+
+fn main() -> ExitCode {
+    let mut devices = 10_000usize;
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--devices") {
+        match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(n) => devices = n,
+            None => {
+                eprintln!("--devices takes a number");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!("Risk-signal benchmark: {devices} devices, secured -> high, SOTI simulator");
+    println!("load average at start: {}", load());
+    let mut ingest = Vec::new();
+    for signals in [false, true] {
+        match rt.block_on(run(devices, signals)) {
+            Ok((acked, delivered)) => {
+                ingest.push(acked);
+                let label = if signals {
+                    "signals on "
+                } else {
+                    "signals off"
+                };
+                match delivered {
+                    Some(d) => println!(
+                        "{label}: {devices} events acknowledged in {:.2} s ({:.0}/s); all {devices} levels at the simulator after {:.2} s ({:.0} writes/s)",
+                        acked.as_secs_f64(),
+                        devices as f64 / acked.as_secs_f64(),
+                        d.as_secs_f64(),
+                        devices as f64 / d.as_secs_f64()
+                    ),
+                    None => println!(
+                        "{label}: {devices} events acknowledged in {:.2} s ({:.0}/s)",
+                        acked.as_secs_f64(),
+                        devices as f64 / acked.as_secs_f64()
+                    ),
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let [off, on] = ingest[..] {
+        println!(
+            "ingest time with signals / without: {:.2}",
+            on.as_secs_f64() / off.as_secs_f64()
+        );
+    }
+    println!("load average at the end: {}", load());
+    ExitCode::SUCCESS
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// One daemon: the time until every event is acknowledged, and with
+/// `signals` the time until the simulator holds `High` for every device.
+async fn run(devices: usize, signals: bool) -> Result<(Duration, Option<Duration>), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let sim = Simulator::start(listener, SimOptions::new(vec![SimKind::Soti], devices, 7))
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = write_config(dir.path(), &sim, signals)?;
+    let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let app = App::build_with_listener(config, Some(listener))
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = app.local_addr();
+    let store = app.store().clone();
+    let mdm_id = app
+        .sync()
+        .integrations()
+        .next()
+        .ok_or("no integration")?
+        .mdm_id;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let runs = store
+            .sync_runs(mdm_id, 5)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(r) = runs.iter().find(|r| r.finished_at.is_some()) {
+            if r.outcome != SyncOutcome::Succeeded {
+                return Err(format!("initial sync failed: {:?}", r.error));
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the initial sync took too long".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let soti = sim.soti().ok_or("no SOTI simulator")?;
+    let ids: Vec<String> = soti
+        .devices()
+        .iter()
+        .filter_map(|d| d["DeviceId"].as_str().map(str::to_string))
+        .collect();
+    let batches: Vec<String> = ids
+        .chunks(BATCH)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let events: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    serde_json::json!({
+                        "event_id": format!("sig-{b}-{i}"),
+                        "detected_at": "2026-11-22T10:00:00Z",
+                        "device": {"mdm_device_id": id},
+                        "threat": {"type": "network.arp_mitm", "severity": "high"}
+                    })
+                })
+                .collect();
+            serde_json::json!({ "events": events }).to_string()
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(batches));
+    let mut workers = Vec::new();
+    for _ in 0..CLIENTS {
+        let queue = queue.clone();
+        let client = client.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = queue.lock().unwrap().pop() else {
+                    return Ok::<(), String>(());
+                };
+                loop {
+                    let ts = chrono::Utc::now().timestamp();
+                    let sig = sign_agent_request(SECRET.as_bytes(), ts, body.as_bytes());
+                    let r = client
+                        .post(format!("http://{addr}/v1/agent/events"))
+                        .header("Content-Type", "application/json")
+                        .header("X-Mtd-Tenant", TENANT)
+                        .header("X-Mtd-Timestamp", ts.to_string())
+                        .header("X-Mtd-Signature", sig)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match r.status().as_u16() {
+                        202 => break,
+                        // A full queue: try again shortly, as an agent would.
+                        503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                        s => return Err(format!("answer {s}")),
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    let acked = started.elapsed();
+    let delivered = if signals {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            let written = soti
+                .core()
+                .actions()
+                .iter()
+                .filter(|a| {
+                    a.action == "SetCustomAttribute:MTD_Threat_Level=High" && a.status == 200
+                })
+                .count();
+            if written >= ids.len() {
+                break Some(started.elapsed());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {written} levels written after 15 minutes"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        None
+    };
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+    sim.shutdown().await;
+    Ok((acked, delivered))
+}
+
+fn write_config(root: &Path, sim: &Simulator, signals: bool) -> Result<std::path::PathBuf, String> {
+    let io = |e: std::io::Error| e.to_string();
+    std::fs::create_dir_all(root.join("tenants.d")).map_err(io)?;
+    let main = root.join("connector.toml");
+    std::fs::write(
+        &main,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n\
+         [admin]\ntoken = \"bench-admin-token-abcdef\"\n[tenants]\ndir = \"tenants.d\"\n\
+         [sync]\nfull_sync_every = \"0\"\n",
+    )
+    .map_err(io)?;
+    let signal = if signals {
+        "[mdm.risk_signal]\nenabled = true\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        root.join(format!("tenants.d/{TENANT}.toml")),
+        format!(
+            "id = \"{TENANT}\"\nagent_secret = \"{SECRET}\"\n\n[[mdm]]\nname = \"Bench SOTI\"\n\
+             kind = \"soti\"\nurl = \"{}\"\n{}{signal}",
+            sim.base_url(SimKind::Soti),
+            SimKind::Soti.credentials_toml()
+        ),
+    )
+    .map_err(io)?;
+    Ok(main)
+}
