@@ -454,13 +454,9 @@ async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, Sto
                 continue;
             }
             seen.push(&r.tenant_id);
-            let mine: Vec<_> = risk_changes
-                .iter()
-                .filter(|c| r.signal_mdms.contains(&c.mdm_id))
-                .copied()
-                .collect();
+            // It keeps only the changes of this tenant's signalling MDMs.
             let signalled = tx
-                .signal_risk_changes(&r.tenant_id, &mine, &r.signal_mdms, r.monitor, now)
+                .signal_risk_changes(&r.tenant_id, &risk_changes, &r.signal_mdms, r.monitor, now)
                 .await?;
             for (state, _) in signalled.new {
                 decided.push(Decided {

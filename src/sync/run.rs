@@ -247,7 +247,7 @@ async fn repair_risk_drift(ctx: &WorkerCtx) -> Result<(), RunError> {
                     .await
                     .map_err(RunError::Mdm)?;
                 for (d, held) in slice.iter().zip(held) {
-                    let held = held.map_or(crate::store::RiskLevel::Secured, level_of);
+                    let held = held.map_or(crate::store::RiskLevel::Secured, Into::into);
                     if held != d.risk_level {
                         drift.push(crate::store::RiskChange {
                             device_id: d.id,
@@ -272,17 +272,6 @@ async fn repair_risk_drift(ctx: &WorkerCtx) -> Result<(), RunError> {
         );
     }
     Ok(())
-}
-
-fn level_of(l: mtd_adapter::SignalLevel) -> crate::store::RiskLevel {
-    use crate::store::RiskLevel;
-    match l {
-        mtd_adapter::SignalLevel::Secured => RiskLevel::Secured,
-        mtd_adapter::SignalLevel::Low => RiskLevel::Low,
-        mtd_adapter::SignalLevel::Medium => RiskLevel::Medium,
-        mtd_adapter::SignalLevel::High => RiskLevel::High,
-        mtd_adapter::SignalLevel::Critical => RiskLevel::Critical,
-    }
 }
 
 /// The `outcome` label of `mtd_sync_runs_total`.

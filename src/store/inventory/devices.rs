@@ -99,8 +99,8 @@ impl RiskLevel {
         }
     }
 
-    /// The stored form; anything unreadable counts as `secured` nowhere:
-    /// the CHECK of the column admits only the five names.
+    /// The stored form (`None` for anything else; the column's CHECK admits
+    /// only the five names).
     pub fn parse(s: &str) -> Option<RiskLevel> {
         RiskLevel::ALL.into_iter().find(|l| l.as_str() == s)
     }
@@ -115,6 +115,18 @@ impl RiskLevel {
             RiskLevel::Medium => mtd_adapter::SignalLevel::Medium,
             RiskLevel::High => mtd_adapter::SignalLevel::High,
             RiskLevel::Critical => mtd_adapter::SignalLevel::Critical,
+        }
+    }
+}
+
+impl From<mtd_adapter::SignalLevel> for RiskLevel {
+    fn from(l: mtd_adapter::SignalLevel) -> Self {
+        match l {
+            mtd_adapter::SignalLevel::Secured => RiskLevel::Secured,
+            mtd_adapter::SignalLevel::Low => RiskLevel::Low,
+            mtd_adapter::SignalLevel::Medium => RiskLevel::Medium,
+            mtd_adapter::SignalLevel::High => RiskLevel::High,
+            mtd_adapter::SignalLevel::Critical => RiskLevel::Critical,
         }
     }
 }
