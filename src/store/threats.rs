@@ -597,20 +597,35 @@ impl WriteTx {
         }
         let devices: Vec<i64> = changes.iter().map(|c| c.device_id).collect();
         let now_text = timestamp(&now);
-        let older: Vec<(i64, String, i64)> = sqlx::query_as(
+        // The unsent rows to supersede and, in the same round trip, the id
+        // the new rows start at (the last row: `state` NULL). It stays right
+        // while this transaction holds the write lock.
+        let mut older: Vec<(i64, Option<String>, Option<i64>)> = sqlx::query_as(
             "SELECT a.id, a.state, a.device_id FROM actions AS a
              WHERE a.device_id IN (SELECT value FROM json_each(?1)) AND a.kind = 'signal_risk'
-               AND a.state IN ('pending', 'failed') AND a.claimed_at IS NULL",
+               AND a.state IN ('pending', 'failed') AND a.claimed_at IS NULL
+             UNION ALL
+             SELECT COALESCE(MAX(id), 0) + 1, NULL, NULL FROM actions",
         )
         .bind(json!(devices).to_string())
         .fetch_all(&mut *self.tx)
         .await?;
+        let first_id = match older.pop() {
+            Some((id, None, None)) => id,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "the next action id is missing from the superseded rows: {other:?}"
+                )))
+            }
+        };
         let level_of: HashMap<i64, RiskLevel> =
             changes.iter().map(|c| (c.device_id, c.to)).collect();
         let superseded: Vec<Value> = older
             .iter()
             .map(|(id, state, device)| {
-                let to = level_of.get(device).map_or("?", |l| l.as_str());
+                let to = device
+                    .and_then(|d| level_of.get(&d))
+                    .map_or("?", |l| l.as_str());
                 json!([
                     id,
                     state,
@@ -633,17 +648,18 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await?;
         }
-        let mut new = Vec::with_capacity(changes.len());
-        for c in &changes {
-            let (state, reason) = if monitor {
-                (
-                    super::ActionState::Skipped,
-                    Some("monitor mode: the decision is recorded, nothing is sent".to_string()),
-                )
-            } else {
-                (super::ActionState::Pending, None)
-            };
-            self.insert_action(&super::NewAction {
+        let (state, reason) = if monitor {
+            (
+                super::ActionState::Skipped,
+                Some("monitor mode: the decision is recorded, nothing is sent".to_string()),
+            )
+        } else {
+            (super::ActionState::Pending, None)
+        };
+        // One statement for all the rows, as the ingest writer's own actions.
+        let rows: Vec<super::NewAction> = changes
+            .iter()
+            .map(|c| super::NewAction {
                 tenant_id: tenant_id.to_string(),
                 event_id: None,
                 device_id: Some(c.device_id),
@@ -651,13 +667,13 @@ impl WriteTx {
                 kind: super::ActionRecordKind::SignalRisk,
                 parent_action_id: None,
                 state,
-                reason,
-                next_attempt_at: Some(now),
+                reason: reason.clone(),
+                next_attempt_at: (!monitor).then_some(now),
                 signal_level: Some(c.to),
             })
-            .await?;
-            new.push((state, c.to));
-        }
+            .collect();
+        self.insert_actions_numbered(first_id, &rows, now).await?;
+        let new = changes.iter().map(|c| (state, c.to)).collect();
         Ok(Signalled {
             new,
             superseded: older.len(),
