@@ -153,8 +153,14 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         self.run_serving(shutdown, |listener, state, cancel| {
-            let limits = http::ServeLimits::from(&state.config.load().server);
-            http::serve(listener, http::router(state), limits, cancel)
+            let server = state.config.load().server.clone();
+            let limits = http::ServeLimits::from(&server);
+            // Built from what the config load read and checked; a reload
+            // keeps `[server]` (a new certificate takes a restart).
+            let tls = server
+                .tls
+                .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config));
+            http::serve(listener, http::router(state), limits, tls, cancel)
         })
         .await
     }
@@ -177,7 +183,10 @@ impl App {
         } = self;
         let cancel = tasks.cancel_token();
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, tenants = state.config.load().tenants.len(), "Serving the agent and admin API");
+        let config = state.config.load();
+        let url = format!("{}://{addr}", config.server.scheme());
+        tracing::info!(%addr, %url, tenants = config.tenants.len(), "Serving the agent and admin API");
+        drop(config);
 
         state.sync.start(cancel.clone(), &tasks).await;
         let deferred_every = dispatch.deferred_every;

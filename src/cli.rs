@@ -164,7 +164,27 @@ fn check_config(path: &Path) -> ExitCode {
     }
     println!("{}: OK", path.display());
     println!("  store: {}", config.store.path.display());
-    println!("  listen: {}", config.server.listen);
+    println!(
+        "  listen: {}://{}",
+        config.server.scheme(),
+        config.server.listen
+    );
+    if let Some(tls) = &config.server.tls {
+        println!(
+            "  tls: {} ({} certificate(s)), key {}",
+            tls.cert_path.display(),
+            tls.chain.len(),
+            tls.key_path.display()
+        );
+    }
+    println!(
+        "  ise: {}",
+        if config.ise.enabled {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
     for t in &config.tenants {
         let mdms: Vec<String> = t
             .mdms
@@ -186,6 +206,20 @@ fn check_config(path: &Path) -> ExitCode {
             t.policy.mode.as_str(),
             t.policy.rules.len()
         );
+        // The user name only: the password is a secret.
+        match &t.ise {
+            Some(ise) => println!(
+                "  tenant {}: ISE username \"{}\", not compliant from risk {}",
+                t.id, ise.username, ise.noncompliant_at
+            ),
+            None if config.ise.enabled => {
+                println!(
+                    "  tenant {}: no [ise], no Cisco ISE can log in for it",
+                    t.id
+                )
+            }
+            None => {}
+        }
     }
     ExitCode::SUCCESS
 }

@@ -13,11 +13,14 @@ use super::policy::{
     KNOWN_CATEGORIES,
 };
 use super::raw::{
-    RawCredentials, RawDuration, RawMain, RawMdm, RawPolicy, RawSecret, RawTenant, DURATION_FORMS,
+    RawCredentials, RawDuration, RawIse, RawMain, RawMdm, RawPolicy, RawSecret, RawTenant,
+    RawTenantIse, DURATION_FORMS,
 };
+use super::tls::{TlsConfig, TlsKey};
 use super::{
-    AdminConfig, Config, Credentials, DispatchConfig, MdmConfig, Permit, ServerConfig, StoreConfig,
-    SyncConfig, TenantConfig,
+    AdminConfig, Config, Credentials, DispatchConfig, IseConfig, IseTenantConfig, IseThreshold,
+    MdmConfig, Permit, ServerConfig, StoreConfig, SyncConfig, TenantConfig,
+    DEFAULT_ISE_QUERY_MAX_SIZE, MAX_ISE_QUERY_MAX_SIZE,
 };
 use mtd_adapter::{ActionKind, MdmKind, Secret};
 use std::collections::HashMap;
@@ -44,7 +47,8 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
 
     let mut tenants = Vec::new();
     if let Some((dir, dir_offset, dir_given)) = &main.tenants_dir {
-        let mut seen_ids: HashMap<String, PathBuf> = HashMap::new();
+        let mut seen = Seen::default();
+        let ise_enabled = main.ise.as_ref().map(|i| i.enabled);
         match tenant_files(dir) {
             Ok(files) => {
                 if files.is_empty() {
@@ -63,7 +67,7 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
                         }
                     };
                     let mut fc = FileCheck::new(&src);
-                    if let Some(t) = fc.check_tenant(&mut seen_ids) {
+                    if let Some(t) = fc.check_tenant(&mut seen, ise_enabled) {
                         tenants.push(t);
                     }
                     fc.finish(&mut errors, &mut warnings);
@@ -93,6 +97,7 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
             admin: Some(admin),
             sync: Some(sync),
             dispatch: Some(dispatch),
+            ise: Some(ise),
             tenants_dir: Some((tenants_dir, _, _)),
         } => Ok(Config {
             main_path: main_path.to_path_buf(),
@@ -102,6 +107,7 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
             tenants_dir,
             sync,
             dispatch,
+            ise,
             tenants,
             warnings,
         }),
@@ -151,10 +157,23 @@ struct MainParts {
     admin: Option<AdminConfig>,
     sync: Option<SyncConfig>,
     dispatch: Option<DispatchConfig>,
+    ise: Option<IseConfig>,
     /// The resolved directory, the offset to report problems with it at, and
     /// whether the key was given. `None` only if the main file is unusable.
     tenants_dir: Option<(PathBuf, usize, bool)>,
 }
+
+/// What earlier tenant files claimed, for the checks across tenants.
+#[derive(Default)]
+struct Seen {
+    /// Tenant id → the file that uses it.
+    ids: HashMap<String, PathBuf>,
+    /// `[ise] username` → the tenant id (as written) and file that use it.
+    ise_usernames: HashMap<String, (String, PathBuf)>,
+}
+
+/// The longest `[ise] username` accepted.
+const MAX_ISE_USERNAME_CHARS: usize = 128;
 
 /// Which credential keys each kind takes (MDM-APIS.md), in the order of the docs.
 fn credential_keys(kind: MdmKind) -> &'static [&'static str] {
@@ -276,6 +295,7 @@ impl<'s> FileCheck<'s> {
                 admin: None,
                 sync: None,
                 dispatch: None,
+                ise: None,
                 tenants_dir: dir.map(|d| (self.src.dir().join(d), 0, true)),
             };
         };
@@ -311,17 +331,26 @@ impl<'s> FileCheck<'s> {
             None => Some(defaults.idle_timeout),
             Some(d) => self.positive_duration(d, "server.idle_timeout"),
         };
-        let server = match (listen, max_connections, header_read_timeout, idle_timeout) {
+        let tls = self.tls(&raw.server.tls_cert, &raw.server.tls_key);
+        let server = match (
+            listen,
+            max_connections,
+            header_read_timeout,
+            idle_timeout,
+            tls,
+        ) {
             (
                 Some(listen),
                 Some(max_connections),
                 Some(header_read_timeout),
                 Some(idle_timeout),
+                Some(tls),
             ) => Some(ServerConfig {
                 listen,
                 max_connections,
                 header_read_timeout,
                 idle_timeout,
+                tls,
             }),
             _ => None,
         };
@@ -423,14 +452,110 @@ impl<'s> FileCheck<'s> {
             _ => None,
         };
 
+        let tls_given = raw.server.tls_cert.is_some() || raw.server.tls_key.is_some();
+        let ise = self.check_main_ise(&raw.ise, tls_given);
+
         MainParts {
             server,
             store,
             admin,
             sync,
             dispatch,
+            ise,
             tenants_dir: Some(tenants_dir),
         }
+    }
+
+    /// `[server] tls_cert` and `tls_key`: both or neither; both are read and
+    /// checked now (see [`TlsConfig::load`]). `Some(None)`: plain HTTP.
+    fn tls(
+        &mut self,
+        cert: &Option<Spanned<String>>,
+        key: &Option<Spanned<String>>,
+    ) -> Option<Option<TlsConfig>> {
+        const BOTH: &str = "HTTPS needs both the certificate chain (`tls_cert`) and its private \
+                            key (`tls_key`); leave both out to serve plain HTTP";
+        let (cert, key) = match (cert, key) {
+            (None, None) => return Some(None),
+            (Some(c), None) => {
+                self.error(
+                    c.span().start,
+                    format!("`server.tls_cert` is set but `server.tls_key` is not: {BOTH}"),
+                );
+                return None;
+            }
+            (None, Some(k)) => {
+                self.error(
+                    k.span().start,
+                    format!("`server.tls_key` is set but `server.tls_cert` is not: {BOTH}"),
+                );
+                return None;
+            }
+            (Some(c), Some(k)) => (c, k),
+        };
+        let mut empty = false;
+        for (v, name) in [(cert, "server.tls_cert"), (key, "server.tls_key")] {
+            if v.get_ref().trim().is_empty() {
+                self.error(v.span().start, format!("`{name}` must not be empty"));
+                empty = true;
+            }
+        }
+        if empty {
+            return None;
+        }
+        let (cert_path, key_path) = (
+            self.src.dir().join(cert.get_ref()),
+            self.src.dir().join(key.get_ref()),
+        );
+        match TlsConfig::load(&cert_path, &key_path) {
+            Ok(tls) => Some(Some(tls)),
+            Err(problems) => {
+                for (which, message) in problems {
+                    let (at, name) = match which {
+                        TlsKey::Cert => (cert.span().start, "server.tls_cert"),
+                        TlsKey::Key => (key.span().start, "server.tls_key"),
+                    };
+                    self.error(at, format!("`{name}`: {message}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// The main file's `[ise]`. `tls_given`: `[server]` names a certificate
+    /// (without one, ISE needs a TLS proxy in front: a warning).
+    fn check_main_ise(&mut self, raw: &RawIse, tls_given: bool) -> Option<IseConfig> {
+        let enabled = raw.enabled.as_ref().is_some_and(|e| *e.get_ref());
+        if let (true, Some(e), false) = (enabled, &raw.enabled, tls_given) {
+            self.warn(
+                e.span().start,
+                "`ise.enabled`: Cisco ISE talks to an MDM server over HTTPS only, and \
+                 `[server] tls_cert`/`tls_key` are not set: set them, or put a TLS proxy in front \
+                 of the listener",
+            );
+        }
+        let query_max_size = match &raw.query_max_size {
+            None => Some(DEFAULT_ISE_QUERY_MAX_SIZE),
+            Some(n) => self
+                .int_in(
+                    n,
+                    "ise.query_max_size",
+                    1,
+                    i64::from(MAX_ISE_QUERY_MAX_SIZE),
+                )
+                .map(|n| n as u32),
+        };
+        let redirect_url = match &raw.redirect_url {
+            None => Some(None),
+            Some(u) => self
+                .url(u, "ise.redirect_url", "https://enroll.example.com/")
+                .map(Some),
+        };
+        Some(IseConfig {
+            enabled,
+            query_max_size: query_max_size?,
+            redirect_url: redirect_url?,
+        })
     }
 
     /// `"4h"`, `"90s"`, `"1h30m"` (humantime); `"0"` (or `0`) is off.
@@ -580,7 +705,10 @@ impl<'s> FileCheck<'s> {
 
     // ---- a tenant file -------------------------------------------------
 
-    fn check_tenant(&mut self, seen_ids: &mut HashMap<String, PathBuf>) -> Option<TenantConfig> {
+    /// `ise_enabled`: the main file's `[ise] enabled` (`None`: the main file
+    /// has errors of its own), for the warning about an `[ise]` with no effect.
+    fn check_tenant(&mut self, seen: &mut Seen, ise_enabled: Option<bool>) -> Option<TenantConfig> {
+        let seen_ids = &mut seen.ids;
         let raw = self.parse::<RawTenant>()?;
 
         let id = match &raw.id {
@@ -692,6 +820,14 @@ impl<'s> FileCheck<'s> {
 
         let policy = self.check_policy(&raw.policy, all_mdms_ok.then_some(&mdms[..]), &group_mdms);
 
+        let tenant = raw.id.as_ref().map_or("", |id| id.get_ref().as_str());
+        let ise = match &raw.ise {
+            None => Some(None),
+            Some(i) => self
+                .check_tenant_ise(i, tenant, &mut seen.ise_usernames, ise_enabled)
+                .map(Some),
+        };
+
         Some(TenantConfig {
             id: id?,
             display_name: display_name?,
@@ -699,6 +835,126 @@ impl<'s> FileCheck<'s> {
             source: self.src.path.clone(),
             mdms: if all_mdms_ok { mdms } else { return None },
             policy: policy?,
+            ise: ise?,
+        })
+    }
+
+    /// A tenant's `[ise]`: the Basic credentials of its Cisco ISE. The user
+    /// name selects the tenant, so it must be unique across tenant files.
+    fn check_tenant_ise(
+        &mut self,
+        raw: &RawTenantIse,
+        tenant: &str,
+        usernames: &mut HashMap<String, (String, PathBuf)>,
+        ise_enabled: Option<bool>,
+    ) -> Option<IseTenantConfig> {
+        // Where to report the section as a whole: its `[ise]` header, else
+        // (dotted keys) its first key, else the start of the file.
+        let table_at = self
+            .src
+            .find_header(0..self.src.text.len(), "ise")
+            .or_else(|| {
+                [
+                    raw.username.as_ref().map(|v| v.span().start),
+                    raw.password.as_ref().map(|v| v.span().start),
+                    raw.noncompliant_at.as_ref().map(|v| v.span().start),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            })
+            .unwrap_or(0);
+        if ise_enabled == Some(false) {
+            self.warn(
+                table_at,
+                format!(
+                    "`[ise]` of tenant `{tenant}` has no effect: the Cisco ISE API is off \
+                     (set `[ise] enabled = true` in the main file to serve it)"
+                ),
+            );
+        }
+
+        let username = match &raw.username {
+            None => {
+                self.error(
+                    table_at,
+                    "`ise.username` is required in [ise]: the HTTP Basic user name this \
+                     tenant's Cisco ISE logs in with",
+                );
+                None
+            }
+            Some(u) => {
+                let v = u.get_ref();
+                let at = u.span().start;
+                if v.trim().is_empty() {
+                    self.error(at, "`ise.username` must not be empty");
+                    None
+                } else if v.chars().count() > MAX_ISE_USERNAME_CHARS {
+                    self.error(
+                        at,
+                        format!(
+                            "`ise.username` is longer than {MAX_ISE_USERNAME_CHARS} characters"
+                        ),
+                    );
+                    None
+                } else if v.contains(':') {
+                    self.error(
+                        at,
+                        "`ise.username` must not contain `:`: HTTP Basic authentication \
+                         cannot carry it in a user name",
+                    );
+                    None
+                } else if v.chars().any(char::is_control) {
+                    self.error(at, "`ise.username` must not contain control characters");
+                    None
+                } else if let Some((other, file)) = usernames.get(v) {
+                    let by = if other.is_empty() {
+                        file.display().to_string()
+                    } else {
+                        format!("tenant `{other}` ({})", file.display())
+                    };
+                    self.error(
+                        at,
+                        format!(
+                            "`ise.username`: the ISE user name `{v}` is already used by {by}: \
+                             it selects the tenant, so each tenant needs its own"
+                        ),
+                    );
+                    None
+                } else {
+                    usernames.insert(v.clone(), (tenant.to_owned(), self.src.path.clone()));
+                    Some(v.clone())
+                }
+            }
+        };
+
+        let password = match &raw.password {
+            None => {
+                self.error(
+                    table_at,
+                    "`ise.password` is required in [ise]: the HTTP Basic password of this \
+                     tenant's Cisco ISE, e.g. password = { env = \"ACME_ISE_PASSWORD\" }",
+                );
+                None
+            }
+            Some(p) => self.resolve(p, "ise.password", true).map(Secret::new),
+        };
+
+        let noncompliant_at = match &raw.noncompliant_at {
+            None => Some(IseThreshold::default()),
+            Some(t) => match t.get_ref().parse::<IseThreshold>() {
+                Ok(t) => Some(t),
+                Err(msg) => {
+                    self.error(t.span().start, format!("`ise.noncompliant_at`: {msg}"));
+                    None
+                }
+            },
+        };
+
+        Some(IseTenantConfig {
+            username: username?,
+            password: password?,
+            noncompliant_at: noncompliant_at?,
         })
     }
 
@@ -772,7 +1028,7 @@ impl<'s> FileCheck<'s> {
                 self.error(at, "`mdm.url` is required");
                 None
             }
-            Some(u) => self.url(u),
+            Some(u) => self.url(u, "mdm.url", "https://mdm.example.com/MobiControl"),
         };
         if let (Some(u), Some(url)) = (&m.url, &url) {
             if url.scheme() == "http" && !is_loopback(url) {
@@ -944,7 +1200,9 @@ impl<'s> FileCheck<'s> {
         })
     }
 
-    fn url(&mut self, u: &Spanned<String>) -> Option<Url> {
+    /// An http or https URL with a host and no user info, at `key`;
+    /// `example` is shown when it does not parse.
+    fn url(&mut self, u: &Spanned<String>, key: &str, example: &str) -> Option<Url> {
         // The URL is never quoted back: it could carry user info.
         let offset = u.span().start;
         let url = match Url::parse(u.get_ref()) {
@@ -952,7 +1210,7 @@ impl<'s> FileCheck<'s> {
             Err(e) => {
                 self.error(
                     offset,
-                    format!("`mdm.url`: not a valid URL ({e}); expected e.g. \"https://mdm.example.com/MobiControl\""),
+                    format!("`{key}`: not a valid URL ({e}); expected e.g. \"{example}\""),
                 );
                 return None;
             }
@@ -961,20 +1219,25 @@ impl<'s> FileCheck<'s> {
             self.error(
                 offset,
                 format!(
-                    "`mdm.url`: scheme `{}` is not supported, expected http or https",
+                    "`{key}`: scheme `{}` is not supported, expected http or https",
                     url.scheme()
                 ),
             );
             return None;
         }
         if url.host_str().unwrap_or("").is_empty() {
-            self.error(offset, "`mdm.url` has no host");
+            self.error(offset, format!("`{key}` has no host"));
             return None;
         }
         if !url.username().is_empty() || url.password().is_some() {
+            let hint = if key == "mdm.url" {
+                ": put them in [mdm.credentials]"
+            } else {
+                ""
+            };
             self.error(
                 offset,
-                "`mdm.url` must not contain a user name or password: put them in [mdm.credentials]",
+                format!("`{key}` must not contain a user name or password{hint}"),
             );
             return None;
         }

@@ -15,6 +15,10 @@
 //! (or the table) at fault as `FILE:LINE:COL: message`, naming the key. Errors
 //! are collected across all files, so one `check-config` run lists them all
 //! (serde stops at the first error of a file; the other files are still checked).
+//!
+//! `[server] tls_cert`/`tls_key` are read, parsed and checked here too (the
+//! key must belong to the certificate), so `check-config` catches a bad
+//! certificate and the listener only builds its acceptor from [`TlsConfig`].
 
 mod check;
 mod diag;
@@ -22,6 +26,7 @@ mod policy;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use mtd_adapter::{ActionKind, MdmKind, Secret};
 use std::net::SocketAddr;
@@ -36,6 +41,7 @@ pub use policy::{
     group_contains, kind_keeps_groups, split_group, PolicyConfig, PolicyMode, Rule, Severity,
     ThreatPattern, KNOWN_CATEGORIES,
 };
+pub use tls::TlsConfig;
 
 /// Everything `run` needs from the config files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +55,8 @@ pub struct Config {
     pub tenants_dir: PathBuf,
     pub sync: SyncConfig,
     pub dispatch: DispatchConfig,
+    /// `[ise]`: the Cisco ISE MDM API (CONTRACT §7).
+    pub ise: IseConfig,
     /// One per `*.toml` file of the tenants directory, sorted by file name.
     pub tenants: Vec<TenantConfig>,
     /// `FILE:LINE:COL: message` lines to log at start (literal secrets,
@@ -95,6 +103,9 @@ pub struct ServerConfig {
     /// A keep-alive connection with no request for this long is closed.
     /// Default 30 s (CONTRACT §6).
     pub idle_timeout: Duration,
+    /// `tls_cert` and `tls_key`: serve HTTPS with this certificate chain and
+    /// key, loaded and checked at config load. `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 /// The limits of CONTRACT §6, the defaults of `[server]`.
@@ -109,6 +120,18 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `https` when the listener serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 }
@@ -174,6 +197,106 @@ impl Default for DispatchConfig {
     }
 }
 
+/// The main file's `[ise]`: the Cisco ISE MDM API (CONTRACT §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IseConfig {
+    /// Serve the ISE MDM API on the listener. Default `false`.
+    pub enabled: bool,
+    /// The most devices one ISE answer holds: a page of the compliance
+    /// listing, the identifiers of one batch query. 1..=5000, default 1000.
+    /// Not in CONTRACT §2 (an extension; the contract names the value only).
+    pub query_max_size: u32,
+    /// Where ISE sends users whose device is not registered (the MDM
+    /// enrolment portal, `mdminfo`'s redirect URL). Optional, http or https.
+    /// Not in CONTRACT §2 (an extension).
+    pub redirect_url: Option<Url>,
+}
+
+/// `[ise] query_max_size` when the main file gives none, and its bounds.
+pub const DEFAULT_ISE_QUERY_MAX_SIZE: u32 = 1000;
+pub const MAX_ISE_QUERY_MAX_SIZE: u32 = 5000;
+
+impl Default for IseConfig {
+    fn default() -> Self {
+        IseConfig {
+            enabled: false,
+            query_max_size: DEFAULT_ISE_QUERY_MAX_SIZE,
+            redirect_url: None,
+        }
+    }
+}
+
+/// A tenant's `[ise]`: the credentials its Cisco ISE uses (CONTRACT §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IseTenantConfig {
+    /// The HTTP Basic user name; selects the tenant. Unique across tenants
+    /// (compared exactly), 1 to 128 characters, no `:`.
+    pub username: String,
+    /// The HTTP Basic password.
+    pub password: Secret,
+    /// The risk level from which ISE is told the device is not compliant.
+    /// Default `high`.
+    pub noncompliant_at: IseThreshold,
+}
+
+/// `[ise] noncompliant_at`: a device whose risk level is at or above this is
+/// reported not compliant. Ordered `Low < … < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum IseThreshold {
+    Low,
+    Medium,
+    #[default]
+    High,
+    Critical,
+}
+
+impl IseThreshold {
+    pub const ALL: [IseThreshold; 4] = [
+        IseThreshold::Low,
+        IseThreshold::Medium,
+        IseThreshold::High,
+        IseThreshold::Critical,
+    ];
+
+    /// As written in the config: `low`, `medium`, `high`, `critical`.
+    pub fn as_str(self) -> &'static str {
+        self.severity().as_str()
+    }
+
+    /// The threat severity (and risk level) of the same name.
+    pub fn severity(self) -> Severity {
+        match self {
+            IseThreshold::Low => Severity::Low,
+            IseThreshold::Medium => Severity::Medium,
+            IseThreshold::High => Severity::High,
+            IseThreshold::Critical => Severity::Critical,
+        }
+    }
+
+    /// Whether a device at risk level `level` (`None`: secured) is not compliant.
+    pub fn is_reached_by(self, level: Option<Severity>) -> bool {
+        level.is_some_and(|l| l >= self.severity())
+    }
+}
+
+impl std::fmt::Display for IseThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IseThreshold {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IseThreshold::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown risk level `{s}`, expected one of: low, medium, high, critical")
+            })
+    }
+}
+
 /// One tenant file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantConfig {
@@ -187,6 +310,8 @@ pub struct TenantConfig {
     pub source: PathBuf,
     pub mdms: Vec<MdmConfig>,
     pub policy: PolicyConfig,
+    /// `[ise]`: this tenant's Cisco ISE credentials. `None`: no ISE for this tenant.
+    pub ise: Option<IseTenantConfig>,
 }
 
 impl TenantConfig {

@@ -27,6 +27,8 @@ pub(super) struct RawMain {
     pub sync: RawSync,
     #[serde(default)]
     pub dispatch: RawDispatch,
+    #[serde(default)]
+    pub ise: RawIse,
 }
 
 #[derive(Deserialize, Default)]
@@ -36,6 +38,8 @@ pub(super) struct RawServer {
     pub max_connections: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Spanned<RawDuration>>,
     pub idle_timeout: Option<Spanned<RawDuration>>,
+    pub tls_cert: Option<Spanned<String>>,
+    pub tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -72,6 +76,15 @@ pub(super) struct RawDispatch {
     pub per_mdm_concurrency: Option<Spanned<i64>>,
 }
 
+/// The main file's `[ise]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIse {
+    pub enabled: Option<Spanned<bool>>,
+    pub query_max_size: Option<Spanned<i64>>,
+    pub redirect_url: Option<Spanned<String>>,
+}
+
 /// One tenant file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +99,16 @@ pub(super) struct RawTenant {
     pub mdm: Vec<Spanned<RawMdm>>,
     #[serde(default)]
     pub policy: RawPolicy,
+    pub ise: Option<RawTenantIse>,
+}
+
+/// A tenant file's `[ise]`: the credentials of the tenant's Cisco ISE.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenantIse {
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<RawSecret>>,
+    pub noncompliant_at: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

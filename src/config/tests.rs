@@ -76,6 +76,8 @@ fn the_example_config_and_its_tenants_load_without_errors_or_warnings() {
     assert!(config.admin.token.is_some());
     assert_eq!(config.sync, SyncConfig::default());
     assert_eq!(config.dispatch, DispatchConfig::default());
+    assert_eq!(config.server.tls, None);
+    assert_eq!(config.ise, IseConfig::default());
     let kinds: Vec<MdmKind> = config
         .tenants
         .iter()
@@ -1697,4 +1699,594 @@ fn the_risk_signal_section_is_off_by_default_named_by_default_and_its_name_check
     assert!(e.message.contains("mdm.risk_signal.name"), "{e}");
     let (_d, unknown) = load("[mdm.risk_signal]\nenabled = true\ncolour = \"red\"\n");
     assert!(unknown.is_err());
+}
+
+// ---- [server] tls_cert / tls_key ------------------------------------------------
+
+/// A self-signed certificate for localhost and 127.0.0.1, and its key, as PEM.
+fn self_signed() -> (String, String) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    (c.cert.pem(), c.key_pair.serialize_pem())
+}
+
+/// The main file naming `cert.pem` and `key.pem`: values at 2:12 and 3:11.
+const TLS_MAIN: &str = "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n";
+
+fn tls_errors(cert: Option<&str>, key: Option<&str>) -> Vec<ConfigError> {
+    let mut files = vec![("main.toml", TLS_MAIN), ("tenants.d/.keep", "")];
+    if let Some(cert) = cert {
+        files.push(("cert.pem", cert));
+    }
+    if let Some(key) = key {
+        files.push(("key.pem", key));
+    }
+    errors_of(&files)
+}
+
+#[test]
+fn a_certificate_and_its_key_load_relative_to_the_main_file_ready_to_serve() {
+    let (cert, key) = self_signed();
+    let dir = tree(&[
+        (
+            "conf/main.toml",
+            "[server]\ntls_cert = \"certs/server.pem\"\ntls_key = \"certs/server.key\"\n",
+        ),
+        ("conf/tenants.d/.keep", ""),
+        ("conf/certs/server.pem", &cert),
+        ("conf/certs/server.key", &key),
+    ]);
+    let config = load(&dir.path().join("conf/main.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let tls = config.server.tls.as_ref().expect("TLS is on");
+    assert_eq!(tls.cert_path, dir.path().join("conf/certs/server.pem"));
+    assert_eq!(tls.key_path, dir.path().join("conf/certs/server.key"));
+    assert_eq!(tls.chain.len(), 1);
+    assert_eq!(config.server.scheme(), "https");
+    assert_eq!(
+        tls.server_config.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("tls")),
+        "{:?}",
+        config.warnings
+    );
+    // The key is nowhere in the Debug output.
+    let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(&key_body[..40]), "{debug}");
+    assert!(debug.contains("server.key"), "{debug}");
+    // The same files load equal; a new certificate makes `[server]` differ.
+    let again = load(&dir.path().join("conf/main.toml")).unwrap();
+    assert_eq!(again.server, config.server);
+    let (cert2, key2) = self_signed();
+    fs::write(dir.path().join("conf/certs/server.pem"), cert2).unwrap();
+    fs::write(dir.path().join("conf/certs/server.key"), key2).unwrap();
+    let renewed = load(&dir.path().join("conf/main.toml")).unwrap();
+    assert_ne!(renewed.server, config.server);
+    // Without the keys: plain HTTP.
+    assert_eq!(ServerConfig::default().tls, None);
+    assert_eq!(ServerConfig::default().scheme(), "http");
+}
+
+#[test]
+fn tls_cert_and_tls_key_come_together_or_not_at_all() {
+    let e = only_error(&[
+        ("main.toml", "[server]\ntls_cert = \"cert.pem\"\n"),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!((e.line, e.col), (2, 12), "{e}");
+    assert!(
+        e.message
+            .starts_with("`server.tls_cert` is set but `server.tls_key` is not: HTTPS needs both"),
+        "{e}"
+    );
+    let e = only_error(&[
+        (
+            "main.toml",
+            "[server]\nlisten = \"127.0.0.1:8443\"\ntls_key = \"key.pem\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!((e.line, e.col), (3, 11), "{e}");
+    assert!(
+        e.message
+            .starts_with("`server.tls_key` is set but `server.tls_cert` is not"),
+        "{e}"
+    );
+    let e = only_error(&[
+        (
+            "main.toml",
+            "[server]\ntls_cert = \"\"\ntls_key = \"key.pem\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!((e.line, e.col), (2, 12), "{e}");
+    assert_eq!(e.message, "`server.tls_cert` must not be empty");
+}
+
+#[test]
+fn unreadable_certificate_and_key_files_are_reported_at_their_keys_with_path_and_os_error() {
+    let errors = tls_errors(None, None);
+    assert_eq!(errors.len(), 2, "{}", ConfigErrors(errors.clone()));
+    let (cert, key) = (&errors[0], &errors[1]);
+    assert_eq!((cert.line, cert.col), (2, 12), "{cert}");
+    assert_eq!((key.line, key.col), (3, 11), "{key}");
+    let dir = cert.file.parent().unwrap();
+    assert_eq!(
+        cert.message,
+        format!(
+            "`server.tls_cert`: cannot read the certificate chain {}: No such file or directory (os error 2)",
+            dir.join("cert.pem").display()
+        )
+    );
+    assert_eq!(
+        key.message,
+        format!(
+            "`server.tls_key`: cannot read the private key {}: No such file or directory (os error 2)",
+            dir.join("key.pem").display()
+        )
+    );
+    // A directory is no certificate either.
+    let (dir, result) = load_tree(&[
+        ("main.toml", TLS_MAIN),
+        ("tenants.d/.keep", ""),
+        ("cert.pem/.keep", ""),
+        ("key.pem", &self_signed().1),
+    ]);
+    let errors = result.unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+    assert!(
+        errors[0].message.starts_with(&format!(
+            "`server.tls_cert`: cannot read the certificate chain {}: ",
+            dir.path().join("cert.pem").display()
+        )),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_certificate_file_without_a_certificate_is_reported_at_tls_cert() {
+    let (_, key) = self_signed();
+    for not_a_chain in [key.as_str(), "", "just some text\n"] {
+        let errors = tls_errors(Some(not_a_chain), Some(&key));
+        assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+        let e = &errors[0];
+        assert_eq!((e.line, e.col), (2, 12), "{e}");
+        assert!(e.message.starts_with("`server.tls_cert`: "), "{e}");
+        assert!(
+            e.message.contains(
+                "cert.pem holds no certificate: expected PEM `-----BEGIN CERTIFICATE-----` blocks"
+            ),
+            "{e}"
+        );
+    }
+    let broken = "-----BEGIN CERTIFICATE-----\nMIIB\n";
+    let e = &tls_errors(Some(broken), Some(&key))[0];
+    assert!(
+        e.message
+            .ends_with("cert.pem is not a valid PEM file: a PEM block has no END line"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_key_file_without_a_usable_private_key_is_reported_at_tls_key() {
+    let (cert, key) = self_signed();
+    let cases: [(&str, &str); 4] = [
+        (&cert, "key.pem holds no private key: expected a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block"),
+        (
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            "is encrypted, and the daemon cannot ask for its passphrase",
+        ),
+        (
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "is not supported (",
+        ),
+        (&format!("{key}{key}"), "key.pem holds 2 private keys"),
+    ];
+    for (key_file, needle) in cases {
+        let errors = tls_errors(Some(&cert), Some(key_file));
+        assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+        let e = &errors[0];
+        assert_eq!((e.line, e.col), (3, 11), "{e}");
+        assert!(e.message.starts_with("`server.tls_key`: "), "{e}");
+        assert!(e.message.contains(needle), "{e}\nwanted: {needle}");
+    }
+    // The unsupported key says which keys work.
+    let e = &tls_errors(
+        Some(&cert),
+        Some("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+    )[0];
+    assert!(
+        e.message
+            .contains("use an RSA (2048 bits or more), ECDSA P-256 or P-384, or Ed25519 key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_is_reported_at_tls_key() {
+    let (cert, _) = self_signed();
+    let (_, other_key) = self_signed();
+    let errors = tls_errors(Some(&cert), Some(&other_key));
+    assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+    let e = &errors[0];
+    assert_eq!((e.line, e.col), (3, 11), "{e}");
+    let dir = e.file.parent().unwrap();
+    assert_eq!(
+        e.message,
+        format!(
+            "`server.tls_key`: the private key in {} does not belong to the certificate in {} \
+             (the first certificate of the chain must be the server's own, issued for this key)",
+            dir.join("key.pem").display(),
+            dir.join("cert.pem").display()
+        )
+    );
+    // A chain whose second certificate matches is still wrong: the server's comes first.
+    let (cert_b, key_b) = self_signed();
+    let chain = format!("{cert}{cert_b}");
+    let e = &tls_errors(Some(&chain), Some(&key_b))[0];
+    assert!(
+        e.message.contains("does not belong to the certificate"),
+        "{e}"
+    );
+}
+
+// ---- [ise] ------------------------------------------------------------------------
+
+/// A tenant with an `[ise]` section (line 3; its keys from line 4 on).
+fn ise_tenant(id: &str, ise: &str) -> String {
+    format!("id = \"{id}\"\nagent_secret = {{ file = \"agent\" }}\n[ise]\n{ise}")
+}
+
+const AGENT_FILE: (&str, &str) = ("tenants.d/agent", "agent-secret-0123456789\n");
+
+#[test]
+fn the_main_ise_section_is_off_by_default_and_its_extensions_are_checked() {
+    let (_d, result) = load_tree(&[("main.toml", ""), ("tenants.d/.keep", "")]);
+    let config = result.unwrap();
+    assert_eq!(config.ise, IseConfig::default());
+    assert_eq!(
+        config.ise,
+        IseConfig {
+            enabled: false,
+            query_max_size: 1000,
+            redirect_url: None
+        }
+    );
+
+    let (_d, result) = load_tree(&[
+        (
+            "main.toml",
+            "[ise]\nenabled = false\nquery_max_size = 5000\nredirect_url = \"https://enroll.example.com/mdm\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    let ise = result.unwrap_or_else(|e| panic!("{e}")).ise;
+    assert_eq!(ise.query_max_size, 5000);
+    assert_eq!(
+        ise.redirect_url.unwrap().as_str(),
+        "https://enroll.example.com/mdm"
+    );
+
+    let errors = errors_of(&[
+        (
+            "main.toml",
+            "[ise]\nquery_max_size = 0\nredirect_url = \"ftp://enroll.example.com\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    let text = ConfigErrors(errors.clone()).to_string();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(at, [(2, 18), (3, 16)], "{text}");
+    assert_eq!(
+        errors[0].message,
+        "`ise.query_max_size` must be at least 1, found 0"
+    );
+    assert_eq!(
+        errors[1].message,
+        "`ise.redirect_url`: scheme `ftp` is not supported, expected http or https"
+    );
+    let e = only_error(&[
+        ("main.toml", "[ise]\nquery_max_size = 5001\n"),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!(
+        e.message,
+        "`ise.query_max_size` must be at most 5000, found 5001"
+    );
+    let e = only_error(&[
+        (
+            "main.toml",
+            "[ise]\nredirect_url = \"https://u:p@x.example\"\n",
+        ),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!(
+        e.message,
+        "`ise.redirect_url` must not contain a user name or password"
+    );
+    assert!(!e.message.contains("u:p"), "{e}");
+    let e = only_error(&[
+        ("main.toml", "[ise]\nenabled = true\nport = 9443\n"),
+        ("tenants.d/.keep", ""),
+    ]);
+    assert_eq!((e.line, e.col), (3, 1), "{e}");
+    assert!(e.message.contains("unknown field `port`"), "{e}");
+}
+
+#[test]
+fn a_tenants_ise_section_gives_its_credentials_and_threshold() {
+    std::env::set_var("MTD_CONFIG_TEST_ISE_PASSWORD", "ise-password-from-env");
+    let acme = ise_tenant(
+        "acme",
+        "username = \"ise-acme\"\npassword = { env = \"MTD_CONFIG_TEST_ISE_PASSWORD\" }\nnoncompliant_at = \"medium\"\n",
+    );
+    let globex = ise_tenant(
+        "globex",
+        "username = \"ise-globex\"\npassword = { file = \"agent\" }\n",
+    );
+    let (_d, result) = load_tree(&[
+        ("main.toml", "[ise]\nenabled = true\n"),
+        ("tenants.d/acme.toml", &acme),
+        ("tenants.d/globex.toml", &globex),
+        (
+            "tenants.d/initech.toml",
+            &MINIMAL_TENANT.replace("acme", "initech"),
+        ),
+        AGENT_FILE,
+    ]);
+    let config = result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.ise.enabled);
+    let ise = config.tenants[0].ise.as_ref().unwrap();
+    assert_eq!(ise.username, "ise-acme");
+    assert_eq!(ise.password.expose(), "ise-password-from-env");
+    assert_eq!(ise.noncompliant_at, IseThreshold::Medium);
+    let ise = config.tenants[1].ise.as_ref().unwrap();
+    assert_eq!(
+        (ise.username.as_str(), ise.noncompliant_at),
+        ("ise-globex", IseThreshold::High),
+        "high by default"
+    );
+    assert_eq!(config.tenants[2].ise, None);
+    assert!(!format!("{config:?}").contains("ise-password-from-env"));
+
+    // The threshold: its names, order and meaning.
+    for t in IseThreshold::ALL {
+        assert_eq!(t.as_str().parse::<IseThreshold>(), Ok(t));
+        assert_eq!(t.to_string(), t.as_str());
+    }
+    assert_eq!(
+        IseThreshold::ALL.map(IseThreshold::as_str),
+        ["low", "medium", "high", "critical"]
+    );
+    assert!(IseThreshold::High.is_reached_by(Some(Severity::Critical)));
+    assert!(IseThreshold::High.is_reached_by(Some(Severity::High)));
+    assert!(!IseThreshold::High.is_reached_by(Some(Severity::Medium)));
+    assert!(!IseThreshold::Low.is_reached_by(None), "secured");
+}
+
+#[test]
+fn a_bad_ise_section_is_reported_at_the_key_at_fault() {
+    let cases: [(&str, (usize, usize), &str); 8] = [
+        (
+            "password = { file = \"agent\" }\n",
+            (3, 1),
+            "`ise.username` is required in [ise]: the HTTP Basic user name this tenant's Cisco ISE logs in with",
+        ),
+        (
+            "username = \"ise-acme\"\n",
+            (3, 1),
+            "`ise.password` is required in [ise]",
+        ),
+        (
+            "username = \" \"\npassword = { file = \"agent\" }\n",
+            (4, 12),
+            "`ise.username` must not be empty",
+        ),
+        (
+            "username = \"ise:acme\"\npassword = { file = \"agent\" }\n",
+            (4, 12),
+            "`ise.username` must not contain `:`: HTTP Basic authentication cannot carry it in a user name",
+        ),
+        (
+            &format!("username = \"{}\"\npassword = {{ file = \"agent\" }}\n", "u".repeat(129)),
+            (4, 12),
+            "`ise.username` is longer than 128 characters",
+        ),
+        (
+            "username = \"ise-acme\"\npassword = { file = \"agent\" }\nnoncompliant_at = \"severe\"\n",
+            (6, 19),
+            "`ise.noncompliant_at`: unknown risk level `severe`, expected one of: low, medium, high, critical",
+        ),
+        (
+            "username = \"ise-acme\"\npassword = { env = \"MTD_CONFIG_TEST_ISE_UNSET\" }\n",
+            (5, 12),
+            "`ise.password`: environment variable MTD_CONFIG_TEST_ISE_UNSET is not set",
+        ),
+        (
+            "username = \"ise-acme\"\npassword = { file = \"agent\" }\nnoncompliant = \"low\"\n",
+            (6, 1),
+            "unknown field `noncompliant`",
+        ),
+    ];
+    for (ise, (line, col), needle) in cases {
+        let tenant = ise_tenant("acme", ise);
+        let errors = errors_of(&[
+            ("main.toml", "[ise]\nenabled = true\n"),
+            ("tenants.d/acme.toml", &tenant),
+            AGENT_FILE,
+        ]);
+        assert_eq!(errors.len(), 1, "{ise}: {}", ConfigErrors(errors.clone()));
+        let e = &errors[0];
+        assert!(e.file.ends_with("acme.toml"), "{e}");
+        assert_eq!((e.line, e.col), (line, col), "{ise}: {e}");
+        assert!(e.message.contains(needle), "{e}\nwanted: {needle}");
+    }
+}
+
+#[test]
+fn an_ise_username_used_by_two_tenants_is_reported_at_the_second_naming_the_first() {
+    let a = ise_tenant(
+        "acme",
+        "username = \"ise-shared\"\npassword = { file = \"agent\" }\n",
+    );
+    let b = ise_tenant(
+        "globex",
+        "username = \"ise-shared\"\npassword = { file = \"agent\" }\n",
+    );
+    let c = ise_tenant(
+        "initech",
+        "username = \"ISE-shared\"\npassword = { file = \"agent\" }\n",
+    );
+    let errors = errors_of(&[
+        ("main.toml", "[ise]\nenabled = true\n"),
+        ("tenants.d/a.toml", &a),
+        ("tenants.d/b.toml", &b),
+        ("tenants.d/c.toml", &c),
+        AGENT_FILE,
+    ]);
+    assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+    let e = &errors[0];
+    assert!(e.file.ends_with("b.toml"), "{e}");
+    assert_eq!((e.line, e.col), (4, 12), "{e}");
+    assert_eq!(
+        e.message,
+        format!(
+            "`ise.username`: the ISE user name `ise-shared` is already used by tenant `acme` ({}): \
+             it selects the tenant, so each tenant needs its own",
+            e.file.with_file_name("a.toml").display()
+        )
+    );
+}
+
+#[test]
+fn ise_sections_without_the_api_and_the_api_without_https_are_warnings() {
+    let (cert, key) = self_signed();
+    let tenant = ise_tenant(
+        "acme",
+        "username = \"ise-acme\"\npassword = { file = \"agent\" }\n",
+    );
+    let warnings = |main: &str| {
+        let (_d, result) = load_tree(&[
+            ("main.toml", main),
+            ("cert.pem", &cert),
+            ("key.pem", &key),
+            ("tenants.d/acme.toml", &tenant),
+            AGENT_FILE,
+        ]);
+        let config = result.unwrap_or_else(|e| panic!("{e}"));
+        // Every tenant here has no [[mdm]], which is a warning of its own.
+        config
+            .warnings
+            .into_iter()
+            .filter(|w| !w.contains("no [[mdm]]"))
+            .collect::<Vec<_>>()
+    };
+
+    let off = warnings("");
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert!(
+        off[0].ends_with(
+            "acme.toml:3:1: `[ise]` of tenant `acme` has no effect: the Cisco ISE API is off \
+             (set `[ise] enabled = true` in the main file to serve it)"
+        ),
+        "{off:?}"
+    );
+
+    let plain = warnings("[ise]\nenabled = true\n");
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert!(
+        plain[0].ends_with(
+            "main.toml:2:11: `ise.enabled`: Cisco ISE talks to an MDM server over HTTPS only, and \
+             `[server] tls_cert`/`tls_key` are not set: set them, or put a TLS proxy in front of the listener"
+        ),
+        "{plain:?}"
+    );
+
+    let https = warnings(&format!("{TLS_MAIN}[ise]\nenabled = true\n"));
+    assert!(https.is_empty(), "{https:?}");
+
+    // A literal ISE password is flagged like any literal secret, never shown.
+    let literal = ise_tenant(
+        "acme",
+        "username = \"ise-acme\"\npassword = \"S3cret-ise-literal-7\"\n",
+    );
+    let (_d, result) = load_tree(&[
+        ("main.toml", &format!("{TLS_MAIN}[ise]\nenabled = true\n")),
+        ("cert.pem", &cert),
+        ("key.pem", &key),
+        ("tenants.d/acme.toml", &literal),
+        AGENT_FILE,
+    ]);
+    let config = result.unwrap();
+    let w = config.warnings.join("\n");
+    assert!(
+        w.contains("acme.toml:5:12: `ise.password` is a literal; use { env = … } or { file = … } in production"),
+        "{w}"
+    );
+    assert!(!w.contains("S3cret-ise-literal-7"), "{w}");
+    assert!(!format!("{config:?}").contains("S3cret-ise-literal-7"));
+    assert!(!format!("{config:#?}").contains("S3cret-ise-literal-7"));
+}
+
+#[test]
+fn the_commented_tls_and_ise_keys_of_the_examples_load_once_uncommented() {
+    let dir = tempfile::tempdir().unwrap();
+    let uncomment = |text: &str, keys: &[&str]| -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let main = fs::read_to_string(repo("config.example.toml")).unwrap();
+    let main = uncomment(&main, &["tls_cert =", "tls_key =", "redirect_url ="]);
+    let ise_at = main.find("\n[ise]\n").expect("the example has [ise]");
+    let main = format!(
+        "{}{}",
+        &main[..ise_at],
+        main[ise_at..].replacen("enabled = false", "enabled = true", 1)
+    );
+    fs::write(dir.path().join("config.toml"), main).unwrap();
+    let (cert, key) = self_signed();
+    fs::create_dir_all(dir.path().join("certs")).unwrap();
+    fs::write(dir.path().join("certs/server.pem"), cert).unwrap();
+    fs::write(dir.path().join("certs/server.key"), key).unwrap();
+    for sub in ["examples/secrets", "examples/tenants.d"] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in fs::read_dir(repo(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap();
+            let text = if sub.ends_with("tenants.d") {
+                uncomment(
+                    &text,
+                    &["[ise]", "username =", "password =", "noncompliant_at ="],
+                )
+            } else {
+                text
+            };
+            fs::write(dir.path().join(sub).join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    for id in ["ACME", "GLOBEX", "INITECH", "UMBRELLA"] {
+        std::env::set_var(format!("{id}_ISE_PASSWORD"), "an-ise-password-0123456789");
+    }
+    let config = load(&dir.path().join("config.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.warnings.is_empty(), "{:#?}", config.warnings);
+    assert!(config.server.tls.is_some());
+    assert!(config.ise.enabled);
+    assert!(config.ise.redirect_url.is_some());
+    for t in &config.tenants {
+        let ise = t
+            .ise
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no [ise]", t.id));
+        assert_eq!(ise.username, format!("ise-{}", t.id));
+        assert_eq!(ise.noncompliant_at, IseThreshold::High);
+    }
 }

@@ -15,6 +15,15 @@
 //!   ends after `idle_timeout`; while a request is in flight there is no
 //!   deadline here. It covers HTTP/1, HTTP/2 and hyper-util's protocol
 //!   sniffing alike, which hyper's own HTTP/1 header timer does not.
+//! - **TLS** (`[server] tls_cert`/`tls_key`). The handshake runs in the
+//!   connection's own task, never in the accept loop, so a client that
+//!   stalls it holds up nobody else; it shares the request-head deadline:
+//!   from the accept, handshake and first request head together must end
+//!   within `header_read_timeout`. ALPN offers `h2` and `http/1.1`, the
+//!   protocols served without TLS. A failed handshake is a client's problem,
+//!   logged at DEBUG with the running count (a scanner must not flood the log
+//!   at WARN). A client that speaks plain HTTP to the HTTPS port gets a plain
+//!   `400` saying so, instead of a reset it cannot explain.
 
 use crate::config::ServerConfig;
 use crate::shutdown::CancellationToken;
@@ -24,14 +33,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 /// Descriptors kept for everything but client connections: the store's
@@ -86,13 +98,34 @@ pub(crate) fn usable_connections(configured: u32, open_files: Option<u64>) -> u3
     }
 }
 
+/// The first byte of a TLS handshake record (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The body of the answer to plain HTTP on the HTTPS port.
+const PLAIN_HTTP_ON_TLS_PORT: &str = "This port serves HTTPS: use https:// in the URL.\n";
+
+/// The whole answer to plain HTTP on the HTTPS port.
+fn plain_http_answer() -> String {
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_ON_TLS_PORT}",
+        PLAIN_HTTP_ON_TLS_PORT.len()
+    )
+}
+
+/// How long a refused plain-HTTP client may take to read the answer and
+/// close, before the socket is closed under it.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves `router` on `listener` until `shutdown` fires; then stops accepting,
 /// closes idle connections at once, lets requests in flight finish, and
-/// returns when every connection is closed.
+/// returns when every connection is closed. With `tls`, every connection is
+/// HTTPS (see the module header).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let open_files = open_files_limit();
@@ -111,6 +144,8 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let service = TowerToHyperService::new(router);
+    // Failed TLS handshakes since start, for the DEBUG line of each.
+    let handshake_failures = Arc::new(AtomicU64::new(0));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -119,10 +154,10 @@ pub async fn serve(
                 Err(_) => break, // never closed
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "Cannot accept a connection; trying again shortly");
@@ -133,10 +168,40 @@ pub async fn serve(
                 }
             },
         };
+        let accepted_at = Instant::now();
         let _ = stream.set_nodelay(true);
         let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
+        let (tls, failures) = (tls.clone(), handshake_failures.clone());
         connections.spawn(async move {
-            serve_connection(stream, &builder, service, limits, shutdown).await;
+            match tls {
+                None => {
+                    serve_connection(stream, accepted_at, &builder, service, limits, shutdown)
+                        .await
+                }
+                Some(acceptor) => {
+                    let deadline = accepted_at + limits.header_read_timeout;
+                    let handshake = tokio::select! {
+                        _ = shutdown.cancelled() => None,
+                        done = tokio::time::timeout_at(deadline, tls_handshake(stream, &acceptor)) => {
+                            match done {
+                                Ok(Ok(stream)) => Some(stream),
+                                Ok(Err(failure)) => {
+                                    failure.log(peer, &failures);
+                                    None
+                                }
+                                Err(_) => {
+                                    Handshake::TimedOut.log(peer, &failures);
+                                    None
+                                }
+                            }
+                        }
+                    };
+                    if let Some(stream) = handshake {
+                        serve_connection(stream, accepted_at, &builder, service, limits, shutdown)
+                            .await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -156,14 +221,89 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// Why a TLS connection ended before its first request.
+#[derive(Debug)]
+enum Handshake {
+    /// Closed (or reset) before sending a byte.
+    Closed,
+    /// Plain HTTP to the HTTPS port: answered with a 400 saying so.
+    PlainHttp,
+    /// Bytes that are neither TLS nor HTTP.
+    NotTls,
+    /// rustls refused the handshake (no common version or cipher, a bad
+    /// record, the client rejected our certificate, …).
+    Failed(std::io::Error),
+    /// Not complete within `header_read_timeout` of the accept.
+    TimedOut,
+}
+
+impl Handshake {
+    /// One DEBUG line per failure, with the running count: these are the
+    /// clients' problems, and scanners must not flood the log.
+    fn log(&self, peer: SocketAddr, failures: &AtomicU64) {
+        let count = failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let reason = match self {
+            Handshake::Closed => "closed by the client before the handshake".to_string(),
+            Handshake::PlainHttp => {
+                "plain HTTP on the HTTPS port (answered 400: use https://)".to_string()
+            }
+            Handshake::NotTls => "the client does not speak TLS".to_string(),
+            Handshake::Failed(e) => e.to_string(),
+            Handshake::TimedOut => "no complete handshake within header_read_timeout".to_string(),
+        };
+        tracing::debug!(%peer, reason, tls_handshake_failures = count, "TLS handshake failed; connection closed");
+    }
+}
+
+/// The server side of a TLS handshake, after a look at the first byte: a
+/// client that speaks plain HTTP is told to use https:// instead.
+async fn tls_handshake(
+    mut stream: TcpStream,
+    acceptor: &TlsAcceptor,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Handshake> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) | Err(_) => return Err(Handshake::Closed),
+        Ok(_) => {}
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        return acceptor.accept(stream).await.map_err(Handshake::Failed);
+    }
+    // Every HTTP/1 method (and HTTP/2's preface, `PRI`) starts with a capital.
+    if !first[0].is_ascii_uppercase() {
+        return Err(Handshake::NotTls);
+    }
+    if stream
+        .write_all(plain_http_answer().as_bytes())
+        .await
+        .is_ok()
+        && stream.shutdown().await.is_ok()
+    {
+        // Read what the client sent until it closes: closing a socket with
+        // unread data resets it, and the client would never see the answer.
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
+    Err(Handshake::PlainHttp)
+}
+
+/// Serves HTTP on one client connection (plain TCP, or TLS after its
+/// handshake), under the timeouts of the module header, counted from
+/// `accepted_at`.
+async fn serve_connection<S>(
+    stream: S,
+    accepted_at: Instant,
     builder: &auto::Builder<TokioExecutor>,
     service: TowerToHyperService<Router>,
     limits: ServeLimits,
     shutdown: CancellationToken,
-) {
-    let activity = Arc::new(Activity::new());
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new(accepted_at));
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
@@ -214,8 +354,9 @@ enum Phase {
 struct Activity(Mutex<Phase>);
 
 impl Activity {
-    fn new() -> Self {
-        Activity(Mutex::new(Phase::Head(Instant::now())))
+    /// A connection waiting for its first request head since `since` (its accept).
+    fn new(since: Instant) -> Self {
+        Activity(Mutex::new(Phase::Head(since)))
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
@@ -312,13 +453,14 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
     }
 }
 
-/// The client's socket, telling its connection's [`Activity`] when bytes arrive.
-struct Watched {
-    inner: TcpStream,
+/// The client's socket (or its TLS stream: decrypted bytes), telling its
+/// connection's [`Activity`] when bytes arrive.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -333,7 +475,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

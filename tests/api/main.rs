@@ -18,3 +18,4 @@ mod signals;
 mod support;
 mod sync;
 mod threats;
+mod tls;

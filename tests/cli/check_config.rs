@@ -203,3 +203,179 @@ fn check_config_reports_a_rule_group_of_an_unknown_mdm_at_the_group_listing_the_
         "{stderr}"
     );
 }
+
+/// A main file with `[server] tls_cert`/`tls_key` and `[ise]`, and the tenant
+/// of [`write_config`] with an `[ise]` section; `cert` and `key` are the PEM
+/// files' contents (`None`: the file is not written).
+fn write_tls_ise_config(dir: &Path, cert: Option<&str>, key: Option<&str>) -> std::path::PathBuf {
+    let main = write_config(dir);
+    let text = std::fs::read_to_string(&main).unwrap().replacen(
+        "[server]\n",
+        "[server]\ntls_cert = \"certs/server.pem\"\ntls_key = \"certs/server.key\"\n",
+        1,
+    );
+    std::fs::write(&main, format!("{text}[ise]\nenabled = true\n")).unwrap();
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    if let Some(cert) = cert {
+        std::fs::write(dir.join("certs/server.pem"), cert).unwrap();
+    }
+    if let Some(key) = key {
+        std::fs::write(dir.join("certs/server.key"), key).unwrap();
+    }
+    let tenant = dir.join("tenants.d/acme.toml");
+    let text = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(
+        &tenant,
+        format!(
+            "{text}\n[ise]\nusername = \"ise-acme\"\npassword = {{ env = \"{PASSWORD_ENV_VAR}\" }}\n"
+        ),
+    )
+    .unwrap();
+    main
+}
+
+fn check_with_env(config: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(config)
+        .env(PASSWORD_ENV_VAR, ENV_PASSWORD)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_shows_https_and_each_tenants_ise_username_but_never_its_password() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_tls_ise_config(
+        dir.path(),
+        Some(&certified.cert.pem()),
+        Some(&certified.key_pair.serialize_pem()),
+    );
+    let (code, stdout, stderr) = check_with_env(&config);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("  listen: https://127.0.0.1:0"), "{stdout}");
+    assert!(stdout.contains("  ise: enabled"), "{stdout}");
+    assert!(
+        stdout.contains("  tenant acme: ISE username \"ise-acme\", not compliant from risk high"),
+        "{stdout}"
+    );
+    assert_no_secret(&stdout, "check-config stdout");
+    assert_no_secret(&stderr, "check-config stderr");
+    let key_line = certified
+        .key_pair
+        .serialize_pem()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(!stdout.contains(&key_line) && !stderr.contains(&key_line));
+}
+
+#[test]
+fn check_config_reports_each_certificate_problem_at_its_key_and_exits_two() {
+    let a = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let b = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key, other_key) = (
+        a.cert.pem(),
+        a.key_pair.serialize_pem(),
+        b.key_pair.serialize_pem(),
+    );
+    // (certificate file, key file, the key at fault and LINE:COL, the message's start)
+    let cases: [(Option<&str>, Option<&str>, &str, &str); 4] = [
+        (
+            None,
+            Some(&key),
+            "connector.toml:2:12",
+            "`server.tls_cert`: cannot read the certificate chain ",
+        ),
+        (
+            Some(&key),
+            Some(&key),
+            "connector.toml:2:12",
+            "`server.tls_cert`: ",
+        ),
+        (
+            Some(&cert),
+            Some(&cert),
+            "connector.toml:3:11",
+            "`server.tls_key`: ",
+        ),
+        (
+            Some(&cert),
+            Some(&other_key),
+            "connector.toml:3:11",
+            "`server.tls_key`: the private key in ",
+        ),
+    ];
+    for (i, (cert_file, key_file, at, starts)) in cases.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_tls_ise_config(dir.path(), cert_file, key_file);
+        let (code, stdout, stderr) = check_with_env(&config);
+        assert_eq!(
+            code,
+            Some(2),
+            "case {i}: stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        let prefix = format!("{}: {starts}", dir.path().join(at).display());
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&prefix)),
+            "case {i}: no line starting with `{prefix}` in:\n{stderr}"
+        );
+        assert_no_secret(&stderr, "check-config stderr");
+    }
+
+    // Only one of the two keys.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\ntls_key = \"certs/server.key\"\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = check_with_env(&config);
+    assert_eq!(code, Some(2), "{stderr}");
+    let want = format!(
+        "{}:2:11: `server.tls_key` is set but `server.tls_cert` is not",
+        config.display()
+    );
+    assert!(stderr.lines().any(|l| l.starts_with(&want)), "{stderr}");
+}
+
+#[test]
+fn check_config_reports_an_ise_username_shared_by_two_tenants_at_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let ise = format!(
+        "\n[ise]\nusername = \"ise-shared\"\npassword = {{ env = \"{PASSWORD_ENV_VAR}\" }}\n"
+    );
+    let acme = dir.path().join("tenants.d/acme.toml");
+    let text = std::fs::read_to_string(&acme).unwrap();
+    std::fs::write(&acme, format!("{text}{ise}")).unwrap();
+    let globex = text.replace("id = \"acme\"", "id = \"globex\"");
+    let globex_lines = globex.lines().count();
+    std::fs::write(
+        dir.path().join("tenants.d/globex.toml"),
+        format!("{globex}{ise}"),
+    )
+    .unwrap();
+    let (code, _, stderr) = check_with_env(&config);
+    assert_eq!(code, Some(2), "{stderr}");
+    // globex.toml: its text, an empty line, `[ise]`, then the user name.
+    let want = format!(
+        "{}:{}:12: `ise.username`: the ISE user name `ise-shared` is already used by tenant `acme` ({})",
+        dir.path().join("tenants.d/globex.toml").display(),
+        globex_lines + 3,
+        acme.display()
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&want)),
+        "no line\n{want}\nin:\n{stderr}"
+    );
+}
