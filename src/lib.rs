@@ -17,6 +17,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod http;
 pub mod ingest;
+pub mod ise;
 pub mod metrics;
 pub mod ops;
 pub mod policy;
