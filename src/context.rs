@@ -4,13 +4,14 @@
 //! Why per-service parts instead of one struct everyone takes: ingest and the
 //! dispatcher each take only their own part ([`Ingest`], [`Dispatcher`]), so
 //! neither names this module and the import graph stays one-directional
-//! (`http` → `context` → `actions`/`ingest` → `dispatch` → `policy` → `sync`
+//! (`http` → `context` → `actions`/`ingest`/`ise` → `dispatch` → `policy` → `sync`
 //! → `store`; `src/architecture.rs` checks it).
 
 use crate::actions::Actions;
 use crate::config::{Config, LiveConfig};
 use crate::dispatch::{DispatchHandle, Dispatcher};
 use crate::ingest::{Ingest, IngestQueue};
+use crate::ise::Ise;
 use crate::store::{MdmRecord, Store, TenantRecord};
 use crate::sync::SyncEngine;
 
@@ -26,6 +27,8 @@ pub struct Services {
     pub ingest: Ingest,
     /// What admins do to action records: approve, cancel.
     pub actions: Actions,
+    /// The Cisco ISE MDM API: queries from the store, actions as records.
+    pub ise: Ise,
 }
 
 impl Services {
@@ -44,6 +47,12 @@ impl Services {
                 sync: sync.clone(),
                 wake: wake.clone(),
                 queue: IngestQueue::new(),
+            },
+            ise: Ise {
+                store: store.clone(),
+                config: config.clone(),
+                sync: sync.clone(),
+                wake: wake.clone(),
             },
             actions: Actions::new(store.clone(), wake),
             store,

@@ -40,6 +40,11 @@
 //!   adapter error's class (`unauthorized`, `unavailable`, …). One call may
 //!   be more than one HTTP request (a login first).
 //! - `mtd_sync_runs_total{kind,outcome}`, `mtd_sync_run_seconds{kind}`: full syncs.
+//! - `mtd_ise_requests_total{tenant,operation}`, `mtd_ise_request_seconds{operation}`:
+//!   Cisco ISE's authenticated requests (`mdminfo`, `devices`, `noncompliant`,
+//!   `batchdevices`, `action`, `sendmessage`) and how long the answers took.
+//! - `mtd_ise_auth_failures_total`: ISE requests refused for their credentials
+//!   (no tenant label: an unknown user name names none).
 //! - `mtd_devices{tenant}`: live devices, read from the store at scrape time.
 //! - `mtd_devices_by_risk{tenant,level}`: live devices at each risk level
 //!   (`secured`, `low` … `critical`), read from the store at scrape time.
@@ -55,6 +60,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Bounds of MDM call latencies: tens of milliseconds to a timeout.
 const MDM_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Bounds of ISE answers: ISE waits 200 ms, our target is 50 ms at p99.
+const ISE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5];
 /// Bounds of delivery: sub-second when the MDM answers at once, hours when it retries.
 const DELIVERY_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
@@ -80,6 +87,9 @@ pub struct Registry {
     pub mdm_request_seconds: HistogramVec,
     pub sync_runs: CounterVec,
     pub sync_run_seconds: HistogramVec,
+    pub ise_requests: CounterVec,
+    pub ise_request_seconds: HistogramVec,
+    pub ise_auth_failures: CounterVec,
 }
 
 impl Registry {
@@ -138,6 +148,22 @@ impl Registry {
                 &["kind"],
                 SYNC_BUCKETS,
             ),
+            ise_requests: CounterVec::new(
+                "mtd_ise_requests_total",
+                "Authenticated Cisco ISE requests answered, by operation.",
+                &["tenant", "operation"],
+            ),
+            ise_request_seconds: HistogramVec::new(
+                "mtd_ise_request_seconds",
+                "Time to answer a Cisco ISE request (ISE waits 200 ms at most).",
+                &["operation"],
+                ISE_BUCKETS,
+            ),
+            ise_auth_failures: CounterVec::new(
+                "mtd_ise_auth_failures_total",
+                "Cisco ISE requests refused: missing, unknown or wrong credentials.",
+                &[],
+            ),
         }
     }
 
@@ -160,6 +186,9 @@ impl Registry {
         self.mdm_request_seconds.render(&mut out);
         self.sync_runs.render(&mut out);
         self.sync_run_seconds.render(&mut out);
+        self.ise_requests.render(&mut out);
+        self.ise_request_seconds.render(&mut out);
+        self.ise_auth_failures.render(&mut out);
         header(
             &mut out,
             "mtd_devices",
@@ -435,6 +464,19 @@ pub fn sync_run(kind: &'static str, outcome: &'static str, took: Duration) {
         .observe(&[kind], took.as_secs_f64());
 }
 
+/// An authenticated ISE request of `operation` was answered in `took`.
+pub fn ise_request(tenant: &str, operation: &'static str, took: Duration) {
+    REGISTRY.ise_requests.inc(&[tenant, operation]);
+    REGISTRY
+        .ise_request_seconds
+        .observe(&[operation], took.as_secs_f64());
+}
+
+/// An ISE request was refused for its credentials.
+pub fn ise_auth_failed() {
+    REGISTRY.ise_auth_failures.inc(&[]);
+}
+
 /// One call to an MDM (`operation`: `health_check`, `lookup_device`,
 /// `execute`, or a page of `list_devices`, …) ended with `class` (`ok` or
 /// the adapter error's class).
@@ -522,6 +564,9 @@ mod tests {
             ("mtd_action_delivery_seconds", "histogram"),
             ("mtd_mdm_requests_total", "counter"),
             ("mtd_sync_run_seconds", "histogram"),
+            ("mtd_ise_requests_total", "counter"),
+            ("mtd_ise_request_seconds", "histogram"),
+            ("mtd_ise_auth_failures_total", "counter"),
             ("mtd_devices", "gauge"),
             ("mtd_devices_by_risk", "gauge"),
             ("mtd_build_info", "gauge"),

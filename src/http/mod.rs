@@ -1,4 +1,4 @@
-//! The HTTP surface: agent API, admin API, health and metrics on one listener
+//! The HTTP surface: agent API, admin API, Cisco ISE API, health and metrics on one listener
 //! ([`serve`]: its connection limit and timeouts).
 //!
 //! Handlers are thin: extract, call one service function, map the result
@@ -9,6 +9,7 @@ mod admin;
 mod agent;
 mod error;
 mod health;
+mod ise;
 mod metrics;
 mod openapi;
 mod serve;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(agent::routes())
         .merge(admin::routes())
+        .merge(ise::routes())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)

@@ -46,6 +46,7 @@ mod events;
 mod ids;
 mod ingest;
 mod inventory;
+mod ise;
 mod keys;
 mod kinds;
 mod sync_runs;
@@ -78,6 +79,7 @@ pub use inventory::{
     Activation, ActivationInput, DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts,
     RiskLevel, StoredDevice, StoredUser, UpsertCounts,
 };
+pub use ise::{IseCriterion, IseDeviceRow};
 pub use sync_runs::{RunCounts, SyncOutcome, SyncRun, SyncTrigger};
 pub use tenants::{IntegrationRef, MdmRecord, StoredIntegration, StoredTenant, TenantRecord};
 pub use threats::{

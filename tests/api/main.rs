@@ -5,6 +5,7 @@ mod actions;
 mod admin;
 mod agent;
 mod ingest;
+mod ise;
 mod kinds;
 mod logs;
 mod metrics;
