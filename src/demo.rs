@@ -103,7 +103,8 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let secrets: Vec<String> = PLANS.iter().map(|_| random_hex(16)).collect();
     let admin_token = random_hex(16);
-    let main = write_config(dir.path(), &sim, &secrets, &admin_token)?;
+    let ise_password = random_hex(16);
+    let main = write_config(dir.path(), &sim, &secrets, &admin_token, &ise_password)?;
     let config = crate::config::load(&main)
         .map_err(|e| anyhow::anyhow!("the demo config is invalid (a bug):\n{e}"))?;
     let app = App::build_with_listener(config, Some(listener)).await?;
@@ -121,7 +122,7 @@ pub async fn run(
     );
     let _ = writeln!(
         out,
-        "daemon      http://{addr}  (agent API, admin API, /metrics, /healthz, /readyz)"
+        "daemon      http://{addr}  (agent API, admin API, Cisco ISE API, /metrics, /healthz, /readyz)"
     );
     for kind in SimKind::ALL {
         let _ = writeln!(
@@ -277,6 +278,54 @@ pub async fn run(
         let _ = writeln!(out, "{line}");
     }
 
+    // 6. What Cisco ISE sees of a device before, during and after a threat.
+    let _ = writeln!(
+        out,
+        "\n6. Cisco ISE's view (tenant acme's ISE user, API v3, device by MAC address)"
+    );
+    match ise_device(&sim) {
+        Some((id, mac)) => {
+            for (step, status) in [
+                ("before", None),
+                ("detected", Some("detected")),
+                ("resolved", Some("resolved")),
+            ] {
+                if let Some(status) = status {
+                    let body = json!({
+                        "event_id": format!("demo-ise-{step}"),
+                        "detected_at": chrono::Utc::now().to_rfc3339(),
+                        "device": {"mdm_device_id": id},
+                        "threat": {"type": "network.arp_mitm", "severity": "high", "status": status},
+                    })
+                    .to_string();
+                    ok &= post_signed(&client, addr, "acme", &secrets[0], &body).await == Some(202);
+                }
+                let want = status != Some("detected");
+                let seen = ise_compliance(&client, addr, &ise_password, &mac, want).await;
+                ok &= seen
+                    .as_ref()
+                    .is_some_and(|(compliant, _)| *compliant == want);
+                let _ = writeln!(
+                    out,
+                    "   {step:<9} {mac}  {}",
+                    match &seen {
+                        Some((true, _)) => "compliant".to_string(),
+                        Some((false, reason)) => format!("NOT compliant: {reason}"),
+                        None => "no answer".to_string(),
+                    }
+                );
+            }
+        }
+        None => {
+            ok = false;
+            let _ = writeln!(out, "   no SOTI device with a MAC address");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "   try it: curl -sS -u ise-acme:{ise_password} 'http://{addr}/ciscoise/mdminfo/?ise_api_version=3'"
+    );
+
     let (device, _) = sim_first_ios_soti(&sim);
     let _ = writeln!(
         out,
@@ -388,15 +437,17 @@ fn write_config(
     sim: &Simulator,
     secrets: &[String],
     admin_token: &str,
+    ise_password: &str,
 ) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir.join("tenants.d"))?;
     std::fs::create_dir_all(dir.join("secrets"))?;
     // Secrets as files, the way production should hold them.
     std::fs::write(dir.join("secrets/admin-token"), admin_token)?;
+    std::fs::write(dir.join("secrets/acme-ise"), ise_password)?;
     let main = dir.join("connector.toml");
     std::fs::write(
         &main,
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = { file = \"secrets/admin-token\" }\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"4h\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = { file = \"secrets/admin-token\" }\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"4h\"\n[ise]\nenabled = true\n",
     )?;
     for (plan, secret) in PLANS.iter().zip(secrets) {
         std::fs::write(dir.join(format!("secrets/{}-agent", plan.id)), secret)?;
@@ -429,9 +480,89 @@ fn write_config(
             plan.permits,
             plan.policy
         );
-        std::fs::write(dir.join(format!("tenants.d/{}.toml", plan.id)), text)?;
+        // Tenant acme's Cisco ISE (step 6); plain HTTP here, HTTPS in production.
+        let ise = if plan.id == "acme" {
+            "\n[ise]\nusername = \"ise-acme\"\npassword = { file = \"../secrets/acme-ise\" }\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            dir.join(format!("tenants.d/{}.toml", plan.id)),
+            format!("{text}{ise}"),
+        )?;
     }
     Ok(main)
+}
+
+/// A SOTI device that SOTI reports compliant, with a MAC address, that no
+/// other step uses: its id and its MAC as ISE sends it (12 upper-case hex
+/// digits).
+fn ise_device(sim: &Simulator) -> Option<(String, String)> {
+    sim.soti()?.devices().iter().skip(10).find_map(|d| {
+        if d["ComplianceStatus"].as_bool() != Some(true) {
+            return None;
+        }
+        let mac = mtd_adapter::normalize_mac(d["MACAddress"].as_str()?)?;
+        Some((
+            d["DeviceId"].as_str()?.to_string(),
+            mac.to_ascii_uppercase(),
+        ))
+    })
+}
+
+/// What tenant acme's ISE is told of the device with this MAC: compliant or
+/// not, and the failure reason. Asks again for a few seconds until the
+/// answer is `want` (the event's transaction commits before its 202, but
+/// the demo does not rely on timing either way).
+async fn ise_compliance(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    password: &str,
+    mac: &str,
+    want: bool,
+) -> Option<(bool, String)> {
+    let url = format!(
+        "http://{addr}/ciscoise/mdmapi/v3/devices/?paging=0&querycriteria=macaddress&value={mac}&filter=all"
+    );
+    let mut last = None;
+    for _ in 0..50 {
+        let body = client
+            .get(&url)
+            .basic_auth("ise-acme", Some(password))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let status = xml_text(&body, "status")?;
+        let seen = (
+            status == "true",
+            xml_text(&body, "failure_reason").unwrap_or_default(),
+        );
+        if seen.0 == want {
+            return Some(seen);
+        }
+        last = Some(seen);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// The text of the first element named `name` in an XML document.
+fn xml_text(xml: &str, name: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut inside = false;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(s) => inside = s.name().as_ref() == name.as_bytes(),
+            Event::Text(t) if inside => return t.decode().ok().map(|t| t.trim().to_string()),
+            Event::End(_) => inside = false,
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
 }
 
 fn sim_first_ios_soti(sim: &Simulator) -> (String, String) {

@@ -37,6 +37,10 @@ fn demo_exit_after_runs_every_step_and_prints_the_summary() {
         "wipeDevice",
         "5. Risk level at each MDM",
         "detected: MDM holds high resolved: MDM holds secured",
+        "6. Cisco ISE's view",
+        "before    ",
+        "NOT compliant: high risk: open threats network.arp_mitm",
+        "curl -sS -u ise-acme:",
         "curl -sS -X POST http://",
         "Every step worked.",
     ] {
