@@ -690,6 +690,19 @@ async fn a_device_is_found_by_each_identifier_ise_knows_and_the_mdms_own_verdict
         text_of(&devices(&doc)[0], "guid").as_deref(),
         Some(udid.as_str())
     );
+    // v1's path-style URL, as PacketFence and ISE 1.x send it.
+    let mac = text(d, "MacAddress").to_ascii_uppercase();
+    let doc = acme
+        .get_valid(
+            1,
+            "attributes",
+            &format!("/ciscoise/mdmapi/v1/devices/0/macaddress/{mac}/all"),
+        )
+        .await;
+    assert_eq!(
+        text_of(&devices(&doc)[0], "macaddress").as_deref(),
+        Some(mac.as_str())
+    );
     // An unknown identifier: 200 and an empty list.
     let doc = acme
         .get_valid(
