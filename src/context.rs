@@ -40,6 +40,7 @@ impl Services {
                 config: config.clone(),
                 sync: sync.clone(),
                 wake: wake.clone(),
+                signal_locks: Default::default(),
             },
             ingest: Ingest {
                 store: store.clone(),

@@ -98,6 +98,8 @@ pub struct Dispatcher {
     pub config: LiveConfig,
     pub sync: crate::sync::SyncEngine,
     pub wake: DispatchHandle,
+    /// One lock per device with a risk signal in flight.
+    pub signal_locks: SignalLocks,
 }
 
 impl Dispatcher {
@@ -465,18 +467,23 @@ async fn try_execute(
 
 /// The per-device locks of risk signals: two signals of one device are never
 /// in flight at once, so an older level cannot reach the MDM after a newer
-/// one (each waits, then checks that no newer signal exists).
-static SIGNAL_LOCKS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-> = std::sync::LazyLock::new(Default::default);
+/// one (each waits, then checks that no newer signal exists). They belong to
+/// one dispatcher: a second daemon in the same process (tests, benches) has
+/// its own, so tasks of an aborted one cannot block it.
+#[derive(Debug, Clone, Default)]
+pub struct SignalLocks {
+    locks: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
+}
 
-fn signal_lock(device_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-    let mut locks = SIGNAL_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    // Forget locks nobody holds (only this map refers to them).
-    if locks.len() > 1024 {
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
+impl SignalLocks {
+    fn of(&self, device_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget locks nobody holds (only this map refers to them).
+        if locks.len() > 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(device_id).or_default().clone()
     }
-    locks.entry(device_id).or_default().clone()
 }
 
 /// Sends a `signal_risk` row: the device's level into its MDM (CONTRACT §4).
@@ -502,7 +509,7 @@ async fn send_risk_signal(
             .await
             .map(drop);
     };
-    let lock = signal_lock(device.id);
+    let lock = state.signal_locks.of(device.id);
     let _in_flight = lock.lock().await;
     if stored(row.id, || state.store.newer_risk_signal(device.id, row.id)).await? {
         let reason =

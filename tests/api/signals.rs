@@ -332,3 +332,48 @@ async fn a_level_changed_at_the_mdm_is_repaired_by_the_next_full_sync() {
         app.shutdown().await;
     }
 }
+
+/// Two daemons in one process (tests, benches) keep their own per-device
+/// signal locks: a signal held up at one daemon's MDM does not stop the
+/// other daemon's signal to a device with the same store id.
+#[tokio::test]
+async fn a_signal_held_up_in_one_daemon_does_not_hold_up_another_in_the_same_process() {
+    let kind = SimKind::Soti;
+    let (env_a, app_a) = started(kind, "").await;
+    let (env_b, app_b) = started(kind, "").await;
+    let (a, b) = (Mdm { kind, env: &env_a }, Mdm { kind, env: &env_b });
+    let id = a.device();
+    assert_eq!(id, b.device(), "the same simulated fleet");
+    a.with_core(|c| {
+        c.inject(
+            Fault::latency(Duration::from_secs(60))
+                .times(1)
+                .on_paths(a.write_path()),
+        )
+    })
+    .unwrap();
+    let threat = json!({"type": "app.malicious", "severity": "high"});
+    post(&app_a, &id, threat.clone(), "2026-11-22T10:00:00Z", "a-1").await;
+    // A's dispatcher is now inside the held write, with the device's lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(
+        &env_a,
+        "SELECT COUNT(*) FROM actions WHERE kind = 'signal_risk' AND claimed_at IS NOT NULL",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "A's signal was never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    post(&app_b, &id, threat, "2026-11-22T10:00:00Z", "b-1").await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        wait_level(&app_b, &env_b, &b, &id, "high"),
+    )
+    .await
+    .expect("B's signal is not held up by A's");
+    assert_eq!(a.level(&id), None, "A's write is still held");
+    app_b.shutdown().await;
+    drop(app_a);
+}
