@@ -831,20 +831,56 @@ impl super::Store {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// The newest action id: drift repair notes it before it reads the
+    /// MDM's levels back, to tell which devices were signalled meanwhile.
+    pub async fn last_action_id(&self) -> Result<i64, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM actions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id.unwrap_or(0))
+    }
+
     /// Enqueues a `signal_risk` for each drifted device (the stored level,
-    /// `to`), in one transaction. Returns how many.
+    /// `to`), in one transaction. Returns how many. A device whose level is
+    /// no longer `to`, that was removed, or that got a signal after action
+    /// `compared_after` (its level changed while the MDM was read back) is
+    /// left alone: its own signal carries the current level, and writing the
+    /// compared one would put an older level over a newer one. The next full
+    /// sync compares it again.
     pub async fn repair_risk_drift(
         &self,
         tenant_id: &str,
         mdm_id: i64,
         drift: &[RiskChange],
+        compared_after: i64,
     ) -> Result<usize, StoreError> {
         if drift.is_empty() {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
+        let asked: Vec<Value> = drift
+            .iter()
+            .map(|c| json!([c.device_id, c.to.as_str()]))
+            .collect();
+        let still: Vec<i64> = sqlx::query_scalar(
+            "SELECT d.id FROM json_each(?1) AS j JOIN devices AS d ON d.id = j.value ->> 0
+             WHERE d.risk_level = j.value ->> 1 AND d.removed_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM actions AS a
+                   WHERE a.device_id = d.id AND a.kind = 'signal_risk'
+                     AND (a.id > ?2 OR a.state IN ('pending', 'failed')))",
+        )
+        .bind(Value::Array(asked).to_string())
+        .bind(compared_after)
+        .fetch_all(&mut *tx.tx)
+        .await?;
+        let still: std::collections::HashSet<i64> = still.into_iter().collect();
+        let drift: Vec<RiskChange> = drift
+            .iter()
+            .filter(|c| still.contains(&c.device_id))
+            .cloned()
+            .collect();
         let signalled = tx
-            .signal_risk_changes(tenant_id, drift, &[mdm_id], false, Utc::now())
+            .signal_risk_changes(tenant_id, &drift, &[mdm_id], false, Utc::now())
             .await?;
         tx.commit().await?;
         Ok(signalled.new.len())

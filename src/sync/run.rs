@@ -227,6 +227,9 @@ async fn repair_risk_drift(ctx: &WorkerCtx) -> Result<(), RunError> {
     let (Some(name), Some(read_back)) = (&i.risk_signal, i.adapter.risk_read_back()) else {
         return Ok(());
     };
+    // Before the stored levels are read: what is signalled after this was
+    // compared against a level that may be gone.
+    let compared_after = ctx.store.last_action_id().await?;
     let drift = match read_back {
         mtd_adapter::RiskReadBack::Listing => ctx.store.listing_risk_drift(i.mdm_id).await?,
         kind => {
@@ -263,7 +266,7 @@ async fn repair_risk_drift(ctx: &WorkerCtx) -> Result<(), RunError> {
     };
     let repaired = ctx
         .store
-        .repair_risk_drift(&i.tenant_id, i.mdm_id, &drift)
+        .repair_risk_drift(&i.tenant_id, i.mdm_id, &drift, compared_after)
         .await?;
     if repaired > 0 {
         tracing::warn!(

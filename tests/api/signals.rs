@@ -377,3 +377,78 @@ async fn a_signal_held_up_in_one_daemon_does_not_hold_up_another_in_the_same_pro
     app_b.shutdown().await;
     drop(app_a);
 }
+
+/// A level that changes while a full sync reads the MDM's levels back is not
+/// overwritten by the repair: the repair compared an older stored level, so
+/// it must not write that one once the device has moved on (found by
+/// `benches/drift.rs`).
+#[tokio::test]
+async fn a_level_change_during_the_read_back_is_not_overwritten_by_the_repair() {
+    let kind = SimKind::Soti;
+    let (env, app) = started(kind, "").await;
+    let mdm = Mdm { kind, env: &env };
+    let id = mdm.device();
+    let malware =
+        |status: &str| json!({"type": "app.malicious", "severity": "critical", "status": status});
+    post(
+        &app,
+        &id,
+        malware("detected"),
+        "2026-11-22T10:00:00Z",
+        "m-1",
+    )
+    .await;
+    wait_level(&app, &env, &mdm, &id, "critical").await;
+    // Changed at the MDM: the next sync has a drift to repair, and its
+    // read-back of the device is held for two seconds.
+    mdm.tamper(&id, "Low");
+    mdm.with_core(|c| {
+        c.inject(
+            Fault::latency(Duration::from_secs(2))
+                .times(1)
+                .on_paths("/customAttributes"),
+        )
+    })
+    .unwrap();
+    let sync = app.sync.clone();
+    let run = tokio::spawn(async move {
+        sync.full_sync_now(TENANT, None, mtd_connector::store::SyncTrigger::Cli, None)
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mdm
+        .with_core(|c| c.requests())
+        .iter()
+        .any(|r| r.method == "GET" && r.path.contains("/customAttributes") && r.status.is_none())
+    {
+        assert!(Instant::now() < deadline, "the read-back never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Meanwhile the threat is resolved and Secured written.
+    post(
+        &app,
+        &id,
+        malware("resolved"),
+        "2026-11-22T10:05:00Z",
+        "m-2",
+    )
+    .await;
+    wait_level(&app, &env, &mdm, &id, "secured").await;
+    let reports = run.await.unwrap().unwrap();
+    assert_eq!(
+        reports[0].outcome,
+        mtd_connector::store::SyncOutcome::Succeeded
+    );
+    settle(&app, &env).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&app, &env).await;
+    assert_eq!(
+        mdm.level(&id).as_deref(),
+        Some("secured"),
+        "writes {:?}; actions {:#?}",
+        mdm.writes(&id),
+        actions(&env).await
+    );
+    assert_eq!(mdm.writes(&id), ["critical", "secured"]);
+    app.shutdown().await;
+}
