@@ -5,7 +5,14 @@
 //! off (the ingest path's own time is the baseline: signals must not slow
 //! the 202s beyond noise).
 //!
-//! `cargo bench --bench signals` (`-- --devices N` to change the size). One
+//! Three modes per round, rounds repeated (the spread of the `off` rounds is
+//! the noise): `off` (no signals), `held` (signals on, but the simulator
+//! holds every custom-attribute write for 10 s while the events are posted,
+//! so the 202s pay only for enqueuing the signal rows in the ingest
+//! transaction) and `on` (signals delivered during the ingest, so the
+//! dispatcher competes for the same cores and write lock).
+//!
+//! `cargo bench --bench signals` (`-- --devices N --rounds R`). One
 //! process: the simulator and the daemon (`App::build_with_listener`, real
 //! router, store, dispatcher with its default settings) on one runtime, the
 //! clients on the same runtime. Figures depend on the machine's load: the
@@ -24,15 +31,35 @@ const SECRET: &str = "bench-agent-secret-0123456789";
 const BATCH: usize = 100;
 const CLIENTS: usize = 16;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Off,
+    Held,
+    On,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Off => "off ",
+            Mode::Held => "held",
+            Mode::On => "on  ",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut devices = 10_000usize;
+    let mut rounds = 3usize;
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--devices") {
-        match args.get(i + 1).and_then(|v| v.parse().ok()) {
-            Some(n) => devices = n,
-            None => {
-                eprintln!("--devices takes a number");
-                return ExitCode::from(2);
+    for (flag, slot) in [("--devices", &mut devices), ("--rounds", &mut rounds)] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            match args.get(i + 1).and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => *slot = n,
+                _ => {
+                    eprintln!("{flag} takes a positive number");
+                    return ExitCode::from(2);
+                }
             }
         }
     }
@@ -40,47 +67,79 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
-    println!("Risk-signal benchmark: {devices} devices, secured -> high, SOTI simulator");
+    println!(
+        "Risk-signal benchmark: {devices} devices, secured -> high, SOTI simulator, {rounds} rounds"
+    );
     println!("load average at start: {}", load());
-    let mut ingest = Vec::new();
-    for signals in [false, true] {
-        match rt.block_on(run(devices, signals)) {
-            Ok((acked, delivered)) => {
-                ingest.push(acked);
-                let label = if signals {
-                    "signals on "
-                } else {
-                    "signals off"
-                };
-                match delivered {
-                    Some(d) => println!(
-                        "{label}: {devices} events acknowledged in {:.2} s ({:.0}/s); all {devices} levels at the simulator after {:.2} s ({:.0} writes/s)",
-                        acked.as_secs_f64(),
-                        devices as f64 / acked.as_secs_f64(),
-                        d.as_secs_f64(),
-                        devices as f64 / d.as_secs_f64()
-                    ),
-                    None => println!(
-                        "{label}: {devices} events acknowledged in {:.2} s ({:.0}/s)",
-                        acked.as_secs_f64(),
-                        devices as f64 / acked.as_secs_f64()
-                    ),
+    let mut acked: Vec<(Mode, f64)> = Vec::new();
+    let mut delivered = Vec::new();
+    for round in 1..=rounds {
+        for mode in [Mode::Off, Mode::Held, Mode::On] {
+            match rt.block_on(run(devices, mode)) {
+                Ok((a, d)) => {
+                    acked.push((mode, a.as_secs_f64()));
+                    let mut line = format!(
+                        "round {round} {}: {devices} events acknowledged in {:.2} s ({:.0}/s)",
+                        mode.label(),
+                        a.as_secs_f64(),
+                        devices as f64 / a.as_secs_f64()
+                    );
+                    if let (Mode::On, Some(d)) = (mode, d) {
+                        delivered.push(d.as_secs_f64());
+                        line += &format!(
+                            "; all {devices} levels at the simulator after {:.2} s ({:.0} writes/s)",
+                            d.as_secs_f64(),
+                            devices as f64 / d.as_secs_f64()
+                        );
+                    }
+                    println!("{line} [load {}]", load());
                 }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
-    if let [off, on] = ingest[..] {
-        println!(
-            "ingest time with signals / without: {:.2}",
-            on.as_secs_f64() / off.as_secs_f64()
-        );
-    }
+    let of = |m: Mode| -> Vec<f64> {
+        acked
+            .iter()
+            .filter(|(x, _)| *x == m)
+            .map(|(_, t)| *t)
+            .collect()
+    };
+    let (off, held, on) = (of(Mode::Off), of(Mode::Held), of(Mode::On));
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "median ingest time: off {:.2} s, held {:.2} s, on {:.2} s",
+        median(&off),
+        median(&held),
+        median(&on)
+    );
+    println!(
+        "ratios to off (medians): held {:.2}, on {:.2}; noise: the off rounds span {:.2}..{:.2} of their median",
+        median(&held) / median(&off),
+        median(&on) / median(&off),
+        min(&off) / median(&off),
+        max(&off) / median(&off)
+    );
+    println!(
+        "delivery of {devices} levels (on): median {:.2} s",
+        median(&delivered)
+    );
     println!("load average at the end: {}", load());
     ExitCode::SUCCESS
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 fn load() -> String {
@@ -90,8 +149,9 @@ fn load() -> String {
 }
 
 /// One daemon: the time until every event is acknowledged, and with
-/// `signals` the time until the simulator holds `High` for every device.
-async fn run(devices: usize, signals: bool) -> Result<(Duration, Option<Duration>), String> {
+/// signals the time until the simulator holds `High` for every device.
+async fn run(devices: usize, mode: Mode) -> Result<(Duration, Option<Duration>), String> {
+    let signals = mode != Mode::Off;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -160,6 +220,11 @@ async fn run(devices: usize, signals: bool) -> Result<(Duration, Option<Duration
             serde_json::json!({ "events": events }).to_string()
         })
         .collect();
+    if mode == Mode::Held {
+        soti.core().inject(
+            mtd_sim::Fault::latency(Duration::from_secs(10)).on_paths("/customAttributes"),
+        )?;
+    }
     let client = reqwest::Client::new();
     let started = Instant::now();
     let queue = std::sync::Arc::new(std::sync::Mutex::new(batches));
@@ -199,6 +264,9 @@ async fn run(devices: usize, signals: bool) -> Result<(Duration, Option<Duration
         w.await.map_err(|e| e.to_string())??;
     }
     let acked = started.elapsed();
+    // Held: the writes go on now, and the round waits for them, so that no
+    // task of this daemon runs into the next round.
+    soti.core().clear_faults();
     let delivered = if signals {
         let deadline = Instant::now() + Duration::from_secs(900);
         loop {
