@@ -273,18 +273,58 @@ fn decode<T: DeserializeOwned>(object: serde_json::Map<String, Value>) -> Result
     })
 }
 
-/// One event, or `{"events":[…]}` of 1 to [`MAX_EVENTS`], each validated.
-fn parse_events(body: &[u8]) -> Result<Vec<AgentEvent>, ApiError> {
-    #[derive(Deserialize)]
-    struct Batch {
-        events: Vec<AgentEvent>,
-    }
+#[derive(Deserialize)]
+struct Batch {
+    events: Vec<AgentEvent>,
+}
 
+/// One event, or `{"events":[…]}` of 1 to [`MAX_EVENTS`], each validated.
+///
+/// A well-formed body is parsed once, straight into the typed events; only
+/// a body that fails that is parsed again through [`Value`], whose answers
+/// name the offending field (the same answers as before, since the typed
+/// parse of a well-formed body is the same as through `Value`).
+fn parse_events(body: &[u8]) -> Result<Vec<AgentEvent>, ApiError> {
+    let (events, batch) = match parse_typed(body) {
+        Some(parsed) => parsed,
+        None => parse_events_slowly(body)?,
+    };
+    for (i, event) in events.iter().enumerate() {
+        event
+            .validate()
+            .map_err(|e| if batch { e.in_batch(i) } else { e })?;
+    }
+    Ok(events)
+}
+
+/// Whether the body may be a batch: it holds the text `"events"` somewhere.
+fn has_events_key(body: &[u8]) -> bool {
+    body.windows(8).any(|w| w == b"\"events\"")
+}
+
+/// The typed parse of a well-formed body, or `None` to take the slow path.
+/// A body without `"events"` anywhere cannot be a batch; one with it is
+/// taken as a batch here only when it parses as one, else the slow path
+/// decides (it may be a single event with an "events" text in a value).
+fn parse_typed(body: &[u8]) -> Option<(Vec<AgentEvent>, bool)> {
+    if has_events_key(body) {
+        let batch: Batch = serde_json::from_slice(body).ok()?;
+        (!batch.events.is_empty() && batch.events.len() <= MAX_EVENTS)
+            .then_some((batch.events, true))
+    } else {
+        serde_json::from_slice::<AgentEvent>(body)
+            .ok()
+            .map(|e| (vec![e], false))
+    }
+}
+
+/// The slow path: through [`Value`], so each refusal names its field.
+/// Returns the events unvalidated, and whether the body was a batch.
+fn parse_events_slowly(body: &[u8]) -> Result<(Vec<AgentEvent>, bool), ApiError> {
     let object = parse_object(body)?;
     if !object.contains_key("events") {
         let event: AgentEvent = decode(object)?;
-        event.validate()?;
-        return Ok(vec![event]);
+        return Ok((vec![event], false));
     }
     match object.get("events") {
         Some(Value::Array(list)) if list.len() > MAX_EVENTS => return Err(ApiError::TooManyEvents),
@@ -297,10 +337,7 @@ fn parse_events(body: &[u8]) -> Result<Vec<AgentEvent>, ApiError> {
         _ => {}
     }
     let batch: Batch = decode(object)?;
-    for (i, event) in batch.events.iter().enumerate() {
-        event.validate().map_err(|e| e.in_batch(i))?;
-    }
-    Ok(batch.events)
+    Ok((batch.events, true))
 }
 
 #[cfg(test)]
@@ -343,6 +380,34 @@ mod tests {
             "events[1].detected_at"
         );
         assert_eq!(field_of(parse_events(br#"{"events":{}}"#)), "events");
+    }
+
+    /// The typed parse (one pass) and the `Value` path give the same events
+    /// for every well-formed body, including a single event whose values
+    /// hold the text "events" (not a batch, so its refusals are not
+    /// prefixed with `events[0]`).
+    #[test]
+    fn the_one_pass_parse_agrees_with_the_value_path() {
+        let named = GOOD.replace(
+            r#""severity":"high""#,
+            r#""severity":"high","name":"\"events\"""#,
+        );
+        let bodies = [
+            GOOD.to_string(),
+            named.clone(),
+            format!(r#"{{"events":[{GOOD},{named}]}}"#),
+            format!(r#"{{"events":[{named}]}}"#),
+        ];
+        for body in &bodies {
+            let (typed, batch) = parse_typed(body.as_bytes()).expect("well-formed");
+            let (slow, slow_batch) = parse_events_slowly(body.as_bytes()).unwrap();
+            assert_eq!(batch, slow_batch, "{body}");
+            assert_eq!(format!("{typed:?}"), format!("{slow:?}"), "{body}");
+        }
+        assert!(!parse_typed(named.as_bytes()).unwrap().1);
+        // A single event failing validation names its field without a batch prefix.
+        let invalid = named.replace(r#""event_id":"e1""#, r#""event_id":"""#);
+        assert_eq!(field_of(parse_events(invalid.as_bytes())), "event_id");
     }
 
     #[test]
