@@ -85,12 +85,13 @@ async fn activate(State(state): State<AppState>, agent: SignedAgent) -> Result<R
 /// `POST /v1/agent/events`: 202 once the events and their actions are committed.
 #[tracing::instrument(name = "agent_events", skip_all, fields(tenant = %agent.tenant().id, events))]
 async fn events(State(state): State<AppState>, agent: SignedAgent) -> Result<Response, ApiError> {
-    let tenant = &agent.tenant().id;
+    let config = agent.config.clone();
+    let tenant = &config.tenants[agent.tenant].id;
     let refused = |e: &ApiError| e.count_refusal(Some(tenant));
     let events = parse_events(&agent.body).inspect_err(refused)?;
     tracing::Span::current().record("events", events.len());
     metrics::agent_events_received(tenant, events.len());
-    let outcome = ingest::ingest_events(&state.ingest, agent.tenant(), &events)
+    let outcome = ingest::ingest_events(&state.ingest, agent.config.clone(), agent.tenant, events)
         .await
         .map_err(ApiError::from)
         .inspect_err(refused)?;

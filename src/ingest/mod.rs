@@ -187,17 +187,32 @@ pub async fn activate(
 /// `POST /v1/agent/events`: stores every new event and the action its policy
 /// decides, in one transaction; repeats of a stored `event_id` change nothing.
 ///
-/// Everything that does not need the write lock happens here, concurrently
-/// with other requests: device resolution (which may call an MDM) and the
-/// policy's checks that read no store. The rest (the insert, the cool-down
-/// and the hourly cap, the action rows) is the writer task's
-/// ([`start_writer`]): it commits this request together with the others
-/// waiting and answers once the commit holding these events is done.
+/// The common case costs the request no store round trip of its own: the
+/// events go to the writer task ([`start_writer`]) as they are, and the
+/// writer finds the devices of every request it takes in one statement,
+/// plans each event (the policy's checks that read no store) and commits
+/// them together with the other requests waiting, answering once the commit
+/// holding these events is done. A request with a device the store does not
+/// know comes back here: its devices are looked up (which may call an MDM,
+/// so never inside the writer), planned, and submitted again.
 pub async fn ingest_events(
     state: &Ingest,
-    tenant: &TenantConfig,
-    events: &[AgentEvent],
+    config: Arc<crate::config::Config>,
+    tenant: usize,
+    events: Vec<AgentEvent>,
 ) -> Result<IngestOutcome, IngestError> {
+    let raw = writer::Raw {
+        config,
+        tenant,
+        events,
+        sync: state.sync.clone(),
+    };
+    let raw = match state.queue.submit(writer::Work::Raw(raw)).await? {
+        writer::Reply::Done(outcome) => return Ok(outcome),
+        writer::Reply::NeedsLookup(raw) => raw,
+    };
+    let tenant = &raw.config.tenants[raw.tenant];
+    let events = &raw.events;
     // Resolve devices before the write transaction: a lookup may call an MDM,
     // and the transaction must not wait on the network.
     let devices = resolve_all(state, &tenant.id, events).await?;
@@ -212,19 +227,23 @@ pub async fn ingest_events(
                 .id()
                 .and_then(|id| groups.get(&id))
                 .map_or(&[][..], Vec::as_slice);
-            plan(state, tenant, e, resolved, in_groups, now)
+            plan(&state.sync, tenant, e, resolved, in_groups, now)
         })
         .collect();
-    state
+    match state
         .queue
-        .submit(writer::Request {
-            tenant_id: tenant.id.clone(),
-            limits: Limits::of(tenant),
-            events: planned,
-            signal_mdms: state.sync.risk_signal_mdms(tenant),
-            monitor: tenant.policy.mode == crate::config::PolicyMode::Monitor,
-        })
-        .await
+        .submit(writer::Work::Planned(writer::Request::new(
+            &state.sync,
+            tenant,
+            planned,
+        )))
+        .await?
+    {
+        writer::Reply::Done(outcome) => Ok(outcome),
+        writer::Reply::NeedsLookup(_) => Err(IngestError::Internal(Arc::new(StoreError::Corrupt(
+            "the writer sent planned events back".into(),
+        )))),
+    }
 }
 
 /// An event as the writer takes it: the row to insert and what is already
@@ -273,7 +292,7 @@ async fn groups_for_rules(
 }
 
 fn plan(
-    state: &Ingest,
+    sync: &crate::sync::SyncEngine,
     tenant: &TenantConfig,
     e: &AgentEvent,
     resolved: Resolved,
@@ -294,7 +313,7 @@ fn plan(
             .decide(&e.threat.threat_type, e.threat.severity, groups)
         {
             None => Decision::NoRule,
-            Some(rule) => match static_checks(state, tenant, device, rule.action.into()) {
+            Some(rule) => match static_checks(sync, tenant, device, rule.action.into()) {
                 Some(reason) => Decision::Decided(rule.action, Verdict::Skipped(reason)),
                 // Only a known device passes the static checks.
                 None if device.is_some() => Decision::Limited(rule.action),
@@ -335,12 +354,12 @@ fn plan(
 
 /// [`policy::static_checks`] for a device of the tenant, with its MDM's facts.
 fn static_checks(
-    state: &Ingest,
+    sync: &crate::sync::SyncEngine,
     tenant: &TenantConfig,
     device: Option<&StoredDevice>,
     kind: ActionRecordKind,
 ) -> Option<String> {
-    let mdm = device.and_then(|d| state.sync.mdm_of(tenant, d.mdm_id));
+    let mdm = device.and_then(|d| sync.mdm_of(tenant, d.mdm_id));
     let caps = mdm.as_ref().map(|(i, _)| i.adapter.capabilities());
     let facts = mdm
         .as_ref()
@@ -555,7 +574,7 @@ pub async fn decide_deferred(state: &Ingest) -> Result<usize, IngestError> {
             ),
             Some(rule) => {
                 let kind = ActionRecordKind::from(rule.action);
-                let verdict = match static_checks(state, tenant, device.as_ref(), kind) {
+                let verdict = match static_checks(&state.sync, tenant, device.as_ref(), kind) {
                     Some(reason) => Verdict::Skipped(reason),
                     None => {
                         // static_checks passes only a known device.

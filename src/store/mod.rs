@@ -49,6 +49,7 @@ mod inventory;
 mod ise;
 mod keys;
 mod kinds;
+mod resolve;
 mod sync_runs;
 mod tenants;
 mod threats;
@@ -80,6 +81,7 @@ pub use inventory::{
     RiskLevel, StoredDevice, StoredUser, UpsertCounts,
 };
 pub use ise::{IseCriterion, IseDeviceRow};
+pub use resolve::Resolution;
 pub use sync_runs::{RunCounts, SyncOutcome, SyncRun, SyncTrigger};
 pub use tenants::{IntegrationRef, MdmRecord, StoredIntegration, StoredTenant, TenantRecord};
 pub use threats::{
