@@ -38,7 +38,10 @@
 //! - `baseline`: the ceiling of this machine for this HTTP stack: an axum
 //!   0.8 router served by `axum::serve` like the daemon, same body limit, the
 //!   same signature check (tenant lookup, 300 s window, `sign_agent_request`
-//!   and a constant-time compare) and a 202, no JSON parsing, no storage.
+//!   and a constant-time compare), then the body parsed and validated by the
+//!   daemon's own function (`http::parse_agent_events`: the typed events,
+//!   each validated), and a 202 naming the accepted event ids, as the
+//!   daemon's answer does; no storage.
 //! - `store`: the store work of one `none` event without HTTP as ingest did
 //!   it before the writer (`find_devices`, `begin` (`BEGIN IMMEDIATE`) on a
 //!   pooled connection, the event's insert, `insert_action`, `commit`, one
@@ -686,10 +689,12 @@ struct BaselineState {
     tenants: Arc<Vec<(String, String)>>,
 }
 
-/// `POST /v1/agent/events` as far as the signature check, then 202.
+/// `POST /v1/agent/events` without the store: the signature check, the
+/// body parsed as the daemon parses it, then 202 with the event ids.
 /// Mirrors `http::agent::verify`: tenant lookup, the timestamp's digits and
 /// window, one HMAC (`sign_agent_request`, the same function) and a
-/// constant-time compare. No JSON parsing, no store.
+/// constant-time compare; then `http::parse_agent_events`, the daemon's
+/// parser (typed events, each validated). No store.
 async fn baseline_events(
     State(state): State<BaselineState>,
     headers: HeaderMap,
@@ -721,11 +726,17 @@ async fn baseline_events(
     if !constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
         return unauthorized();
     }
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": [], "duplicates": []})),
-    )
-        .into_response()
+    match mtd_connector::http::parse_agent_events(&body) {
+        Ok(events) => {
+            let accepted: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"accepted": accepted, "duplicates": []})),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 fn unauthorized() -> axum::response::Response {

@@ -281,11 +281,13 @@ struct Batch {
 
 /// One event, or `{"events":[…]}` of 1 to [`MAX_EVENTS`], each validated.
 ///
+/// Public for the ingest benchmark's baseline, which parses as the daemon does.
+///
 /// A well-formed body is parsed once, straight into the typed events; only
 /// a body that fails that is parsed again through [`Value`], whose answers
 /// name the offending field (the same answers as before, since the typed
 /// parse of a well-formed body is the same as through `Value`).
-fn parse_events(body: &[u8]) -> Result<Vec<AgentEvent>, ApiError> {
+pub fn parse_events(body: &[u8]) -> Result<Vec<AgentEvent>, ApiError> {
     let (events, batch) = match parse_typed(body) {
         Some(parsed) => parsed,
         None => parse_events_slowly(body)?,

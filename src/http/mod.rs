@@ -15,6 +15,7 @@ mod openapi;
 mod serve;
 
 pub use crate::ingest::sign_agent_request;
+pub use agent::parse_events as parse_agent_events;
 pub use error::ApiError;
 pub use serve::{serve, ServeLimits};
 
