@@ -474,8 +474,12 @@ impl WriteTx {
             .await?;
         if let Some(cap) = hourly_cap.filter(|_| !approved) {
             let hour_ago = now - chrono::Duration::hours(1);
+            // A send in flight counts from when it was handed over (its
+            // `sent_at` will be a call's time later): with the dispatcher's
+            // writes in one group, the gates of several wipes often pass
+            // while the earlier ones are still at the MDM.
             let recent: Vec<(Option<DateTime<Utc>>,)> = sqlx::query_as(
-                "SELECT sent_at FROM actions
+                "SELECT COALESCE(sent_at, sending_at) FROM actions
                  WHERE tenant_id = ?1 AND kind IN ('enterprise_wipe', 'wipe') AND id <> ?3
                    AND (sent_at >= ?2 OR sending_at IS NOT NULL)
                  ORDER BY sent_at",
@@ -486,8 +490,7 @@ impl WriteTx {
             .fetch_all(&mut *tx)
             .await?;
             if recent.len() >= cap as usize {
-                // The send that leaves the window first frees a place; one
-                // in flight has no time yet: try again in a minute.
+                // The send that leaves the window first frees a place.
                 let oldest = recent.iter().filter_map(|(at,)| *at).min();
                 let due = oldest.map_or(now + chrono::Duration::minutes(1), |at| {
                     (at + chrono::Duration::hours(1)).max(now + chrono::Duration::seconds(1))
