@@ -164,7 +164,9 @@ fn parent(args: &[String]) -> ExitCode {
         }
     }
     const GROUPS: [&str; 5] = ["ingest", "lock", "store", "e2a", "drain"];
-    let parsed = (|| -> Result<(u64, Vec<u64>, Vec<u64>, u64, Vec<String>), String> {
+    /// seconds, clients, rates, queued, groups.
+    type Options = (u64, Vec<u64>, Vec<u64>, u64, Vec<String>);
+    let parsed = (|| -> Result<Options, String> {
         let seconds = parse_list("--seconds", seconds.as_deref().unwrap_or("5"))?;
         let clients = parse_list("--clients", clients.as_deref().unwrap_or("1,16,64"))?;
         let rates = parse_list("--rates", rates.as_deref().unwrap_or("100,1000"))?;
@@ -494,13 +496,13 @@ fn print_drain(v: &Value) {
     );
     println!(
         "{:>7} {:>9} {:>11.0} {:>9.2} {:>9.1} {:>8} {:>9}  {}",
-        v["queued"],
-        v["arrived"],
+        v["queued"].as_u64().unwrap_or(0),
+        v["arrived"].as_u64().unwrap_or(0),
         f(v, "delivered_per_s"),
         f(v, "span_s"),
         f(v, "first_ms"),
-        v["missing"],
-        v["repeated"],
+        v["missing"].as_u64().unwrap_or(0),
+        v["repeated"].as_u64().unwrap_or(0),
         v["actions_by_state"]
     );
     println!(

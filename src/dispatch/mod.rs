@@ -13,7 +13,7 @@
 //! check the console, so an action is never sent twice by the connector.
 //!
 //! Every write of the dispatcher (claims, "sending" rows, outcomes) goes to one
-//! writer task that commits many per transaction ([`writer`]): at 1,000
+//! writer task that commits many per transaction ([`DispatchWriter`]): at 1,000
 //! actions/s a transaction per action queued on SQLite's busy handler.
 
 mod writer;

@@ -56,7 +56,7 @@ pub struct DispatchWriter {
 }
 
 impl DispatchWriter {
-    /// A writer for `store`; ops apply one per transaction until [`start`].
+    /// A writer for `store`; ops apply one per transaction until `start`.
     pub fn new(store: Store) -> Self {
         DispatchWriter {
             store,
