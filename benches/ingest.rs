@@ -7,6 +7,10 @@
 //! - `--seconds 5` / `INGEST_BENCH_SECONDS`: measured seconds per cell;
 //! - `--clients 1,16,64` / `INGEST_BENCH_CLIENTS`: concurrent clients;
 //! - `--rates 100,1000` / `INGEST_BENCH_RATES`: offered events/s for event → action;
+//! - `--queued 10000` / `INGEST_BENCH_QUEUED`: pending locks of the sustained
+//!   dispatch cell;
+//! - `--only e2a,drain` / `INGEST_BENCH_ONLY`: run only these groups of cells
+//!   (`ingest`, `lock`, `store`, `e2a`, `drain`; all by default);
 //! - `RUST_LOG=info`: the daemon's logs on stderr (off by default).
 //!
 //! Each cell runs in a fresh copy of this binary (re-executed with `--case
@@ -54,6 +58,14 @@
 //!   (`Utc::now()` when the answer's head arrived) to the simulator's
 //!   recorded arrival of the lock (`RecordedAction::at`), same clock, same
 //!   process.
+//! - `drain`: sustained dispatch to one simulator. `--queued` pending `lock`
+//!   rows for distinct devices are committed at once (one transaction,
+//!   through the store's own `insert_action`, as an approval or a deferred
+//!   decision would leave them) and the dispatcher woken; delivered/s =
+//!   locks that reached the simulator per second between the first and the
+//!   last arrival (`RecordedAction::at`), default dispatcher settings (4
+//!   calls in flight per MDM). Each row must reach the simulator exactly
+//!   once and end `sent`.
 //!
 //! Each cell also reports where the CPU went during its measured window
 //! (from `/proc/self/task/*/stat`), as a share of one core: SQLite's
@@ -140,26 +152,44 @@ fn parent(args: &[String]) -> ExitCode {
     let mut seconds = std::env::var("INGEST_BENCH_SECONDS").ok();
     let mut clients = std::env::var("INGEST_BENCH_CLIENTS").ok();
     let mut rates = std::env::var("INGEST_BENCH_RATES").ok();
+    let mut queued = std::env::var("INGEST_BENCH_QUEUED").ok();
+    let mut only = std::env::var("INGEST_BENCH_ONLY").ok();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--seconds" => seconds = it.next().cloned(),
             "--clients" => clients = it.next().cloned(),
             "--rates" => rates = it.next().cloned(),
+            "--queued" => queued = it.next().cloned(),
+            "--only" => only = it.next().cloned(),
             // `cargo bench` passes `--bench` (and a filter, if given); no filters here.
             _ => {}
         }
     }
-    let parsed = (|| -> Result<(u64, Vec<u64>, Vec<u64>), String> {
+    const GROUPS: [&str; 5] = ["ingest", "lock", "store", "e2a", "drain"];
+    /// seconds, clients, rates, queued, groups.
+    type Options = (u64, Vec<u64>, Vec<u64>, u64, Vec<String>);
+    let parsed = (|| -> Result<Options, String> {
         let seconds = parse_list("--seconds", seconds.as_deref().unwrap_or("5"))?;
         let clients = parse_list("--clients", clients.as_deref().unwrap_or("1,16,64"))?;
         let rates = parse_list("--rates", rates.as_deref().unwrap_or("100,1000"))?;
+        let queued = match parse_list("--queued", queued.as_deref().unwrap_or("10000"))?[..] {
+            [n] if n > 1 => n,
+            _ => return Err("--queued takes one number above 1".into()),
+        };
+        let only: Vec<String> = match only.as_deref() {
+            None => GROUPS.iter().map(|g| g.to_string()).collect(),
+            Some(list) => list.split(',').map(|g| g.trim().to_string()).collect(),
+        };
+        if let Some(g) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+            return Err(format!("--only: unknown group `{g}` (one of {GROUPS:?})"));
+        }
         match seconds.as_slice() {
-            [s] if *s > 0 => Ok((*s, clients, rates)),
+            [s] if *s > 0 => Ok((*s, clients, rates, queued, only)),
             _ => Err("--seconds takes one number above 0".into()),
         }
     })();
-    let (seconds, clients, rates) = match parsed {
+    let (seconds, clients, rates, queued, only) = match parsed {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -187,33 +217,54 @@ fn parent(args: &[String]) -> ExitCode {
         v
     };
 
+    let wanted = |g: &str| only.iter().any(|o| o == g);
     // Event ingest vs the baseline.
     let mut ingest_rows = Vec::new();
-    for shape in ["single", "batch"] {
-        for &c in &clients {
-            let base = run("baseline", shape, c);
-            let ingest = run("ingest-none", shape, c);
-            ingest_rows.push((shape, c, ingest, base));
+    if wanted("ingest") {
+        for shape in ["single", "batch"] {
+            for &c in &clients {
+                let base = run("baseline", shape, c);
+                let ingest = run("ingest-none", shape, c);
+                ingest_rows.push((shape, c, ingest, base));
+            }
         }
     }
     let mut lock_rows = Vec::new();
-    for &c in &clients {
-        lock_rows.push((c, run("ingest-lock", "single", c)));
+    if wanted("lock") {
+        for &c in &clients {
+            lock_rows.push((c, run("ingest-lock", "single", c)));
+        }
     }
     let mut store_rows = Vec::new();
-    for (shape, c) in [("single", 1), ("single", 16), ("batch", 1)] {
-        store_rows.push((shape, c, run("store", shape, c)));
+    if wanted("store") {
+        for (shape, c) in [("single", 1), ("single", 16), ("batch", 1)] {
+            store_rows.push((shape, c, run("store", shape, c)));
+        }
     }
     let mut e2a_rows = Vec::new();
-    for &r in &rates {
-        e2a_rows.push((r, run("e2a", "single", r)));
+    if wanted("e2a") {
+        for &r in &rates {
+            e2a_rows.push((r, run("e2a", "single", r)));
+        }
     }
+    let drain = wanted("drain").then(|| run("drain", "single", queued));
 
-    print_ingest(&ingest_rows);
-    print_lock(&lock_rows);
-    print_store(&store_rows);
-    print_e2a(&e2a_rows);
-    print_targets(&ingest_rows, &e2a_rows);
+    if wanted("ingest") {
+        print_ingest(&ingest_rows);
+    }
+    if wanted("lock") {
+        print_lock(&lock_rows);
+    }
+    if wanted("store") {
+        print_store(&store_rows);
+    }
+    if wanted("e2a") {
+        print_e2a(&e2a_rows);
+    }
+    if let Some(v) = &drain {
+        print_drain(v);
+    }
+    print_targets(&ingest_rows, &e2a_rows, drain.as_ref());
     println!(
         "load average at the end: {} (other work on the machine lowers every figure)",
         load_average()
@@ -435,9 +486,41 @@ fn print_e2a(rows: &[(u64, Value)]) {
     );
 }
 
-fn print_targets(ingest: &[(&str, u64, Value, Value)], e2a: &[(u64, Value)]) {
+fn print_drain(v: &Value) {
     println!();
-    println!("== Issue 9 targets");
+    println!("== Sustained dispatch: pending locks for distinct devices queued at once, delivered to one simulator");
+    if let Some(e) = err(v) {
+        println!("error: {e}");
+        return;
+    }
+    println!(
+        "{:>7} {:>9} {:>11} {:>9} {:>9} {:>8} {:>9}  actions by state at the end",
+        "queued", "arrived", "delivered/s", "span s", "first ms", "missing", "repeated"
+    );
+    println!(
+        "{:>7} {:>9} {:>11.0} {:>9.2} {:>9.1} {:>8} {:>9}  {}",
+        v["queued"].as_u64().unwrap_or(0),
+        v["arrived"].as_u64().unwrap_or(0),
+        f(v, "delivered_per_s"),
+        f(v, "span_s"),
+        f(v, "first_ms"),
+        v["missing"].as_u64().unwrap_or(0),
+        v["repeated"].as_u64().unwrap_or(0),
+        v["actions_by_state"]
+    );
+    println!(
+        "delivered/s: (arrived - 1) / (last arrival - first arrival) at the simulator (RecordedAction::at); \
+         first ms: commit of the rows → first arrival; default dispatcher settings (4 calls in flight per MDM)."
+    );
+}
+
+fn print_targets(
+    ingest: &[(&str, u64, Value, Value)],
+    e2a: &[(u64, Value)],
+    drain: Option<&Value>,
+) {
+    println!();
+    println!("== Issue 9 and 19 targets");
     let best = ingest
         .iter()
         .filter(|(s, _, i, b)| *s == "single" && err(i).is_none() && err(b).is_none())
@@ -482,6 +565,24 @@ fn print_targets(ingest: &[(&str, u64, Value, Value)], e2a: &[(u64, Value)]) {
                 format!(", {missing} actions missing")
             } else {
                 String::new()
+            }
+        );
+    }
+    if let Some(v) = drain.filter(|v| err(v).is_none()) {
+        let rate = f(v, "delivered_per_s");
+        let clean = v["missing"].as_u64() == Some(0) && v["repeated"].as_u64() == Some(0);
+        println!(
+            "sustained ≥ 2,000 actions/s to one simulator: {} ({rate:.0}/s over {} locks{})",
+            if rate >= 2000.0 && clean {
+                "MET"
+            } else {
+                "MISSED"
+            },
+            v["queued"],
+            if clean {
+                ""
+            } else {
+                ", some missing or repeated"
             }
         );
     }
@@ -537,6 +638,7 @@ fn child(args: &[String]) -> ExitCode {
         "ingest-lock" => ingest_case(&server, &client, n as usize, batch, window, true),
         "store" => store_case(&server, n as usize, batch, window),
         "e2a" => e2a_case(&server, &client, n, window),
+        "drain" => drain_case(&server, n as usize),
         other => Err(format!("unknown case mode `{other}`")),
     };
     let (value, code) = match result {
@@ -559,6 +661,8 @@ fn child(args: &[String]) -> ExitCode {
 struct Daemon {
     addr: std::net::SocketAddr,
     store: Store,
+    /// Wakes the daemon's dispatcher (rows committed behind its back).
+    wake: mtd_connector::dispatch::DispatchHandle,
     sim: Simulator,
     devices: Vec<String>,
     db_path: PathBuf,
@@ -588,6 +692,7 @@ async fn start_daemon(devices: usize) -> Result<Daemon, String> {
         .map_err(|e| format!("build the app: {e}"))?;
     let addr = app.local_addr();
     let store = app.store().clone();
+    let wake = app.state().dispatch.wake.clone();
     let mdm_id = app
         .sync()
         .integrations()
@@ -630,6 +735,7 @@ async fn start_daemon(devices: usize) -> Result<Daemon, String> {
     Ok(Daemon {
         addr,
         store,
+        wake,
         sim,
         devices,
         db_path: dir.path().join("data/connector.db"),
@@ -1181,6 +1287,110 @@ fn e2a_case(
         "ack_p50_ms": pct(&ack_ms, 50.0),
         "ack_p99_ms": pct(&ack_ms, 99.0),
         "actions_by_state": counts.map(|c| c["actions_by_state"].clone()).unwrap_or(Value::Null),
+    }))
+}
+
+/// Sustained dispatch: `queued` pending locks for distinct devices committed
+/// at once, then delivered/s at the simulator.
+fn drain_case(server: &tokio::runtime::Runtime, queued: usize) -> Result<Value, String> {
+    let daemon = server.block_on(start_daemon(queued + 1))?;
+    let result = server.block_on(drain(&daemon, queued));
+    let counts = server.block_on(store_counts(&daemon.db_path));
+    server.block_on(daemon.shutdown());
+    let mut v = result?;
+    v["actions_by_state"] = counts
+        .map(|c| c["actions_by_state"].clone())
+        .unwrap_or(Value::Null);
+    Ok(v)
+}
+
+async fn drain(daemon: &Daemon, queued: usize) -> Result<Value, String> {
+    let soti = daemon.sim.soti().ok_or("no SOTI simulator")?;
+    let ids = |e: mtd_connector::store::StoreError| format!("the store: {e}");
+    // Every device's store id, by its SOTI DeviceId.
+    let mut targets = Vec::with_capacity(queued + 1);
+    for d in daemon.devices.iter().take(queued + 1) {
+        let found = daemon
+            .store
+            .find_devices(TENANT, &DeviceIdentifier::MdmDeviceId(d.clone()))
+            .await
+            .map_err(ids)?;
+        let device = found.first().ok_or(format!("device {d} not stored"))?;
+        targets.push((d.clone(), device.id, device.mdm_id));
+    }
+    if targets.len() < queued + 1 {
+        return Err(format!(
+            "{} devices stored, {} needed",
+            targets.len(),
+            queued + 1
+        ));
+    }
+    let lock = |(_, device, mdm): &(String, i64, i64)| NewAction {
+        signal_level: None,
+        tenant_id: TENANT.into(),
+        event_id: None,
+        device_id: Some(*device),
+        mdm_id: Some(*mdm),
+        kind: ActionRecordKind::Lock,
+        parent_action_id: None,
+        state: ActionState::Pending,
+        reason: Some("bench: queued".into()),
+        next_attempt_at: None,
+    };
+    // Warm-up: one lock end to end (the adapter's token, connections).
+    let (warm, rest) = targets.split_last().ok_or("no devices")?;
+    daemon.store.insert_action(&lock(warm)).await.map_err(ids)?;
+    daemon.wake.wake();
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while soti.core().action_count() < 1 {
+        if Instant::now() > deadline {
+            return Err("the warm-up lock never reached the simulator".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    soti.core().clear_records();
+
+    let mut tx = daemon.store.begin().await.map_err(ids)?;
+    for t in rest {
+        tx.insert_action(&lock(t)).await.map_err(ids)?;
+    }
+    tx.commit().await.map_err(ids)?;
+    let committed = Utc::now();
+    daemon.wake.wake();
+    let deadline = Instant::now() + DRAIN_LIMIT + Duration::from_secs(queued as u64 / 100);
+    while soti.core().action_count() < queued && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let recorded = soti.core().actions();
+    let mut per_device: HashMap<&str, usize> = HashMap::new();
+    let mut times = Vec::with_capacity(recorded.len());
+    for a in &recorded {
+        if (200..300).contains(&a.status) {
+            if let Some(d) = a.device_id.as_deref() {
+                *per_device.entry(d).or_default() += 1;
+                times.push(a.at);
+            }
+        }
+    }
+    times.sort();
+    let missing = rest
+        .iter()
+        .filter(|t| !per_device.contains_key(t.0.as_str()))
+        .count();
+    let repeated = per_device.values().filter(|n| **n > 1).count();
+    let (first, last) = match (times.first(), times.last()) {
+        (Some(f), Some(l)) => (*f, *l),
+        _ => return Err("no lock reached the simulator".into()),
+    };
+    let span = (last - first).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    Ok(json!({
+        "queued": queued,
+        "arrived": times.len(),
+        "missing": missing,
+        "repeated": repeated,
+        "span_s": span,
+        "delivered_per_s": if span > 0.0 { (times.len() - 1) as f64 / span } else { 0.0 },
+        "first_ms": (first - committed).num_microseconds().unwrap_or(0) as f64 / 1e3,
     }))
 }
 

@@ -41,6 +41,7 @@ impl Services {
                 sync: sync.clone(),
                 wake: wake.clone(),
                 signal_locks: Default::default(),
+                writer: crate::dispatch::DispatchWriter::new(store.clone()),
             },
             ingest: Ingest {
                 store: store.clone(),

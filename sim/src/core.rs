@@ -441,6 +441,12 @@ impl SimCore {
         lock(&self.actions).clone()
     }
 
+    /// How many action calls were recorded, without copying them (for
+    /// benchmarks that poll while thousands arrive).
+    pub fn action_count(&self) -> usize {
+        lock(&self.actions).len()
+    }
+
     /// Forgets recorded requests and actions (sequence numbers keep growing).
     pub fn clear_records(&self) {
         lock(&self.requests).clear();

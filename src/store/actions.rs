@@ -7,7 +7,7 @@
 //! caller saw: a cancel that won the race is never overwritten. A row still
 //! claimed after a crash shows up in [`Store::unfinished_claims`].
 
-use super::events::{json_column, json_text};
+use super::events::json_column;
 use super::{ActionId, DeviceId, RiskLevel, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use mtd_adapter::{ActionKind, MdmCommand};
@@ -268,7 +268,7 @@ impl Transition {
     }
 }
 
-const ACTION_COLUMNS: &str = "id, tenant_id, event_id, device_id, mdm_id, kind, \
+pub(super) const ACTION_COLUMNS: &str = "id, tenant_id, event_id, device_id, mdm_id, kind, \
      parent_action_id, state, reason, attempts, next_attempt_at, claimed_at, last_error, \
      receipt, created_at, updated_at, sent_at, signal_level";
 
@@ -294,7 +294,32 @@ async fn audit(
     Ok(())
 }
 
-async fn insert_action(conn: &mut SqliteConnection, a: &NewAction) -> Result<i64, StoreError> {
+/// Audit rows for many actions at one time, in order: each row of `rows` is
+/// `[action_id, from_state, to_state, note]`. One statement, whatever the count.
+pub(super) async fn audit_rows(
+    conn: &mut SqliteConnection,
+    rows: Vec<serde_json::Value>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO action_audit (action_id, at, from_state, to_state, note)
+         SELECT value ->> 0, ?2, value ->> 1, value ->> 2, value ->> 3
+         FROM json_each(?1) ORDER BY key",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_action(
+    conn: &mut SqliteConnection,
+    a: &NewAction,
+) -> Result<i64, StoreError> {
     let now = Utc::now();
     // Only rows the dispatcher will pick up carry a due time.
     let due = match a.state {
@@ -405,8 +430,26 @@ impl Store {
         hourly_cap: Option<u32>,
         audit_send: bool,
     ) -> Result<SendGate, StoreError> {
-        let now = Utc::now();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin().await?;
+        let gate = tx
+            .begin_sending(row, hourly_cap, audit_send, Utc::now())
+            .await?;
+        tx.commit().await?;
+        Ok(gate)
+    }
+}
+
+impl WriteTx {
+    /// [`Store::begin_sending`] inside this transaction (the dispatch
+    /// writer's group), at `now`.
+    pub async fn begin_sending(
+        &mut self,
+        row: &StoredAction,
+        hourly_cap: Option<u32>,
+        audit_send: bool,
+        now: DateTime<Utc>,
+    ) -> Result<SendGate, StoreError> {
+        let tx: &mut SqliteConnection = &mut self.tx;
         // (state, claimed_at, sending_at)
         type Current = (ActionState, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
         let current: Option<Current> =
@@ -431,8 +474,12 @@ impl Store {
             .await?;
         if let Some(cap) = hourly_cap.filter(|_| !approved) {
             let hour_ago = now - chrono::Duration::hours(1);
+            // A send in flight counts from when it was handed over (its
+            // `sent_at` will be a call's time later): with the dispatcher's
+            // writes in one group, the gates of several wipes often pass
+            // while the earlier ones are still at the MDM.
             let recent: Vec<(Option<DateTime<Utc>>,)> = sqlx::query_as(
-                "SELECT sent_at FROM actions
+                "SELECT COALESCE(sent_at, sending_at) FROM actions
                  WHERE tenant_id = ?1 AND kind IN ('enterprise_wipe', 'wipe') AND id <> ?3
                    AND (sent_at >= ?2 OR sending_at IS NOT NULL)
                  ORDER BY sent_at",
@@ -443,8 +490,7 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             if recent.len() >= cap as usize {
-                // The send that leaves the window first frees a place; one
-                // in flight has no time yet: try again in a minute.
+                // The send that leaves the window first frees a place.
                 let oldest = recent.iter().filter_map(|(at,)| *at).min();
                 let due = oldest.map_or(now + chrono::Duration::minutes(1), |at| {
                     (at + chrono::Duration::hours(1)).max(now + chrono::Duration::seconds(1))
@@ -463,8 +509,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                audit(&mut tx, row.id, now, Some(state), state, Some(&note)).await?;
-                tx.commit().await?;
+                audit(tx, row.id, now, Some(state), state, Some(&note)).await?;
                 return Ok(SendGate::Later(due));
             }
         }
@@ -475,27 +520,82 @@ impl Store {
             .await?;
         if audit_send {
             let note = format!("{SENDING_NOTE} {}", row.attempts);
-            audit(&mut tx, row.id, now, Some(state), state, Some(&note)).await?;
+            audit(tx, row.id, now, Some(state), state, Some(&note)).await?;
         }
-        tx.commit().await?;
         Ok(SendGate::Go)
     }
 
-    /// Records on a row that a claim of it ended without a call to the MDM
-    /// because the row had moved on meanwhile (cancelled while it waited).
-    pub async fn note_not_sent(&self, id: i64, note: &str) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let mut tx = self.begin_write().await?;
+    /// [`Store::note_not_sent`] inside this transaction, at `now`.
+    pub async fn note_not_sent(
+        &mut self,
+        id: i64,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let state: Option<(ActionState,)> =
             sqlx::query_as("SELECT state FROM actions WHERE id = ?")
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *self.tx)
                 .await?;
         if let Some((state,)) = state {
-            audit(&mut tx, id, now, Some(state), state, Some(note)).await?;
+            audit(&mut self.tx, id, now, Some(state), state, Some(note)).await?;
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    /// [`Store::release_claim`] inside this transaction, at `now`.
+    pub async fn release_claim(
+        &mut self,
+        id: i64,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let state: Option<(ActionState,)> = sqlx::query_as(
+            "UPDATE actions SET claimed_at = NULL, sending_at = NULL, updated_at = ?2
+             WHERE id = ?1 AND claimed_at IS NOT NULL AND state IN ('pending', 'failed') RETURNING state",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        if let Some((state,)) = state {
+            audit(&mut self.tx, id, now, Some(state), state, Some(note)).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::reschedule_action`] inside this transaction, at `now`.
+    pub async fn reschedule_action(
+        &mut self,
+        id: i64,
+        at: DateTime<Utc>,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let state: Option<(ActionState,)> = sqlx::query_as(
+            "UPDATE actions SET next_attempt_at = ?2, updated_at = ?3
+             WHERE id = ?1 AND claimed_at IS NULL AND state IN ('pending', 'failed') RETURNING state",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(now)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some((state,)) = state else {
+            return Ok(false);
+        };
+        audit(&mut self.tx, id, now, Some(state), state, Some(note)).await?;
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Records on a row that a claim of it ended without a call to the MDM
+    /// because the row had moved on meanwhile (cancelled while it waited).
+    pub async fn note_not_sent(&self, id: i64, note: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        tx.note_not_sent(id, note, Utc::now()).await?;
+        tx.commit().await
     }
 
     /// Whether the last audit row of the action is [`Store::begin_sending`]'s:
@@ -513,21 +613,9 @@ impl Store {
     /// Releases the claim of a row a crash left claimed, so it is retried
     /// (only for commands that are idempotent at the MDM), with an audit row.
     pub async fn release_claim(&self, id: i64, note: &str) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let mut tx = self.begin_write().await?;
-        let state: Option<(ActionState,)> = sqlx::query_as(
-            "UPDATE actions SET claimed_at = NULL, sending_at = NULL, updated_at = ?2
-             WHERE id = ?1 AND claimed_at IS NOT NULL AND state IN ('pending', 'failed') RETURNING state",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((state,)) = state {
-            audit(&mut tx, id, now, Some(state), state, Some(note)).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        tx.release_claim(id, note, Utc::now()).await?;
+        tx.commit().await
     }
 
     /// The pending (not yet sent) Wi-Fi profile removal of a device, if any.
@@ -554,23 +642,10 @@ impl Store {
         at: DateTime<Utc>,
         note: &str,
     ) -> Result<bool, StoreError> {
-        let now = Utc::now();
-        let mut tx = self.begin_write().await?;
-        let state: Option<(ActionState,)> = sqlx::query_as(
-            "UPDATE actions SET next_attempt_at = ?2, updated_at = ?3
-             WHERE id = ?1 AND claimed_at IS NULL AND state IN ('pending', 'failed') RETURNING state",
-        )
-        .bind(id)
-        .bind(at)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((state,)) = state else {
-            return Ok(false);
-        };
-        audit(&mut tx, id, now, Some(state), state, Some(note)).await?;
+        let mut tx = self.begin().await?;
+        let done = tx.reschedule_action(id, at, note, Utc::now()).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(done)
     }
 
     /// Cancels actions of a tenant that have not been sent and are not being
@@ -690,54 +765,12 @@ impl Store {
         id: i64,
         t: Transition,
     ) -> Result<StoredAction, StoreError> {
-        let now = Utc::now();
-        let mut tx = self.begin_write().await?;
-        let updated: Option<StoredAction> = sqlx::query_as(&format!(
-            "UPDATE actions SET
-                 state = ?3,
-                 reason = COALESCE(?4, reason),
-                 last_error = COALESCE(?5, last_error),
-                 next_attempt_at = CASE WHEN ?3 IN ('pending', 'failed')
-                                        THEN COALESCE(?6, next_attempt_at, ?8) ELSE NULL END,
-                 receipt = COALESCE(?7, receipt),
-                 sent_at = CASE WHEN ?3 = 'sent' THEN ?8 ELSE sent_at END,
-                 claimed_at = NULL,
-                 sending_at = NULL,
-                 updated_at = ?8
-             WHERE id = ?1 AND state = ?2
-             RETURNING {ACTION_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(t.from)
-        .bind(t.to)
-        .bind(&t.reason)
-        .bind(&t.last_error)
-        .bind(t.next_attempt_at)
-        .bind(json_text(t.receipt.as_ref()))
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(updated) = updated else {
-            let actual: Option<(ActionState,)> =
-                sqlx::query_as("SELECT state FROM actions WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return Err(match actual {
-                Some((actual,)) => StoreError::ActionStateChanged {
-                    action_id: id,
-                    expected: t.from,
-                    actual,
-                },
-                None => StoreError::NotFound {
-                    what: "action",
-                    id: id.to_string(),
-                },
-            });
-        };
-        audit(&mut tx, id, now, Some(t.from), t.to, Some(&t.note)).await?;
+        let mut tx = self.begin().await?;
+        let moved = tx.transition_action_with(id, &t).await;
+        // A refused transition changed nothing: the rollback of `drop` is right.
+        let moved = moved?;
         tx.commit().await?;
-        Ok(updated)
+        Ok(moved)
     }
 
     /// Claims up to `limit` unclaimed pending or failed actions due at `now`,
@@ -748,26 +781,8 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<StoredAction>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut claimed: Vec<StoredAction> = sqlx::query_as(&format!(
-            "UPDATE actions SET claimed_at = ?1, attempts = attempts + 1, updated_at = ?1
-             WHERE id IN (
-                 SELECT id FROM actions
-                 WHERE state IN ('pending', 'failed') AND next_attempt_at <= ?1
-                   AND claimed_at IS NULL
-                 ORDER BY next_attempt_at, id LIMIT ?2)
-             RETURNING {ACTION_COLUMNS}"
-        ))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        // RETURNING does not keep the subquery's order.
-        claimed.sort_by_key(|a| (a.next_attempt_at, a.id));
-        for a in &claimed {
-            let note = format!("claimed for attempt {}", a.attempts);
-            audit(&mut tx, a.id, now, Some(a.state), a.state, Some(&note)).await?;
-        }
+        let mut tx = self.begin().await?;
+        let claimed = tx.claim_due_actions(now, limit).await?;
         tx.commit().await?;
         Ok(claimed)
     }

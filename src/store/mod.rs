@@ -41,6 +41,7 @@
 
 mod actions;
 mod admin;
+mod dispatch;
 mod error;
 mod events;
 mod ids;
@@ -73,6 +74,7 @@ pub use admin::{
     ActionFilter, AdminAction, AdminDevice, AdminSyncRun, AdminUser, DeviceFilter, EventFilter,
     MdmHealth, Page, Paged, UserFilter,
 };
+pub use dispatch::{DispatchDone, DispatchOp};
 pub use error::StoreError;
 pub use events::{EventIdentifiers, NewEvent, StoredEvent};
 pub use ids::{ActionId, DeviceId, DeviceRef, MdmId};

@@ -512,3 +512,77 @@ async fn an_event_that_arrives_while_the_mdm_is_down_is_decided_once_the_device_
     assert_eq!(soti_actions_for(&env, &id).len(), 1);
     app.shutdown().await;
 }
+
+/// Issue 19: the dispatcher commits the claims and outcomes of many actions
+/// together (one writer). Forty locks decided at once still reach the MDM
+/// once each, and each row's audit trail is exactly its own: created,
+/// claimed for attempt 1, sent.
+#[tokio::test]
+async fn forty_locks_decided_at_once_reach_the_mdm_once_each_with_an_exact_audit_trail() {
+    let (env, app) = started(&[SimKind::Soti], soti_all_permitted(), POLICY).await;
+    let devices: Vec<String> = env
+        .sim
+        .soti()
+        .unwrap()
+        .devices()
+        .iter()
+        .map(|d| d["DeviceId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(devices.len(), 40);
+    let events: Vec<Value> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            event(
+                &format!("many-{i}"),
+                json!({"udid": id}),
+                "device.jailbroken_rooted",
+            )
+        })
+        .collect();
+    let (status, body) = post_events(&app, json!({ "events": events })).await;
+    assert_eq!(status, 202, "{body}");
+    let rows = wait_actions(&env, Duration::from_secs(20), |r| {
+        r.len() == 40 && r.iter().all(|a| a.state == "sent")
+    })
+    .await;
+    settle(&app, &env).await;
+    for id in &devices {
+        assert_eq!(soti_actions_for(&env, id).len(), 1, "{id}: one lock");
+    }
+    for row in rows {
+        let trail: Vec<(Option<String>, String, String)> = app
+            .store
+            .action_audit(row.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                (
+                    a.from_state.map(|s| s.to_string()),
+                    a.to_state.to_string(),
+                    a.note.unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(trail.len(), 3, "{trail:#?}");
+        assert_eq!(
+            (trail[0].0.as_deref(), trail[0].1.as_str()),
+            (None, "pending")
+        );
+        assert_eq!(
+            trail[1],
+            (
+                Some("pending".into()),
+                "pending".into(),
+                "claimed for attempt 1".into()
+            )
+        );
+        assert_eq!(
+            (trail[2].0.as_deref(), trail[2].1.as_str()),
+            (Some("pending"), "sent")
+        );
+        assert!(trail[2].2.starts_with("sent to MDM"), "{trail:#?}");
+    }
+    app.shutdown().await;
+}

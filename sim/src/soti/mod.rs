@@ -144,6 +144,10 @@ pub struct SotiState {
     seeder: Mutex<Seeder>,
     /// Custom attribute definitions and the values set per device.
     attributes: RwLock<attributes::CustomAttributes>,
+    /// Where each `DeviceId` (lowercase) was in `devices` when last looked
+    /// at: a hint checked on every use, rebuilt when wrong, so a lookup by id
+    /// does not scan thousands of devices per action call.
+    positions: Mutex<HashMap<String, usize>>,
 }
 
 impl fmt::Debug for SotiState {
@@ -180,6 +184,7 @@ impl SotiState {
             tokens: Mutex::new(HashMap::new()),
             seeder: Mutex::new(seeder),
             attributes: RwLock::new(attributes::CustomAttributes::seeded()),
+            positions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -241,7 +246,41 @@ impl SotiState {
     /// The device a reference (`DeviceId`, `mac:…`, `imei_meid_esn:…`) names.
     pub fn device(&self, reference: &str) -> Option<Value> {
         let devices = read(&self.devices);
-        find_device(&devices, reference).map(|i| devices[i].clone())
+        self.position(&devices, reference)
+            .map(|i| devices[i].clone())
+    }
+
+    /// [`find_device`], through `positions` for a plain `DeviceId`.
+    fn position(&self, devices: &[Value], reference: &str) -> Option<usize> {
+        let is_id = |i: usize| {
+            devices
+                .get(i)
+                .and_then(|d| d.get("DeviceId"))
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.eq_ignore_ascii_case(reference))
+        };
+        let plain = strip_prefix_ci(reference, "mac:").is_none()
+            && strip_prefix_ci(reference, "imei_meid_esn:").is_none();
+        let mut positions = lock(&self.positions);
+        if plain {
+            if let Some(&i) = positions.get(&reference.to_ascii_lowercase()) {
+                if is_id(i) {
+                    return Some(i);
+                }
+            }
+        }
+        let found = find_device(devices, reference);
+        if plain && found.is_some() {
+            // Devices were added, removed or replaced since: index them again
+            // (the first of equal ids, as the scan finds it).
+            positions.clear();
+            for (i, d) in devices.iter().enumerate() {
+                if let Some(id) = d.get("DeviceId").and_then(Value::as_str) {
+                    positions.entry(id.to_ascii_lowercase()).or_insert(i);
+                }
+            }
+        }
+        found
     }
 
     /// Appends a device object; it needs a unique string `DeviceId`.
@@ -442,9 +481,13 @@ fn find_device(devices: &[Value], reference: &str) -> Option<usize> {
             .iter()
             .position(|d| field(d, "IMEI_MEID_ESN").as_deref() == Some(wanted))
     } else {
-        devices
-            .iter()
-            .position(|d| field(d, "DeviceId").is_some_and(|id| id.eq_ignore_ascii_case(reference)))
+        // Compared in place: this scan runs for every device call, and a
+        // copy of each id made it the benchmarks' largest cost.
+        devices.iter().position(|d| {
+            d.get("DeviceId")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.eq_ignore_ascii_case(reference))
+        })
     }
 }
 
