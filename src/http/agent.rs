@@ -279,7 +279,7 @@ struct Batch {
     events: Vec<AgentEvent>,
 }
 
-/// One event, or `{"events":[…]}` of 1 to [`MAX_EVENTS`], each validated.
+/// One event, or `{"events":[…]}` of 1 to `MAX_EVENTS` (500), each validated.
 ///
 /// Public for the ingest benchmark's baseline, which parses as the daemon does.
 ///
