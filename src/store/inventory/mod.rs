@@ -19,6 +19,10 @@
 //! round trip goes to sqlx's SQLite thread; at ~10 per device they were
 //! what a full sync spent its time on.
 //!
+//! A full sync writes its pages through a [`SyncWriter`] ([`writer`]): the
+//! same statements on a connection of the run's own, with a larger page
+//! cache and several pages per bounded transaction.
+//!
 //! One module per kind of row, each with the one path that writes it:
 //! [`users`], [`groups`], [`devices`] (with their memberships) and
 //! [`collisions`] (the flag on devices that share an identifier). This
@@ -30,10 +34,12 @@ mod collisions;
 mod devices;
 mod groups;
 mod users;
+mod writer;
 
 pub use devices::{Activation, ActivationInput, DeviceUpsert, RiskLevel, StoredDevice};
 pub(super) use devices::{DeviceRow, DEVICE_COLUMNS};
 pub use users::{MaskedUser, Pii, PiiMasker, StoredUser};
+pub use writer::{SyncWriter, SYNC_CACHE_KIB, SYNC_TX_MAX_AGE, SYNC_TX_MAX_RECORDS};
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
