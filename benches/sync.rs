@@ -151,7 +151,9 @@ fn parent(args: &[String]) -> ExitCode {
         .iter()
         .find(|c| !["sync", "fetch", "baseline"].contains(&c.as_str()))
     {
-        eprintln!("error: --cases / SYNC_BENCH_CASES: unknown case `{bad}` (sync, fetch, baseline)");
+        eprintln!(
+            "error: --cases / SYNC_BENCH_CASES: unknown case `{bad}` (sync, fetch, baseline)"
+        );
         return ExitCode::FAILURE;
     }
     let stored: usize = match stored.as_deref().map(|s| s.trim().replace('_', "").parse()) {
@@ -381,7 +383,7 @@ fn print_table(kind: SimKind, rows: &[Row]) {
         println!(
             "  N={n}: listed {} records, {} devices stored, counts {}; phases: groups {:.2} s, \
              users {:.2} s, devices {:.2} s, removal check + record {:.2} s; CPU during sync: \
-             {:.2} s ({:.2} on sqlx-sqlite threads, {:.2} on tokio workers, {:.2} other); seeding \
+             {:.2} s ({:.2} on sqlx-sqlite threads, the run's own writer included, {:.2} on tokio workers, {:.2} other); seeding \
              the simulator {:.2} s; filling the store {:.2} s; process peak since start {:.1} MiB; \
              fetch-only: {} records, peak {:.1} MiB; baseline store API devices alone {:.2} s",
             s["listed"],
@@ -614,7 +616,7 @@ async fn sync_case(kind: SimKind, n: usize, prefill: Prefill) -> Result<Value, S
     // so the peak read after the sync is the sync's own, not the seeding's.
     let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let load_before = load_average();
-    let cpu_before = thread_cpu();
+    let cpu_before = cpu_now();
     let started = Instant::now();
     let reports = engine
         .full_sync_now(TENANT, None, SyncTrigger::Cli, Some(progress))
@@ -624,8 +626,12 @@ async fn sync_case(kind: SimKind, n: usize, prefill: Prefill) -> Result<Value, S
     let seconds = (ended - started).as_secs_f64();
     let peak_kb = status_kb("VmHWM").unwrap_or(0);
     let rss_after_kb = status_kb("VmRSS").unwrap_or(0);
-    let cpu = cpu_split(&cpu_before, &thread_cpu());
-    let load = format!("{} → {}", one_minute(&load_before), one_minute(&load_average()));
+    let cpu = cpu_split(&cpu_before, &cpu_now());
+    let load = format!(
+        "{} → {}",
+        one_minute(&load_before),
+        one_minute(&load_average())
+    );
 
     let report = reports.first().ok_or("no run report")?;
     if report.outcome != SyncOutcome::Succeeded {
@@ -701,7 +707,7 @@ async fn fetch_case(kind: SimKind, n: usize) -> Result<Value, String> {
     let name = integration.name.as_str();
     let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let load_before = load_average();
-    let cpu_before = thread_cpu();
+    let cpu_before = cpu_now();
     let started = Instant::now();
     let groups = drain(guard_listing(
         adapter.groups(),
@@ -722,8 +728,12 @@ async fn fetch_case(kind: SimKind, n: usize) -> Result<Value, String> {
     ))
     .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_split(&cpu_before, &thread_cpu());
-    let load = format!("{} → {}", one_minute(&load_before), one_minute(&load_average()));
+    let cpu = cpu_split(&cpu_before, &cpu_now());
+    let load = format!(
+        "{} → {}",
+        one_minute(&load_before),
+        one_minute(&load_average())
+    );
     let peak_kb = status_kb("VmHWM").unwrap_or(0);
     Ok(json!({
         "mode": "fetch",
@@ -1132,6 +1142,28 @@ async fn fill(db: &Path, n: usize, same: bool) -> Result<(), String> {
 // /proc readings.
 // ---------------------------------------------------------------------------
 
+/// Per thread of this process its name and CPU ticks, and the process's
+/// own CPU ticks (which include the threads that have ended).
+struct CpuReading(HashMap<u64, (String, u64)>, u64);
+
+fn cpu_now() -> CpuReading {
+    CpuReading(thread_cpu(), process_ticks())
+}
+
+/// User + system CPU ticks of the whole process, ended threads included
+/// (`/proc/self/stat` fields 14 and 15).
+fn process_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    ticks(11) + ticks(12)
+}
+
 /// A `kB` line of `/proc/self/status` (`VmRSS`, `VmHWM`).
 fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -1147,8 +1179,12 @@ fn status_kb(field: &str) -> Option<u64> {
 /// CPU seconds spent between two readings, by kind of thread: sqlx runs each
 /// SQLite connection on its own thread (`sqlx-sqlite-worker-N`), so SQLite's
 /// share is separate from the tokio workers' (HTTP client, simulator server,
-/// JSON, the engine). Threads that ended in between are not counted.
-fn cpu_split(before: &HashMap<u64, (String, u64)>, after: &HashMap<u64, (String, u64)>) -> Value {
+/// JSON, the engine). A thread that ended in between (the sync run's own
+/// writer connection, closed at the end of the run) is no longer listed: its
+/// time is the process's total (which keeps it) less the listed threads', and
+/// counts as SQLite's.
+fn cpu_split(before: &CpuReading, after: &CpuReading) -> Value {
+    let (before, after, process) = (&before.0, &after.0, after.1.saturating_sub(before.1));
     let (mut sqlite, mut tokio, mut other) = (0u64, 0u64, 0u64);
     for (tid, (comm, ticks)) in after {
         let spent = ticks.saturating_sub(before.get(tid).map_or(0, |b| b.1));
@@ -1160,9 +1196,12 @@ fn cpu_split(before: &HashMap<u64, (String, u64)>, after: &HashMap<u64, (String,
             other += spent;
         }
     }
+    let ended = process.saturating_sub(sqlite + tokio + other);
+    sqlite += ended;
     let s = |t: u64| t as f64 / USER_HZ;
     json!({
-        "total": s(sqlite + tokio + other),
+        "total": s(process.max(sqlite + tokio + other)),
+        "ended_threads": s(ended),
         "sqlite": s(sqlite),
         "tokio": s(tokio),
         "other": s(other),
