@@ -10,6 +10,13 @@
 //! - `--kinds soti,airwatch,bcdm` / `SYNC_BENCH_KINDS`: simulator kinds (default:
 //!   every kind; a kind whose simulator is not implemented yet is skipped
 //!   with a note, so the bench picks new simulators up by itself);
+//! - `--cases sync,fetch,baseline` / `SYNC_BENCH_CASES`: which cases to run
+//!   (default: all three; `sync,fetch` is enough for the ratio);
+//! - `--stored 1000000` / `SYNC_BENCH_STORED`: devices already in the store
+//!   before the sync (default 0), written untimed by a child process of their
+//!   own (see [`fill`]); `--stored-in other|same` / `SYNC_BENCH_STORED_IN`:
+//!   spread over ten other tenants (default), or under a second MDM of the
+//!   synced tenant (which shares the tenant's identifier indexes);
 //! - `RUST_LOG=info`: the engine's logs on stderr (off by default).
 //!
 //! Why child processes: peak RSS (`VmHWM`) only ever grows, so each case runs
@@ -26,6 +33,13 @@
 //! scheduled sync. The peak of the sync itself is `VmHWM` after the sync,
 //! with the high-water mark reset just before it (`/proc/self/clear_refs`).
 //!
+//! What a `fetch` case measures (the fetch-only baseline): the same setup,
+//! the same adapter from the same registry, and the same listings in the
+//! same order (groups, users, devices), each guarded as the sync's fetching
+//! task guards it; every page is decoded and dropped, nothing is stored. The
+//! sync's figure is reported as a ratio to it: what the store adds to the
+//! fetch.
+//!
 //! What a `baseline` case measures: the same listing read through the adapter
 //! first (untimed), then written (timed) (a) through the store's own API, one
 //! call per kind of record, all devices in one `upsert_devices` transaction,
@@ -40,8 +54,8 @@ use chrono::Utc;
 use common::{f, load_average, machine, thread_cpu};
 use futures::StreamExt;
 use mtd_adapter::{
-    normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Group, PageStream,
-    User,
+    guard_listing, normalize_imei, normalize_mac, normalize_serial, normalize_udid, Device, Group,
+    PageStream, User,
 };
 use mtd_connector::app::App;
 use mtd_connector::shutdown::CancellationToken;
@@ -73,6 +87,9 @@ fn main() -> ExitCode {
     if let Some(at) = args.iter().position(|a| a == "--case") {
         return child(&args[at + 1..]);
     }
+    if let Some(at) = args.iter().position(|a| a == "--fill") {
+        return fill_child(&args[at + 1..]);
+    }
     parent(&args)
 }
 
@@ -83,11 +100,17 @@ fn main() -> ExitCode {
 fn parent(args: &[String]) -> ExitCode {
     let mut sizes = std::env::var("SYNC_BENCH_SIZES").ok();
     let mut kinds = std::env::var("SYNC_BENCH_KINDS").ok();
+    let mut cases = std::env::var("SYNC_BENCH_CASES").ok();
+    let mut stored = std::env::var("SYNC_BENCH_STORED").ok();
+    let mut stored_in = std::env::var("SYNC_BENCH_STORED_IN").ok();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--sizes" => sizes = it.next().cloned(),
             "--kinds" => kinds = it.next().cloned(),
+            "--cases" => cases = it.next().cloned(),
+            "--stored" => stored = it.next().cloned(),
+            "--stored-in" => stored_in = it.next().cloned(),
             // `cargo bench` passes `--bench` (and a filter, if given) to every
             // bench binary; this one has no filters.
             _ => {}
@@ -118,6 +141,35 @@ fn parent(args: &[String]) -> ExitCode {
         },
     };
 
+    let cases: Vec<String> = cases
+        .as_deref()
+        .unwrap_or("sync,fetch,baseline")
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .collect();
+    if let Some(bad) = cases
+        .iter()
+        .find(|c| !["sync", "fetch", "baseline"].contains(&c.as_str()))
+    {
+        eprintln!(
+            "error: --cases / SYNC_BENCH_CASES: unknown case `{bad}` (sync, fetch, baseline)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let stored: usize = match stored.as_deref().map(|s| s.trim().replace('_', "").parse()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            eprintln!("error: --stored / SYNC_BENCH_STORED: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stored_in = stored_in.unwrap_or_else(|| "other".into());
+    if !["other", "same"].contains(&stored_in.as_str()) {
+        eprintln!("error: --stored-in / SYNC_BENCH_STORED_IN: `other` or `same`");
+        return ExitCode::FAILURE;
+    }
+
     println!("Full-sync benchmark");
     println!("machine: {}", machine());
     println!("load average at start: {}", load_average());
@@ -126,6 +178,16 @@ fn parent(args: &[String]) -> ExitCode {
         sizes,
         simproc::connector_bin().display()
     );
+    if stored > 0 {
+        println!(
+            "already stored before each sync: {stored} devices ({}), written untimed",
+            if stored_in == "same" {
+                "under a second MDM of the synced tenant"
+            } else {
+                "spread over ten other tenants"
+            }
+        );
+    }
     let mut kinds = Vec::new();
     for kind in wanted {
         match simulator_available(kind) {
@@ -138,12 +200,24 @@ fn parent(args: &[String]) -> ExitCode {
     for kind in kinds {
         let mut rows = Vec::new();
         for &n in &sizes {
-            eprintln!("[{kind} {n}] sync …");
-            let sync = run_case("sync", kind, n);
-            eprintln!("[{kind} {n}] baselines …");
-            let base = run_case("baseline", kind, n);
-            failed |= sync.get("error").is_some() || base.get("error").is_some();
-            rows.push((n, sync, base));
+            let mut run = |mode: &str, extra: &[String]| {
+                if !cases.iter().any(|c| c == mode) {
+                    return json!({ "skipped": true });
+                }
+                eprintln!("[{kind} {n}] {mode} …");
+                let v = run_case(mode, kind, n, extra);
+                failed |= v.get("error").is_some();
+                v
+            };
+            let sync = run("sync", &[stored.to_string(), stored_in.clone()]);
+            let fetch = run("fetch", &[]);
+            let base = run("baseline", &[]);
+            rows.push(Row {
+                n,
+                sync,
+                fetch,
+                base,
+            });
         }
         print_table(kind, &rows);
     }
@@ -181,14 +255,24 @@ fn simulator_available(kind: SimKind) -> Result<(), String> {
     })
 }
 
+/// One size of one kind: the result of each case (`{"skipped": true}` when
+/// not asked for).
+struct Row {
+    n: usize,
+    sync: Value,
+    fetch: Value,
+    base: Value,
+}
+
 /// Runs one case in a child process; its result, or `{"error": …}`.
-fn run_case(mode: &str, kind: SimKind, n: usize) -> Value {
+fn run_case(mode: &str, kind: SimKind, n: usize, extra: &[String]) -> Value {
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return json!({ "error": format!("cannot find this executable: {e}") }),
     };
     let out = Command::new(exe)
         .args(["--case", mode, kind.as_str(), &n.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output();
@@ -207,50 +291,59 @@ fn run_case(mode: &str, kind: SimKind, n: usize) -> Value {
     }
 }
 
-fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
+fn print_table(kind: SimKind, rows: &[Row]) {
     println!();
-    println!("== {kind}: full sync through SyncEngine::full_sync_now vs writing the same rows without HTTP");
     println!(
-        "{:>8} {:>9} {:>10} {:>7} {:>9} {:>10} {:>9} {:>10} {:>7} {:>9} {:>7} {:>8} {:>8} {:>7}",
+        "== {kind}: full sync through SyncEngine::full_sync_now vs the fetch alone (same adapter) \
+         and vs writing the same rows without HTTP"
+    );
+    println!(
+        "{:>8} {:>8} {:>9} {:>7} {:>8} {:>8} {:>7} {:>7} {:>13} {:>8} {:>7} {:>7} {:>7} {:>7}",
         "N",
+        "stored",
         "sync s",
-        "devices/s",
         "CPU s",
         "peak MiB",
-        "before MiB",
-        "sim MiB",
+        "fetch s",
+        "f CPU s",
+        "ratio",
+        "load (sync)",
         "store s",
         "ratio",
         "raw s",
-        "ratio",
         "raw64 s",
-        "fetch s",
-        "ratio"
+        "list s"
     );
-    for (n, s, b) in rows {
-        if let Some(e) = s.get("error").or_else(|| b.get("error")) {
+    for Row {
+        n,
+        sync: s,
+        fetch,
+        base: b,
+    } in rows
+    {
+        if let Some(e) = [s, fetch, b].into_iter().find_map(|v| v.get("error")) {
             println!("{n:>8} error: {}", e.as_str().unwrap_or("?"));
             continue;
         }
         let secs = f(s, "seconds");
+        let fetch_s = f(fetch, "seconds");
         let store_s = f(b, "store_seconds");
-        let raw_s = f(b, "raw_seconds");
         println!(
-            "{:>8} {:>9.2} {:>10.0} {:>7.2} {:>9.1} {:>10.1} {:>9.1} {:>10.2} {:>7.2} {:>9.2} {:>7.1} {:>8.2} {:>8.2} {:>7.2}",
+            "{:>8} {:>8} {:>9.2} {:>7.2} {:>8.1} {:>8.2} {:>7.2} {:>7.2} {:>13} {:>8.2} {:>7.2} {:>7.2} {:>7.2} {:>7.2}",
             n,
+            s.get("stored").and_then(Value::as_u64).unwrap_or(0),
             secs,
-            *n as f64 / secs,
             f(&s["cpu"], "total"),
             mib(s, "peak_kb"),
-            mib(s, "rss_before_kb"),
-            mib(s, "sim_peak_kb"),
+            fetch_s,
+            f(&fetch["cpu"], "total"),
+            secs / fetch_s,
+            s.get("load").and_then(Value::as_str).unwrap_or("-"),
             store_s,
             secs / store_s,
-            raw_s,
-            secs / raw_s,
+            f(b, "raw_seconds"),
             f(b, "raw_cache64_seconds"),
             f(b, "list_seconds"),
-            secs / f(b, "list_seconds")
         );
     }
     println!(
@@ -258,36 +351,42 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
          CPU s: CPU time of the connector's process during the sync. \
          peak MiB: VmHWM of the connector's process during the sync (HWM reset just before it{}); \
          the simulator runs in its own process (`mtd-connector sim`) and is not included. \
-         before MiB: VmRSS just before the sync (store open, engine built). sim MiB: the \
-         simulator process's VmHWM (for reference only). store s: the same groups, users and \
-         devices written through upsert_groups / upsert_users / upsert_devices (each one \
-         transaction) with no HTTP; raw s: plain INSERTs of the same rows in one transaction \
-         (SQLite's default 2 MiB page cache, as the store); raw64 s: the same with a 64 MiB page \
-         cache. fetch s: the same listing read through the adapter (HTTP, paging, decoding) and \
-         nothing stored: the fetch-only baseline. ratio = sync s / baseline s.",
+         stored: devices in the store before the sync. \
+         fetch s / f CPU s: the fetch-only baseline, the same listings through the same adapter \
+         (HTTP, paging, decoding, the listing guard), every page dropped: its wall and CPU time. \
+         ratio = sync s / fetch s. load (sync): the 1-minute load average at the sync's start \
+         and end. store s: the same groups, users and devices written through upsert_groups / \
+         upsert_users / upsert_devices (each one transaction) with no HTTP; raw s: plain INSERTs \
+         of the same rows in one transaction (SQLite's default 2 MiB page cache); raw64 s: the \
+         same with a 64 MiB page cache. list s: the baseline case's own listing, collected into \
+         memory before those writes.",
         if rows
             .iter()
-            .all(|(_, s, _)| s.get("hwm_reset").and_then(Value::as_bool) == Some(true))
+            .filter(|r| r.sync.get("peak_kb").is_some())
+            .all(|r| r.sync.get("hwm_reset").and_then(Value::as_bool) == Some(true))
         {
             ""
         } else {
             "; NOT reset on some case: there it is the process's peak since start"
         }
     );
-    for (n, s, b) in rows {
-        if s.get("error").is_some() || b.get("error").is_some() {
+    for Row {
+        n,
+        sync: s,
+        fetch,
+        base: b,
+    } in rows
+    {
+        if s.get("seconds").is_none() {
             continue;
         }
         println!(
-            "  N={n}: listed {} records ({} devices, {} users, {} groups), {} devices stored, \
-             counts {}; phases: groups {:.2} s, users {:.2} s, devices {:.2} s, removal check + \
-             record {:.2} s; CPU during sync: {:.2} s ({:.2} on sqlx-sqlite threads, {:.2} on \
-             tokio workers, {:.2} other); seeding the simulator {:.2} s; process peak since start \
-             {:.1} MiB; baseline store API devices alone {:.2} s",
+            "  N={n}: listed {} records, {} devices stored, counts {}; phases: groups {:.2} s, \
+             users {:.2} s, devices {:.2} s, removal check + record {:.2} s; CPU during sync: \
+             {:.2} s ({:.2} on sqlx-sqlite threads, the run's own writer included, {:.2} on tokio workers, {:.2} other); seeding \
+             the simulator {:.2} s; filling the store {:.2} s; process peak since start {:.1} MiB; \
+             fetch-only: {} records, peak {:.1} MiB; baseline store API devices alone {:.2} s",
             s["listed"],
-            b["devices"],
-            b["users"],
-            b["groups"],
             s["devices_stored"],
             s["counts"],
             f(&s["phases"], "groups"),
@@ -299,24 +398,29 @@ fn print_table(kind: SimKind, rows: &[(usize, Value, Value)]) {
             f(&s["cpu"], "tokio"),
             f(&s["cpu"], "other"),
             f(s, "seed_seconds"),
+            f(s, "fill_seconds"),
             mib(s, "process_peak_kb"),
+            fetch.get("records").unwrap_or(&Value::Null),
+            mib(fetch, "peak_kb"),
             f(b, "store_devices_seconds"),
         );
     }
-    let ok: Vec<&(usize, Value, Value)> = rows
+    let ok: Vec<&Row> = rows
         .iter()
-        .filter(|(_, s, _)| s.get("error").is_none())
+        .filter(|r| r.sync.get("seconds").is_some())
         .collect();
     if let (Some(small), Some(large)) = (ok.first(), ok.last()) {
-        if large.0 > small.0 {
-            let size = large.0 as f64 / small.0 as f64;
+        if large.n > small.n {
+            let size = large.n as f64 / small.n as f64;
             println!(
-                "growth {}→{}: time ×{:.2}, CPU ×{:.2}, peak RSS ×{:.2} (linear = ×{:.0})",
-                small.0,
-                large.0,
-                f(&large.1, "seconds") / f(&small.1, "seconds"),
-                f(&large.1["cpu"], "total") / f(&small.1["cpu"], "total"),
-                mib(&large.1, "peak_kb") / mib(&small.1, "peak_kb"),
+                "growth {}→{}: time ×{:.2}, CPU ×{:.2}, peak RSS ×{:.2}, fetch-only time ×{:.2} \
+                 (linear = ×{:.0})",
+                small.n,
+                large.n,
+                f(&large.sync, "seconds") / f(&small.sync, "seconds"),
+                f(&large.sync["cpu"], "total") / f(&small.sync["cpu"], "total"),
+                mib(&large.sync, "peak_kb") / mib(&small.sync, "peak_kb"),
+                f(&large.fetch, "seconds") / f(&small.fetch, "seconds"),
                 size
             );
         }
@@ -332,9 +436,9 @@ fn mib(v: &Value, key: &str) -> f64 {
 // ---------------------------------------------------------------------------
 
 fn child(args: &[String]) -> ExitCode {
-    let (mode, kind, n) = match args {
-        [mode, kind, n, ..] => match (kind.parse::<SimKind>(), n.parse::<usize>()) {
-            (Ok(k), Ok(n)) => (mode.as_str(), k, n),
+    let (mode, kind, n, rest) = match args {
+        [mode, kind, n, rest @ ..] => match (kind.parse::<SimKind>(), n.parse::<usize>()) {
+            (Ok(k), Ok(n)) => (mode.as_str(), k, n, rest),
             _ => {
                 eprintln!("error: --case MODE KIND N: bad kind `{kind}` or N `{n}`");
                 return ExitCode::FAILURE;
@@ -364,7 +468,12 @@ fn child(args: &[String]) -> ExitCode {
     };
     let result = rt.block_on(async {
         match mode {
-            "sync" => sync_case(kind, n).await,
+            "sync" => {
+                let stored = rest.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let same = rest.get(1).is_some_and(|s| s == "same");
+                sync_case(kind, n, Prefill { stored, same }).await
+            }
+            "fetch" => fetch_case(kind, n).await,
             "baseline" => baseline_case(kind, n).await,
             other => Err(format!("unknown case mode `{other}`")),
         }
@@ -393,9 +502,19 @@ struct Setup {
     rss_start_kb: u64,
     sim_rss_kb: u64,
     seed_seconds: f64,
+    /// Writing the devices already stored (0 without any).
+    fill_seconds: f64,
 }
 
-async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
+/// Devices written into the store before the app opens it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Prefill {
+    stored: usize,
+    /// Under a second MDM of the synced tenant, else over ten other tenants.
+    same: bool,
+}
+
+async fn setup(kind: SimKind, n: usize, prefill: Prefill) -> Result<Setup, String> {
     let rss_start_kb = status_kb("VmRSS").unwrap_or(0);
     let sim =
         tokio::task::spawn_blocking(move || simproc::SimProcess::start(kind.as_str(), n, SEED))
@@ -409,6 +528,15 @@ async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
         .to_string();
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let path = write_config(dir.path(), &base_url, kind)?;
+    let mut fill_seconds = 0.0;
+    if prefill.stored > 0 {
+        let db = dir.path().join("data/connector.db");
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || run_fill(&db, prefill))
+            .await
+            .map_err(|e| format!("fill the store: {e}"))??;
+        fill_seconds = started.elapsed().as_secs_f64();
+    }
     let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -423,6 +551,7 @@ async fn setup(kind: SimKind, n: usize) -> Result<Setup, String> {
         rss_start_kb,
         sim_rss_kb,
         seed_seconds,
+        fill_seconds,
     })
 }
 
@@ -456,8 +585,8 @@ fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, S
 }
 
 /// One full sync through the engine, with its time, memory and CPU.
-async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
-    let s = setup(kind, n).await?;
+async fn sync_case(kind: SimKind, n: usize, prefill: Prefill) -> Result<Value, String> {
+    let s = setup(kind, n, prefill).await?;
     let engine = s.app.sync().clone();
     let cancel = CancellationToken::new();
     let tasks = mtd_connector::shutdown::Tasks::new();
@@ -486,7 +615,8 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
     // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0),
     // so the peak read after the sync is the sync's own, not the seeding's.
     let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let cpu_before = thread_cpu();
+    let load_before = load_average();
+    let cpu_before = cpu_now();
     let started = Instant::now();
     let reports = engine
         .full_sync_now(TENANT, None, SyncTrigger::Cli, Some(progress))
@@ -496,7 +626,12 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
     let seconds = (ended - started).as_secs_f64();
     let peak_kb = status_kb("VmHWM").unwrap_or(0);
     let rss_after_kb = status_kb("VmRSS").unwrap_or(0);
-    let cpu = cpu_split(&cpu_before, &thread_cpu());
+    let cpu = cpu_split(&cpu_before, &cpu_now());
+    let load = format!(
+        "{} → {}",
+        one_minute(&load_before),
+        one_minute(&load_average())
+    );
 
     let report = reports.first().ok_or("no run report")?;
     if report.outcome != SyncOutcome::Succeeded {
@@ -540,6 +675,9 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
         "counts": report.counts,
         "devices_stored": devices_stored,
         "seed_seconds": s.seed_seconds,
+        "fill_seconds": s.fill_seconds,
+        "stored": prefill.stored,
+        "load": load,
         "rss_start_kb": s.rss_start_kb,
         "sim_rss_kb": s.sim_rss_kb,
         "sim_peak_kb": sim_peak_kb,
@@ -553,9 +691,93 @@ async fn sync_case(kind: SimKind, n: usize) -> Result<Value, String> {
     }))
 }
 
+/// The fetch-only baseline: the listings the sync reads, through the same
+/// adapter and the same listing guard, in the same order, every page
+/// decoded and dropped.
+async fn fetch_case(kind: SimKind, n: usize) -> Result<Value, String> {
+    let s = setup(kind, n, Prefill::default()).await?;
+    let integration = s
+        .app
+        .sync()
+        .integrations()
+        .next()
+        .ok_or("the engine has no integration")?
+        .clone();
+    let adapter = integration.adapter.as_ref();
+    let name = integration.name.as_str();
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let load_before = load_average();
+    let cpu_before = cpu_now();
+    let started = Instant::now();
+    let groups = drain(guard_listing(
+        adapter.groups(),
+        format!("{name} groups"),
+        group_key,
+    ))
+    .await?;
+    let users = drain(guard_listing(
+        adapter.users(),
+        format!("{name} users"),
+        user_key,
+    ))
+    .await?;
+    let devices = drain(guard_listing(
+        adapter.devices(),
+        format!("{name} devices"),
+        device_key,
+    ))
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_split(&cpu_before, &cpu_now());
+    let load = format!(
+        "{} → {}",
+        one_minute(&load_before),
+        one_minute(&load_average())
+    );
+    let peak_kb = status_kb("VmHWM").unwrap_or(0);
+    Ok(json!({
+        "mode": "fetch",
+        "kind": kind.as_str(),
+        "n": n,
+        "seconds": seconds,
+        "records": groups + users + devices,
+        "devices": devices,
+        "cpu": cpu,
+        "load": load,
+        "hwm_reset": hwm_reset,
+        "peak_kb": peak_kb,
+    }))
+}
+
+fn group_key(g: &Group) -> &str {
+    &g.mdm_group_id
+}
+
+fn user_key(u: &User) -> &str {
+    &u.mdm_user_id
+}
+
+fn device_key(d: &Device) -> &str {
+    &d.mdm_device_id
+}
+
+/// Reads a listing to its end, dropping every page; the records it held.
+async fn drain<T>(mut pages: PageStream<'_, T>) -> Result<u64, String> {
+    let mut n = 0;
+    while let Some(page) = pages.next().await {
+        n += page.map_err(|e| format!("listing: {e}"))?.items.len() as u64;
+    }
+    Ok(n)
+}
+
+/// The first figure of a load average line.
+fn one_minute(load: &str) -> &str {
+    load.split_whitespace().next().unwrap_or("?")
+}
+
 /// The same rows, read through the adapter first (untimed), written without HTTP.
 async fn baseline_case(kind: SimKind, n: usize) -> Result<Value, String> {
-    let s = setup(kind, n).await?;
+    let s = setup(kind, n, Prefill::default()).await?;
     let integration = s
         .app
         .sync()
@@ -790,8 +1012,157 @@ async fn raw_insert(
 }
 
 // ---------------------------------------------------------------------------
+// Devices already stored: written by a child process of their own.
+// ---------------------------------------------------------------------------
+
+/// Tenants the `other` fill spreads its devices over.
+const FILL_TENANTS: usize = 10;
+
+/// Runs `--fill DB N other|same` in a child process, so the memory of the
+/// bulk insert (a large page cache) is not the sync case's.
+fn run_fill(db: &Path, prefill: Prefill) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let status = Command::new(exe)
+        .arg("--fill")
+        .arg(db)
+        .arg(prefill.stored.to_string())
+        .arg(if prefill.same { "same" } else { "other" })
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("cannot run the fill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the fill failed ({status})"))
+    }
+}
+
+fn fill_child(args: &[String]) -> ExitCode {
+    let [db, n, scope, ..] = args else {
+        eprintln!("error: --fill DB N other|same");
+        return ExitCode::FAILURE;
+    };
+    let Ok(n) = n.parse::<usize>() else {
+        eprintln!("error: --fill: bad N `{n}`");
+        return ExitCode::FAILURE;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fill(Path::new(db), n, scope == "same")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: fill: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `n` devices into the store at `db` (created and migrated by
+/// [`Store::open`] if new) with plain SQL, in one transaction: random
+/// identifiers in their normal forms (40-hex UDID and device id, 12-hex
+/// serial, 15-digit IMEI, 12-hex MAC), so every identifier index holds `n`
+/// more random keys. `same`: under a second MDM of the bench tenant (which
+/// the config does not name, so it is retired at start and never synced);
+/// else over [`FILL_TENANTS`] other tenants with one MDM each.
+async fn fill(db: &Path, n: usize, same: bool) -> Result<(), String> {
+    let e = |e: sqlx::Error| e.to_string();
+    let store = Store::open(db).await.map_err(|e| e.to_string())?;
+    store.close().await;
+    let options = SqliteConnectOptions::new()
+        .filename(db)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true);
+    let mut conn = SqliteConnection::connect_with(&options).await.map_err(e)?;
+    // Untimed and in its own process: a cache that holds every index.
+    sqlx::query("PRAGMA cache_size = -2000000")
+        .execute(&mut conn)
+        .await
+        .map_err(e)?;
+    let now = "2026-12-01T00:00:00+00:00";
+    let mut tx = conn.begin().await.map_err(e)?;
+    let tenants: Vec<String> = if same {
+        vec![TENANT.to_string()]
+    } else {
+        (0..FILL_TENANTS).map(|t| format!("fill-{t}")).collect()
+    };
+    for (t, tenant) in tenants.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO tenants (id, display_name, created_at, updated_at)
+             VALUES (?1, ?1, ?2, ?2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(e)?;
+        let (mdm_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO mdm_integrations (tenant_id, name, kind, url, first_seen_at, updated_at)
+             VALUES (?1, 'Fill MDM', 'soti', 'http://fill.invalid', ?2, ?2) RETURNING id",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(e)?;
+        let count = n / tenants.len() + usize::from(t < n % tenants.len());
+        sqlx::query(
+            "WITH RECURSIVE c (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?3)
+             INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
+                 name, platform, model, os_version, ownership, first_seen_at, updated_at,
+                 last_seen_at)
+             SELECT ?1, ?2, lower(hex(randomblob(20))), hex(randomblob(20)), hex(randomblob(6)),
+                 printf('%015d', abs(random() % 1000000000000000)), lower(hex(randomblob(6))),
+                 'Filled ' || i, 'ios', 'iPhone 15', '18.1', 'corporate', ?4, ?4, ?4
+             FROM c",
+        )
+        .bind(tenant)
+        .bind(mdm_id)
+        .bind(count as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(e)?;
+    }
+    tx.commit().await.map_err(e)?;
+    conn.close().await.map_err(e)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // /proc readings.
 // ---------------------------------------------------------------------------
+
+/// Per thread of this process its name and CPU ticks, and the process's
+/// own CPU ticks (which include the threads that have ended).
+struct CpuReading(HashMap<u64, (String, u64)>, u64);
+
+fn cpu_now() -> CpuReading {
+    CpuReading(thread_cpu(), process_ticks())
+}
+
+/// User + system CPU ticks of the whole process, ended threads included
+/// (`/proc/self/stat` fields 14 and 15).
+fn process_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    ticks(11) + ticks(12)
+}
 
 /// A `kB` line of `/proc/self/status` (`VmRSS`, `VmHWM`).
 fn status_kb(field: &str) -> Option<u64> {
@@ -808,8 +1179,12 @@ fn status_kb(field: &str) -> Option<u64> {
 /// CPU seconds spent between two readings, by kind of thread: sqlx runs each
 /// SQLite connection on its own thread (`sqlx-sqlite-worker-N`), so SQLite's
 /// share is separate from the tokio workers' (HTTP client, simulator server,
-/// JSON, the engine). Threads that ended in between are not counted.
-fn cpu_split(before: &HashMap<u64, (String, u64)>, after: &HashMap<u64, (String, u64)>) -> Value {
+/// JSON, the engine). A thread that ended in between (the sync run's own
+/// writer connection, closed at the end of the run) is no longer listed: its
+/// time is the process's total (which keeps it) less the listed threads', and
+/// counts as SQLite's.
+fn cpu_split(before: &CpuReading, after: &CpuReading) -> Value {
+    let (before, after, process) = (&before.0, &after.0, after.1.saturating_sub(before.1));
     let (mut sqlite, mut tokio, mut other) = (0u64, 0u64, 0u64);
     for (tid, (comm, ticks)) in after {
         let spent = ticks.saturating_sub(before.get(tid).map_or(0, |b| b.1));
@@ -821,9 +1196,12 @@ fn cpu_split(before: &HashMap<u64, (String, u64)>, after: &HashMap<u64, (String,
             other += spent;
         }
     }
+    let ended = process.saturating_sub(sqlite + tokio + other);
+    sqlite += ended;
     let s = |t: u64| t as f64 / USER_HZ;
     json!({
-        "total": s(sqlite + tokio + other),
+        "total": s(process.max(sqlite + tokio + other)),
+        "ended_threads": s(ended),
         "sqlite": s(sqlite),
         "tokio": s(tokio),
         "other": s(other),

@@ -1,11 +1,16 @@
 //! One full sync of one MDM: list groups, users and devices page by page into
 //! the store, then decide on removals.
 //!
-//! Each page is one transaction, so memory does not grow with the number of
-//! devices and a failed run leaves what it wrote tagged with a failed run.
-//! Fetching and writing overlap: a task of its own fetches and parses the
-//! next page while the writer stores the previous one, through a channel of
-//! one page (so at most three pages are held at once).
+//! Pages are written through the store's [`SyncWriter`], on a connection of
+//! the run's own: while the next page is already fetched, it goes into the
+//! same transaction, up to the writer's bound (records and age); when no
+//! page is ready, what is written commits before the writer waits, so
+//! SQLite's write lock is never held while the MDM answers. Memory does not
+//! grow with the number of devices, and a failed run leaves what it wrote
+//! tagged with a failed run. Fetching and writing overlap: a task of its own
+//! fetches and parses the next page while the writer stores the previous
+//! one, through a channel of one page (so at most three pages are held at
+//! once).
 //! Removal happens only after a complete listing, and is held (recorded on the
 //! run, logged as an error) when it looks like a broken listing rather than a
 //! real change: no devices where there were some, or more than
@@ -15,7 +20,9 @@
 use super::worker::WorkerCtx;
 use super::{Integration, ProgressFn};
 use crate::shutdown::CancellationToken;
-use crate::store::{Pii, RunCounts, StoreError, SyncOutcome, SyncTrigger, UpsertCounts};
+use crate::store::{
+    Pii, RunCounts, StoreError, SyncOutcome, SyncTrigger, SyncWriter, UpsertCounts,
+};
 use futures::StreamExt;
 use mtd_adapter::{guard_listing, AdapterError, Device, Group, Page, PageStream, User};
 use serde::Serialize;
@@ -375,8 +382,28 @@ fn device_id(d: &Device) -> &str {
     &d.mdm_device_id
 }
 
-/// Writes what [`fetch_all`] lists, one transaction per page, while it
-/// fetches the next page.
+/// Ends a listing that stopped early (the MDM failed, the listing was cut
+/// off, shutdown): what was written is committed, as page-by-page
+/// transactions would have left it, and its counts kept.
+async fn stop(
+    writer: SyncWriter,
+    uncommitted: UpsertCounts,
+    mut listed: Listed,
+    error: RunError,
+) -> Result<Listed, (RunError, Listed)> {
+    match writer.close().await {
+        Ok(()) => listed.counts += uncommitted,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot commit the pages written before the sync stopped")
+        }
+    }
+    Err((error, listed))
+}
+
+/// Writes what [`fetch_all`] lists through a [`SyncWriter`] while it
+/// fetches the next page: a page that is ready goes into the open
+/// transaction until the writer's bound; none ready, the writer commits
+/// before it waits.
 async fn list_everything(
     ctx: &WorkerCtx,
     run_id: i64,
@@ -389,6 +416,13 @@ async fn list_everything(
         None => Pii::Clear,
     };
     let mut listed = Listed::default();
+    let mut writer = match ctx.store.sync_writer(i.mdm_id, run_id).await {
+        Ok(w) => w,
+        Err(e) => return Err((RunError::Store(e), listed)),
+    };
+    // Device counts of the pages in the open transaction: they join the
+    // run's counts when it commits (a failed write rolls them back).
+    let mut uncommitted = UpsertCounts::default();
     let (tx, mut rx) = mpsc::channel(PAGES_AHEAD);
     // In the run's span, so the adapter's logs keep their tenant and MDM.
     let _fetching = AbortOnDrop(tokio::spawn(
@@ -406,8 +440,9 @@ async fn list_everything(
                 tracing::info!(skipped = page.skipped, reason = %reason, "Records skipped");
             }
             let $items = &page.items;
-            // Not raced with `cancel`: one page's transaction is short, and
-            // the loop checks for shutdown before the next page.
+            // Not raced with `cancel`: one page's write is short, and the
+            // loop checks for shutdown before the next page. A failed write
+            // drops the writer, which rolls its transaction back.
             let counted = match $write.await {
                 Ok(c) => c,
                 Err(e) => return Err((RunError::Store(e), listed)),
@@ -421,39 +456,61 @@ async fn list_everything(
     }
 
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err((RunError::Interrupted, listed)),
-            next = rx.recv() => next,
+        if cancel.is_cancelled() {
+            return stop(writer, uncommitted, listed, RunError::Interrupted).await;
+        }
+        let next = match rx.try_recv() {
+            Ok(next) => Some(next),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing to write until the MDM answers: commit first, so
+                // the write lock is free while the fetch goes on.
+                if let Err(e) = writer.commit().await {
+                    return Err((RunError::Store(e), listed));
+                }
+                listed.counts += std::mem::take(&mut uncommitted);
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {
+                        return stop(writer, uncommitted, listed, RunError::Interrupted).await
+                    }
+                    next = rx.recv() => next,
+                }
+            }
         };
         let fetched = match next {
             Some(Ok(f)) => f,
-            Some(Err(e)) => return Err((RunError::Mdm(e), listed)),
-            None => return Err((RunError::ListingAborted, listed)),
+            Some(Err(e)) => return stop(writer, uncommitted, listed, RunError::Mdm(e)).await,
+            None => return stop(writer, uncommitted, listed, RunError::ListingAborted).await,
         };
         match fetched {
             Fetched::Groups(page) => {
-                write_page!(page, 0, "groups", |items| ctx
-                    .store
-                    .upsert_groups(run_id, i.mdm_id, items));
+                write_page!(page, 0, "groups", |items| writer.upsert_groups(items));
             }
             Fetched::Users(page) => {
                 listed.users += page.items.len() as u64;
-                write_page!(page, 1, "users", |items| ctx
-                    .store
-                    .upsert_users(run_id, i.mdm_id, items, pii));
+                write_page!(page, 1, "users", |items| writer.upsert_users(items, pii));
             }
             Fetched::Devices(page) => {
                 // Run counts are devices: what an admin compares with the MDM console.
                 listed.devices += page.items.len() as u64;
-                let c = write_page!(page, 2, "devices", |items| ctx
-                    .store
-                    .upsert_devices(run_id, i.mdm_id, items, pii));
-                listed.counts += c;
+                let c = write_page!(page, 2, "devices", |items| writer
+                    .upsert_devices(items, pii));
+                uncommitted += c;
             }
             Fetched::End => break,
         }
+        if writer.due() {
+            if let Err(e) = writer.commit().await {
+                return Err((RunError::Store(e), listed));
+            }
+            listed.counts += std::mem::take(&mut uncommitted);
+        }
     }
+    if let Err(e) = writer.close().await {
+        return Err((RunError::Store(e), listed));
+    }
+    listed.counts += uncommitted;
     Ok(listed)
 }
 

@@ -838,6 +838,17 @@ async fn insert_devices(
     Ok(())
 }
 
+/// Writes a batch of listed devices in the caller's transaction (the path
+/// of [`Store::upsert_devices`] and of a sync's writer); the counts.
+pub(super) async fn write_devices(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    devices: &[Device],
+    pii: Pii<'_>,
+) -> Result<UpsertCounts, StoreError> {
+    Ok(upsert_devices_bulk(conn, s, devices, pii).await?.1)
+}
+
 impl Store {
     /// Writes a batch of listed devices in one transaction, tagged with the
     /// run: each device's embedded user is written and linked, its group
@@ -853,7 +864,7 @@ impl Store {
     ) -> Result<UpsertCounts, StoreError> {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
-        let (_, counts) = upsert_devices_bulk(&mut tx, &s, devices, pii).await?;
+        let counts = write_devices(&mut tx, &s, devices, pii).await?;
         tx.commit().await?;
         Ok(counts)
     }

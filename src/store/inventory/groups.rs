@@ -116,17 +116,28 @@ impl Store {
     ) -> Result<UpsertCounts, StoreError> {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
-        let mut counts = UpsertCounts::default();
-        for g in groups {
-            counts.count(
-                upsert_group(&mut tx, &s, &g.mdm_group_id, Some(&g.name))
-                    .await?
-                    .1,
-            );
-        }
+        let counts = write_groups(&mut tx, &s, groups).await?;
         tx.commit().await?;
         Ok(counts)
     }
+}
+
+/// Writes a batch of listed groups in the caller's transaction (the path
+/// of [`Store::upsert_groups`] and of a sync's writer).
+pub(super) async fn write_groups(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    groups: &[Group],
+) -> Result<UpsertCounts, StoreError> {
+    let mut counts = UpsertCounts::default();
+    for g in groups {
+        counts.count(
+            upsert_group(conn, s, &g.mdm_group_id, Some(&g.name))
+                .await?
+                .1,
+        );
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@
 //! round trip goes to sqlx's SQLite thread; at ~10 per device they were
 //! what a full sync spent its time on.
 //!
+//! A full sync writes its pages through a [`SyncWriter`] ([`writer`]): the
+//! same statements on a connection of the run's own, with a larger page
+//! cache and several pages per bounded transaction.
+//!
 //! One module per kind of row, each with the one path that writes it:
 //! [`users`], [`groups`], [`devices`] (with their memberships) and
 //! [`collisions`] (the flag on devices that share an identifier). This
@@ -30,10 +34,12 @@ mod collisions;
 mod devices;
 mod groups;
 mod users;
+mod writer;
 
 pub use devices::{Activation, ActivationInput, DeviceUpsert, RiskLevel, StoredDevice};
 pub(super) use devices::{DeviceRow, DEVICE_COLUMNS};
 pub use users::{MaskedUser, Pii, PiiMasker, StoredUser};
+pub use writer::{SyncWriter, SYNC_CACHE_KIB, SYNC_TX_MAX_AGE, SYNC_TX_MAX_RECORDS};
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -351,6 +357,118 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Migration 0005 on a store written before it: the identifier indexes
+    /// become partial (no entry for a device without the identifier), the
+    /// devices stay, and the lookups by identifier still probe the index.
+    #[tokio::test]
+    async fn a_store_from_before_0005_gets_partial_identifier_indexes_that_lookups_still_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        for file in [
+            "0001_init.sql",
+            "0002_action_sending.sql",
+            "0003_posture_threats.sql",
+            "0004_ise.sql",
+        ] {
+            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(file);
+            std::fs::copy(src, old.join(file)).unwrap();
+        }
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let t = "2026-01-01T00:00:00Z";
+        for sql in [
+            "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
+            "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
+             VALUES (7, 'acme', 'Acme SOTI', 'soti', 'https://soti.example/', ?1, ?1)",
+            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, platform, \
+             first_seen_at, updated_at, last_seen_at) \
+             VALUES ('acme', 7, 'a', '00008030-001A', 'F17XK0', 'ios', ?1, ?1, ?1)",
+            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, imei, mac, platform, \
+             first_seen_at, updated_at, last_seen_at) \
+             VALUES ('acme', 7, 'b', '352099001761481', 'a467060c153d', 'android', ?1, ?1, ?1)",
+        ] {
+            sqlx::query(sql).bind(t).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(&path).await.expect("the old store opens");
+        for (index, column) in [
+            ("devices_udid", "udid"),
+            ("devices_serial", "serial"),
+            ("devices_imei", "imei"),
+            ("devices_mac", "mac"),
+        ] {
+            let (sql,): (String,) =
+                sqlx::query_as("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?")
+                    .bind(index)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            assert!(
+                sql.contains(&format!("WHERE {column} IS NOT NULL")),
+                "{index}: {sql}"
+            );
+            // One entry per device that has the identifier.
+            let (entries,): (i64,) = sqlx::query_as(&format!(
+                "SELECT COUNT(*) FROM devices INDEXED BY {index} \
+                 WHERE tenant_id = 'acme' AND {column} IS NOT NULL"
+            ))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(entries, 1, "{index}");
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM devices \
+                 WHERE tenant_id = ?1 AND {column} = ?2 AND +removed_at IS NULL"
+            ))
+            .bind("acme")
+            .bind("x")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|r| r.3.starts_with("SEARCH") && r.3.contains(index)),
+                "{index}: {plan:?}"
+            );
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM devices \
+                 WHERE tenant_id = ?1 AND {column} IN (SELECT value FROM json_each(?2))"
+            ))
+            .bind("acme")
+            .bind("[]")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|r| r.3.starts_with("SEARCH") && r.3.contains(index)),
+                "{index} (IN): {plan:?}"
+            );
+        }
+        for (id, want) in [
+            (DeviceIdentifier::Udid("00008030-001a".into()), "a"),
+            (DeviceIdentifier::Serial("f17xk0".into()), "a"),
+            (DeviceIdentifier::Imei("352099001761481".into()), "b"),
+            (DeviceIdentifier::Mac("A4:67:06:0C:15:3D".into()), "b"),
+        ] {
+            let found = store.find_devices("acme", &id).await.unwrap();
+            assert_eq!(found.len(), 1, "{id}");
+            assert_eq!(found[0].mdm_device_id, want, "{id}");
+        }
+        store.close().await;
     }
 
     #[tokio::test]

@@ -326,6 +326,19 @@ pub(super) async fn upsert_users_bulk(
     Ok((ids, counts))
 }
 
+/// Writes a batch of listed users in the caller's transaction (the path of
+/// [`Store::upsert_users`] and of a sync's writer).
+pub(super) async fn write_users(
+    conn: &mut SqliteConnection,
+    s: &Scope,
+    users: &[User],
+    pii: Pii<'_>,
+) -> Result<UpsertCounts, StoreError> {
+    let listed = users.iter().map(|u| user_values(u, pii)).collect();
+    let (_, counts) = upsert_users_bulk(conn, s, listed, UserSource::Listing).await?;
+    Ok(counts)
+}
+
 impl Store {
     /// Writes a batch of listed users in one transaction, tagged with the run.
     pub async fn upsert_users(
@@ -337,8 +350,7 @@ impl Store {
     ) -> Result<UpsertCounts, StoreError> {
         let mut tx = self.begin_write().await?;
         let s = scope(&mut tx, mdm_id, Some(run_id)).await?;
-        let listed = users.iter().map(|u| user_values(u, pii)).collect();
-        let (_, counts) = upsert_users_bulk(&mut tx, &s, listed, UserSource::Listing).await?;
+        let counts = write_users(&mut tx, &s, users, pii).await?;
         tx.commit().await?;
         Ok(counts)
     }
