@@ -219,17 +219,7 @@ pub async fn ingest_events(
     let groups = groups_for_rules(state, tenant, devices.iter().filter_map(Resolved::id)).await?;
 
     let now = chrono::Utc::now();
-    let planned = events
-        .iter()
-        .zip(devices)
-        .map(|(e, resolved)| {
-            let in_groups = resolved
-                .id()
-                .and_then(|id| groups.get(&id))
-                .map_or(&[][..], Vec::as_slice);
-            plan(&state.sync, tenant, e, resolved, in_groups, now)
-        })
-        .collect();
+    let planned = plan_all(&state.sync, tenant, events, devices, &groups, now);
     match state
         .queue
         .submit(writer::Work::Planned(writer::Request::new(
@@ -289,6 +279,28 @@ async fn groups_for_rules(
     ids.sort_unstable();
     ids.dedup();
     Ok(state.store.group_names_of(&ids).await?)
+}
+
+/// Each event planned with its resolved device and that device's groups.
+fn plan_all(
+    sync: &crate::sync::SyncEngine,
+    tenant: &TenantConfig,
+    events: &[AgentEvent],
+    devices: Vec<Resolved>,
+    groups: &std::collections::HashMap<i64, Vec<String>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Planned> {
+    events
+        .iter()
+        .zip(devices)
+        .map(|(e, resolved)| {
+            let in_groups = resolved
+                .id()
+                .and_then(|id| groups.get(&id))
+                .map_or(&[][..], Vec::as_slice);
+            plan(sync, tenant, e, resolved, in_groups, now)
+        })
+        .collect()
 }
 
 fn plan(

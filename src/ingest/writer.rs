@@ -44,7 +44,7 @@
 //! answers 503 with `Retry-After` at once rather than making the agent wait.
 
 use super::{
-    log_decision, plan, AgentEvent, Decision, IngestError, IngestOutcome, Planned, Resolved,
+    log_decision, plan_all, AgentEvent, Decision, IngestError, IngestOutcome, Planned, Resolved,
 };
 use crate::config::{Config, TenantConfig};
 use crate::dispatch::DispatchHandle;
@@ -459,18 +459,7 @@ async fn prepare(conn: &Store, incoming: Vec<Incoming>) -> Vec<Job> {
             continue;
         };
         let tenant = &raw.config.tenants[raw.tenant];
-        let planned = raw
-            .events
-            .iter()
-            .zip(resolved)
-            .map(|(e, resolved)| {
-                let in_groups = resolved
-                    .id()
-                    .and_then(|id| groups.get(&id))
-                    .map_or(&[][..], Vec::as_slice);
-                plan(&raw.sync, tenant, e, resolved, in_groups, now)
-            })
-            .collect();
+        let planned = plan_all(&raw.sync, tenant, &raw.events, resolved, groups, now);
         jobs.push(Job {
             request: Request::new(&raw.sync, tenant, planned),
             reply,
