@@ -61,8 +61,10 @@
 mod common;
 
 use common::{load_average, machine};
-use mtd_connector::app::App;
-use mtd_connector::http::sign_agent_request;
+#[allow(dead_code)]
+#[path = "common/daemon.rs"]
+mod daemon;
+use daemon::{post_until_accepted, serve};
 use mtd_connector::store::{Store, SyncOutcome, SyncTrigger};
 use mtd_connector::sync::{ProgressFn, SyncEngine};
 use mtd_sim::{
@@ -390,28 +392,9 @@ async fn run(kind: SimKind, devices: usize) -> Result<Case, String> {
 
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = write_config(dir.path(), &sim, kind)?;
-    let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let app = App::build_with_listener(config, Some(listener))
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = app.local_addr();
-    let store = app.store().clone();
-    let engine = app.sync().clone();
-    let mdm_of = |tenant: &str| {
-        engine
-            .integrations()
-            .find(|i| i.tenant_id == tenant)
-            .map(|i| i.mdm_id)
-            .ok_or_else(|| format!("no integration for tenant {tenant}"))
-    };
-    let on_id = mdm_of("on")?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let served = serve(&path).await?;
+    let (addr, store, engine) = (served.addr, served.store.clone(), served.engine.clone());
+    let on_id = served.mdm_of("on")?;
 
     let outcome = async {
         // Both initial syncs, side by side, awaited through the engine: a
@@ -568,8 +551,7 @@ async fn run(kind: SimKind, devices: usize) -> Result<Case, String> {
         .live_device_count(on_id)
         .await
         .map_err(|e| e.to_string())? as usize;
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+    served.stop().await;
     sim.shutdown().await;
     outcome.map(|c| Case { stored, ..c })
 }
@@ -596,28 +578,7 @@ async fn post_high(
             })
             .collect();
         let body = serde_json::json!({ "events": events }).to_string();
-        loop {
-            let ts = chrono::Utc::now().timestamp();
-            let sig = sign_agent_request(secret.as_bytes(), ts, body.as_bytes());
-            let r = client
-                .post(format!("http://{addr}/v1/agent/events"))
-                .header("Content-Type", "application/json")
-                .header("X-Mtd-Tenant", tenant)
-                .header("X-Mtd-Timestamp", ts.to_string())
-                .header("X-Mtd-Signature", sig)
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            match r.status().as_u16() {
-                202 => break,
-                503 => tokio::time::sleep(Duration::from_millis(20)).await,
-                s => {
-                    let text = r.text().await.unwrap_or_default();
-                    return Err(format!("{tenant}: events answered {s}: {text}"));
-                }
-            }
-        }
+        post_until_accepted(&client, addr, tenant, secret, &body).await?;
     }
     Ok(())
 }

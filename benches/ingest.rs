@@ -80,11 +80,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use common::{f, load_average, machine, thread_cpu};
+#[allow(dead_code)]
+#[path = "common/daemon.rs"]
+mod daemon;
+use daemon::{serve, signed_events, Served};
 use mtd_adapter::DeviceIdentifier;
-use mtd_connector::app::App;
 use mtd_connector::http::sign_agent_request;
 use mtd_connector::store::{
-    ActionRecordKind, ActionState, EventIdentifiers, NewAction, NewEvent, Store, SyncOutcome,
+    ActionRecordKind, ActionState, EventIdentifiers, NewAction, NewEvent, Store,
 };
 use mtd_sim::{self as sim, SimKind, SimOptions, Simulator};
 use serde_json::{json, Value};
@@ -666,8 +669,7 @@ struct Daemon {
     sim: Simulator,
     devices: Vec<String>,
     db_path: PathBuf,
-    stop: oneshot::Sender<()>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    served: Served,
     // Last: the store's files live here.
     _dir: tempfile::TempDir,
 }
@@ -683,48 +685,9 @@ async fn start_daemon(devices: usize) -> Result<Daemon, String> {
     .map_err(|e| format!("start the simulator: {e}"))?;
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let path = write_config(dir.path(), &sim)?;
-    let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind the app: {e}"))?;
-    let app = App::build_with_listener(config, Some(listener))
-        .await
-        .map_err(|e| format!("build the app: {e}"))?;
-    let addr = app.local_addr();
-    let store = app.store().clone();
-    let wake = app.state().dispatch.wake.clone();
-    let mdm_id = app
-        .sync()
-        .integrations()
-        .next()
-        .ok_or("the engine has no integration")?
-        .mdm_id;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-
+    let served = serve(&path).await?;
     // The initial sync (background_sync = true): wait for its run record.
-    let deadline = Instant::now() + SYNC_LIMIT;
-    loop {
-        let runs = store
-            .sync_runs(mdm_id, 10)
-            .await
-            .map_err(|e| format!("read sync runs: {e}"))?;
-        if let Some(run) = runs.iter().find(|r| r.finished_at.is_some()) {
-            if run.outcome != SyncOutcome::Succeeded {
-                return Err(format!(
-                    "the initial sync failed: {}",
-                    run.error.as_deref().unwrap_or("?")
-                ));
-            }
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the initial sync took over {SYNC_LIMIT:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served.initial_sync(served.only_mdm()?, SYNC_LIMIT).await?;
     let devices: Vec<String> = sim
         .soti()
         .ok_or("no SOTI simulator")?
@@ -733,13 +696,12 @@ async fn start_daemon(devices: usize) -> Result<Daemon, String> {
         .filter_map(|d| d["DeviceId"].as_str().map(str::to_string))
         .collect();
     Ok(Daemon {
-        addr,
-        store,
-        wake,
+        addr: served.addr,
+        store: served.store.clone(),
+        wake: served.wake.clone(),
         sim,
         devices,
         db_path: dir.path().join("data/connector.db"),
-        stop,
         served,
         _dir: dir,
     })
@@ -749,8 +711,7 @@ impl Daemon {
     /// Stops the daemon like SIGTERM, bounded (a dispatcher backlog must not
     /// hold the bench up), then the simulator; the directory goes last.
     async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.served).await;
+        self.served.stop().await;
         self.sim.shutdown().await;
     }
 }
@@ -1475,15 +1436,7 @@ async fn post_once(
     threat: &str,
 ) -> Result<(u16, Instant), String> {
     let body = events_body(prefix, devices, threat);
-    let ts = Utc::now().timestamp();
-    let sig = sign_agent_request(AGENT_SECRET.as_bytes(), ts, body.as_bytes());
-    let response = http
-        .post(format!("http://{addr}/v1/agent/events"))
-        .header("Content-Type", "application/json")
-        .header("X-Mtd-Tenant", TENANT)
-        .header("X-Mtd-Timestamp", ts.to_string())
-        .header("X-Mtd-Signature", sig)
-        .body(body)
+    let response = signed_events(http, addr, TENANT, AGENT_SECRET, body)
         .send()
         .await
         .map_err(|e| format!("post: {e}"))?;

@@ -22,10 +22,11 @@
 // Shared with the other benches; each uses a part of them.
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+#[path = "common/daemon.rs"]
+mod daemon;
 use common::{load_average, machine};
-use mtd_connector::app::App;
-use mtd_connector::http::sign_agent_request;
-use mtd_connector::store::SyncOutcome;
+use daemon::{serve, signed_events, Served};
 use mtd_sim::{SimKind, SimOptions, Simulator};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -128,18 +129,16 @@ fn main() -> ExitCode {
 
 struct Daemon {
     addr: std::net::SocketAddr,
+    served: Served,
     sim: Simulator,
     /// (MAC as ISE sends it, SOTI device id).
     devices: Vec<(String, String)>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.served).await;
+        self.served.stop().await;
         self.sim.shutdown().await;
     }
 }
@@ -151,46 +150,13 @@ async fn start(devices: usize) -> Result<Daemon, String> {
     let sim = Simulator::start(listener, SimOptions::new(vec![SimKind::Soti], devices, 7))
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let path = write_config(dir.path(), &sim)?;
-    let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let app = App::build_with_listener(config, Some(listener))
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = app.local_addr();
-    let store = app.store().clone();
-    let mdm_id = app
-        .sync()
-        .integrations()
-        .next()
-        .ok_or("no integration")?
-        .mdm_id;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let started = Instant::now();
-    loop {
-        let runs = store
-            .sync_runs(mdm_id, 5)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(r) = runs.iter().find(|r| r.finished_at.is_some()) {
-            if r.outcome != SyncOutcome::Succeeded {
-                return Err(format!("initial sync failed: {:?}", r.error));
-            }
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(900) {
-            return Err("the initial sync took too long".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = serve(&write_config(dir.path(), &sim)?).await?;
+    let took = served
+        .initial_sync(served.only_mdm()?, Duration::from_secs(900))
+        .await?;
     println!(
         "initial sync of {devices} devices: {:.1} s",
-        started.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
     let soti = sim.soti().ok_or("no SOTI simulator")?;
     let devices: Vec<(String, String)> = soti
@@ -208,11 +174,10 @@ async fn start(devices: usize) -> Result<Daemon, String> {
         return Err("no simulated device has a MAC address".into());
     }
     Ok(Daemon {
-        addr,
+        addr: served.addr,
+        served,
         sim,
         devices,
-        stop,
-        served,
         _dir: dir,
     })
 }
@@ -276,15 +241,7 @@ async fn agent_load(
         .to_string();
         let (client, accepted, refused) = (client.clone(), accepted.clone(), refused.clone());
         tokio::spawn(async move {
-            let ts = chrono::Utc::now().timestamp();
-            let sig = sign_agent_request(SECRET.as_bytes(), ts, body.as_bytes());
-            let r = client
-                .post(format!("http://{addr}/v1/agent/events"))
-                .header("Content-Type", "application/json")
-                .header("X-Mtd-Tenant", TENANT)
-                .header("X-Mtd-Timestamp", ts.to_string())
-                .header("X-Mtd-Signature", sig)
-                .body(body)
+            let r = signed_events(&client, addr, TENANT, SECRET, body)
                 .send()
                 .await;
             match r {

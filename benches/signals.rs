@@ -18,9 +18,10 @@
 //! clients on the same runtime. Figures depend on the machine's load: the
 //! load average is printed with them.
 
-use mtd_connector::app::App;
-use mtd_connector::http::sign_agent_request;
-use mtd_connector::store::SyncOutcome;
+#[allow(dead_code)]
+#[path = "common/daemon.rs"]
+mod daemon;
+use daemon::{post_until_accepted, serve};
 use mtd_sim::{SimKind, SimOptions, Simulator};
 use std::path::Path;
 use std::process::ExitCode;
@@ -159,42 +160,11 @@ async fn run(devices: usize, mode: Mode) -> Result<(Duration, Option<Duration>),
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = write_config(dir.path(), &sim, signals)?;
-    let config = mtd_connector::config::load(&path).map_err(|e| format!("config:\n{e}"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let app = App::build_with_listener(config, Some(listener))
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = app.local_addr();
-    let store = app.store().clone();
-    let mdm_id = app
-        .sync()
-        .integrations()
-        .next()
-        .ok_or("no integration")?
-        .mdm_id;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let runs = store
-            .sync_runs(mdm_id, 5)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(r) = runs.iter().find(|r| r.finished_at.is_some()) {
-            if r.outcome != SyncOutcome::Succeeded {
-                return Err(format!("initial sync failed: {:?}", r.error));
-            }
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("the initial sync took too long".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = serve(&path).await?;
+    served
+        .initial_sync(served.only_mdm()?, Duration::from_secs(600))
+        .await?;
+    let addr = served.addr;
     let soti = sim.soti().ok_or("no SOTI simulator")?;
     let ids: Vec<String> = soti
         .devices()
@@ -237,26 +207,7 @@ async fn run(devices: usize, mode: Mode) -> Result<(Duration, Option<Duration>),
                 let Some(body) = queue.lock().unwrap().pop() else {
                     return Ok::<(), String>(());
                 };
-                loop {
-                    let ts = chrono::Utc::now().timestamp();
-                    let sig = sign_agent_request(SECRET.as_bytes(), ts, body.as_bytes());
-                    let r = client
-                        .post(format!("http://{addr}/v1/agent/events"))
-                        .header("Content-Type", "application/json")
-                        .header("X-Mtd-Tenant", TENANT)
-                        .header("X-Mtd-Timestamp", ts.to_string())
-                        .header("X-Mtd-Signature", sig)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    match r.status().as_u16() {
-                        202 => break,
-                        // A full queue: try again shortly, as an agent would.
-                        503 => tokio::time::sleep(Duration::from_millis(20)).await,
-                        s => return Err(format!("answer {s}")),
-                    }
-                }
+                post_until_accepted(&client, addr, TENANT, SECRET, &body).await?;
             }
         }));
     }
@@ -289,8 +240,7 @@ async fn run(devices: usize, mode: Mode) -> Result<(Duration, Option<Duration>),
     } else {
         None
     };
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+    served.stop().await;
     sim.shutdown().await;
     Ok((acked, delivered))
 }
