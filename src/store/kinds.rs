@@ -38,49 +38,18 @@ FROM mdm_integrations";
 
 /// Rebuilds `mdm_integrations` with the four kinds, once.
 pub(super) async fn upgrade(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await?;
-    let sql: String = sqlx::query_scalar(
-        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'mdm_integrations'",
+    rebuild_once(
+        pool,
+        Rebuild {
+            table: "mdm_integrations",
+            done_when_sql_has: "'airwatch'",
+            new_table: NEW_TABLE,
+            copy: COPY,
+            indexes: &[],
+            orphans: "without their MDM",
+        },
     )
-    .fetch_one(&mut *conn)
-    .await?;
-    if sql.contains("'airwatch'") {
-        return Ok(());
-    }
-    sqlx::query("PRAGMA foreign_keys = OFF")
-        .execute(&mut *conn)
-        .await?;
-    let rebuilt = rebuild(&mut conn).await;
-    // Back on whatever happened: the connection returns to the pool.
-    let on = sqlx::query("PRAGMA foreign_keys = ON")
-        .execute(&mut *conn)
-        .await;
-    rebuilt?;
-    on?;
-    Ok(())
-}
-
-async fn rebuild(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(NEW_TABLE).execute(&mut *tx).await?;
-    sqlx::query(COPY).execute(&mut *tx).await?;
-    sqlx::query("DROP TABLE mdm_integrations")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("ALTER TABLE mdm_integrations_new RENAME TO mdm_integrations")
-        .execute(&mut *tx)
-        .await?;
-    // The children's references must all still resolve (SQLite's procedure, step 10).
-    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
-        .fetch_all(&mut *tx)
-        .await?;
-    if let Some((table,)) = broken.first() {
-        return Err(StoreError::Corrupt(format!(
-            "rebuilding mdm_integrations would leave rows of {table} without their MDM"
-        )));
-    }
-    tx.commit().await?;
-    Ok(())
+    .await
 }
 
 const NEW_ACTIONS: &str = "CREATE TABLE actions_new (
@@ -131,19 +100,51 @@ const ACTION_INDEXES: &[&str] = &[
 
 /// Rebuilds `actions` with `signal_risk` and `signal_level`, once.
 pub(super) async fn upgrade_actions(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await?;
-    let sql: String = sqlx::query_scalar(
-        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'actions'",
+    rebuild_once(
+        pool,
+        Rebuild {
+            table: "actions",
+            done_when_sql_has: "'signal_risk'",
+            new_table: NEW_ACTIONS,
+            copy: COPY_ACTIONS,
+            indexes: ACTION_INDEXES,
+            orphans: "without their action",
+        },
     )
-    .fetch_one(&mut *conn)
-    .await?;
-    if sql.contains("'signal_risk'") {
+    .await
+}
+
+/// One table rebuild (SQLite's twelve-step procedure, in short): a new
+/// table `{table}_new`, the rows copied, the old table dropped, the new one
+/// renamed, its indexes created, every foreign key still resolving.
+struct Rebuild {
+    table: &'static str,
+    /// The rebuild has been done when the table's `CREATE` text holds this.
+    done_when_sql_has: &'static str,
+    new_table: &'static str,
+    copy: &'static str,
+    indexes: &'static [&'static str],
+    /// How rows of another table would be left, for the error.
+    orphans: &'static str,
+}
+
+/// Runs `rebuild` unless it has been done, with foreign keys off on one
+/// connection (the pragma is a no-op inside a transaction) and back on
+/// whatever happened: the connection returns to the pool.
+async fn rebuild_once(pool: &SqlitePool, rebuild: Rebuild) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let sql: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?")
+            .bind(rebuild.table)
+            .fetch_one(&mut *conn)
+            .await?;
+    if sql.contains(rebuild.done_when_sql_has) {
         return Ok(());
     }
     sqlx::query("PRAGMA foreign_keys = OFF")
         .execute(&mut *conn)
         .await?;
-    let rebuilt = rebuild_actions(&mut conn).await;
+    let rebuilt = run_rebuild(&mut conn, &rebuild).await;
     let on = sqlx::query("PRAGMA foreign_keys = ON")
         .execute(&mut *conn)
         .await;
@@ -152,23 +153,28 @@ pub(super) async fn upgrade_actions(pool: &SqlitePool) -> Result<(), StoreError>
     Ok(())
 }
 
-async fn rebuild_actions(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+async fn run_rebuild(conn: &mut SqliteConnection, rebuild: &Rebuild) -> Result<(), StoreError> {
+    let table = rebuild.table;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(NEW_ACTIONS).execute(&mut *tx).await?;
-    sqlx::query(COPY_ACTIONS).execute(&mut *tx).await?;
-    sqlx::query("DROP TABLE actions").execute(&mut *tx).await?;
-    sqlx::query("ALTER TABLE actions_new RENAME TO actions")
+    sqlx::query(rebuild.new_table).execute(&mut *tx).await?;
+    sqlx::query(rebuild.copy).execute(&mut *tx).await?;
+    sqlx::query(&format!("DROP TABLE {table}"))
         .execute(&mut *tx)
         .await?;
-    for index in ACTION_INDEXES {
+    sqlx::query(&format!("ALTER TABLE {table}_new RENAME TO {table}"))
+        .execute(&mut *tx)
+        .await?;
+    for index in rebuild.indexes {
         sqlx::query(index).execute(&mut *tx).await?;
     }
+    // The children's references must all still resolve (SQLite's procedure, step 10).
     let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
         .fetch_all(&mut *tx)
         .await?;
-    if let Some((table,)) = broken.first() {
+    if let Some((child,)) = broken.first() {
         return Err(StoreError::Corrupt(format!(
-            "rebuilding actions would leave rows of {table} without their action"
+            "rebuilding {table} would leave rows of {child} {}",
+            rebuild.orphans
         )));
     }
     tx.commit().await?;

@@ -363,6 +363,49 @@ pub(crate) mod testutil {
     use super::*;
     use mtd_adapter::MdmKind;
 
+    /// A database file written by the migrations up to `last` (a file name
+    /// in `migrations/`) alone, as an older release left it, with `rows`
+    /// inserted (each statement gets `2026-01-01T00:00:00Z` as `?1`). Open it
+    /// with [`Store::open`] to upgrade it; keep the `TempDir` alive.
+    pub async fn old_store(last: &str, rows: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&all)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".sql") && f.as_str() <= last)
+            .collect();
+        files.sort();
+        assert_eq!(files.last().map(String::as_str), Some(last), "{files:?}");
+        for file in &files {
+            std::fs::copy(all.join(file), old.join(file)).unwrap();
+        }
+        let path = dir.path().join("old.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for sql in rows {
+            sqlx::query(sql)
+                .bind("2026-01-01T00:00:00Z")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        (dir, path)
+    }
+
     /// A store on a fresh file; keep the `TempDir` alive as long as the store.
     pub async fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -499,39 +542,17 @@ mod tests {
     /// rebuild of 0003 must not cascade.
     #[tokio::test]
     async fn a_store_with_an_mcms_integration_is_migrated_to_airwatch_and_keeps_its_devices() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("migrations");
-        std::fs::create_dir(&old).unwrap();
-        for file in ["0001_init.sql", "0002_action_sending.sql"] {
-            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("migrations")
-                .join(file);
-            std::fs::copy(src, old.join(file)).unwrap();
-        }
-        let path = dir.path().join("old.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query("PRAGMA foreign_keys = ON")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        let t = "2026-01-01T00:00:00Z";
-        for sql in [
-            "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
-            "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
-             VALUES (7, 'acme', 'Acme AirWatch', 'mcms', 'https://aw.example/', ?1, ?1)",
-            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, platform, first_seen_at, updated_at, last_seen_at) \
-             VALUES ('acme', 7, '42', 'ios', ?1, ?1, ?1)",
-        ] {
-            sqlx::query(sql).bind(t).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
+        let (_dir, path) = testutil::old_store(
+            "0002_action_sending.sql",
+            &[
+                "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
+                "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
+                 VALUES (7, 'acme', 'Acme AirWatch', 'mcms', 'https://aw.example/', ?1, ?1)",
+                "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, platform, first_seen_at, updated_at, last_seen_at) \
+                 VALUES ('acme', 7, '42', 'ios', ?1, ?1, ?1)",
+            ],
+        )
+        .await;
 
         let store = Store::open(&path).await.expect("the old store opens");
         let mdms = store.integrations("acme").await.unwrap();
@@ -551,10 +572,75 @@ mod tests {
             "INSERT INTO mdm_integrations (tenant_id, name, kind, url, first_seen_at, updated_at) \
              VALUES ('acme', 'Acme MaaS360', 'maas360', 'https://m.example/', ?1, ?1)",
         )
-        .bind(t)
+        .bind("2026-01-01T00:00:00Z")
         .execute(store.pool())
         .await
         .expect("maas360 is a kind the table takes");
+    }
+
+    /// A store written before `signal_risk` (0004) keeps its actions, their
+    /// audit trail and every index of `actions` through the table's rebuild,
+    /// and takes `signal_risk` rows afterwards.
+    #[tokio::test]
+    async fn a_store_from_before_signal_risk_keeps_its_actions_and_their_indexes() {
+        let (_dir, path) = testutil::old_store(
+            "0004_ise.sql",
+            &[
+                "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
+                "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
+                 VALUES (7, 'acme', 'Acme SOTI', 'soti', 'https://soti.example/', ?1, ?1)",
+                "INSERT INTO devices (id, tenant_id, mdm_id, mdm_device_id, platform, first_seen_at, updated_at, last_seen_at) \
+                 VALUES (3, 'acme', 7, '42', 'ios', ?1, ?1, ?1)",
+                "INSERT INTO actions (id, tenant_id, device_id, mdm_id, kind, state, created_at, updated_at) \
+                 VALUES (11, 'acme', 3, 7, 'lock', 'sent', ?1, ?1)",
+                "INSERT INTO action_audit (action_id, at, from_state, to_state, note) \
+                 VALUES (11, ?1, NULL, 'pending', 'decided')",
+            ],
+        )
+        .await;
+        let store = Store::open(&path).await.expect("the old store opens");
+        let (kind, device): (String, i64) =
+            sqlx::query_as("SELECT kind, device_id FROM actions WHERE id = 11")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!((kind.as_str(), device), ("lock", 3));
+        let (audits,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM action_audit WHERE action_id = 11")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(audits, 1, "the audit trail still points at its action");
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'actions' \
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let indexes: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
+        for expected in [
+            "actions_device",
+            "actions_due",
+            "actions_event",
+            "actions_mdm",
+            "actions_parent",
+            "actions_tenant_sent",
+            "actions_tenant_time",
+        ] {
+            assert!(
+                indexes.contains(&expected),
+                "{expected} missing: {indexes:?}"
+            );
+        }
+        sqlx::query(
+            "INSERT INTO actions (tenant_id, device_id, mdm_id, kind, state, signal_level, created_at, updated_at) \
+             VALUES ('acme', 3, 7, 'signal_risk', 'pending', 'high', ?1, ?1)",
+        )
+        .bind("2026-01-01T00:00:00Z")
+        .execute(store.pool())
+        .await
+        .expect("signal_risk is a kind the table takes");
     }
 
     #[tokio::test]

@@ -364,44 +364,21 @@ mod tests {
     /// devices stay, and the lookups by identifier still probe the index.
     #[tokio::test]
     async fn a_store_from_before_0005_gets_partial_identifier_indexes_that_lookups_still_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("migrations");
-        std::fs::create_dir(&old).unwrap();
-        for file in [
-            "0001_init.sql",
-            "0002_action_sending.sql",
-            "0003_posture_threats.sql",
+        let (_dir, path) = old_store(
             "0004_ise.sql",
-        ] {
-            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("migrations")
-                .join(file);
-            std::fs::copy(src, old.join(file)).unwrap();
-        }
-        let path = dir.path().join("old.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
-        let t = "2026-01-01T00:00:00Z";
-        for sql in [
-            "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
-            "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
-             VALUES (7, 'acme', 'Acme SOTI', 'soti', 'https://soti.example/', ?1, ?1)",
-            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, platform, \
-             first_seen_at, updated_at, last_seen_at) \
-             VALUES ('acme', 7, 'a', '00008030-001A', 'F17XK0', 'ios', ?1, ?1, ?1)",
-            "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, imei, mac, platform, \
-             first_seen_at, updated_at, last_seen_at) \
-             VALUES ('acme', 7, 'b', '352099001761481', 'a467060c153d', 'android', ?1, ?1, ?1)",
-        ] {
-            sqlx::query(sql).bind(t).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
+            &[
+                "INSERT INTO tenants (id, display_name, created_at, updated_at) VALUES ('acme', 'Acme', ?1, ?1)",
+                "INSERT INTO mdm_integrations (id, tenant_id, name, kind, url, first_seen_at, updated_at) \
+                 VALUES (7, 'acme', 'Acme SOTI', 'soti', 'https://soti.example/', ?1, ?1)",
+                "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, platform, \
+                 first_seen_at, updated_at, last_seen_at) \
+                 VALUES ('acme', 7, 'a', '00008030-001A', 'F17XK0', 'ios', ?1, ?1, ?1)",
+                "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, imei, mac, platform, \
+                 first_seen_at, updated_at, last_seen_at) \
+                 VALUES ('acme', 7, 'b', '352099001761481', 'a467060c153d', 'android', ?1, ?1, ?1)",
+            ],
+        )
+        .await;
 
         let store = Store::open(&path).await.expect("the old store opens");
         for (index, column) in [
