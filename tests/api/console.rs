@@ -306,6 +306,20 @@ async fn a_change_without_the_anti_forgery_token_is_refused_and_changes_nothing(
         )
         .await;
     assert_eq!(foreign.status, 403);
+    // `Origin: null` (our no-referrer pages make browsers send it) passes
+    // only with the browser's word that the form is our own page's.
+    for fetch_site in [None, Some("cross-site"), Some("same-site")] {
+        let mut r = c
+            .client
+            .post(format!("{}{cancel}", c.base))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ORIGIN, "null")
+            .body(format!("csrf={csrf}"));
+        if let Some(site) = fetch_site {
+            r = r.header("sec-fetch-site", site);
+        }
+        assert_eq!(c.send(r).await.status, 403, "{fetch_site:?}");
+    }
     let wipes = actions(&env).await;
     assert!(
         wipes
@@ -507,5 +521,43 @@ async fn every_page_is_reachable_and_bad_filters_get_a_clear_answer() {
     assert!(sync.body.contains("Test AIRWATCH: queued") || sync.body.contains("coalesced"));
     let mdm_id = app.mdm_id(TENANT, "Test AIRWATCH").await;
     app.finished_runs(mdm_id, 2, Duration::from_secs(60)).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_admin_token_ends_the_sessions_of_the_old_one() {
+    let (env, app) = started().await;
+    let mut c = Console::new(&app);
+    let ok = c.login(ADMIN_TOKEN).await;
+    let max_age = ok
+        .headers
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        max_age.contains("Max-Age=43200"),
+        "12 hours at most: {max_age}"
+    );
+    assert_eq!(c.get("/console/").await.status, 200);
+
+    let main = env.dir.path().join("connector.toml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let new_token = "a-new-admin-token-0123456789";
+    std::fs::write(&main, text.replace(ADMIN_TOKEN, new_token)).unwrap();
+    mtd_connector::reload::reload(&app.state)
+        .await
+        .expect("the reload succeeds");
+
+    let after = c.get("/console/").await;
+    assert_eq!(
+        (after.status, after.location()),
+        (303, "/console/login"),
+        "the old token's session is over"
+    );
+    assert_eq!(c.login(ADMIN_TOKEN).await.status, 401);
+    assert_eq!(c.login(new_token).await.status, 303);
+    assert_eq!(c.get("/console/").await.status, 200);
     app.shutdown().await;
 }

@@ -263,12 +263,22 @@ impl Form {
     }
 }
 
-/// Whether the request's `Origin`, when it has one, is the daemon's own
-/// (the scheme it serves and the host the browser addressed).
+/// Whether a form POST comes from the daemon's own pages: its `Origin`, when
+/// it names one, is the daemon's own (the scheme it serves and the host the
+/// browser addressed). Our `Referrer-Policy: no-referrer` makes browsers send
+/// `Origin: null` for our own forms, so `null` passes only when the browser's
+/// `Sec-Fetch-Site` says `same-origin`; so does any `Sec-Fetch-Site` present.
 fn same_origin(headers: &HeaderMap, uri: &Uri, https: bool) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if fetch_site.is_some_and(|v| v != b"same-origin") {
+        return false;
+    }
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
     };
+    if origin.as_bytes() == b"null" {
+        return fetch_site.is_some();
+    }
     let host = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
@@ -773,19 +783,27 @@ mod tests {
     #[test]
     fn only_the_daemons_own_origin_passes() {
         let uri: Uri = "/console/logout".parse().unwrap();
-        let own = headers(&[
-            ("host", "127.0.0.1:8080"),
-            ("origin", "http://127.0.0.1:8080"),
-        ]);
+        let host = ("host", "127.0.0.1:8080");
+        let own = headers(&[host, ("origin", "http://127.0.0.1:8080")]);
         assert!(same_origin(&own, &uri, false));
         assert!(!same_origin(&own, &uri, true), "https is another origin");
         for bad in ["http://evil.example", "null", "http://127.0.0.1:8081"] {
-            let h = headers(&[("host", "127.0.0.1:8080"), ("origin", bad)]);
+            let h = headers(&[host, ("origin", bad)]);
             assert!(!same_origin(&h, &uri, false), "{bad}");
         }
-        assert!(
-            same_origin(&headers(&[("host", "x")]), &uri, false),
-            "no Origin"
-        );
+        assert!(same_origin(&headers(&[host]), &uri, false), "no Origin");
+        // What a current browser sends for our forms under no-referrer.
+        let ours = headers(&[host, ("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        assert!(same_origin(&ours, &uri, false));
+        for site in ["cross-site", "same-site", "none"] {
+            let h = headers(&[host, ("origin", "null"), ("sec-fetch-site", site)]);
+            assert!(!same_origin(&h, &uri, false), "{site}");
+            let h = headers(&[
+                host,
+                ("origin", "http://127.0.0.1:8080"),
+                ("sec-fetch-site", site),
+            ]);
+            assert!(!same_origin(&h, &uri, false), "{site}");
+        }
     }
 }

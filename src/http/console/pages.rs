@@ -176,7 +176,7 @@ pub fn overview(csrf: &str, tenants: &[(&TenantConfig, TenantStatus)]) -> Markup
                                                 (when(&r.started_at)) br;
                                                 small {
                                                     (format!("{:?}", r.outcome).to_lowercase())
-                                                    " · +" (r.added) " ~" (r.updated) " −" (r.removed)
+                                                    ": " (r.added) " added, " (r.updated) " updated, " (r.removed) " removed"
                                                     @if r.held_removals > 0 { " · " (r.held_removals) " removals held" }
                                                 }
                                                 @if let Some(e) = &r.error { br; span.error { (e) } }
