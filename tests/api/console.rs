@@ -107,7 +107,11 @@ impl Console {
 }
 
 async fn started() -> (Env, TestApp) {
-    let env = Env::new(&[SimKind::Airwatch], 20).await;
+    started_with(20).await
+}
+
+async fn started_with(devices: usize) -> (Env, TestApp) {
+    let env = Env::new(&[SimKind::Airwatch], devices).await;
     let spec = MdmSpec {
         extra: "[mdm.permit]\nenterprise_wipe = true\n".into(),
         ..MdmSpec::new(SimKind::Airwatch)
@@ -559,5 +563,43 @@ async fn a_reload_that_changes_the_admin_token_ends_the_sessions_of_the_old_one(
     assert_eq!(c.login(ADMIN_TOKEN).await.status, 401);
     assert_eq!(c.login(new_token).await.status, 303);
     assert_eq!(c.get("/console/").await.status, 200);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_device_list_pages_through_every_device_once() {
+    let (env, app) = started_with(70).await;
+    let stored = count(
+        &env,
+        "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL",
+    )
+    .await;
+    assert!(stored > 50, "more than a page: {stored}");
+    let mut c = Console::new(&app);
+    c.login(ADMIN_TOKEN).await;
+    let link = format!("href=\"/console/tenants/{TENANT}/devices/");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut path = format!("/console/tenants/{TENANT}/devices?activated=false");
+    let mut pages = 0;
+    loop {
+        let page = c.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        pages += 1;
+        for id in page.body.split(&link).skip(1) {
+            let id = id.split('"').next().unwrap().to_string();
+            assert!(seen.insert(id.clone()), "device {id} on two pages");
+        }
+        let Some(next) = page.body.split_once("\">Next page") else {
+            break;
+        };
+        let href = next.0.rsplit("href=\"").next().unwrap();
+        assert!(
+            href.contains("activated=false"),
+            "the filter is kept: {href}"
+        );
+        path = href.replace("&amp;", "&");
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen.len() as i64, stored);
     app.shutdown().await;
 }

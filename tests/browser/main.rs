@@ -7,7 +7,9 @@
 //! fails and says how to install them. `MTD_CONSOLE_SCREENSHOT=docs/console.png`
 //! writes a screenshot of the tenants page there (the README's).
 
+// The API tests' harness, shared; this test uses only part of it.
 #[path = "../api/logs.rs"]
+#[allow(dead_code)]
 mod logs;
 #[path = "../api/support.rs"]
 #[allow(dead_code)]

@@ -260,6 +260,10 @@ pub fn devices(
             next.push(format!("{k}={}", enc(v)));
         }
     }
+    let next_url = listed.next_after.map(|after| {
+        next.push(format!("after={after}"));
+        format!("{}/devices?{}", tenant_url(t), next.join("&"))
+    });
     layout(
         "Devices",
         Some(csrf),
@@ -319,10 +323,8 @@ pub fn devices(
                     }
                 } }
             }
-            @if let Some(after) = listed.next_after {
-                @let mut next = next.clone();
-                @let _ = next.push(format!("after={after}"));
-                p { a href=(format!("{}/devices?{}", tenant_url(t), next.join("&"))) { "Next page →" } }
+            @if let Some(url) = &next_url {
+                p { a href=(url) { "Next page →" } }
             }
         },
     )
