@@ -412,6 +412,30 @@ async fn an_admin_approves_a_held_wipe_and_cancels_another_in_a_real_browser() {
     );
     assert_same_origin(&c, &origin).await;
 
+    // On a phone's width, pages do not overflow sideways (wide tables scroll
+    // inside their own box).
+    c.set_window_size(390, 844).await.unwrap();
+    for path in [
+        "/console/".to_string(),
+        format!("/console/tenants/{TENANT}/devices"),
+        format!("/console/tenants/{TENANT}/actions/{}", held[0]),
+    ] {
+        c.goto(&format!("{origin}{path}")).await.unwrap();
+        let widths = c
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(inner <= 500, "a phone-sized window: {inner}");
+        assert!(
+            scroll <= inner,
+            "{path}: {scroll} px wide in a {inner} px window"
+        );
+    }
+
     c.close().await.unwrap();
     app.shutdown().await;
 }
