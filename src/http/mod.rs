@@ -1,4 +1,4 @@
-//! The HTTP surface: agent API, admin API, Cisco ISE API, health and metrics on one listener
+//! The HTTP surface: agent API, admin API, admin console, Cisco ISE API, health and metrics on one listener
 //! ([`serve`]: its connection limit and timeouts).
 //!
 //! Handlers are thin: extract, call one service function, map the result
@@ -7,6 +7,7 @@
 
 mod admin;
 mod agent;
+mod console;
 mod error;
 mod health;
 mod ise;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(agent::routes())
         .merge(admin::routes())
+        .merge(console::routes())
         .merge(ise::routes())
         .layer(
             TraceLayer::new_for_http()

@@ -4,6 +4,7 @@
 mod actions;
 mod admin;
 mod agent;
+mod console;
 mod ingest;
 mod ise;
 mod kinds;

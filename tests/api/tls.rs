@@ -218,3 +218,44 @@ async fn a_reload_keeps_serving_the_certificate_the_daemon_started_with() {
     );
     app.shutdown().await;
 }
+
+/// The console over HTTPS: its session cookie is `Secure`, and a form POST
+/// over HTTP/2 (no `Host` header: the authority is in the request line) from
+/// the daemon's own `https://` origin passes the origin check.
+#[tokio::test]
+async fn the_console_over_https_sets_a_secure_cookie_and_knows_its_own_origin() {
+    let env = Env::new(&[SimKind::Soti], 1).await;
+    let spec = MdmSpec {
+        background_sync: false,
+        ..MdmSpec::new(SimKind::Soti)
+    };
+    let main = env.write_config("tls-tenant", &[spec], "0", "");
+    let pem = with_tls(&main);
+    let app = spawn_app(&main).await;
+    let origin = format!("https://localhost:{}", app.addr.port());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |from: &str| {
+        client
+            .post(format!("{origin}/console/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", from)
+            .body(format!("token={ADMIN_TOKEN}"))
+            .send()
+    };
+    let r = login(&origin).await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    for a in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(attributes.contains(&a), "{a} in {cookie}");
+    }
+    // The plain-HTTP origin of the same host is another origin.
+    let other = format!("http://localhost:{}", app.addr.port());
+    assert_eq!(login(&other).await.unwrap().status(), 403);
+    app.shutdown().await;
+}

@@ -14,14 +14,17 @@ mod auth;
 mod error;
 mod query;
 
+pub(in crate::http) use auth::tokens_match;
 pub use auth::AdminAuth;
 pub use error::AdminError;
 
 use super::AppState;
 use crate::actions::ActionsError;
+use crate::adapters::Backoff;
 use crate::config::TenantConfig;
 use crate::store::{
-    ActionFilter, ActionRecordKind, ActionState, DeviceFilter, EventFilter, Paged, RiskLevel,
+    ActionFilter, ActionRecordKind, ActionState, AdminAction, AdminDevice, DeviceFilter,
+    EventFilter, MdmHealth, Paged, RiskLevel, StoredIntegration, StoredThreat, StoredUser,
     SyncTrigger, UserFilter,
 };
 use crate::sync::{Requested, SyncError};
@@ -72,7 +75,7 @@ pub fn routes() -> Router<AppState> {
 
 type Reply = Result<Json<Value>, AdminError>;
 
-const ACTION_STATES: &[(&str, ActionState)] = &[
+pub(in crate::http) const ACTION_STATES: &[(&str, ActionState)] = &[
     ("skipped", ActionState::Skipped),
     ("held", ActionState::Held),
     ("pending", ActionState::Pending),
@@ -92,7 +95,7 @@ const ACTION_KINDS: &[(&str, ActionRecordKind)] = &[
     ("signal_risk", ActionRecordKind::SignalRisk),
 ];
 
-const RISK_LEVELS: &[(&str, RiskLevel)] = &[
+pub(in crate::http) const RISK_LEVELS: &[(&str, RiskLevel)] = &[
     ("secured", RiskLevel::Secured),
     ("low", RiskLevel::Low),
     ("medium", RiskLevel::Medium),
@@ -128,7 +131,7 @@ where
 }
 
 /// The configured tenant, or 404.
-fn tenant(state: &AppState, id: &str) -> Result<TenantConfig, AdminError> {
+pub(in crate::http) fn tenant(state: &AppState, id: &str) -> Result<TenantConfig, AdminError> {
     state
         .config
         .load()
@@ -256,16 +259,23 @@ fn device_id(raw: &str) -> Result<i64, AdminError> {
 /// How many of a device's latest actions and closed threats its detail shows.
 const DETAIL_RECENT: u32 = 20;
 
-/// `GET …/devices/{device_id}`: one device (removed ones too) with its
-/// identifiers, user, groups, ownership, posture, activation, risk level and
-/// open threats, its latest closed threats and its latest actions.
-async fn device_detail(
-    _: AdminAuth,
-    State(state): State<AppState>,
-    Path((tenant_id, raw_id)): Path<(String, String)>,
-) -> Reply {
-    tenant(&state, &tenant_id)?;
-    let id = device_id(&raw_id)?;
+/// One device with what its detail shows (the admin API's and the console's).
+#[derive(Debug)]
+pub(in crate::http) struct DeviceDetail {
+    pub device: AdminDevice,
+    pub user: Option<StoredUser>,
+    pub open_threats: Vec<StoredThreat>,
+    pub resolved_threats: Vec<StoredThreat>,
+    pub recent_actions: Vec<AdminAction>,
+}
+
+/// Reads one device of the tenant (removed ones too) and its latest closed
+/// threats and actions; `device_not_found` when the tenant has no such device.
+pub(in crate::http) async fn read_device_detail(
+    state: &AppState,
+    tenant_id: &str,
+    id: i64,
+) -> Result<DeviceDetail, AdminError> {
     let filter = DeviceFilter {
         include_removed: true,
         device_id: Some(id),
@@ -277,7 +287,7 @@ async fn device_detail(
     };
     let device = state
         .store
-        .admin_devices(&tenant_id, &filter, one)
+        .admin_devices(tenant_id, &filter, one)
         .await?
         .items
         .into_iter()
@@ -287,12 +297,12 @@ async fn device_detail(
         Some(u) => state.store.get_user(u).await?,
         None => None,
     };
-    let open = state.store.open_threats(id).await?;
-    let history = state.store.threat_history(id, DETAIL_RECENT).await?;
-    let actions = state
+    let open_threats = state.store.open_threats(id).await?;
+    let resolved_threats = state.store.threat_history(id, DETAIL_RECENT).await?;
+    let recent_actions = state
         .store
         .admin_actions(
-            &tenant_id,
+            tenant_id,
             &ActionFilter {
                 device_id: Some(id),
                 ..ActionFilter::default()
@@ -304,19 +314,42 @@ async fn device_detail(
         )
         .await?
         .items;
-    let mut body = serde_json::to_value(&device).map_err(internal)?;
+    Ok(DeviceDetail {
+        device,
+        user,
+        open_threats,
+        resolved_threats,
+        recent_actions,
+    })
+}
+
+/// `GET …/devices/{device_id}`: one device (removed ones too) with its
+/// identifiers, user, groups, ownership, posture, activation, risk level and
+/// open threats, its latest closed threats and its latest actions.
+async fn device_detail(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    Path((tenant_id, raw_id)): Path<(String, String)>,
+) -> Reply {
+    tenant(&state, &tenant_id)?;
+    let id = device_id(&raw_id)?;
+    let detail = read_device_detail(&state, &tenant_id, id).await?;
+    let mut body = serde_json::to_value(&detail.device).map_err(internal)?;
     if let Some(map) = body.as_object_mut() {
         let level = map.remove("risk_level").unwrap_or(Value::Null);
-        map.insert("risk".into(), json!({"level": level, "open_threats": open}));
-        map.insert("resolved_threats".into(), json!(history));
+        map.insert(
+            "risk".into(),
+            json!({"level": level, "open_threats": detail.open_threats}),
+        );
+        map.insert("resolved_threats".into(), json!(detail.resolved_threats));
         // As the user list shows a user: with its MDM's name.
-        let user = user.map(|u| {
+        let user = detail.user.map(|u| {
             let mut v = json!(u);
             v["mdm"] = map.get("mdm").cloned().unwrap_or(Value::Null);
             v
         });
         map.insert("user".into(), json!(user));
-        map.insert("recent_actions".into(), json!(actions));
+        map.insert("recent_actions".into(), json!(detail.recent_actions));
     }
     Ok(Json(body))
 }
@@ -461,24 +494,7 @@ async fn sync(
     let params = Params::parse(q.as_deref(), &["mdm"])?;
     let mdm = params.get("mdm");
     mdm_param(&state, &tenant_id, &params)?;
-    let requested = if t.mdms.is_empty() {
-        Vec::new()
-    } else {
-        state
-            .sync
-            .request_full_sync(&tenant_id, mdm, SyncTrigger::Admin)
-            .map_err(|e| match e {
-                SyncError::UnknownTenant(_) => AdminError::TenantNotFound,
-                SyncError::UnknownMdm { .. } => {
-                    AdminError::param("mdm", "the tenant has no MDM of that name")
-                }
-                SyncError::Disabled { mdm, .. } => AdminError::MdmDisabled(mdm),
-                e @ SyncError::ShuttingDown => {
-                    AdminError::Api(super::ApiError::Unavailable(Box::new(e)))
-                }
-                SyncError::Store(e) => e.into(),
-            })?
-    };
+    let requested = request_sync(&state, &t, mdm)?;
     let mdms: Vec<Value> = requested
         .into_iter()
         .map(|(name, r)| {
@@ -491,6 +507,33 @@ async fn sync(
         .collect();
     tracing::info!(tenant = %tenant_id, mdms = mdms.len(), "Full sync requested through the admin API");
     Ok((StatusCode::ACCEPTED, Json(json!({"mdms": mdms}))))
+}
+
+/// Asks for a full sync of every MDM of the tenant, or of the one named
+/// `mdm`, without waiting (the admin API's `POST …/sync` and the console's
+/// "Sync now"); returns what became of each MDM's request.
+pub(in crate::http) fn request_sync(
+    state: &AppState,
+    t: &TenantConfig,
+    mdm: Option<&str>,
+) -> Result<Vec<(String, Requested)>, AdminError> {
+    if t.mdms.is_empty() {
+        return Ok(Vec::new());
+    }
+    state
+        .sync
+        .request_full_sync(&t.id, mdm, SyncTrigger::Admin)
+        .map_err(|e| match e {
+            SyncError::UnknownTenant(_) => AdminError::TenantNotFound,
+            SyncError::UnknownMdm { .. } => {
+                AdminError::param("mdm", "the tenant has no MDM of that name")
+            }
+            SyncError::Disabled { mdm, .. } => AdminError::MdmDisabled(mdm),
+            e @ SyncError::ShuttingDown => {
+                AdminError::Api(super::ApiError::Unavailable(Box::new(e)))
+            }
+            SyncError::Store(e) => e.into(),
+        })
 }
 
 /// The action id of the path; anything but a positive integer names no action.
@@ -542,6 +585,59 @@ async fn cancel_destructive(
     Ok(Json(json!({"cancelled": ids.len(), "actions": ids})))
 }
 
+/// One MDM's health as the status answer and the console show it.
+#[derive(Debug)]
+pub(in crate::http) struct MdmStatus {
+    pub integration: StoredIntegration,
+    /// `enabled` in the tenant file.
+    pub enabled: bool,
+    /// Figures of the last 24 hours (failed syncs, dead actions) and now.
+    pub health: MdmHealth,
+    /// What the MDM's work waits for now; kept in memory only.
+    pub backoff: Option<Backoff>,
+}
+
+/// A tenant's health: its MDMs and its devices per risk level.
+#[derive(Debug)]
+pub(in crate::http) struct TenantStatus {
+    pub generated_at: chrono::DateTime<Utc>,
+    pub devices_by_risk: Vec<(RiskLevel, u64)>,
+    pub mdms: Vec<MdmStatus>,
+}
+
+/// Reads the health of the tenant's MDMs and its devices per risk level.
+pub(in crate::http) async fn read_status(
+    state: &AppState,
+    config: &TenantConfig,
+) -> Result<TenantStatus, AdminError> {
+    let now = Utc::now();
+    let since = now - chrono::Duration::hours(24);
+    let mut mdms = Vec::new();
+    for i in state.store.integrations(&config.id).await? {
+        let health = state.store.mdm_health(i.id, since).await?;
+        let enabled = config
+            .mdms
+            .iter()
+            .find(|m| m.name == i.name)
+            .is_some_and(|m| m.enabled);
+        let backoff = state
+            .sync
+            .integration(&config.id, i.id)
+            .and_then(|x| x.health.backoff());
+        mdms.push(MdmStatus {
+            integration: i,
+            enabled,
+            health,
+            backoff,
+        });
+    }
+    Ok(TenantStatus {
+        generated_at: now,
+        devices_by_risk: state.store.risk_counts(&config.id).await?,
+        mdms,
+    })
+}
+
 /// `GET …/status`: per MDM, the last sync, failures of the last 24 hours,
 /// actions waiting or given up, pending Wi-Fi removals, identity collisions.
 /// `backoff`: null, or what the MDM's work waits for now (the retry of failed
@@ -552,71 +648,69 @@ async fn status(
     Path(tenant_id): Path<String>,
 ) -> Reply {
     let config = tenant(&state, &tenant_id)?;
-    let now = Utc::now();
-    let since = now - chrono::Duration::hours(24);
-    let mut mdms = Vec::new();
-    for i in state.store.integrations(&tenant_id).await? {
-        let h = state.store.mdm_health(i.id, since).await?;
-        let enabled = config
-            .mdms
-            .iter()
-            .find(|m| m.name == i.name)
-            .is_some_and(|m| m.enabled);
-        let last_sync = h.last_sync.map(|r| {
-            json!({
-                "id": r.id,
-                "trigger": r.trigger,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "outcome": r.outcome,
-                "counts": {
-                    "added": r.added,
-                    "updated": r.updated,
-                    "removed": r.removed,
-                    "skipped": r.skipped,
-                },
-                "held_removals": r.held_removals,
-                "error": r.error,
-            })
-        });
-        mdms.push(json!({
-            "name": i.name,
-            "kind": i.kind,
-            "enabled": enabled,
-            "devices": h.devices,
-            "activated_devices": h.activated_devices,
-            "last_successful_sync_at": i.last_synced_at,
-            "last_sync": last_sync,
-            "failed_syncs_24h": {
-                "count": h.failed_syncs,
-                "last_error": h.last_sync_error,
-                "last_error_at": h.last_sync_error_at,
+    let status = read_status(&state, &config).await?;
+    let mdms: Vec<Value> = status
+        .mdms
+        .into_iter()
+        .map(
+            |MdmStatus {
+                 integration: i,
+                 enabled,
+                 health: h,
+                 backoff,
+             }| {
+                let last_sync = h.last_sync.map(|r| {
+                    json!({
+                        "id": r.id,
+                        "trigger": r.trigger,
+                        "started_at": r.started_at,
+                        "finished_at": r.finished_at,
+                        "outcome": r.outcome,
+                        "counts": {
+                            "added": r.added,
+                            "updated": r.updated,
+                            "removed": r.removed,
+                            "skipped": r.skipped,
+                        },
+                        "held_removals": r.held_removals,
+                        "error": r.error,
+                    })
+                });
+                json!({
+                    "name": i.name,
+                    "kind": i.kind,
+                    "enabled": enabled,
+                    "devices": h.devices,
+                    "activated_devices": h.activated_devices,
+                    "last_successful_sync_at": i.last_synced_at,
+                    "last_sync": last_sync,
+                    "failed_syncs_24h": {
+                        "count": h.failed_syncs,
+                        "last_error": h.last_sync_error,
+                        "last_error_at": h.last_sync_error_at,
+                    },
+                    "actions": {
+                        "pending": h.pending,
+                        "held": h.held,
+                        "failed": h.failed,
+                        "dead": h.dead,
+                        "dead_24h": h.dead_recent,
+                    },
+                    "pending_wifi_removals": h.pending_wifi_removals,
+                    "identity_collisions": h.collisions,
+                    "backoff": backoff,
+                })
             },
-            "actions": {
-                "pending": h.pending,
-                "held": h.held,
-                "failed": h.failed,
-                "dead": h.dead,
-                "dead_24h": h.dead_recent,
-            },
-            "pending_wifi_removals": h.pending_wifi_removals,
-            "identity_collisions": h.collisions,
-            "backoff": state
-                .sync
-                .integration(&tenant_id, i.id)
-                .and_then(|x| x.health.backoff()),
-        }));
-    }
-    let risk: serde_json::Map<String, Value> = state
-        .store
-        .risk_counts(&tenant_id)
-        .await?
+        )
+        .collect();
+    let risk: serde_json::Map<String, Value> = status
+        .devices_by_risk
         .into_iter()
         .map(|(level, n)| (level.as_str().to_string(), json!(n)))
         .collect();
     Ok(Json(json!({
         "tenant": tenant_id,
-        "generated_at": now,
+        "generated_at": status.generated_at,
         "devices_by_risk": risk,
         "mdms": mdms,
     })))
