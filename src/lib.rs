@@ -11,6 +11,7 @@ pub mod app;
 mod architecture;
 pub mod backoff;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! The CLI through the built binary: exit codes, `FILE:LINE:COL` errors,
 //! the daemon's health endpoints, SIGTERM, and that no secret is ever printed.
 
+mod admin;
 mod check_config;
 mod daemon;
 mod demo;
