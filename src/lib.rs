@@ -20,6 +20,7 @@ pub mod http;
 pub mod ingest;
 pub mod ise;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod policy;
 pub mod reload;

@@ -5,6 +5,7 @@ mod admin;
 mod check_config;
 mod daemon;
 mod demo;
+mod notify;
 mod ops;
 mod reload;
 mod server;
