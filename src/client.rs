@@ -223,7 +223,7 @@ impl AdminClient {
 fn path_tenant(path: &str) -> String {
     path.strip_prefix("/v1/admin/tenants/")
         .and_then(|rest| rest.split(['/', '?']).next())
-        .map(|t| percent_decode(t))
+        .map(percent_decode)
         .unwrap_or_default()
 }
 
