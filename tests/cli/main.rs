@@ -28,6 +28,10 @@ fn help_lists_the_commands_that_exist() {
         "test-connection",
         "sync",
         "sim",
+        "status",
+        "actions",
+        "approve",
+        "cancel",
     ] {
         assert!(text.contains(cmd), "--help does not list `{cmd}`:\n{text}");
     }
@@ -39,7 +43,16 @@ fn help_lists_the_commands_that_exist() {
 
 #[test]
 fn every_command_has_its_own_help() {
-    for cmd in ["run", "check-config", "test-connection", "sync"] {
+    for cmd in [
+        "run",
+        "check-config",
+        "test-connection",
+        "sync",
+        "status",
+        "actions",
+        "approve",
+        "cancel",
+    ] {
         let out = std::process::Command::new(bin())
             .args([cmd, "--help"])
             .output()
