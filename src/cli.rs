@@ -557,14 +557,24 @@ async fn sync(path: &Path, tenant: String, mdm: Option<String>) -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
-                Err(e) => {
+                Err(e @ ClientError::Unreachable { .. }) => {
+                    eprintln!("error: {e}");
+                    eprintln!("(the daemon stopped answering: `mtd-connector status` shows how the sync ended once it runs again)");
+                    ExitCode::FAILURE
+                }
+                Err(
+                    e @ (ClientError::Unauthorized { .. }
+                    | ClientError::NoToken { .. }
+                    | ClientError::NotTheDaemon { .. }),
+                ) => {
                     eprintln!("error: {e}");
                     eprintln!(
-                        "(a daemon answers at {}: the sync was not run in this process, so that two syncs never run on one MDM)",
+                        "(something answers at {}: the sync was not run in this process, so that two syncs never run on one MDM)",
                         client.url()
                     );
                     ExitCode::FAILURE
                 }
+                Err(e) => client_failed(e),
             }
         }
         Err(e) => {

@@ -111,6 +111,10 @@ impl AdminClient {
     /// the module's header). Refused: `Ok(false)`; accepted: `Ok(true)`;
     /// anything else (a timeout, say) cannot tell and is an error.
     pub async fn daemon_present(&self) -> Result<bool, ClientError> {
+        if self.addr.port() == 0 {
+            // A port chosen at start: no daemon can be found from this config.
+            return Ok(false);
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.addr)).await
         {
             Ok(Ok(_)) => Ok(true),
@@ -140,6 +144,11 @@ impl AdminClient {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str) -> Result<Value, ClientError> {
+        if self.addr.port() == 0 {
+            return Err(self.unreachable(
+                "[server] listen has port 0 (a free port chosen at start), so the config does not say where the daemon is".into(),
+            ));
+        }
         let token = self.token.as_ref().ok_or_else(|| ClientError::NoToken {
             config: self.config.clone(),
         })?;

@@ -349,11 +349,13 @@ pub async fn run(
         secrets[0]
     );
     let _ = writeln!(out, "\nAdmin API: curl -sS -H 'Authorization: Bearer {admin_token}' http://{addr}/v1/admin/tenants/acme/actions");
-    let _ = writeln!(
-        out,
-        "Command line, while the demo runs: mtd-connector status --config {}",
-        main.display()
-    );
+    if !options.exit_after {
+        let _ = writeln!(
+            out,
+            "Command line, while the demo runs: mtd-connector status --config {}",
+            main.display()
+        );
+    }
     let _ = writeln!(
         out,
         "\n{}",

@@ -403,3 +403,25 @@ fn config_defaults_to_etc_and_mtd_connector_config_overrides_it() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}: OK", main.display())));
 }
+
+#[test]
+fn a_config_on_port_zero_cannot_name_the_daemon_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_config(dir.path());
+    let (code, _, err) = cli(&["status"], Some(&main));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot reach the daemon at http://127.0.0.1:0: [server] listen has port 0"),
+        "{err}"
+    );
+    // A broken tenant file does not matter to the commands that ask the daemon.
+    std::fs::write(dir.path().join("tenants.d/broken.toml"), "id = ").unwrap();
+    let (code, _, err) = cli(&["actions", "--tenant", "acme"], Some(&main));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("port 0"), "{err}");
+    // A broken main file does, with FILE:LINE:COL and exit 2.
+    std::fs::write(&main, "[server]\nlisten = 8080\n").unwrap();
+    let (code, _, err) = cli(&["status"], Some(&main));
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&format!("{}:2:", main.display())), "{err}");
+}
