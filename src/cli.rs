@@ -117,8 +117,8 @@ pub enum Command {
         #[arg(long, value_name = "STATE")]
         state: Option<String>,
         /// At most this many actions.
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        limit: usize,
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
         /// The daemon's answer as JSON, for scripts.
         #[arg(long)]
         json: bool,
@@ -451,7 +451,7 @@ async fn actions(
     path: &Path,
     tenant: String,
     state: Option<String>,
-    limit: usize,
+    limit: u32,
     json: bool,
 ) -> ExitCode {
     let client = match admin_client(path) {
@@ -466,7 +466,7 @@ async fn actions(
     if let Some(s) = &state {
         query.push_str(&format!("&state={}", crate::client::segment(s)));
     }
-    let (items, more) = match client.get_all(&query, limit).await {
+    let (items, more) = match client.get_all(&query, limit as usize).await {
         Ok(r) => r,
         Err(e) => return client_failed(e),
     };
