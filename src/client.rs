@@ -425,7 +425,7 @@ impl FollowedRun {
         self.run["outcome"].as_str() == Some("succeeded")
     }
 
-    /// The same line as an in-process sync's (`crate::ops::report_line`).
+    /// The same line as `sync` prints for a run in its own process.
     pub fn line(&self) -> String {
         let r = &self.run;
         let took = match (
