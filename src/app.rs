@@ -3,7 +3,9 @@
 //! resolves, then drains within the grace limit.
 //!
 //! Build binds and run serves (zero2prod): tests pass port 0, read
-//! `local_addr()` and never sleep waiting for a server.
+//! `local_addr()` and never sleep waiting for a server. Under systemd,
+//! `run_until` tells it `READY=1` once serving and `STOPPING=1` when it
+//! drains ([`crate::notify`]).
 
 use crate::config::Config;
 use crate::context::{tenant_records, Services};
@@ -202,6 +204,10 @@ impl App {
             cancel.clone(),
         ));
 
+        // systemd (Type=notify): the store is open, the listener bound and
+        // served, the workers started; `systemctl start` returns now.
+        crate::notify::notify(&format!("READY=1\nSTATUS=Serving on {url}"));
+
         // The server ends only when told to: ending before that (an error, a
         // panic) is noticed now, not at the next restart, and stops the daemon.
         let died = tokio::select! {
@@ -209,6 +215,7 @@ impl App {
             served = &mut server => Some(early_death(served)),
             death = tasks.died() => Some(std::io::Error::other(death)),
         };
+        crate::notify::notify("STOPPING=1\nSTATUS=Draining");
         cancel.cancel();
         tasks.close();
         if let Some(error) = died {

@@ -2,11 +2,17 @@
 //!
 //! Exit codes: 0 success, 1 a runtime failure, 2 an invalid configuration
 //! (CONTRACT §1: `check-config` exits 2 with `FILE:LINE:COL: message` lines).
+//!
+//! `status`, `actions`, `approve` and `cancel` ask the running daemon
+//! ([`crate::client`]); `sync` does too when one runs on the config.
+//! `--config` defaults to [`DEFAULT_CONFIG`], or `MTD_CONNECTOR_CONFIG`.
 
 use crate::app::App;
+use crate::client::{AdminClient, ClientError};
 use crate::config::{self, Config};
 use crate::telemetry::LogFormat;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,11 +31,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where `--config` points when neither the option nor `MTD_CONNECTOR_CONFIG` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/mtd-connector/connector.toml";
+
 /// The tenant (and optionally one of its MDMs) a command works on.
 #[derive(Debug, clap::Args)]
 pub struct TenantTarget {
     /// The main configuration file (TOML).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "MTD_CONNECTOR_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// The tenant id.
     #[arg(long, value_name = "ID")]
@@ -39,12 +48,26 @@ pub struct TenantTarget {
     pub mdm: Option<String>,
 }
 
+/// One action of a tenant.
+#[derive(Debug, clap::Args)]
+pub struct ActionTarget {
+    /// The main configuration file (TOML): the daemon's address and admin token.
+    #[arg(long, value_name = "FILE", env = "MTD_CONNECTOR_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The tenant id.
+    #[arg(long, value_name = "ID")]
+    pub tenant: String,
+    /// The action's id (the first column of `actions`).
+    #[arg(value_name = "ACTION_ID")]
+    pub action_id: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: agent and admin API, health; until SIGINT/SIGTERM.
     Run {
         /// The main configuration file (TOML).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "MTD_CONNECTOR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// The whole product on this machine: simulated MDMs, a demo tenant per kind, the daemon, signed events, a summary.
@@ -62,13 +85,48 @@ pub enum Command {
     /// Validate the main file and every tenant file; print FILE:LINE:COL errors and exit 2 on any.
     CheckConfig {
         /// The main configuration file (TOML).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "MTD_CONNECTOR_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Log in to each MDM of a tenant and read one page; one diagnostic line per MDM.
     TestConnection(TenantTarget),
     /// A full sync now for one tenant (or one MDM), with progress; then the counts.
+    /// Asked of the running daemon when one answers at `[server] listen`; in this process otherwise.
     Sync(TenantTarget),
+    /// The running daemon's view: per tenant and MDM, health, last sync, back-off, actions, risk.
+    Status {
+        /// The main configuration file (TOML): the daemon's address and admin token.
+        #[arg(long, value_name = "FILE", env = "MTD_CONNECTOR_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this tenant.
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+        /// The daemon's answers as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's actions, newest first, from the running daemon.
+    Actions {
+        /// The main configuration file (TOML): the daemon's address and admin token.
+        #[arg(long, value_name = "FILE", env = "MTD_CONNECTOR_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The tenant id.
+        #[arg(long, value_name = "ID")]
+        tenant: String,
+        /// Only actions in this state: skipped, held, pending, sent, failed, dead, cancelled.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// At most this many actions.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// The daemon's answer as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held action: the running daemon sends it to the MDM.
+    Approve(ActionTarget),
+    /// Cancel a held, pending or failed action: the running daemon never sends it.
+    Cancel(ActionTarget),
     /// Serve the built-in MDM simulators alone (for tests, demos and benchmarks).
     Sim {
         /// Address to listen on; each vendor is served under its own base path.
@@ -120,6 +178,20 @@ pub fn main(cli: Cli) -> ExitCode {
             kind,
             seed,
         } => with_runtime(|| sim(listen, devices, kind, seed)),
+        Command::Status {
+            config,
+            tenant,
+            json,
+        } => with_runtime(|| status(&config, tenant, json)),
+        Command::Actions {
+            config,
+            tenant,
+            state,
+            limit,
+            json,
+        } => with_runtime(|| actions(&config, tenant, state, limit, json)),
+        Command::Approve(target) => with_runtime(|| decide(target, Decision::Approve)),
+        Command::Cancel(target) => with_runtime(|| decide(target, Decision::Cancel)),
     }
 }
 
@@ -305,7 +377,215 @@ async fn test_connection(path: &Path, tenant: String, mdm: Option<String>) -> Ex
     }
 }
 
+/// The admin API's client for the daemon `path` configures, or the exit code
+/// after printing why there is none.
+fn admin_client(path: &Path) -> Result<AdminClient, ExitCode> {
+    let main = config::load_main(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    AdminClient::new(&main).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn client_failed(e: ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+async fn status(path: &Path, only: Option<String>, json: bool) -> ExitCode {
+    let client = match admin_client(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let tenants = match client.get_all("/v1/admin/tenants", 100_000).await {
+        Ok((t, _)) => t,
+        Err(e) => return client_failed(e),
+    };
+    let selected: Vec<&serde_json::Value> = tenants
+        .iter()
+        .filter(|t| only.as_deref().is_none_or(|id| t["id"] == id))
+        .collect();
+    if let (Some(id), true) = (&only, selected.is_empty()) {
+        let known: Vec<&str> = tenants.iter().filter_map(|t| t["id"].as_str()).collect();
+        eprintln!(
+            "error: the daemon has no tenant `{id}` (it has: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        return ExitCode::FAILURE;
+    }
+    let now = chrono::Utc::now();
+    let mut text = format!("daemon {}: {} tenant(s)\n", client.url(), tenants.len());
+    let mut all = Vec::new();
+    for t in selected {
+        let id = t["id"].as_str().unwrap_or_default();
+        let path = format!("/v1/admin/tenants/{}/status", crate::client::segment(id));
+        let s = match client.get(&path).await {
+            Ok(s) => s,
+            Err(e) => return client_failed(e),
+        };
+        text.push('\n');
+        text.push_str(&crate::client::render_status(t, &s, now));
+        all.push(serde_json::json!({"tenant": t, "status": s}));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"tenants": all})).unwrap_or_default()
+        );
+    } else {
+        print!("{text}");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn actions(
+    path: &Path,
+    tenant: String,
+    state: Option<String>,
+    limit: u32,
+    json: bool,
+) -> ExitCode {
+    let client = match admin_client(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut query = format!(
+        "/v1/admin/tenants/{}/actions?limit={}",
+        crate::client::segment(&tenant),
+        limit.clamp(1, 500)
+    );
+    if let Some(s) = &state {
+        query.push_str(&format!("&state={}", crate::client::segment(s)));
+    }
+    let (items, more) = match client.get_all(&query, limit as usize).await {
+        Ok(r) => r,
+        Err(e) => return client_failed(e),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if items.is_empty() {
+        match &state {
+            Some(s) => println!("tenant {tenant}: no {s} action"),
+            None => println!("tenant {tenant}: no action"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    print!(
+        "{}",
+        crate::client::render_actions(&items, chrono::Utc::now())
+    );
+    if more {
+        println!("(the newest {limit} shown; --limit N for more)");
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Decision {
+    Approve,
+    Cancel,
+}
+
+async fn decide(target: ActionTarget, decision: Decision) -> ExitCode {
+    let client = match admin_client(&target.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let verb = match decision {
+        Decision::Approve => "approve",
+        Decision::Cancel => "cancel",
+    };
+    let path = format!(
+        "/v1/admin/tenants/{}/actions/{}/{verb}",
+        crate::client::segment(&target.tenant),
+        crate::client::segment(&target.action_id)
+    );
+    match client.post(&path).await {
+        Ok(a) => {
+            let device = match &a["device_id"] {
+                serde_json::Value::Null => String::new(),
+                d => format!(" of device {d}"),
+            };
+            println!(
+                "action {} ({}{device}, {}): now {}",
+                a["id"],
+                a["kind"].as_str().unwrap_or("?"),
+                a["mdm"].as_str().unwrap_or("no MDM"),
+                a["state"].as_str().unwrap_or("?")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_failed(e),
+    }
+}
+
+/// `sync`: through the daemon when one runs on the config, else in-process.
 async fn sync(path: &Path, tenant: String, mdm: Option<String>) -> ExitCode {
+    let client = match admin_client(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.daemon_present().await {
+        Ok(false) => sync_in_process(path, tenant, mdm).await,
+        Ok(true) => {
+            let progress = std::io::stderr().is_terminal();
+            match client
+                .sync_and_follow(&tenant, mdm.as_deref(), progress)
+                .await
+            {
+                Ok(runs) => {
+                    for r in &runs {
+                        println!("{}", r.line());
+                    }
+                    if runs.iter().all(|r| r.succeeded()) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e @ ClientError::Unreachable { .. }) => {
+                    eprintln!("error: {e}");
+                    eprintln!("(the daemon stopped answering: `mtd-connector status` shows how the sync ended once it runs again)");
+                    ExitCode::FAILURE
+                }
+                Err(
+                    e @ (ClientError::Unauthorized { .. }
+                    | ClientError::NoToken { .. }
+                    | ClientError::NotTheDaemon { .. }),
+                ) => {
+                    eprintln!("error: {e}");
+                    eprintln!(
+                        "(something answers at {}: the sync was not run in this process, so that two syncs never run on one MDM)",
+                        client.url()
+                    );
+                    ExitCode::FAILURE
+                }
+                Err(e) => client_failed(e),
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("(cannot tell whether a daemon runs on this config: the sync was not run in this process)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn sync_in_process(path: &Path, tenant: String, mdm: Option<String>) -> ExitCode {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return code,

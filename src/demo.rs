@@ -104,7 +104,14 @@ pub async fn run(
     let secrets: Vec<String> = PLANS.iter().map(|_| random_hex(16)).collect();
     let admin_token = random_hex(16);
     let ise_password = random_hex(16);
-    let main = write_config(dir.path(), &sim, &secrets, &admin_token, &ise_password)?;
+    let main = write_config(
+        dir.path(),
+        addr,
+        &sim,
+        &secrets,
+        &admin_token,
+        &ise_password,
+    )?;
     let config = crate::config::load(&main)
         .map_err(|e| anyhow::anyhow!("the demo config is invalid (a bug):\n{e}"))?;
     let app = App::build_with_listener(config, Some(listener)).await?;
@@ -136,6 +143,11 @@ pub async fn run(
         out,
         "store       {}",
         dir.path().join("data/connector.db").display()
+    );
+    let _ = writeln!(
+        out,
+        "config      {}  (removed when the demo stops)",
+        main.display()
     );
 
     // 1. The initial full sync of every MDM.
@@ -337,6 +349,13 @@ pub async fn run(
         secrets[0]
     );
     let _ = writeln!(out, "\nAdmin API: curl -sS -H 'Authorization: Bearer {admin_token}' http://{addr}/v1/admin/tenants/acme/actions");
+    if !options.exit_after {
+        let _ = writeln!(
+            out,
+            "Command line, while the demo runs: mtd-connector status --config {}",
+            main.display()
+        );
+    }
     let _ = writeln!(
         out,
         "\n{}",
@@ -434,6 +453,7 @@ fn random_hex(bytes: usize) -> String {
 
 fn write_config(
     dir: &Path,
+    addr: SocketAddr,
     sim: &Simulator,
     secrets: &[String],
     admin_token: &str,
@@ -447,7 +467,9 @@ fn write_config(
     let main = dir.join("connector.toml");
     std::fs::write(
         &main,
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = { file = \"secrets/admin-token\" }\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"4h\"\n[ise]\nenabled = true\n",
+        // The address the daemon really listens on, so that the commands
+        // that ask it (`status`, `actions`, …) find it from this file.
+        format!("[server]\nlisten = \"{addr}\"\n[store]\npath = \"data/connector.db\"\n[admin]\ntoken = {{ file = \"secrets/admin-token\" }}\n[tenants]\ndir = \"tenants.d\"\n[sync]\nfull_sync_every = \"4h\"\n[ise]\nenabled = true\n"),
     )?;
     for (plan, secret) in PLANS.iter().zip(secrets) {
         std::fs::write(dir.join(format!("secrets/{}-agent", plan.id)), secret)?;

@@ -48,6 +48,11 @@
 //! - `mtd_devices{tenant}`: live devices, read from the store at scrape time.
 //! - `mtd_devices_by_risk{tenant,level}`: live devices at each risk level
 //!   (`secured`, `low` … `critical`), read from the store at scrape time.
+//! - `mtd_mdm_last_successful_sync_timestamp_seconds{tenant,mdm}`: when the
+//!   MDM's last successful full sync ended (Unix time; 0 if it never
+//!   succeeded, so `time() - x > 3600` alerts on it too), from the store.
+//! - `mtd_mdm_devices{tenant,mdm}` and `mtd_mdm_devices_by_risk{tenant,mdm,level}`:
+//!   the MDM's live devices, in all and at each risk level, from the store.
 //! - `mtd_build_info{version}`: always 1.
 
 use std::collections::BTreeMap;
@@ -70,6 +75,19 @@ const DELIVERY_BUCKETS: &[f64] = &[
 const SYNC_BUCKETS: &[f64] = &[
     0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
+
+/// One MDM's figures read from the store at scrape time (plain values: this
+/// module names no store type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MdmFigures {
+    pub tenant: String,
+    pub mdm: String,
+    /// Unix seconds of the end of the last successful full sync; `None`: never.
+    pub last_success: Option<f64>,
+    pub devices: u64,
+    /// Live devices per risk level (`secured`, `low` … `critical`).
+    pub by_risk: Vec<(&'static str, u64)>,
+}
 
 /// The process-wide registry every call site records into.
 pub static REGISTRY: Registry = Registry::new();
@@ -174,6 +192,7 @@ impl Registry {
         &self,
         devices: Option<&[(String, u64)]>,
         risk: Option<&[(String, &'static str, u64)]>,
+        mdms: Option<&[MdmFigures]>,
     ) -> String {
         let mut out = String::with_capacity(4096);
         self.events_received.render(&mut out);
@@ -212,6 +231,7 @@ impl Registry {
                 *n as f64,
             );
         }
+        render_mdms(&mut out, mdms.unwrap_or_default());
         header(
             &mut out,
             "mtd_build_info",
@@ -225,6 +245,47 @@ impl Registry {
             1.0,
         );
         out
+    }
+}
+
+/// The per-MDM gauges read from the store.
+fn render_mdms(out: &mut String, mdms: &[MdmFigures]) {
+    const LAST: &str = "mtd_mdm_last_successful_sync_timestamp_seconds";
+    header(
+        out,
+        LAST,
+        "When the MDM's last successful full sync ended (Unix time; 0: never).",
+        "gauge",
+    );
+    for m in mdms {
+        let labels = [("tenant", m.tenant.as_str()), ("mdm", m.mdm.as_str())];
+        sample(out, LAST, &labels, m.last_success.unwrap_or(0.0));
+    }
+    header(
+        out,
+        "mtd_mdm_devices",
+        "Live devices in the store, per MDM.",
+        "gauge",
+    );
+    for m in mdms {
+        let labels = [("tenant", m.tenant.as_str()), ("mdm", m.mdm.as_str())];
+        sample(out, "mtd_mdm_devices", &labels, m.devices as f64);
+    }
+    header(
+        out,
+        "mtd_mdm_devices_by_risk",
+        "Live devices in the store at each risk level, per MDM.",
+        "gauge",
+    );
+    for m in mdms {
+        for (level, n) in &m.by_risk {
+            let labels = [
+                ("tenant", m.tenant.as_str()),
+                ("mdm", m.mdm.as_str()),
+                ("level", level),
+            ];
+            sample(out, "mtd_mdm_devices_by_risk", &labels, *n as f64);
+        }
     }
 }
 
@@ -496,7 +557,7 @@ mod tests {
         let r = Registry::new();
         r.events_accepted.inc_by(&["acme"], 2);
         r.events_accepted.inc(&["beta"]);
-        let text = r.render(Some(&[]), None);
+        let text = r.render(Some(&[]), None, None);
         assert!(text.contains(
             "# HELP mtd_agent_events_accepted_total Events stored as new.\n# TYPE mtd_agent_events_accepted_total counter\n"
         ));
@@ -511,7 +572,7 @@ mod tests {
         let r = Registry::new();
         r.requests_refused.inc(&["a\"b\\c\nd", "invalid_json"]);
         r.requests_refused.inc(&["", "unauthorized"]);
-        let text = r.render(None, None);
+        let text = r.render(None, None, None);
         assert!(
             text.contains(
                 "mtd_agent_requests_refused_total{tenant=\"a\\\"b\\\\c\\nd\",reason=\"invalid_json\"} 1\n"
@@ -527,7 +588,7 @@ mod tests {
         for s in [0.005, 0.01, 0.2, 7.0, 100.0] {
             r.mdm_request_seconds.observe(&["soti", "execute"], s);
         }
-        let text = r.render(None, None);
+        let text = r.render(None, None, None);
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("mtd_mdm_request_seconds"))
@@ -556,7 +617,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_even_without_samples() {
-        let text = Registry::new().render(None, None);
+        let text = Registry::new().render(None, None, None);
         for (name, kind) in [
             ("mtd_agent_events_received_total", "counter"),
             ("mtd_agent_requests_refused_total", "counter"),
@@ -569,6 +630,9 @@ mod tests {
             ("mtd_ise_auth_failures_total", "counter"),
             ("mtd_devices", "gauge"),
             ("mtd_devices_by_risk", "gauge"),
+            ("mtd_mdm_last_successful_sync_timestamp_seconds", "gauge"),
+            ("mtd_mdm_devices", "gauge"),
+            ("mtd_mdm_devices_by_risk", "gauge"),
             ("mtd_build_info", "gauge"),
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
@@ -581,9 +645,43 @@ mod tests {
         let text = Registry::new().render(
             Some(&[("acme".into(), 12), ("beta".into(), 0)]),
             Some(&[("acme".into(), "secured", 10), ("acme".into(), "high", 2)]),
+            None,
         );
         assert!(text.contains("mtd_devices{tenant=\"acme\"} 12\n"));
         assert!(text.contains("mtd_devices{tenant=\"beta\"} 0\n"));
         assert!(text.contains("mtd_devices_by_risk{tenant=\"acme\",level=\"high\"} 2\n"));
+    }
+
+    #[test]
+    fn mdm_figures_are_rendered_with_tenant_mdm_and_level_labels() {
+        let text = Registry::new().render(
+            None,
+            None,
+            Some(&[
+                MdmFigures {
+                    tenant: "acme".into(),
+                    mdm: "Acme \"SOTI\"".into(),
+                    last_success: Some(1_764_780_000.5),
+                    devices: 12,
+                    by_risk: vec![("secured", 10), ("high", 2)],
+                },
+                MdmFigures {
+                    tenant: "beta".into(),
+                    mdm: "Beta BCDM".into(),
+                    last_success: None,
+                    devices: 0,
+                    by_risk: vec![("secured", 0)],
+                },
+            ]),
+        );
+        for line in [
+            "mtd_mdm_last_successful_sync_timestamp_seconds{tenant=\"acme\",mdm=\"Acme \\\"SOTI\\\"\"} 1764780000.5\n",
+            "mtd_mdm_last_successful_sync_timestamp_seconds{tenant=\"beta\",mdm=\"Beta BCDM\"} 0\n",
+            "mtd_mdm_devices{tenant=\"acme\",mdm=\"Acme \\\"SOTI\\\"\"} 12\n",
+            "mtd_mdm_devices_by_risk{tenant=\"acme\",mdm=\"Acme \\\"SOTI\\\"\",level=\"high\"} 2\n",
+            "mtd_mdm_devices_by_risk{tenant=\"beta\",mdm=\"Beta BCDM\",level=\"secured\"} 0\n",
+        ] {
+            assert!(text.contains(line), "`{line}` missing:\n{text}");
+        }
     }
 }

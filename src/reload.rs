@@ -150,7 +150,15 @@ pub fn reload_on_sighup(state: Services) {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!(signal = "SIGHUP", "Reloading the config");
-                log_outcome(reload(&state).await);
+                crate::notify::notify("RELOADING=1\nSTATUS=Reloading the config");
+                let outcome = reload(&state).await;
+                // Ready again either way: a refused reload keeps the old config running.
+                let status = match &outcome {
+                    Ok(_) => "STATUS=Config reloaded",
+                    Err(_) => "STATUS=Reload refused; the previous config stays in effect",
+                };
+                log_outcome(outcome);
+                crate::notify::notify(&format!("READY=1\n{status}"));
             }
         });
     }

@@ -19,7 +19,7 @@ use super::raw::{
 use super::tls::{TlsConfig, TlsKey};
 use super::{
     AdminConfig, Config, Credentials, DispatchConfig, IseConfig, IseTenantConfig, IseThreshold,
-    MdmConfig, Permit, ServerConfig, StoreConfig, SyncConfig, TenantConfig,
+    MainFile, MdmConfig, Permit, ServerConfig, StoreConfig, SyncConfig, TenantConfig,
     DEFAULT_ISE_QUERY_MAX_SIZE, MAX_ISE_QUERY_MAX_SIZE,
 };
 use mtd_adapter::{ActionKind, MdmKind, Secret};
@@ -112,6 +112,35 @@ pub fn load(main_path: &Path) -> Result<Config, ConfigErrors> {
             warnings,
         }),
         // Unreachable in practice: every `None` above was recorded as an error.
+        _ => Err(ConfigErrors(vec![main_src.error_at(
+            0,
+            "the configuration is incomplete (internal error: a check failed without a message)",
+        )])),
+    }
+}
+
+/// Loads the main file alone: `[server]` and `[admin]`, checked as
+/// [`load`] checks them, without reading the tenant files. For the commands
+/// that talk to the running daemon (`status`, `actions`, …): they need its
+/// address and token, and must work while a tenant file is being edited.
+pub fn load_main(main_path: &Path) -> Result<MainFile, ConfigErrors> {
+    let main_src = read_source(main_path, "config file").map_err(|e| ConfigErrors(vec![e]))?;
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut fc = FileCheck::new(&main_src);
+    let main = fc.check_main();
+    fc.finish(&mut errors, &mut warnings);
+    match main {
+        MainParts {
+            server: Some(server),
+            admin: Some(admin),
+            ..
+        } if errors.is_empty() => Ok(MainFile {
+            main_path: main_path.to_path_buf(),
+            server,
+            admin,
+        }),
+        _ if !errors.is_empty() => Err(ConfigErrors(errors)),
         _ => Err(ConfigErrors(vec![main_src.error_at(
             0,
             "the configuration is incomplete (internal error: a check failed without a message)",

@@ -35,7 +35,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use url::Url;
 
-pub use check::load;
+pub use check::{load, load_main};
 pub use diag::{ConfigError, ConfigErrors};
 pub use policy::{
     group_contains, kind_keeps_groups, split_group, PolicyConfig, PolicyMode, Rule, Severity,
@@ -63,6 +63,15 @@ pub struct Config {
     /// unknown threat categories, rules that can never act). Never contain a
     /// secret value.
     pub warnings: Vec<String>,
+}
+
+/// What [`load_main`] reads: the main file's address and admin token only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MainFile {
+    /// The main file as given on the command line.
+    pub main_path: PathBuf,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
 }
 
 /// The config the daemon runs on, replaced whole by a reload (SIGHUP).

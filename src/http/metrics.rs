@@ -1,11 +1,12 @@
 //! `GET /metrics`: the Prometheus text exposition of [`crate::metrics`], no token.
 //!
-//! `mtd_devices` is read from the store at scrape time rather than kept as
+//! `mtd_devices` (and the per-MDM figures: last successful sync, devices,
+//! devices per risk level) are read from the store at scrape time rather than kept as
 //! a gauge: the store is the truth, and syncs, lookups and removals would
 //! otherwise all have to keep a copy in step.
 
 use super::AppState;
-use crate::metrics::{CONTENT_TYPE, REGISTRY};
+use crate::metrics::{MdmFigures, CONTENT_TYPE, REGISTRY};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -32,10 +33,38 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             None
         }
     };
+    let mdms = match mdm_figures(&state).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read the MDMs' figures for /metrics");
+            None
+        }
+    };
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        REGISTRY.render(devices.as_deref(), risk.as_deref()),
+        REGISTRY.render(devices.as_deref(), risk.as_deref(), mdms.as_deref()),
     )
+}
+
+/// Per MDM of a configured tenant: last successful sync, devices, devices per risk level.
+async fn mdm_figures(state: &AppState) -> Result<Vec<MdmFigures>, crate::store::StoreError> {
+    let config = state.config.load();
+    Ok(state
+        .store
+        .mdm_metrics()
+        .await?
+        .into_iter()
+        .filter(|m| config.tenants.iter().any(|t| t.id == m.tenant_id))
+        .map(|m| MdmFigures {
+            last_success: m
+                .last_synced_at
+                .map(|t| t.timestamp_millis() as f64 / 1000.0),
+            by_risk: m.by_risk.iter().map(|(l, n)| (l.as_str(), *n)).collect(),
+            tenant: m.tenant_id,
+            mdm: m.mdm,
+            devices: m.devices,
+        })
+        .collect())
 }
 
 /// Live devices per configured tenant (0 for a tenant without any), in one query.

@@ -72,7 +72,7 @@ pub use actions::{
 };
 pub use admin::{
     ActionFilter, AdminAction, AdminDevice, AdminSyncRun, AdminUser, DeviceFilter, EventFilter,
-    MdmHealth, Page, Paged, UserFilter,
+    MdmHealth, MdmMetrics, Page, Paged, UserFilter,
 };
 pub use dispatch::{DispatchDone, DispatchOp};
 pub use error::StoreError;

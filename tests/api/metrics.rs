@@ -15,6 +15,7 @@ use std::time::Duration;
 /// Tenants no other test uses, so their series move only here.
 const TENANT: &str = "metrics-acme";
 const READY_TENANT: &str = "metrics-ready";
+const MDM_TENANT: &str = "metrics-mdm";
 
 const POLICY: &str = r#"[policy]
 [[policy.rule]]
@@ -35,6 +36,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("mtd_sync_runs_total", "counter"),
     ("mtd_sync_run_seconds", "histogram"),
     ("mtd_devices", "gauge"),
+    ("mtd_devices_by_risk", "gauge"),
+    ("mtd_mdm_last_successful_sync_timestamp_seconds", "gauge"),
+    ("mtd_mdm_devices", "gauge"),
+    ("mtd_mdm_devices_by_risk", "gauge"),
     ("mtd_build_info", "gauge"),
 ];
 
@@ -254,6 +259,87 @@ async fn metrics_parse_as_prometheus_text_and_count_events_refusals_actions_mdm_
     )
     .await;
     assert_eq!(sent_rows, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_show_per_mdm_the_last_successful_sync_the_devices_and_their_risk_levels() {
+    let env = Env::new(&[SimKind::Soti, SimKind::Airwatch], 8).await;
+    let soti = MdmSpec::new(SimKind::Soti);
+    let off = MdmSpec {
+        extra: "enabled = false\n".into(),
+        ..MdmSpec::new(SimKind::Airwatch)
+    };
+    let started = chrono::Utc::now();
+    let app =
+        spawn_app(&env.write_config(MDM_TENANT, &[soti.clone(), off.clone()], "0", POLICY)).await;
+    let mdm_id = app.mdm_id(MDM_TENANT, &soti.name).await;
+    let run = app.finished_runs(mdm_id, 1, Duration::from_secs(30)).await;
+    let synced_at = run[0].finished_at.expect("a finished run");
+
+    fn labels(mdm: &str) -> [(&'static str, &str); 2] {
+        [("tenant", MDM_TENANT), ("mdm", mdm)]
+    }
+    let by_risk = |m: &Metrics, mdm: &str, level: &str| {
+        m.get(
+            "mtd_mdm_devices_by_risk",
+            &[("tenant", MDM_TENANT), ("mdm", mdm), ("level", level)],
+        )
+    };
+    let m = scrape(&app).await;
+    let at = m.get(
+        "mtd_mdm_last_successful_sync_timestamp_seconds",
+        &labels(&soti.name),
+    );
+    assert!(
+        (at - synced_at.timestamp_millis() as f64 / 1000.0).abs() < 0.002,
+        "{at} is not the run's end {synced_at}"
+    );
+    assert!(at >= started.timestamp() as f64 && at <= chrono::Utc::now().timestamp() as f64 + 1.0);
+    assert_eq!(m.get("mtd_mdm_devices", &labels(&soti.name)), 8.0);
+    assert_eq!(by_risk(&m, &soti.name, "secured"), 8.0);
+    for level in ["low", "medium", "high", "critical"] {
+        assert_eq!(by_risk(&m, &soti.name, level), 0.0, "{level}");
+    }
+    // The disabled MDM never synced: 0, listed all the same.
+    assert!(
+        m.text.contains(&format!(
+        "mtd_mdm_last_successful_sync_timestamp_seconds{{tenant=\"{MDM_TENANT}\",mdm=\"{}\"}} 0\n",
+        off.name
+    )),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains(&format!(
+            "mtd_mdm_devices{{tenant=\"{MDM_TENANT}\",mdm=\"{}\"}} 0\n",
+            off.name
+        )),
+        "{}",
+        m.text
+    );
+
+    // A high threat on one device moves it from secured to high.
+    let udid = env.sim.soti().unwrap().devices()[0]["DeviceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = post_signed(&app, "/v1/agent/events", MDM_TENANT, &event("mdm-1", &udid)).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let m = scrape_until(&app, Duration::from_secs(10), |m| {
+        by_risk(m, &soti.name, "high") == 1.0
+    })
+    .await;
+    assert_eq!(by_risk(&m, &soti.name, "secured"), 7.0);
+    assert_eq!(m.get("mtd_mdm_devices", &labels(&soti.name)), 8.0);
+    assert_eq!(
+        m.get(
+            "mtd_devices_by_risk",
+            &[("tenant", MDM_TENANT), ("level", "high")]
+        ),
+        1.0,
+        "the tenant's figure agrees"
+    );
     app.shutdown().await;
 }
 

@@ -1,9 +1,11 @@
 //! The CLI through the built binary: exit codes, `FILE:LINE:COL` errors,
 //! the daemon's health endpoints, SIGTERM, and that no secret is ever printed.
 
+mod admin;
 mod check_config;
 mod daemon;
 mod demo;
+mod notify;
 mod ops;
 mod reload;
 mod server;
@@ -26,6 +28,10 @@ fn help_lists_the_commands_that_exist() {
         "test-connection",
         "sync",
         "sim",
+        "status",
+        "actions",
+        "approve",
+        "cancel",
     ] {
         assert!(text.contains(cmd), "--help does not list `{cmd}`:\n{text}");
     }
@@ -37,7 +43,16 @@ fn help_lists_the_commands_that_exist() {
 
 #[test]
 fn every_command_has_its_own_help() {
-    for cmd in ["run", "check-config", "test-connection", "sync"] {
+    for cmd in [
+        "run",
+        "check-config",
+        "test-connection",
+        "sync",
+        "status",
+        "actions",
+        "approve",
+        "cancel",
+    ] {
         let out = std::process::Command::new(bin())
             .args([cmd, "--help"])
             .output()

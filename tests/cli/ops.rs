@@ -123,9 +123,14 @@ pub(crate) fn maas360_mdm(name: &str, url: &str, password: &str) -> String {
 fn write(dir: &Path, mdms: &[String]) -> PathBuf {
     std::fs::create_dir_all(dir.join("tenants.d")).unwrap();
     let main = dir.join("connector.toml");
+    // A port nobody listens on: `sync` finds no daemon there and syncs in
+    // its own process (the default 127.0.0.1:8080 may be a demo's).
     std::fs::write(
         &main,
-        "[store]\npath = \"data/c.db\"\n[sync]\nfull_sync_every = \"0\"\n",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"data/c.db\"\n[sync]\nfull_sync_every = \"0\"\n",
+            crate::admin::free_port()
+        ),
     )
     .unwrap();
     let mut t = String::from("id = \"acme\"\nagent_secret = \"s3cret-agent-key\"\n\n");

@@ -418,3 +418,54 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
         "ANSI escape codes in a log written to a pipe:\n{log:?}"
     );
 }
+
+/// Text logs on a terminal carry colours, unless `NO_COLOR` is set (the
+/// terminal is a pseudo-terminal from util-linux's `script`, when installed).
+#[test]
+fn text_logs_on_a_terminal_carry_colours_unless_no_color_is_set() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("`script` is not installed: no terminal to test colours on");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A port that is taken: `run` logs an ERROR line and exits at once.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = write_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", taken.local_addr().unwrap()),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let on_terminal = |no_color: Option<&str>| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec"])
+            .arg(format!("'{}' run --config '{}'", bin(), config.display()))
+            .arg("/dev/null")
+            .env(PASSWORD_ENV_VAR, ENV_PASSWORD)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("Cannot start"), "{coloured:?}");
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("Cannot start"), "{plain:?}");
+    assert!(
+        !plain.contains("\x1b["),
+        "colours despite NO_COLOR: {plain:?}"
+    );
+}

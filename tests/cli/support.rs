@@ -92,6 +92,8 @@ pub struct StartOptions {
     pub nofile: Option<u32>,
     /// The umask the daemon starts with, through `sh`.
     pub umask: Option<u32>,
+    /// More environment variables for the daemon.
+    pub env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 impl Default for StartOptions {
@@ -100,6 +102,7 @@ impl Default for StartOptions {
             rust_log: "trace",
             nofile: None,
             umask: None,
+            env: Vec::new(),
         }
     }
 }
@@ -130,6 +133,7 @@ impl Daemon {
             .arg(config)
             .env(PASSWORD_ENV_VAR, ENV_PASSWORD)
             .env("RUST_LOG", options.rust_log)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
