@@ -175,7 +175,7 @@ pub async fn serve(
         connections.spawn(async move {
             match tls {
                 None => {
-                    serve_connection(stream, accepted_at, &builder, service, limits, shutdown)
+                    serve_connection(stream, peer, accepted_at, &builder, service, limits, shutdown)
                         .await
                 }
                 Some(acceptor) => {
@@ -197,8 +197,16 @@ pub async fn serve(
                         }
                     };
                     if let Some(stream) = handshake {
-                        serve_connection(stream, accepted_at, &builder, service, limits, shutdown)
-                            .await;
+                        serve_connection(
+                            stream,
+                            peer,
+                            accepted_at,
+                            &builder,
+                            service,
+                            limits,
+                            shutdown,
+                        )
+                        .await;
                     }
                 }
             }
@@ -293,8 +301,10 @@ async fn tls_handshake(
 /// Serves HTTP on one client connection (plain TCP, or TLS after its
 /// handshake), under the timeouts of the module header, counted from
 /// `accepted_at`.
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S>(
     stream: S,
+    peer: SocketAddr,
     accepted_at: Instant,
     builder: &auto::Builder<TokioExecutor>,
     service: TowerToHyperService<Router>,
@@ -311,6 +321,7 @@ async fn serve_connection<S>(
     let service = Tracked {
         inner: service,
         activity: activity.clone(),
+        peer,
     };
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -427,6 +438,9 @@ impl Drop for InFlight {
 struct Tracked {
     inner: TowerToHyperService<Router>,
     activity: Arc<Activity>,
+    /// The client's address, given to handlers as axum's `ConnectInfo`
+    /// (the console throttles failed logins per client).
+    peer: SocketAddr,
 }
 
 type BoxedResponse = Pin<
@@ -442,7 +456,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
     type Error = std::convert::Infallible;
     type Future = BoxedResponse;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let in_flight = self.activity.request_started();
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -21,7 +21,7 @@ use super::AppState;
 use crate::actions::ActionsError;
 use crate::store::{ActionFilter, ActionRecordKind, DeviceFilter, Page};
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN,
     REFERRER_POLICY, RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -34,6 +34,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use maud::Markup;
 use session::{LoginRefused, Sessions, Valid};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -336,6 +337,7 @@ async fn login(
     headers: HeaderMap,
     uri: Uri,
     Table(t): Table,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
     if !same_origin(&headers, &uri, https(&state)) {
@@ -346,7 +348,13 @@ async fn login(
     let config = state.config.load();
     let configured = config.admin.token.as_ref().map(|t| t.expose());
     let presented = form.get("token").unwrap_or("").trim();
-    match t.login(presented, configured, Instant::now()) {
+    // Every connection the daemon serves carries its peer (src/http/serve.rs);
+    // a router driven without one (a test's oneshot) counts as one client.
+    let client = peer.map_or(
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        |Extension(ConnectInfo(a))| a.ip(),
+    );
+    match t.login(presented, configured, client, Instant::now()) {
         Ok(id) => {
             tracing::info!("Admin logged in to the console");
             let secure = if config.server.tls.is_some() {

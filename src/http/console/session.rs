@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -21,12 +22,18 @@ use subtle::ConstantTimeEq;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after login, however active.
 pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
-/// Failed logins allowed inside [`FAILURE_WINDOW`] before the login refuses
-/// every attempt until the window has passed.
+/// Failed logins allowed from one client address inside [`FAILURE_WINDOW`]
+/// before the login refuses that address's every attempt until the window
+/// has passed. Per address, so that someone guessing cannot lock the admins
+/// out from elsewhere (behind a proxy every client shares its address).
 pub const MAX_FAILURES: usize = 5;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Sessions kept at most; beyond, the one least recently used is ended.
 const MAX_SESSIONS: usize = 1000;
+/// Client addresses whose failures are remembered at most; beyond, the
+/// failures of all addresses are forgotten rather than the table growing
+/// without bound (a flood from many addresses gains a fresh window once).
+const MAX_FAILING_CLIENTS: usize = 10_000;
 
 /// The name of the session cookie.
 pub const COOKIE: &str = "mtd_console";
@@ -61,7 +68,8 @@ pub enum LoginRefused {
 #[derive(Debug)]
 pub struct Sessions {
     table: Mutex<HashMap<[u8; 32], Session>>,
-    failures: Mutex<Vec<Instant>>,
+    /// Recent failed logins per client address.
+    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
     /// Key of the token fingerprints, random per process: a fingerprint in
     /// memory says nothing about the token outside this process.
     key: [u8; 32],
@@ -71,7 +79,7 @@ impl Default for Sessions {
     fn default() -> Self {
         Sessions {
             table: Mutex::new(HashMap::new()),
-            failures: Mutex::new(Vec::new()),
+            failures: Mutex::new(HashMap::new()),
             key: random(),
         }
     }
@@ -95,18 +103,27 @@ impl Sessions {
         mac.finalize().into_bytes().into()
     }
 
-    /// Checks a login attempt: `presented` against the configured token
-    /// (`None`: none configured, every attempt fails). On success, a new
-    /// session; returns its id (the cookie value, 256 random bits in hex).
+    /// Checks a login attempt from `client`: `presented` against the
+    /// configured token (`None`: none configured, every attempt fails). On
+    /// success, a new session; returns its id (the cookie value, 256 random
+    /// bits in hex).
     pub fn login(
         &self,
         presented: &str,
         configured: Option<&str>,
+        client: IpAddr,
         now: Instant,
     ) -> Result<String, LoginRefused> {
         {
-            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            failures.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
+            let mut table = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            table.retain(|_, times| {
+                times.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
+                !times.is_empty()
+            });
+            if table.len() >= MAX_FAILING_CLIENTS && !table.contains_key(&client) {
+                table.clear();
+            }
+            let failures = table.entry(client).or_default();
             if failures.len() >= MAX_FAILURES {
                 // Refused without looking at the token: no guessing while throttled.
                 let oldest = failures.iter().min().copied().unwrap_or(now);
@@ -121,6 +138,9 @@ impl Sessions {
             if !ok {
                 failures.push(now);
                 return Err(LoginRefused::WrongToken);
+            }
+            if failures.is_empty() {
+                table.remove(&client);
             }
         }
         let id = hex::encode(random());
@@ -188,18 +208,25 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "console-test-token-0123456789";
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
     fn a_session_opens_only_with_the_configured_token() {
         let s = Sessions::default();
         let now = Instant::now();
         assert_eq!(
-            s.login("wrong", Some(TOKEN), now),
+            s.login("wrong", Some(TOKEN), HERE, now),
             Err(LoginRefused::WrongToken)
         );
-        assert_eq!(s.login(TOKEN, None, now), Err(LoginRefused::WrongToken));
-        assert_eq!(s.login("", Some(""), now), Err(LoginRefused::WrongToken));
-        let id = s.login(TOKEN, Some(TOKEN), now).unwrap();
+        assert_eq!(
+            s.login(TOKEN, None, HERE, now),
+            Err(LoginRefused::WrongToken)
+        );
+        assert_eq!(
+            s.login("", Some(""), HERE, now),
+            Err(LoginRefused::WrongToken)
+        );
+        let id = s.login(TOKEN, Some(TOKEN), HERE, now).unwrap();
         assert_eq!(id.len(), 64, "256 bits in hex");
         assert!(s.check(&id, Some(TOKEN), now).is_some());
         assert!(s.check("0".repeat(64).as_str(), Some(TOKEN), now).is_none());
@@ -209,12 +236,12 @@ mod tests {
     fn a_session_ends_when_idle_too_long_or_too_old() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let id = s.login(TOKEN, Some(TOKEN), t0).unwrap();
+        let id = s.login(TOKEN, Some(TOKEN), HERE, t0).unwrap();
         let later = t0 + IDLE_TIMEOUT + Duration::from_secs(1);
         assert!(s.check(&id, Some(TOKEN), later).is_none(), "idle");
         assert!(s.check(&id, Some(TOKEN), t0).is_none(), "removed for good");
 
-        let id = s.login(TOKEN, Some(TOKEN), t0).unwrap();
+        let id = s.login(TOKEN, Some(TOKEN), HERE, t0).unwrap();
         let mut t = t0;
         // Active every 20 minutes: alive until the absolute limit.
         while t + Duration::from_secs(20 * 60) < t0 + ABSOLUTE_TIMEOUT {
@@ -228,7 +255,7 @@ mod tests {
     fn a_changed_admin_token_ends_the_sessions_of_the_old_one() {
         let s = Sessions::default();
         let now = Instant::now();
-        let id = s.login(TOKEN, Some(TOKEN), now).unwrap();
+        let id = s.login(TOKEN, Some(TOKEN), HERE, now).unwrap();
         assert!(s
             .check(&id, Some("another-token-0123456789"), now)
             .is_none());
@@ -236,7 +263,7 @@ mod tests {
             s.check(&id, Some(TOKEN), now).is_none(),
             "ended, not paused"
         );
-        let id = s.login(TOKEN, Some(TOKEN), now).unwrap();
+        let id = s.login(TOKEN, Some(TOKEN), HERE, now).unwrap();
         assert!(s.check(&id, None, now).is_none(), "token removed");
     }
 
@@ -246,22 +273,42 @@ mod tests {
         let t0 = Instant::now();
         for _ in 0..MAX_FAILURES {
             assert_eq!(
-                s.login("guess", Some(TOKEN), t0),
+                s.login("guess", Some(TOKEN), HERE, t0),
                 Err(LoginRefused::WrongToken)
             );
         }
         assert!(matches!(
-            s.login(TOKEN, Some(TOKEN), t0 + Duration::from_secs(1)),
+            s.login(TOKEN, Some(TOKEN), HERE, t0 + Duration::from_secs(1)),
             Err(LoginRefused::Throttled(d)) if d <= FAILURE_WINDOW
         ));
-        assert!(s.login(TOKEN, Some(TOKEN), t0 + FAILURE_WINDOW).is_ok());
+        assert!(s
+            .login(TOKEN, Some(TOKEN), HERE, t0 + FAILURE_WINDOW)
+            .is_ok());
+    }
+
+    #[test]
+    fn failures_from_one_address_do_not_lock_out_another() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let guesser = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9));
+        for _ in 0..MAX_FAILURES * 3 {
+            let _ = s.login("guess", Some(TOKEN), guesser, t0);
+        }
+        assert!(matches!(
+            s.login(TOKEN, Some(TOKEN), guesser, t0),
+            Err(LoginRefused::Throttled(_))
+        ));
+        assert!(
+            s.login(TOKEN, Some(TOKEN), HERE, t0).is_ok(),
+            "the admin at another address logs in"
+        );
     }
 
     #[test]
     fn logout_ends_the_session() {
         let s = Sessions::default();
         let now = Instant::now();
-        let id = s.login(TOKEN, Some(TOKEN), now).unwrap();
+        let id = s.login(TOKEN, Some(TOKEN), HERE, now).unwrap();
         s.end(&id);
         assert!(s.check(&id, Some(TOKEN), now).is_none());
     }
