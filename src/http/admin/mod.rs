@@ -163,7 +163,7 @@ fn page<T: Serialize>(paged: Paged<T>) -> Reply {
 
 async fn list_tenants(_: AdminAuth, State(state): State<AppState>, RawQuery(q): RawQuery) -> Reply {
     let params = Params::parse(q.as_deref(), &["cursor", "limit"])?;
-    let (after, limit) = (params.cursor_key()?, params.limit()? as usize);
+    let (after, limit) = (params.tenant_cursor()?, params.limit()? as usize);
     // Few tenants: the store lists them all by id, the page is cut here.
     let mut rows: Vec<_> = state
         .store
