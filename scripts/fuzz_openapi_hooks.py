@@ -14,12 +14,19 @@
   the tenant whose secret the demo printed, is signed as it leaves (a
   `requests` auth hook sees the final bytes); any other agent request goes
   out as generated and must get the documented 401.
+
+At exit, the answers per operation and status are printed, so a run shows
+how far it got (for the agent API: 401 means it stopped at the signature).
 """
 
+import atexit
+import collections
 import hashlib
 import hmac
 import json
 import os
+import sys
+import threading
 import time
 import urllib.request
 
@@ -100,3 +107,26 @@ def before_call(ctx, case, kwargs):
             and headers.get("X-Mtd-Signature") == SIGNATURE_PLACEHOLDER
         ):
             kwargs["auth"] = SignAgentRequest()
+
+
+ANSWERS = collections.Counter()
+SLOWEST = {}
+_ANSWERS_LOCK = threading.Lock()
+
+
+@schemathesis.hook
+def after_call(ctx, case, response):
+    operation = case.operation.method.upper() + " " + case.operation.path
+    with _ANSWERS_LOCK:
+        ANSWERS[(operation, response.status_code)] += 1
+        SLOWEST[operation] = max(SLOWEST.get(operation, 0.0), response.elapsed)
+
+
+@atexit.register
+def _print_answers():
+    by_operation = collections.defaultdict(list)
+    for (operation, status), n in sorted(ANSWERS.items()):
+        by_operation[operation].append(f"{status}: {n}")
+    print("\nAnswers per operation (status: requests; slowest answer):", file=sys.stderr)
+    for operation, counts in by_operation.items():
+        print(f"  {operation:<72} {', '.join(counts)}; {SLOWEST[operation]:.2f} s", file=sys.stderr)
