@@ -5,7 +5,8 @@
 //!
 //! What is accepted is exactly what `openapi.json` says, so a fuzzer holding
 //! the two together finds no gap: an empty value is refused rather than read
-//! as absent (`?until=` is a mistake, not "no bound"), and a cursor is
+//! as absent (`?until=` is a mistake, not "no bound"; only `?cursor=` is the
+//! first page, as CONTRACT §5 writes it), and a cursor is
 //! lowercase hex of our prefix and a key of the list's own shape (the
 //! document's `pattern`), so anything the pattern allows decodes.
 
@@ -29,7 +30,8 @@ pub struct Params {
 
 impl Params {
     /// Parses the raw query, refusing parameters not in `allowed`, repeated
-    /// ones and empty values (leave a parameter out for no filter).
+    /// ones and empty values (leave a parameter out for no filter) except an
+    /// empty `cursor`, which is the first page.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Params, AdminError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -41,6 +43,11 @@ impl Params {
             }
             if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(AdminError::param(&name, "given more than once"));
+            }
+            // `?cursor=` is the first page (CONTRACT §5 writes `?cursor=&limit=`,
+            // and clients build it so); any other empty value is a mistake.
+            if value.is_empty() && name == "cursor" {
+                continue;
             }
             if value.is_empty() {
                 return Err(AdminError::param(
@@ -232,7 +239,7 @@ mod tests {
                 limit: 7
             }
         );
-        let p = params("").unwrap();
+        let p = params("cursor=").unwrap();
         assert_eq!(
             p.page().unwrap(),
             Page {
@@ -290,7 +297,7 @@ mod tests {
         );
         assert_eq!(field(params("limit=1&limit=2").unwrap_err()), "limit");
         // An empty value is a mistake, not "no filter".
-        for name in ["cursor", "limit", "since", "state"] {
+        for name in ["limit", "since", "state"] {
             assert_eq!(field(params(&format!("{name}=")).unwrap_err()), name);
         }
         let p = params("limit=500&include_removed=true&since=2026-11-22T10:00:00%2B01:00").unwrap();
