@@ -7,19 +7,32 @@ use mtd_adapter::DeviceIdentifier;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The identifiers an agent sends for its device (at least one).
+/// The identifiers an agent sends for its device (at least one). An
+/// identifier that is given must be a usable string: `null` or a blank one
+/// is refused naming the field, not quietly dropped (the document at
+/// `/openapi.json` says so, and a fuzzer holds the two together).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct AgentDevice {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub udid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub serial: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub imei: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub mac: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub mdm_device_id: Option<String>,
+}
+
+/// A field that, when present, is a string (`null` is refused; absent is `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// At most `max` characters and no control characters.
+fn printable_within(value: &str, max: usize) -> bool {
+    value.chars().count() <= max && !value.chars().any(char::is_control)
 }
 
 impl AgentDevice {
@@ -61,6 +74,18 @@ impl AgentDevice {
                 "is not an IMEI, MEID or ESN",
             ));
         }
+        for (field, value) in [
+            ("device.udid", &self.udid),
+            ("device.serial", &self.serial),
+            ("device.mdm_device_id", &self.mdm_device_id),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(FieldError::new(
+                    field,
+                    "must not be blank; leave it out instead",
+                ));
+            }
+        }
         if self.identifiers().is_empty() {
             return Err(FieldError::new(
                 "device",
@@ -93,13 +118,10 @@ impl ActivateRequest {
             ("tracking_id_1", &self.tracking_id_1),
             ("tracking_id_2", &self.tracking_id_2),
         ] {
-            if value
-                .as_deref()
-                .is_some_and(|v| v.len() > 256 || v.chars().any(char::is_control))
-            {
+            if value.as_deref().is_some_and(|v| !printable_within(v, 256)) {
                 return Err(FieldError::new(
                     field,
-                    "must be at most 256 bytes of printable characters",
+                    "must be at most 256 characters, none of them control characters",
                 ));
             }
         }
@@ -156,10 +178,10 @@ pub const MAX_EVENT_ID: usize = 128;
 impl AgentEvent {
     pub fn validate(&self) -> Result<(), FieldError> {
         let id = self.event_id.trim();
-        if id.is_empty() || id.len() > MAX_EVENT_ID || id.len() != self.event_id.len() {
+        if id.is_empty() || id.len() != self.event_id.len() || !printable_within(id, MAX_EVENT_ID) {
             return Err(FieldError::new(
                 "event_id",
-                "must be 1 to 128 characters without surrounding spaces",
+                "must be 1 to 128 characters without surrounding spaces or control characters",
             ));
         }
         if !valid_threat_type(&self.threat.threat_type) {
@@ -172,12 +194,18 @@ impl AgentEvent {
             .threat
             .key
             .as_deref()
-            .is_some_and(|k| k.len() > MAX_THREAT_KEY || k.chars().any(char::is_control))
+            .is_some_and(|k| !printable_within(k, MAX_THREAT_KEY))
         {
             return Err(FieldError::new(
                 "threat.key",
-                "must be at most 256 bytes of printable characters",
+                "must be at most 256 characters, none of them control characters",
             ));
+        }
+        // Stored as sent and shown as objects: a string or a list here is a mistake.
+        for (field, value) in [("network", &self.network), ("details", &self.details)] {
+            if value.as_ref().is_some_and(|v| !v.is_object()) {
+                return Err(FieldError::new(field, "must be a JSON object (or null)"));
+            }
         }
         self.device.validate()
     }

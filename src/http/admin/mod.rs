@@ -28,7 +28,8 @@ use crate::store::{
     SyncTrigger, UserFilter,
 };
 use crate::sync::{Requested, SyncError};
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -51,7 +52,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/admin/tenants/{tenant}/devices/{device_id}/threats/resolve",
-            post(resolve_threat),
+            post(resolve_threat).layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES)),
         )
         .route("/v1/admin/tenants/{tenant}/users", get(list_users))
         .route("/v1/admin/tenants/{tenant}/events", get(list_events))
@@ -74,6 +75,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 type Reply = Result<Json<Value>, AdminError>;
+
+/// The largest admin request body (a threat to resolve is a few hundred bytes).
+pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 
 pub(in crate::http) const ACTION_STATES: &[(&str, ActionState)] = &[
     ("skipped", ActionState::Skipped),
@@ -166,7 +170,7 @@ fn page<T: Serialize>(paged: Paged<T>) -> Reply {
 
 async fn list_tenants(_: AdminAuth, State(state): State<AppState>, RawQuery(q): RawQuery) -> Reply {
     let params = Params::parse(q.as_deref(), &["cursor", "limit"])?;
-    let (after, limit) = (params.cursor_key()?, params.limit()? as usize);
+    let (after, limit) = (params.tenant_cursor()?, params.limit()? as usize);
     // Few tenants: the store lists them all by id, the page is cut here.
     let mut rows: Vec<_> = state
         .store
@@ -369,10 +373,18 @@ async fn resolve_threat(
     _: AdminAuth,
     State(state): State<AppState>,
     Path((tenant_id, raw_id)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Reply {
     let t = tenant(&state, &tenant_id)?;
     let id = device_id(&raw_id)?;
+    // axum's own rejection is plain text; ours is the documented JSON.
+    let body = body.map_err(|e| {
+        AdminError::Api(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            super::ApiError::PayloadTooLarge
+        } else {
+            super::ApiError::InvalidJson("the request body could not be read".into())
+        })
+    })?;
     let req: ResolveBody = serde_json::from_slice(&body).map_err(|e| {
         AdminError::Api(super::ApiError::InvalidField {
             field: "body".into(),

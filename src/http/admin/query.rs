@@ -2,6 +2,13 @@
 //! gets our 400 naming the parameter (axum's `Query` rejection has its own
 //! body), unknown parameters are refused (a typo like `includeRemoved` must
 //! not silently list something else), and the page cursor stays opaque.
+//!
+//! What is accepted is exactly what `openapi.json` says, so a fuzzer holding
+//! the two together finds no gap: an empty value is refused rather than read
+//! as absent (`?until=` is a mistake, not "no bound"; only `?cursor=` is the
+//! first page, as CONTRACT §5 writes it), and a cursor is
+//! lowercase hex of our prefix and a key of the list's own shape (the
+//! document's `pattern`), so anything the pattern allows decodes.
 
 use super::error::AdminError;
 use crate::store::Page;
@@ -22,8 +29,9 @@ pub struct Params {
 }
 
 impl Params {
-    /// Parses the raw query, refusing parameters not in `allowed` and repeated ones.
-    /// An empty value counts as absent (`?cursor=` is the first page).
+    /// Parses the raw query, refusing parameters not in `allowed`, repeated
+    /// ones and empty values (leave a parameter out for no filter) except an
+    /// empty `cursor`, which is the first page.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Params, AdminError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -36,18 +44,28 @@ impl Params {
             if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(AdminError::param(&name, "given more than once"));
             }
+            // `?cursor=` is the first page (CONTRACT §5 writes `?cursor=&limit=`,
+            // and clients build it so); any other empty value is a mistake.
+            if value.is_empty() && name == "cursor" {
+                continue;
+            }
+            if value.is_empty() {
+                return Err(AdminError::param(
+                    &name,
+                    "must not be empty; leave the parameter out for no filter",
+                ));
+            }
             pairs.push((name.into_owned(), value.into_owned()));
         }
         Ok(Params { pairs })
     }
 
-    /// The value of a parameter, `None` when absent or empty.
+    /// The value of a parameter, `None` when absent ([`Params::parse`] refused empty ones).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
     }
 
     pub fn string(&self, name: &str) -> Option<String> {
@@ -135,11 +153,31 @@ impl Params {
             .transpose()
     }
 
-    /// `cursor` and `limit` of a list keyed by row id.
+    /// The `cursor` of the tenant list: a tenant id (`[a-z0-9-]{1,63}`).
+    pub fn tenant_cursor(&self) -> Result<Option<String>, AdminError> {
+        let key = self.cursor_key()?;
+        let valid = |k: &str| {
+            k.len() <= 63
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        match key {
+            Some(k) if !valid(&k) => Err(bad_cursor()),
+            key => Ok(key),
+        }
+    }
+
+    /// `cursor` and `limit` of a list keyed by row id. The key is decimal
+    /// digits; one beyond the largest id is past every row (an empty page).
     pub fn page(&self) -> Result<Page, AdminError> {
         let after = self
             .cursor_key()?
-            .map(|k| k.parse::<i64>().map_err(|_| bad_cursor()))
+            .map(|k| {
+                if !k.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad_cursor());
+                }
+                Ok(k.parse::<i64>().unwrap_or(i64::MAX))
+            })
             .transpose()?;
         Ok(Page {
             after,
@@ -160,7 +198,12 @@ pub fn cursor(key: &str) -> String {
     hex::encode(format!("{CURSOR_PREFIX}{key}"))
 }
 
+/// The key of a cursor: lowercase hex only (what [`cursor`] makes, and what
+/// the document's pattern allows), of our prefix and a non-empty key.
 fn decode_cursor(cursor: &str) -> Option<String> {
+    if cursor.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     let bytes = hex::decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     text.strip_prefix(CURSOR_PREFIX)
@@ -204,7 +247,19 @@ mod tests {
                 limit: DEFAULT_LIMIT
             }
         );
-        for bad in ["42", "zz", &hex::encode("42"), &cursor("tenant-a")] {
+        // Past every id: an empty page, not an error.
+        let p = params(&format!("cursor={}", cursor("99999999999999999999"))).unwrap();
+        assert_eq!(p.page().unwrap().after, Some(i64::MAX));
+        let upper = cursor("42").to_uppercase();
+        for bad in [
+            "42",
+            "zz",
+            &hex::encode("42"),
+            &cursor("tenant-a"),
+            &cursor("-1"),
+            &cursor("+1"),
+            &upper,
+        ] {
             let e = params(&format!("cursor={bad}"))
                 .unwrap()
                 .page()
@@ -241,6 +296,10 @@ mod tests {
             "includeRemoved"
         );
         assert_eq!(field(params("limit=1&limit=2").unwrap_err()), "limit");
+        // An empty value is a mistake, not "no filter".
+        for name in ["limit", "since", "state"] {
+            assert_eq!(field(params(&format!("{name}=")).unwrap_err()), name);
+        }
         let p = params("limit=500&include_removed=true&since=2026-11-22T10:00:00%2B01:00").unwrap();
         assert_eq!(p.limit().unwrap(), 500);
         assert!(p.flag("include_removed").unwrap());
