@@ -154,13 +154,21 @@ async fn assert_same_origin(c: &Client, origin: &str) {
     }
 }
 
+/// The text of the page's `main`, waiting (10 s at most) for a page that has
+/// one: right after a click the new page may still be loading.
 async fn text(c: &Client) -> String {
-    c.find(Locator::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = async { c.find(Locator::Css("main")).await?.text().await }.await;
+        match read {
+            Ok(text) => return text,
+            Err(e) if Instant::now() > deadline => panic!(
+                "no page with a <main> after 10 s ({e}): {}",
+                c.source().await.unwrap_or_default()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Waits until the browser shows `url`; else fails with what it shows.
@@ -180,7 +188,14 @@ async fn at(c: &Client, url: &str) {
     }
 }
 
+/// Clicks the element `css` names, then waits until the browser has left
+/// the page it was on (every click of this test loads a page): reading the
+/// old page's text right after a click would race the navigation.
 async fn click(c: &Client, css: &str) {
+    let before = c
+        .find(Locator::Css("html"))
+        .await
+        .unwrap_or_else(|e| panic!("no page before clicking {css}: {e}"));
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(css))
@@ -189,6 +204,15 @@ async fn click(c: &Client, css: &str) {
         .click()
         .await
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The old page's root goes stale once the new page replaces it.
+    while before.tag_name().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "clicking {css} did not load a page within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
