@@ -78,8 +78,10 @@ pub enum Command {
         /// Where the daemon listens (a free port is used when it is taken).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Devices per simulated MDM.
-        #[arg(long, value_name = "N", default_value_t = 50)]
+        /// Devices per simulated MDM (20 to 100000: the demo's events need
+        /// devices of each platform and ownership in every simulator).
+        #[arg(long, value_name = "N", default_value_t = 50,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(20..=100_000))]
         devices: usize,
     },
     /// Validate the main file and every tenant file; print FILE:LINE:COL errors and exit 2 on any.
@@ -614,7 +616,7 @@ async fn sync_in_process(path: &Path, tenant: String, mdm: Option<String>) -> Ex
 async fn demo(exit_after: bool, listen: std::net::SocketAddr, devices: usize) -> ExitCode {
     let options = crate::demo::DemoOptions {
         listen,
-        devices: devices.max(5),
+        devices,
         exit_after,
     };
     match crate::demo::run(options, crate::shutdown::signal()).await {

@@ -1,6 +1,32 @@
 use crate::support::bin;
 use std::process::Command;
 
+/// Too few devices for the demo's events (it picked devices of each kind by
+/// index and panicked at 10): a clear usage error instead, exit 2.
+#[test]
+fn demo_with_too_few_devices_is_a_usage_error_not_a_panic() {
+    for n in ["10", "0"] {
+        let out = Command::new(bin())
+            .args([
+                "demo",
+                "--exit-after",
+                "--listen",
+                "127.0.0.1:0",
+                "--devices",
+                n,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{n}: {stderr}");
+        assert!(
+            stderr.contains("--devices") && stderr.contains("20..=100000"),
+            "{n}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{n}: {stderr}");
+    }
+}
+
 #[test]
 fn demo_exit_after_runs_every_step_and_prints_the_summary() {
     let out = Command::new(bin())
