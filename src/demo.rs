@@ -352,6 +352,10 @@ pub async fn run(
     if !options.exit_after {
         let _ = writeln!(
             out,
+            "Console in the browser, while the demo runs: http://{addr}/console/ (log in with the admin token above)"
+        );
+        let _ = writeln!(
+            out,
             "Command line, while the demo runs: mtd-connector status --config {}",
             main.display()
         );

@@ -122,6 +122,15 @@ fn status_against_the_running_demo_shows_every_tenant_and_mdm_with_health_and_ri
         }
     }
     let config = config.unwrap_or_else(|| panic!("the demo names no config:\n{summary}"));
+    // The console, named in the summary, answers with its login page.
+    let console = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("Console in the browser, while the demo runs: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the demo names no console:\n{summary}"));
+    let (code, page) = crate::support::get(&format!("{console}login"));
+    assert_eq!(code, 200, "{console}login: {page}");
+    assert!(page.contains("token"), "{page}");
     assert!(
         summary.contains(&format!("config      {config}")),
         "{summary}"
