@@ -59,6 +59,9 @@ pub struct SyncWriter {
     mdm_id: i64,
     /// The open transaction and when it began.
     tx: Option<(Transaction<'static, Sqlite>, Instant)>,
+    /// The process's write gate, held while `tx` is open. Declared after
+    /// `tx`: a dropped writer queues its rollback before the gate opens.
+    gate: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Records written in the open transaction.
     records: usize,
 }
@@ -84,6 +87,7 @@ impl Store {
             run_id,
             mdm_id,
             tx: None,
+            gate: None,
             records: 0,
         })
     }
@@ -93,9 +97,14 @@ impl SyncWriter {
     /// The open transaction, begun (`BEGIN IMMEDIATE`) if there is none.
     async fn tx(&mut self) -> Result<&mut Transaction<'static, Sqlite>, StoreError> {
         if self.tx.is_none() {
+            // The process's write gate first (`WriteHealth::enter`), held until
+            // the commit, so the ingest and dispatch writers queue instead of
+            // sleeping in SQLite's busy handler.
+            let gate = self.health.enter().await?;
             let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             self.health.lock_taken();
             self.records = 0;
+            self.gate = Some(gate);
             self.tx = Some((tx, Instant::now()));
         }
         // Set just above when it was not.
@@ -150,9 +159,13 @@ impl SyncWriter {
 
     /// Commits what is written (nothing to do without an open transaction).
     pub async fn commit(&mut self) -> Result<(), StoreError> {
-        if let Some((tx, _)) = self.tx.take() {
-            tx.commit().await?;
-        }
+        let committed = match self.tx.take() {
+            Some((tx, _)) => tx.commit().await,
+            None => Ok(()),
+        };
+        // Open the gate whatever the commit did: a failed commit rolled back.
+        self.gate = None;
+        committed?;
         Ok(())
     }
 
