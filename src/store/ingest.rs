@@ -29,24 +29,31 @@ impl Store {
     /// other for SQLite's write lock (other writers still do, through the
     /// busy timeout). Close it with [`Store::close`] before the main store.
     pub async fn open_writer(&self) -> Result<Store, StoreError> {
-        let options = (*self.pool.connect_options()).clone();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            // The connection lives as long as the writer: its statement cache
-            // is the point.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            // A ping before every group would be one more round trip; a dead
-            // connection shows as an error of the group's first statement.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
+        let pool = one_connection((*self.pool.connect_options()).clone()).await?;
         Ok(Store {
             pool,
             health: self.health.clone(),
         })
     }
+}
+
+/// A pool of exactly one connection, kept open, for a writer of its own
+/// (the ingest writer, a sync's writer).
+pub(super) async fn one_connection(
+    options: sqlx::sqlite::SqliteConnectOptions,
+) -> Result<sqlx::SqlitePool, StoreError> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        // The connection lives as long as the writer: its statement cache
+        // is the point.
+        .idle_timeout(None)
+        .max_lifetime(None)
+        // A ping before every use would be one more round trip; a dead
+        // connection shows as an error of the next statement.
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?)
 }
 
 /// A timestamp as sqlx encodes `DateTime<Utc>` for SQLite (its `Encode`

@@ -29,7 +29,7 @@ use super::users::write_users;
 use super::{scope, Pii, UpsertCounts};
 use crate::store::{Store, StoreError, WriteHealth};
 use mtd_adapter::{Device, Group, User};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,14 +73,7 @@ impl Store {
         let options = (*self.pool.connect_options())
             .clone()
             .pragma("cache_size", format!("-{SYNC_CACHE_KIB}"));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
+        let pool = crate::store::ingest::one_connection(options).await?;
         Ok(SyncWriter {
             pool,
             health: self.health.clone(),
