@@ -39,6 +39,10 @@ pub enum StoreError {
         expected: ActionState,
         actual: ActionState,
     },
+    /// Another write transaction of this daemon kept the store's write gate
+    /// longer than the busy timeout (`WriteHealth::enter`): try again later.
+    #[error("the store is busy: another write of this daemon held it for more than {0:?}; try again shortly (if it lasts, look for a long sync or a slow disk)")]
+    WriteBusy(std::time::Duration),
     /// A stored value could not be read back (a column the schema allows but
     /// this code does not know): a bug, never retried.
     #[error("unreadable stored value: {0}")]
@@ -64,7 +68,9 @@ impl StoreError {
     /// missing rows, where a retry would fail the same way.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::CreateDir { .. } | StoreError::FileMode { .. } => true,
+            StoreError::CreateDir { .. }
+            | StoreError::FileMode { .. }
+            | StoreError::WriteBusy(_) => true,
             StoreError::Database(e) => sqlx_is_unavailable(e),
             StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_is_unavailable(e),
             StoreError::Migrate(_)

@@ -156,7 +156,7 @@ impl WriteHealth {
     pub(crate) async fn enter(&self) -> Result<OwnedMutexGuard<()>, StoreError> {
         tokio::time::timeout(BUSY_TIMEOUT, self.gate.clone().lock_owned())
             .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+            .map_err(|_| StoreError::WriteBusy(BUSY_TIMEOUT))
     }
 
     fn lock_taken(&self) {
@@ -698,6 +698,26 @@ mod tests {
         .execute(store.pool())
         .await
         .expect("signal_risk is a kind the table takes");
+    }
+
+    /// A write that waits for the process's write gate longer than the busy
+    /// timeout fails as "unavailable" (a 503, a retry), saying the store is
+    /// busy, and the gate opens again once the holder commits.
+    #[tokio::test]
+    async fn a_write_gate_held_past_the_busy_timeout_is_a_busy_store_not_a_pool_error() {
+        let (_dir, store, _) = store_with_mdm().await;
+        let holder = store.begin().await.unwrap();
+        let err = store.begin().await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        assert!(err.to_string().contains("the store is busy"), "{err}");
+        holder.commit().await.unwrap();
+        store
+            .begin()
+            .await
+            .expect("the gate is open again")
+            .commit()
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
