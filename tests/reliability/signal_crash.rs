@@ -78,6 +78,15 @@ async fn a_level_change_unsent_at_a_kill_9_reaches_the_mdm_after_the_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The simulator records the write before it answers; the daemon marks
+    // the row sent after the answer, so wait for that commit.
+    wait_scalar(
+        &db,
+        "SELECT COUNT(*) FROM actions WHERE kind = 'signal_risk' AND state = 'sent'",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     let pool = open_store(&db).await;
     let states = strings(
         &pool,
