@@ -127,6 +127,26 @@ pub(crate) struct WriteHealth {
     /// Held by the write transaction of this process that has SQLite's write
     /// lock or is about to take it (see [`WriteHealth::enter`]).
     gate: Arc<Mutex<()>>,
+    /// Writers waiting for the gate, and readiness probes waiting for
+    /// SQLite's lock: a long transaction (a sync's) commits early for them
+    /// ([`WriteHealth::wanted`]).
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts its holder among [`WriteHealth`]'s waiters until dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +163,7 @@ impl WriteHealth {
             probe: Mutex::new(Probe::default()),
             probes: std::sync::atomic::AtomicU64::new(0),
             gate: Arc::new(Mutex::new(())),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -154,9 +175,17 @@ impl WriteHealth {
     /// lock is released (measured: 928 of 930 sleeps of the event-to-action
     /// bench at 1,000 events/s were there, and its p99 was 179 ms).
     pub(crate) async fn enter(&self) -> Result<OwnedMutexGuard<()>, StoreError> {
+        let _waiting = Waiting::new(&self.waiting);
         tokio::time::timeout(BUSY_TIMEOUT, self.gate.clone().lock_owned())
             .await
             .map_err(|_| StoreError::WriteBusy(BUSY_TIMEOUT))
+    }
+
+    /// Whether a write transaction of this process, or the readiness probe,
+    /// is waiting for the one that holds the gate: a transaction that may
+    /// stay open long (a sync's) commits at its next chance.
+    pub(crate) fn wanted(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     fn lock_taken(&self) {
@@ -309,7 +338,10 @@ impl Store {
                     .conn
                     .insert(self.pool.connect_options().connect().await?),
             };
+            // Counted as a waiter: a sync's long transaction commits for it.
+            let waiting = Waiting::new(&self.health.waiting);
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            drop(waiting);
             sqlx::query("UPDATE store_heartbeat SET at = ? WHERE id = 1")
                 .bind(chrono::Utc::now())
                 .execute(&mut *tx)
