@@ -10,7 +10,7 @@
 //! - `--queued 10000` / `INGEST_BENCH_QUEUED`: pending locks of the sustained
 //!   dispatch cell;
 //! - `--only e2a,drain` / `INGEST_BENCH_ONLY`: run only these groups of cells
-//!   (`ingest`, `lock`, `store`, `e2a`, `drain`; all by default);
+//!   (`ingest`, `lock`, `store`, `e2a`, `e2a-sync`, `drain`; all by default);
 //! - `RUST_LOG=info`: the daemon's logs on stderr (off by default).
 //!
 //! Each cell runs in a fresh copy of this binary (re-executed with `--case
@@ -58,6 +58,10 @@
 //!   (`Utc::now()` when the answer's head arrived) to the simulator's
 //!   recorded arrival of the lock (`RecordedAction::at`), same clock, same
 //!   process.
+//! - `e2a-sync`: the same at 100 events/s while full syncs of
+//!   [`SYNC_DEVICES`] devices run back to back in the daemon (started just
+//!   before the first event, repeated until the last 202): what a sync's
+//!   write transactions cost the events that wait for the write lock.
 //! - `drain`: sustained dispatch to one simulator. `--queued` pending `lock`
 //!   rows for distinct devices are committed at once (one transaction,
 //!   through the store's own `insert_action`, as an approval or a deferred
@@ -87,7 +91,8 @@ use daemon::{serve, signed_events, Served};
 use mtd_adapter::DeviceIdentifier;
 use mtd_connector::http::sign_agent_request;
 use mtd_connector::store::{
-    ActionRecordKind, ActionState, EventIdentifiers, NewAction, NewEvent, Store,
+    ActionRecordKind, ActionState, EventIdentifiers, NewAction, NewEvent, Store, SyncOutcome,
+    SyncTrigger,
 };
 use mtd_sim::{self as sim, SimKind, SimOptions, Simulator};
 use serde_json::{json, Value};
@@ -120,6 +125,10 @@ const LOCK_DEVICES: usize = 10_000;
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// How long a child waits for the initial sync.
 const SYNC_LIMIT: Duration = Duration::from_secs(120);
+/// Devices of the simulator in the `e2a-sync` cell: each re-sync writes them all.
+const SYNC_DEVICES: usize = 50_000;
+/// Offered events/s of the `e2a-sync` cell.
+const SYNC_E2A_RATE: u64 = 100;
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ; see `benches/sync.rs`).
 const USER_HZ: f64 = 100.0;
 
@@ -169,7 +178,7 @@ fn parent(args: &[String]) -> ExitCode {
             _ => {}
         }
     }
-    const GROUPS: [&str; 5] = ["ingest", "lock", "store", "e2a", "drain"];
+    const GROUPS: [&str; 6] = ["ingest", "lock", "store", "e2a", "e2a-sync", "drain"];
     /// seconds, clients, rates, queued, groups.
     type Options = (u64, Vec<u64>, Vec<u64>, u64, Vec<String>);
     let parsed = (|| -> Result<Options, String> {
@@ -245,10 +254,14 @@ fn parent(args: &[String]) -> ExitCode {
         }
     }
     let mut e2a_rows = Vec::new();
+    let mut e2a_sync_row = None;
     if wanted("e2a") {
         for &r in &rates {
             e2a_rows.push((r, run("e2a", "single", r)));
         }
+    }
+    if wanted("e2a-sync") {
+        e2a_sync_row = Some(run("e2a-sync", "single", SYNC_E2A_RATE));
     }
     let drain = wanted("drain").then(|| run("drain", "single", queued));
 
@@ -263,6 +276,9 @@ fn parent(args: &[String]) -> ExitCode {
     }
     if wanted("e2a") {
         print_e2a(&e2a_rows);
+    }
+    if let Some(v) = &e2a_sync_row {
+        print_e2a_sync(v);
     }
     if let Some(v) = &drain {
         print_drain(v);
@@ -489,6 +505,35 @@ fn print_e2a(rows: &[(u64, Value)]) {
     );
 }
 
+fn print_e2a_sync(v: &Value) {
+    println!();
+    println!(
+        "== Event → action while full syncs of {SYNC_DEVICES} devices run back to back in the daemon"
+    );
+    if let Some(e) = err(v) {
+        println!("error: {e}");
+        return;
+    }
+    println!(
+        "offered {}/s, achieved {:.0}/s, acked {}, actions {}, missing {}; 202 → simulator p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms; the 202 itself p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         syncs finished while the events went in: {} (failed: {})",
+        v["offered_per_s"],
+        f(v, "achieved_per_s"),
+        v["acked"],
+        v["actions"],
+        v["missing"],
+        f(v, "p50_ms"),
+        f(v, "p99_ms"),
+        f(v, "max_ms"),
+        f(v, "ack_p50_ms"),
+        f(v, "ack_p99_ms"),
+        f(v, "ack_max_ms"),
+        v["syncs_done"],
+        v["syncs_failed"]
+    );
+}
+
 fn print_drain(v: &Value) {
     println!();
     println!("== Sustained dispatch: pending locks for distinct devices queued at once, delivered to one simulator");
@@ -640,7 +685,8 @@ fn child(args: &[String]) -> ExitCode {
         "ingest-none" => ingest_case(&server, &client, n as usize, batch, window, false),
         "ingest-lock" => ingest_case(&server, &client, n as usize, batch, window, true),
         "store" => store_case(&server, n as usize, batch, window),
-        "e2a" => e2a_case(&server, &client, n, window),
+        "e2a" => e2a_case(&server, &client, n, window, None),
+        "e2a-sync" => e2a_case(&server, &client, n, window, Some(SYNC_DEVICES)),
         "drain" => drain_case(&server, n as usize),
         other => Err(format!("unknown case mode `{other}`")),
     };
@@ -1103,10 +1149,12 @@ fn e2a_case(
     client: &tokio::runtime::Runtime,
     rate: u64,
     window: Duration,
+    sync_devices: Option<usize>,
 ) -> Result<Value, String> {
     let total = (rate as f64 * window.as_secs_f64()).round() as usize;
     // One device per event, plus one to warm the dispatcher's token up.
-    let daemon = server.block_on(start_daemon((total + 1).max(FEW_DEVICES)))?;
+    let devices = (total + 1).max(FEW_DEVICES).max(sync_devices.unwrap_or(0));
+    let daemon = server.block_on(start_daemon(devices))?;
     if daemon.devices.len() < total + 1 {
         return Err(format!(
             "the simulator has {} devices, {} needed",
@@ -1117,6 +1165,9 @@ fn e2a_case(
     let soti = daemon.sim.soti().ok_or("no SOTI simulator")?;
     let addr = daemon.addr;
     let devices = Arc::new(daemon.devices.clone());
+    let engine = daemon.served.engine.clone();
+    let server_handle = server.handle().clone();
+    let stop_syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let outcome = client.block_on(async {
         let http = reqwest::Client::builder()
@@ -1149,6 +1200,28 @@ fn e2a_case(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
 
+        // Full syncs back to back in the daemon while the events go in.
+        let syncing = sync_devices.map(|_| {
+            let engine = engine.clone();
+            let stop = stop_syncing.clone();
+            server_handle.spawn(async move {
+                let (mut runs, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    match engine
+                        .full_sync_now(TENANT, None, SyncTrigger::Admin, None)
+                        .await
+                    {
+                        Ok(reports)
+                            if reports.iter().all(|r| r.outcome == SyncOutcome::Succeeded) =>
+                        {
+                            runs += 1
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (runs, failed)
+            })
+        });
         // Paced, open loop: request i leaves at start + i/rate whatever the
         // earlier ones are doing (bounded in flight, so a stall cannot pile up
         // unboundedly; the achieved rate shows if the bound was hit).
@@ -1185,6 +1258,11 @@ fn e2a_case(
         while joins.join_next().await.is_some() {}
         let sent_for = start.elapsed().as_secs_f64();
         let acks = std::mem::take(&mut *acks.lock().expect("acks lock"));
+        stop_syncing.store(true, std::sync::atomic::Ordering::Release);
+        let syncs = match syncing {
+            Some(task) => Some(task.await.map_err(|e| format!("the sync loop: {e}"))?),
+            None => None,
+        };
 
         // Wait (bounded) until every acknowledged lock reached the simulator.
         let ok: HashMap<&str, DateTime<Utc>> = acks
@@ -1212,9 +1290,9 @@ fn e2a_case(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        Ok::<_, String>((acks, ok, arrived, sent_for))
+        Ok::<_, String>((acks, ok, arrived, sent_for, syncs))
     });
-    let (acks, ok, arrived, sent_for) = match outcome {
+    let (acks, ok, arrived, sent_for, syncs) = match outcome {
         Ok(o) => o,
         Err(e) => {
             server.block_on(daemon.shutdown());
@@ -1247,6 +1325,10 @@ fn e2a_case(
         "max_ms": e2a.last().copied(),
         "ack_p50_ms": pct(&ack_ms, 50.0),
         "ack_p99_ms": pct(&ack_ms, 99.0),
+        "ack_max_ms": ack_ms.last().copied(),
+        "sync_devices": sync_devices,
+        "syncs_done": syncs.map(|s| s.0),
+        "syncs_failed": syncs.map(|s| s.1),
         "actions_by_state": counts.map(|c| c["actions_by_state"].clone()).unwrap_or(Value::Null),
     }))
 }
