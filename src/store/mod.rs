@@ -131,6 +131,8 @@ pub(crate) struct WriteHealth {
     /// SQLite's lock: a long transaction (a sync's) commits early for them
     /// ([`WriteHealth::wanted`]).
     waiting: std::sync::atomic::AtomicUsize,
+    /// When a writer last found the gate held (see [`WriteHealth::contended_within`]).
+    contended_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Counts its holder among [`WriteHealth`]'s waiters until dropped.
@@ -164,6 +166,7 @@ impl WriteHealth {
             probes: std::sync::atomic::AtomicU64::new(0),
             gate: Arc::new(Mutex::new(())),
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            contended_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -175,10 +178,26 @@ impl WriteHealth {
     /// lock is released (measured: 928 of 930 sleeps of the event-to-action
     /// bench at 1,000 events/s were there, and its p99 was 179 ms).
     pub(crate) async fn enter(&self) -> Result<OwnedMutexGuard<()>, StoreError> {
+        if let Ok(free) = self.gate.clone().try_lock_owned() {
+            return Ok(free);
+        }
+        if let Ok(mut at) = self.contended_at.lock() {
+            *at = Some(Instant::now());
+        }
         let _waiting = Waiting::new(&self.waiting);
         tokio::time::timeout(BUSY_TIMEOUT, self.gate.clone().lock_owned())
             .await
             .map_err(|_| StoreError::WriteBusy(BUSY_TIMEOUT))
+    }
+
+    /// Whether a writer of this process found the gate held within `window`:
+    /// writes are going on that a long writer (a sync) should make room for.
+    pub(crate) fn contended_within(&self, window: Duration) -> bool {
+        self.contended_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < window)
     }
 
     /// Whether a write transaction of this process, or the readiness probe,

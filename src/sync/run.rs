@@ -402,7 +402,8 @@ async fn stop(
 
 /// Writes what [`fetch_all`] lists through a [`SyncWriter`] while it
 /// fetches the next page: a page that is ready goes into the open
-/// transaction until the writer's bound; none ready, the writer commits
+/// transaction (in chunks, see `SyncWriter::chunk_len`) until the writer is due
+/// (its bound, or another writer waiting); none ready, the writer commits
 /// before it waits.
 async fn list_everything(
     ctx: &WorkerCtx,
@@ -433,25 +434,40 @@ async fn list_everything(
     macro_rules! write_page {
         ($page:expr, $idx:literal, $what:literal, |$items:ident| $write:expr) => {{
             let page = $page;
-            let n = page.items.len() as u64;
-            listed.total += n;
+            listed.total += page.items.len() as u64;
             listed.skipped += page.skipped;
             if let Some(reason) = &page.skip_reason {
                 tracing::info!(skipped = page.skipped, reason = %reason, "Records skipped");
             }
-            let $items = &page.items;
-            // Not raced with `cancel`: one page's write is short, and the
-            // loop checks for shutdown before the next page. A failed write
-            // drops the writer, which rolls its transaction back.
-            let counted = match $write.await {
-                Ok(c) => c,
-                Err(e) => return Err((RunError::Store(e), listed)),
-            };
-            seen[$idx] += n;
+            // In chunks while other writers are active (`SyncWriter::chunk_len`),
+            // so that one waiting gets the lock after a chunk, not a page.
+            let mut rest = &page.items[..];
+            while !rest.is_empty() {
+                let ($items, after) = rest.split_at(writer.chunk_len().min(rest.len()));
+                rest = after;
+                // Not raced with `cancel`: one chunk's write is short, and the
+                // loop checks for shutdown before the next page. A failed write
+                // drops the writer, which rolls its transaction back.
+                let counted = match $write.await {
+                    Ok(c) => c,
+                    Err(e) => return Err((RunError::Store(e), listed)),
+                };
+                seen[$idx] += $items.len() as u64;
+                // Run counts are devices: what an admin compares with the MDM console.
+                if $idx == 2 {
+                    uncommitted += counted;
+                }
+                if writer.due() {
+                    if let Err(e) = writer.commit().await {
+                        return Err((RunError::Store(e), listed));
+                    }
+                    listed.counts += std::mem::take(&mut uncommitted);
+                }
+            }
+            // Once per page, as the MDM pages (a line each without a terminal).
             if let Some(p) = progress {
                 p($what, seen[$idx]);
             }
-            counted
         }};
     }
 
@@ -492,19 +508,11 @@ async fn list_everything(
                 write_page!(page, 1, "users", |items| writer.upsert_users(items, pii));
             }
             Fetched::Devices(page) => {
-                // Run counts are devices: what an admin compares with the MDM console.
                 listed.devices += page.items.len() as u64;
-                let c = write_page!(page, 2, "devices", |items| writer
+                write_page!(page, 2, "devices", |items| writer
                     .upsert_devices(items, pii));
-                uncommitted += c;
             }
             Fetched::End => break,
-        }
-        if writer.due() {
-            if let Err(e) = writer.commit().await {
-                return Err((RunError::Store(e), listed));
-            }
-            listed.counts += std::mem::take(&mut uncommitted);
         }
     }
     if let Err(e) = writer.close().await {

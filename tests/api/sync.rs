@@ -207,6 +207,59 @@ async fn a_sync_that_fails_on_page_two_removes_nothing_and_the_next_one_catches_
 }
 
 #[tokio::test]
+async fn a_sync_while_other_writers_keep_the_write_lock_busy_stores_every_device_once() {
+    // Two writers that take turns with the sync's transactions (as event
+    // ingest and the dispatcher do): the sync then commits whenever one
+    // waits and writes its pages in chunks. Counts and rows stay exact.
+    let env = Env::new(&[SimKind::Soti], 1200).await;
+    let app = spawn_app(&env.write_config(TENANT, &[soti(false)], "0", NO_POLICY)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (app.store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut turns = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let tx = store.begin().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tx.rollback().await.unwrap();
+                    turns += 1;
+                }
+                turns
+            })
+        })
+        .collect();
+    let report = sync_now(&app).await;
+    // A second sync under the same load changes nothing.
+    let again = sync_now(&app).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for w in writers {
+        assert!(w.await.unwrap() > 0, "the other writers got their turns");
+    }
+    assert_eq!(report.outcome, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.counts.added, 1200);
+    assert_eq!(report.counts.updated, 0);
+    assert_eq!(live_devices(&env).await, 1200);
+    let sim = env.sim.soti().unwrap();
+    assert_eq!(
+        count(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
+        sim.users().len() as i64
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT COUNT(*) FROM devices WHERE last_sync_run_id IS NOT (SELECT MAX(id) FROM sync_runs)"
+        )
+        .await,
+        0,
+        "every device tagged with the last run"
+    );
+    assert_eq!(again.outcome, SyncOutcome::Succeeded);
+    assert_eq!((again.counts.added, again.counts.updated), (0, 0));
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn syncs_repeat_on_a_short_interval_never_overlap_and_stop_on_shutdown() {
     let env = Env::new(&[SimKind::Soti], 200).await;
     let app = spawn_app(&env.write_config(TENANT, &[soti(true)], "2s", NO_POLICY)).await;
