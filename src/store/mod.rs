@@ -85,8 +85,8 @@ pub use events::{EventIdentifiers, NewEvent, StoredEvent};
 pub use ids::{ActionId, DeviceId, DeviceRef, MdmId};
 pub use inventory::{
     Activation, ActivationInput, DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts,
-    RiskLevel, StoredDevice, StoredUser, SyncWriter, UpsertCounts, SYNC_CACHE_KIB, SYNC_TX_MAX_AGE,
-    SYNC_TX_MAX_RECORDS,
+    RiskLevel, StoredDevice, StoredUser, SyncWriter, UpsertCounts, SYNC_CACHE_KIB,
+    SYNC_CONTENDED_CHUNK, SYNC_TX_MAX_AGE, SYNC_TX_MAX_RECORDS,
 };
 pub use ise::{IseCriterion, IseDeviceRow};
 pub use resolve::Resolution;

@@ -39,7 +39,9 @@ mod writer;
 pub use devices::{Activation, ActivationInput, DeviceUpsert, RiskLevel, StoredDevice};
 pub(super) use devices::{DeviceRow, DEVICE_COLUMNS};
 pub use users::{MaskedUser, Pii, PiiMasker, StoredUser};
-pub use writer::{SyncWriter, SYNC_CACHE_KIB, SYNC_TX_MAX_AGE, SYNC_TX_MAX_RECORDS};
+pub use writer::{
+    SyncWriter, SYNC_CACHE_KIB, SYNC_CONTENDED_CHUNK, SYNC_TX_MAX_AGE, SYNC_TX_MAX_RECORDS,
+};
 
 use super::{Store, StoreError};
 use chrono::{DateTime, Utc};

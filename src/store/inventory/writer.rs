@@ -4,7 +4,7 @@
 //! the identifier indexes (the device's key, udid, serial, imei, mac, and
 //! the user's key) have random keys, so every row of a page lands on another
 //! leaf of each, and every leaf a transaction touches is written to the WAL
-//! again at its commit. Two things make that cheaper, and both are here:
+//! again at its commit. Three things make that cheaper, and all are here:
 //!
 //! - **A page cache that holds the indexes being written**
 //!   ([`SYNC_CACHE_KIB`]), on this connection only: the pool's connections
@@ -15,8 +15,10 @@
 //!   yields to everyone else: it commits after the page it is writing as
 //!   soon as another write transaction of the process (event ingest, the
 //!   dispatcher, an on-demand lookup) or the readiness probe waits for the
-//!   write lock (`WriteHealth::wanted`), so they wait for one page at most,
-//!   not for a time bound; and whenever the caller has no page ready to
+//!   write lock (`WriteHealth::wanted`), so they wait for one write call,
+//!   not for a time bound (and while they are active, a call is a chunk of
+//!   [`SYNC_CONTENDED_CHUNK`] records, not a page: [`SyncWriter::chunk_len`]);
+//!   and whenever the caller has no page ready to
 //!   write ([`SyncWriter::commit`]), so the lock is never held while the MDM
 //!   is answering. Left alone, it commits after [`SYNC_TX_MAX_RECORDS`]
 //!   records or [`SYNC_TX_MAX_AGE`], for writers of other processes.
