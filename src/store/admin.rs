@@ -135,6 +135,11 @@ pub struct AdminAction {
     pub mdm: Option<String>,
 }
 
+/// Live devices per MDM, for `/metrics` on every scrape: read from the
+/// `devices_live` index (migration 0006), not from every device row.
+pub(crate) const LIVE_DEVICES_PER_MDM: &str =
+    "SELECT mdm_id, COUNT(*) FROM devices WHERE removed_at IS NULL GROUP BY mdm_id";
+
 impl FromRow<'_, SqliteRow> for AdminAction {
     fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
         Ok(AdminAction {
@@ -587,13 +592,11 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let live: HashMap<i64, i64> = sqlx::query_as(
-            "SELECT mdm_id, COUNT(*) FROM devices WHERE removed_at IS NULL GROUP BY mdm_id",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
+        let live: HashMap<i64, i64> = sqlx::query_as(LIVE_DEVICES_PER_MDM)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
         let at_risk: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT mdm_id, risk_level, COUNT(*) FROM devices
              WHERE risk_level <> 'secured' AND removed_at IS NULL

@@ -307,6 +307,11 @@ pub(super) const DEVICES_SEEN: &str =
      last_seen_at = ?1, last_sync_run_id = COALESCE(?2, last_sync_run_id)
      FROM json_each(?3) AS j WHERE devices.id = j.value ->> 0";
 
+/// An MDM's live devices: counted in the `devices_live` index (migration
+/// 0006), not by reading every device row.
+pub(crate) const LIVE_DEVICE_COUNT: &str =
+    "SELECT COUNT(*) FROM devices WHERE mdm_id = ? AND removed_at IS NULL";
+
 pub(super) const MEMBERSHIPS_DELETE: &str =
     "DELETE FROM device_groups WHERE device_id IN (SELECT value FROM json_each(?1))";
 
@@ -1009,11 +1014,10 @@ impl Store {
 
     /// The number of live devices of an MDM (the base of `max_removal_percent`).
     pub async fn live_device_count(&self, mdm_id: i64) -> Result<u64, StoreError> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM devices WHERE mdm_id = ? AND removed_at IS NULL")
-                .bind(mdm_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let (n,): (i64,) = sqlx::query_as(LIVE_DEVICE_COUNT)
+            .bind(mdm_id)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n.try_into().unwrap_or(0))
     }
 }

@@ -311,6 +311,30 @@ mod tests {
     use super::*;
     use mtd_adapter::DeviceIdentifier;
 
+    /// The live-device counts (`/metrics` on every scrape, a sync's removal
+    /// check) read the small `devices_live` index, not every device row.
+    #[tokio::test]
+    async fn live_device_counts_read_the_live_index() {
+        let (_dir, store, _) = store_with_mdm().await;
+        for sql in [
+            super::devices::LIVE_DEVICE_COUNT,
+            crate::store::admin::LIVE_DEVICES_PER_MDM,
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .bind(1)
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                plan.iter().any(|l| l.contains("USING INDEX devices_live")
+                    || l.contains("USING COVERING INDEX devices_live")),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
     /// The bulk statements stay one index probe per row of the batch: a
     /// plan that scans an inventory table (or walks the tenant's index)
     /// makes every page cost as much as the whole MDM, and a full sync

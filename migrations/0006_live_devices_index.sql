@@ -1,0 +1,11 @@
+-- 0006: an MDM's live devices counted from an index (issue 19).
+--
+-- `/metrics` counts the live devices of every MDM on each scrape, and a
+-- sync's removal check counts those of its MDM. Both read every device
+-- row: measured in the sqlite3 shell on a store of 1,000,000 devices,
+-- 2.2 s per scrape, and 1.1 s for one MDM of 500,000. This partial index
+-- holds one small entry per live device (0.06 s and 0.02 s then). A new
+-- device's entry goes at the end of its MDM's range (the key is the MDM,
+-- then the row id), so a sync's inserts stay cheap; only removals and
+-- comebacks move entries.
+CREATE INDEX devices_live ON devices (mdm_id) WHERE removed_at IS NULL;
