@@ -1247,7 +1247,11 @@ fn e2a_case(
                         {
                             runs += 1
                         }
-                        _ => failed += 1,
+                        // Counted and reported; paced, so a broken sync cannot spin.
+                        _ => {
+                            failed += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 }
                 (runs, failed)

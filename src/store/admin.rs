@@ -23,6 +23,11 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, QueryBuilder, Row, Sqlite};
 use std::collections::HashMap;
 
+/// Live devices per MDM, for `/metrics` on every scrape: read from the
+/// `devices_live` index (migration 0006), not from every device row.
+pub(crate) const LIVE_DEVICES_PER_MDM: &str =
+    "SELECT mdm_id, COUNT(*) FROM devices WHERE removed_at IS NULL GROUP BY mdm_id";
+
 /// Which page of a list: the rows after `after` (in the list's order), at most `limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -134,11 +139,6 @@ pub struct AdminAction {
     /// `None` when the action names no MDM (for example: device unknown).
     pub mdm: Option<String>,
 }
-
-/// Live devices per MDM, for `/metrics` on every scrape: read from the
-/// `devices_live` index (migration 0006), not from every device row.
-pub(crate) const LIVE_DEVICES_PER_MDM: &str =
-    "SELECT mdm_id, COUNT(*) FROM devices WHERE removed_at IS NULL GROUP BY mdm_id";
 
 impl FromRow<'_, SqliteRow> for AdminAction {
     fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
@@ -582,9 +582,10 @@ impl Store {
 
     /// Per MDM integration in service (tenant and name order): its last
     /// successful sync, its live devices, and those at each risk level
-    /// (every level listed), for `/metrics`. Two grouped scans for all
-    /// MDMs; the levels other than `secured` come from the partial index of
-    /// devices at risk, `secured` is the rest.
+    /// (every level listed), for `/metrics`. Two grouped counts for all
+    /// MDMs, each from a partial index: the live devices from
+    /// `devices_live`, the levels other than `secured` from the devices at
+    /// risk; `secured` is the rest.
     pub async fn mdm_metrics(&self) -> Result<Vec<MdmMetrics>, StoreError> {
         let mdms: Vec<(i64, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT id, tenant_id, name, last_synced_at FROM mdm_integrations

@@ -22,6 +22,10 @@ async fn live_devices(env: &Env) -> i64 {
     count(env, "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL").await
 }
 
+async fn live_users(env: &Env) -> i64 {
+    count(env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await
+}
+
 async fn sync_now(app: &TestApp) -> mtd_connector::sync::RunReport {
     let mut reports = app
         .sync
@@ -49,7 +53,7 @@ async fn the_initial_sync_brings_every_seeded_device_and_user_and_a_second_sync_
     let sim = env.sim.soti().unwrap();
     assert_eq!(live_devices(&env).await, sim.device_count() as i64);
     assert_eq!(
-        count(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
+        live_users(&env).await,
         sim.users().len() as i64,
         "one user per distinct DeviceUserInfo"
     );
@@ -241,10 +245,7 @@ async fn a_sync_while_other_writers_keep_the_write_lock_busy_stores_every_device
     assert_eq!(report.counts.updated, 0);
     assert_eq!(live_devices(&env).await, 1200);
     let sim = env.sim.soti().unwrap();
-    assert_eq!(
-        count(&env, "SELECT COUNT(*) FROM users WHERE removed_at IS NULL").await,
-        sim.users().len() as i64
-    );
+    assert_eq!(live_users(&env).await, sim.users().len() as i64);
     assert_eq!(
         count(
             &env,

@@ -270,15 +270,22 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_writer_dropped_without_commit_rolls_back_and_an_old_transaction_is_due() {
-        let (_dir, store, mdm) = store_with_mdm().await;
+    /// A store with an MDM, and a sync writer of a run of it whose open
+    /// transaction holds device "1".
+    async fn writer_with_one_device() -> (tempfile::TempDir, Store, i64, SyncWriter) {
+        let (dir, store, mdm) = store_with_mdm().await;
         let r = run(&store, mdm).await;
         let mut writer = store.sync_writer(mdm, r).await.unwrap();
         writer
             .upsert_devices(&[device("1")], Pii::Clear)
             .await
             .unwrap();
+        (dir, store, mdm, writer)
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_without_commit_rolls_back_and_an_old_transaction_is_due() {
+        let (_dir, store, mdm, writer) = writer_with_one_device().await;
         assert!(!writer.due());
         tokio::time::sleep(SYNC_TX_MAX_AGE).await;
         assert!(writer.due(), "open for SYNC_TX_MAX_AGE");
@@ -290,13 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn another_writer_or_the_readiness_probe_waiting_makes_the_open_transaction_due() {
-        let (_dir, store, mdm) = store_with_mdm().await;
-        let r = run(&store, mdm).await;
-        let mut writer = store.sync_writer(mdm, r).await.unwrap();
-        writer
-            .upsert_devices(&[device("1")], Pii::Clear)
-            .await
-            .unwrap();
+        let (_dir, store, mdm, mut writer) = writer_with_one_device().await;
         assert!(!writer.due(), "1 record, just begun, nobody waiting");
         assert_eq!(writer.chunk_len(), usize::MAX, "whole pages while alone");
 
