@@ -35,11 +35,10 @@ use std::time::Duration;
 use tracing::instrument;
 use url::Url;
 
-/// The limiter's window: one second plus a little slack. The server counts
-/// arrivals, which lag our sends by a network delay that varies from request
-/// to request; 50 ms keeps requests sent just over a second apart from
-/// arriving inside one second of each other.
-const LIMIT_WINDOW: Duration = Duration::from_millis(1050);
+/// The limiter's window: the server's second, plus 10 ms for its clock's
+/// granularity. The limiter counts each request until its answer is in, so
+/// the network delay needs no slack here (see `limiter`).
+const LIMIT_WINDOW: Duration = Duration::from_millis(1010);
 
 /// The longest wait before a rate-limited read is repeated; a longer
 /// `Retry-After` is the caller's to honour (the error carries it).
@@ -116,13 +115,14 @@ impl BcdmAdapter {
         url
     }
 
-    /// Sends one signed request after the limiter lets it go.
+    /// Sends one signed request after the limiter lets it go; its slot is
+    /// held until the answer's head is in (or the request failed).
     ///
     /// The timestamp is taken after the wait, so a queued request is never
     /// signed with a time the server could find stale. The target that is
     /// signed comes from the very `Url` that is sent.
     async fn send(&self, method: Method, url: Url, body: Vec<u8>) -> Result<Answer, AdapterError> {
-        self.limiter.acquire().await;
+        let slot = self.limiter.acquire().await;
         let credentials = &self.config.credentials;
         let target = signature::request_target(&url);
         let timestamp = chrono::Utc::now().timestamp();
@@ -147,6 +147,7 @@ impl BcdmAdapter {
         tracing::trace!(%method, target = %target, "Sending a signed BCDM request.");
         let classify = |e: reqwest::Error| classify_request_error(&method, &e);
         let response = request.send().await.map_err(classify)?;
+        drop(slot);
         let status = response.status();
         let headers = response.headers().clone();
         let body = read_body(response, &method).await?;
