@@ -312,4 +312,33 @@ mod tests {
         s.end(&id);
         assert!(s.check(&id, Some(TOKEN), now).is_none());
     }
+
+    #[test]
+    fn beyond_the_session_cap_the_least_recently_used_session_ends() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let ids: Vec<String> = (0..MAX_SESSIONS)
+            .map(|i| {
+                let at = t0 + Duration::from_millis(i as u64);
+                s.login(TOKEN, Some(TOKEN), HERE, at).unwrap()
+            })
+            .collect();
+        // The oldest login is used again: the second is now the least recently used.
+        let later = t0 + Duration::from_secs(10);
+        assert!(s.check(&ids[0], Some(TOKEN), later).is_some());
+        let newest = s.login(TOKEN, Some(TOKEN), HERE, later).unwrap();
+
+        let sessions = s.table.lock().unwrap().len();
+        assert_eq!(
+            sessions, MAX_SESSIONS,
+            "the table does not grow past the cap"
+        );
+        assert!(
+            s.check(&ids[1], Some(TOKEN), later).is_none(),
+            "the least recently used session ended"
+        );
+        for id in [&ids[0], &ids[2], &ids[MAX_SESSIONS - 1], &newest] {
+            assert!(s.check(id, Some(TOKEN), later).is_some());
+        }
+    }
 }
