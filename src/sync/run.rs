@@ -429,10 +429,14 @@ async fn list_everything(
     let _fetching = AbortOnDrop(tokio::spawn(
         fetch_all(i.clone(), tx).instrument(tracing::Span::current()),
     ));
-    let mut seen = [0u64; 3];
+    // Records written so far, per listing (the progress lines).
+    let (mut groups_seen, mut users_seen, mut devices_seen) = (0u64, 0u64, 0u64);
 
+    // `$seen`: that listing's counter; `$in_run_counts`: whether the write's
+    // counts join the run's (only devices: what an admin compares with the
+    // MDM console).
     macro_rules! write_page {
-        ($page:expr, $idx:literal, $what:literal, |$items:ident| $write:expr) => {{
+        ($page:expr, $seen:ident, $what:literal, in_run_counts: $in_run_counts:literal, |$items:ident| $write:expr) => {{
             let page = $page;
             listed.total += page.items.len() as u64;
             listed.skipped += page.skipped;
@@ -452,9 +456,8 @@ async fn list_everything(
                     Ok(c) => c,
                     Err(e) => return Err((RunError::Store(e), listed)),
                 };
-                seen[$idx] += $items.len() as u64;
-                // Run counts are devices: what an admin compares with the MDM console.
-                if $idx == 2 {
+                $seen += $items.len() as u64;
+                if $in_run_counts {
                     uncommitted += counted;
                 }
                 if writer.due() {
@@ -466,7 +469,7 @@ async fn list_everything(
             }
             // Once per page, as the MDM pages (a line each without a terminal).
             if let Some(p) = progress {
-                p($what, seen[$idx]);
+                p($what, $seen);
             }
         }};
     }
@@ -501,15 +504,17 @@ async fn list_everything(
         };
         match fetched {
             Fetched::Groups(page) => {
-                write_page!(page, 0, "groups", |items| writer.upsert_groups(items));
+                write_page!(page, groups_seen, "groups", in_run_counts: false, |items| writer
+                    .upsert_groups(items));
             }
             Fetched::Users(page) => {
                 listed.users += page.items.len() as u64;
-                write_page!(page, 1, "users", |items| writer.upsert_users(items, pii));
+                write_page!(page, users_seen, "users", in_run_counts: false, |items| writer
+                    .upsert_users(items, pii));
             }
             Fetched::Devices(page) => {
                 listed.devices += page.items.len() as u64;
-                write_page!(page, 2, "devices", |items| writer
+                write_page!(page, devices_seen, "devices", in_run_counts: true, |items| writer
                     .upsert_devices(items, pii));
             }
             Fetched::End => break,
