@@ -11,6 +11,11 @@
 //!   dispatch cell;
 //! - `--only e2a,drain` / `INGEST_BENCH_ONLY`: run only these groups of cells
 //!   (`ingest`, `lock`, `store`, `e2a`, `e2a-sync`, `drain`; all by default);
+//! - `--ids random|ordered` / `INGEST_BENCH_IDS`: the events' `event_id`s.
+//!   `random` (the default) gives each event a UUIDv4, as agents send them;
+//!   `ordered` gives `{prefix}-{n}` ids that sort near each other (what this
+//!   bench sent before 2026-12-04), which spares the store most of the cost of
+//!   its unique `(tenant_id, event_id)` key (BENCHMARKS.md, "seventh session");
 //! - `RUST_LOG=info`: the daemon's logs on stderr (off by default).
 //!
 //! Each cell runs in a fresh copy of this binary (re-executed with `--case
@@ -166,6 +171,7 @@ fn parent(args: &[String]) -> ExitCode {
     let mut rates = std::env::var("INGEST_BENCH_RATES").ok();
     let mut queued = std::env::var("INGEST_BENCH_QUEUED").ok();
     let mut only = std::env::var("INGEST_BENCH_ONLY").ok();
+    let mut ids = std::env::var("INGEST_BENCH_IDS").ok();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -174,6 +180,7 @@ fn parent(args: &[String]) -> ExitCode {
             "--rates" => rates = it.next().cloned(),
             "--queued" => queued = it.next().cloned(),
             "--only" => only = it.next().cloned(),
+            "--ids" => ids = it.next().cloned(),
             // `cargo bench` passes `--bench` (and a filter, if given); no filters here.
             _ => {}
         }
@@ -208,10 +215,20 @@ fn parent(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ids = match ids.as_deref().unwrap_or("random") {
+        i @ ("random" | "ordered") => i,
+        other => {
+            eprintln!("error: --ids: `{other}` (random or ordered)");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The children read it from the environment (see `random_ids`).
+    std::env::set_var("INGEST_BENCH_IDS", ids);
 
     println!("Event ingest and event → action benchmark");
     println!("machine: {}", machine());
     println!("load average at start: {}", load_average());
+    println!("event ids: {ids}");
     println!(
         "{seconds} s measured per cell after a {:.1} s warm-up; each cell in its own process; \
          simulator, daemon and load generator in that one process, sharing the machine's cores",
@@ -1525,11 +1542,37 @@ fn pct(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[i.min(sorted.len() - 1)])
 }
 
-/// The JSON of `devices.len()` events (one object, or a batch of several).
+/// Whether events get random UUIDv4 ids (`INGEST_BENCH_IDS`, set by the parent).
+fn random_ids() -> bool {
+    static RANDOM: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RANDOM.get_or_init(|| std::env::var("INGEST_BENCH_IDS").as_deref() != Ok("ordered"))
+}
+
+/// A random UUIDv4 in its usual text form.
+fn uuid_v4() -> String {
+    let n = rand::random::<u128>() & !(0xf000 << 64) & !(0xc << 60) | (0x4000 << 64) | (0x8 << 60);
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// The JSON of `devices.len()` events (one object, or a batch of several);
+/// their ids are `{prefix}-{k}`, or UUIDs (see [`random_ids`]).
 fn events_body(prefix: &str, devices: &[String], threat: &str) -> String {
     let event = |k: usize, d: &str| {
+        let id = if random_ids() {
+            uuid_v4()
+        } else {
+            format!("{prefix}-{k}")
+        };
         format!(
-            r#"{{"event_id":"{prefix}-{k}","detected_at":"2026-11-22T10:00:00Z","device":{{"mdm_device_id":"{d}"}},"threat":{{"type":"{threat}","severity":"high","name":"bench"}},"network":{{"ssid":"CoffeeShop","bssid":"aa:bb:cc:dd:ee:ff"}},"details":{{}}}}"#
+            r#"{{"event_id":"{id}","detected_at":"2026-11-22T10:00:00Z","device":{{"mdm_device_id":"{d}"}},"threat":{{"type":"{threat}","severity":"high","name":"bench"}},"network":{{"ssid":"CoffeeShop","bssid":"aa:bb:cc:dd:ee:ff"}},"details":{{}}}}"#
         )
     };
     if devices.len() == 1 {
