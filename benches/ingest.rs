@@ -10,7 +10,8 @@
 //! - `--queued 10000` / `INGEST_BENCH_QUEUED`: pending locks of the sustained
 //!   dispatch cell;
 //! - `--only e2a,drain` / `INGEST_BENCH_ONLY`: run only these groups of cells
-//!   (`ingest`, `lock`, `store`, `e2a`, `e2a-sync`, `drain`; all by default);
+//!   (`ingest`, `lock`, `store`, `e2a`, `e2a-sync`, `e2a-burst`, `drain`; all
+//!   by default);
 //! - `--ids random|ordered` / `INGEST_BENCH_IDS`: the events' `event_id`s.
 //!   `random` (the default) gives each event a UUIDv4, as agents send them;
 //!   `ordered` gives `{prefix}-{n}` ids that sort near each other (what this
@@ -67,6 +68,11 @@
 //!   [`SYNC_DEVICES`] devices run back to back in the daemon (started just
 //!   before the first event, repeated until the last 202): what a sync's
 //!   write transactions cost the events that wait for the write lock.
+//! - `e2a-burst`: the same at 100 events/s while [`BURST_CLIENTS`] clients
+//!   post batches of 100 `none` events for other devices in a closed loop
+//!   (started [`WARMUP`] before the first lock): whether a burst of events
+//!   that decide nothing delays the locks that matter, and how much of the
+//!   burst the daemon takes meanwhile.
 //! - `drain`: sustained dispatch to one simulator. `--queued` pending `lock`
 //!   rows for distinct devices are committed at once (one transaction,
 //!   through the store's own `insert_action`, as an approval or a deferred
@@ -132,8 +138,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 const SYNC_LIMIT: Duration = Duration::from_secs(120);
 /// Devices of the simulator in the `e2a-sync` cell: each re-sync writes them all.
 const SYNC_DEVICES: usize = 50_000;
-/// Offered events/s of the `e2a-sync` cell.
+/// Offered events/s of the `e2a-sync` and `e2a-burst` cells.
 const SYNC_E2A_RATE: u64 = 100;
+/// Closed-loop clients posting batches of `none` events in the `e2a-burst` cell.
+const BURST_CLIENTS: usize = 16;
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ; see `benches/sync.rs`).
 const USER_HZ: f64 = 100.0;
 
@@ -185,7 +193,15 @@ fn parent(args: &[String]) -> ExitCode {
             _ => {}
         }
     }
-    const GROUPS: [&str; 6] = ["ingest", "lock", "store", "e2a", "e2a-sync", "drain"];
+    const GROUPS: [&str; 7] = [
+        "ingest",
+        "lock",
+        "store",
+        "e2a",
+        "e2a-sync",
+        "e2a-burst",
+        "drain",
+    ];
     /// seconds, clients, rates, queued, groups.
     type Options = (u64, Vec<u64>, Vec<u64>, u64, Vec<String>);
     let parsed = (|| -> Result<Options, String> {
@@ -280,6 +296,7 @@ fn parent(args: &[String]) -> ExitCode {
     if wanted("e2a-sync") {
         e2a_sync_row = Some(run("e2a-sync", "single", SYNC_E2A_RATE));
     }
+    let e2a_burst_row = wanted("e2a-burst").then(|| run("e2a-burst", "single", SYNC_E2A_RATE));
     let drain = wanted("drain").then(|| run("drain", "single", queued));
 
     if wanted("ingest") {
@@ -296,6 +313,9 @@ fn parent(args: &[String]) -> ExitCode {
     }
     if let Some(v) = &e2a_sync_row {
         print_e2a_sync(v);
+    }
+    if let Some(v) = &e2a_burst_row {
+        print_e2a_burst(v);
     }
     if let Some(v) = &drain {
         print_drain(v);
@@ -551,6 +571,40 @@ fn print_e2a_sync(v: &Value) {
     );
 }
 
+fn print_e2a_burst(v: &Value) {
+    println!();
+    println!(
+        "== Event → action while {BURST_CLIENTS} clients post batches of {BATCH} `none` events (closed loop)"
+    );
+    if let Some(e) = err(v) {
+        println!("error: {e}");
+        return;
+    }
+    let burst = &v["burst"];
+    println!(
+        "locks: offered {}/s, achieved {:.0}/s, acked {}, actions {}, missing {}; 202 → simulator p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms; the 202 itself p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        v["offered_per_s"],
+        f(v, "achieved_per_s"),
+        v["acked"],
+        v["actions"],
+        v["missing"],
+        f(v, "p50_ms"),
+        f(v, "p99_ms"),
+        f(v, "max_ms"),
+        f(v, "ack_p50_ms"),
+        f(v, "ack_p99_ms"),
+        f(v, "ack_max_ms"),
+    );
+    println!(
+        "burst meanwhile: {:.0} events/s acknowledged, p50 {:.1} ms, p99 {:.1} ms per batch, {} non-202",
+        f(burst, "events_per_s"),
+        f(burst, "p50_ms"),
+        f(burst, "p99_ms"),
+        burst["errors"]
+    );
+}
+
 fn print_drain(v: &Value) {
     println!();
     println!("== Sustained dispatch: pending locks for distinct devices queued at once, delivered to one simulator");
@@ -733,8 +787,15 @@ fn child(args: &[String]) -> ExitCode {
         "ingest-none" => ingest_case(&server, &client, n as usize, batch, window, false),
         "ingest-lock" => ingest_case(&server, &client, n as usize, batch, window, true),
         "store" => store_case(&server, n as usize, batch, window),
-        "e2a" => e2a_case(&server, &client, n, window, None),
-        "e2a-sync" => e2a_case(&server, &client, n, window, Some(SYNC_DEVICES)),
+        "e2a" => e2a_case(&server, &client, n, window, Background::Quiet),
+        "e2a-sync" => e2a_case(&server, &client, n, window, Background::Syncs(SYNC_DEVICES)),
+        "e2a-burst" => e2a_case(
+            &server,
+            &client,
+            n,
+            window,
+            Background::Burst(BURST_CLIENTS),
+        ),
         "drain" => drain_case(&server, n as usize),
         other => Err(format!("unknown case mode `{other}`")),
     };
@@ -1191,17 +1252,39 @@ fn store_case(
 /// time and the ack latency in ms.
 type Ack = (usize, u16, DateTime<Utc>, f64);
 
+/// What else the daemon does while the `e2a` cells' locks go in.
+#[derive(Clone, Copy)]
+enum Background {
+    Quiet,
+    /// Full syncs back to back, of this many devices.
+    Syncs(usize),
+    /// This many clients posting batches of `none` events, closed loop.
+    Burst(usize),
+}
+
 /// Event → action at `rate` events/s, paced, distinct devices.
 fn e2a_case(
     server: &tokio::runtime::Runtime,
     client: &tokio::runtime::Runtime,
     rate: u64,
     window: Duration,
-    sync_devices: Option<usize>,
+    background: Background,
 ) -> Result<Value, String> {
+    let sync_devices = match background {
+        Background::Syncs(n) => Some(n),
+        _ => None,
+    };
     let total = (rate as f64 * window.as_secs_f64()).round() as usize;
-    // One device per event, plus one to warm the dispatcher's token up.
-    let devices = (total + 1).max(FEW_DEVICES).max(sync_devices.unwrap_or(0));
+    // One device per event, plus one to warm the dispatcher's token up; a
+    // burst names devices of its own after those.
+    let burst_devices = if matches!(background, Background::Burst(_)) {
+        FEW_DEVICES
+    } else {
+        0
+    };
+    let devices = (total + 1 + burst_devices)
+        .max(FEW_DEVICES)
+        .max(sync_devices.unwrap_or(0));
     let daemon = server.block_on(start_daemon(devices))?;
     if daemon.devices.len() < total + 1 {
         return Err(format!(
@@ -1274,6 +1357,23 @@ fn e2a_case(
                 (runs, failed)
             })
         });
+        // Batches of `none` events for other devices, from WARMUP before the
+        // first lock until the last.
+        let burst = match background {
+            Background::Burst(clients) => {
+                let load = Load {
+                    clients,
+                    batch: BATCH,
+                    window,
+                    devices: Arc::new(devices[total + 1..].to_vec()),
+                    threat: THREAT_NONE,
+                };
+                let task = tokio::spawn(closed_loop(addr, load));
+                tokio::time::sleep(WARMUP).await;
+                Some(task)
+            }
+            _ => None,
+        };
         // Paced, open loop: request i leaves at start + i/rate whatever the
         // earlier ones are doing (bounded in flight, so a stall cannot pile up
         // unboundedly; the achieved rate shows if the bound was hit).
@@ -1315,6 +1415,10 @@ fn e2a_case(
             Some(task) => Some(task.await.map_err(|e| format!("the sync loop: {e}"))?),
             None => None,
         };
+        let burst = match burst {
+            Some(task) => Some(task.await.map_err(|e| format!("the burst: {e}"))?),
+            None => None,
+        };
 
         // Wait (bounded) until every acknowledged lock reached the simulator.
         let ok: HashMap<&str, DateTime<Utc>> = acks
@@ -1342,9 +1446,9 @@ fn e2a_case(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        Ok::<_, String>((acks, ok, arrived, sent_for, syncs))
+        Ok::<_, String>((acks, ok, arrived, sent_for, syncs, burst))
     });
-    let (acks, ok, arrived, sent_for, syncs) = match outcome {
+    let (acks, ok, arrived, sent_for, syncs, burst) = match outcome {
         Ok(o) => o,
         Err(e) => {
             server.block_on(daemon.shutdown());
@@ -1381,6 +1485,7 @@ fn e2a_case(
         "sync_devices": sync_devices,
         "syncs_done": syncs.map(|s| s.0),
         "syncs_failed": syncs.map(|s| s.1),
+        "burst": burst.map(LoadResult::into_json),
         "actions_by_state": counts.map(|c| c["actions_by_state"].clone()).unwrap_or(Value::Null),
     }))
 }
