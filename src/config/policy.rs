@@ -315,4 +315,26 @@ impl PolicyConfig {
     pub fn has_group_rules(&self) -> bool {
         self.rules.iter().any(|r| !r.groups.is_empty())
     }
+
+    /// Whether a `detected` threat of this type and severity may be decided
+    /// an action other than `none`, on some device, whatever its groups: the
+    /// first rule that matches without groups ends the search. True for an
+    /// event whose device's groups would make it `none` as well (it errs on
+    /// the side of acting), never false for one that acts.
+    pub fn may_act(&self, threat_type: &str, severity: Severity) -> bool {
+        for rule in &self.rules {
+            if !rule.threat.matches(threat_type)
+                || !rule.min_severity.iter().all(|&m| severity >= m)
+            {
+                continue;
+            }
+            if rule.action != ActionKind::None {
+                return true;
+            }
+            if rule.groups.is_empty() {
+                return false;
+            }
+        }
+        false
+    }
 }

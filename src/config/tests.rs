@@ -1664,6 +1664,55 @@ fn a_rule_without_groups_matches_every_device_and_the_first_matching_rule_decide
 }
 
 #[test]
+fn may_act_is_true_wherever_some_device_could_get_an_action_and_false_where_none_can() {
+    let policy = PolicyConfig {
+        rules: vec![
+            scoped(
+                "network.*",
+                &[r"Acme SOTI \\Company\Sales"],
+                ActionKind::Lock,
+            ),
+            scoped("network.*", &[r"Acme SOTI \\Company"], ActionKind::None),
+            scoped("network.*", &[], ActionKind::None),
+            scoped("app.*", &[r"Acme SOTI \\Company"], ActionKind::None),
+            scoped("*", &[], ActionKind::EnterpriseWipe),
+        ],
+        ..PolicyConfig::default()
+    };
+    // A device in Sales gets a lock: the scoped rule may act.
+    assert!(policy.may_act("network.arp_mitm", Severity::Low));
+    // Scoped `none`, then the unscoped wipe for devices outside the scope.
+    assert!(policy.may_act("app.malicious", Severity::Low));
+    assert!(policy.may_act("phishing.url", Severity::Low));
+    let quiet = PolicyConfig {
+        rules: vec![
+            scoped("network.*", &[r"Acme SOTI \\Company"], ActionKind::None),
+            scoped("network.*", &[], ActionKind::None),
+            scoped("*", &[], ActionKind::Lock),
+        ],
+        ..PolicyConfig::default()
+    };
+    // Every device's first matching rule is a `none`: the unscoped one ends the search.
+    assert!(!quiet.may_act("network.arp_mitm", Severity::Critical));
+    assert!(quiet.may_act("device.jailbroken_rooted", Severity::Low));
+    assert!(!PolicyConfig::default().may_act("device.jailbroken_rooted", Severity::Critical));
+    // Agrees with `decide` for every device where no rule is scoped.
+    let flat = PolicyConfig {
+        rules: vec![
+            scoped("network.*", &[], ActionKind::None),
+            scoped("*", &[], ActionKind::Lock),
+        ],
+        ..PolicyConfig::default()
+    };
+    for t in ["network.scan", "app.sideloaded", "other.thing"] {
+        let acts = flat
+            .decide(t, Severity::High, &[])
+            .is_some_and(|r| r.action != ActionKind::None);
+        assert_eq!(flat.may_act(t, Severity::High), acts, "{t}");
+    }
+}
+
+#[test]
 fn the_risk_signal_section_is_off_by_default_named_by_default_and_its_name_checked() {
     let base = MAAS360_TENANT.replace("KIND", "maas360");
     let load = |extra: &str| {

@@ -246,6 +246,14 @@ pub(crate) struct Planned {
     decision: Decision,
 }
 
+impl Planned {
+    /// Whether its action may still reach an MDM: a rule's action that passed
+    /// the checks needing no store (the writer's urgent lane).
+    pub(crate) fn may_send(&self) -> bool {
+        matches!(self.decision, Decision::Limited(kind) if kind != ActionKind::None)
+    }
+}
+
 /// The part of an event's decision made before the write transaction.
 #[derive(Debug, Clone, PartialEq)]
 enum Decision {
