@@ -147,10 +147,12 @@ impl Work {
         match self {
             Work::Raw(r) => {
                 let policy = &r.config.tenants[r.tenant].policy;
-                r.events.iter().any(|e| {
-                    e.threat.status == super::ThreatStatus::Detected
-                        && policy.may_act(&e.threat.threat_type, e.threat.severity)
-                })
+                // Monitor mode records every action `skipped`: nothing to hurry.
+                policy.mode != crate::config::PolicyMode::Monitor
+                    && r.events.iter().any(|e| {
+                        e.threat.status == super::ThreatStatus::Detected
+                            && policy.may_act(&e.threat.threat_type, e.threat.severity)
+                    })
             }
             Work::Planned(r) => r.events.iter().any(|e| e.may_send()),
         }
@@ -935,6 +937,58 @@ mod raw_tests {
         )
         .unwrap();
         Arc::new(crate::config::load(&root.join("connector.toml")).unwrap())
+    }
+
+    /// A request goes in the urgent lane when some detected event of it may
+    /// be answered with an action that reaches an MDM: not for `none` rules,
+    /// `resolved` events, or a tenant in monitor mode.
+    #[tokio::test]
+    async fn the_urgent_lane_is_for_detected_events_a_rule_may_act_on_in_enforce_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = "[[policy.rule]]\nthreat = \"device.*\"\naction = \"lock\"\n\
+                     [[policy.rule]]\nthreat = \"*\"\naction = \"none\"\n";
+        let enforce = config_in(&dir.path().join("enforce"), &format!("[policy]\n{rules}"));
+        let monitor = config_in(
+            &dir.path().join("monitor"),
+            &format!("[policy]\nmode = \"monitor\"\n{rules}"),
+        );
+        let (_store_dir, store, _) = store_with_mdm().await;
+        let sync = SyncEngine::new(store, Default::default(), Vec::new());
+        let work = |config: &Arc<Config>, threats: &[(&str, &str)]| {
+            let events = threats
+                .iter()
+                .enumerate()
+                .map(|(i, (threat, status))| {
+                    serde_json::from_value(json!({
+                        "event_id": format!("e{i}"), "detected_at": "2026-11-22T10:00:00Z",
+                        "device": {"mdm_device_id": "1"},
+                        "threat": {"type": threat, "severity": "high", "status": status}
+                    }))
+                    .unwrap()
+                })
+                .collect();
+            Work::Raw(Raw {
+                config: config.clone(),
+                tenant: 0,
+                events,
+                sync: sync.clone(),
+            })
+        };
+        assert!(work(&enforce, &[("device.jailbroken_rooted", "detected")]).urgent());
+        assert!(
+            work(
+                &enforce,
+                &[
+                    ("network.scan", "detected"),
+                    ("device.usb_debugging", "detected")
+                ]
+            )
+            .urgent(),
+            "one event that may act is enough"
+        );
+        assert!(!work(&enforce, &[("network.scan", "detected")]).urgent());
+        assert!(!work(&enforce, &[("device.jailbroken_rooted", "resolved")]).urgent());
+        assert!(!work(&monitor, &[("device.jailbroken_rooted", "detected")]).urgent());
     }
 
     /// A request whose event the policy may answer with a lock queues in
