@@ -12,6 +12,9 @@
 //! - `--only e2a,drain` / `INGEST_BENCH_ONLY`: run only these groups of cells
 //!   (`ingest`, `lock`, `store`, `e2a`, `e2a-sync`, `e2a-burst`, `drain`; all
 //!   by default);
+//! - `--burst-devices 20000` / `INGEST_BENCH_BURST_DEVICES`: the devices the
+//!   `e2a-burst` cell's batches cycle over (fewer repeat each device's
+//!   threat sooner, which a writer group collapses);
 //! - `--ids random|ordered` / `INGEST_BENCH_IDS`: the events' `event_id`s.
 //!   `random` (the default) gives each event a UUIDv4, as agents send them;
 //!   `ordered` gives `{prefix}-{n}` ids that sort near each other (what this
@@ -69,7 +72,8 @@
 //!   before the first event, repeated until the last 202): what a sync's
 //!   write transactions cost the events that wait for the write lock.
 //! - `e2a-burst`: the same at 100 events/s while [`BURST_CLIENTS`] clients
-//!   post batches of 100 `none` events for other devices in a closed loop
+//!   post batches of 100 `none` events for other devices (`--burst-devices`,
+//!   in turn) in a closed loop
 //!   (started [`WARMUP`] before the first lock): whether a burst of events
 //!   that decide nothing delays the locks that matter, and how much of the
 //!   burst the daemon takes meanwhile.
@@ -142,6 +146,8 @@ const SYNC_DEVICES: usize = 50_000;
 const SYNC_E2A_RATE: u64 = 100;
 /// Closed-loop clients posting batches of `none` events in the `e2a-burst` cell.
 const BURST_CLIENTS: usize = 16;
+/// Devices the `e2a-burst` cell's batches cycle over, by default.
+const BURST_DEVICES: usize = 20_000;
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ; see `benches/sync.rs`).
 const USER_HZ: f64 = 100.0;
 
@@ -180,6 +186,7 @@ fn parent(args: &[String]) -> ExitCode {
     let mut queued = std::env::var("INGEST_BENCH_QUEUED").ok();
     let mut only = std::env::var("INGEST_BENCH_ONLY").ok();
     let mut ids = std::env::var("INGEST_BENCH_IDS").ok();
+    let mut burst_devices = std::env::var("INGEST_BENCH_BURST_DEVICES").ok();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -189,6 +196,7 @@ fn parent(args: &[String]) -> ExitCode {
             "--queued" => queued = it.next().cloned(),
             "--only" => only = it.next().cloned(),
             "--ids" => ids = it.next().cloned(),
+            "--burst-devices" => burst_devices = it.next().cloned(),
             // `cargo bench` passes `--bench` (and a filter, if given); no filters here.
             _ => {}
         }
@@ -238,8 +246,24 @@ fn parent(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The children read it from the environment (see `random_ids`).
+    let burst_devices = match burst_devices
+        .as_deref()
+        .map(|b| parse_list("--burst-devices", b))
+    {
+        None => BURST_DEVICES,
+        Some(Ok(n)) if n.len() == 1 && n[0] > 0 => n[0] as usize,
+        Some(Ok(_)) => {
+            eprintln!("error: --burst-devices takes one number above 0");
+            return ExitCode::FAILURE;
+        }
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The children read them from the environment (see `random_ids`, `burst_devices`).
     std::env::set_var("INGEST_BENCH_IDS", ids);
+    std::env::set_var("INGEST_BENCH_BURST_DEVICES", burst_devices.to_string());
 
     println!("Event ingest and event → action benchmark");
     println!("machine: {}", machine());
@@ -574,7 +598,8 @@ fn print_e2a_sync(v: &Value) {
 fn print_e2a_burst(v: &Value) {
     println!();
     println!(
-        "== Event → action while {BURST_CLIENTS} clients post batches of {BATCH} `none` events (closed loop)"
+        "== Event → action while {BURST_CLIENTS} clients post batches of {BATCH} `none` events for {} devices (closed loop)",
+        burst_devices()
     );
     if let Some(e) = err(v) {
         println!("error: {e}");
@@ -1278,7 +1303,7 @@ fn e2a_case(
     // One device per event, plus one to warm the dispatcher's token up; a
     // burst names devices of its own after those.
     let burst_devices = if matches!(background, Background::Burst(_)) {
-        FEW_DEVICES
+        burst_devices()
     } else {
         0
     };
@@ -1645,6 +1670,15 @@ fn pct(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     Some(sorted[i.min(sorted.len() - 1)])
+}
+
+/// The devices of the `e2a-burst` cell's batches (`INGEST_BENCH_BURST_DEVICES`,
+/// set by the parent).
+fn burst_devices() -> usize {
+    std::env::var("INGEST_BENCH_BURST_DEVICES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(BURST_DEVICES)
 }
 
 /// Whether events get random UUIDv4 ids (`INGEST_BENCH_IDS`, set by the parent).
