@@ -32,15 +32,15 @@
 //! The writer serves the urgent lane first, and a group that starts with an
 //! urgent request takes no bulk ones, so it commits at once instead of with
 //! up to 2,000 bulk events (a bulk group takes urgent requests that arrive
-//! meanwhile). Why: with one FIFO queue, a lock posted while 16 clients kept
-//! batches of `none` events queued waited for all of them (its 202 at p50
-//! 136 ms, p99 250–270 ms in the ingest bench's `e2a-burst`; 65–72 and
-//! 149–182 ms with the lanes; 25–26 and 57–64 ms with bulk groups kept
-//! short while urgent requests come in, [`BULK_GROUP_WHILE_URGENT`]), and a
-//! bulk flood that fills the queue would have answered the lock 503. Requests in flight at once have no order
-//! between them, so serving one lane first decides nothing differently:
-//! within a lane the order stays, and events of one threat take effect in
-//! `detected_at` order whatever the order they are written in.
+//! meanwhile); while urgent requests come in, bulk groups stay short
+//! ([`BULK_GROUP_WHILE_URGENT`]). Why: with one FIFO queue, a lock posted
+//! while 16 clients kept batches of `none` events queued waited for all of
+//! them (its 202 at p50 128–148 ms, p99 239–269 ms in the ingest bench's
+//! `e2a-burst`; 25–26 and 57–64 ms now), and a bulk flood that filled the
+//! queue would have answered the lock 503. Requests in flight at once have
+//! no order between them, so serving one lane first decides nothing
+//! differently: within a lane the order stays, and events of one threat
+//! take effect in `detected_at` order whatever the order they are written in.
 //!
 //! What does not change: each request's 202 is sent only after the commit
 //! that holds its events (the writer answers each request's oneshot after
