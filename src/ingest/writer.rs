@@ -939,8 +939,7 @@ mod tests {
 #[cfg(test)]
 mod raw_tests {
     use super::*;
-    use crate::store::testutil::{device, store_with_mdm};
-    use crate::store::{Pii, SyncTrigger};
+    use crate::store::testutil::{store_with_device, store_with_mdm};
     use serde_json::json;
 
     /// The configuration of tenant `acme` with one SOTI MDM, loaded from
@@ -1083,15 +1082,7 @@ mod raw_tests {
     /// ahead of the bulk requests queued before it.
     #[tokio::test]
     async fn a_request_that_may_lock_is_taken_when_bulk_is_full_and_written_first() {
-        let (dir, store, mdm) = store_with_mdm().await;
-        let run = store
-            .start_sync_run(mdm, SyncTrigger::Scheduled)
-            .await
-            .unwrap();
-        store
-            .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
-            .await
-            .unwrap();
+        let (dir, store, _) = store_with_device("1").await;
         let config = config_in(
             dir.path(),
             "[[policy.rule]]\nthreat = \"device.jailbroken_rooted\"\naction = \"lock\"\n\
@@ -1188,15 +1179,7 @@ mod raw_tests {
     /// for a lookup, and nothing of it is written.
     #[tokio::test]
     async fn a_raw_request_is_written_when_its_devices_are_stored_and_sent_back_when_not() {
-        let (dir, store, mdm) = store_with_mdm().await;
-        let run = store
-            .start_sync_run(mdm, SyncTrigger::Scheduled)
-            .await
-            .unwrap();
-        store
-            .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
-            .await
-            .unwrap();
+        let (dir, store, _) = store_with_device("1").await;
         let config = config_in(dir.path(), "");
         let sync = SyncEngine::new(store.clone(), Default::default(), Vec::new());
         let queue = IngestQueue::new();

@@ -385,15 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn removing_a_device_keeps_its_events_and_actions() {
-        let (_dir, store, mdm) = store_with_mdm().await;
-        let run = store
-            .start_sync_run(mdm, SyncTrigger::Initial)
-            .await
-            .unwrap();
-        store
-            .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
-            .await
-            .unwrap();
+        let (_dir, store, mdm) = store_with_device("1").await;
         let e = record_event(&store, &event("e-1", Some(1))).await;
         let a = store.insert_action(&action(e, Some(1), mdm)).await.unwrap();
 

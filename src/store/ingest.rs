@@ -377,15 +377,7 @@ mod tests {
     /// above), so queries that compare them with bound values keep working.
     #[tokio::test]
     async fn an_event_is_stored_with_normalised_identifiers_json_text_and_sqlx_timestamps() {
-        let (_dir, store, mdm) = store_with_mdm().await;
-        let run = store
-            .start_sync_run(mdm, SyncTrigger::Initial)
-            .await
-            .unwrap();
-        store
-            .upsert_devices(run, mdm, &[device("1")], Pii::Clear)
-            .await
-            .unwrap();
+        let (_dir, store, _) = store_with_device("1").await;
         let writer = store.open_writer().await.unwrap();
         let mut tx = writer.begin().await.unwrap();
         let group = event("group", Some(1));

@@ -541,6 +541,21 @@ pub(crate) mod testutil {
         (dir, store, refs[0].id)
     }
 
+    /// [`store_with_mdm`] with [`device`] `mdm_device_id` stored by a sync
+    /// (its store id is 1 in a fresh store).
+    pub async fn store_with_device(mdm_device_id: &str) -> (tempfile::TempDir, Store, i64) {
+        let (dir, store, mdm) = store_with_mdm().await;
+        let run = store
+            .start_sync_run(mdm, crate::store::SyncTrigger::Initial)
+            .await
+            .expect("a sync run starts");
+        store
+            .upsert_devices(run, mdm, &[device(mdm_device_id)], crate::store::Pii::Clear)
+            .await
+            .expect("the device is stored");
+        (dir, store, mdm)
+    }
+
     /// A device with a serial, a MAC written with separators, and no user.
     pub fn device(mdm_device_id: &str) -> mtd_adapter::Device {
         mtd_adapter::Device {
