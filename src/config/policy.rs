@@ -243,9 +243,13 @@ impl Rule {
     /// Whether the rule decides a threat of this type and severity on a device
     /// in `device_groups` (full display strings, as in [`Rule::groups`]).
     pub fn matches(&self, threat_type: &str, severity: Severity, device_groups: &[String]) -> bool {
-        self.threat.matches(threat_type)
-            && self.min_severity.iter().all(|&min| severity >= min)
-            && self.applies_to(device_groups)
+        self.matches_threat(threat_type, severity) && self.applies_to(device_groups)
+    }
+
+    /// Whether the rule's threat pattern and `min_severity` take this threat,
+    /// leaving its groups aside.
+    pub fn matches_threat(&self, threat_type: &str, severity: Severity) -> bool {
+        self.threat.matches(threat_type) && self.min_severity.iter().all(|&min| severity >= min)
     }
 
     /// Whether a device in `device_groups` is in the rule's scope: always for
@@ -322,12 +326,11 @@ impl PolicyConfig {
     /// event whose device's groups would make it `none` as well (it errs on
     /// the side of acting), never false for one that acts.
     pub fn may_act(&self, threat_type: &str, severity: Severity) -> bool {
-        for rule in &self.rules {
-            if !rule.threat.matches(threat_type)
-                || !rule.min_severity.iter().all(|&m| severity >= m)
-            {
-                continue;
-            }
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.matches_threat(threat_type, severity))
+        {
             if rule.action != ActionKind::None {
                 return true;
             }
