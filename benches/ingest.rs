@@ -576,9 +576,19 @@ fn print_e2a_sync(v: &Value) {
         return;
     }
     println!(
+        "{}; syncs finished while the events went in: {} (failed: {})",
+        paced_locks(v),
+        v["syncs_done"],
+        v["syncs_failed"]
+    );
+}
+
+/// The paced locks of an `e2a` cell with work in the background: rates,
+/// counts, 202 → simulator and the 202's own latency.
+fn paced_locks(v: &Value) -> String {
+    format!(
         "offered {}/s, achieved {:.0}/s, acked {}, actions {}, missing {}; 202 → simulator p50 {:.1} ms, \
-         p99 {:.1} ms, max {:.1} ms; the 202 itself p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-         syncs finished while the events went in: {} (failed: {})",
+         p99 {:.1} ms, max {:.1} ms; the 202 itself p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         v["offered_per_s"],
         f(v, "achieved_per_s"),
         v["acked"],
@@ -590,9 +600,7 @@ fn print_e2a_sync(v: &Value) {
         f(v, "ack_p50_ms"),
         f(v, "ack_p99_ms"),
         f(v, "ack_max_ms"),
-        v["syncs_done"],
-        v["syncs_failed"]
-    );
+    )
 }
 
 fn print_e2a_burst(v: &Value) {
@@ -606,21 +614,7 @@ fn print_e2a_burst(v: &Value) {
         return;
     }
     let burst = &v["burst"];
-    println!(
-        "locks: offered {}/s, achieved {:.0}/s, acked {}, actions {}, missing {}; 202 → simulator p50 {:.1} ms, \
-         p99 {:.1} ms, max {:.1} ms; the 202 itself p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        v["offered_per_s"],
-        f(v, "achieved_per_s"),
-        v["acked"],
-        v["actions"],
-        v["missing"],
-        f(v, "p50_ms"),
-        f(v, "p99_ms"),
-        f(v, "max_ms"),
-        f(v, "ack_p50_ms"),
-        f(v, "ack_p99_ms"),
-        f(v, "ack_max_ms"),
-    );
+    println!("locks: {}", paced_locks(v));
     println!(
         "burst meanwhile: {:.0} events/s acknowledged, p50 {:.1} ms, p99 {:.1} ms per batch, {} non-202",
         f(burst, "events_per_s"),
