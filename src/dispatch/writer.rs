@@ -24,6 +24,7 @@
 use crate::shutdown::{CancellationToken, Tasks};
 use crate::store::{
     DispatchDone, DispatchOp, NewAction, SendGate, Store, StoreError, StoredAction, Transition,
+    WriterConn,
 };
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
@@ -193,7 +194,7 @@ pub fn start(writer: &DispatchWriter, stop: CancellationToken, tasks: &Tasks) {
 }
 
 async fn run(mut receiver: mpsc::Receiver<Job>, writer: DispatchWriter, stop: CancellationToken) {
-    let mut conn: Option<Store> = None;
+    let mut conn: Option<WriterConn> = None;
     let mut stopping = false;
     loop {
         let first = if stopping {
@@ -231,35 +232,32 @@ async fn run(mut receiver: mpsc::Receiver<Job>, writer: DispatchWriter, stop: Ca
 }
 
 /// Writes a group and answers each of its ops.
-async fn write(store: &Store, conn: &mut Option<Store>, group: Vec<Job>) {
+async fn write(store: &Store, conn: &mut Option<WriterConn>, group: Vec<Job>) {
     let (ops, replies): (Vec<DispatchOp>, Vec<_>) =
         group.into_iter().map(|j| (j.op, j.reply)).unzip();
-    let writer = match conn {
-        Some(c) => c.clone(),
-        None => match store.open_writer().await {
-            Ok(c) => conn.insert(c).clone(),
-            Err(e) => {
-                tracing::warn!(error = %e, "The dispatch writer cannot open its connection");
-                return answer_all_failed(replies, e);
-            }
-        },
+    let writer = match opened(store, conn).await {
+        Ok(writer) => writer,
+        Err(e) => return answer_all_failed(replies, e),
     };
-    match write_group(&writer, &ops).await {
+    match write_group(writer, &ops).await {
         Ok(done) => {
             for (reply, done) in replies.into_iter().zip(done) {
                 let _ = reply.send(Ok(done));
             }
         }
         Err(e) if e.is_unavailable() || ops.len() == 1 => {
-            forget_broken_connection(conn, &e).await;
+            WriterConn::forget_if_broken(conn, &e).await;
             answer_all_failed(replies, e);
         }
         Err(e) => {
             tracing::warn!(ops = ops.len(), error = %e, "A group of dispatcher writes failed; writing its ops one by one");
             for (op, reply) in ops.iter().zip(replies) {
-                let done = writer.apply_dispatch_alone(op).await;
+                let done = match opened(store, conn).await {
+                    Ok(writer) => writer.apply_dispatch_alone(op).await,
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = &done {
-                    forget_broken_connection(conn, e).await;
+                    WriterConn::forget_if_broken(conn, e).await;
                 }
                 let _ = reply.send(done);
             }
@@ -267,24 +265,26 @@ async fn write(store: &Store, conn: &mut Option<Store>, group: Vec<Job>) {
     }
 }
 
+/// The writer's connection, opened if it has none.
+async fn opened<'c>(
+    store: &Store,
+    conn: &'c mut Option<WriterConn>,
+) -> Result<&'c mut WriterConn, StoreError> {
+    WriterConn::in_slot(conn, store).await.inspect_err(|e| {
+        tracing::warn!(error = %e, "The dispatch writer cannot open its connection");
+    })
+}
+
 /// One transaction for the ops, in order; nothing of it stays if any step
 /// fails (the transaction rolls back when dropped).
-async fn write_group(conn: &Store, ops: &[DispatchOp]) -> Result<Vec<DispatchDone>, StoreError> {
+async fn write_group(
+    conn: &mut WriterConn,
+    ops: &[DispatchOp],
+) -> Result<Vec<DispatchDone>, StoreError> {
     let mut tx = conn.begin().await?;
     let done = tx.apply_dispatch(ops).await?;
     tx.commit().await?;
     Ok(done)
-}
-
-/// After an error that is not SQLite's own (I/O, a crashed worker), the
-/// connection may be unusable: the next group opens a new one.
-async fn forget_broken_connection(conn: &mut Option<Store>, e: &StoreError) {
-    let sqlite_said_so = matches!(e, StoreError::Database(sqlx::Error::Database(_)));
-    if !sqlite_said_so {
-        if let Some(conn) = conn.take() {
-            conn.close().await;
-        }
-    }
 }
 
 /// The store could not take the group: each op gets the error (the first

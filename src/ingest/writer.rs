@@ -69,7 +69,7 @@ use crate::policy::{cap_since, Limits, Verdict};
 use crate::shutdown::CancellationToken;
 use crate::shutdown::Tasks;
 use crate::store::{
-    ActionId, ActionRecordKind, ActionState, DeviceId, Store, StoreError, ThreatEvent,
+    ActionId, ActionRecordKind, ActionState, DeviceId, Store, StoreError, ThreatEvent, WriterConn,
 };
 use crate::sync::SyncEngine;
 use mtd_adapter::ActionKind;
@@ -413,47 +413,47 @@ async fn run(mut lanes: Lanes, store: Store, dispatch: DispatchHandle, stop: Can
 struct Writer {
     /// The daemon's store: where the writer's own connection comes from.
     store: Store,
-    /// The writer's connection (a one-connection pool on the same file),
-    /// opened on first use and again after it failed.
-    conn: Option<Store>,
+    /// The writer's own connection, opened on first use and again after it
+    /// failed.
+    conn: Option<WriterConn>,
     dispatch: DispatchHandle,
 }
 
 impl Writer {
     /// Writes a group and answers each of its jobs.
     async fn write(&mut self, incoming: Vec<Incoming>) {
-        let conn = match &self.conn {
-            Some(conn) => conn.clone(),
-            None => match self.store.open_writer().await {
-                Ok(conn) => self.conn.insert(conn).clone(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "The ingest writer cannot open its connection");
-                    let error = IngestError::store(Arc::new(e));
-                    for job in incoming {
-                        let _ = job.reply.send(Err(error.clone()));
-                    }
-                    return;
+        let conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let error = IngestError::store(Arc::new(e));
+                for job in incoming {
+                    let _ = job.reply.send(Err(error.clone()));
                 }
-            },
+                return;
+            }
         };
-        let group = prepare(&conn, incoming).await;
+        let group = prepare(conn, incoming).await;
         if group.is_empty() {
             return;
         }
         let requests: Vec<&Request> = group.iter().map(|j| &j.request).collect();
-        match write_group(&conn, &requests).await {
+        match write_group(conn, &requests).await {
             Ok(written) => self.answer(group, written),
             Err(e) if e.is_unavailable() || group.len() == 1 => {
-                self.forget_broken_connection(&e).await;
+                WriterConn::forget_if_broken(&mut self.conn, &e).await;
                 answer_all_failed(group, e);
             }
             Err(e) => {
                 tracing::warn!(requests = group.len(), error = %e, "A group of event posts failed; writing its requests one by one");
                 for job in group {
-                    match write_group(&conn, &[&job.request]).await {
+                    let alone = match self.conn().await {
+                        Ok(conn) => write_group(conn, &[&job.request]).await,
+                        Err(e) => Err(e),
+                    };
+                    match alone {
                         Ok(written) => self.answer(vec![job], written),
                         Err(e) => {
-                            self.forget_broken_connection(&e).await;
+                            WriterConn::forget_if_broken(&mut self.conn, &e).await;
                             answer_all_failed(vec![job], e);
                         }
                     }
@@ -489,15 +489,13 @@ impl Writer {
         }
     }
 
-    /// After an error that is not SQLite's own (I/O, a crashed worker), the
-    /// connection may be unusable: the next group opens a new one.
-    async fn forget_broken_connection(&mut self, e: &StoreError) {
-        let sqlite_said_so = matches!(e, StoreError::Database(sqlx::Error::Database(_)));
-        if !sqlite_said_so {
-            if let Some(conn) = self.conn.take() {
-                conn.close().await;
-            }
-        }
+    /// The writer's connection, opened if it has none.
+    async fn conn(&mut self) -> Result<&mut WriterConn, StoreError> {
+        WriterConn::in_slot(&mut self.conn, &self.store)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "The ingest writer cannot open its connection");
+            })
     }
 }
 
@@ -507,7 +505,7 @@ impl Writer {
 /// then each event planned as `ingest_events` would plan it. A request with
 /// a device the store does not know, or that the store could not resolve,
 /// is answered [`Reply::NeedsLookup`] and leaves the group.
-async fn prepare(conn: &Store, incoming: Vec<Incoming>) -> Vec<Job> {
+async fn prepare(conn: &mut WriterConn, incoming: Vec<Incoming>) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(incoming.len());
     let mut raws = Vec::new();
     for job in incoming {
@@ -641,7 +639,7 @@ struct DecisionLog {
 
 /// One transaction for the requests, in order; nothing of it stays if any
 /// step fails (the transaction rolls back when dropped).
-async fn write_group(conn: &Store, requests: &[&Request]) -> Result<Written, StoreError> {
+async fn write_group(conn: &mut WriterConn, requests: &[&Request]) -> Result<Written, StoreError> {
     let mut tx = conn.begin().await?;
     let now = chrono::Utc::now();
     let events: Vec<_> = requests

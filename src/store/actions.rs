@@ -348,14 +348,14 @@ pub(super) async fn insert_action(
     Ok(id)
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// Records an action and its first audit row; returns its id.
     pub async fn insert_action(&mut self, action: &NewAction) -> Result<i64, StoreError> {
         insert_action(&mut self.tx, action).await
     }
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// The latest action of this kind for the device that is still waiting
     /// (pending, held, failed) or was sent at or after `since`: the cool-down.
     pub async fn recent_action(
@@ -439,7 +439,7 @@ impl Store {
     }
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// [`Store::begin_sending`] inside this transaction (the dispatch
     /// writer's group), at `now`.
     pub async fn begin_sending(

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use mtd_adapter::{normalize_imei, normalize_mac, normalize_serial, normalize_udid, Platform};
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, QueryBuilder, Row, Sqlite};
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 
 /// Live devices per MDM, for `/metrics` on every scrape: read from the
@@ -349,21 +349,7 @@ impl Store {
         if device_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let names: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT dg.device_id, m.name || ' ' || g.name FROM device_groups dg
-             JOIN groups g ON g.id = dg.group_id
-             JOIN mdm_integrations m ON m.id = g.mdm_id
-             WHERE dg.device_id IN (SELECT value FROM json_each(?))
-             ORDER BY dg.device_id, g.name",
-        )
-        .bind(serde_json::Value::from(device_ids.to_vec()).to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
-        for (device_id, name) in names {
-            groups.entry(device_id).or_default().push(name);
-        }
-        Ok(groups)
+        group_names_on(&mut *self.pool.acquire().await?, device_ids).await
     }
 
     /// A page of a tenant's users, by id, with their MDM's name.
@@ -682,6 +668,32 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// [`Store::group_names_of`] on a given connection (also the ingest
+/// writer's own, [`super::WriterConn`]).
+pub(super) async fn group_names_on(
+    conn: &mut SqliteConnection,
+    device_ids: &[i64],
+) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    if device_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let names: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT dg.device_id, m.name || ' ' || g.name FROM device_groups dg
+         JOIN groups g ON g.id = dg.group_id
+         JOIN mdm_integrations m ON m.id = g.mdm_id
+         WHERE dg.device_id IN (SELECT value FROM json_each(?))
+         ORDER BY dg.device_id, g.name",
+    )
+    .bind(serde_json::Value::from(device_ids.to_vec()).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+    for (device_id, name) in names {
+        groups.entry(device_id).or_default().push(name);
+    }
+    Ok(groups)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::actions::{audit_rows, insert_action, ACTION_COLUMNS};
 use super::ingest::timestamp;
 use super::{
     ActionState, NewAction, SendGate, Store, StoreError, StoredAction, Transition, WriteTx,
+    WriterConn,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -68,7 +69,7 @@ pub enum DispatchDone {
     Rescheduled(bool),
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// Applies `ops` in order in this transaction, all at one `now`; one
     /// answer per op, in order. An `Err` is a failure of the store (the
     /// caller rolls the group back); an op's own refusal is its answer.
@@ -288,13 +289,26 @@ impl Store {
     /// dispatcher's writes when its writer is not running (before start,
     /// after stop), and the writer's way to retry a failed group op by op.
     pub async fn apply_dispatch_alone(&self, op: &DispatchOp) -> Result<DispatchDone, StoreError> {
-        let mut tx = self.begin().await?;
-        let done = tx.apply_dispatch(std::slice::from_ref(op)).await?;
-        tx.commit().await?;
-        done.into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Corrupt("an op without an answer".into()))
+        apply_alone(self.begin().await?, op).await
     }
+}
+
+impl WriterConn {
+    /// [`Store::apply_dispatch_alone`] on this connection.
+    pub async fn apply_dispatch_alone(
+        &mut self,
+        op: &DispatchOp,
+    ) -> Result<DispatchDone, StoreError> {
+        apply_alone(self.begin().await?, op).await
+    }
+}
+
+async fn apply_alone(mut tx: WriteTx<'_>, op: &DispatchOp) -> Result<DispatchDone, StoreError> {
+    let done = tx.apply_dispatch(std::slice::from_ref(op)).await?;
+    tx.commit().await?;
+    done.into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt("an op without an answer".into()))
 }
 
 #[cfg(test)]

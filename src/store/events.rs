@@ -138,7 +138,7 @@ pub(super) fn json_text(v: Option<&serde_json::Value>) -> Option<String> {
     v.map(|v| v.to_string())
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// Marks an event as needing no further decision (a `resolved` event
     /// whose device no MDM knows).
     pub async fn settle_event(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {

@@ -83,6 +83,7 @@ pub use dispatch::{DispatchDone, DispatchOp};
 pub use error::StoreError;
 pub use events::{EventIdentifiers, NewEvent, StoredEvent};
 pub use ids::{ActionId, DeviceId, DeviceRef, MdmId};
+pub use ingest::WriterConn;
 pub use inventory::{
     Activation, ActivationInput, DeviceUpsert, MaskedUser, Pii, PiiMasker, RemovalCounts,
     RiskLevel, StoredDevice, StoredUser, SyncWriter, UpsertCounts, SYNC_CACHE_KIB,
@@ -385,7 +386,7 @@ impl Store {
     /// IMMEDIATE`): a deferred transaction that reads first and writes later
     /// can fail with SQLITE_BUSY without waiting when another writer commits
     /// in between; an immediate one waits on the busy timeout instead.
-    async fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+    async fn begin_write(&self) -> Result<WriteTransaction<'static>, StoreError> {
         let gate = self.health.enter().await?;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         self.health.lock_taken();
@@ -395,7 +396,7 @@ impl Store {
     /// A write transaction for work that must commit together: an event and
     /// the actions it causes (the agent's 202 goes out only after
     /// [`WriteTx::commit`]). Dropping it without commit rolls everything back.
-    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+    pub async fn begin(&self) -> Result<WriteTx<'static>, StoreError> {
         Ok(WriteTx {
             tx: self.begin_write().await?,
         })
@@ -412,14 +413,14 @@ impl Store {
 /// ([`WriteHealth::enter`]) until it commits, rolls back or is dropped. It
 /// derefs to the connection, as `Transaction` does.
 #[derive(Debug)]
-pub(crate) struct WriteTransaction {
+pub(crate) struct WriteTransaction<'c> {
     // Dropped first: the rollback of a dropped transaction is queued before
     // the gate opens.
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'c, Sqlite>,
     _gate: OwnedMutexGuard<()>,
 }
 
-impl WriteTransaction {
+impl WriteTransaction<'_> {
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
@@ -429,14 +430,14 @@ impl WriteTransaction {
     }
 }
 
-impl std::ops::Deref for WriteTransaction {
+impl std::ops::Deref for WriteTransaction<'_> {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
         &self.tx
     }
 }
 
-impl std::ops::DerefMut for WriteTransaction {
+impl std::ops::DerefMut for WriteTransaction<'_> {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         &mut self.tx
     }
@@ -446,11 +447,11 @@ impl std::ops::DerefMut for WriteTransaction {
 /// be able to share one transaction are on this type, and the one-shot
 /// methods of the same name on [`Store`] wrap them.
 #[derive(Debug)]
-pub struct WriteTx {
-    tx: WriteTransaction,
+pub struct WriteTx<'c> {
+    tx: WriteTransaction<'c>,
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// Makes every write of the transaction durable (WAL, `synchronous =
     /// NORMAL`: survives a crash of the process).
     pub async fn commit(self) -> Result<(), StoreError> {

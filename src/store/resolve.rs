@@ -13,7 +13,7 @@ use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, DeviceIdentifier,
 };
 use serde_json::{json, Value};
-use sqlx::{FromRow, Row};
+use sqlx::{FromRow, Row, SqliteConnection};
 
 /// What one ask found: the device, and how many live devices shared the
 /// identifier that found it (more than one is an identity collision).
@@ -31,63 +31,72 @@ impl Store {
         &self,
         asks: &[(&str, &[DeviceIdentifier])],
     ) -> Result<Vec<Option<Resolution>>, StoreError> {
-        let mut rows: Vec<Value> = Vec::new();
-        for (slot, (tenant, ids)) in asks.iter().enumerate() {
-            for (pos, id) in ids.iter().enumerate() {
-                let (kind, value) = match id {
-                    DeviceIdentifier::MdmDeviceId(v) => ("mdm", Some(v.trim().to_string())),
-                    DeviceIdentifier::Udid(v) => ("udid", normalize_udid(v)),
-                    DeviceIdentifier::Serial(v) => ("serial", normalize_serial(v)),
-                    DeviceIdentifier::Imei(v) => ("imei", normalize_imei(v)),
-                    DeviceIdentifier::Mac(v) => ("mac", normalize_mac(v)),
-                };
-                if let Some(value) = value.filter(|v| !v.is_empty()) {
-                    rows.push(json!([slot, pos, kind, tenant, value]));
-                }
-            }
-        }
-        let mut out: Vec<Option<Resolution>> = vec![None; asks.len()];
-        if rows.is_empty() {
-            return Ok(out);
-        }
-        let found = sqlx::query(resolve_sql())
-            .bind(Value::Array(rows).to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        // Per ask: the lowest position with a device, and its candidates.
-        let mut best: Vec<Option<(i64, Vec<StoredDevice>)>> = vec![None; asks.len()];
-        for row in &found {
-            let slot: i64 = row.try_get("slot")?;
-            let pos: i64 = row.try_get("pos")?;
-            let device = StoredDevice::from(DeviceRow::from_row(row)?);
-            let Some(entry) = usize::try_from(slot).ok().and_then(|s| best.get_mut(s)) else {
-                continue;
-            };
-            match entry {
-                Some((p, list)) if *p == pos => list.push(device),
-                Some((p, _)) if *p < pos => {}
-                _ => *entry = Some((pos, vec![device])),
-            }
-        }
-        for (slot, entry) in best.into_iter().enumerate() {
-            if let Some((_, mut list)) = entry {
-                // `ORDER BY last_checkin_at DESC NULLS LAST, id DESC`.
-                list.sort_by(|a, b| {
-                    b.last_checkin_at
-                        .is_some()
-                        .cmp(&a.last_checkin_at.is_some())
-                        .then(b.last_checkin_at.cmp(&a.last_checkin_at))
-                        .then(b.id.cmp(&a.id))
-                });
-                let candidates = list.len();
-                out[slot] = list
-                    .into_iter()
-                    .next()
-                    .map(|device| Resolution { device, candidates });
-            }
-        }
-        Ok(out)
+        resolve_devices_on(&mut *self.pool.acquire().await?, asks).await
     }
+}
+
+/// [`Store::resolve_devices`] on a given connection (also the ingest
+/// writer's own, [`super::WriterConn`]).
+pub(super) async fn resolve_devices_on(
+    conn: &mut SqliteConnection,
+    asks: &[(&str, &[DeviceIdentifier])],
+) -> Result<Vec<Option<Resolution>>, StoreError> {
+    let mut rows: Vec<Value> = Vec::new();
+    for (slot, (tenant, ids)) in asks.iter().enumerate() {
+        for (pos, id) in ids.iter().enumerate() {
+            let (kind, value) = match id {
+                DeviceIdentifier::MdmDeviceId(v) => ("mdm", Some(v.trim().to_string())),
+                DeviceIdentifier::Udid(v) => ("udid", normalize_udid(v)),
+                DeviceIdentifier::Serial(v) => ("serial", normalize_serial(v)),
+                DeviceIdentifier::Imei(v) => ("imei", normalize_imei(v)),
+                DeviceIdentifier::Mac(v) => ("mac", normalize_mac(v)),
+            };
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                rows.push(json!([slot, pos, kind, tenant, value]));
+            }
+        }
+    }
+    let mut out: Vec<Option<Resolution>> = vec![None; asks.len()];
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    let found = sqlx::query(resolve_sql())
+        .bind(Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    // Per ask: the lowest position with a device, and its candidates.
+    let mut best: Vec<Option<(i64, Vec<StoredDevice>)>> = vec![None; asks.len()];
+    for row in &found {
+        let slot: i64 = row.try_get("slot")?;
+        let pos: i64 = row.try_get("pos")?;
+        let device = StoredDevice::from(DeviceRow::from_row(row)?);
+        let Some(entry) = usize::try_from(slot).ok().and_then(|s| best.get_mut(s)) else {
+            continue;
+        };
+        match entry {
+            Some((p, list)) if *p == pos => list.push(device),
+            Some((p, _)) if *p < pos => {}
+            _ => *entry = Some((pos, vec![device])),
+        }
+    }
+    for (slot, entry) in best.into_iter().enumerate() {
+        if let Some((_, mut list)) = entry {
+            // `ORDER BY last_checkin_at DESC NULLS LAST, id DESC`.
+            list.sort_by(|a, b| {
+                b.last_checkin_at
+                    .is_some()
+                    .cmp(&a.last_checkin_at.is_some())
+                    .then(b.last_checkin_at.cmp(&a.last_checkin_at))
+                    .then(b.id.cmp(&a.id))
+            });
+            let candidates = list.len();
+            out[slot] = list
+                .into_iter()
+                .next()
+                .map(|device| Resolution { device, candidates });
+        }
+    }
+    Ok(out)
 }
 
 /// The statement of [`Store::resolve_devices`], built once.

@@ -280,7 +280,7 @@ impl Slot<'_> {
     }
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// Applies new events of known devices to their threats, in order, and
     /// brings the risk level of every device they touch up to date. Returns
     /// the devices whose level changed.
@@ -571,7 +571,7 @@ pub struct Signalled {
     pub superseded: usize,
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     /// The risk signal of level changes (issue 17, CONTRACT §4): for each
     /// change of a device whose MDM is in `signal_mdms`, the unsent
     /// `signal_risk` rows of that device that no dispatcher holds are
