@@ -17,7 +17,7 @@
 //!
 //! The writer also finds the requests' devices: a request arrives with its
 //! events as parsed, and one statement on the writer's connection resolves
-//! the devices of every request in the group (`Store::resolve_devices`),
+//! the devices of every request in the group (`WriterConn::resolve_devices`),
 //! before the policy's store-free checks plan each event. A request saves
 //! its own round trip to the pool, which cost a thread hand-off each way on
 //! every event post (issue 19). A request naming a device the store does not

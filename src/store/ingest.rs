@@ -66,7 +66,9 @@ impl WriterConn {
         })
     }
 
-    /// [`Store::resolve_devices`] on this connection.
+    /// For each `(tenant, identifiers)`, the device [`Store::find_devices`]
+    /// would pick for the first identifier that finds one, or `None`: the
+    /// devices of a whole group in one statement.
     pub async fn resolve_devices(
         &mut self,
         asks: &[(&str, &[DeviceIdentifier])],

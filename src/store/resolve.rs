@@ -8,7 +8,7 @@
 //! most recently checked in (then the highest id).
 
 use super::inventory::{DeviceRow, DEVICE_COLUMNS};
-use super::{Store, StoreError, StoredDevice};
+use super::{StoreError, StoredDevice};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, DeviceIdentifier,
 };
@@ -23,20 +23,10 @@ pub struct Resolution {
     pub candidates: usize,
 }
 
-impl Store {
-    /// For each `(tenant, identifiers)`, the device [`Store::find_devices`]
-    /// would pick for the first identifier that finds one, or `None`. One
-    /// statement for all of them.
-    pub async fn resolve_devices(
-        &self,
-        asks: &[(&str, &[DeviceIdentifier])],
-    ) -> Result<Vec<Option<Resolution>>, StoreError> {
-        resolve_devices_on(&mut *self.pool.acquire().await?, asks).await
-    }
-}
-
-/// [`Store::resolve_devices`] on a given connection (also the ingest
-/// writer's own, [`super::WriterConn`]).
+/// For each `(tenant, identifiers)`, the device [`super::Store::find_devices`]
+/// would pick for the first identifier that finds one, or `None`. One
+/// statement for all of them, on the ingest writer's connection
+/// ([`super::WriterConn::resolve_devices`]).
 pub(super) async fn resolve_devices_on(
     conn: &mut SqliteConnection,
     asks: &[(&str, &[DeviceIdentifier])],
@@ -99,7 +89,7 @@ pub(super) async fn resolve_devices_on(
     Ok(out)
 }
 
-/// The statement of [`Store::resolve_devices`], built once.
+/// The statement of [`resolve_devices_on`], built once.
 fn resolve_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let columns: Vec<String> = DEVICE_COLUMNS
@@ -202,7 +192,9 @@ mod tests {
         ];
         let asks: Vec<(&str, &[DeviceIdentifier])> =
             cases.iter().map(|(t, ids)| (*t, ids.as_slice())).collect();
-        let resolved = store.resolve_devices(&asks).await.unwrap();
+        let mut writer = store.open_writer().await.unwrap();
+        let resolved = writer.resolve_devices(&asks).await.unwrap();
+        writer.close().await;
         assert_eq!(resolved.len(), cases.len());
         for ((tenant, ids), got) in cases.iter().zip(&resolved) {
             let mut want = None;
@@ -246,7 +238,9 @@ mod tests {
     async fn the_statement_probes_indexes() {
         let (_dir, store, _mdm) = store_with_mdm().await;
         let asks = [("acme", &[DeviceIdentifier::MdmDeviceId("1".into())][..])];
-        store.resolve_devices(&asks).await.unwrap();
+        let mut writer = store.open_writer().await.unwrap();
+        writer.resolve_devices(&asks).await.unwrap();
+        writer.close().await;
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", resolve_sql()))
                 .bind("[]")
