@@ -10,8 +10,8 @@
 //! - `--kinds soti,airwatch,bcdm` / `SYNC_BENCH_KINDS`: simulator kinds (default:
 //!   every kind; a kind whose simulator is not implemented yet is skipped
 //!   with a note, so the bench picks new simulators up by itself);
-//! - `--cases sync,fetch,baseline` / `SYNC_BENCH_CASES`: which cases to run
-//!   (default: all three; `sync,fetch` is enough for the ratio);
+//! - `--cases sync,fetch,baseline,resync` / `SYNC_BENCH_CASES`: which cases
+//!   to run (default: the first three; `sync,fetch` is enough for the ratio);
 //! - `--stored 1000000` / `SYNC_BENCH_STORED`: devices already in the store
 //!   before the sync (default 0), written untimed by a child process of their
 //!   own (see [`fill`]); `--stored-in other|same` / `SYNC_BENCH_STORED_IN`:
@@ -32,6 +32,11 @@
 //! `SyncEngine::full_sync_now`: the same worker, paging and store code as the
 //! scheduled sync. The peak of the sync itself is `VmHWM` after the sync,
 //! with the high-water mark reset just before it (`/proc/self/clear_refs`).
+//!
+//! What a `resync` case measures: the same as `sync`, but the store has
+//! already been through one untimed full sync of the same listing, so the
+//! timed run is the scheduled sync every four hours of an unchanged fleet:
+//! every record read, compared and stamped as seen, none written anew.
 //!
 //! What a `fetch` case measures (the fetch-only baseline): the same setup,
 //! the same adapter from the same registry, and the same listings in the
@@ -149,10 +154,10 @@ fn parent(args: &[String]) -> ExitCode {
         .collect();
     if let Some(bad) = cases
         .iter()
-        .find(|c| !["sync", "fetch", "baseline"].contains(&c.as_str()))
+        .find(|c| !["sync", "fetch", "baseline", "resync"].contains(&c.as_str()))
     {
         eprintln!(
-            "error: --cases / SYNC_BENCH_CASES: unknown case `{bad}` (sync, fetch, baseline)"
+            "error: --cases / SYNC_BENCH_CASES: unknown case `{bad}` (sync, fetch, baseline, resync)"
         );
         return ExitCode::FAILURE;
     }
@@ -212,14 +217,17 @@ fn parent(args: &[String]) -> ExitCode {
             let sync = run("sync", &[stored.to_string(), stored_in.clone()]);
             let fetch = run("fetch", &[]);
             let base = run("baseline", &[]);
+            let resync = run("resync", &[stored.to_string(), stored_in.clone()]);
             rows.push(Row {
                 n,
                 sync,
                 fetch,
                 base,
+                resync,
             });
         }
         print_table(kind, &rows);
+        print_resync(kind, &rows);
     }
     println!();
     println!(
@@ -262,6 +270,7 @@ struct Row {
     sync: Value,
     fetch: Value,
     base: Value,
+    resync: Value,
 }
 
 /// Runs one case in a child process; its result, or `{"error": …}`.
@@ -319,6 +328,7 @@ fn print_table(kind: SimKind, rows: &[Row]) {
         sync: s,
         fetch,
         base: b,
+        ..
     } in rows
     {
         if let Some(e) = [s, fetch, b].into_iter().find_map(|v| v.get("error")) {
@@ -375,6 +385,7 @@ fn print_table(kind: SimKind, rows: &[Row]) {
         sync: s,
         fetch,
         base: b,
+        ..
     } in rows
     {
         if s.get("seconds").is_none() {
@@ -427,6 +438,61 @@ fn print_table(kind: SimKind, rows: &[Row]) {
     }
 }
 
+/// The `resync` rows: the scheduled sync of an unchanged fleet, against the
+/// same run's fetch-only baseline.
+fn print_resync(kind: SimKind, rows: &[Row]) {
+    if rows.iter().all(|r| r.resync.get("skipped").is_some()) {
+        return;
+    }
+    println!();
+    println!("== {kind}: re-sync of an unchanged listing (a second full sync) vs the fetch alone");
+    println!(
+        "{:>8} {:>10} {:>7} {:>8} {:>8} {:>7} {:>13}  counts",
+        "N", "resync s", "CPU s", "peak MiB", "fetch s", "ratio", "load (resync)"
+    );
+    for Row {
+        n,
+        fetch,
+        resync: r,
+        ..
+    } in rows
+    {
+        if let Some(e) = [r, fetch].into_iter().find_map(|v| v.get("error")) {
+            println!("{n:>8} error: {}", e.as_str().unwrap_or("?"));
+            continue;
+        }
+        if r.get("seconds").is_none() {
+            continue;
+        }
+        println!(
+            "{:>8} {:>10.2} {:>7.2} {:>8.1} {:>8.2} {:>7.2} {:>13}  {}",
+            n,
+            f(r, "seconds"),
+            f(&r["cpu"], "total"),
+            mib(r, "peak_kb"),
+            f(fetch, "seconds"),
+            f(r, "seconds") / f(fetch, "seconds"),
+            r.get("load").and_then(Value::as_str).unwrap_or("-"),
+            r["counts"],
+        );
+    }
+    let ok: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.resync.get("seconds").is_some())
+        .collect();
+    if let (Some(small), Some(large)) = (ok.first(), ok.last()) {
+        if large.n > small.n {
+            println!(
+                "growth {}→{}: resync time ×{:.2} (linear = ×{:.0})",
+                small.n,
+                large.n,
+                f(&large.resync, "seconds") / f(&small.resync, "seconds"),
+                large.n as f64 / small.n as f64
+            );
+        }
+    }
+}
+
 fn mib(v: &Value, key: &str) -> f64 {
     f(v, key) / 1024.0
 }
@@ -468,10 +534,10 @@ fn child(args: &[String]) -> ExitCode {
     };
     let result = rt.block_on(async {
         match mode {
-            "sync" => {
+            "sync" | "resync" => {
                 let stored = rest.first().and_then(|s| s.parse().ok()).unwrap_or(0);
                 let same = rest.get(1).is_some_and(|s| s == "same");
-                sync_case(kind, n, Prefill { stored, same }).await
+                sync_case(kind, n, Prefill { stored, same }, mode == "resync").await
             }
             "fetch" => fetch_case(kind, n).await,
             "baseline" => baseline_case(kind, n).await,
@@ -585,7 +651,14 @@ fn write_config(root: &Path, base_url: &str, kind: SimKind) -> Result<PathBuf, S
 }
 
 /// One full sync through the engine, with its time, memory and CPU.
-async fn sync_case(kind: SimKind, n: usize, prefill: Prefill) -> Result<Value, String> {
+/// `repeat`: one untimed full sync of the same listing first (the `resync`
+/// case), so the timed run finds every record already stored.
+async fn sync_case(
+    kind: SimKind,
+    n: usize,
+    prefill: Prefill,
+    repeat: bool,
+) -> Result<Value, String> {
     let s = setup(kind, n, prefill).await?;
     let engine = s.app.sync().clone();
     let cancel = CancellationToken::new();
@@ -596,6 +669,18 @@ async fn sync_case(kind: SimKind, n: usize, prefill: Prefill) -> Result<Value, S
         .next()
         .ok_or("the engine has no integration")?
         .mdm_id;
+    if repeat {
+        let first = engine
+            .full_sync_now(TENANT, None, SyncTrigger::Cli, None)
+            .await
+            .map_err(|e| format!("first full sync: {e}"))?;
+        if let Some(r) = first.iter().find(|r| r.outcome != SyncOutcome::Succeeded) {
+            return Err(format!(
+                "the first sync failed: {}",
+                r.error.as_deref().unwrap_or("?")
+            ));
+        }
+    }
 
     // When the last page of each listing was written: the phases of the run.
     let marks: Arc<Mutex<HashMap<&'static str, Instant>>> = Arc::default();
@@ -666,7 +751,7 @@ async fn sync_case(kind: SimKind, n: usize, prefill: Prefill) -> Result<Value, S
     drop(s.dir);
 
     Ok(json!({
-        "mode": "sync",
+        "mode": if repeat { "resync" } else { "sync" },
         "kind": kind.as_str(),
         "n": n,
         "seconds": seconds,
