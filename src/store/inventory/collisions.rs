@@ -266,6 +266,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_device_sharing_an_unchanged_devices_serial_flags_both_in_either_order() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let with_serial = |id: &str, serial: &str| {
+            let mut d = device(id);
+            d.identifiers.serial = Some(serial.into());
+            d
+        };
+        let (a, b) = (with_serial("a", "S-1"), with_serial("b", "S-2"));
+        let first = store
+            .upsert_devices(
+                run(&store, mdm).await,
+                mdm,
+                &[a.clone(), b.clone()],
+                Pii::Clear,
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.collisions, 0);
+
+        // a stays as it was and a new device after it takes its serial; a
+        // new device before b takes b's.
+        let batch = [
+            a.clone(),
+            with_serial("a2", "s-1"),
+            with_serial("b2", "s-2"),
+            b.clone(),
+        ];
+        let second = store
+            .upsert_devices(run(&store, mdm).await, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!((second.added, second.updated), (2, 0));
+        assert_eq!(second.collisions, 2, "a2 finds a, b2 finds b");
+        for serial in ["S-1", "S-2"] {
+            let found = store
+                .find_devices("acme", &DeviceIdentifier::Serial(serial.into()))
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 2, "{serial}");
+            assert!(found.iter().all(|d| d.collision), "{serial}: {found:?}");
+        }
+
+        // A third sync of the same batch flags nothing new.
+        let third = store
+            .upsert_devices(run(&store, mdm).await, mdm, &batch, Pii::Clear)
+            .await
+            .unwrap();
+        assert_eq!(third.collisions, 0, "already flagged");
+    }
+
+    #[tokio::test]
     async fn devices_sharing_a_serial_are_both_kept_flagged_and_found_latest_check_in_first() {
         let (_dir, store, mdm) = store_with_mdm().await;
         let mut old = device("1");

@@ -789,8 +789,13 @@ async fn write(
             .execute(&mut *conn)
             .await?;
     }
+    // A device that was live and is unchanged cannot have gained a peer:
+    // every write that gives a live device an identifier (an insert, a
+    // change, a return) probes here and flags both sides, and removals
+    // recompute every flag. So a re-sync of an unchanged fleet probes nothing.
     let candidates: Vec<Candidate<'_>> = devices
         .iter()
+        .filter(|d| d.row.changed || !d.live_before)
         .filter_map(|d| {
             let v = &d.row.values.values;
             Some(Candidate {
