@@ -88,7 +88,7 @@ fn display_name(u: &User) -> String {
         .to_string()
 }
 
-#[derive(FromRow, PartialEq)]
+#[derive(PartialEq)]
 pub(super) struct UserValues {
     username: Option<String>,
     email: Option<String>,
@@ -101,10 +101,23 @@ pub(super) struct UserValues {
 // The bulk statements of users: one bound JSON array each (see
 // [`json_rows`]), every one checked for its query plan by a test.
 pub(super) const USERS_STORED: &str =
-    "SELECT u.id, u.mdm_user_id, u.removed_at IS NOT NULL AS removed, u.username, u.email,
-     u.first_name, u.last_name, u.display_name, u.pii_hash
+    "SELECT json_group_array(json_array(u.id, u.mdm_user_id, u.removed_at IS NOT NULL,
+     u.username, u.email, u.first_name, u.last_name, u.display_name, u.pii_hash))
      FROM json_each(?2) AS j CROSS JOIN users AS u
      ON u.mdm_id = ?1 AND u.mdm_user_id = j.value";
+
+/// One element of `USERS_STORED`'s array, in its column order.
+type StoredWire = (
+    i64,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+);
 
 pub(super) const USERS_INSERT: &str =
     "INSERT INTO users (tenant_id, mdm_id, mdm_user_id, username, email, first_name,
@@ -237,32 +250,36 @@ pub(super) async fn upsert_users_bulk(
     let mut keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
-    #[derive(FromRow)]
-    struct Existing {
-        id: i64,
-        mdm_user_id: String,
-        removed: bool,
-        #[sqlx(flatten)]
-        values: UserValues,
-    }
     // CROSS JOIN: json_each outside, so each key is one probe of the
     // (mdm_id, mdm_user_id) index instead of a scan of the MDM's users.
-    let existing: Vec<Existing> = sqlx::query_as(USERS_STORED)
+    // One JSON array for the whole batch (see [`super::devices`]'s read).
+    let (existing,): (String,) = sqlx::query_as(USERS_STORED)
         .bind(s.mdm_id)
         .bind(json_rows(&keys))
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
+    let existing: Vec<StoredWire> = serde_json::from_str(&existing)
+        .map_err(|e| StoreError::Corrupt(format!("stored users of a batch: {e}")))?;
     let mut state: HashMap<String, RowState<UserValues>> = existing
         .into_iter()
         .map(|e| {
+            let (id, mdm_user_id, removed, username, email, first_name, last_name) =
+                (e.0, e.1, e.2, e.3, e.4, e.5, e.6);
             let row = RowState {
-                id: Some(e.id),
-                removed: e.removed,
-                values: e.values,
+                id: Some(id),
+                removed: removed != 0,
+                values: UserValues {
+                    username,
+                    email,
+                    first_name,
+                    last_name,
+                    display_name: e.7,
+                    pii_hash: e.8,
+                },
                 changed: false,
                 new: false,
             };
-            (e.mdm_user_id, row)
+            (mdm_user_id, row)
         })
         .collect();
     let mut new_keys = Vec::new();
