@@ -7,13 +7,13 @@
 //! a live device of the tenant wins, and among several devices with it the
 //! most recently checked in (then the highest id).
 
-use super::inventory::{DeviceRow, DEVICE_COLUMNS};
+use super::inventory::{DeviceRow, DEVICE_JSON};
 use super::{StoreError, StoredDevice};
 use mtd_adapter::{
     normalize_imei, normalize_mac, normalize_serial, normalize_udid, DeviceIdentifier,
 };
 use serde_json::{json, Value};
-use sqlx::{FromRow, Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 /// What one ask found: the device, and how many live devices shared the
 /// identifier that found it (more than one is an identity collision).
@@ -50,16 +50,21 @@ pub(super) async fn resolve_devices_on(
     if rows.is_empty() {
         return Ok(out);
     }
-    let found = sqlx::query(resolve_sql())
+    let arms: Vec<(String,)> = sqlx::query_as(resolve_sql())
         .bind(Value::Array(rows).to_string())
         .fetch_all(&mut *conn)
         .await?;
+    let mut found: Vec<(i64, i64, DeviceRow)> = Vec::new();
+    for (arm,) in &arms {
+        found.extend(
+            serde_json::from_str::<Vec<(i64, i64, DeviceRow)>>(arm)
+                .map_err(|e| StoreError::Corrupt(format!("a resolved device: {e}")))?,
+        );
+    }
     // Per ask: the lowest position with a device, and its candidates.
     let mut best: Vec<Option<(i64, Vec<StoredDevice>)>> = vec![None; asks.len()];
-    for row in &found {
-        let slot: i64 = row.try_get("slot")?;
-        let pos: i64 = row.try_get("pos")?;
-        let device = StoredDevice::from(DeviceRow::from_row(row)?);
+    for (slot, pos, row) in found {
+        let device = StoredDevice::from(row);
         let Some(entry) = usize::try_from(slot).ok().and_then(|s| best.get_mut(s)) else {
             continue;
         };
@@ -89,19 +94,18 @@ pub(super) async fn resolve_devices_on(
     Ok(out)
 }
 
-/// The statement of [`resolve_devices_on`], built once.
+/// The statement of [`resolve_devices_on`], built once: one row per
+/// identifier kind, each a JSON array of `[slot, pos, device]`. One value per
+/// arm rather than a row per device: sqlx hands each column of each row
+/// over from its SQLite thread on its own, and a device has 34.
 fn resolve_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let columns: Vec<String> = DEVICE_COLUMNS
-            .split(',')
-            .map(|c| format!("d.{}", c.trim()))
-            .collect();
-        let columns = columns.join(", ");
         // One arm per identifier kind, each on its own index; `+removed_at`
         // as in `find_devices`, so the planner keeps the identifier's index.
         let arm = |kind: &str, condition: &str| {
             format!(
-                "SELECT q.slot, q.pos, {columns} FROM q JOIN devices AS d ON {condition}
+                "SELECT json_group_array(json_array(q.slot, q.pos, {DEVICE_JSON}))
+                 FROM q JOIN devices AS d ON {condition}
                  WHERE q.kind = '{kind}' AND +d.removed_at IS NULL"
             )
         };
@@ -142,6 +146,11 @@ mod tests {
         a.identifiers.mac = Some("A4:67:06:0C:15:3D".into());
         a.identifiers.serial = Some("SAME".into());
         a.last_checkin_at = Some(chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        // Every kind of column, read back through the statement's JSON.
+        a.name = Some("Zoë's \"work\" phone \\ ☎".into());
+        a.posture.compliant = Some(true);
+        a.posture.encrypted = Some(false);
+        a.posture.manufacturer = Some("Apple".into());
         let mut b = device("2");
         b.identifiers.serial = Some("same".into());
         b.last_checkin_at = Some(chrono::Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
@@ -164,6 +173,25 @@ mod tests {
             .await
             .unwrap();
         store.remove_unseen(mdm, run).await.unwrap();
+        let activation = crate::store::ActivationInput {
+            platform: Some("ios"),
+            agent_version: Some("4.2.0"),
+            tracking_id_1: Some("t-1"),
+            tracking_id_2: None,
+        };
+        let first = chrono::Utc
+            .with_ymd_and_hms(2026, 7, 1, 12, 30, 15)
+            .unwrap()
+            + chrono::Duration::microseconds(123_456);
+        for at in [first, first + chrono::Duration::days(2)] {
+            store.record_activation(1, &activation, at).await.unwrap();
+        }
+        let activated = store.get_device(1).await.unwrap().unwrap();
+        assert_eq!(
+            activated.activation.as_ref().map(|a| a.first_activated_at),
+            Some(first)
+        );
+        assert_eq!(activated.posture.compliant, Some(true));
 
         let id = |k: &str, v: &str| match k {
             "mdm" => DeviceIdentifier::MdmDeviceId(v.into()),

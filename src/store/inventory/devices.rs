@@ -165,7 +165,9 @@ pub struct DeviceUpsert {
     pub added: bool,
 }
 
-#[derive(FromRow)]
+/// A stored device row: from sqlx by column name, or (`Deserialize`) from
+/// the JSON array [`DEVICE_JSON`] builds, in field order.
+#[derive(FromRow, serde::Deserialize)]
 pub(in crate::store) struct DeviceRow {
     pub(in crate::store) id: i64,
     tenant_id: String,
@@ -179,11 +181,17 @@ pub(in crate::store) struct DeviceRow {
     updated_at: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
     removed_at: Option<DateTime<Utc>>,
+    #[serde(deserialize_with = "sql_bool")]
     collision: bool,
+    #[serde(deserialize_with = "sql_opt_bool")]
     compliant: Option<bool>,
+    #[serde(deserialize_with = "sql_opt_bool")]
     enrolled: Option<bool>,
+    #[serde(deserialize_with = "sql_opt_bool")]
     encrypted: Option<bool>,
+    #[serde(deserialize_with = "sql_opt_bool")]
     passcode: Option<bool>,
+    #[serde(deserialize_with = "sql_opt_bool")]
     compromised: Option<bool>,
     manufacturer: Option<String>,
     phone_number: Option<String>,
@@ -195,6 +203,27 @@ pub(in crate::store) struct DeviceRow {
     tracking_id_1: Option<String>,
     tracking_id_2: Option<String>,
 }
+
+/// SQLite's booleans are the integers 0 and 1, in JSON too.
+fn sql_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(<i64 as serde::Deserialize>::deserialize(d)? != 0)
+}
+
+fn sql_opt_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(<Option<i64> as serde::Deserialize>::deserialize(d)?.map(|v| v != 0))
+}
+
+/// A device row of `devices AS d` as one JSON array that deserializes into
+/// [`DeviceRow`]: [`DEVICE_COLUMNS`] in order, the columns of
+/// [`DeviceValues`] nested as one array.
+pub(in crate::store) const DEVICE_JSON: &str =
+    "json_array(d.id, d.tenant_id, d.mdm_id, d.mdm_device_id, \
+     json_array(d.udid, d.serial, d.imei, d.mac, d.name, d.platform, d.model, d.os_version, \
+     d.ownership, d.user_id), \
+     d.last_checkin_at, d.first_seen_at, d.updated_at, d.last_seen_at, d.removed_at, \
+     d.collision, d.compliant, d.enrolled, d.encrypted, d.passcode, d.compromised, \
+     d.manufacturer, d.phone_number, d.risk_level, d.activated_first_at, d.activated_last_at, \
+     d.agent_platform, d.agent_version, d.tracking_id_1, d.tracking_id_2)";
 
 pub(in crate::store) const DEVICE_COLUMNS: &str =
     "id, tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac, \
@@ -379,7 +408,7 @@ fn normalised(ids: &Identifiers) -> Identifiers {
 
 /// A device's stored values (what `DEVICES_STORED` reads back and the
 /// writes take, identifiers normalised).
-#[derive(Debug, FromRow, PartialEq)]
+#[derive(Debug, FromRow, PartialEq, serde::Deserialize)]
 struct DeviceValues {
     udid: Option<String>,
     serial: Option<String>,

@@ -37,7 +37,7 @@ mod users;
 mod writer;
 
 pub use devices::{Activation, ActivationInput, DeviceUpsert, RiskLevel, StoredDevice};
-pub(super) use devices::{DeviceRow, DEVICE_COLUMNS};
+pub(super) use devices::{DeviceRow, DEVICE_COLUMNS, DEVICE_JSON};
 pub use users::{MaskedUser, Pii, PiiMasker, StoredUser};
 pub use writer::{
     SyncWriter, SYNC_CACHE_KIB, SYNC_CONTENDED_CHUNK, SYNC_TX_MAX_AGE, SYNC_TX_MAX_RECORDS,
