@@ -205,7 +205,7 @@ pub(in crate::store) struct DeviceRow {
 }
 
 /// SQLite's booleans are the integers 0 and 1, in JSON too.
-fn sql_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn sql_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(<i64 as serde::Deserialize>::deserialize(d)? != 0)
 }
 
@@ -294,56 +294,11 @@ impl From<DeviceRow> for StoredDevice {
 /// in one pass. It took a tenth off a re-sync of 100,000 unchanged devices.
 pub(super) const DEVICES_STORED: &str =
     "SELECT json_group_array(json_array(d.id, d.mdm_device_id, d.removed_at IS NOT NULL,
-     d.collision, d.udid, d.serial, d.imei, d.mac, d.name, d.platform, d.model,
-     d.os_version, d.ownership, d.user_id,
+     d.collision, json_array(d.udid, d.serial, d.imei, d.mac, d.name, d.platform, d.model,
+     d.os_version, d.ownership, d.user_id),
      (SELECT group_concat(group_id) FROM device_groups WHERE device_id = d.id)))
      FROM json_each(?2) AS j CROSS JOIN devices AS d
      ON d.mdm_id = ?1 AND d.mdm_device_id = j.value";
-
-/// One element of `DEVICES_STORED`'s array, in its column order.
-type StoredWire = (
-    i64,
-    String,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<i64>,
-    Option<String>,
-);
-
-impl From<StoredWire> for StoredRow {
-    fn from(w: StoredWire) -> Self {
-        let (id, mdm_device_id, removed, collision, udid, serial, imei, mac, name) =
-            (w.0, w.1, w.2, w.3, w.4, w.5, w.6, w.7, w.8);
-        StoredRow {
-            id,
-            mdm_device_id,
-            removed: removed != 0,
-            collision: collision != 0,
-            values: DeviceValues {
-                udid,
-                serial,
-                imei,
-                mac,
-                name,
-                platform: w.9,
-                model: w.10,
-                os_version: w.11,
-                ownership: w.12,
-                user_id: w.13,
-            },
-            group_ids: w.14,
-        }
-    }
-}
 
 pub(super) const DEVICES_INSERT: &str =
     "INSERT INTO devices (tenant_id, mdm_id, mdm_device_id, udid, serial, imei, mac,
@@ -583,11 +538,15 @@ async fn plan<'a>(
         .collect())
 }
 
-/// A stored device as `DEVICES_STORED` reads it, with its memberships.
+/// A stored device as `DEVICES_STORED` reads it (an array, in field
+/// order), with its memberships.
+#[derive(serde::Deserialize)]
 struct StoredRow {
     id: i64,
     mdm_device_id: String,
+    #[serde(deserialize_with = "sql_bool")]
     removed: bool,
+    #[serde(deserialize_with = "sql_bool")]
     collision: bool,
     values: DeviceValues,
     /// Its group ids, comma-separated (`NULL`: none).
@@ -610,9 +569,8 @@ async fn stored_devices(
         .bind(json_rows(&keys))
         .fetch_one(&mut *conn)
         .await?;
-    let rows: Vec<StoredWire> = serde_json::from_str(&rows)
-        .map_err(|e| StoreError::Corrupt(format!("stored devices of a batch: {e}")))?;
-    Ok(rows.into_iter().map(StoredRow::from).collect())
+    serde_json::from_str(&rows)
+        .map_err(|e| StoreError::Corrupt(format!("stored devices of a batch: {e}")))
 }
 
 /// One device of a batch, every listing of it applied in batch order.

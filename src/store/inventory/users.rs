@@ -88,7 +88,7 @@ fn display_name(u: &User) -> String {
         .to_string()
 }
 
-#[derive(PartialEq)]
+#[derive(PartialEq, serde::Deserialize)]
 pub(super) struct UserValues {
     username: Option<String>,
     email: Option<String>,
@@ -102,22 +102,9 @@ pub(super) struct UserValues {
 // [`json_rows`]), every one checked for its query plan by a test.
 pub(super) const USERS_STORED: &str =
     "SELECT json_group_array(json_array(u.id, u.mdm_user_id, u.removed_at IS NOT NULL,
-     u.username, u.email, u.first_name, u.last_name, u.display_name, u.pii_hash))
+     json_array(u.username, u.email, u.first_name, u.last_name, u.display_name, u.pii_hash)))
      FROM json_each(?2) AS j CROSS JOIN users AS u
      ON u.mdm_id = ?1 AND u.mdm_user_id = j.value";
-
-/// One element of `USERS_STORED`'s array, in its column order.
-type StoredWire = (
-    i64,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-);
 
 pub(super) const USERS_INSERT: &str =
     "INSERT INTO users (tenant_id, mdm_id, mdm_user_id, username, email, first_name,
@@ -258,28 +245,28 @@ pub(super) async fn upsert_users_bulk(
         .bind(json_rows(&keys))
         .fetch_one(&mut *conn)
         .await?;
-    let existing: Vec<StoredWire> = serde_json::from_str(&existing)
+    /// A stored user as `USERS_STORED` reads it (an array, in field order).
+    #[derive(serde::Deserialize)]
+    struct Existing {
+        id: i64,
+        mdm_user_id: String,
+        #[serde(deserialize_with = "super::devices::sql_bool")]
+        removed: bool,
+        values: UserValues,
+    }
+    let existing: Vec<Existing> = serde_json::from_str(&existing)
         .map_err(|e| StoreError::Corrupt(format!("stored users of a batch: {e}")))?;
     let mut state: HashMap<String, RowState<UserValues>> = existing
         .into_iter()
         .map(|e| {
-            let (id, mdm_user_id, removed, username, email, first_name, last_name) =
-                (e.0, e.1, e.2, e.3, e.4, e.5, e.6);
             let row = RowState {
-                id: Some(id),
-                removed: removed != 0,
-                values: UserValues {
-                    username,
-                    email,
-                    first_name,
-                    last_name,
-                    display_name: e.7,
-                    pii_hash: e.8,
-                },
+                id: Some(e.id),
+                removed: e.removed,
+                values: e.values,
                 changed: false,
                 new: false,
             };
-            (mdm_user_id, row)
+            (e.mdm_user_id, row)
         })
         .collect();
     let mut new_keys = Vec::new();
