@@ -174,6 +174,16 @@ impl OnDemand {
         if let Some(found) = find_in_store(&self.state.store, tenant, ids).await? {
             return Ok(LookupOutcome::Found(Box::new(found)));
         }
+        self.fly(tenant, ids).await
+    }
+
+    /// After a store miss: a remembered miss, else the one lookup in flight
+    /// for these identifiers (started here if there is none).
+    async fn fly(
+        &self,
+        tenant: &str,
+        ids: &[DeviceIdentifier],
+    ) -> Result<LookupOutcome, LookupError> {
         let mut sorted: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         sorted.sort();
         let key = format!("{tenant}|{}", sorted.join("|"));
@@ -199,6 +209,24 @@ impl OnDemand {
                             state: state.clone(),
                             key: key.clone(),
                         };
+                        // The caller's store and miss checks ran before it
+                        // took the map's lock: another lookup of the same
+                        // identifiers may have stored the device, or
+                        // remembered the miss, and left the map in between.
+                        // Check both again before asking any MDM.
+                        let known = match find_in_store(&state.store, &tenant, &ids).await {
+                            Ok(Some(found)) => Some(Ok(LookupOutcome::Found(Box::new(found)))),
+                            Ok(None) => state
+                                .misses
+                                .lock()
+                                .expect("miss cache lock")
+                                .hit(&key)
+                                .then_some(Ok(LookupOutcome::NotEnrolled)),
+                            Err(e) => Some(Err(e.into())),
+                        };
+                        if let Some(result) = known {
+                            return result;
+                        }
                         let result = ask_mdms(&state, &tenant, &ids).await;
                         if matches!(result, Ok(LookupOutcome::NotEnrolled)) {
                             state
@@ -328,6 +356,34 @@ async fn ask_mdms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testutil::{device, store_with_mdm};
+    use crate::store::{Pii, SyncTrigger};
+
+    /// A caller whose store check missed can reach the in-flight map after
+    /// another lookup of the same device has stored it and left the map
+    /// (seen in CI: 50 concurrent lookups, two requests at the MDM). Its
+    /// lookup must find the device stored, not ask the MDMs again. Here no
+    /// MDM is configured, so asking them would answer "not enrolled".
+    #[tokio::test]
+    async fn a_lookup_that_missed_the_store_finds_what_another_lookup_stored_meanwhile() {
+        let (_dir, store, mdm) = store_with_mdm().await;
+        let ondemand = OnDemand::new(store.clone(), Vec::new(), Duration::from_secs(60));
+        let mut d = device("7");
+        d.identifiers.serial = Some("C02XYZ".into());
+        let run = store
+            .start_sync_run(mdm, SyncTrigger::Scheduled)
+            .await
+            .unwrap();
+        store
+            .upsert_devices(run, mdm, &[d], Pii::Clear)
+            .await
+            .unwrap();
+        let ids = [DeviceIdentifier::Serial("c02xyz".into())];
+        match ondemand.fly("acme", &ids).await.unwrap() {
+            LookupOutcome::Found(found) => assert_eq!(found.mdm_device_id, "7"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn the_miss_cache_stays_within_its_bound_and_forgets_the_oldest_first() {
