@@ -300,11 +300,7 @@ mod tests {
         assert_eq!(stored.identifiers.mac.as_deref(), Some("aabbccddeeff"));
         assert_eq!(stored.network.unwrap()["ssid"], "CoffeeShop");
         assert_eq!(stored.detected_at, event("x", None).detected_at);
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM threat_events")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(crate::store::testutil::event_count(&store).await, 1);
     }
 
     #[tokio::test]

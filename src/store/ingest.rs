@@ -16,7 +16,7 @@
 use super::resolve::Resolution;
 use super::{
     ActionId, ActionRecordKind, ActionState, DeviceId, NewAction, NewEvent, Store, StoreError,
-    WriteHealth, WriteTransaction, WriteTx,
+    WriteHealth, WriteTx,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use mtd_adapter::DeviceIdentifier;
@@ -58,11 +58,11 @@ impl WriterConn {
     /// A write transaction on this connection, as [`Store::begin`] opens
     /// one on the pool: `BEGIN IMMEDIATE` behind the process's write gate.
     pub async fn begin(&mut self) -> Result<WriteTx<'_>, StoreError> {
-        let gate = self.health.enter().await?;
-        let tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        self.health.lock_taken();
         Ok(WriteTx {
-            tx: WriteTransaction { tx, _gate: gate },
+            tx: self
+                .health
+                .begin(self.conn.begin_with("BEGIN IMMEDIATE"))
+                .await?,
         })
     }
 
@@ -527,11 +527,7 @@ mod tests {
         assert!(ids[0] < ids[2], "in order");
         let b = store.get_event(ids[2].unwrap()).await.unwrap().unwrap();
         assert_eq!(b.severity, "high", "the first of a key is the one recorded");
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM threat_events")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 3);
+        assert_eq!(crate::store::testutil::event_count(&store).await, 3);
         writer.close().await;
     }
 
@@ -554,11 +550,7 @@ mod tests {
             "new again: the first was rolled back"
         );
         tx.commit().await.unwrap();
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM threat_events")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(crate::store::testutil::event_count(&store).await, 1);
         writer.close().await;
     }
 

@@ -211,6 +211,21 @@ impl WriteHealth {
     fn lock_taken(&self) {
         self.taken.send_replace(Some(Instant::now()));
     }
+
+    /// A write transaction behind the process's write gate: the gate first
+    /// ([`WriteHealth::enter`]), then `begin` (`BEGIN IMMEDIATE` on the pool
+    /// or on a writer's own connection); the gate is held until the
+    /// transaction commits, rolls back or is dropped. Every writer of the
+    /// store begins its transactions here.
+    pub(crate) async fn begin<'c>(
+        &self,
+        begin: impl std::future::Future<Output = Result<Transaction<'c, Sqlite>, sqlx::Error>>,
+    ) -> Result<WriteTransaction<'c>, StoreError> {
+        let gate = self.enter().await?;
+        let tx = begin.await?;
+        self.lock_taken();
+        Ok(WriteTransaction { tx, _gate: gate })
+    }
 }
 
 /// Creates the database file readable and writable by its owner only
@@ -387,10 +402,9 @@ impl Store {
     /// can fail with SQLITE_BUSY without waiting when another writer commits
     /// in between; an immediate one waits on the busy timeout instead.
     async fn begin_write(&self) -> Result<WriteTransaction<'static>, StoreError> {
-        let gate = self.health.enter().await?;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        self.health.lock_taken();
-        Ok(WriteTransaction { tx, _gate: gate })
+        self.health
+            .begin(self.pool.begin_with("BEGIN IMMEDIATE"))
+            .await
     }
 
     /// A write transaction for work that must commit together: an event and
@@ -471,6 +485,15 @@ pub(crate) mod testutil {
 
     use super::*;
     use mtd_adapter::MdmKind;
+
+    /// How many threat events the store holds.
+    pub async fn event_count(store: &Store) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM threat_events")
+            .fetch_one(store.pool())
+            .await
+            .expect("count the events");
+        n
+    }
 
     /// A database file written by the migrations up to `last` (a file name
     /// in `migrations/`) alone, as an older release left it, with `rows`

@@ -111,12 +111,13 @@ impl SyncWriter {
     /// The open transaction, begun (`BEGIN IMMEDIATE`) if there is none.
     async fn tx(&mut self) -> Result<&mut Transaction<'static, Sqlite>, StoreError> {
         if self.tx.is_none() {
-            // The process's write gate first (`WriteHealth::enter`), held until
+            // The process's write gate first (`WriteHealth::begin`), held until
             // the commit, so the ingest and dispatch writers queue instead of
             // sleeping in SQLite's busy handler.
-            let gate = self.health.enter().await?;
-            let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            self.health.lock_taken();
+            let crate::store::WriteTransaction { tx, _gate: gate } = self
+                .health
+                .begin(self.pool.begin_with("BEGIN IMMEDIATE"))
+                .await?;
             self.records = 0;
             self.gate = Some(gate);
             self.tx = Some((tx, Instant::now()));
