@@ -1071,6 +1071,25 @@ mod tests {
     use crate::store::{RemovalCounts, RunCounts, SyncOutcome};
     use chrono::TimeZone;
 
+    /// `DEVICE_JSON` (the ingest writer's read, by position) names the
+    /// columns of `DEVICE_COLUMNS` (every other read, by name) in the same
+    /// order: a column added to one and not the other fails here, not in a
+    /// resolve at run time.
+    #[test]
+    fn device_json_lists_the_device_columns_in_order() {
+        let from_json: Vec<String> = DEVICE_JSON
+            .replace("json_array(", "")
+            .replace(')', "")
+            .split(',')
+            .map(|c| c.trim().trim_start_matches("d.").to_string())
+            .collect();
+        let columns: Vec<String> = DEVICE_COLUMNS
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .collect();
+        assert_eq!(from_json, columns);
+    }
+
     fn values(serial: &str) -> DeviceValues {
         DeviceValues {
             udid: None,
