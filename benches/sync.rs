@@ -416,25 +416,19 @@ fn print_table(kind: SimKind, rows: &[Row]) {
             f(b, "store_devices_seconds"),
         );
     }
-    let ok: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.sync.get("seconds").is_some())
-        .collect();
-    if let (Some(small), Some(large)) = (ok.first(), ok.last()) {
-        if large.n > small.n {
-            let size = large.n as f64 / small.n as f64;
-            println!(
-                "growth {}→{}: time ×{:.2}, CPU ×{:.2}, peak RSS ×{:.2}, fetch-only time ×{:.2} \
-                 (linear = ×{:.0})",
-                small.n,
-                large.n,
-                f(&large.sync, "seconds") / f(&small.sync, "seconds"),
-                f(&large.sync["cpu"], "total") / f(&small.sync["cpu"], "total"),
-                mib(&large.sync, "peak_kb") / mib(&small.sync, "peak_kb"),
-                f(&large.fetch, "seconds") / f(&small.fetch, "seconds"),
-                size
-            );
-        }
+    if let Some((small, large)) = smallest_and_largest(rows, |r| &r.sync) {
+        let size = large.n as f64 / small.n as f64;
+        println!(
+            "growth {}→{}: time ×{:.2}, CPU ×{:.2}, peak RSS ×{:.2}, fetch-only time ×{:.2} \
+             (linear = ×{:.0})",
+            small.n,
+            large.n,
+            f(&large.sync, "seconds") / f(&small.sync, "seconds"),
+            f(&large.sync["cpu"], "total") / f(&small.sync["cpu"], "total"),
+            mib(&large.sync, "peak_kb") / mib(&small.sync, "peak_kb"),
+            f(&large.fetch, "seconds") / f(&small.fetch, "seconds"),
+            size
+        );
     }
 }
 
@@ -476,21 +470,24 @@ fn print_resync(kind: SimKind, rows: &[Row]) {
             r["counts"],
         );
     }
-    let ok: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.resync.get("seconds").is_some())
-        .collect();
-    if let (Some(small), Some(large)) = (ok.first(), ok.last()) {
-        if large.n > small.n {
-            println!(
-                "growth {}→{}: resync time ×{:.2} (linear = ×{:.0})",
-                small.n,
-                large.n,
-                f(&large.resync, "seconds") / f(&small.resync, "seconds"),
-                large.n as f64 / small.n as f64
-            );
-        }
+    if let Some((small, large)) = smallest_and_largest(rows, |r| &r.resync) {
+        println!(
+            "growth {}→{}: resync time ×{:.2} (linear = ×{:.0})",
+            small.n,
+            large.n,
+            f(&large.resync, "seconds") / f(&small.resync, "seconds"),
+            large.n as f64 / small.n as f64
+        );
     }
+}
+
+/// The first and the last row (sizes ascending) where `case` has a time,
+/// for the growth line; `None` unless they differ in size.
+fn smallest_and_largest(rows: &[Row], case: fn(&Row) -> &Value) -> Option<(&Row, &Row)> {
+    let mut ok = rows.iter().filter(|r| case(r).get("seconds").is_some());
+    let small = ok.next()?;
+    let large = ok.next_back()?;
+    (large.n > small.n).then_some((small, large))
 }
 
 fn mib(v: &Value, key: &str) -> f64 {
@@ -723,6 +720,14 @@ async fn sync_case(
         return Err(format!(
             "the sync failed: {}",
             report.error.as_deref().unwrap_or("?")
+        ));
+    }
+    let c = &report.counts;
+    if repeat && c.added + c.updated + c.removed > 0 {
+        return Err(format!(
+            "the second sync changed the store ({} added, {} updated, {} removed): \
+             not a re-sync of an unchanged listing",
+            c.added, c.updated, c.removed
         ));
     }
     let devices_stored = s
