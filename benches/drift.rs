@@ -96,6 +96,9 @@ const ORDER: [SimKind; 4] = [
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if common::help_asked(&args, include_str!("drift.rs")) {
+        return ExitCode::SUCCESS;
+    }
     let mut devices = 100_000usize;
     let mut kinds = ORDER.to_vec();
     let mut it = args.iter().skip(1);
@@ -125,8 +128,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            // `cargo bench` passes `--bench`; there are no filters.
-            _ => {}
+            other => common::other_arg(other),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

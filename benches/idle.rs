@@ -61,14 +61,16 @@ fn main() -> ExitCode {
     let mut seconds = std::env::var("IDLE_BENCH_SECONDS").ok();
     let mut devices = std::env::var("IDLE_BENCH_DEVICES").ok();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if common::help_asked(&args, include_str!("idle.rs")) {
+        return ExitCode::SUCCESS;
+    }
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--tenants" => tenants = it.next().cloned(),
             "--seconds" => seconds = it.next().cloned(),
             "--devices" => devices = it.next().cloned(),
-            // `cargo bench` passes `--bench` (and a filter, if given); no filters here.
-            _ => {}
+            other => common::other_arg(other),
         }
     }
     let tenants: Vec<usize> = match tenants {

@@ -165,6 +165,9 @@ fn main() -> ExitCode {
     if let Some(at) = args.iter().position(|a| a == "--case") {
         return child(&args[at + 1..]);
     }
+    if common::help_asked(&args, include_str!("ingest.rs")) {
+        return ExitCode::SUCCESS;
+    }
     parent(&args)
 }
 
@@ -197,8 +200,7 @@ fn parent(args: &[String]) -> ExitCode {
             "--only" => only = it.next().cloned(),
             "--ids" => ids = it.next().cloned(),
             "--burst-devices" => burst_devices = it.next().cloned(),
-            // `cargo bench` passes `--bench` (and a filter, if given); no filters here.
-            _ => {}
+            other => common::other_arg(other),
         }
     }
     const GROUPS: [&str; 7] = [

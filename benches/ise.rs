@@ -83,6 +83,10 @@ fn options() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if common::help_asked(&args, include_str!("ise.rs")) {
+        return ExitCode::SUCCESS;
+    }
     let o = match options() {
         Ok(o) => o,
         Err(e) => {

@@ -19,6 +19,8 @@
 //! load average is printed with them.
 
 #[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
 #[path = "common/daemon.rs"]
 mod daemon;
 use daemon::{post_until_accepted, serve};
@@ -53,6 +55,9 @@ fn main() -> ExitCode {
     let mut devices = 10_000usize;
     let mut rounds = 3usize;
     let args: Vec<String> = std::env::args().collect();
+    if common::help_asked(&args, include_str!("signals.rs")) {
+        return ExitCode::SUCCESS;
+    }
     for (flag, slot) in [("--devices", &mut devices), ("--rounds", &mut rounds)] {
         if let Some(i) = args.iter().position(|a| a == flag) {
             match args.get(i + 1).and_then(|v| v.parse().ok()) {

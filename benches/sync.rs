@@ -95,6 +95,9 @@ fn main() -> ExitCode {
     if let Some(at) = args.iter().position(|a| a == "--fill") {
         return fill_child(&args[at + 1..]);
     }
+    if common::help_asked(&args, include_str!("sync.rs")) {
+        return ExitCode::SUCCESS;
+    }
     parent(&args)
 }
 
@@ -116,9 +119,7 @@ fn parent(args: &[String]) -> ExitCode {
             "--cases" => cases = it.next().cloned(),
             "--stored" => stored = it.next().cloned(),
             "--stored-in" => stored_in = it.next().cloned(),
-            // `cargo bench` passes `--bench` (and a filter, if given) to every
-            // bench binary; this one has no filters.
-            _ => {}
+            other => common::other_arg(other),
         }
     }
     let sizes: Vec<usize> = match sizes {

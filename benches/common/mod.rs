@@ -67,3 +67,28 @@ pub fn thread_cpu() -> HashMap<u64, (String, u64)> {
     }
     out
 }
+
+/// `--help` (or `-h`) among a bench's arguments: prints the bench's
+/// documentation, the `//!` header of its source (`include_str!` of the
+/// bench's own file), and returns true so the caller stops before running
+/// anything: an unknown flag must not start a run of many minutes.
+pub fn help_asked(args: &[String], source: &str) -> bool {
+    if !args.iter().any(|a| a == "--help" || a == "-h") {
+        return false;
+    }
+    for line in source.lines().take_while(|l| l.starts_with("//!")) {
+        let text = line.trim_start_matches("//!");
+        println!("{}", text.strip_prefix(' ').unwrap_or(text));
+    }
+    true
+}
+
+/// An argument a bench's parser does not know. `cargo bench` passes `--bench`
+/// and a filter (these benches have none), and `cargo bench -- OPTIONS` hands
+/// OPTIONS to every bench binary, so an unknown option is warned about, not
+/// refused: it may be another bench's.
+pub fn other_arg(arg: &str) {
+    if arg != "--bench" && arg.starts_with('-') {
+        eprintln!("warning: `{arg}` is not an option of this bench; ignored (`--help` lists them)");
+    }
+}
