@@ -76,9 +76,14 @@ pub fn help_asked(args: &[String], source: &str) -> bool {
     if !args.iter().any(|a| a == "--help" || a == "-h") {
         return false;
     }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for line in source.lines().take_while(|l| l.starts_with("//!")) {
         let text = line.trim_start_matches("//!");
-        println!("{}", text.strip_prefix(' ').unwrap_or(text));
+        // A closed pipe (`--help | head`) ends the help, not in a panic.
+        if writeln!(out, "{}", text.strip_prefix(' ').unwrap_or(text)).is_err() {
+            break;
+        }
     }
     true
 }
