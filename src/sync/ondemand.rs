@@ -66,6 +66,13 @@ struct State {
     misses: Mutex<MissCache>,
 }
 
+impl State {
+    /// Whether a lookup of `key` found nothing at any MDM within the TTL.
+    fn missed(&self, key: &str) -> bool {
+        self.misses.lock().expect("miss cache lock").hit(key)
+    }
+}
+
 /// "No MDM knows these identifiers", remembered for a while, in a bounded
 /// map: agents can send any number of made-up identifiers, and memory must
 /// not grow with them. Full, it forgets expired entries, then the oldest.
@@ -187,7 +194,7 @@ impl OnDemand {
         let mut sorted: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         sorted.sort();
         let key = format!("{tenant}|{}", sorted.join("|"));
-        if self.state.misses.lock().expect("miss cache lock").hit(&key) {
+        if self.state.missed(&key) {
             return Ok(LookupOutcome::NotEnrolled);
         }
         let shared = {
@@ -216,12 +223,9 @@ impl OnDemand {
                         // Check both again before asking any MDM.
                         let known = match find_in_store(&state.store, &tenant, &ids).await {
                             Ok(Some(found)) => Some(Ok(LookupOutcome::Found(Box::new(found)))),
-                            Ok(None) => state
-                                .misses
-                                .lock()
-                                .expect("miss cache lock")
-                                .hit(&key)
-                                .then_some(Ok(LookupOutcome::NotEnrolled)),
+                            Ok(None) => {
+                                state.missed(&key).then_some(Ok(LookupOutcome::NotEnrolled))
+                            }
                             Err(e) => Some(Err(e.into())),
                         };
                         if let Some(result) = known {
